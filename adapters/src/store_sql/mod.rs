@@ -1,0 +1,294 @@
+//! The SQL state store: one [`Store`] implementation over sqlx's Any driver for SQLite (the
+//! embedded default) and PostgreSQL, with one embedded migration directory per backend.
+//!
+//! Only primitive types cross the Any driver, so times are stored as fixed-width UTC RFC 3339
+//! text with microseconds (text order is time order) and flags as 0/1 integers.
+
+mod admin;
+mod audit;
+mod executions;
+mod misc;
+
+pub use admin::{create_database, drop_database, with_database};
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use runbot_commands::audit::{AuditEntry, AuditRecord};
+use runbot_commands::model::{Execution, ExecutionId};
+use runbot_commands::ports::store::{ListFilter, Store, StoreError, Versioned};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::{Any, Row, Transaction};
+use std::collections::HashSet;
+use std::time::Duration;
+
+static PG_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Which database the pool talks to; the few places where the SQL differs match on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    fn migrator(self) -> &'static Migrator {
+        match self {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &PG_MIGRATIONS,
+        }
+    }
+
+    /// The name sqlx's Any driver reports for this backend.
+    fn driver_name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+impl SqlStore {
+    /// Connects to `sqlite:<path>` (the file is created if missing), `sqlite::memory:`, or
+    /// `postgres://…`, and applies the backend's migrations.
+    pub async fn connect(url: &str) -> anyhow::Result<SqlStore> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            bail!("unsupported store URL: expected sqlite:<path> or postgres://…");
+        };
+        let (url, in_memory) = match backend {
+            Backend::Sqlite => sqlite_url(url),
+            Backend::Postgres => (url.to_string(), false),
+        };
+        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        let options = match backend {
+            // Every connection to `sqlite::memory:` is its own database: keep exactly one, forever.
+            Backend::Sqlite if in_memory => {
+                options.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
+            }
+            // Writers are serialised by SQLite anyway; a few connections let reads overlap.
+            Backend::Sqlite => options.max_connections(4),
+            Backend::Postgres => options.max_connections(10),
+        };
+        let pool = options
+            .connect(&url)
+            .await
+            .with_context(|| format!("connecting to the {} store", backend.name()))?;
+        let reported = pool.acquire().await.context("acquiring a store connection")?.backend_name().to_string();
+        if reported != backend.driver_name() {
+            bail!("store URL selected {} but the driver reports {reported}", backend.driver_name());
+        }
+        if backend == Backend::Sqlite && !in_memory {
+            enable_wal(&pool).await;
+        }
+        backend
+            .migrator()
+            .run(&pool)
+            .await
+            .with_context(|| format!("applying the {} store migrations", backend.name()))?;
+        Ok(SqlStore { pool, backend })
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Whether every embedded migration for this backend has been applied successfully.
+    pub async fn migrations_applied(&self) -> anyhow::Result<bool> {
+        let rows = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_all(&self.pool)
+            .await
+            .context("reading the applied migrations")?;
+        let applied = rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>("version"))
+            .collect::<Result<HashSet<i64>, _>>()
+            .context("decoding the applied migrations")?;
+        Ok(self
+            .backend
+            .migrator()
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .all(|m| applied.contains(&m.version)))
+    }
+
+    /// Starts a transaction that may write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`), so a read-then-write never fails half way with SQLITE_BUSY.
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        };
+        tx.map_err(backend_err("starting a write transaction"))
+    }
+
+    /// Starts a read-only transaction that sees one consistent snapshot.
+    async fn begin_snapshot(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin().await,
+            Backend::Postgres => {
+                self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await
+            }
+        };
+        tx.map_err(backend_err("starting a read transaction"))
+    }
+}
+
+/// Adds `mode=rwc` to a SQLite file URL that does not choose a mode, so a missing file is
+/// created. Returns the URL and whether it names an in-memory database.
+fn sqlite_url(url: &str) -> (String, bool) {
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let has_mode = query.split('&').any(|kv| kv.starts_with("mode="));
+    let in_memory = url.contains(":memory:") || query.split('&').any(|kv| kv == "mode=memory");
+    if in_memory || has_mode {
+        return (url.to_string(), in_memory);
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    (format!("{url}{sep}mode=rwc"), false)
+}
+
+/// Switches a SQLite file to write-ahead logging (persistent; readers never block writers).
+/// Connections already wait up to 5 s on a locked database (sqlx's default `busy_timeout`).
+async fn enable_wal(pool: &AnyPool) {
+    let mode = sqlx::query("PRAGMA journal_mode = WAL").fetch_optional(pool).await;
+    match mode.map(|row| row.and_then(|r| r.try_get::<String, _>(0).ok())) {
+        Ok(Some(m)) if m.eq_ignore_ascii_case("wal") => {}
+        Ok(other) => tracing::warn!(mode = ?other, "sqlite store: could not switch to WAL journal mode"),
+        Err(e) => tracing::warn!(error = %e, "sqlite store: could not switch to WAL journal mode"),
+    }
+}
+
+/// Maps a sqlx error to [`StoreError::Backend`] with what was being done.
+fn backend_err(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| StoreError::Backend(format!("{context}: {e}"))
+}
+
+/// A time as stored: UTC RFC 3339 with microseconds and `Z`, fixed width.
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Backend(format!("stored time '{s}' is unreadable: {e}")))
+}
+
+fn db_id(id: ExecutionId) -> Result<i64, StoreError> {
+    i64::try_from(id.0).map_err(|_| StoreError::Backend(format!("execution {id} is out of range")))
+}
+
+fn exec_id(n: i64) -> Result<ExecutionId, StoreError> {
+    u64::try_from(n)
+        .map(ExecutionId)
+        .map_err(|_| StoreError::Backend(format!("stored execution number {n} is negative")))
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn next_id(&self) -> Result<ExecutionId, StoreError> {
+        executions::next_id(self).await
+    }
+
+    async fn create(&self, exec: &Execution, lock_key: Option<&str>) -> Result<(), StoreError> {
+        executions::create(self, exec, lock_key).await
+    }
+
+    async fn load(&self, id: ExecutionId) -> Result<Option<Versioned<Execution>>, StoreError> {
+        executions::load(self, id).await
+    }
+
+    async fn save(&self, exec: &Execution, expected: i64) -> Result<i64, StoreError> {
+        executions::save(self, exec, expected).await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Execution>, StoreError> {
+        executions::list(self, filter).await
+    }
+
+    async fn claim(
+        &self,
+        id: ExecutionId,
+        owner: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        executions::claim(self, id, owner, until, now).await
+    }
+
+    async fn orphans(&self, owner: &str, now: DateTime<Utc>) -> Result<Vec<ExecutionId>, StoreError> {
+        executions::orphans(self, owner, now).await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
+        audit::append(self, entry).await
+    }
+
+    async fn audit_log(&self) -> Result<(Vec<AuditRecord>, Option<(u64, String)>), StoreError> {
+        audit::log(self).await
+    }
+
+    async fn first_delivery(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        misc::first_delivery(self, key, now).await
+    }
+
+    async fn append_output(&self, id: ExecutionId, step: usize, text: &str) -> Result<(), StoreError> {
+        misc::append_output(self, id, step, text).await
+    }
+
+    async fn output(&self, id: ExecutionId, step: usize) -> Result<String, StoreError> {
+        misc::output(self, id, step).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(backend_err("ping")).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_get_create_mode_unless_chosen() {
+        assert_eq!(sqlite_url("sqlite:///tmp/a.db"), ("sqlite:///tmp/a.db?mode=rwc".into(), false));
+        assert_eq!(sqlite_url("sqlite:a.db?cache=shared"), ("sqlite:a.db?cache=shared&mode=rwc".into(), false));
+        assert_eq!(sqlite_url("sqlite:a.db?mode=ro"), ("sqlite:a.db?mode=ro".into(), false));
+        assert_eq!(sqlite_url("sqlite::memory:"), ("sqlite::memory:".into(), true));
+    }
+
+    #[test]
+    fn stored_times_are_fixed_width_and_ordered() {
+        let a = DateTime::from_timestamp(1_700_000_000, 0).map(ts);
+        let b = DateTime::from_timestamp(1_700_000_000, 5_000).map(ts);
+        assert_eq!(a.as_deref(), Some("2023-11-14T22:13:20.000000Z"));
+        assert!(a < b);
+        assert_eq!(a.map(|s| s.len()), b.map(|s| s.len()));
+    }
+}

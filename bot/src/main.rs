@@ -1,0 +1,123 @@
+//! `runbot`: the command line. Wires settings to adapters and runs; no business logic here.
+
+mod audit_cmd;
+mod serve;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use runbot_commands::config::Settings;
+use runbot_commands::steps::StepKinds;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "runbot", version, about = "ChatOps runbooks with approvals, live status and an audit trail")]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "RUNBOT_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the embedded demo: SQLite store, web console at /console, local runbooks.
+    Demo {
+        /// Where to listen (loopback only).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Where the demo keeps its state.
+        #[arg(long, default_value = "runbot-demo")]
+        state_dir: PathBuf,
+    },
+    /// Run the bot with a config file.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a config file; report every problem with its key path.
+    CheckConfig { file: PathBuf },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Verify the hash chain: detects edited, inserted and deleted records.
+    Verify {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Write the audit trail as JSON lines.
+    Export {
+        #[arg(long)]
+        config: PathBuf,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Settings> {
+    Settings::load(path, &StepKinds::shipped()).map_err(|problems| {
+        let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+        anyhow::anyhow!("{} has {} problem(s):\n{}", path.display(), problems.len(), lines.join("\n"))
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runbot: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Demo { listen, state_dir } => {
+                let addr: std::net::SocketAddr = listen.parse().context("--listen must be an address like 127.0.0.1:8080")?;
+                anyhow::ensure!(addr.ip().is_loopback(), "the demo console trusts its identity picker, so it listens on loopback only");
+                let path = runbot_sandbox::demo::prepare(&state_dir, &listen)?;
+                let settings = load(&path)?;
+                println!("runbot demo: console at http://{listen}/console  (state in {})", state_dir.display());
+                println!("try: /ops run cache-flush promotions   — then approve as console:bob");
+                serve::serve(settings, path.parent().map(|p| p.to_path_buf()).unwrap_or_default()).await
+            }
+            Cmd::Serve { config } => {
+                let settings = load(&config)?;
+                serve::serve(settings, config.parent().map(|p| p.to_path_buf()).unwrap_or_default()).await
+            }
+            Cmd::CheckConfig { file } => {
+                let s = load(&file)?;
+                println!("{}: ok ({} runbooks, {} groups, {} approval policies)", file.display(), s.runbooks.len(), s.groups.len(), s.config.approvals.len());
+                Ok(())
+            }
+            Cmd::Audit { cmd: AuditCmd::Verify { config } } => audit_cmd::verify(&load(&config)?).await,
+            Cmd::Audit { cmd: AuditCmd::Export { config, out } } => audit_cmd::export(&load(&config)?, out.as_deref()).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("runbot: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUNBOT_LOG").unwrap_or_else(|_| "info,sqlx=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,170 @@
+//! Configuration: the TOML types ([`types`]), secrets by reference ([`secret`]), and
+//! [`Settings`] — the validated form, with every problem reported with its key path.
+
+mod secret;
+mod types;
+mod validate;
+
+pub use secret::{Redactor, Secret, SecretRef};
+pub use types::*;
+pub use validate::Problem;
+
+use crate::model::{Identity, PolicySnapshot};
+use crate::runbook::{RunbookDef, RunbooksFile};
+use crate::steps::StepKinds;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+/// Validated configuration, ready for the engine.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Config,
+    pub runbooks: BTreeMap<String, RunbookDef>,
+    pub groups: BTreeMap<String, BTreeSet<String>>,
+    pub secrets: BTreeMap<String, Secret>,
+    pub redactor: Redactor,
+    /// Lease owner name of this process.
+    pub instance: String,
+    person_of: BTreeMap<String, String>,
+    aliases: BTreeMap<String, String>,
+    version_patterns: BTreeMap<String, regex_lite::Regex>,
+}
+
+/// The built-in runbooks file. The four seed runbooks join it as their step kinds land; a step
+/// that is not implemented does not appear here.
+pub const DEFAULT_RUNBOOKS: &str = include_str!("../../runbooks/default.toml");
+
+/// `30m`, `90s`, `2h`, `1h30m`, `1d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("'{s}' is not a duration; write it like 30s, 10m, 2h or 1h30m");
+    let mut total = 0u64;
+    let mut num = String::new();
+    if s.is_empty() {
+        return Err(bad());
+    }
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+        total = total.checked_add(n.checked_mul(unit).ok_or_else(bad)?).ok_or_else(bad)?;
+    }
+    if !num.is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+impl Settings {
+    /// Reads and validates a config file (and the runbooks file it names).
+    pub fn load(path: &Path, kinds: &StepKinds) -> Result<Settings, Vec<Problem>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![Problem::new("", format!("cannot read {}: {e}", path.display()))])?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, base, kinds)
+    }
+
+    /// Validates config text; relative paths (the runbooks file) resolve against `base`.
+    pub fn from_toml(text: &str, base: &Path, kinds: &StepKinds) -> Result<Settings, Vec<Problem>> {
+        let (config, mut problems) = validate::parse_config(text);
+        let (runbooks_text, runbooks_path) = match &config.engine.runbooks {
+            Some(p) => {
+                let full = base.join(p);
+                match std::fs::read_to_string(&full) {
+                    Ok(t) => (t, full.display().to_string()),
+                    Err(e) => {
+                        problems.push(Problem::new("engine.runbooks", format!("cannot read {}: {e}", full.display())));
+                        (String::new(), full.display().to_string())
+                    }
+                }
+            }
+            None => (DEFAULT_RUNBOOKS.to_string(), "(built-in runbooks)".to_string()),
+        };
+        let runbooks = match validate::parse_section::<RunbooksFile>(&runbooks_text, &runbooks_path) {
+            Ok(r) => r,
+            Err(p) => {
+                problems.extend(p);
+                RunbooksFile::default()
+            }
+        };
+        let settings = validate::build(config, runbooks, kinds, &mut problems);
+        if problems.is_empty() { Ok(settings) } else { Err(problems) }
+    }
+
+    /// Groups the identity belongs to.
+    pub fn groups_of(&self, id: &Identity) -> Vec<String> {
+        self.groups
+            .iter()
+            .filter(|(_, members)| members.contains(&id.0))
+            .map(|(g, _)| g.clone())
+            .collect()
+    }
+
+    /// The person behind an identity (the `people` entry, else the identity itself).
+    pub fn person(&self, id: &Identity) -> String {
+        self.person_of.get(&id.0).cloned().unwrap_or_else(|| id.0.clone())
+    }
+
+    /// Whether a person (any of their identities) is a member of one of `groups`.
+    pub fn in_any_group(&self, id: &Identity, groups: &[String]) -> bool {
+        let person = self.person(id);
+        let ids: Vec<&String> = self.person_of.iter().filter(|(_, p)| **p == person).map(|(i, _)| i).collect();
+        groups.iter().any(|g| {
+            self.groups
+                .get(g)
+                .is_some_and(|m| m.contains(&id.0) || ids.iter().any(|i| m.contains(*i)))
+        })
+    }
+
+    /// The approval policy for a runbook in an environment: exact match over `*`.
+    pub fn policy(&self, runbook: &str, env: &str) -> Option<(PolicySnapshot, Vec<String>)> {
+        let score = |p: &PolicyConfig| -> Option<u8> {
+            let r = if p.runbook == runbook { 2 } else if p.runbook == "*" { 0 } else { return None };
+            let e = if p.env == env { 1 } else if p.env == "*" { 0 } else { return None };
+            Some(r + e)
+        };
+        let best = self
+            .config
+            .approvals
+            .iter()
+            .filter_map(|p| score(p).map(|s| (s, p)))
+            .max_by_key(|(s, _)| *s)?
+            .1;
+        let expiry = parse_duration(&best.expiry).unwrap_or(Duration::from_secs(1800));
+        Some((
+            PolicySnapshot {
+                groups: best.approvers.clone(),
+                required: best.required,
+                self_approval: best.self_approval,
+                expiry_secs: expiry.as_secs(),
+            },
+            best.requesters.clone(),
+        ))
+    }
+
+    /// The canonical name of a service given its name or an alias.
+    pub fn service(&self, name: &str) -> Option<(&str, &ServiceConfig)> {
+        let canonical = self.aliases.get(name).map(|s| s.as_str()).unwrap_or(name);
+        self.config.services.get_key_value(canonical).map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Checks a version against the service's pattern.
+    pub fn version_ok(&self, service: &str, version: &str) -> bool {
+        self.version_patterns.get(service).is_none_or(|re| re.is_match(version))
+    }
+
+    /// The incident channel for an environment on a platform, if one is fixed.
+    pub fn incident_channel(&self, env: &str, platform: &str) -> Option<&str> {
+        self.config.environments.get(env)?.incident_channel.get(platform).map(|s| s.as_str())
+    }
+}

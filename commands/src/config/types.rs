@@ -1,0 +1,255 @@
+//! The TOML configuration as written by people: every section rejects unknown fields and every
+//! field has a documented default. [`super::Settings`] is the validated form the engine uses.
+
+use super::secret::SecretRef;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The whole file (`runbot serve --config FILE`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTP server for the console, chat webhooks and health endpoints.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Where executions, locks and the audit log live.
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// Command quotas.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Named secrets (`env:NAME` or `file:PATH`), usable in command steps' `env` as `{secret.NAME}`.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretRef>,
+    /// Groups of identities (`platform:id`), e.g. `sre = ["slack:U024BE7LH", "console:alice"]`.
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// One person with several identities counts once, e.g. `ana = ["slack:U1", "discord:42"]`.
+    #[serde(default)]
+    pub people: BTreeMap<String, Vec<String>>,
+    /// Approval policies; the most specific (runbook, env) match wins.
+    #[serde(default)]
+    pub approvals: Vec<PolicyConfig>,
+    /// Environments and where their incident status messages go.
+    #[serde(default)]
+    pub environments: BTreeMap<String, EnvironmentConfig>,
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceConfig>,
+    #[serde(default)]
+    pub databases: BTreeMap<String, DatabaseConfig>,
+    /// The local web console (the embedded default adapter).
+    #[serde(default)]
+    pub console: ConsoleConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen address. Default `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { listen: default_listen() }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (default `sqlite://runbot.db`) or `postgres://...`.
+    #[serde(default = "default_store_url")]
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { url: default_store_url() }
+    }
+}
+
+fn default_store_url() -> String {
+    "sqlite://runbot.db".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Name of this process for leases. Default: `runbot-<hostname>`; keep it stable across
+    /// restarts so a restarted process reclaims its own work at once.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// The runbooks file, relative to the config file. Default: the built-in runbooks.
+    #[serde(default)]
+    pub runbooks: Option<String>,
+    /// Minimum time between two edits of one status message, in milliseconds. Default 1000.
+    #[serde(default = "default_update_interval")]
+    pub update_interval_ms: u64,
+    /// Lease duration in seconds; renewed at a third of it. Default 30.
+    #[serde(default = "default_lease")]
+    pub lease_secs: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            instance: None,
+            runbooks: None,
+            update_interval_ms: default_update_interval(),
+            lease_secs: default_lease(),
+        }
+    }
+}
+
+fn default_update_interval() -> u64 {
+    1000
+}
+fn default_lease() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Commands one identity may send per minute (burst the same). Default 20.
+    #[serde(default = "default_per_identity")]
+    pub per_identity_per_minute: u32,
+    /// Commands per channel per minute. Default 60.
+    #[serde(default = "default_per_channel")]
+    pub per_channel_per_minute: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            per_identity_per_minute: default_per_identity(),
+            per_channel_per_minute: default_per_channel(),
+        }
+    }
+}
+
+fn default_per_identity() -> u32 {
+    20
+}
+fn default_per_channel() -> u32 {
+    60
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Runbook name, or `*` (default).
+    #[serde(default = "star")]
+    pub runbook: String,
+    /// Environment name, or `*` (default).
+    #[serde(default = "star")]
+    pub env: String,
+    /// Groups whose members may approve.
+    pub approvers: Vec<String>,
+    /// Approvals needed. Default 1.
+    #[serde(default = "one")]
+    pub required: u32,
+    /// May the requester approve their own request? Default false.
+    #[serde(default)]
+    pub self_approval: bool,
+    /// How long a request waits for approval, e.g. `30m` (default), `90s`, `2h`.
+    #[serde(default = "default_expiry")]
+    pub expiry: String,
+    /// Groups whose members may request it. Default: members of any group.
+    #[serde(default)]
+    pub requesters: Vec<String>,
+}
+
+fn star() -> String {
+    "*".into()
+}
+fn one() -> u32 {
+    1
+}
+fn default_expiry() -> String {
+    "30m".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentConfig {
+    /// Fixed incident channel per platform, e.g. `{ console = "inc-prod" }`. Default: the channel
+    /// the command came from.
+    #[serde(default)]
+    pub incident_channel: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Other names the service answers to, e.g. `promotions-api`.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Environment used when `--env` is not given. Default: the only one, or `prod`.
+    #[serde(default)]
+    pub default_env: Option<String>,
+    /// Versions must match this regular expression. Default `^v\d+\.\d+\.\d+$`.
+    #[serde(default)]
+    pub version_pattern: Option<String>,
+    /// Per-environment settings.
+    #[serde(default)]
+    pub environments: BTreeMap<String, TargetEnvConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Environment of the database. Default `prod`.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// Template variables for runbooks acting on this database.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetEnvConfig {
+    /// Template variables for runbooks acting on the service in this environment.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve the web console at `/console`. Default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Identities offered in the console's "acting as" picker.
+    #[serde(default)]
+    pub identities: Vec<String>,
+    /// Channels listed in the console. Default `["ops"]`.
+    #[serde(default = "default_channels")]
+    pub channels: Vec<String>,
+    /// File (relative to the config file) where console messages are kept across restarts.
+    /// Default: none — messages live in memory only.
+    #[serde(default)]
+    pub history: Option<String>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig { enabled: true, identities: Vec::new(), channels: default_channels(), history: None }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_channels() -> Vec<String> {
+    vec!["ops".into()]
+}

@@ -1,0 +1,297 @@
+//! Parsing and validation of the config: each section is deserialized on its own so one bad
+//! section does not hide problems in the others, and every problem carries its key path.
+
+use super::{parse_duration, Config, Redactor, Settings};
+use crate::model::Identity;
+use crate::runbook::{placeholders, RunbooksFile};
+use crate::steps::{StepKinds, APPROVAL};
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// One problem in the configuration, with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+    }
+}
+
+/// Deserializes a value, naming the exact key path of the first problem in it.
+fn section<T: DeserializeOwned>(value: toml::Value, prefix: &str) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = match (prefix.is_empty(), inner.as_str()) {
+            (true, _) => inner.clone(),
+            (false, ".") => prefix.to_string(),
+            (false, _) => format!("{prefix}.{inner}"),
+        };
+        Problem::new(path, e.into_inner().message().to_string())
+    })
+}
+
+/// Parses a whole TOML document into `T` (used for the runbooks file).
+pub fn parse_section<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, Vec<Problem>> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| vec![Problem::new(file, e.to_string())])?;
+    section(toml::Value::Table(table), "").map_err(|p| vec![Problem::new(format!("{file}: {}", p.path), p.message)])
+}
+
+/// Parses the config file section by section, collecting a problem per bad section.
+pub fn parse_config(text: &str) -> (Config, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let mut cfg = Config::default();
+    let table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => return (cfg, vec![Problem::new("", format!("not valid TOML: {e}"))]),
+    };
+    macro_rules! take {
+        ($key:literal, $field:ident, $v:expr) => {
+            match section($v, $key) {
+                Ok(x) => cfg.$field = x,
+                Err(p) => problems.push(p),
+            }
+        };
+    }
+    for (key, v) in table {
+        match key.as_str() {
+            "server" => take!("server", server, v),
+            "store" => take!("store", store, v),
+            "engine" => take!("engine", engine, v),
+            "limits" => take!("limits", limits, v),
+            "secrets" => take!("secrets", secrets, v),
+            "groups" => take!("groups", groups, v),
+            "people" => take!("people", people, v),
+            "approvals" => take!("approvals", approvals, v),
+            "environments" => take!("environments", environments, v),
+            "services" => take!("services", services, v),
+            "databases" => take!("databases", databases, v),
+            "console" => take!("console", console, v),
+            other => problems.push(Problem::new(other, "unknown section")),
+        }
+    }
+    (cfg, problems)
+}
+
+fn identity_problem(id: &str) -> Option<String> {
+    (!Identity::is_well_formed(id))
+        .then(|| format!("'{id}' is not an identity; write platform:id with platform slack, discord or console"))
+}
+
+/// Cross-checks the parsed config and runbooks and builds [`Settings`].
+pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems: &mut Vec<Problem>) -> Settings {
+    let mut p = |path: String, msg: String| problems.push(Problem::new(path, msg));
+
+    if !(config.store.url.starts_with("sqlite:") || config.store.url.starts_with("postgres://") || config.store.url.starts_with("postgresql://")) {
+        p("store.url".into(), "must start with sqlite: or postgres://".into());
+    }
+    if config.server.listen.parse::<std::net::SocketAddr>().is_err() {
+        p("server.listen".into(), format!("'{}' is not an address like 127.0.0.1:8080", config.server.listen));
+    }
+    if config.engine.update_interval_ms == 0 {
+        p("engine.update_interval_ms".into(), "must be at least 1".into());
+    }
+    if config.engine.lease_secs < 3 {
+        p("engine.lease_secs".into(), "must be at least 3".into());
+    }
+    if config.limits.per_identity_per_minute == 0 {
+        p("limits.per_identity_per_minute".into(), "must be at least 1".into());
+    }
+    if config.limits.per_channel_per_minute == 0 {
+        p("limits.per_channel_per_minute".into(), "must be at least 1".into());
+    }
+
+    let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (g, members) in &config.groups {
+        for (i, m) in members.iter().enumerate() {
+            if let Some(why) = identity_problem(m) {
+                p(format!("groups.{g}[{i}]"), why);
+            }
+        }
+        groups.insert(g.clone(), members.iter().cloned().collect());
+    }
+    let mut person_of = BTreeMap::new();
+    for (person, ids) in &config.people {
+        for (i, id) in ids.iter().enumerate() {
+            if let Some(why) = identity_problem(id) {
+                p(format!("people.{person}[{i}]"), why);
+            }
+            if let Some(other) = person_of.insert(id.clone(), person.clone()) {
+                p(format!("people.{person}[{i}]"), format!("'{id}' is already declared for {other}"));
+            }
+        }
+    }
+    for (i, id) in config.console.identities.iter().enumerate() {
+        if !id.starts_with("console:") || identity_problem(id).is_some() {
+            p(format!("console.identities[{i}]"), format!("'{id}' is not a console identity (console:name)"));
+        }
+    }
+
+    let mut secrets = BTreeMap::new();
+    for (name, r) in &config.secrets {
+        match r.resolve() {
+            Ok(s) => {
+                secrets.insert(name.clone(), s);
+            }
+            Err(why) => p(format!("secrets.{name}"), why),
+        }
+    }
+
+    for (i, pol) in config.approvals.iter().enumerate() {
+        let at = |k: &str| format!("approvals[{i}].{k}");
+        if pol.runbook != "*" && !runbooks.runbooks.contains_key(&pol.runbook) {
+            p(at("runbook"), format!("no runbook named '{}'", pol.runbook));
+        }
+        if pol.env != "*" && !config.environments.contains_key(&pol.env) {
+            p(at("env"), format!("no environment named '{}' under [environments]", pol.env));
+        }
+        if pol.approvers.is_empty() {
+            p(at("approvers"), "name at least one group".into());
+        }
+        let mut eligible = BTreeSet::new();
+        for g in pol.approvers.iter().chain(&pol.requesters) {
+            if !groups.contains_key(g) {
+                p(at("approvers"), format!("no group named '{g}'"));
+            }
+        }
+        for g in &pol.approvers {
+            for m in groups.get(g).into_iter().flatten() {
+                eligible.insert(person_of.get(m).cloned().unwrap_or_else(|| m.clone()));
+            }
+        }
+        if pol.required == 0 {
+            p(at("required"), "must be at least 1".into());
+        } else if !pol.approvers.is_empty() && (eligible.len() as u32) < pol.required + u32::from(!pol.self_approval) {
+            p(
+                at("required"),
+                format!(
+                    "{} approvals needed but the approver groups have {} people; with self-approval off \
+                     someone other than the requester must always be able to approve",
+                    pol.required,
+                    eligible.len()
+                ),
+            );
+        }
+        if let Err(why) = parse_duration(&pol.expiry) {
+            p(at("expiry"), why);
+        }
+    }
+
+    let mut aliases = BTreeMap::new();
+    let mut version_patterns = BTreeMap::new();
+    for (name, svc) in &config.services {
+        for a in &svc.aliases {
+            if config.services.contains_key(a) || aliases.insert(a.clone(), name.clone()).is_some() {
+                p(format!("services.{name}.aliases"), format!("'{a}' names another service too"));
+            }
+        }
+        if let Some(env) = &svc.default_env {
+            if !svc.environments.contains_key(env) {
+                p(format!("services.{name}.default_env"), format!("no environment '{env}' in services.{name}.environments"));
+            }
+        }
+        if svc.environments.is_empty() {
+            p(format!("services.{name}.environments"), "declare at least one environment".into());
+        }
+        let pattern = svc.version_pattern.clone().unwrap_or_else(|| r"^v\d+\.\d+\.\d+$".into());
+        match regex_lite::Regex::new(&pattern) {
+            Ok(re) => {
+                version_patterns.insert(name.clone(), re);
+            }
+            Err(e) => p(format!("services.{name}.version_pattern"), format!("not a regular expression: {e}")),
+        }
+    }
+
+    for (rname, rb) in &runbooks.runbooks {
+        let at = |k: String| format!("runbooks.{rname}.{k}");
+        let mut seen_approval = false;
+        let mut vars: BTreeSet<String> = ["target", "env", "requester", "execution", "runbook"].iter().map(|s| s.to_string()).collect();
+        vars.insert(rb.target.as_str().to_string());
+        vars.extend(rb.params.keys().cloned());
+        vars.extend(config.secrets.keys().map(|k| format!("secret.{k}")));
+        for (pname, pd) in &rb.params {
+            if let Some(pat) = &pd.pattern {
+                if regex_lite::Regex::new(pat).is_err() {
+                    p(at(format!("params.{pname}.pattern")), "not a regular expression".into());
+                }
+            }
+        }
+        for (i, step) in rb.steps.iter().enumerate() {
+            let sat = |k: &str| at(format!("steps[{i}]{k}"));
+            if step.kind == APPROVAL {
+                seen_approval = true;
+                if !step.params.is_empty() {
+                    p(sat(""), "approval steps take no parameters; the policy comes from [[approvals]]".into());
+                }
+                continue;
+            }
+            let Some(kind) = kinds.get(&step.kind) else {
+                p(sat(".kind"), format!("unknown step kind '{}'; known kinds: {}", step.kind, kinds.names().join(", ")));
+                continue;
+            };
+            let idempotent = step.idempotent.unwrap_or(kind.default_idempotent());
+            if !seen_approval && rb.mutating && !idempotent {
+                p(sat(""), "a step before the approval must be idempotent (read-only); mark it idempotent or move it after the approval".into());
+            }
+            // Every variable a step refers to must be one the engine can provide: the target
+            // variables, parameters, secrets, or vars configured on some target.
+            let mut probe: BTreeMap<String, String> = vars.iter().map(|v| (v.clone(), String::new())).collect();
+            for svc in config.services.values() {
+                for e in svc.environments.values() {
+                    probe.extend(e.vars.keys().map(|k| (k.clone(), String::new())));
+                }
+            }
+            for db in config.databases.values() {
+                probe.extend(db.vars.keys().map(|k| (k.clone(), String::new())));
+            }
+            for tmpl in step.params.values().filter_map(|v| v.as_str()) {
+                for ph in placeholders(tmpl) {
+                    if !probe.contains_key(&ph) {
+                        p(sat(""), format!("unknown variable {{{ph}}}"));
+                    }
+                }
+            }
+            if let Err(why) = kind.prepare(&step.params, &probe) {
+                if !why.starts_with("unknown variable") {
+                    p(sat(""), why);
+                }
+            }
+        }
+        if rb.mutating && !seen_approval {
+            p(at("steps".into()), "a mutating runbook needs an approval step".into());
+        }
+        if rb.steps.is_empty() {
+            p(at("steps".into()), "a runbook needs at least one step".into());
+        }
+    }
+
+    let mut redact: Vec<_> = secrets.values().cloned().collect();
+    redact.sort_by(|a, b| a.expose().cmp(b.expose()));
+    let instance = config.engine.instance.clone().unwrap_or_else(default_instance);
+    Settings {
+        runbooks: runbooks.runbooks,
+        groups,
+        redactor: Redactor::new(redact),
+        secrets,
+        instance,
+        person_of,
+        aliases,
+        version_patterns,
+        config,
+    }
+}
+
+fn default_instance() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    if host.is_empty() { "runbot".into() } else { format!("runbot-{host}") }
+}

@@ -1,0 +1,215 @@
+//! Clicks: Approve / Reject on a waiting execution, Resume / Abort on an interrupted step.
+//! The button value only says which execution and action; everything else — state, expiry,
+//! plan fingerprint, group membership, requester, earlier votes — is re-read and re-checked.
+
+use super::plan::{self, resolve};
+use super::runner::finish;
+use super::{Click, Engine, Reply};
+use crate::grammar::{self, ExecutionId};
+use crate::model::{Approval, Decision, ExecState, StepStatus};
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Approve,
+    Reject,
+    Resume,
+    Abort,
+}
+
+fn parse_value(v: &str) -> Option<(ExecutionId, Action, String)> {
+    let mut parts = v.splitn(3, '|');
+    let id: ExecutionId = parts.next()?.parse().ok()?;
+    let action = match parts.next()? {
+        "approve" => Action::Approve,
+        "reject" => Action::Reject,
+        "resume" => Action::Resume,
+        "abort" => Action::Abort,
+        _ => return None,
+    };
+    let fp = parts.next().unwrap_or("").to_string();
+    (fp.len() <= 64 && fp.bytes().all(|b| b.is_ascii_hexdigit())).then_some((id, action, fp))
+}
+
+impl Engine {
+    /// Handles one click. The click is in the audit log before anything changes.
+    pub async fn handle_click(&self, click: Click) -> Reply {
+        let Some((id, action, fp)) = parse_value(&click.value) else {
+            self.audit("click_refused", Some(&click.identity), None, json!({"reason": "unreadable button value"})).await;
+            return Reply::private("That button is not one runbot understands; nothing was changed.");
+        };
+        if let Some(d) = &click.delivery {
+            match self.store().first_delivery(d, self.now()).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(execution = %id, delivery = %d, "repeated delivery ignored");
+                    return Reply::private("Already handled.");
+                }
+                Err(e) => return super::UpdateError::Store(e).reply(),
+            }
+        }
+        self.audit("click", Some(&click.identity), Some(id), json!({"action": format!("{action:?}").to_lowercase(), "fingerprint": fp})).await;
+        match action {
+            Action::Approve | Action::Reject => self.vote(&click, id, action == Action::Approve, &fp).await,
+            Action::Resume | Action::Abort => self.interrupted(&click, id, action == Action::Resume).await,
+        }
+    }
+
+    async fn vote(&self, click: &Click, id: ExecutionId, approve: bool, fp: &str) -> Reply {
+        let settings = self.settings();
+        let who = click.identity.clone();
+        let person = settings.person(&who);
+        let now = self.now();
+        // Re-plan under the current settings: a plan that changed voids the votes it had.
+        let replanned = match self.store().load(id).await {
+            Ok(Some(v)) if v.value.state == ExecState::AwaitingApproval => {
+                let cmd = grammar::parse(&v.value.command).ok();
+                cmd.map(|c| resolve(&settings, self.kinds(), &c, &id.to_string(), &v.value.requester))
+            }
+            _ => None,
+        };
+        let res = self
+            .update(id, |exec| {
+                if exec.state != ExecState::AwaitingApproval {
+                    return Err(format!("{id} is not waiting for approval (it is {}); nothing was changed.", exec.state.as_str().replace('_', " ")));
+                }
+                if exec.expires_at.is_some_and(|e| now >= e) {
+                    return Err(format!("The approval window of {id} has closed; it will be marked expired."));
+                }
+                match &replanned {
+                    Some(Ok(p)) => {
+                        let new_fp = plan::fingerprint(&p.runbook, &p.target, &p.vars, &p.steps, &p.policy);
+                        if new_fp != exec.fingerprint {
+                            let voided = exec.approvals_for_plan().count();
+                            let waiting = exec.current;
+                            let mut steps = p.steps.clone();
+                            // Steps already done keep their record; the approval waits again.
+                            for (j, s) in steps.iter_mut().enumerate().take(waiting + 1) {
+                                if let Some(old) = exec.steps.get(j) {
+                                    *s = old.clone();
+                                }
+                            }
+                            exec.steps = steps;
+                            exec.fingerprint = new_fp;
+                            exec.policy = p.policy.clone();
+                            exec.notes.push(format!("The plan changed since it was shown (configuration reloaded): {voided} approval(s) voided. Review the new plan."));
+                            return Ok(Some(true));
+                        }
+                    }
+                    Some(Err(why)) => return Err(format!("{id} can no longer be planned under the current configuration: {why}")),
+                    None => {}
+                }
+                if !fp.is_empty() && fp != exec.fingerprint {
+                    return Err(format!("The plan of {id} changed since that message was shown; review the updated message and click again."));
+                }
+                let Some(policy) = exec.policy.clone() else {
+                    return Err(format!("{id} has no approval policy; nothing to approve."));
+                };
+                if !settings.in_any_group(&who, &policy.groups) {
+                    return Err(format!("Approving {id} needs membership of {}; you ({who}) are not a member.", policy.groups.join(" or ")));
+                }
+                if person == exec.requester_person && !policy.self_approval && approve {
+                    return Err(format!("You requested {id}; someone else must approve it (self-approval is off)."));
+                }
+                if exec.approvals.iter().any(|a| a.person == person && a.fingerprint == exec.fingerprint) {
+                    return Err(format!("You already voted on {id}; one vote per person."));
+                }
+                exec.approvals.push(Approval {
+                    person: person.clone(),
+                    identity: who.clone(),
+                    decision: if approve { Decision::Approve } else { Decision::Reject },
+                    at: now,
+                    fingerprint: exec.fingerprint.clone(),
+                });
+                if !approve {
+                    exec.notes.push(format!("Rejected by {who}."));
+                    let i = exec.current;
+                    exec.steps[i].status = StepStatus::Failed;
+                    exec.steps[i].summary = Some(format!("rejected by {who}"));
+                    finish(exec, ExecState::Rejected);
+                } else if exec.approvals_for_plan().count() as u32 >= policy.required {
+                    let i = exec.current;
+                    let names: Vec<String> = exec.approvals_for_plan().map(|a| a.identity.0.clone()).collect();
+                    exec.steps[i].status = StepStatus::Succeeded;
+                    exec.steps[i].summary = Some(format!("approved by {}", names.join(", ")));
+                    exec.steps[i].finished_at = Some(now);
+                    exec.current = i + 1;
+                    exec.state = ExecState::Running;
+                    exec.expires_at = None;
+                }
+                Ok(None)
+            })
+            .await;
+        match res {
+            Ok((exec, voided)) => {
+                self.audit(
+                    "approval",
+                    Some(&who),
+                    Some(id),
+                    json!({"decision": if approve { "approve" } else { "reject" }, "fingerprint": exec.fingerprint, "voided_plan": voided.is_some(), "state": exec.state.as_str()}),
+                )
+                .await;
+                self.publish(&exec);
+                if voided.is_some() {
+                    return Reply::private(format!("The plan of {id} changed since it was shown; earlier approvals were voided. Review the updated message and click again."));
+                }
+                if exec.state == ExecState::Running {
+                    self.kick(id);
+                }
+                Reply::private(match (approve, exec.state) {
+                    (false, _) => format!("You rejected {id}."),
+                    (true, ExecState::Running) => format!("You approved {id}; it is running."),
+                    (true, _) => {
+                        let p = exec.policy.as_ref().map(|p| p.required).unwrap_or(1);
+                        format!("You approved {id} ({} of {p}).", exec.approvals_for_plan().count())
+                    }
+                })
+            }
+            Err(e) => {
+                let reply = e.reply();
+                self.audit("approval_refused", Some(&who), Some(id), json!({"reason": reply.message.text})).await;
+                if reply.message.text.contains("has closed") {
+                    self.expire_due().await;
+                }
+                reply
+            }
+        }
+    }
+
+    async fn interrupted(&self, click: &Click, id: ExecutionId, resume: bool) -> Reply {
+        let settings = self.settings();
+        let who = click.identity.clone();
+        let res = self
+            .update(id, |exec| {
+                let Some(i) = exec.steps.iter().position(|s| s.status == StepStatus::Interrupted) else {
+                    return Err(format!("{id} has no interrupted step; nothing was changed."));
+                };
+                let allowed = settings.person(&who) == exec.requester_person
+                    || exec.policy.as_ref().is_some_and(|p| settings.in_any_group(&who, &p.groups));
+                if !allowed {
+                    return Err(format!("Only the requester or an approver of {id} may resume or abort it."));
+                }
+                if resume {
+                    exec.steps[i].status = StepStatus::Pending;
+                    exec.notes.push(format!("{who} chose Resume: step {} runs again.", i + 1));
+                } else {
+                    exec.steps[i].status = StepStatus::Cancelled;
+                    exec.notes.push(format!("{who} chose Abort: stopped at step {} ({}), which may have partly run.", i + 1, exec.steps[i].name));
+                    finish(exec, ExecState::Cancelled);
+                }
+                Ok(())
+            })
+            .await;
+        match res {
+            Ok((exec, ())) => {
+                self.audit("interrupted", Some(&who), Some(id), json!({"decision": if resume { "resume" } else { "abort" }})).await;
+                self.publish(&exec);
+                if resume {
+                    self.kick(id);
+                }
+                Reply::private(if resume { format!("Resuming {id}.") } else { format!("Aborted {id}.") })
+            }
+            Err(e) => e.reply(),
+        }
+    }
+}

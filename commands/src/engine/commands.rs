@@ -1,0 +1,339 @@
+//! `handle_command`: quota, parse, record, authorize, then either answer (status, history,
+//! whoami, help, cancel) or plan a runbook — dry run, or a new execution with its lock, its
+//! status message and its runner.
+
+use super::plan::{self, resolve};
+use super::{Engine, Reply, Request, UpdateError};
+use crate::grammar::{self, help, spec, Command, ExecutionId};
+use crate::message::Message;
+use crate::model::{ExecState, Execution, MessageRef};
+use crate::ports::{ListFilter, StoreError};
+use serde_json::json;
+
+impl Engine {
+    /// Handles one typed command. The command is in the audit log before this returns.
+    pub async fn handle_command(&self, req: Request) -> Reply {
+        if let Err((who, wait)) = self.inner.limits.check(&req.identity.0, &req.origin.channel) {
+            let secs = wait.as_secs().max(1);
+            self.audit("limit", Some(&req.identity), None, json!({"channel": req.origin.channel, "retry_after_s": secs}))
+                .await;
+            return Reply::private(format!(
+                "Easy there — {who} sending commands faster than the configured limit. Try again in {secs} s."
+            ));
+        }
+        let parsed = grammar::parse(&req.text);
+        let text = crate::message::split_text(&req.text, 1000).into_iter().next().unwrap_or_default();
+        self.audit(
+            "command",
+            Some(&req.identity),
+            None,
+            json!({"text": self.settings().redactor.redact(&text), "platform": req.origin.platform, "channel": req.origin.channel, "ok": parsed.is_ok()}),
+        )
+        .await;
+        let cmd = match parsed {
+            Ok(c) => c,
+            Err(e) => return Reply::private(e.to_string()),
+        };
+        match cmd {
+            Command::Help { topic } => self.help(topic.as_deref()),
+            Command::Whoami => self.whoami(&req),
+            Command::Status { id } => self.status(id).await,
+            Command::History { service, limit } => self.history(service, limit).await,
+            Command::Cancel { id } => self.cancel(&req, id).await,
+            other => self.request_runbook(&req, other).await,
+        }
+    }
+
+    fn help(&self, topic: Option<&str>) -> Reply {
+        let Some(topic) = topic else {
+            return Reply::private(help::overview());
+        };
+        let settings = self.settings();
+        let mut parts = Vec::new();
+        if let Some(c) = spec::find(topic) {
+            parts.push(help::command(c));
+        }
+        if let Some(rb) = settings.runbooks.get(topic) {
+            let mut s = format!("Runbook {topic} ({} {}): {}\n", rb.target.as_str(), if rb.mutating { "· changes things" } else { "· read-only" }, rb.summary);
+            for (i, st) in rb.steps.iter().enumerate() {
+                s.push_str(&format!("  {}. {} ({})\n", i + 1, st.name, st.kind));
+            }
+            for (n, p) in &rb.params {
+                s.push_str(&format!("  --set {n}=<value> — {}{}\n", p.help, p.default.as_deref().map(|d| format!(" (default {d})")).unwrap_or_default()));
+            }
+            parts.push(s.trim_end().to_string());
+        }
+        if parts.is_empty() {
+            let names: Vec<&str> = spec::COMMANDS.iter().map(|c| c.name).chain(settings.runbooks.keys().map(|s| s.as_str())).collect();
+            return Reply::private(format!("No help for '{topic}'. Try one of: {}.", names.join(", ")));
+        }
+        Reply::private(parts.join("\n\n"))
+    }
+
+    fn whoami(&self, req: &Request) -> Reply {
+        let settings = self.settings();
+        let groups = settings.groups_of(&req.identity);
+        let person = settings.person(&req.identity);
+        let can_approve: Vec<String> = settings
+            .config
+            .approvals
+            .iter()
+            .filter(|p| settings.in_any_group(&req.identity, &p.approvers))
+            .map(|p| format!("{} in {}", p.runbook, p.env))
+            .collect();
+        let mut m = Message::text(format!(
+            "You are {} (person: {person}).",
+            req.identity
+        ));
+        m.fields = vec![
+            ("Groups".into(), if groups.is_empty() { "none".into() } else { groups.join(", ") }),
+            ("May approve".into(), if can_approve.is_empty() { "nothing".into() } else { can_approve.join("; ") }),
+        ];
+        Reply { message: m, ephemeral: true }
+    }
+
+    async fn status(&self, id: Option<ExecutionId>) -> Reply {
+        match id {
+            Some(id) => match self.store().load(id).await {
+                Ok(Some(v)) => Reply { message: super::render(&v.value, self.now()), ephemeral: true },
+                Ok(None) => Reply::private(format!("There is no execution {id}.")),
+                Err(e) => UpdateError::Store(e).reply(),
+            },
+            None => {
+                let filter = ListFilter { active_only: true, target: None, limit: 50 };
+                match self.store().list(&filter).await {
+                    Ok(list) if list.is_empty() => Reply::private("Nothing is running or waiting for approval."),
+                    Ok(list) => Reply::private(format!("Active executions:\n{}", lines(&list, self.now()))),
+                    Err(e) => UpdateError::Store(e).reply(),
+                }
+            }
+        }
+    }
+
+    async fn history(&self, service: Option<String>, limit: u32) -> Reply {
+        let settings = self.settings();
+        let target = match service {
+            Some(s) => match settings.service(&s) {
+                Some((name, _)) => Some(name.to_string()),
+                None if settings.config.databases.contains_key(&s) => Some(s),
+                None => return Reply::private(format!("'{s}' is not a configured service or database.")),
+            },
+            None => None,
+        };
+        let filter = ListFilter { active_only: false, target: target.clone(), limit };
+        match self.store().list(&filter).await {
+            Ok(list) if list.is_empty() => Reply::private("No executions yet."),
+            Ok(list) => Reply::private(format!(
+                "Last {} execution{}{}:\n{}",
+                list.len(),
+                if list.len() == 1 { "" } else { "s" },
+                target.map(|t| format!(" for {t}")).unwrap_or_default(),
+                lines(&list, self.now())
+            )),
+            Err(e) => UpdateError::Store(e).reply(),
+        }
+    }
+
+    async fn cancel(&self, req: &Request, id: ExecutionId) -> Reply {
+        let settings = self.settings();
+        let who = req.identity.clone();
+        let res = self
+            .update(id, |exec| {
+                if exec.state.is_terminal() {
+                    return Err(format!("{id} already finished ({}).", exec.state.as_str()));
+                }
+                let allowed = settings.person(&who) == exec.requester_person
+                    || exec.policy.as_ref().is_some_and(|p| settings.in_any_group(&who, &p.groups));
+                if !allowed {
+                    return Err(format!("Only the requester or an approver of {id} may cancel it."));
+                }
+                if exec.state == ExecState::AwaitingApproval {
+                    exec.state = ExecState::Cancelled;
+                    exec.finished_at = Some(exec.updated_at);
+                    exec.notes.push(format!("Cancelled by {who} before approval; nothing was changed after the approval step."));
+                    Ok(true)
+                } else {
+                    exec.cancel_requested = Some(who.clone());
+                    Ok(false)
+                }
+            })
+            .await;
+        match res {
+            Ok((exec, immediate)) => {
+                self.audit("cancel", Some(&req.identity), Some(id), json!({"immediate": immediate})).await;
+                if immediate {
+                    self.publish(&exec);
+                } else {
+                    self.signal_cancel(id);
+                    self.kick(id);
+                }
+                Reply::private(format!("Cancelling {id}."))
+            }
+            Err(e) => e.reply(),
+        }
+    }
+
+    async fn request_runbook(&self, req: &Request, cmd: Command) -> Reply {
+        let settings = self.settings();
+        let dry_run = matches!(
+            cmd,
+            Command::Deploy { dry_run: true, .. }
+                | Command::Rollback { dry_run: true, .. }
+                | Command::Restore { dry_run: true, .. }
+                | Command::Restart { dry_run: true, .. }
+                | Command::Run { dry_run: true, .. }
+        );
+        if dry_run {
+            return match resolve(&settings, self.kinds(), &cmd, "R-(dry-run)", &req.identity) {
+                Ok(plan) => {
+                    self.audit("dry_run", Some(&req.identity), None, json!({"runbook": plan.runbook, "target": plan.target.lock_key()})).await;
+                    let mut m = Message::text(format!(
+                        "Dry run — nothing was changed. {} on {} {} ({}) would:",
+                        plan.runbook, plan.target.kind, plan.target.name, plan.target.env
+                    ))
+                    .with_title(format!("Plan: {}", req.text.trim()));
+                    let steps: Vec<String> = plan.steps.iter().enumerate().map(|(i, s)| format!("{}. {} — {}", i + 1, s.name, s.action)).collect();
+                    m.code = Some(steps.join("\n"));
+                    Reply { message: m.map_text(|t| settings.redactor.redact(t)), ephemeral: true }
+                }
+                Err(why) => Reply::private(why),
+            };
+        }
+        let id = match self.store().next_id().await {
+            Ok(id) => id,
+            Err(e) => return UpdateError::Store(e).reply(),
+        };
+        let plan = match resolve(&settings, self.kinds(), &cmd, &id.to_string(), &req.identity) {
+            Ok(p) => p,
+            Err(why) => return Reply::private(why),
+        };
+        // Authorization before anything changes.
+        let groups = settings.groups_of(&req.identity);
+        let allowed = if plan.requesters.is_empty() { !groups.is_empty() } else { settings.in_any_group(&req.identity, &plan.requesters) };
+        self.audit("authz", Some(&req.identity), Some(id), json!({"runbook": plan.runbook, "target": plan.target.lock_key(), "allowed": allowed}))
+            .await;
+        if !allowed {
+            return Reply::private(if plan.requesters.is_empty() {
+                format!("You ({}) are not in any runbot group, so you cannot run {}. Ask an admin to add you under [groups].", req.identity, plan.runbook)
+            } else {
+                format!("Running {} in {} needs membership of {}; you ({}) are not a member.", plan.runbook, plan.target.env, plan.requesters.join(" or "), req.identity)
+            });
+        }
+        let now = self.now();
+        let incident_channel = settings
+            .incident_channel(&plan.target.env, &req.origin.platform)
+            .unwrap_or(&req.origin.channel)
+            .to_string();
+        let fp = plan::fingerprint(&plan.runbook, &plan.target, &plan.vars, &plan.steps, &plan.policy);
+        let exec = Execution {
+            id,
+            runbook: plan.runbook.clone(),
+            command: settings.redactor.redact(req.text.trim()),
+            vars: plan.vars,
+            target: plan.target.clone(),
+            mutating: plan.mutating,
+            requester: req.identity.clone(),
+            requester_person: settings.person(&req.identity),
+            origin: req.origin.clone(),
+            incident_channel: incident_channel.clone(),
+            state: ExecState::Running,
+            steps: plan.steps,
+            current: 0,
+            policy: plan.policy,
+            approvals: Vec::new(),
+            fingerprint: fp,
+            expires_at: None,
+            messages: Vec::new(),
+            notes: Vec::new(),
+            cancel_requested: None,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+        };
+        let lock = plan.mutating.then(|| plan.target.lock_key());
+        match self.store().create(&exec, lock.as_deref()).await {
+            Ok(()) => {}
+            Err(StoreError::Locked { key, holder }) => {
+                let about = match self.store().load(holder).await {
+                    Ok(Some(h)) => format!(
+                        "{holder} ({} by {}, {}, started {} ago)",
+                        h.value.runbook,
+                        h.value.requester,
+                        h.value.state.as_str().replace('_', " "),
+                        ago(self.now() - h.value.created_at)
+                    ),
+                    _ => holder.to_string(),
+                };
+                self.audit("lock_refused", Some(&req.identity), Some(id), json!({"key": key, "holder": holder.to_string()})).await;
+                return Reply::private(format!(
+                    "{} {} ({}) is busy: {about} is already working on it. Wait for it to finish, or see /ops status {holder}.",
+                    plan.target.kind, plan.target.name, plan.target.env
+                ));
+            }
+            Err(e) => return UpdateError::Store(e).reply(),
+        }
+        self.audit("execution", Some(&req.identity), Some(id), json!({"runbook": exec.runbook, "target": exec.target.lock_key(), "fingerprint": exec.fingerprint}))
+            .await;
+        // The status message is posted before any step runs, and its id stored, so every later
+        // update (also after a restart) edits the same message.
+        let platform = req.origin.platform.clone();
+        let posted = match self.chats().get(&platform) {
+            Some(chat) => {
+                let msg = super::render(&exec, now).map_text(|t| settings.redactor.redact(t));
+                chat.post(&incident_channel, None, &msg).await.map_err(|e| e.to_string())
+            }
+            None => Err(format!("no {platform} adapter is running")),
+        };
+        match posted {
+            Ok(msg_id) => {
+                let r = MessageRef { platform, channel: incident_channel.clone(), id: msg_id, final_sent: false };
+                if let Err(e) = self.update(id, |ex| {
+                    ex.messages.push(r.clone());
+                    Ok(())
+                })
+                .await
+                {
+                    return e.reply();
+                }
+            }
+            Err(why) => {
+                let _ = self
+                    .update(id, |ex| {
+                        ex.state = ExecState::Cancelled;
+                        ex.finished_at = Some(ex.updated_at);
+                        ex.notes.push(format!("Could not post the status message ({why}); nothing was run."));
+                        Ok(())
+                    })
+                    .await;
+                self.audit("error", None, Some(id), json!({"error": why})).await;
+                return Reply::private(format!("{id} was not started: runbot could not post its status message ({why}). Nothing was changed."));
+            }
+        }
+        self.kick(id);
+        let where_ = if incident_channel == req.origin.channel { "below".to_string() } else { format!("in #{incident_channel}") };
+        Reply::private(format!("{id} created — follow it {where_}."))
+    }
+}
+
+fn ago(d: chrono::TimeDelta) -> String {
+    let s = d.num_seconds().max(0);
+    if s < 120 { format!("{s} s") } else if s < 7200 { format!("{} min", s / 60) } else { format!("{} h", s / 3600) }
+}
+
+fn lines(list: &[Execution], now: chrono::DateTime<chrono::Utc>) -> String {
+    list.iter()
+        .map(|e| {
+            format!(
+                "• {} {} {} ({}) — {} by {}, {} ago",
+                e.id,
+                e.runbook,
+                e.target.name,
+                e.target.env,
+                e.state.as_str().replace('_', " "),
+                e.requester,
+                ago(now - e.created_at)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

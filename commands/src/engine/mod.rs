@@ -1,0 +1,191 @@
+//! The runbook engine: turns commands into durable executions, runs their steps, collects
+//! approvals, keeps one live status message per execution and channel, and writes the audit
+//! trail. Adapters call [`Engine::handle_command`] and [`Engine::handle_click`] and show the
+//! returned [`Reply`] to the person who acted.
+
+mod approve;
+mod commands;
+mod plan;
+mod publish;
+mod render;
+mod runner;
+mod sweep;
+
+pub use plan::fingerprint;
+pub use publish::Publisher;
+pub use render::render;
+
+use crate::audit::AuditEntry;
+use crate::config::Settings;
+use crate::limits::Limits;
+use crate::message::Message;
+use crate::model::{Execution, ExecutionId, Identity, Origin};
+use crate::ports::{Chats, Clock, Store, StoreError};
+use crate::steps::StepKinds;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A command typed by someone.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub identity: Identity,
+    pub origin: Origin,
+    pub text: String,
+}
+
+/// A button pressed by someone. Nothing in it is trusted beyond "this person pressed this".
+#[derive(Debug, Clone)]
+pub struct Click {
+    pub identity: Identity,
+    pub origin: Origin,
+    /// The button's value as delivered (`R-42|approve|<fingerprint>`).
+    pub value: String,
+    /// A platform delivery id; a repeated delivery changes nothing.
+    pub delivery: Option<String>,
+}
+
+/// What to show the person who acted (usually privately).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub message: Message,
+    /// Only the actor sees it.
+    pub ephemeral: bool,
+}
+
+impl Reply {
+    pub fn private(text: impl Into<String>) -> Self {
+        Reply { message: Message::text(text), ephemeral: true }
+    }
+}
+
+/// The engine. Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: RwLock<Arc<Settings>>,
+    store: Arc<dyn Store>,
+    chats: Chats,
+    clock: Arc<dyn Clock>,
+    kinds: StepKinds,
+    limits: Limits,
+    /// Executions this process is driving, with their cancel switch.
+    running: Mutex<HashMap<ExecutionId, watch::Sender<bool>>>,
+    publisher: Publisher,
+}
+
+impl Engine {
+    pub fn new(settings: Settings, store: Arc<dyn Store>, chats: Chats, clock: Arc<dyn Clock>, kinds: StepKinds) -> Self {
+        let interval = Duration::from_millis(settings.config.engine.update_interval_ms);
+        let limits = Limits::new(&settings.config.limits);
+        Engine {
+            inner: Arc::new(Inner {
+                settings: RwLock::new(Arc::new(settings)),
+                store,
+                chats,
+                clock,
+                kinds,
+                limits,
+                running: Mutex::new(HashMap::new()),
+                publisher: Publisher::new(interval),
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> Arc<Settings> {
+        self.inner.settings.read().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Swaps in new settings (config reload). Running executions keep their plan; an execution
+    /// waiting for approval whose plan differs under the new settings has its approvals voided
+    /// at the next click.
+    pub fn reload(&self, settings: Settings) {
+        match self.inner.settings.write() {
+            Ok(mut s) => *s = Arc::new(settings),
+            Err(p) => *p.into_inner() = Arc::new(settings),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn chats(&self) -> &Chats {
+        &self.inner.chats
+    }
+
+    pub fn kinds(&self) -> &StepKinds {
+        &self.inner.kinds
+    }
+
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.inner.clock.now()
+    }
+
+    /// Appends to the audit log. A failure is logged, never swallowed silently.
+    async fn audit(&self, kind: &str, actor: Option<&Identity>, exec: Option<ExecutionId>, detail: serde_json::Value) {
+        let entry = AuditEntry {
+            at: self.now(),
+            kind: kind.to_string(),
+            actor: actor.map(|a| a.0.clone()),
+            execution: exec.map(|e| e.to_string()),
+            detail,
+        };
+        if let Err(e) = self.inner.store.append_audit(&entry).await {
+            tracing::error!(error = %e, kind, "audit append failed");
+        }
+    }
+
+    /// Loads, changes and saves an execution, retrying when someone else saved in between.
+    /// The closure returns `Err(reason)` to leave the execution unchanged.
+    async fn update<T>(
+        &self,
+        id: ExecutionId,
+        mut change: impl FnMut(&mut Execution) -> Result<T, String>,
+    ) -> Result<(Execution, T), UpdateError> {
+        for _ in 0..20 {
+            let Some(v) = self.inner.store.load(id).await.map_err(UpdateError::Store)? else {
+                return Err(UpdateError::Refused(format!("There is no execution {id}.")));
+            };
+            let mut exec = v.value;
+            exec.updated_at = self.now();
+            let out = change(&mut exec).map_err(UpdateError::Refused)?;
+            match self.inner.store.save(&exec, v.version).await {
+                Ok(_) => return Ok((exec, out)),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(UpdateError::Store(e)),
+            }
+        }
+        Err(UpdateError::Store(StoreError::Conflict(id)))
+    }
+
+    /// Renders and queues the status message of an execution for every channel it is in.
+    fn publish(&self, exec: &Execution) {
+        let settings = self.settings();
+        let msg = render(exec, self.now()).map_text(|t| settings.redactor.redact(t));
+        self.inner.publisher.publish(self, exec, msg);
+    }
+}
+
+#[derive(Debug)]
+enum UpdateError {
+    /// The change was refused, with a message for the person who asked.
+    Refused(String),
+    Store(StoreError),
+}
+
+impl UpdateError {
+    fn reply(self) -> Reply {
+        match self {
+            UpdateError::Refused(m) => Reply::private(m),
+            UpdateError::Store(e) => {
+                tracing::error!(error = %e, "store error");
+                Reply::private("runbot could not reach its state store; nothing was changed. Try again in a moment.")
+            }
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Live updates: one status message per execution and channel, edited in place. Edits are
+//! coalesced (at most one per message per interval; the latest state wins), 429s are waited
+//! out, and the final state is always delivered — and recorded as delivered, so a restart
+//! re-sends it if the process died first. Step output goes to the message's detail thread in
+//! batches, split to the platform's size, never cut.
+
+use super::Engine;
+use crate::message::{split_text, Message};
+use crate::model::{Execution, ExecutionId};
+use crate::ports::ChatError;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+type Slot = watch::Sender<Option<(Message, bool)>>;
+
+pub struct Publisher {
+    interval: Duration,
+    /// One updater task per (execution, message index), fed through a watch channel.
+    slots: Mutex<HashMap<(ExecutionId, usize), Slot>>,
+}
+
+impl Publisher {
+    pub fn new(interval: Duration) -> Self {
+        Publisher { interval, slots: Mutex::new(HashMap::new()) }
+    }
+
+    /// Queues `msg` as the latest content of every status message of `exec`.
+    pub(super) fn publish(&self, engine: &Engine, exec: &Execution, msg: Message) {
+        let fin = exec.state.is_terminal();
+        let Ok(mut slots) = self.slots.lock() else { return };
+        for (i, r) in exec.messages.iter().enumerate() {
+            if r.final_sent {
+                continue;
+            }
+            let key = (exec.id, i);
+            let alive = slots.get(&key).is_some_and(|s| !s.is_closed());
+            if !alive {
+                let (tx, rx) = watch::channel(None);
+                let engine = engine.clone();
+                let interval = self.interval;
+                tokio::spawn(async move { updater(engine, key, rx, interval).await });
+                slots.insert(key, tx);
+            }
+            if let Some(tx) = slots.get(&key) {
+                let _ = tx.send(Some((msg.clone(), fin)));
+            }
+        }
+    }
+
+    fn forget(&self, key: (ExecutionId, usize)) {
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.remove(&key);
+        }
+    }
+}
+
+/// Sends the latest content, then waits `interval` before the next edit.
+async fn updater(engine: Engine, key: (ExecutionId, usize), mut rx: watch::Receiver<Option<(Message, bool)>>, interval: Duration) {
+    let (id, idx) = key;
+    loop {
+        if rx.changed().await.is_err() {
+            break;
+        }
+        let Some(r) = message_ref(&engine, id, idx).await else { break };
+        let Some(chat) = engine.chats().get(&r.platform).cloned() else {
+            tracing::error!(execution = %id, platform = %r.platform, "no adapter for a status message");
+            break;
+        };
+        let mut attempt = 0u32;
+        let fin = loop {
+            let Some((msg, fin)) = rx.borrow_and_update().clone() else { break false };
+            match chat.update(&r.channel, &r.id, &msg).await {
+                Ok(()) => break fin,
+                Err(ChatError::RateLimited(wait)) => {
+                    tracing::warn!(execution = %id, wait_ms = wait.as_millis() as u64, "chat rate limited; waiting");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(ChatError::Other(e)) => {
+                    attempt += 1;
+                    tracing::warn!(execution = %id, error = %e, attempt, "status update failed; retrying");
+                    tokio::time::sleep(interval * attempt.min(30)).await;
+                }
+            }
+        };
+        if fin {
+            let _ = engine
+                .update(id, |ex| {
+                    if let Some(m) = ex.messages.get_mut(idx) {
+                        m.final_sent = true;
+                    }
+                    Ok(())
+                })
+                .await;
+            engine.inner.publisher.forget(key);
+            break;
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+async fn message_ref(engine: &Engine, id: ExecutionId, idx: usize) -> Option<crate::model::MessageRef> {
+    match engine.store().load(id).await {
+        Ok(Some(v)) => v.value.messages.get(idx).cloned(),
+        _ => None,
+    }
+}
+
+impl Engine {
+    /// Collects a step's output: every line into the execution log, and batches into the
+    /// detail thread of each status message.
+    pub(super) fn spawn_output(&self, exec: &Execution, step: usize, mut rx: mpsc::UnboundedReceiver<String>) -> JoinHandle<()> {
+        let engine = self.clone();
+        let id = exec.id;
+        let refs = exec.messages.clone();
+        let name = exec.steps[step].name.clone();
+        let interval = self.inner.publisher.interval;
+        tokio::spawn(async move {
+            let redactor = engine.settings().redactor.clone();
+            let mut buf = String::new();
+            let mut open = true;
+            let mut first = true;
+            while open {
+                let deadline = tokio::time::sleep(interval);
+                tokio::pin!(deadline);
+                loop {
+                    tokio::select! {
+                        line = rx.recv() => match line {
+                            Some(l) => { buf.push_str(&redactor.redact(&l)); buf.push('\n'); }
+                            None => { open = false; break; }
+                        },
+                        _ = &mut deadline => break,
+                    }
+                }
+                if buf.is_empty() {
+                    continue;
+                }
+                let chunk = std::mem::take(&mut buf);
+                if let Err(e) = engine.store().append_output(id, step, &chunk).await {
+                    tracing::error!(execution = %id, error = %e, "could not store step output");
+                }
+                for r in &refs {
+                    let Some(chat) = engine.chats().get(&r.platform).cloned() else { continue };
+                    let header = if first { format!("Output of step {} ({name}):\n", step + 1) } else { String::new() };
+                    for part in split_text(&chunk, chat.max_text().saturating_sub(100).max(100)) {
+                        let mut m = Message::code(part);
+                        if !header.is_empty() {
+                            m.text = header.clone();
+                        }
+                        post_retrying(chat.as_ref(), &r.channel, &r.id, &m).await;
+                    }
+                }
+                first = false;
+            }
+        })
+    }
+}
+
+/// Posts a thread reply, waiting out rate limits; gives up only on repeated hard errors.
+async fn post_retrying(chat: &dyn crate::ports::Chat, channel: &str, thread: &str, m: &Message) {
+    for attempt in 1..=5u32 {
+        match chat.post(channel, Some(thread), m).await {
+            Ok(_) => return,
+            Err(ChatError::RateLimited(wait)) => tokio::time::sleep(wait).await,
+            Err(ChatError::Other(e)) => {
+                tracing::warn!(error = %e, attempt, "thread reply failed");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+        }
+    }
+    tracing::error!(channel, thread, "thread reply dropped after retries; the full output is in the execution log");
+}

@@ -1,0 +1,261 @@
+//! The runner: drives one execution step by step while holding its lease. A step's intent is
+//! saved before its side effect and its result after; a step found mid-flight after a restart
+//! is resumed only if idempotent, otherwise it waits for [Resume] / [Abort].
+
+use super::Engine;
+use crate::model::{ExecState, Execution, ExecutionId, StepStatus};
+use crate::steps::{StepContext, StepOutcome, APPROVAL};
+use chrono::Duration as ChronoDuration;
+use serde_json::json;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// What the loop decided to do with the current step.
+enum Next {
+    Stop,
+    Continue,
+    Run(Execution),
+}
+
+impl Engine {
+    /// Starts driving an execution in the background unless this process already is.
+    pub fn kick(&self, id: ExecutionId) {
+        let (tx, rx) = watch::channel(false);
+        {
+            let Ok(mut running) = self.inner.running.lock() else { return };
+            if running.contains_key(&id) {
+                return;
+            }
+            running.insert(id, tx);
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            engine.drive(id, rx).await;
+            if let Ok(mut running) = engine.inner.running.lock() {
+                running.remove(&id);
+            }
+        });
+    }
+
+    /// Tells a locally running step to stop.
+    pub(super) fn signal_cancel(&self, id: ExecutionId) {
+        if let Ok(running) = self.inner.running.lock() {
+            if let Some(tx) = running.get(&id) {
+                let _ = tx.send(true);
+            }
+        }
+    }
+
+    /// Executions this process is driving right now.
+    pub fn running_here(&self) -> Vec<ExecutionId> {
+        self.inner.running.lock().map(|r| r.keys().copied().collect()).unwrap_or_default()
+    }
+
+    fn lease(&self) -> Duration {
+        Duration::from_secs(self.settings().config.engine.lease_secs)
+    }
+
+    async fn claim(&self, id: ExecutionId) -> bool {
+        let now = self.now();
+        let until = now + ChronoDuration::from_std(self.lease()).unwrap_or(ChronoDuration::seconds(30));
+        let owner = self.settings().instance.clone();
+        match self.store().claim(id, &owner, until, now).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::error!(execution = %id, error = %e, "lease claim failed");
+                false
+            }
+        }
+    }
+
+    async fn drive(&self, id: ExecutionId, cancel: watch::Receiver<bool>) {
+        if !self.claim(id).await {
+            tracing::debug!(execution = %id, "lease held elsewhere; not driving");
+            return;
+        }
+        let renew = {
+            let engine = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(engine.lease() / 3).await;
+                    if !engine.claim(id).await {
+                        tracing::warn!(execution = %id, "lost the lease");
+                    }
+                }
+            })
+        };
+        let mut first = true;
+        loop {
+            match self.next(id, first).await {
+                Next::Stop => break,
+                Next::Continue => {}
+                Next::Run(exec) => self.run_step(exec, cancel.clone()).await,
+            }
+            first = false;
+        }
+        renew.abort();
+    }
+
+    /// Looks at the current step and moves the execution one notch. `fresh` is true on the
+    /// first look after (re)starting to drive: a step found `running` then was interrupted.
+    async fn next(&self, id: ExecutionId, fresh: bool) -> Next {
+        let res = self
+            .update(id, |exec| {
+                if exec.state.is_terminal() || exec.state == ExecState::AwaitingApproval {
+                    return Err(String::new());
+                }
+                if let Some(who) = &exec.cancel_requested {
+                    let done: Vec<String> = exec.steps.iter().filter(|s| s.status == StepStatus::Succeeded).map(|s| s.name.clone()).collect();
+                    exec.notes.push(format!("Cancelled by {who}. Completed before that: {}.", if done.is_empty() { "nothing".into() } else { done.join(", ") }));
+                    finish(exec, ExecState::Cancelled);
+                    return Ok(true);
+                }
+                if exec.current >= exec.steps.len() {
+                    finish(exec, ExecState::Succeeded);
+                    return Ok(true);
+                }
+                let now = exec.updated_at;
+                let i = exec.current;
+                let step = &mut exec.steps[i];
+                match (step.kind == APPROVAL, step.status) {
+                    (true, StepStatus::Pending) => {
+                        step.status = StepStatus::Waiting;
+                        exec.state = ExecState::AwaitingApproval;
+                        let secs = exec.policy.as_ref().map(|p| p.expiry_secs).unwrap_or(1800);
+                        exec.expires_at = Some(now + ChronoDuration::seconds(secs as i64));
+                        Ok(true)
+                    }
+                    (_, StepStatus::Succeeded | StepStatus::Skipped) => {
+                        exec.current += 1;
+                        Ok(false)
+                    }
+                    (false, StepStatus::Running) if fresh && !step.idempotent => {
+                        step.status = StepStatus::Interrupted;
+                        let n = format!("Step {} ({}) was running when runbot stopped; it may have partly run. Resume or Abort?", i + 1, step.name);
+                        exec.notes.push(n);
+                        Ok(true)
+                    }
+                    (false, StepStatus::Pending | StepStatus::Running) => {
+                        if step.status == StepStatus::Running {
+                            exec.notes.push(format!("Step {} ({}) was running when runbot stopped; it is safe to repeat and was resumed.", i + 1, step.name));
+                        }
+                        step.status = StepStatus::Running;
+                        step.attempts += 1;
+                        step.started_at = Some(now);
+                        step.summary = None;
+                        Ok(false)
+                    }
+                    (_, StepStatus::Failed) => {
+                        finish(exec, ExecState::Failed);
+                        Ok(true)
+                    }
+                    // Interrupted or Waiting: a person has to act.
+                    _ => Err(String::new()),
+                }
+            })
+            .await;
+        match res {
+            Ok((exec, changed_visible)) => {
+                let running = exec.state == ExecState::Running
+                    && exec.steps.get(exec.current).is_some_and(|s| s.status == StepStatus::Running && s.kind != APPROVAL);
+                if changed_visible || running {
+                    self.after_change(&exec).await;
+                }
+                if exec.state.is_terminal() || exec.state == ExecState::AwaitingApproval {
+                    return Next::Stop;
+                }
+                if exec.steps.get(exec.current).is_some_and(|s| s.status == StepStatus::Interrupted) {
+                    return Next::Stop;
+                }
+                if running { Next::Run(exec) } else { Next::Continue }
+            }
+            Err(_) => Next::Stop,
+        }
+    }
+
+    /// Publishes the execution and writes the state change to the audit log.
+    pub(super) async fn after_change(&self, exec: &Execution) {
+        self.publish(exec);
+        let step = exec.steps.get(exec.current);
+        self.audit(
+            "state",
+            None,
+            Some(exec.id),
+            json!({"state": exec.state.as_str(), "step": exec.current + 1, "step_status": step.map(|s| s.status.as_str())}),
+        )
+        .await;
+    }
+
+    async fn run_step(&self, exec: Execution, cancel: watch::Receiver<bool>) {
+        let i = exec.current;
+        let step = exec.steps[i].clone();
+        let Some(kind) = self.kinds().get(&step.kind).cloned() else {
+            self.complete(exec.id, i, StepOutcome::Failed(format!("step kind '{}' is not available in this runbot", step.kind))).await;
+            return;
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pump = self.spawn_output(&exec, i, rx);
+        let ctx = StepContext { execution: exec.clone(), step: i, output: tx, cancel, secrets: self.settings().secrets.clone() };
+        tracing::info!(execution = %exec.id, step = i + 1, kind = %step.kind, "step started");
+        let outcome = kind.run(&step.params, ctx).await;
+        let _ = pump.await;
+        tracing::info!(execution = %exec.id, step = i + 1, outcome = ?outcome, "step finished");
+        self.complete(exec.id, i, outcome).await;
+    }
+
+    /// Stores a step's result (after its side effect) and moves on.
+    async fn complete(&self, id: ExecutionId, i: usize, outcome: StepOutcome) {
+        let settings = self.settings();
+        let res = self
+            .update(id, |exec| {
+                let now = exec.updated_at;
+                let done_before: Vec<String> = exec.steps[..i].iter().filter(|s| s.status == StepStatus::Succeeded && !s.idempotent && s.kind != APPROVAL).map(|s| s.name.clone()).collect();
+                let step = &mut exec.steps[i];
+                step.finished_at = Some(now);
+                match &outcome {
+                    StepOutcome::Succeeded(s) => {
+                        step.status = StepStatus::Succeeded;
+                        step.summary = Some(settings.redactor.redact(s));
+                        exec.current = i + 1;
+                    }
+                    StepOutcome::Failed(why) => {
+                        step.status = StepStatus::Failed;
+                        step.summary = Some(settings.redactor.redact(why));
+                        let mut note = format!("Step {} ({}) failed: {}", i + 1, step.name, settings.redactor.redact(why));
+                        if !done_before.is_empty() {
+                            note.push_str(&format!(". Already applied before the failure: {} — the target may be partly changed.", done_before.join(", ")));
+                        }
+                        exec.notes.push(note);
+                        finish(exec, ExecState::Failed);
+                    }
+                    StepOutcome::Cancelled(why) => {
+                        step.status = StepStatus::Cancelled;
+                        step.summary = Some(why.clone());
+                        let who = exec.cancel_requested.as_ref().map(|w| w.0.clone()).unwrap_or_else(|| "someone".into());
+                        let mut note = format!("Cancelled by {who} during step {} ({}), which was stopped part-way", i + 1, step.name);
+                        if !done_before.is_empty() {
+                            note.push_str(&format!("; already applied: {}", done_before.join(", ")));
+                        }
+                        exec.notes.push(note + ".");
+                        finish(exec, ExecState::Cancelled);
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        match res {
+            Ok((exec, ())) => {
+                self.audit("step", None, Some(id), json!({"step": i + 1, "name": exec.steps[i].name, "status": exec.steps[i].status.as_str(), "summary": exec.steps[i].summary})).await;
+                self.after_change(&exec).await;
+            }
+            Err(e) => tracing::error!(execution = %id, error = ?e, "could not store a step result"),
+        }
+    }
+}
+
+/// Puts an execution in a terminal state.
+pub(super) fn finish(exec: &mut Execution, state: ExecState) {
+    exec.state = state;
+    exec.finished_at = Some(exec.updated_at);
+    exec.expires_at = None;
+}

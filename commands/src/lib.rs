@@ -1,0 +1,15 @@
+//! runbot's core: the `/ops` grammar, the durable runbook engine with approvals, locks and
+//! audit, and the narrow port traits (chat, store, clock, step kinds) that adapters implement.
+//! This crate depends on no SDK crate; a test in `tests/` keeps it that way.
+
+pub mod grammar;
+pub mod audit;
+pub mod message;
+pub mod model;
+pub mod ports;
+pub mod store_memory;
+pub mod config;
+pub mod runbook;
+pub mod steps;
+pub mod engine;
+pub mod limits;

@@ -1,0 +1,227 @@
+//! The execution record: what the store keeps and the engine advances, one JSON document per
+//! execution so both store backends hold exactly the same shape.
+
+pub use crate::grammar::ExecutionId;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A chat identity as `platform:id`, e.g. `slack:U024BE7LH` or `console:alice`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Identity(pub String);
+
+impl Identity {
+    pub fn new(s: impl Into<String>) -> Self {
+        Identity(s.into())
+    }
+    /// The platform part (`slack`, `discord`, `console`).
+    pub fn platform(&self) -> &str {
+        self.0.split_once(':').map(|(p, _)| p).unwrap_or("")
+    }
+    /// Whether the string has the `platform:id` shape with a known platform.
+    pub fn is_well_formed(s: &str) -> bool {
+        match s.split_once(':') {
+            Some((p, id)) => {
+                matches!(p, "slack" | "discord" | "console")
+                    && !id.is_empty()
+                    && id.len() <= 64
+                    && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            }
+            None => false,
+        }
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a command came from: platform, channel and (optionally) thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub platform: String,
+    pub channel: String,
+    pub thread: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecState {
+    AwaitingApproval,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Rejected,
+    Expired,
+}
+
+impl ExecState {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, ExecState::AwaitingApproval | ExecState::Running)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecState::AwaitingApproval => "awaiting_approval",
+            ExecState::Running => "running",
+            ExecState::Succeeded => "succeeded",
+            ExecState::Failed => "failed",
+            ExecState::Cancelled => "cancelled",
+            ExecState::Rejected => "rejected",
+            ExecState::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    /// Intent stored; the side effect may be under way.
+    Running,
+    /// An approval step waiting for clicks.
+    Waiting,
+    Succeeded,
+    Failed,
+    /// Found mid-flight after a restart and not safe to repeat: waits for [Resume] / [Abort].
+    Interrupted,
+    Cancelled,
+    Skipped,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Running => "running",
+            StepStatus::Waiting => "waiting",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Interrupted => "interrupted",
+            StepStatus::Cancelled => "cancelled",
+            StepStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// One step of an execution: the action prepared at plan time and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub name: String,
+    pub kind: String,
+    /// Safe to run again after a crash (checks, waits).
+    pub idempotent: bool,
+    /// The exact action, as shown in the plan.
+    pub action: String,
+    /// The prepared parameters the step kind runs with (stored so a restart runs the same thing).
+    pub params: serde_json::Value,
+    pub status: StepStatus,
+    pub attempts: u32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// One line for the status message.
+    pub summary: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approve,
+    Reject,
+}
+
+/// A recorded click on Approve or Reject.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The person (the `people` entry, or the identity itself) — one vote per person.
+    pub person: String,
+    pub identity: Identity,
+    pub decision: Decision,
+    pub at: DateTime<Utc>,
+    /// Fingerprint of the plan the approver was shown.
+    pub fingerprint: String,
+}
+
+/// The approval rule that applies to this execution, copied from config when it was created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicySnapshot {
+    pub groups: Vec<String>,
+    pub required: u32,
+    pub self_approval: bool,
+    pub expiry_secs: u64,
+}
+
+/// Where a status message (or its mirror) lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRef {
+    pub platform: String,
+    pub channel: String,
+    pub id: String,
+    /// The final state has been delivered to this message.
+    #[serde(default)]
+    pub final_sent: bool,
+}
+
+/// What a runbook acts on; `lock_key` is the unit of mutual exclusion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// `service` or `database`.
+    pub kind: String,
+    pub name: String,
+    pub env: String,
+}
+
+impl Target {
+    pub fn lock_key(&self) -> String {
+        format!("{}:{}@{}", self.kind, self.name, self.env)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Execution {
+    pub id: ExecutionId,
+    pub runbook: String,
+    /// The command as typed, for the record.
+    pub command: String,
+    /// Typed arguments rendered as template variables.
+    pub vars: BTreeMap<String, String>,
+    pub target: Target,
+    pub mutating: bool,
+    pub requester: Identity,
+    pub requester_person: String,
+    pub origin: Origin,
+    /// The channel where the status message lives.
+    pub incident_channel: String,
+    pub state: ExecState,
+    pub steps: Vec<StepRecord>,
+    /// Index of the step being worked on.
+    pub current: usize,
+    pub policy: Option<PolicySnapshot>,
+    pub approvals: Vec<Approval>,
+    /// Hash of the plan (runbook, target, vars, steps' actions, policy). Approvals are bound to it.
+    pub fingerprint: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub messages: Vec<MessageRef>,
+    /// Notable events shown under the steps (voided approvals, resumed after restart, ...).
+    pub notes: Vec<String>,
+    pub cancel_requested: Option<Identity>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Execution {
+    /// Approvals that count toward the quorum (approve decisions on the current plan).
+    pub fn approvals_for_plan(&self) -> impl Iterator<Item = &Approval> {
+        self.approvals
+            .iter()
+            .filter(|a| a.decision == Decision::Approve && a.fingerprint == self.fingerprint)
+    }
+
+    pub fn title(&self) -> String {
+        format!("{} · {} {} ({})", self.id, self.runbook, self.target.name, self.target.env)
+    }
+}

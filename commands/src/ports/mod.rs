@@ -1,0 +1,10 @@
+//! The narrow traits the engine needs from the outside world. Adapters implement them; the
+//! engine never sees a wire format or an SDK type.
+
+pub mod chat;
+pub mod clock;
+pub mod store;
+
+pub use chat::{Chat, ChatError, Chats};
+pub use clock::{Clock, SystemClock, TokioClock};
+pub use store::{ListFilter, Store, StoreError, Versioned};

@@ -1,0 +1,84 @@
+//! The state store port: executions (one JSON document each, optimistic concurrency), target
+//! locks, leases, the hash-chained audit log, delivery de-duplication and step output.
+
+use crate::audit::{AuditEntry, AuditRecord};
+use crate::model::{Execution, ExecutionId};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// Another execution holds the target's lock.
+    #[error("target {key} is locked by {holder}")]
+    Locked { key: String, holder: ExecutionId },
+    /// The document changed since it was read (optimistic concurrency).
+    #[error("execution {0} was changed concurrently")]
+    Conflict(ExecutionId),
+    #[error("execution {0} not found")]
+    NotFound(ExecutionId),
+    #[error("store: {0}")]
+    Backend(String),
+}
+
+/// An execution with the version its row had when read.
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only executions that are not in a terminal state.
+    pub active_only: bool,
+    /// Only executions whose target name is this.
+    pub target: Option<String>,
+    /// Newest first, at most this many (0 = no limit).
+    pub limit: u32,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Allocates the next execution number (`R-<n>`); numbers are never reused.
+    async fn next_id(&self) -> Result<ExecutionId, StoreError>;
+
+    /// Stores a new execution and, when `lock_key` is given, takes that lock in the same
+    /// transaction. Fails with [`StoreError::Locked`] naming the holder.
+    async fn create(&self, exec: &Execution, lock_key: Option<&str>) -> Result<(), StoreError>;
+
+    async fn load(&self, id: ExecutionId) -> Result<Option<Versioned<Execution>>, StoreError>;
+
+    /// Replaces the document if its version is still `expected`; returns the new version. When
+    /// the execution is terminal, its lock is released in the same transaction.
+    async fn save(&self, exec: &Execution, expected: i64) -> Result<i64, StoreError>;
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Execution>, StoreError>;
+
+    /// Takes or renews the lease on an execution for `owner` until `until`; succeeds when the
+    /// lease is free, expired at `now`, or already `owner`'s.
+    async fn claim(&self, id: ExecutionId, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>)
+        -> Result<bool, StoreError>;
+
+    /// Non-terminal executions whose lease is free, expired at `now`, or held by `owner` — the
+    /// work a (re)started process should pick up — plus terminal ones whose final message was
+    /// not yet delivered.
+    async fn orphans(&self, owner: &str, now: DateTime<Utc>) -> Result<Vec<ExecutionId>, StoreError>;
+
+    /// Appends to the hash-chained audit log atomically (reads the head, links, writes).
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError>;
+
+    /// The whole audit log in sequence order, and the stored head `(seq, hash)`.
+    async fn audit_log(&self) -> Result<(Vec<AuditRecord>, Option<(u64, String)>), StoreError>;
+
+    /// Records a delivery key (Slack `event_id`, a click's id); false if it was seen before.
+    async fn first_delivery(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Appends a chunk of a step's output to the execution log.
+    async fn append_output(&self, id: ExecutionId, step: usize, text: &str) -> Result<(), StoreError>;
+
+    /// A step's whole output.
+    async fn output(&self, id: ExecutionId, step: usize) -> Result<String, StoreError>;
+
+    /// Cheap liveness check for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,87 @@
+//! Step kinds: each kind checks its parameters and renders its exact action at plan time
+//! ([`StepKind::prepare`]) and performs it at run time ([`StepKind::run`]). The engine knows
+//! kinds only through this trait; tests register their own kinds, never shipped.
+
+pub mod command;
+
+use crate::model::Execution;
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+/// The kind name of the engine-native approval step.
+pub const APPROVAL: &str = "approval";
+
+/// A step made concrete for one execution: the exact action and what the kind needs to run it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// Shown in the plan and the status message, e.g. `run ["find", "/var/cache/promotions", ...]`.
+    pub action: String,
+    /// Stored in the execution; `run` receives exactly this after a restart too.
+    pub params: serde_json::Value,
+}
+
+/// What a step produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// Done; a one-line summary for the status message.
+    Succeeded(String),
+    /// Failed; the reason, shown in the status message.
+    Failed(String),
+    /// Stopped because the execution was cancelled.
+    Cancelled(String),
+}
+
+/// What a running step may use.
+pub struct StepContext {
+    /// A snapshot of the execution at the start of the step.
+    pub execution: Execution,
+    pub step: usize,
+    /// Output lines for the execution log and the detail thread.
+    pub output: mpsc::UnboundedSender<String>,
+    /// Becomes true when the execution is cancelled; long steps should stop.
+    pub cancel: watch::Receiver<bool>,
+    /// Resolved secrets available to this step, by name.
+    pub secrets: BTreeMap<String, crate::config::Secret>,
+}
+
+#[async_trait]
+pub trait StepKind: Send + Sync + 'static {
+    fn kind(&self) -> &'static str;
+
+    /// Whether a step of this kind may be run again after a crash, unless the runbook says.
+    fn default_idempotent(&self) -> bool;
+
+    /// Checks the step's parameters and renders them with the execution's variables. `vars`
+    /// names every variable available; secrets appear as `{secret.NAME}` placeholders only.
+    fn prepare(&self, params: &toml::Table, vars: &BTreeMap<String, String>) -> Result<Prepared, String>;
+
+    async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome;
+}
+
+/// The registered step kinds.
+#[derive(Clone, Default)]
+pub struct StepKinds {
+    kinds: BTreeMap<&'static str, Arc<dyn StepKind>>,
+}
+
+impl StepKinds {
+    /// The kinds runbot ships.
+    pub fn shipped() -> Self {
+        StepKinds::default().with(Arc::new(command::CommandStep))
+    }
+    pub fn with(mut self, kind: Arc<dyn StepKind>) -> Self {
+        self.kinds.insert(kind.kind(), kind);
+        self
+    }
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn StepKind>> {
+        self.kinds.get(name)
+    }
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = self.kinds.keys().copied().collect();
+        v.push(APPROVAL);
+        v.sort();
+        v
+    }
+}

@@ -1,0 +1,201 @@
+//! An in-memory [`Store`]: the same semantics as the SQL store (versions, locks, leases, the
+//! audit chain, delivery de-duplication, step output), for tests and `--store memory` runs.
+
+use crate::audit::{self, AuditEntry, AuditRecord};
+use crate::model::{Execution, ExecutionId};
+use crate::ports::store::{ListFilter, Store, StoreError, Versioned};
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+/// One stored execution with its row metadata.
+#[derive(Debug, Clone)]
+struct Row {
+    exec: Execution,
+    version: i64,
+    lease_owner: Option<String>,
+    lease_until: Option<DateTime<Utc>>,
+}
+
+impl Row {
+    /// Terminal, with at least one message still waiting for its final update.
+    fn final_pending(&self) -> bool {
+        self.exec.state.is_terminal() && self.exec.messages.iter().any(|m| !m.final_sent)
+    }
+
+    /// The lease can be taken by `owner` at `now`.
+    fn lease_available(&self, owner: &str, now: DateTime<Utc>) -> bool {
+        match (&self.lease_owner, self.lease_until) {
+            (None, _) => true,
+            (Some(o), _) if o == owner => true,
+            (Some(_), Some(until)) => until < now,
+            (Some(_), None) => true,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    last_id: u64,
+    executions: BTreeMap<ExecutionId, Row>,
+    /// lock key → holder.
+    locks: HashMap<String, ExecutionId>,
+    audit: Vec<AuditRecord>,
+    deliveries: HashSet<String>,
+    /// (execution, step) → the output so far.
+    output: HashMap<(ExecutionId, usize), String>,
+}
+
+/// Everything in one mutex; every operation is a single critical section, so each is atomic.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
+        self.inner
+            .lock()
+            .map_err(|_| StoreError::Backend("memory store: a previous operation panicked".into()))
+    }
+}
+
+/// Times are kept at microsecond precision, like the SQL store's text columns.
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(6)
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn next_id(&self) -> Result<ExecutionId, StoreError> {
+        let mut inner = self.lock()?;
+        inner.last_id += 1;
+        Ok(ExecutionId(inner.last_id))
+    }
+
+    async fn create(&self, exec: &Execution, lock_key: Option<&str>) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        if inner.executions.contains_key(&exec.id) {
+            return Err(StoreError::Backend(format!("execution {} already exists", exec.id)));
+        }
+        if let Some(key) = lock_key {
+            if let Some(holder) = inner.locks.get(key) {
+                return Err(StoreError::Locked { key: key.to_string(), holder: *holder });
+            }
+            inner.locks.insert(key.to_string(), exec.id);
+        }
+        let row = Row { exec: exec.clone(), version: 1, lease_owner: None, lease_until: None };
+        inner.executions.insert(exec.id, row);
+        Ok(())
+    }
+
+    async fn load(&self, id: ExecutionId) -> Result<Option<Versioned<Execution>>, StoreError> {
+        let inner = self.lock()?;
+        Ok(inner
+            .executions
+            .get(&id)
+            .map(|r| Versioned { value: r.exec.clone(), version: r.version }))
+    }
+
+    async fn save(&self, exec: &Execution, expected: i64) -> Result<i64, StoreError> {
+        let mut inner = self.lock()?;
+        let row = inner.executions.get_mut(&exec.id).ok_or(StoreError::NotFound(exec.id))?;
+        if row.version != expected {
+            return Err(StoreError::Conflict(exec.id));
+        }
+        row.version += 1;
+        row.exec = exec.clone();
+        let version = row.version;
+        if exec.state.is_terminal() {
+            inner.locks.retain(|_, holder| *holder != exec.id);
+        }
+        Ok(version)
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Execution>, StoreError> {
+        let inner = self.lock()?;
+        let matching = inner
+            .executions
+            .values()
+            .rev()
+            .filter(|r| !filter.active_only || !r.exec.state.is_terminal())
+            .filter(|r| filter.target.as_deref().is_none_or(|t| r.exec.target.name == t))
+            .map(|r| r.exec.clone());
+        Ok(if filter.limit == 0 {
+            matching.collect()
+        } else {
+            matching.take(filter.limit as usize).collect()
+        })
+    }
+
+    async fn claim(
+        &self,
+        id: ExecutionId,
+        owner: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        let row = inner.executions.get_mut(&id).ok_or(StoreError::NotFound(id))?;
+        if !row.lease_available(owner, micros(now)) {
+            return Ok(false);
+        }
+        row.lease_owner = Some(owner.to_string());
+        row.lease_until = Some(micros(until));
+        Ok(true)
+    }
+
+    async fn orphans(&self, owner: &str, now: DateTime<Utc>) -> Result<Vec<ExecutionId>, StoreError> {
+        let inner = self.lock()?;
+        let now = micros(now);
+        Ok(inner
+            .executions
+            .values()
+            .filter(|r| {
+                (!r.exec.state.is_terminal() && r.lease_available(owner, now)) || r.final_pending()
+            })
+            .map(|r| r.exec.id)
+            .collect())
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
+        let mut inner = self.lock()?;
+        let mut entry = entry.clone();
+        entry.at = micros(entry.at);
+        let prev = inner.audit.last().map(|r| (r.seq, r.hash.as_str()));
+        let record = audit::link(prev, entry);
+        inner.audit.push(record.clone());
+        Ok(record)
+    }
+
+    async fn audit_log(&self) -> Result<(Vec<AuditRecord>, Option<(u64, String)>), StoreError> {
+        let inner = self.lock()?;
+        let head = inner.audit.last().map(|r| (r.seq, r.hash.clone()));
+        Ok((inner.audit.clone(), head))
+    }
+
+    async fn first_delivery(&self, key: &str, _now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        Ok(inner.deliveries.insert(key.to_string()))
+    }
+
+    async fn append_output(&self, id: ExecutionId, step: usize, text: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        inner.output.entry((id, step)).or_default().push_str(text);
+        Ok(())
+    }
+
+    async fn output(&self, id: ExecutionId, step: usize) -> Result<String, StoreError> {
+        let inner = self.lock()?;
+        Ok(inner.output.get(&(id, step)).cloned().unwrap_or_default())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.lock().map(|_| ())
+    }
+}

@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# runbot test command:  ./scripts/test.sh [extra cargo test args...]
+#
+# 1. Makes sure the PostgreSQL 15 server binaries are installed (apt, Debian 12).
+# 2. Starts (or reuses) a throwaway PostgreSQL cluster used only by tests.
+#    It is NOT the system cluster, it lives outside the clone and it is left
+#    running afterwards so the next run (from any clone) is fast.
+# 3. Creates database `runbot_test` and exports
+#      RUNBOT_TEST_PG_URL=postgres://postgres@127.0.0.1:<port>/runbot_test
+# 4. Runs `cargo test --workspace --locked "$@"` and exits with its status.
+#
+# Environment knobs:
+#   RUNBOT_TEST_STATE    cluster state dir  (default: ${TMPDIR:-/tmp}/runbot-test-pg)
+#   RUNBOT_TEST_PG_PORT  TCP port on 127.0.0.1 (default: 55439)
+#   RUNBOT_TEST_ONLY_PG  if set to 1: only prepare PostgreSQL, then print
+#                        `export RUNBOT_TEST_PG_URL=...` on stdout and exit 0.
+#                        Usage: eval "$(RUNBOT_TEST_ONLY_PG=1 ./scripts/test.sh)"
+#
+# Progress messages go to stderr; stdout only carries cargo's output (or the
+# export line in RUNBOT_TEST_ONLY_PG mode).
+#
+# To throw the cluster away:
+#   runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$STATE/data" stop
+#   rm -rf "$STATE"
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PGBIN=/usr/lib/postgresql/15/bin # explicit: do not rely on PATH / pg_wrapper
+STATE="${RUNBOT_TEST_STATE:-${TMPDIR:-/tmp}/runbot-test-pg}"
+PORT="${RUNBOT_TEST_PG_PORT:-55439}"
+DB=runbot_test
+DATA="$STATE/data"
+LOG="$STATE/postgres.log"
+export RUNBOT_TEST_PG_URL="postgres://postgres@127.0.0.1:${PORT}/${DB}"
+
+say() { echo "== $*" >&2; }
+die() { echo "error: $*" >&2; exit 1; }
+
+case "$STATE" in /*) ;; *) STATE="$PWD/$STATE"; DATA="$STATE/data"; LOG="$STATE/postgres.log" ;; esac
+[[ "$PORT" =~ ^[0-9]+$ ]] || die "RUNBOT_TEST_PG_PORT must be a number, got '$PORT'"
+
+IS_ROOT=0
+[ "$(id -u)" = 0 ] && IS_ROOT=1
+
+# Run a command as the cluster owner. PostgreSQL refuses to run as root, so
+# as root we switch to `postgres`; as a normal user we run it directly.
+# The cd avoids "could not change directory" when the clone is not readable
+# by `postgres`.
+as_pg() {
+    if [ "$IS_ROOT" = 1 ]; then
+        (cd "$STATE" && runuser -u postgres -- "$@")
+    else
+        (cd "$STATE" && "$@")
+    fi
+}
+
+apt_install() {
+    [ "$IS_ROOT" = 1 ] || die "missing packages ($*) and not root: install them with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    # apt-get update only when there are no package lists yet, or when the
+    # install fails with the existing (possibly stale) lists.
+    if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
+        apt-get update >&2
+    fi
+    apt-get install -y --no-install-recommends "$@" >&2 \
+        || { apt-get update >&2 && apt-get install -y --no-install-recommends "$@" >&2; }
+}
+
+# ---------------------------------------------------------------- binaries
+pkgs=()
+{ [ -x "$PGBIN/initdb" ] && [ -x "$PGBIN/pg_ctl" ] && [ -x "$PGBIN/postgres" ]; } || pkgs+=(postgresql-15)
+{ [ -x "$PGBIN/psql" ] && [ -x "$PGBIN/pg_isready" ]; } || pkgs+=(postgresql-client-15)
+if [ "$IS_ROOT" = 1 ] && ! getent passwd postgres >/dev/null; then
+    pkgs+=(postgresql-15) # the package creates the `postgres` user
+fi
+if [ ${#pkgs[@]} -gt 0 ]; then
+    say "installing ${pkgs[*]} (apt)"
+    apt_install "${pkgs[@]}"
+fi
+# Debian's postgresql-common may auto-create and start the *system* cluster on
+# install; we do not use it and leave it alone.
+
+# ---------------------------------------------------------------- state dir
+mkdir -p "$STATE"
+if [ "$IS_ROOT" = 1 ]; then
+    chown postgres:postgres "$STATE"
+    chmod 0700 "$STATE"
+    runuser -u postgres -- test -w "$STATE" \
+        || die "user postgres cannot write to $STATE (is a parent directory private?); set RUNBOT_TEST_STATE"
+fi
+
+# Serialize concurrent runs (e.g. two clones testing at once) during setup.
+exec 9>"$STATE/setup.lock"
+if command -v flock >/dev/null; then
+    flock -w 300 9 || die "timed out waiting for $STATE/setup.lock"
+fi
+
+PSQL=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres)
+export PGCONNECT_TIMEOUT=10
+unset PGPASSWORD PGSERVICE PGSSLMODE PGOPTIONS PGDATABASE PGUSER PGHOST PGPORT 2>/dev/null || true
+
+answers() { "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -t 5; }
+# pg_ctl status: 0 = running, 3 = not running, 4 = no/invalid data dir
+running() { as_pg "$PGBIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; }
+# The server answering on $PORT is the one using $DATA?
+is_ours() {
+    local dir
+    dir=$("${PSQL[@]}" -d postgres -Atc 'show data_directory' 2>/dev/null) || return 1
+    [ "$dir" -ef "$DATA" ]
+}
+valid_datadir() {
+    [ -f "$DATA/PG_VERSION" ] && [ "$(cat "$DATA/PG_VERSION")" = 15 ] \
+        && [ -f "$DATA/postgresql.conf" ] && [ -d "$DATA/global" ]
+}
+
+# Settings are rewritten on every run (port or paths may have changed); they
+# are pulled in by an `include` line appended to postgresql.conf by initdb below.
+write_conf() {
+    local sock=${STATE//\'/\'\'}
+    # Unix socket paths are limited to ~107 bytes; fall back to TCP only.
+    [ $(( ${#STATE} + 20 )) -lt 107 ] || sock=''
+    as_pg tee "$DATA/runbot_test.conf" >/dev/null <<EOF
+# Managed by runbot scripts/test.sh -- rewritten on every run.
+listen_addresses = '127.0.0.1'
+port = $PORT
+unix_socket_directories = '$sock'
+timezone = 'UTC'
+log_timezone = 'UTC'
+# Throwaway test data: trade durability for speed.
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+# Parallel cargo tests each open connection pools.
+max_connections = 300
+# Avoid dynamic shared memory for parallel query (small /dev/shm in containers).
+max_parallel_workers_per_gather = 0
+EOF
+    as_pg tee "$DATA/pg_hba.conf" >/dev/null <<'EOF'
+# Managed by runbot scripts/test.sh -- throwaway test cluster, trust only.
+local   all  all                trust
+host    all  all  127.0.0.1/32  trust
+host    all  all  ::1/128       trust
+EOF
+}
+
+start_server() {
+    write_conf
+    [ -f "$LOG" ] && mv -f "$LOG" "$LOG.old" 2>/dev/null || true
+    as_pg "$PGBIN/pg_ctl" -D "$DATA" -w -t 60 -s start -l "$LOG" >&2
+}
+
+init_cluster() {
+    say "creating test cluster in $DATA"
+    if [ "$IS_ROOT" = 1 ]; then rm -rf "$DATA"; else as_pg rm -rf "$DATA"; fi
+    local locale=(--no-locale)
+    if locale -a 2>/dev/null | grep -ix 'c\.utf-\?8' >/dev/null; then locale=(--locale=C.UTF-8); fi
+    as_pg "$PGBIN/initdb" -D "$DATA" -U postgres --auth=trust --encoding=UTF8 \
+        "${locale[@]}" --no-sync --no-instructions >"$STATE/initdb.log" 2>&1 \
+        || { tail -n 30 "$STATE/initdb.log" >&2; die "initdb failed (see $STATE/initdb.log)"; }
+    echo "include 'runbot_test.conf'" | as_pg tee -a "$DATA/postgresql.conf" >/dev/null
+}
+
+# ---------------------------------------------------------------- server
+if running; then
+    if answers && is_ours; then
+        say "reusing running test cluster ($DATA)"
+    else
+        say "test cluster running but not answering on 127.0.0.1:$PORT; restarting"
+        as_pg "$PGBIN/pg_ctl" -D "$DATA" -w -t 60 -s stop -m fast >&2 \
+            || as_pg "$PGBIN/pg_ctl" -D "$DATA" -w -t 30 -s stop -m immediate >&2 || true
+    fi
+fi
+if ! running; then
+    if answers; then
+        die "another server already answers on 127.0.0.1:$PORT; set RUNBOT_TEST_PG_PORT to a free port"
+    fi
+    if valid_datadir; then
+        say "starting test cluster ($DATA)"
+        if ! start_server; then
+            tail -n 20 "$LOG" >&2 || true
+            say "start failed; recreating the test cluster"
+            init_cluster
+            start_server || { tail -n 30 "$LOG" >&2; die "postgres failed to start (log: $LOG)"; }
+        fi
+    else
+        init_cluster
+        say "starting test cluster ($DATA)"
+        start_server || { tail -n 30 "$LOG" >&2; die "postgres failed to start (log: $LOG)"; }
+    fi
+fi
+answers || die "postgres is not answering on 127.0.0.1:$PORT (log: $LOG)"
+
+# ---------------------------------------------------------------- database
+if [ "$("${PSQL[@]}" -d postgres -Atc "select 1 from pg_database where datname = '$DB'")" != 1 ]; then
+    say "creating database $DB"
+    "${PSQL[@]}" -d postgres -c "create database $DB"
+fi
+"${PSQL[@]}" -d "$DB" -Atc 'select 1' >/dev/null || die "cannot connect to $RUNBOT_TEST_PG_URL"
+
+exec 9>&- # release the setup lock
+say "postgres ready on 127.0.0.1:$PORT (RUNBOT_TEST_PG_URL=$RUNBOT_TEST_PG_URL)"
+
+if [ "${RUNBOT_TEST_ONLY_PG:-}" = 1 ]; then
+    echo "export RUNBOT_TEST_PG_URL=$RUNBOT_TEST_PG_URL"
+    exit 0
+fi
+
+# ---------------------------------------------------------------- cargo
+if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+command -v cargo >/dev/null || die "cargo not found (install Rust via rustup)"
+
+say "cargo test --workspace --locked $*"
+status=0
+cargo test --workspace --locked "$@" || status=$?
+exit "$status"

@@ -1,0 +1,3 @@
+//! runbot scenario tests: one binary, one module per concern.
+
+mod store;

@@ -1,0 +1,58 @@
+//! The store contract against every backend: in memory, SQLite in a temporary directory, and
+//! PostgreSQL in a throwaway database on the server `RUNBOT_TEST_PG_URL` points at.
+
+use runbot_adapters::store_sql::{self, SqlStore};
+use runbot_commands::ports::Store;
+use runbot_commands::store_memory::MemoryStore;
+use runbot_tests::store_contract;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory() {
+    store_contract::run_all(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("runbot.db").display());
+    let store = SqlStore::connect(&url).await.expect("connect to a new SQLite file");
+    assert_eq!(store.backend_name(), "sqlite");
+    assert!(store.migrations_applied().await.expect("migrations_applied"));
+    store_contract::run_all(Arc::new(store)).await;
+
+    // Reopening the file keeps everything and does not re-run migrations destructively.
+    let again = SqlStore::connect(&url).await.expect("reconnect");
+    assert!(again.migrations_applied().await.expect("migrations_applied"));
+    let (records, head) = again.audit_log().await.expect("audit_log");
+    assert_eq!(records.len(), 50);
+    assert_eq!(head.map(|(seq, _)| seq), Some(50));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres() {
+    let server = std::env::var("RUNBOT_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!(
+            "RUNBOT_TEST_PG_URL is not set: run the tests with ./scripts/test.sh, which starts a \
+             throwaway PostgreSQL and sets it (or: eval \"$(RUNBOT_TEST_ONLY_PG=1 ./scripts/test.sh)\")"
+        )
+    });
+    let name = format!("runbot_store_{:016x}", RandomState::new().hash_one(std::process::id()));
+    let url = store_sql::create_database(&server, &name).await.expect("create a scratch database");
+
+    let suite = tokio::spawn(async move {
+        let store = SqlStore::connect(&url).await.expect("connect to the scratch database");
+        assert_eq!(store.backend_name(), "postgres");
+        assert!(store.migrations_applied().await.expect("migrations_applied"));
+        let store: Arc<dyn Store> = Arc::new(store);
+        store_contract::run_all(store).await;
+    })
+    .await;
+
+    let dropped = store_sql::drop_database(&server, &name).await;
+    if let Err(panic) = suite {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+    dropped.expect("drop the scratch database");
+}

@@ -1,0 +1,3 @@
+//! Shared helpers for runbot's scenario tests.
+
+pub mod store_contract;
