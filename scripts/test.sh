@@ -92,7 +92,8 @@ fi
 
 # Serialize concurrent runs (e.g. two clones testing at once) during setup.
 exec 9>"$STATE/setup.lock"
-if command -v flock >/dev/null; then
+if command -v flock >/dev/null && ! flock -n 9; then
+    say "waiting for another test run to finish setting up PostgreSQL ($STATE/setup.lock)"
     flock -w 300 9 || die "timed out waiting for $STATE/setup.lock"
 fi
 
@@ -101,8 +102,24 @@ export PGCONNECT_TIMEOUT=10
 unset PGPASSWORD PGSERVICE PGSSLMODE PGOPTIONS PGDATABASE PGUSER PGHOST PGPORT 2>/dev/null || true
 
 answers() { "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -t 5; }
-# pg_ctl status: 0 = running, 3 = not running, 4 = no/invalid data dir
-running() { as_pg "$PGBIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; }
+# Is the postmaster recorded in $DATA/postmaster.pid alive? (A zombie left by
+# `kill -9` in a container without an init that reaps does not count.)
+pid_alive() {
+    local state
+    [[ "${1:-}" =~ ^[0-9]+$ ]] || return 1
+    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+running() { pid_alive "$(head -n 1 "$DATA/postmaster.pid" 2>/dev/null || true)"; }
+# Remove pid/socket lock files left by a postmaster that is dead (or a zombie);
+# they would make the next start fail.
+remove_stale_locks() {
+    local f
+    for f in "$DATA/postmaster.pid" "$STATE"/.s.PGSQL.*.lock; do
+        [ -f "$f" ] || continue
+        pid_alive "$(head -n 1 "$f" 2>/dev/null || true)" || as_pg rm -f "$f"
+    done
+}
 # The server answering on $PORT is the one using $DATA?
 is_ours() {
     local dir
@@ -145,9 +162,11 @@ EOF
 }
 
 start_server() {
+    remove_stale_locks
     write_conf
-    [ -f "$LOG" ] && mv -f "$LOG" "$LOG.old" 2>/dev/null || true
-    as_pg "$PGBIN/pg_ctl" -D "$DATA" -w -t 60 -s start -l "$LOG" >&2
+    if [ -f "$LOG" ]; then mv -f "$LOG" "$LOG.old"; fi
+    # 9>&-: the server must not inherit (and hold forever) the setup lock fd.
+    as_pg "$PGBIN/pg_ctl" -D "$DATA" -w -t 60 -s start -l "$LOG" >&2 9>&-
 }
 
 init_cluster() {
@@ -167,7 +186,7 @@ if running; then
         say "reusing running test cluster ($DATA)"
     else
         say "test cluster running but not answering on 127.0.0.1:$PORT; restarting"
-        as_pg "$PGBIN/pg_ctl" -D "$DATA" -w -t 60 -s stop -m fast >&2 \
+        as_pg "$PGBIN/pg_ctl" -D "$DATA" -w -t 30 -s stop -m fast >&2 \
             || as_pg "$PGBIN/pg_ctl" -D "$DATA" -w -t 30 -s stop -m immediate >&2 || true
     fi
 fi
@@ -177,7 +196,9 @@ if ! running; then
     fi
     if valid_datadir; then
         say "starting test cluster ($DATA)"
-        if ! start_server; then
+        # On failure retry once after a pause (backends of a killed postmaster
+        # may still be exiting), then throw the cluster away and recreate it.
+        if ! start_server && ! { sleep 3; start_server; }; then
             tail -n 20 "$LOG" >&2 || true
             say "start failed; recreating the test cluster"
             init_cluster
