@@ -59,9 +59,7 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
-        self.inner
-            .lock()
-            .map_err(|_| StoreError::Backend("memory store: a previous operation panicked".into()))
+        self.inner.lock().map_err(|_| StoreError::Backend("memory store: a previous operation panicked".into()))
     }
 }
 
@@ -96,10 +94,7 @@ impl Store for MemoryStore {
 
     async fn load(&self, id: ExecutionId) -> Result<Option<Versioned<Execution>>, StoreError> {
         let inner = self.lock()?;
-        Ok(inner
-            .executions
-            .get(&id)
-            .map(|r| Versioned { value: r.exec.clone(), version: r.version }))
+        Ok(inner.executions.get(&id).map(|r| Versioned { value: r.exec.clone(), version: r.version }))
     }
 
     async fn save(&self, exec: &Execution, expected: i64) -> Result<i64, StoreError> {
@@ -126,11 +121,7 @@ impl Store for MemoryStore {
             .filter(|r| !filter.active_only || !r.exec.state.is_terminal())
             .filter(|r| filter.target.as_deref().is_none_or(|t| r.exec.target.name == t))
             .map(|r| r.exec.clone());
-        Ok(if filter.limit == 0 {
-            matching.collect()
-        } else {
-            matching.take(filter.limit as usize).collect()
-        })
+        Ok(if filter.limit == 0 { matching.collect() } else { matching.take(filter.limit as usize).collect() })
     }
 
     async fn claim(
@@ -156,9 +147,7 @@ impl Store for MemoryStore {
         Ok(inner
             .executions
             .values()
-            .filter(|r| {
-                (!r.exec.state.is_terminal() && r.lease_available(owner, now)) || r.final_pending()
-            })
+            .filter(|r| (!r.exec.state.is_terminal() && r.lease_available(owner, now)) || r.final_pending())
             .map(|r| r.exec.id)
             .collect())
     }

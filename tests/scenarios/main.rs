@@ -1,3 +1,5 @@
 //! runbot scenario tests: one binary, one module per concern.
 
 mod store;
+mod engine;
+mod layout;

@@ -20,7 +20,11 @@ async fn sqlite() {
     let store = SqlStore::connect(&url).await.expect("connect to a new SQLite file");
     assert_eq!(store.backend_name(), "sqlite");
     assert!(store.migrations_applied().await.expect("migrations_applied"));
-    store_contract::run_all(Arc::new(store)).await;
+    let store = Arc::new(store);
+    store_contract::run_all(store.clone()).await;
+    // The WAL file exists while connections are open.
+    assert!(dir.path().join("runbot.db-wal").exists(), "the SQLite file uses write-ahead logging");
+    drop(store);
 
     // Reopening the file keeps everything and does not re-run migrations destructively.
     let again = SqlStore::connect(&url).await.expect("reconnect");
@@ -28,6 +32,13 @@ async fn sqlite() {
     let (records, head) = again.audit_log().await.expect("audit_log");
     assert_eq!(records.len(), 50);
     assert_eq!(head.map(|(seq, _)| seq), Some(50));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_in_memory() {
+    let store = SqlStore::connect("sqlite::memory:").await.expect("connect to an in-memory SQLite");
+    assert_eq!(store.backend_name(), "sqlite");
+    store_contract::run_all(Arc::new(store)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -15,8 +15,8 @@ pub use records::{audit_chain, deliveries, step_output};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use runbot_commands::model::{
-    Approval, Decision, ExecState, Execution, ExecutionId, Identity, MessageRef, Origin, PolicySnapshot,
-    StepRecord, StepStatus, Target,
+    Approval, Decision, ExecState, Execution, ExecutionId, Identity, MessageRef, Origin, PolicySnapshot, StepRecord,
+    StepStatus, Target,
 };
 use runbot_commands::ports::Store;
 use std::collections::BTreeMap;

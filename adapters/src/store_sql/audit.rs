@@ -96,12 +96,10 @@ pub(super) async fn append(store: &SqlStore, entry: &AuditEntry) -> Result<Audit
 pub(super) async fn log(store: &SqlStore) -> Result<(Vec<AuditRecord>, Option<(u64, String)>), StoreError> {
     // One snapshot, so the head and the records agree even while others append.
     let mut tx = store.begin_snapshot().await?;
-    let rows = sqlx::query(
-        "SELECT seq, at, kind, actor, execution, detail, prev_hash, hash FROM audit ORDER BY seq",
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(backend_err("reading the audit log"))?;
+    let rows = sqlx::query("SELECT seq, at, kind, actor, execution, detail, prev_hash, hash FROM audit ORDER BY seq")
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend_err("reading the audit log"))?;
     let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
         .fetch_optional(&mut *tx)
         .await

@@ -67,15 +67,14 @@ pub(super) async fn create(store: &SqlStore, exec: &Execution, lock_key: Option<
         let mut taken = false;
         for _ in 0..LOCK_ATTEMPTS {
             // On PostgreSQL this waits for a concurrent holder's transaction to finish.
-            let inserted = sqlx::query(
-                "INSERT INTO locks (lock_key, exec_id) VALUES ($1, $2) ON CONFLICT (lock_key) DO NOTHING",
-            )
-            .bind(key)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend_err("taking a target lock"))?
-            .rows_affected();
+            let inserted =
+                sqlx::query("INSERT INTO locks (lock_key, exec_id) VALUES ($1, $2) ON CONFLICT (lock_key) DO NOTHING")
+                    .bind(key)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend_err("taking a target lock"))?
+                    .rows_affected();
             if inserted == 1 {
                 taken = true;
                 break;

@@ -11,15 +11,14 @@ fn step_no(step: usize) -> Result<i64, StoreError> {
 }
 
 pub(super) async fn first_delivery(store: &SqlStore, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
-    let inserted = sqlx::query(
-        "INSERT INTO deliveries (delivery_key, at) VALUES ($1, $2) ON CONFLICT (delivery_key) DO NOTHING",
-    )
-    .bind(key)
-    .bind(ts(now))
-    .execute(&store.pool)
-    .await
-    .map_err(backend_err("recording a delivery"))?
-    .rows_affected();
+    let inserted =
+        sqlx::query("INSERT INTO deliveries (delivery_key, at) VALUES ($1, $2) ON CONFLICT (delivery_key) DO NOTHING")
+            .bind(key)
+            .bind(ts(now))
+            .execute(&store.pool)
+            .await
+            .map_err(backend_err("recording a delivery"))?
+            .rows_affected();
     Ok(inserted == 1)
 }
 

@@ -95,10 +95,8 @@ impl SqlStore {
             Backend::Sqlite => options.max_connections(4),
             Backend::Postgres => options.max_connections(10),
         };
-        let pool = options
-            .connect(&url)
-            .await
-            .with_context(|| format!("connecting to the {} store", backend.name()))?;
+        let pool =
+            options.connect(&url).await.with_context(|| format!("connecting to the {} store", backend.name()))?;
         let reported = pool.acquire().await.context("acquiring a store connection")?.backend_name().to_string();
         if reported != backend.driver_name() {
             bail!("store URL selected {} but the driver reports {reported}", backend.driver_name());
@@ -152,9 +150,7 @@ impl SqlStore {
     async fn begin_snapshot(&self) -> Result<Transaction<'static, Any>, StoreError> {
         let tx = match self.backend {
             Backend::Sqlite => self.pool.begin().await,
-            Backend::Postgres => {
-                self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await
-            }
+            Backend::Postgres => self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await,
         };
         tx.map_err(backend_err("starting a read transaction"))
     }

@@ -103,11 +103,7 @@ impl Settings {
 
     /// Groups the identity belongs to.
     pub fn groups_of(&self, id: &Identity) -> Vec<String> {
-        self.groups
-            .iter()
-            .filter(|(_, members)| members.contains(&id.0))
-            .map(|(g, _)| g.clone())
-            .collect()
+        self.groups.keys().filter(|g| self.in_any_group(id, std::slice::from_ref(*g))).cloned().collect()
     }
 
     /// The person behind an identity (the `people` entry, else the identity itself).

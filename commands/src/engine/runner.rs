@@ -86,6 +86,12 @@ impl Engine {
         };
         let mut first = true;
         loop {
+            // Only the lease holder runs steps: a process that lost its lease (paused or cut off
+            // for longer than the lease) stops here instead of racing the one that took over.
+            if !first && !self.claim(id).await {
+                tracing::warn!(execution = %id, "lease lost; not driving any further");
+                break;
+            }
             match self.next(id, first).await {
                 Next::Stop => break,
                 Next::Continue => {}
@@ -205,6 +211,12 @@ impl Engine {
 
     /// Stores a step's result (after its side effect) and moves on.
     async fn complete(&self, id: ExecutionId, i: usize, outcome: StepOutcome) {
+        // A process that lost its lease while the step ran must not overwrite what the new
+        // holder decided (it will have marked the step interrupted or resumed it).
+        if !self.claim(id).await {
+            tracing::warn!(execution = %id, step = i + 1, outcome = ?outcome, "lease lost during the step; its result is not recorded here");
+            return;
+        }
         let settings = self.settings();
         let res = self
             .update(id, |exec| {

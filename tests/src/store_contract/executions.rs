@@ -117,6 +117,26 @@ pub async fn optimistic_save(store: Arc<dyn Store>) {
 
     let ghost = sample(store.next_id().await.expect("next_id"), "occ-svc", ExecState::Running);
     assert_eq!(store.save(&ghost, 1).await, Err(StoreError::NotFound(ghost.id)));
+
+    // Eight writers read the same version; exactly one save lands, the rest conflict.
+    let (_, v) = must_load(&store, x.id).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        let mut mine = stale.clone();
+        mine.notes.push(format!("writer {i}"));
+        tasks.push(tokio::spawn(async move { (mine.clone(), store.save(&mine, v).await) }));
+    }
+    let mut landed = Vec::new();
+    for t in tasks {
+        match t.await.expect("task") {
+            (doc, Ok(new_v)) => landed.push((doc, new_v)),
+            (_, Err(e)) => assert_eq!(e, StoreError::Conflict(x.id)),
+        }
+    }
+    assert_eq!(landed.len(), 1, "exactly one of the racing saves lands");
+    let (loaded, loaded_v) = must_load(&store, x.id).await;
+    assert_eq!((loaded, loaded_v), landed.remove(0), "the winner's document is stored");
 }
 
 /// Eight tasks create on one key at once: exactly one wins, the others name it as holder.
@@ -154,13 +174,8 @@ pub async fn concurrent_creates(store: Arc<dyn Store>) {
 /// Newest first, the active and target filters, and the limit.
 pub async fn list_filters(store: Arc<dyn Store>) {
     let target = "list-svc";
-    let states = [
-        ExecState::Running,
-        ExecState::Succeeded,
-        ExecState::AwaitingApproval,
-        ExecState::Failed,
-        ExecState::Running,
-    ];
+    let states =
+        [ExecState::Running, ExecState::Succeeded, ExecState::AwaitingApproval, ExecState::Failed, ExecState::Running];
     let mut created = Vec::new();
     for s in states {
         created.push(create_sample(&store, target, s, None).await);

@@ -56,10 +56,8 @@ pub async fn audit_chain(store: Arc<dyn Store>) {
         let stored = &records[(r.seq - 1) as usize];
         assert_eq!(stored, r, "what append_audit returned is what was stored");
     }
-    let seen: BTreeSet<u64> = records[before as usize..]
-        .iter()
-        .filter_map(|r| r.entry.detail.get("i").and_then(|v| v.as_u64()))
-        .collect();
+    let seen: BTreeSet<u64> =
+        records[before as usize..].iter().filter_map(|r| r.entry.detail.get("i").and_then(|v| v.as_u64())).collect();
     assert_eq!(seen, (0..ENTRIES).collect::<BTreeSet<_>>(), "every entry is in the log exactly once");
 
     let mut tampered = records.clone();

@@ -1,0 +1,177 @@
+//! Crash safety with a real kill: start `runbot serve`, get two executions into a slow
+//! `command` step, SIGKILL the process mid-step, start it again. The idempotent step resumes
+//! by itself; the non-idempotent one waits for [Resume] in the same status message and runs
+//! again only after that click. Marker files count how often each step really ran.
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Bot {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+fn write_config(dir: &Path, port: u16) -> PathBuf {
+    let d = dir.display();
+    std::fs::write(
+        dir.join("runbot.toml"),
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+[store]
+url = "sqlite://{d}/state.db"
+[engine]
+instance = "crash-test"
+runbooks = "runbooks.toml"
+update_interval_ms = 100
+lease_secs = 3
+[groups]
+sre = ["console:alice", "console:bob"]
+[[approvals]]
+approvers = ["sre"]
+[services.alpha.environments.prod.vars]
+marker = "{d}/alpha.log"
+[services.beta.environments.prod.vars]
+marker = "{d}/beta.log"
+[console]
+identities = ["console:alice", "console:bob"]
+history = "console.jsonl"
+"#
+        ),
+    )
+    .expect("write config");
+    let step = |name: &str, idem: bool| {
+        format!(
+            r#"
+[runbooks.{name}]
+summary = "append a line to the marker, then work for a while"
+target = "service"
+[[runbooks.{name}.steps]]
+name = "Approval"
+kind = "approval"
+[[runbooks.{name}.steps]]
+name = "Slow work"
+kind = "command"
+idempotent = {idem}
+argv = ["sh", "-c", "echo ran >> {{marker}}; sleep 4"]
+"#
+        )
+    };
+    std::fs::write(dir.join("runbooks.toml"), step("slow-idem", true) + &step("slow-once", false)).expect("write runbooks");
+    dir.join("runbot.toml")
+}
+
+impl Bot {
+    async fn start(config: &Path, port: u16) -> Bot {
+        let child = Command::new(env!("CARGO_BIN_EXE_runbot"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start runbot");
+        let bot = Bot { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() };
+        let t = Instant::now();
+        while bot.http.get(format!("{}/healthz", bot.base)).send().await.is_err() {
+            assert!(t.elapsed() < Duration::from_secs(30), "runbot did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bot
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let r = self.http.post(format!("{}/console/api/{path}", self.base)).json(&body).send().await.expect("post");
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.expect("json")
+    }
+
+    /// The status message of an execution in the channel (the one whose title starts with its id).
+    async fn status(&self, exec: &str) -> Value {
+        let v: Value = self.http.get(format!("{}/console/api/messages?channel=ops", self.base)).send().await.expect("get").json().await.expect("json");
+        let all: Vec<Value> = v["messages"].as_array().cloned().unwrap_or_default();
+        let mine: Vec<Value> = all.into_iter().filter(|m| m["thread"].is_null() && m["message"]["title"].as_str().is_some_and(|t| t.starts_with(&format!("{exec} ")))).collect();
+        assert_eq!(mine.len(), 1, "exactly one status message for {exec}");
+        mine[0].clone()
+    }
+
+    async fn click(&self, who: &str, exec: &str, action: &str) -> String {
+        let m = self.status(exec).await;
+        let value = m["message"]["buttons"].as_array().and_then(|b| b.iter().find(|b| b["action_id"] == action)).map(|b| b["value"].as_str().unwrap_or("").to_string());
+        let value = value.unwrap_or_else(|| panic!("no {action} button on {exec}: {m}"));
+        let r = self.post("action", json!({"identity": who, "channel": "ops", "message_id": m["id"], "action_id": action, "value": value})).await;
+        r["reply"]["text"].as_str().unwrap_or("").to_string()
+    }
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        // A failed assertion must not leave a runbot running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(p: &Path) -> usize {
+    std::fs::read_to_string(p).map(|s| s.lines().count()).unwrap_or(0)
+}
+
+async fn until(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {
+    let t = Instant::now();
+    while !f().await {
+        assert!(t.elapsed() < Duration::from_secs(secs), "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_mid_step_resumes_idempotent_and_asks_before_repeating_the_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = write_config(dir.path(), port);
+    let (alpha, beta) = (dir.path().join("alpha.log"), dir.path().join("beta.log"));
+
+    let mut bot = Bot::start(&config, port).await;
+    for text in ["/ops run slow-idem alpha", "/ops run slow-once beta"] {
+        let r = bot.post("command", json!({"identity": "console:alice", "channel": "ops", "text": text})).await;
+        assert!(r["reply"]["text"].as_str().unwrap_or("").contains("created"), "{r}");
+    }
+    assert!(bot.click("console:bob", "R-1", "approve").await.contains("running"));
+    assert!(bot.click("console:bob", "R-2", "approve").await.contains("running"));
+    until("both steps started", 20, async || lines(&alpha) == 1 && lines(&beta) == 1).await;
+    let ids_before = (bot.status("R-1").await["id"].clone(), bot.status("R-2").await["id"].clone());
+
+    // SIGKILL: no shutdown hook runs, the steps are cut off mid-flight.
+    bot.child.kill().expect("kill");
+    bot.child.wait().expect("reap");
+
+    let bot = Bot::start(&config, port).await;
+    // The idempotent step is resumed by itself and finishes, in the same message.
+    until("R-1 succeeded", 30, async || bot.status("R-1").await["message"]["text"].as_str().is_some_and(|t| t.contains("Succeeded"))).await;
+    let r1 = bot.status("R-1").await;
+    assert_eq!(r1["id"], ids_before.0, "R-1's status message id survived the restart");
+    assert!(r1["message"]["text"].as_str().unwrap_or("").contains("safe to repeat and was resumed"), "{r1}");
+    assert_eq!(lines(&alpha), 2, "the idempotent step ran again exactly once");
+
+    // The non-idempotent step waits for a person; it has not run again on its own.
+    until("R-2 offers Resume", 20, async || {
+        bot.status("R-2").await["message"]["buttons"].as_array().is_some_and(|b| b.iter().any(|b| b["action_id"] == "resume"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(lines(&beta), 1, "the non-idempotent step did not run again without consent");
+    let r2 = bot.status("R-2").await;
+    assert_eq!(r2["id"], ids_before.1, "R-2's status message id survived the restart");
+    assert!(r2["message"]["text"].as_str().unwrap_or("").contains("Resume or Abort"), "{r2}");
+
+    assert!(bot.click("console:bob", "R-2", "resume").await.contains("Resuming"));
+    until("R-2 succeeded", 30, async || bot.status("R-2").await["message"]["text"].as_str().is_some_and(|t| t.contains("Succeeded"))).await;
+    assert_eq!(lines(&beta), 2, "resumed once, ran once more");
+}

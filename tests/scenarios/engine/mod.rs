@@ -1,0 +1,8 @@
+//! Engine scenarios on in-memory fakes, one file per concern. Each reads like a runbook being
+//! used in a channel, and asserts the outcome that would break if the feature broke.
+
+mod approvals;
+mod lifecycle;
+mod restart;
+mod surface;
+mod updates;

@@ -1,0 +1,85 @@
+//! `KillableStore`: the engine's view of the shared store, which can be cut off to simulate
+//! the process dying (or being cut off) — after `kill`, that engine can no longer read or write anything, while a
+//! new engine on the same `MemoryStore` carries on.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use runbot_commands::audit::{AuditEntry, AuditRecord};
+use runbot_commands::model::{Execution, ExecutionId};
+use runbot_commands::ports::{ListFilter, Store, StoreError, Versioned};
+use runbot_commands::store_memory::MemoryStore;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub struct KillableStore {
+    inner: Arc<MemoryStore>,
+    dead: AtomicBool,
+}
+
+impl KillableStore {
+    pub fn new(inner: Arc<MemoryStore>) -> Self {
+        KillableStore { inner, dead: AtomicBool::new(false) }
+    }
+
+    /// From now on every call fails, as if the process had stopped.
+    pub fn kill(&self) {
+        self.set_down(true);
+    }
+
+    /// Cuts the process off from the store (`true`) or reconnects it (`false`), e.g. to stand
+    /// for a network partition or a long pause.
+    pub fn set_down(&self, down: bool) {
+        self.dead.store(down, Ordering::SeqCst);
+    }
+
+    fn alive(&self) -> Result<&MemoryStore, StoreError> {
+        if self.dead.load(Ordering::SeqCst) {
+            Err(StoreError::Backend("this process has stopped".into()))
+        } else {
+            Ok(&self.inner)
+        }
+    }
+}
+
+#[async_trait]
+impl Store for KillableStore {
+    async fn next_id(&self) -> Result<ExecutionId, StoreError> {
+        self.alive()?.next_id().await
+    }
+    async fn create(&self, exec: &Execution, lock_key: Option<&str>) -> Result<(), StoreError> {
+        self.alive()?.create(exec, lock_key).await
+    }
+    async fn load(&self, id: ExecutionId) -> Result<Option<Versioned<Execution>>, StoreError> {
+        self.alive()?.load(id).await
+    }
+    async fn save(&self, exec: &Execution, expected: i64) -> Result<i64, StoreError> {
+        self.alive()?.save(exec, expected).await
+    }
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Execution>, StoreError> {
+        self.alive()?.list(filter).await
+    }
+    async fn claim(&self, id: ExecutionId, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.alive()?.claim(id, owner, until, now).await
+    }
+    async fn orphans(&self, owner: &str, now: DateTime<Utc>) -> Result<Vec<ExecutionId>, StoreError> {
+        self.alive()?.orphans(owner, now).await
+    }
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
+        self.alive()?.append_audit(entry).await
+    }
+    async fn audit_log(&self) -> Result<(Vec<AuditRecord>, Option<(u64, String)>), StoreError> {
+        self.alive()?.audit_log().await
+    }
+    async fn first_delivery(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.alive()?.first_delivery(key, now).await
+    }
+    async fn append_output(&self, id: ExecutionId, step: usize, text: &str) -> Result<(), StoreError> {
+        self.alive()?.append_output(id, step, text).await
+    }
+    async fn output(&self, id: ExecutionId, step: usize) -> Result<String, StoreError> {
+        self.alive()?.output(id, step).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.alive()?.ping().await
+    }
+}
