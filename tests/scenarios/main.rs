@@ -3,3 +3,4 @@
 mod store;
 mod engine;
 mod layout;
+mod config;

@@ -254,7 +254,11 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
             for db in config.databases.values() {
                 probe.extend(db.vars.keys().map(|k| (k.clone(), String::new())));
             }
-            for tmpl in step.params.values().filter_map(|v| v.as_str()) {
+            let mut templates = Vec::new();
+            for v in step.params.values() {
+                strings(v, &mut templates);
+            }
+            for tmpl in templates {
                 for ph in placeholders(tmpl) {
                     if !probe.contains_key(&ph) {
                         p(sat(""), format!("unknown variable {{{ph}}}"));
@@ -288,6 +292,16 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
         aliases,
         version_patterns,
         config,
+    }
+}
+
+/// Every string inside a TOML value (argv arrays, env tables), for placeholder checks.
+fn strings<'a>(v: &'a toml::Value, out: &mut Vec<&'a str>) {
+    match v {
+        toml::Value::String(s) => out.push(s),
+        toml::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        toml::Value::Table(t) => t.values().for_each(|x| strings(x, out)),
+        _ => {}
     }
 }
 
