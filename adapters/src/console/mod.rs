@@ -38,7 +38,17 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/api/command", post(api_command))
         .route("/console/api/action", post(api_action))
         .route("/console/events", get(events))
+        .layer(axum::middleware::from_fn(loopback_only))
         .with_state(state)
+}
+
+/// Runs before any extractor, so a request addressed to a foreign host is refused before its
+/// body is even parsed.
+async fn loopback_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match local_only(req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(r) => r,
+    }
 }
 
 async fn page() -> impl IntoResponse {
@@ -112,8 +122,7 @@ fn local_only(headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
-fn check(state: &ConsoleState, headers: &HeaderMap, identity: &str, channel: &str) -> Result<(), Response> {
-    local_only(headers)?;
+fn check(state: &ConsoleState, identity: &str, channel: &str) -> Result<(), Response> {
     if !identities(state).iter().any(|i| i == identity) {
         return Err(bad(StatusCode::FORBIDDEN, &format!("'{identity}' is not one of the console identities")));
     }
@@ -124,8 +133,8 @@ fn check(state: &ConsoleState, headers: &HeaderMap, identity: &str, channel: &st
     Ok(())
 }
 
-async fn api_command(State(state): State<ConsoleState>, headers: HeaderMap, Json(body): Json<CommandBody>) -> Response {
-    if let Err(r) = check(&state, &headers, &body.identity, &body.channel) {
+async fn api_command(State(state): State<ConsoleState>, Json(body): Json<CommandBody>) -> Response {
+    if let Err(r) = check(&state, &body.identity, &body.channel) {
         return r;
     }
     let req = Request {
@@ -137,8 +146,8 @@ async fn api_command(State(state): State<ConsoleState>, headers: HeaderMap, Json
     Json(serde_json::json!({ "reply": reply.message, "ephemeral": reply.ephemeral })).into_response()
 }
 
-async fn api_action(State(state): State<ConsoleState>, headers: HeaderMap, Json(body): Json<ActionBody>) -> Response {
-    if let Err(r) = check(&state, &headers, &body.identity, &body.channel) {
+async fn api_action(State(state): State<ConsoleState>, Json(body): Json<ActionBody>) -> Response {
+    if let Err(r) = check(&state, &body.identity, &body.channel) {
         return r;
     }
     if body.value.len() > 200 || body.action_id.len() > 40 {

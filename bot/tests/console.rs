@@ -1,0 +1,185 @@
+//! The web console end to end against the real `runbot demo`: the page and its test hooks, the
+//! state API, the SSE stream of one status message being posted and then edited through an
+//! approval until it succeeds, dry runs that change nothing, and the requests it refuses.
+
+mod common;
+
+use common::{Events, Runbot, button, text};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A demo in a fresh state directory (kept alive by the returned `TempDir`).
+async fn demo() -> (Runbot, tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let state = root.path().join("state");
+    let bot = Runbot::demo(&state, &root.path().join("runbot.log")).await;
+    let state = std::fs::canonicalize(&state).expect("state dir");
+    (bot, root, state)
+}
+
+fn cache_files(state: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(state.join("cache/promotions"))
+        .expect("cache dir")
+        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+const DEMO_FILES: [&str; 3] = ["page-1.bin", "page-2.bin", "page-3.bin"];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn page_state_and_health_endpoints() {
+    let (bot, _root, _state) = demo().await;
+
+    let r = bot.get("/console").await;
+    assert_eq!(r.status(), 200);
+    let ct = r.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    assert_eq!(ct, "text/html; charset=utf-8");
+    let page = r.text().await.expect("page");
+    for hook in ["command-input", "identity-select"] {
+        assert!(page.contains(&format!("data-testid=\"{hook}\"")), "the page lacks data-testid={hook}");
+    }
+
+    let st: Value = bot.get("/console/api/state").await.json().await.expect("state JSON");
+    assert_eq!(st["identities"], json!(["console:alice", "console:bob", "console:carol"]), "{st}");
+    let channels: Vec<&str> = st["channels"].as_array().expect("channels").iter().filter_map(|c| c.as_str()).collect();
+    assert!(channels.contains(&"ops") && channels.contains(&"inc-prod"), "{st}");
+    assert_eq!(st["default_channel"], "ops");
+
+    for (path, body) in [("/healthz", "ok"), ("/readyz", "ready")] {
+        let r = bot.get(path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.text().await.expect("body"), body, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approval_flow_streams_one_status_message_and_its_edits_until_succeeded() {
+    let (bot, _root, state) = demo().await;
+    assert_eq!(cache_files(&state), DEMO_FILES, "the demo starts with cache files");
+    let mut events = Events::connect(&bot).await;
+
+    let reply = bot.command("console:alice", "ops", "/ops run cache-flush promotions").await;
+    assert!(text(&reply).contains("R-1 created"), "{reply}");
+
+    // Follow the stream: one post of R-1's status message, then edits of that same message.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut status_id: Option<String> = None;
+    let mut edits_seen: Vec<u64> = Vec::new();
+    let mut approved = false;
+    let last = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(m) = events.next(left).await else {
+            panic!("no Succeeded status within 20 s; edits seen: {edits_seen:?}");
+        };
+        let is_status = m["thread"].is_null() && m["message"]["title"].as_str().is_some_and(|t| t.starts_with("R-1 "));
+        if !is_status {
+            // Step output goes into the status message's thread.
+            if let Some(id) = &status_id {
+                assert_eq!(m["thread"].as_str(), Some(id.as_str()), "other messages are replies to the status: {m}");
+            }
+            continue;
+        }
+        let edits = m["edits"].as_u64().expect("edits");
+        match &status_id {
+            None => {
+                assert_eq!(edits, 0, "the first event for the status message is its post: {m}");
+                assert_eq!(m["channel"], "inc-prod", "prod's incident channel: {m}");
+                status_id = Some(m["id"].as_str().expect("id").to_string());
+            }
+            Some(id) => {
+                assert_eq!(m["id"].as_str(), Some(id.as_str()), "a second status message was posted: {m}");
+                assert!(edits > *edits_seen.last().expect("seen"), "edits must increase: {edits} after {edits_seen:?}");
+            }
+        }
+        edits_seen.push(edits);
+        if text(&m["message"]).contains("Succeeded") {
+            break m;
+        }
+        if !approved {
+            if let Some(b) = button(&m, "approve") {
+                let r = bot.click("console:bob", &m, &b).await;
+                assert!(text(&r).contains("approved"), "{r}");
+                approved = true;
+            }
+        }
+    };
+    assert!(approved, "the approve button was offered before the run succeeded");
+    assert!(edits_seen.len() >= 3, "a post and at least two edits: {edits_seen:?}");
+    assert!(button(&last, "approve").is_none(), "no approve button on a finished run: {last}");
+    let steps = last["message"]["steps"].as_array().expect("steps");
+    assert!(steps.iter().all(|s| s["status"] == "succeeded"), "{last}");
+
+    // The API agrees with the stream, and the cache was really flushed.
+    let api = bot.status("inc-prod", "R-1").await.expect("R-1 in the channel");
+    assert_eq!(api["id"], last["id"]);
+    assert_eq!(api["edits"], last["edits"]);
+    assert!(cache_files(&state).is_empty(), "cache files left: {:?}", cache_files(&state));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_shows_the_delete_argv_and_changes_nothing() {
+    let (bot, _root, state) = demo().await;
+    let reply = bot.command("console:alice", "ops", "/ops run cache-flush promotions --dry-run").await;
+    assert!(text(&reply).contains("Dry run — nothing was changed"), "{reply}");
+    let plan = reply["code"].as_str().expect("the plan is a code block");
+    let cache = state.join("cache/promotions");
+    let delete_argv = format!(r#"["find", "{}", "-mindepth", "1", "-type", "f", "-print", "-delete"]"#, cache.display());
+    let delete_line = plan.lines().find(|l| l.contains("Delete cached files")).unwrap_or_else(|| panic!("no delete step in:\n{plan}"));
+    assert!(delete_line.contains(&delete_argv), "the delete step shows its exact argv:\n{plan}");
+
+    // Nothing ran and nothing was posted.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(cache_files(&state), DEMO_FILES);
+    assert!(bot.messages("inc-prod").await.is_empty());
+    assert!(bot.messages("ops").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refuses_strangers_foreign_hosts_and_non_json_and_explains_bad_commands() {
+    let (bot, _root, _state) = demo().await;
+    let ok = json!({"identity": "console:alice", "channel": "ops", "text": "/ops help"});
+
+    // Sanity: the same request is accepted as is.
+    assert_eq!(bot.post_raw("command", &ok).await.status(), 200);
+
+    let stranger = json!({"identity": "console:mallory", "channel": "ops", "text": "/ops help"});
+    assert_eq!(bot.post_raw("command", &stranger).await.status(), 403, "an identity not offered by the console");
+    let click = json!({"identity": "console:mallory", "channel": "ops", "message_id": "1", "action_id": "approve", "value": "R-1|approve|0"});
+    assert_eq!(bot.post_raw("action", &click).await.status(), 403, "a click by an identity not offered by the console");
+
+    for api in ["command", "action"] {
+        let r = bot
+            .http
+            .post(bot.url(&format!("/console/api/{api}")))
+            .header(reqwest::header::HOST, "evil.example")
+            .json(&ok)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 403, "{api} addressed to a foreign host");
+    }
+
+    let r = bot
+        .http
+        .post(bot.url("/console/api/command"))
+        .header(reqwest::header::CONTENT_TYPE, "text/plain")
+        .body(ok.to_string())
+        .send()
+        .await
+        .expect("post");
+    assert!(r.status().is_client_error(), "non-JSON content type: {}", r.status());
+
+    let unknown_field = json!({"identity": "console:alice", "channel": "ops", "text": "/ops help", "as_admin": true});
+    assert!(bot.post_raw("command", &unknown_field).await.status().is_client_error(), "unknown fields are refused");
+
+    let bad_channel = json!({"identity": "console:alice", "channel": "ops/../x", "text": "/ops help"});
+    assert_eq!(bot.post_raw("command", &bad_channel).await.status(), 400);
+
+    for malformed in ["/ops run", "/ops run cache-flush"] {
+        let reply = bot.command("console:alice", "ops", malformed).await;
+        assert!(text(&reply).contains("Usage:"), "{malformed:?}: {reply}");
+    }
+}
