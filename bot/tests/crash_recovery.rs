@@ -102,10 +102,19 @@ impl Bot {
         mine[0].clone()
     }
 
+    /// Clicks `action` on the execution's status message, once the runner has put it there
+    /// (the first post may come before the approval step starts waiting).
     async fn click(&self, who: &str, exec: &str, action: &str) -> String {
-        let m = self.status(exec).await;
-        let value = m["message"]["buttons"].as_array().and_then(|b| b.iter().find(|b| b["action_id"] == action)).map(|b| b["value"].as_str().unwrap_or("").to_string());
-        let value = value.unwrap_or_else(|| panic!("no {action} button on {exec}: {m}"));
+        let t = std::time::Instant::now();
+        let (m, value) = loop {
+            let m = self.status(exec).await;
+            let value = m["message"]["buttons"].as_array().and_then(|b| b.iter().find(|b| b["action_id"] == action)).map(|b| b["value"].as_str().unwrap_or("").to_string());
+            match value {
+                Some(v) => break (m, v),
+                None if t.elapsed() < Duration::from_secs(10) => tokio::time::sleep(Duration::from_millis(50)).await,
+                None => panic!("no {action} button on {exec} within 10 s: {m}"),
+            }
+        };
         let r = self.post("action", json!({"identity": who, "channel": "ops", "message_id": m["id"], "action_id": action, "value": value})).await;
         r["reply"]["text"].as_str().unwrap_or("").to_string()
     }
