@@ -77,26 +77,25 @@ impl Settings {
     /// Validates config text; relative paths (the runbooks file) resolve against `base`.
     pub fn from_toml(text: &str, base: &Path, kinds: &StepKinds) -> Result<Settings, Vec<Problem>> {
         let (config, mut problems) = validate::parse_config(text);
-        let (runbooks_text, runbooks_path) = match &config.engine.runbooks {
-            Some(p) => {
-                let full = base.join(p);
-                match std::fs::read_to_string(&full) {
-                    Ok(t) => (t, full.display().to_string()),
-                    Err(e) => {
-                        problems.push(Problem::new("engine.runbooks", format!("cannot read {}: {e}", full.display())));
-                        (String::new(), full.display().to_string())
-                    }
-                }
-            }
-            None => (DEFAULT_RUNBOOKS.to_string(), "(built-in runbooks)".to_string()),
-        };
-        let runbooks = match validate::parse_section::<RunbooksFile>(&runbooks_text, &runbooks_path) {
+        // The built-in runbooks are always there; a team's runbooks file adds its own, and one
+        // of the same name replaces the built-in one.
+        let mut runbooks = match validate::parse_section::<RunbooksFile>(DEFAULT_RUNBOOKS, "(built-in runbooks)") {
             Ok(r) => r,
             Err(p) => {
                 problems.extend(p);
                 RunbooksFile::default()
             }
         };
+        if let Some(p) = &config.engine.runbooks {
+            let full = base.join(p);
+            match std::fs::read_to_string(&full) {
+                Ok(text) => match validate::parse_section::<RunbooksFile>(&text, &full.display().to_string()) {
+                    Ok(team) => runbooks.runbooks.extend(team.runbooks),
+                    Err(p) => problems.extend(p),
+                },
+                Err(e) => problems.push(Problem::new("engine.runbooks", format!("cannot read {}: {e}", full.display()))),
+            }
+        }
         let settings = validate::build(config, runbooks, kinds, &mut problems);
         if problems.is_empty() { Ok(settings) } else { Err(problems) }
     }
