@@ -1,6 +1,7 @@
 //! `runbot`: the command line. Wires settings to adapters and runs; no business logic here.
 
 mod audit_cmd;
+mod clusters;
 mod serve;
 
 use anyhow::Context;
@@ -84,11 +85,15 @@ fn main() -> ExitCode {
             Cmd::Demo { listen, state_dir } => {
                 let addr: std::net::SocketAddr = listen.parse().context("--listen must be an address like 127.0.0.1:8080")?;
                 anyhow::ensure!(addr.ip().is_loopback(), "the demo console trusts its identity picker, so it listens on loopback only");
-                let path = runbot_sandbox::demo::prepare(&state_dir, &listen)?;
+                let cluster = runbot_sandbox::demo::start_cluster().await.context("starting the sandbox cluster")?;
+                let path = runbot_sandbox::demo::prepare(&state_dir, &listen, &cluster.url())?;
                 let settings = load(&path)?;
                 println!("runbot demo: console at http://{listen}/console  (state in {})", state_dir.display());
-                println!("try: /ops run cache-flush promotions   — then approve as console:bob");
-                serve::serve(settings, path.parent().map(|p| p.to_path_buf()).unwrap_or_default()).await
+                println!("sandbox Kubernetes API at {} (kubectl --server {} get pods -n promotions-ns)", cluster.url(), cluster.url());
+                println!("try: /ops restart promotions-api   — then approve as console:bob");
+                let served = serve::serve(settings, path.parent().map(|p| p.to_path_buf()).unwrap_or_default()).await;
+                cluster.shutdown().await;
+                served
             }
             Cmd::Serve { config } => {
                 let settings = load(&config)?;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
+    let clusters = crate::clusters::connect(&settings).await?;
     let store = Arc::new(SqlStore::connect(&settings.config.store.url).await?);
     let console = Arc::new(match &settings.config.console.history {
         Some(h) => ConsoleChat::with_history(base.join(h)).context("reading the console history")?,
@@ -27,7 +28,7 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
     let console_on = settings.config.console.enabled;
     let sweep_every = Duration::from_secs((settings.config.engine.lease_secs / 3).max(1));
     let store_dyn: Arc<dyn Store> = store.clone();
-    let engine = Engine::new(settings, store_dyn, chats, Arc::new(SystemClock), StepKinds::shipped());
+    let engine = Engine::new(settings, store_dyn, chats, Arc::new(SystemClock), StepKinds::shipped_with(&clusters));
     // Pick up work a previous process left behind before taking new commands.
     engine.sweep().await;
     let sweeper = engine.spawn_sweeper(sweep_every);

@@ -183,3 +183,37 @@ async fn refuses_strangers_foreign_hosts_and_non_json_and_explains_bad_commands(
         assert!(text(&reply).contains("Usage:"), "{malformed:?}: {reply}");
     }
 }
+
+/// The newcomer's path: the demo's sandbox cluster has one pod failing its liveness probe;
+/// `/ops restart promotions-api` diagnoses exactly that pod, bob approves, it is replaced and
+/// every pod is Ready; a second restart finds nothing to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_restart_heals_the_pod_failing_liveness() {
+    let (bot, _root, _state) = demo().await;
+    let reply = bot.command("console:alice", "ops", "/ops restart promotions-api").await;
+    assert!(text(&reply).contains("R-1 created"), "{reply}");
+    common::until("R-1 offers Approve", 20, async || bot.status("inc-prod", "R-1").await.is_some_and(|m| button(&m, "approve").is_some())).await;
+    let m = bot.status("inc-prod", "R-1").await.expect("status");
+    let acts_on = m["message"]["fields"].as_array().and_then(|f| f.iter().find(|kv| kv[0] == "Acts on")).map(|kv| kv[1].clone());
+    let pod = acts_on.and_then(|v| v.as_str().map(str::to_string)).unwrap_or_else(|| panic!("no 'Acts on' field: {m}"));
+    assert!(pod.starts_with("promotions-api-"), "{pod}");
+    let diagnosis = m["message"]["steps"][0]["detail"].as_str().unwrap_or_default().to_string();
+    assert!(diagnosis.contains("1 of 3 pods unhealthy") && diagnosis.contains("Unhealthy"), "{diagnosis}");
+
+    let r = bot.click("console:bob", &m, &button(&m, "approve").expect("approve")).await;
+    assert!(text(&r).contains("approved"), "{r}");
+    common::until("R-1 succeeded", 30, async || {
+        bot.status("inc-prod", "R-1").await.is_some_and(|m| text(&m["message"]).contains("Succeeded"))
+    })
+    .await;
+    let m = bot.status("inc-prod", "R-1").await.expect("status");
+    let deleted = m["message"]["steps"][2]["detail"].as_str().unwrap_or_default();
+    assert!(deleted.contains(&format!("deleted {pod}")), "{m}");
+
+    let reply = bot.command("console:alice", "ops", "/ops restart promotions-api").await;
+    assert!(text(&reply).contains("R-2 created"), "{reply}");
+    common::until("R-2 finds nothing to restart", 20, async || {
+        bot.status("inc-prod", "R-2").await.is_some_and(|m| text(&m["message"]).contains("nothing to restart"))
+    })
+    .await;
+}

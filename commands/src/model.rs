@@ -201,8 +201,13 @@ pub struct Execution {
     pub current: usize,
     pub policy: Option<PolicySnapshot>,
     pub approvals: Vec<Approval>,
-    /// Hash of the plan (runbook, target, vars, steps' actions, policy). Approvals are bound to it.
+    /// Hash of the plan (runbook, target, vars, steps' actions, policy, resolved targets).
+    /// Approvals are bound to it.
     pub fingerprint: String,
+    /// What the steps before the approval resolved the target to (e.g. the pods to restart);
+    /// part of the plan the approvers see.
+    #[serde(default)]
+    pub resolved: Vec<String>,
     pub expires_at: Option<DateTime<Utc>>,
     pub messages: Vec<MessageRef>,
     /// Notable events shown under the steps (voided approvals, resumed after restart, ...).

@@ -30,7 +30,7 @@ fn the_example_config_in_deploy_is_valid() {
 #[test]
 fn the_demo_world_is_valid() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = runbot_sandbox::demo::prepare(dir.path(), "127.0.0.1:8080").expect("prepare demo");
+    let path = runbot_sandbox::demo::prepare(dir.path(), "127.0.0.1:8080", "http://127.0.0.1:6443").expect("prepare demo");
     let settings = Settings::load(&path, &StepKinds::shipped()).unwrap_or_else(|p| panic!("demo config: {p:?}"));
     assert!(settings.runbooks.contains_key("cache-flush"));
     assert!(settings.config.store.url.starts_with("sqlite://"));

@@ -4,3 +4,4 @@ mod store;
 mod engine;
 mod layout;
 mod config;
+mod k8s_restart;

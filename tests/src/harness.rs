@@ -19,7 +19,7 @@ use runbot_commands::config::Settings;
 use runbot_commands::engine::{Click, Engine, Reply, Request};
 use runbot_commands::message::Message;
 use runbot_commands::model::{Execution, ExecutionId, Identity, Origin};
-use runbot_commands::ports::{Chat, Chats, Store, TokioClock};
+use runbot_commands::ports::{Chat, Chats, Clusters, Store, TokioClock};
 use runbot_commands::steps::StepKinds;
 use runbot_commands::store_memory::MemoryStore;
 use std::sync::Arc;
@@ -41,6 +41,8 @@ pub struct Options {
     pub instance: String,
     /// How long `wait_for` and friends wait (tokio time) before failing.
     pub patience: Duration,
+    /// Kubernetes clusters the shipped k8s step kinds act on (none by default).
+    pub clusters: Clusters,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             max_text: 3000,
             instance: "test-1".into(),
             patience: Duration::from_secs(15),
+            clusters: Clusters::new(),
         }
     }
 }
@@ -81,7 +84,7 @@ impl World {
         let dir = tempfile::tempdir().expect("a temporary directory");
         std::fs::write(dir.path().join("runbooks.toml"), &opts.runbooks).expect("write runbooks.toml");
         let probes = Probes::default();
-        let kinds = StepKinds::shipped().with(Arc::new(Probe { probes: probes.clone() }));
+        let kinds = StepKinds::shipped_with(&opts.clusters).with(Arc::new(Probe { probes: probes.clone() }));
         let store = Arc::new(MemoryStore::new());
         let live = Arc::new(KillableStore::new(store.clone()));
         let chat = Arc::new(RecordingChat::new(opts.max_text));

@@ -58,6 +58,7 @@ pub fn sample(id: ExecutionId, target: &str, state: ExecState) -> Execution {
     vars.insert("version".to_string(), "1.4.2".to_string());
     vars.insert("env".to_string(), "prod".to_string());
     Execution {
+        resolved: Vec::new(),
         id,
         runbook: "deploy".into(),
         command: format!("/ops deploy {target} 1.4.2 --env prod"),

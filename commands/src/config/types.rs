@@ -42,6 +42,33 @@ pub struct Config {
     /// The local web console (the embedded default adapter).
     #[serde(default)]
     pub console: ConsoleConfig,
+    /// Kubernetes clusters by name; services name theirs per environment.
+    #[serde(default)]
+    pub clusters: BTreeMap<String, ClusterConfig>,
+}
+
+/// How to reach one Kubernetes cluster: exactly one of `url`, `kubeconfig`, `in_cluster`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// API server URL without credentials (e.g. the sandbox's `http://127.0.0.1:PORT`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A kubeconfig file; with `context` to pick one (default: its current context).
+    #[serde(default)]
+    pub kubeconfig: Option<String>,
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Use the pod's service account (runbot running inside the cluster).
+    #[serde(default)]
+    pub in_cluster: bool,
+    /// Timeout of one API request, e.g. `10s` (default).
+    #[serde(default = "default_api_timeout")]
+    pub timeout: String,
+}
+
+fn default_api_timeout() -> String {
+    "10s".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -87,7 +114,8 @@ pub struct EngineConfig {
     /// restarts so a restarted process reclaims its own work at once.
     #[serde(default)]
     pub instance: Option<String>,
-    /// The runbooks file, relative to the config file. Default: the built-in runbooks.
+    /// A team runbooks file, relative to the config file, added to the built-in runbooks (a
+    /// runbook of the same name replaces the built-in one).
     #[serde(default)]
     pub runbooks: Option<String>,
     /// Minimum time between two edits of one status message, in milliseconds. Default 1000.
@@ -218,6 +246,18 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetEnvConfig {
+    /// The `[clusters.NAME]` this environment runs on. Default: the only cluster configured.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Kubernetes namespace, e.g. `promotions-ns`.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Label selector of the service's pods, e.g. `app=promotions-api`.
+    #[serde(default)]
+    pub selector: Option<String>,
+    /// The Deployment, e.g. `promotions-api`.
+    #[serde(default)]
+    pub deployment: Option<String>,
     /// Template variables for runbooks acting on the service in this environment.
     #[serde(default)]
     pub vars: BTreeMap<String, String>,

@@ -77,6 +77,7 @@ pub fn parse_config(text: &str) -> (Config, Vec<Problem>) {
             "services" => take!("services", services, v),
             "databases" => take!("databases", databases, v),
             "console" => take!("console", console, v),
+            "clusters" => take!("clusters", clusters, v),
             other => problems.push(Problem::new(other, "unknown section")),
         }
     }
@@ -187,6 +188,35 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
         }
     }
 
+    for (name, c) in &config.clusters {
+        let ways = usize::from(c.url.is_some()) + usize::from(c.kubeconfig.is_some()) + usize::from(c.in_cluster);
+        if ways != 1 {
+            p(format!("clusters.{name}"), "set exactly one of url, kubeconfig or in_cluster".into());
+        }
+        if c.context.is_some() && c.kubeconfig.is_none() {
+            p(format!("clusters.{name}.context"), "context needs kubeconfig".into());
+        }
+        if let Some(u) = &c.url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) || u.contains('@') {
+                p(format!("clusters.{name}.url"), "must be http(s)://host:port without credentials".into());
+            }
+        }
+        if let Err(why) = parse_duration(&c.timeout) {
+            p(format!("clusters.{name}.timeout"), why);
+        }
+    }
+    for (sname, svc) in &config.services {
+        for (ename, e) in &svc.environments {
+            if let Some(c) = &e.cluster {
+                if !config.clusters.contains_key(c) {
+                    p(format!("services.{sname}.environments.{ename}.cluster"), format!("no cluster named '{c}' under [clusters]"));
+                }
+            } else if config.clusters.len() > 1 && (e.namespace.is_some() || e.selector.is_some()) {
+                p(format!("services.{sname}.environments.{ename}.cluster"), "several clusters are configured; name one".into());
+            }
+        }
+    }
+
     let mut aliases = BTreeMap::new();
     let mut version_patterns = BTreeMap::new();
     for (name, svc) in &config.services {
@@ -215,7 +245,14 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
     for (rname, rb) in &runbooks.runbooks {
         let at = |k: String| format!("runbooks.{rname}.{k}");
         let mut seen_approval = false;
-        let mut vars: BTreeSet<String> = ["target", "env", "requester", "execution", "runbook"].iter().map(|s| s.to_string()).collect();
+        // Variables the engine provides: the target's, the command's, and the typed target fields.
+        let mut vars: BTreeSet<String> = [
+            "target", "env", "requester", "execution", "runbook", "version", "to", "date", "source", "pod",
+            "cluster", "namespace", "selector", "deployment",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         vars.insert(rb.target.as_str().to_string());
         vars.extend(rb.params.keys().cloned());
         vars.extend(config.secrets.keys().map(|k| format!("secret.{k}")));

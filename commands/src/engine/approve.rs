@@ -78,7 +78,7 @@ impl Engine {
                 }
                 match &replanned {
                     Some(Ok(p)) => {
-                        let new_fp = plan::fingerprint(&p.runbook, &p.target, &p.vars, &p.steps, &p.policy);
+                        let new_fp = plan::fingerprint(&p.runbook, &p.target, &p.vars, &p.steps, &p.policy, &exec.resolved);
                         if new_fp != exec.fingerprint {
                             let voided = exec.approvals_for_plan().count();
                             let waiting = exec.current;

@@ -224,7 +224,7 @@ impl Engine {
             .incident_channel(&plan.target.env, &req.origin.platform)
             .unwrap_or(&req.origin.channel)
             .to_string();
-        let fp = plan::fingerprint(&plan.runbook, &plan.target, &plan.vars, &plan.steps, &plan.policy);
+        let fp = plan::fingerprint(&plan.runbook, &plan.target, &plan.vars, &plan.steps, &plan.policy, &[]);
         let exec = Execution {
             id,
             runbook: plan.runbook.clone(),
@@ -242,6 +242,7 @@ impl Engine {
             policy: plan.policy,
             approvals: Vec::new(),
             fingerprint: fp,
+            resolved: Vec::new(),
             expires_at: None,
             messages: Vec::new(),
             notes: Vec::new(),

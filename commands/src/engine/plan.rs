@@ -205,6 +205,14 @@ fn resolve_target(
                 return Err(format!("{svc_name} has no environment '{env}'; it has: {}.", envs.join(", ")));
             };
             vars.insert("service".into(), svc_name.clone());
+            let cluster = env_cfg.cluster.clone().or_else(|| {
+                (settings.config.clusters.len() == 1).then(|| settings.config.clusters.keys().next().cloned()).flatten()
+            });
+            for (k, v) in [("cluster", cluster), ("namespace", env_cfg.namespace.clone()), ("selector", env_cfg.selector.clone()), ("deployment", env_cfg.deployment.clone())] {
+                if let Some(v) = v {
+                    vars.insert(k.into(), v);
+                }
+            }
             if let Some(p) = pod {
                 vars.insert("pod".into(), p);
             }
@@ -267,8 +275,16 @@ pub fn human(secs: u64) -> String {
 
 /// The fingerprint approvals are bound to: runbook, target, variables, every step's exact
 /// action and parameters, and the policy.
-pub fn fingerprint(runbook: &str, target: &Target, vars: &BTreeMap<String, String>, steps: &[StepRecord], policy: &Option<PolicySnapshot>) -> String {
+pub fn fingerprint(
+    runbook: &str,
+    target: &Target,
+    vars: &BTreeMap<String, String>,
+    steps: &[StepRecord],
+    policy: &Option<PolicySnapshot>,
+    resolved: &[String],
+) -> String {
     let doc = serde_json::json!({
+        "resolved": resolved,
         "runbook": runbook,
         "target": target,
         "vars": vars,

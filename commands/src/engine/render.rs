@@ -47,6 +47,10 @@ pub fn render(exec: &Execution, now: DateTime<Utc>) -> Message {
         ("State".to_string(), exec.state.as_str().replace('_', " ")),
         ("Command".to_string(), exec.command.clone()),
     ];
+    if !exec.resolved.is_empty() {
+        // What the approvers approve: the diagnosis's result, bound into the fingerprint.
+        fields.push(("Acts on".to_string(), exec.resolved.join(", ")));
+    }
     if exec.policy.is_some() {
         let who = if approvals.is_empty() { "none yet".to_string() } else { approvals.join(", ") };
         fields.push(("Approvals".to_string(), who));

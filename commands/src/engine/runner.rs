@@ -2,6 +2,7 @@
 //! saved before its side effect and its result after; a step found mid-flight after a restart
 //! is resumed only if idempotent, otherwise it waits for [Resume] / [Abort].
 
+use super::plan::fingerprint;
 use super::Engine;
 use crate::model::{ExecState, Execution, ExecutionId, StepStatus};
 use crate::steps::{StepContext, StepOutcome, APPROVAL};
@@ -127,6 +128,8 @@ impl Engine {
                     (true, StepStatus::Pending) => {
                         step.status = StepStatus::Waiting;
                         exec.state = ExecState::AwaitingApproval;
+                        // The approvers see the plan with what the earlier steps resolved.
+                        exec.fingerprint = fingerprint(&exec.runbook, &exec.target, &exec.vars, &exec.steps, &exec.policy, &exec.resolved);
                         let secs = exec.policy.as_ref().map(|p| p.expiry_secs).unwrap_or(1800);
                         exec.expires_at = Some(now + ChronoDuration::seconds(secs as i64));
                         Ok(true)
@@ -229,6 +232,23 @@ impl Engine {
                         step.status = StepStatus::Succeeded;
                         step.summary = Some(settings.redactor.redact(s));
                         exec.current = i + 1;
+                    }
+                    StepOutcome::Resolved { summary, targets } => {
+                        step.status = StepStatus::Succeeded;
+                        step.summary = Some(settings.redactor.redact(summary));
+                        exec.resolved = targets.clone();
+                        exec.current = i + 1;
+                    }
+                    StepOutcome::Finished(s) => {
+                        step.status = StepStatus::Succeeded;
+                        step.summary = Some(settings.redactor.redact(s));
+                        for later in &mut exec.steps[i + 1..] {
+                            later.status = StepStatus::Skipped;
+                            later.summary = Some("skipped: nothing to do".into());
+                        }
+                        exec.notes.push(format!("{} Nothing was changed.", settings.redactor.redact(s)));
+                        exec.current = exec.steps.len();
+                        finish(exec, ExecState::Succeeded);
                     }
                     StepOutcome::Failed(why) => {
                         step.status = StepStatus::Failed;

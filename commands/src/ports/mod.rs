@@ -2,9 +2,11 @@
 //! engine never sees a wire format or an SDK type.
 
 pub mod chat;
+pub mod cluster;
 pub mod clock;
 pub mod store;
 
 pub use chat::{Chat, ChatError, Chats};
+pub use cluster::{Cluster, ClusterError, Clusters, PodInfo, Rollout};
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use store::{ListFilter, Store, StoreError, Versioned};

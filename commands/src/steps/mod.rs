@@ -3,6 +3,7 @@
 //! kinds only through this trait; tests register their own kinds, never shipped.
 
 pub mod command;
+pub mod k8s;
 
 use crate::model::Execution;
 use async_trait::async_trait;
@@ -27,6 +28,12 @@ pub struct Prepared {
 pub enum StepOutcome {
     /// Done; a one-line summary for the status message.
     Succeeded(String),
+    /// Done, and it resolved what the following steps act on (e.g. the pods to restart); the
+    /// targets become part of the plan the approvers see.
+    Resolved { summary: String, targets: Vec<String> },
+    /// Done, and there is nothing left to do: the remaining steps are skipped and the
+    /// execution succeeds with this summary (e.g. "no unhealthy pods").
+    Finished(String),
     /// Failed; the reason, shown in the status message.
     Failed(String),
     /// Stopped because the execution was cancelled.
@@ -67,9 +74,18 @@ pub struct StepKinds {
 }
 
 impl StepKinds {
-    /// The kinds runbot ships.
+    /// The kinds runbot ships, without a cluster connected (the Kubernetes kinds exist, and
+    /// say so when a step needs a cluster).
     pub fn shipped() -> Self {
-        StepKinds::default().with(Arc::new(command::CommandStep))
+        Self::shipped_with(&crate::ports::Clusters::new())
+    }
+    /// The kinds runbot ships, acting on these clusters.
+    pub fn shipped_with(clusters: &crate::ports::Clusters) -> Self {
+        let mut kinds = StepKinds::default().with(Arc::new(command::CommandStep));
+        for k in k8s::K8sStep::all(clusters) {
+            kinds = kinds.with(k);
+        }
+        kinds
     }
     pub fn with(mut self, kind: Arc<dyn StepKind>) -> Self {
         self.kinds.insert(kind.kind(), kind);

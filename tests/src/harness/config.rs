@@ -35,6 +35,10 @@ expiry = "30m"
 [services.promotions]
 aliases = ["promotions-api"]
 [services.promotions.environments.prod]
+# Where the restart runbook acts (a `[clusters.NAME]` comes from tests that start the sandbox).
+namespace = "promotions-ns"
+selector = "app=promotions-api"
+deployment = "promotions-api"
 [services.promotions.environments.staging]
 
 [services.billing]
