@@ -97,9 +97,9 @@ impl StepKind for Noop {
 // ---------------------------------------------------------------------------------------------
 // The store, counted and timed.
 
-const OPS: [&str; 13] = [
+const OPS: [&str; 14] = [
     "next_id", "create", "load", "save", "list", "claim", "orphans", "append_audit", "audit_log", "first_delivery",
-    "append_output", "output", "ping",
+    "append_output", "output", "ping", "save_audited",
 ];
 
 #[derive(Default)]
@@ -138,6 +138,20 @@ impl Timed {
         s.calls.fetch_add(1, Ordering::Relaxed);
         s.nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         out
+    }
+
+    /// Notes an execution saved in its final state (to wake the waiters).
+    fn saved(&self, exec: &Execution, out: &Result<i64, StoreError>) {
+        if out.is_ok() && exec.state.is_terminal() {
+            {
+                let mut f = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+                f.0.insert(exec.id);
+                if !exec.messages.is_empty() && exec.messages.iter().all(|m| m.final_sent) {
+                    f.1.insert(exec.id);
+                }
+            }
+            self.bell.send_modify(|n| *n += 1);
+        }
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -195,16 +209,12 @@ impl Store for Timed {
     }
     async fn save(&self, exec: &Execution, expected: i64) -> Result<i64, StoreError> {
         let out = self.timed(3, self.inner.save(exec, expected)).await;
-        if out.is_ok() && exec.state.is_terminal() {
-            {
-                let mut f = self.finished.lock().unwrap_or_else(|p| p.into_inner());
-                f.0.insert(exec.id);
-                if !exec.messages.is_empty() && exec.messages.iter().all(|m| m.final_sent) {
-                    f.1.insert(exec.id);
-                }
-            }
-            self.bell.send_modify(|n| *n += 1);
-        }
+        self.saved(exec, &out);
+        out
+    }
+    async fn save_audited(&self, exec: &Execution, expected: i64, entries: &[AuditEntry]) -> Result<i64, StoreError> {
+        let out = self.timed(13, self.inner.save_audited(exec, expected, entries)).await;
+        self.saved(exec, &out);
         out
     }
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Execution>, StoreError> {

@@ -11,7 +11,7 @@ mod records;
 
 pub use executions::{concurrent_creates, create_load_roundtrip, ids, list_filters, locks, optimistic_save};
 pub use leases::{claims, orphans};
-pub use records::{audit_chain, deliveries, step_output};
+pub use records::{audit_chain, deliveries, save_with_audit, step_output};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use runbot_commands::model::{
@@ -39,6 +39,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     audit_chain(store.clone()).await;
     deliveries(store.clone()).await;
     step_output(store.clone()).await;
+    save_with_audit(store.clone()).await;
     store.ping().await.expect("ping after the suite");
 }
 

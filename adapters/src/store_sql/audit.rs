@@ -47,20 +47,31 @@ fn decode_record(row: &AnyRow) -> Result<AuditRecord, StoreError> {
 }
 
 pub(super) async fn append(store: &SqlStore, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
+    let mut tx = store.begin_write().await?;
+    let record = append_in(store, &mut tx, entry).await?;
+    tx.commit().await.map_err(backend_err("committing an audit record"))?;
+    Ok(record)
+}
+
+/// Appends inside the caller's write transaction (which holds the write lock on SQLite).
+pub(super) async fn append_in(
+    store: &SqlStore,
+    tx: &mut sqlx::Transaction<'static, Any>,
+    entry: &AuditEntry,
+) -> Result<AuditRecord, StoreError> {
     // Stored times have microsecond precision; link what will be read back.
     let mut entry = entry.clone();
     entry.at = entry.at.trunc_subsecs(6);
     let detail = serde_json::to_string(&entry.detail)
         .map_err(|e| StoreError::Backend(format!("encoding an audit detail: {e}")))?;
 
-    let mut tx = store.begin_write().await?;
     let head_sql = match store.backend {
         Backend::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
         // BEGIN IMMEDIATE already holds SQLite's single write lock.
         Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
     };
     let head = sqlx::query(head_sql)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await
         .map_err(backend_err("locking the audit head"))?
         .ok_or_else(|| StoreError::Backend("the audit_head row is missing".into()))?;
@@ -80,16 +91,15 @@ pub(super) async fn append(store: &SqlStore, entry: &AuditEntry) -> Result<Audit
     .bind(detail)
     .bind(&record.prev_hash)
     .bind(&record.hash)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await
     .map_err(backend_err("appending an audit record"))?;
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
         .bind(seq)
         .bind(&record.hash)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(backend_err("moving the audit head"))?;
-    tx.commit().await.map_err(backend_err("committing an audit record"))?;
     Ok(record)
 }
 

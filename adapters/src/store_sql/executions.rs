@@ -3,6 +3,7 @@
 
 use super::{SqlStore, backend_err, db_id, exec_id, ts};
 use chrono::{DateTime, Utc};
+use runbot_commands::audit::AuditEntry;
 use runbot_commands::model::{Execution, ExecutionId};
 use runbot_commands::ports::store::{ListFilter, StoreError, Versioned};
 use sqlx::any::AnyRow;
@@ -128,7 +129,7 @@ pub(super) async fn load(store: &SqlStore, id: ExecutionId) -> Result<Option<Ver
     Ok(Some(Versioned { value: decode_doc(&row)?, version }))
 }
 
-pub(super) async fn save(store: &SqlStore, exec: &Execution, expected: i64) -> Result<i64, StoreError> {
+pub(super) async fn save(store: &SqlStore, exec: &Execution, expected: i64, entries: &[AuditEntry]) -> Result<i64, StoreError> {
     let id = db_id(exec.id)?;
     let cols = Columns::of(exec)?;
     let mut tx = store.begin_write().await?;
@@ -162,6 +163,9 @@ pub(super) async fn save(store: &SqlStore, exec: &Execution, expected: i64) -> R
             .execute(&mut *tx)
             .await
             .map_err(backend_err("releasing a target lock"))?;
+    }
+    for e in entries {
+        super::audit::append_in(store, &mut tx, e).await?;
     }
     tx.commit().await.map_err(backend_err("committing an execution"))?;
     Ok(expected + 1)

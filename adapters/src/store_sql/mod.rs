@@ -221,7 +221,11 @@ impl Store for SqlStore {
     }
 
     async fn save(&self, exec: &Execution, expected: i64) -> Result<i64, StoreError> {
-        executions::save(self, exec, expected).await
+        executions::save(self, exec, expected, &[]).await
+    }
+
+    async fn save_audited(&self, exec: &Execution, expected: i64, entries: &[AuditEntry]) -> Result<i64, StoreError> {
+        executions::save(self, exec, expected, entries).await
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Execution>, StoreError> {

@@ -20,7 +20,7 @@ use crate::config::Settings;
 use crate::limits::Limits;
 use crate::message::Message;
 use crate::model::{Execution, ExecutionId, Identity, Origin};
-use crate::ports::{Chats, Clock, Store, StoreError};
+use crate::ports::{Chats, Clock, Store, StoreError, Versioned};
 use crate::steps::StepKinds;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -75,6 +75,8 @@ struct Inner {
     limits: Limits,
     /// Executions this process is driving, with their cancel switch.
     running: Mutex<HashMap<ExecutionId, watch::Sender<bool>>>,
+    /// When this process last took or renewed each lease (monotonic, follows tokio's clock).
+    claims: Mutex<HashMap<ExecutionId, tokio::time::Instant>>,
     publisher: Publisher,
 }
 
@@ -91,6 +93,7 @@ impl Engine {
                 kinds,
                 limits,
                 running: Mutex::new(HashMap::new()),
+                claims: Mutex::new(HashMap::new()),
                 publisher: Publisher::new(interval),
             }),
         }
@@ -126,15 +129,20 @@ impl Engine {
         self.inner.clock.now()
     }
 
-    /// Appends to the audit log. A failure is logged, never swallowed silently.
-    async fn audit(&self, kind: &str, actor: Option<&Identity>, exec: Option<ExecutionId>, detail: serde_json::Value) {
-        let entry = AuditEntry {
+    /// An audit record about `exec`, stamped now.
+    fn audit_entry(&self, kind: &str, actor: Option<&Identity>, exec: Option<ExecutionId>, detail: serde_json::Value) -> AuditEntry {
+        AuditEntry {
             at: self.now(),
             kind: kind.to_string(),
             actor: actor.map(|a| a.0.clone()),
             execution: exec.map(|e| e.to_string()),
             detail,
-        };
+        }
+    }
+
+    /// Appends to the audit log. A failure is logged, never swallowed silently.
+    async fn audit(&self, kind: &str, actor: Option<&Identity>, exec: Option<ExecutionId>, detail: serde_json::Value) {
+        let entry = self.audit_entry(kind, actor, exec, detail);
         if let Err(e) = self.inner.store.append_audit(&entry).await {
             tracing::error!(error = %e, kind, "audit append failed");
         }
@@ -145,17 +153,40 @@ impl Engine {
     async fn update<T>(
         &self,
         id: ExecutionId,
-        mut change: impl FnMut(&mut Execution) -> Result<T, String>,
+        change: impl FnMut(&mut Execution) -> Result<T, String>,
     ) -> Result<(Execution, T), UpdateError> {
+        self.update_with(id, None, change, |_, _| Vec::new()).await.map(|(v, out)| (v.value, out))
+    }
+
+    /// [`Engine::update`] starting from `hint` (the document as this process last saved it,
+    /// which saves a read when nobody changed it since), with the audit records `audit`
+    /// derives from the change committed in the same transaction.
+    async fn update_with<T>(
+        &self,
+        id: ExecutionId,
+        mut hint: Option<Versioned<Execution>>,
+        mut change: impl FnMut(&mut Execution) -> Result<T, String>,
+        audit: impl Fn(&Execution, &T) -> Vec<AuditEntry>,
+    ) -> Result<(Versioned<Execution>, T), UpdateError> {
         for _ in 0..20 {
-            let Some(v) = self.inner.store.load(id).await.map_err(UpdateError::Store)? else {
-                return Err(UpdateError::Refused(format!("There is no execution {id}.")));
+            let v = match hint.take() {
+                Some(v) => v,
+                None => match self.inner.store.load(id).await.map_err(UpdateError::Store)? {
+                    Some(v) => v,
+                    None => return Err(UpdateError::Refused(format!("There is no execution {id}."))),
+                },
             };
             let mut exec = v.value;
             exec.updated_at = self.now();
             let out = change(&mut exec).map_err(UpdateError::Refused)?;
-            match self.inner.store.save(&exec, v.version).await {
-                Ok(_) => return Ok((exec, out)),
+            let entries = audit(&exec, &out);
+            let saved = if entries.is_empty() {
+                self.inner.store.save(&exec, v.version).await
+            } else {
+                self.inner.store.save_audited(&exec, v.version, &entries).await
+            };
+            match saved {
+                Ok(version) => return Ok((Versioned { value: exec, version }, out)),
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(UpdateError::Store(e)),
             }

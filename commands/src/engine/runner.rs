@@ -5,6 +5,7 @@
 use super::plan::fingerprint;
 use super::Engine;
 use crate::model::{ExecState, Execution, ExecutionId, StepStatus};
+use crate::ports::Versioned;
 use crate::steps::{StepContext, StepOutcome, APPROVAL};
 use chrono::Duration as ChronoDuration;
 use serde_json::json;
@@ -15,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 enum Next {
     Stop,
     Continue,
-    Run(Execution),
+    Run(Versioned<Execution>),
 }
 
 impl Engine {
@@ -56,21 +57,43 @@ impl Engine {
         Duration::from_secs(self.settings().config.engine.lease_secs)
     }
 
+    /// Takes or renews the lease. A lease this process took or renewed less than a third of
+    /// the lease ago is still its own — nobody else can have taken it before it expires — so
+    /// the store is not asked again (the monotonic clock also counts time this process spent
+    /// paused, so a process that was stopped re-checks).
     async fn claim(&self, id: ExecutionId) -> bool {
+        let recent = self.inner.claims.lock().ok().and_then(|c| c.get(&id).copied());
+        if recent.is_some_and(|t| t.elapsed() < self.lease() / 3) {
+            return true;
+        }
+        self.claim_now(id).await
+    }
+
+    /// Takes or renews the lease in the store.
+    async fn claim_now(&self, id: ExecutionId) -> bool {
+        let started = tokio::time::Instant::now();
         let now = self.now();
         let until = now + ChronoDuration::from_std(self.lease()).unwrap_or(ChronoDuration::seconds(30));
         let owner = self.settings().instance.clone();
-        match self.store().claim(id, &owner, until, now).await {
+        let ok = match self.store().claim(id, &owner, until, now).await {
             Ok(ok) => ok,
             Err(e) => {
                 tracing::error!(execution = %id, error = %e, "lease claim failed");
                 false
             }
+        };
+        if let Ok(mut claims) = self.inner.claims.lock() {
+            if ok {
+                claims.insert(id, started);
+            } else {
+                claims.remove(&id);
+            }
         }
+        ok
     }
 
     async fn drive(&self, id: ExecutionId, cancel: watch::Receiver<bool>) {
-        if !self.claim(id).await {
+        if !self.claim_now(id).await {
             tracing::debug!(execution = %id, "lease held elsewhere; not driving");
             return;
         }
@@ -79,13 +102,15 @@ impl Engine {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(engine.lease() / 3).await;
-                    if !engine.claim(id).await {
+                    if !engine.claim_now(id).await {
                         tracing::warn!(execution = %id, "lost the lease");
                     }
                 }
             })
         };
         let mut first = true;
+        // A step the previous step's result already started (saved as running with it).
+        let mut started: Option<Versioned<Execution>> = None;
         loop {
             // Only the lease holder runs steps: a process that lost its lease (paused or cut off
             // for longer than the lease) stops here instead of racing the one that took over.
@@ -93,21 +118,31 @@ impl Engine {
                 tracing::warn!(execution = %id, "lease lost; not driving any further");
                 break;
             }
-            match self.next(id, first).await {
-                Next::Stop => break,
-                Next::Continue => {}
-                Next::Run(exec) => self.run_step(exec, cancel.clone()).await,
-            }
+            let exec = match started.take() {
+                Some(exec) => exec,
+                None => match self.next(id, first).await {
+                    Next::Stop => break,
+                    Next::Continue => {
+                        first = false;
+                        continue;
+                    }
+                    Next::Run(exec) => exec,
+                },
+            };
+            started = self.run_step(exec, cancel.clone()).await;
             first = false;
         }
         renew.abort();
+        if let Ok(mut claims) = self.inner.claims.lock() {
+            claims.remove(&id);
+        }
     }
 
     /// Looks at the current step and moves the execution one notch. `fresh` is true on the
     /// first look after (re)starting to drive: a step found `running` then was interrupted.
     async fn next(&self, id: ExecutionId, fresh: bool) -> Next {
         let res = self
-            .update(id, |exec| {
+            .update_with(id, None, |exec| {
                 if exec.state.is_terminal() || exec.state == ExecState::AwaitingApproval {
                     return Err(String::new());
                 }
@@ -161,14 +196,13 @@ impl Engine {
                     // Interrupted or Waiting: a person has to act.
                     _ => Err(String::new()),
                 }
-            })
+            }, |exec, changed_visible| if *changed_visible || running(exec) { vec![self.state_entry(exec)] } else { Vec::new() })
             .await;
         match res {
-            Ok((exec, changed_visible)) => {
-                let running = exec.state == ExecState::Running
-                    && exec.steps.get(exec.current).is_some_and(|s| s.status == StepStatus::Running && s.kind != APPROVAL);
-                if changed_visible || running {
-                    self.after_change(&exec).await;
+            Ok((v, changed_visible)) => {
+                let exec = &v.value;
+                if changed_visible || running(exec) {
+                    self.publish(exec);
                 }
                 if exec.state.is_terminal() || exec.state == ExecState::AwaitingApproval {
                     return Next::Stop;
@@ -176,31 +210,32 @@ impl Engine {
                 if exec.steps.get(exec.current).is_some_and(|s| s.status == StepStatus::Interrupted) {
                     return Next::Stop;
                 }
-                if running { Next::Run(exec) } else { Next::Continue }
+                if running(exec) { Next::Run(v) } else { Next::Continue }
             }
             Err(_) => Next::Stop,
         }
     }
 
-    /// Publishes the execution and writes the state change to the audit log.
-    pub(super) async fn after_change(&self, exec: &Execution) {
-        self.publish(exec);
+    /// The audit record of an execution's state (and current step) after a change.
+    fn state_entry(&self, exec: &Execution) -> crate::audit::AuditEntry {
         let step = exec.steps.get(exec.current);
-        self.audit(
+        self.audit_entry(
             "state",
             None,
             Some(exec.id),
             json!({"state": exec.state.as_str(), "step": exec.current + 1, "step_status": step.map(|s| s.status.as_str())}),
         )
-        .await;
     }
 
-    async fn run_step(&self, exec: Execution, cancel: watch::Receiver<bool>) {
+    /// Runs the current step (already saved as running) and stores its result; returns the
+    /// execution when the result's save also started the next step.
+    async fn run_step(&self, saved: Versioned<Execution>, cancel: watch::Receiver<bool>) -> Option<Versioned<Execution>> {
+        let exec = saved.value.clone();
         let i = exec.current;
         let step = exec.steps[i].clone();
         let Some(kind) = self.kinds().get(&step.kind).cloned() else {
-            self.complete(exec.id, i, StepOutcome::Failed(format!("step kind '{}' is not available in this runbot", step.kind))).await;
-            return;
+            let why = format!("step kind '{}' is not available in this runbot", step.kind);
+            return self.complete(exec.id, i, StepOutcome::Failed(why), Some(saved)).await;
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let pump = self.spawn_output(&exec, i, rx);
@@ -209,20 +244,22 @@ impl Engine {
         let outcome = kind.run(&step.params, ctx).await;
         let _ = pump.await;
         tracing::info!(execution = %exec.id, step = i + 1, outcome = ?outcome, "step finished");
-        self.complete(exec.id, i, outcome).await;
+        self.complete(exec.id, i, outcome, Some(saved)).await
     }
 
-    /// Stores a step's result (after its side effect) and moves on.
-    async fn complete(&self, id: ExecutionId, i: usize, outcome: StepOutcome) {
+    /// Stores a step's result (after its side effect) and moves on: when the next step is an
+    /// ordinary one, its intent (running) is saved in the same write, and the execution is
+    /// returned to run it.
+    async fn complete(&self, id: ExecutionId, i: usize, outcome: StepOutcome, hint: Option<Versioned<Execution>>) -> Option<Versioned<Execution>> {
         // A process that lost its lease while the step ran must not overwrite what the new
         // holder decided (it will have marked the step interrupted or resumed it).
         if !self.claim(id).await {
             tracing::warn!(execution = %id, step = i + 1, outcome = ?outcome, "lease lost during the step; its result is not recorded here");
-            return;
+            return None;
         }
         let settings = self.settings();
         let res = self
-            .update(id, |exec| {
+            .update_with(id, hint, |exec| {
                 let now = exec.updated_at;
                 let done_before: Vec<String> = exec.steps[..i].iter().filter(|s| s.status == StepStatus::Succeeded && !s.idempotent && s.kind != APPROVAL).map(|s| s.name.clone()).collect();
                 let step = &mut exec.steps[i];
@@ -272,16 +309,50 @@ impl Engine {
                         finish(exec, ExecState::Cancelled);
                     }
                 }
-                Ok(())
+                Ok(start_next(exec))
+            }, |exec, _| {
+                let step = &exec.steps[i];
+                vec![
+                    self.audit_entry("step", None, Some(id), json!({"step": i + 1, "name": step.name, "status": step.status.as_str(), "summary": step.summary})),
+                    self.state_entry(exec),
+                ]
             })
             .await;
         match res {
-            Ok((exec, ())) => {
-                self.audit("step", None, Some(id), json!({"step": i + 1, "name": exec.steps[i].name, "status": exec.steps[i].status.as_str(), "summary": exec.steps[i].summary})).await;
-                self.after_change(&exec).await;
+            Ok((v, started)) => {
+                self.publish(&v.value);
+                started.then_some(v)
             }
-            Err(e) => tracing::error!(execution = %id, error = ?e, "could not store a step result"),
+            Err(e) => {
+                tracing::error!(execution = %id, error = ?e, "could not store a step result");
+                None
+            }
         }
+    }
+}
+
+/// The current step is an ordinary step that is running (its intent saved).
+fn running(exec: &Execution) -> bool {
+    exec.state == ExecState::Running && exec.steps.get(exec.current).is_some_and(|s| s.status == StepStatus::Running && s.kind != APPROVAL)
+}
+
+/// After a step succeeded: marks the next step running (its intent, saved with the previous
+/// result) when it is an ordinary pending step and nobody asked to cancel. Approvals, the end
+/// of the runbook and cancellation go through [`Engine::next`].
+fn start_next(exec: &mut Execution) -> bool {
+    if exec.state != ExecState::Running || exec.cancel_requested.is_some() {
+        return false;
+    }
+    let now = exec.updated_at;
+    match exec.steps.get_mut(exec.current) {
+        Some(step) if step.kind != APPROVAL && step.status == StepStatus::Pending => {
+            step.status = StepStatus::Running;
+            step.attempts += 1;
+            step.started_at = Some(now);
+            step.summary = None;
+            true
+        }
+        _ => false,
     }
 }
 

@@ -52,6 +52,16 @@ pub trait Store: Send + Sync + 'static {
     /// the execution is terminal, its lock is released in the same transaction.
     async fn save(&self, exec: &Execution, expected: i64) -> Result<i64, StoreError>;
 
+    /// [`Store::save`] and [`Store::append_audit`] of each entry, in one transaction where the
+    /// backend has them (the SQL store): the change and its audit records commit together.
+    async fn save_audited(&self, exec: &Execution, expected: i64, entries: &[AuditEntry]) -> Result<i64, StoreError> {
+        let version = self.save(exec, expected).await?;
+        for e in entries {
+            self.append_audit(e).await?;
+        }
+        Ok(version)
+    }
+
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Execution>, StoreError>;
 
     /// Takes or renews the lease on an execution for `owner` until `until`; succeeds when the

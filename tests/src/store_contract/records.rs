@@ -110,3 +110,35 @@ pub async fn step_output(store: Arc<dyn Store>) {
     }
     assert_eq!(store.output(b.id, 3).await.expect("output"), expected, "many chunks stay in order");
 }
+
+/// A save and its audit records commit together: both land, or (on a conflict) neither.
+pub async fn save_with_audit(store: Arc<dyn Store>) {
+    let mut x = create_sample(&store, "audited-svc", ExecState::Running, None).await;
+    let (_, v1) = super::must_load(&store, x.id).await;
+    let (before, _) = store.audit_log().await.expect("audit_log");
+    let entry = |n: u64| AuditEntry {
+        at: t0(),
+        kind: "step".into(),
+        actor: None,
+        execution: Some(x.id.to_string()),
+        detail: serde_json::json!({ "n": n }),
+    };
+
+    x.notes.push("audited".into());
+    let v2 = store.save_audited(&x, v1, &[entry(1), entry(2)]).await.expect("save_audited");
+    assert!(v2 > v1);
+    let (loaded, _) = super::must_load(&store, x.id).await;
+    assert_eq!(loaded.notes.last().map(String::as_str), Some("audited"));
+    let (after, head) = store.audit_log().await.expect("audit_log");
+    assert_eq!(after.len(), before.len() + 2, "both records were appended");
+    let head_ref = head.as_ref().map(|(s, h)| (*s, h.as_str()));
+    assert_eq!(audit::verify(&after, head_ref), Ok(after.len() as u64), "and chained");
+    let ns: Vec<u64> = after[before.len()..].iter().filter_map(|r| r.entry.detail["n"].as_u64()).collect();
+    assert_eq!(ns, [1, 2], "in order");
+
+    // A stale version: the save is refused and no record is written.
+    let res = store.save_audited(&x, v1, &[entry(3)]).await;
+    assert_eq!(res, Err(runbot_commands::ports::StoreError::Conflict(x.id)));
+    let (again, _) = store.audit_log().await.expect("audit_log");
+    assert_eq!(again.len(), after.len(), "a refused save writes no audit record");
+}
