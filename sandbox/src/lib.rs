@@ -4,3 +4,5 @@
 
 pub mod demo;
 pub mod kube;
+pub mod slack;
+pub mod s3;

@@ -15,8 +15,12 @@ fn the_example_config_in_deploy_is_valid() {
     let secret = dir.path().join("cdn-token");
     std::fs::write(&secret, "s3cr3t-cdn-token\n").expect("write secret");
     let text = std::fs::read_to_string(repo().join("deploy/runbot.example.toml")).expect("example config");
-    // Point the secret at a file instead of the environment (tests must not mutate env).
+    // Point the secrets at files instead of the environment (tests must not mutate env).
     let text = text.replace("env:RUNBOT_CDN_TOKEN", &format!("file:{}", secret.display()));
+    let other = dir.path().join("other-secret");
+    std::fs::write(&other, "another-secret\n").expect("write secret");
+    let text = text.replace("env:RUNBOT_BACKUP_S3_KEY", &format!("file:{}", other.display()));
+    let text = text.replace("env:RUNBOT_BACKUP_S3_SECRET", &format!("file:{}", other.display()));
     let settings = Settings::from_toml(&text, &repo().join("deploy"), &StepKinds::shipped())
         .unwrap_or_else(|p| panic!("example config has problems: {p:?}"));
     assert!(settings.runbooks.contains_key("rollout-restart"));

@@ -5,3 +5,4 @@ mod engine;
 mod layout;
 mod config;
 mod k8s_restart;
+mod backup;

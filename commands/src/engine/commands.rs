@@ -4,7 +4,7 @@
 
 use super::plan::{self, resolve};
 use super::{Engine, Reply, Request, UpdateError};
-use crate::grammar::{self, help, spec, Command, ExecutionId};
+use crate::grammar::{self, help, spec, BackupAction, Command, ExecutionId};
 use crate::message::Message;
 use crate::model::{ExecState, Execution, MessageRef};
 use crate::ports::{ListFilter, StoreError};
@@ -40,6 +40,7 @@ impl Engine {
             Command::Status { id } => self.status(id).await,
             Command::History { service, limit } => self.history(service, limit).await,
             Command::Cancel { id } => self.cancel(&req, id).await,
+            Command::Backup { action: BackupAction::Status, database } => self.backup_status(&database).await,
             other => self.request_runbook(&req, other).await,
         }
     }

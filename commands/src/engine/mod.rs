@@ -4,6 +4,7 @@
 //! returned [`Reply`] to the person who acted.
 
 mod approve;
+mod backup;
 mod commands;
 mod plan;
 mod publish;
@@ -20,7 +21,7 @@ use crate::config::Settings;
 use crate::limits::Limits;
 use crate::message::Message;
 use crate::model::{Execution, ExecutionId, Identity, Origin};
-use crate::ports::{Chats, Clock, Store, StoreError, Versioned};
+use crate::ports::{Catalogs, Chats, Clock, Store, StoreError, Versioned};
 use crate::steps::StepKinds;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -77,6 +78,8 @@ struct Inner {
     running: Mutex<HashMap<ExecutionId, watch::Sender<bool>>>,
     /// When this process last took or renewed each lease (monotonic, follows tokio's clock).
     claims: Mutex<HashMap<ExecutionId, tokio::time::Instant>>,
+    /// The databases' backup catalogs.
+    catalogs: RwLock<Catalogs>,
     publisher: Publisher,
 }
 
@@ -94,9 +97,22 @@ impl Engine {
                 limits,
                 running: Mutex::new(HashMap::new()),
                 claims: Mutex::new(HashMap::new()),
+                catalogs: RwLock::new(Catalogs::new()),
                 publisher: Publisher::new(interval),
             }),
         }
+    }
+
+    /// Connects the databases' backup catalogs (`/ops backup status`, the restore runbook).
+    pub fn set_catalogs(&self, catalogs: Catalogs) {
+        match self.inner.catalogs.write() {
+            Ok(mut c) => *c = catalogs,
+            Err(p) => *p.into_inner() = catalogs,
+        }
+    }
+
+    pub fn catalogs(&self) -> Catalogs {
+        self.inner.catalogs.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
     pub fn settings(&self) -> Arc<Settings> {

@@ -1,11 +1,13 @@
 //! The narrow traits the engine needs from the outside world. Adapters implement them; the
 //! engine never sees a wire format or an SDK type.
 
+pub mod backup;
 pub mod chat;
 pub mod cluster;
 pub mod clock;
 pub mod store;
 
+pub use backup::{BackupCatalog, CatalogError, CatalogSnapshot, Catalogs};
 pub use chat::{Chat, ChatError, Chats};
 pub use cluster::{Cluster, ClusterError, Clusters, PodInfo, Rollout};
 pub use clock::{Clock, SystemClock, TokioClock};

@@ -1,0 +1,175 @@
+//! An S3-compatible server on loopback for tests and the demo: [s3s-fs] (the S3 REST API
+//! over a directory — buckets are directories, objects are plain files) served in-process on
+//! `127.0.0.1` and a random port, path-style buckets, with real SigV4 checking against one
+//! fixed test key pair ([`ACCESS_KEY`] / [`SECRET_KEY`]): a client signing with another
+//! secret gets `SignatureDoesNotMatch`, so credential bugs are not hidden (moto accepts any).
+//!
+//! barman-cloud (boto3) and aws-sdk-s3 both talk to it:
+//! `--endpoint-url <url>` plus the variables of [`S3Server::client_env`];
+//! `endpoint_url(url).force_path_style(true)` with the same keys.
+//!
+//! The server runs on its own thread and Tokio runtime, so it works from synchronous tests
+//! that block on child processes as well as from async ones; dropping the handle stops it.
+//!
+//! [s3s-fs]: https://crates.io/crates/s3s-fs
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use anyhow::{Context, anyhow, bail};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use tokio::sync::oneshot;
+
+/// The test access key id the server accepts.
+pub const ACCESS_KEY: &str = "runbot-sandbox";
+/// The test secret the server checks signatures against.
+pub const SECRET_KEY: &str = "runbot-sandbox-secret-key";
+/// The region clients should sign for (s3s accepts any; boto3 and the SDK need one).
+pub const REGION: &str = "us-east-1";
+
+/// A running server. Dropping it stops the server (open connections are cut).
+pub struct S3Server {
+    addr: SocketAddr,
+    url: String,
+    root: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Starts a server whose buckets are the directories of `root` (which must exist).
+/// Returns once the port is bound: requests can be sent right away.
+pub fn start(root: &Path) -> anyhow::Result<S3Server> {
+    let root = root
+        .canonicalize()
+        .with_context(|| format!("S3 root directory {}", root.display()))?;
+    let fs = s3s_fs::FileSystem::new(&root).map_err(|e| anyhow!("s3s-fs on {}: {e:?}", root.display()))?;
+    let service = {
+        let mut b = s3s::service::S3ServiceBuilder::new(fs);
+        b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        // No set_host: every request is path-style (`/bucket/key`).
+        b.build()
+    };
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0 for the S3 server")?;
+    listener.set_nonblocking(true).context("S3 listener: set_nonblocking")?;
+    let addr = listener.local_addr().context("S3 listener address")?;
+    let (shutdown, mut stop) = oneshot::channel::<()>();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("sandbox-s3")
+        .build()
+        .context("S3 server runtime")?;
+    let thread = std::thread::Builder::new()
+        .name(format!("sandbox-s3-{}", addr.port()))
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("sandbox S3: listener: {e}");
+                        return;
+                    }
+                };
+                let http = ConnBuilder::new(TokioExecutor::new());
+                loop {
+                    let socket = tokio::select! {
+                        _ = &mut stop => break,
+                        accepted = listener.accept() => match accepted {
+                            Ok((socket, _)) => socket,
+                            Err(e) => {
+                                tracing::warn!("sandbox S3: accept: {e}");
+                                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                                continue;
+                            }
+                        },
+                    };
+                    let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                }
+            });
+            // Dropping the runtime here cancels the connection tasks still running.
+        })
+        .context("spawn the S3 server thread")?;
+
+    Ok(S3Server {
+        addr,
+        url: format!("http://{addr}"),
+        root,
+        shutdown: Some(shutdown),
+        thread: Some(thread),
+    })
+}
+
+impl S3Server {
+    /// `http://127.0.0.1:PORT` — the endpoint URL for clients (path-style).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The directory the buckets live in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The environment a child process (barman-cloud, the aws CLI, a PostgreSQL whose
+    /// `archive_command` uploads) needs to sign requests for this server.
+    pub fn client_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
+            ("AWS_DEFAULT_REGION", REGION.to_owned()),
+            ("AWS_REGION", REGION.to_owned()),
+        ]
+    }
+
+    /// Creates an empty bucket (what `CreateBucket` does on this backend: a directory).
+    pub fn create_bucket(&self, name: &str) -> anyhow::Result<()> {
+        let valid = (3..=63).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && name.as_bytes()[0].is_ascii_alphanumeric()
+            && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
+        if !valid {
+            bail!("invalid bucket name {name:?}: 3-63 characters of a-z, 0-9, '-' and '.'");
+        }
+        let dir = self.root.join(name);
+        if dir.exists() {
+            bail!("bucket {name:?} already exists");
+        }
+        std::fs::create_dir(&dir).with_context(|| format!("create bucket directory {}", dir.display()))
+    }
+
+    /// Stops the server and waits for its thread.
+    pub fn stop(mut self) {
+        self.shutdown_now();
+    }
+
+    fn shutdown_now(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.shutdown_now();
+    }
+}
+
+impl std::fmt::Debug for S3Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Server").field("url", &self.url).field("root", &self.root).finish()
+    }
+}
