@@ -1,5 +1,6 @@
 //! Builds the store, the adapters and the engine from settings, and serves HTTP until SIGTERM
-//! or Ctrl-C: `/healthz`, `/readyz`, and the console.
+//! or Ctrl-C: `/healthz`, `/readyz`, the console, and Slack (`/slack/*`, Socket Mode,
+//! `/metrics`) when `[slack]` is configured.
 
 use anyhow::Context;
 use axum::extract::State;
@@ -7,6 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use runbot_adapters::console::{self, ConsoleChat, ConsoleState};
+use runbot_adapters::slack::Slack;
 use runbot_adapters::store_sql::SqlStore;
 use runbot_commands::config::Settings;
 use runbot_commands::engine::Engine;
@@ -23,12 +25,20 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
         Some(h) => ConsoleChat::with_history(base.join(h)).context("reading the console history")?,
         None => ConsoleChat::in_memory(),
     });
-    let chats = Chats::new().with(console.clone());
+    let mut chats = Chats::new().with(console.clone());
+    let slack = match &settings.config.slack {
+        Some(cfg) => Some(Slack::from_config(cfg, &settings)?),
+        None => None,
+    };
+    if let Some(s) = &slack {
+        chats = chats.with(s.chat.clone());
+    }
     let listen = settings.config.server.listen.clone();
     let console_on = settings.config.console.enabled;
     let sweep_every = Duration::from_secs((settings.config.engine.lease_secs / 3).max(1));
     let store_dyn: Arc<dyn Store> = store.clone();
     let engine = Engine::new(settings, store_dyn, chats, Arc::new(SystemClock), StepKinds::shipped_with(&clusters));
+    engine.set_catalogs(crate::catalogs::connect(engine.settings().as_ref())?);
     // Pick up work a previous process left behind before taking new commands.
     engine.sweep().await;
     let sweeper = engine.spawn_sweeper(sweep_every);
@@ -40,10 +50,23 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
     if console_on {
         app = app.merge(console::router(ConsoleState { chat: console, engine: engine.clone() }));
     }
+    let mut socket_mode = None;
+    if let Some(s) = &slack {
+        if let Some(r) = s.router(engine.clone()) {
+            app = app.merge(r);
+            tracing::info!("Slack endpoints: POST /slack/commands, /slack/interactions, /slack/events");
+        }
+        socket_mode = s.socket_mode(engine.clone());
+        let metrics = s.metrics.clone();
+        app = app.route("/metrics", get(move || async move { metrics.render() }));
+    }
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "runbot serving");
     axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
     sweeper.abort();
+    if let Some(sm) = socket_mode {
+        sm.shutdown().await;
+    }
     tracing::info!("runbot stopped");
     Ok(())
 }

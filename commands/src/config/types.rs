@@ -45,6 +45,40 @@ pub struct Config {
     /// Kubernetes clusters by name; services name theirs per environment.
     #[serde(default)]
     pub clusters: BTreeMap<String, ClusterConfig>,
+    /// The Slack adapter; absent = no Slack.
+    #[serde(default)]
+    pub slack: Option<SlackConfig>,
+}
+
+/// `[slack]`: HTTP endpoints (`/slack/commands`, `/slack/interactions`, `/slack/events`) when
+/// `signing_secret` is set, Socket Mode when `app_token` is set (both may be on).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// The bot token (`xoxb-…`), by reference: `env:SLACK_BOT_TOKEN` or `file:PATH`. Required.
+    pub bot_token: SecretRef,
+    /// The app's signing secret, by reference; verifies every HTTP request. Default: none
+    /// (then the HTTP endpoints are not served).
+    #[serde(default)]
+    pub signing_secret: Option<SecretRef>,
+    /// An app-level token (`xapp-…`, scope `connections:write`), by reference; turns on Socket
+    /// Mode. Default: none.
+    #[serde(default)]
+    pub app_token: Option<SecretRef>,
+    /// Base URL of the Web API. Default `https://slack.com/api`.
+    #[serde(default = "default_slack_api")]
+    pub api_url: String,
+    /// Minimum time between two writes into one channel, in milliseconds. Default 1000
+    /// (Slack allows about one message per second per channel).
+    #[serde(default = "default_post_interval")]
+    pub post_interval_ms: u64,
+}
+
+fn default_slack_api() -> String {
+    "https://slack.com/api".into()
+}
+fn default_post_interval() -> u64 {
+    1000
 }
 
 /// How to reach one Kubernetes cluster: exactly one of `url`, `kubeconfig`, `in_cluster`.
@@ -209,8 +243,9 @@ fn default_expiry() -> String {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentConfig {
-    /// Fixed incident channel per platform, e.g. `{ console = "inc-prod" }`. Default: the channel
-    /// the command came from.
+    /// Fixed incident channel per platform, e.g. `{ console = "inc-prod", slack = "C0INCPROD" }`;
+    /// `slack = "create"` creates one Slack channel per execution (`inc-<yyyymmdd>-<runbook>-<n>`).
+    /// Default: the channel the command came from.
     #[serde(default)]
     pub incident_channel: BTreeMap<String, String>,
 }
@@ -241,6 +276,53 @@ pub struct DatabaseConfig {
     /// Template variables for runbooks acting on this database.
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
+    /// Where its backups are archived (barman-cloud layout on S3 or an S3-compatible store).
+    #[serde(default)]
+    pub backup: Option<BackupConfig>,
+}
+
+/// A database's backup archive and the freshness the backup monitor expects of it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// `s3://bucket/prefix` (GCS through its S3-compatible endpoint).
+    pub source: String,
+    /// barman-cloud's server name (the folder under the prefix). Default: the database's name.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// S3-compatible endpoint, e.g. `https://storage.googleapis.com` or a local server.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Path-style addressing (most S3-compatible servers). Default: true when `endpoint` is set.
+    #[serde(default)]
+    pub path_style: Option<bool>,
+    /// Names of `[secrets]` entries holding the access key id and the secret access key.
+    pub access_key_secret: String,
+    pub secret_key_secret: String,
+    /// The newest full backup may be this old before it is reported stale. Default `26h`.
+    #[serde(default = "default_full_max_age")]
+    pub full_max_age: String,
+    /// The newest archived WAL may be this old before it is reported stale. Default `20m`.
+    #[serde(default = "default_wal_max_age")]
+    pub wal_max_age: String,
+    /// How long backups are kept. Default `30d`.
+    #[serde(default = "default_retention")]
+    pub retention: String,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_full_max_age() -> String {
+    "26h".into()
+}
+fn default_wal_max_age() -> String {
+    "20m".into()
+}
+fn default_retention() -> String {
+    "30d".into()
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

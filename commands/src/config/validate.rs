@@ -78,6 +78,7 @@ pub fn parse_config(text: &str) -> (Config, Vec<Problem>) {
             "databases" => take!("databases", databases, v),
             "console" => take!("console", console, v),
             "clusters" => take!("clusters", clusters, v),
+            "slack" => take!("slack", slack, v),
             other => problems.push(Problem::new(other, "unknown section")),
         }
     }
@@ -135,6 +136,39 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
     for (i, id) in config.console.identities.iter().enumerate() {
         if !id.starts_with("console:") || identity_problem(id).is_some() {
             p(format!("console.identities[{i}]"), format!("'{id}' is not a console identity (console:name)"));
+        }
+    }
+
+    let mut adapter_secrets = Vec::new();
+    if let Some(slack) = &config.slack {
+        let refs = [("bot_token", Some(&slack.bot_token)), ("signing_secret", slack.signing_secret.as_ref()), ("app_token", slack.app_token.as_ref())];
+        for (key, r) in refs {
+            match r.map(|r| r.resolve()) {
+                Some(Ok(s)) => adapter_secrets.push(s),
+                Some(Err(why)) => p(format!("slack.{key}"), why),
+                None => {}
+            }
+        }
+        if slack.signing_secret.is_none() && slack.app_token.is_none() {
+            p("slack".into(), "set signing_secret (HTTP endpoints) or app_token (Socket Mode), or both".into());
+        }
+        let u = &slack.api_url;
+        if !(u.starts_with("http://") || u.starts_with("https://")) || u.contains('@') || u.contains(['?', '#']) {
+            p("slack.api_url".into(), format!("'{u}' is not an http(s) URL like https://slack.com/api"));
+        }
+    }
+    for (env, e) in &config.environments {
+        if let Some(c) = e.incident_channel.get("slack") {
+            let id = c.len() >= 9 && c.len() <= 24 && c.starts_with(['C', 'G']) && c.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+            if c != "create" && !id {
+                p(
+                    format!("environments.{env}.incident_channel.slack"),
+                    format!("'{c}' is not a Slack channel id (like C0123ABCD) or \"create\" (one channel per execution)"),
+                );
+            }
+            if config.slack.is_none() {
+                p(format!("environments.{env}.incident_channel.slack"), "a Slack channel is set but there is no [slack] section".into());
+            }
         }
     }
 
@@ -203,6 +237,29 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
         }
         if let Err(why) = parse_duration(&c.timeout) {
             p(format!("clusters.{name}.timeout"), why);
+        }
+    }
+    for (dname, db) in &config.databases {
+        let Some(b) = &db.backup else { continue };
+        let at = |k: &str| format!("databases.{dname}.backup.{k}");
+        let bucket = b.source.strip_prefix("s3://").map(|r| r.split('/').next().unwrap_or(""));
+        if !bucket.is_some_and(|bk| (3..=63).contains(&bk.len())) {
+            p(at("source"), format!("'{}' is not an s3://bucket/prefix location", b.source));
+        }
+        if let Some(e) = &b.endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) || e.contains('@') {
+                p(at("endpoint"), "must be http(s)://host[:port] without credentials".into());
+            }
+        }
+        for (k, name) in [("access_key_secret", &b.access_key_secret), ("secret_key_secret", &b.secret_key_secret)] {
+            if !config.secrets.contains_key(name) {
+                p(at(k), format!("no secret named '{name}' under [secrets]"));
+            }
+        }
+        for (k, v) in [("full_max_age", &b.full_max_age), ("wal_max_age", &b.wal_max_age), ("retention", &b.retention)] {
+            if let Err(why) = parse_duration(v) {
+                p(at(k), why);
+            }
         }
     }
     for (sname, svc) in &config.services {
@@ -316,7 +373,7 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
         }
     }
 
-    let mut redact: Vec<_> = secrets.values().cloned().collect();
+    let mut redact: Vec<_> = secrets.values().cloned().chain(adapter_secrets).collect();
     redact.sort_by(|a, b| a.expose().cmp(b.expose()));
     let instance = config.engine.instance.clone().unwrap_or_else(default_instance);
     Settings {
@@ -345,4 +402,46 @@ fn strings<'a>(v: &'a toml::Value, out: &mut Vec<&'a str>) {
 fn default_instance() -> String {
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
     if host.is_empty() { "runbot".into() } else { format!("runbot-{host}") }
+}
+
+#[cfg(test)]
+mod slack_tests {
+    use crate::config::Settings;
+    use crate::steps::StepKinds;
+    use std::path::Path;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Settings::from_toml(text, Path::new("."), &StepKinds::shipped()) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn slack_section_is_checked_with_key_paths() {
+        let tok = std::env::temp_dir().join(format!("runbot-slack-test-{}", std::process::id()));
+        std::fs::write(&tok, "xoxb-very-secret-token\n").expect("write");
+        let ok = format!("[slack]\nbot_token = \"file:{}\"\nsigning_secret = \"file:{}\"\n", tok.display(), tok.display());
+        let s = Settings::from_toml(&ok, Path::new("."), &StepKinds::shipped()).expect("valid");
+        let cfg = s.config.slack.as_ref().expect("slack");
+        assert_eq!((cfg.api_url.as_str(), cfg.post_interval_ms), ("https://slack.com/api", 1000));
+        assert_eq!(s.redactor.redact("token xoxb-very-secret-token"), "token ***", "the bot token is redacted everywhere");
+
+        let p = problems("[slack]\nbot_token = \"env:RUNBOT_TEST_UNSET_TOKEN\"\n");
+        assert!(p.iter().any(|p| p == "slack.bot_token: environment variable RUNBOT_TEST_UNSET_TOKEN is not set"), "{p:?}");
+        assert!(p.iter().any(|p| p.starts_with("slack: set signing_secret")), "{p:?}");
+        let p = problems("[slack]\nbot_token = \"xoxb-literal\"\n");
+        assert!(p.iter().any(|p| p.starts_with("slack.bot_token") && p.contains("literal secrets are not accepted")), "{p:?}");
+        let p = problems(&format!("{ok}api_url = \"ftp://x\"\nchannel = \"C1\"\n"));
+        assert!(p.iter().any(|p| p.starts_with("slack.channel") || p.contains("unknown field")), "{p:?}");
+        let p = problems(&format!("{ok}api_url = \"ftp://x\"\n"));
+        assert!(p.iter().any(|p| p.starts_with("slack.api_url")), "{p:?}");
+        let p = problems(&format!("{ok}[environments.prod]\nincident_channel = {{ slack = \"#inc-prod\" }}\n"));
+        assert!(p.iter().any(|p| p.starts_with("environments.prod.incident_channel.slack")), "{p:?}");
+        assert!(problems(&format!("{ok}[environments.prod]\nincident_channel = {{ slack = \"create\" }}\n")).is_empty());
+        assert!(problems(&format!("{ok}[environments.prod]\nincident_channel = {{ slack = \"C0INCPROD\" }}\n")).is_empty());
+        let p = problems("[environments.prod]\nincident_channel = { slack = \"C0INCPROD\" }\n");
+        assert!(p.iter().any(|p| p.contains("no [slack] section")), "{p:?}");
+        let _ = std::fs::remove_file(&tok);
+    }
 }

@@ -1,0 +1,322 @@
+//! Slack as a [`Chat`]: the Web API through slack-morphism (chat.postMessage, chat.update,
+//! chat.postEphemeral, conversations.create/invite, response_url replies) against a
+//! configurable base URL. Writes into one channel are paced (at most one per interval, 1 s by
+//! default), a 429's Retry-After is honoured, and incident channels can be created per
+//! execution (`incident_channel = { slack = "create" }`).
+//!
+//! Message ids handed to the engine are `CHANNEL/TS`, so a message posted into a channel
+//! created here is found again when the engine edits it under the configured name.
+
+use super::render::{render, Rendered};
+use async_trait::async_trait;
+use runbot_commands::message::Message;
+use runbot_commands::model::Identity;
+use runbot_commands::ports::{Chat, ChatError};
+use serde_json::Value;
+use slack_morphism::errors::SlackClientError;
+use slack_morphism::prelude::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The configured "channel" that means: create one channel per execution.
+pub const CREATE_CHANNEL: &str = "create";
+
+/// How many times a post waits out a 429 itself before giving up with `RateLimited`.
+const POST_RETRIES: u32 = 5;
+/// The longest Retry-After waited out inside a post.
+const MAX_INLINE_WAIT: Duration = Duration::from_secs(60);
+
+pub type SlackHttpClient = SlackClient<SlackClientHyperHttpsConnector>;
+
+/// Everything [`SlackChat`] needs; secrets already resolved.
+#[derive(Clone)]
+pub struct SlackChatOptions {
+    /// `https://slack.com/api` in production; the fake's `http://127.0.0.1:PORT/api` in tests.
+    pub api_url: String,
+    pub bot_token: runbot_commands::config::Secret,
+    /// Minimum time between two writes into one channel.
+    pub post_interval: Duration,
+    /// Slack user ids invited into every created incident channel (besides the requester).
+    pub invite: Vec<String>,
+}
+
+pub struct SlackChat {
+    client: Arc<SlackHttpClient>,
+    token: SlackApiToken,
+    interval: Duration,
+    invite: Vec<String>,
+    /// Per channel: when the next write may go out.
+    next_slot: Mutex<HashMap<String, Instant>>,
+    /// Incident channels created here, by execution id (`R-42`).
+    created: Mutex<HashMap<String, String>>,
+    /// The overflow last posted under a message, so an edit re-posts it only when it changed.
+    overflow_sent: Mutex<HashMap<String, u64>>,
+}
+
+/// A hyper client that speaks https (native roots) and, for a local fake, plain http.
+pub fn http_client(api_url: &str) -> Result<Arc<SlackHttpClient>, String> {
+    // Several crates bring rustls; make ring the process default (as kube's) so building a TLS
+    // config never has to guess. A provider installed earlier stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let https = match builder.with_native_roots() {
+        Ok(b) => b.https_or_http().enable_http1().enable_http2().build(),
+        Err(e) if api_url.starts_with("http://") => {
+            // No system roots (a minimal container): plain http to a local API still works.
+            tracing::warn!(error = %e, "no native TLS roots; only plain-http Slack API URLs will work");
+            let cfg = rustls::ClientConfig::builder().with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth();
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(cfg).https_or_http().enable_http1().enable_http2().build()
+        }
+        Err(e) => return Err(format!("no TLS root certificates for {api_url}: {e}")),
+    };
+    let connector = SlackClientHyperConnector::with_connector(https).with_slack_api_url(api_url.trim_end_matches('/'));
+    Ok(Arc::new(SlackClient::new(connector)))
+}
+
+/// A short, secret-free description of a client error; rate limits become `RateLimited`.
+pub fn chat_error(e: SlackClientError) -> ChatError {
+    match e {
+        SlackClientError::RateLimitError(r) => ChatError::RateLimited(r.retry_after.unwrap_or(Duration::from_secs(1))),
+        SlackClientError::ApiError(a) => ChatError::Other(format!("Slack API error: {}", a.code)),
+        SlackClientError::HttpError(h) => ChatError::Other(format!("Slack HTTP status {}", h.status_code)),
+        other => ChatError::Other(format!("Slack request failed: {}", first_line(&other.to_string()))),
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").chars().take(200).collect()
+}
+
+fn content(v: &Value) -> Result<SlackMessageContent, ChatError> {
+    serde_json::from_value(v.clone()).map_err(|e| ChatError::Other(format!("rendering for Slack: {e}")))
+}
+
+/// `CHANNEL/TS` → (channel, ts); a bare ts belongs to `channel`.
+fn split_id<'a>(channel: &'a str, id: &'a str) -> (&'a str, &'a str) {
+    id.split_once('/').unwrap_or((channel, id))
+}
+
+/// The Slack user id of a `slack:U…` identity.
+pub fn slack_user(id: &Identity) -> Option<&str> {
+    id.0.strip_prefix("slack:").filter(|u| !u.is_empty())
+}
+
+impl SlackChat {
+    pub fn new(opts: SlackChatOptions) -> Result<Self, String> {
+        let client = http_client(&opts.api_url)?;
+        Ok(SlackChat {
+            client,
+            token: SlackApiToken::new(opts.bot_token.expose().to_string().into()),
+            interval: opts.post_interval,
+            invite: opts.invite,
+            next_slot: Mutex::new(HashMap::new()),
+            created: Mutex::new(HashMap::new()),
+            overflow_sent: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn client(&self) -> &Arc<SlackHttpClient> {
+        &self.client
+    }
+
+    /// Waits for this channel's next write slot (at most one write per interval).
+    async fn pace(&self, channel: &str) {
+        if self.interval.is_zero() {
+            return;
+        }
+        let wait = {
+            let Ok(mut m) = self.next_slot.lock() else { return };
+            let now = Instant::now();
+            let slot = m.get(channel).copied().filter(|t| *t > now).unwrap_or(now);
+            m.insert(channel.to_string(), slot + self.interval);
+            if m.len() > 10_000 {
+                m.retain(|_, t| *t > now);
+            }
+            slot - now
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Pushes the channel's next slot past a 429's Retry-After.
+    fn back_off(&self, channel: &str, wait: Duration) {
+        if let Ok(mut m) = self.next_slot.lock() {
+            let until = Instant::now() + wait;
+            let e = m.entry(channel.to_string()).or_insert(until);
+            if *e < until {
+                *e = until;
+            }
+        }
+    }
+
+    /// One chat.postMessage, waiting out rate limits a few times (the engine does not retry
+    /// the first post of a status message).
+    async fn post_content(&self, channel: &str, thread: Option<&str>, v: &Value) -> Result<String, ChatError> {
+        let mut req = SlackApiChatPostMessageRequest::new(channel.to_string().into(), content(v)?);
+        req.thread_ts = thread.map(|t| SlackTs::new(t.to_string()));
+        let mut attempt = 0;
+        loop {
+            self.pace(channel).await;
+            match self.client.open_session(&self.token).chat_post_message(&req).await {
+                Ok(r) => return Ok(r.ts.to_string()),
+                Err(e) => match chat_error(e) {
+                    ChatError::RateLimited(wait) if attempt < POST_RETRIES && wait <= MAX_INLINE_WAIT => {
+                        attempt += 1;
+                        tracing::warn!(channel, wait_ms = wait.as_millis() as u64, attempt, "chat.postMessage rate limited; waiting");
+                        self.back_off(channel, wait);
+                    }
+                    other => return Err(other),
+                },
+            }
+        }
+    }
+
+    /// Posts the overflow parts of a message into its thread, once per distinct overflow.
+    async fn post_overflow(&self, channel: &str, ts: &str, r: &Rendered) -> Result<(), ChatError> {
+        if r.overflow.is_empty() {
+            return Ok(());
+        }
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for o in &r.overflow {
+                o.to_string().hash(&mut h);
+            }
+            h.finish()
+        };
+        let key = format!("{channel}/{ts}");
+        if self.overflow_sent.lock().map(|m| m.get(&key) == Some(&hash)).unwrap_or(false) {
+            return Ok(());
+        }
+        for part in &r.overflow {
+            self.post_content(channel, Some(ts), part).await?;
+        }
+        if let Ok(mut m) = self.overflow_sent.lock() {
+            m.insert(key, hash);
+        }
+        Ok(())
+    }
+
+    /// The channel for a status message configured as [`CREATE_CHANNEL`]: one per execution,
+    /// `inc-<yyyymmdd>-<runbook>-<number>`, with the requester and the configured people invited.
+    async fn incident_channel(&self, msg: &Message) -> Result<String, ChatError> {
+        // The status message's title is `R-42 · restart promotions-api (prod)`.
+        let (exec, runbook) = match msg.title.split_once(" · ") {
+            Some((id, rest)) => (id.trim().to_string(), rest.split_whitespace().next().unwrap_or("runbook").to_string()),
+            None => (String::new(), "runbook".to_string()),
+        };
+        if let Some(c) = self.created.lock().ok().and_then(|m| m.get(&exec).cloned()) {
+            return Ok(c);
+        }
+        let clean = |s: &str| -> String {
+            s.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect::<String>().trim_matches('-').to_string()
+        };
+        let num = exec.trim_start_matches(['R', 'r']).trim_start_matches('-').to_string();
+        let base = format!("inc-{}-{}-{}", chrono::Utc::now().format("%Y%m%d"), clean(&runbook), clean(&num));
+        let base: String = base.chars().take(72).collect();
+        let session = self.client.open_session(&self.token);
+        let mut channel = None;
+        for n in 0..5 {
+            let name = if n == 0 { base.clone() } else { format!("{base}-{}", n + 1) };
+            match session.conversations_create(&SlackApiConversationsCreateRequest::new(name.clone())).await {
+                Ok(r) => {
+                    tracing::info!(channel = %r.channel.id, name, execution = %exec, "incident channel created");
+                    channel = Some(r.channel.id.to_string());
+                    break;
+                }
+                Err(SlackClientError::ApiError(a)) if a.code == "name_taken" => continue,
+                Err(e) => return Err(chat_error(e)),
+            }
+        }
+        let Some(channel) = channel else {
+            return Err(ChatError::Other(format!("could not create an incident channel named {base}: the names are taken")));
+        };
+        let requester = msg.fields.iter().find(|(k, _)| k == "Requested by").and_then(|(_, v)| v.strip_prefix("slack:"));
+        let mut users: Vec<SlackUserId> = requester.into_iter().chain(self.invite.iter().map(|s| s.as_str())).map(|u| SlackUserId::new(u.to_string())).collect();
+        users.sort_by(|a, b| a.0.cmp(&b.0));
+        users.dedup();
+        if !users.is_empty()
+            && let Err(e) = session.conversations_invite(&SlackApiConversationsInviteRequest::new(channel.clone().into(), users)).await
+        {
+            // The channel is usable without the invitations; say so in the logs.
+            tracing::warn!(channel, error = %chat_error(e), "inviting people into the incident channel failed");
+        }
+        if let Ok(mut m) = self.created.lock() {
+            m.insert(exec, channel.clone());
+        }
+        Ok(channel)
+    }
+
+    /// The channel created for an execution, if any.
+    pub fn created_channel(&self, exec: &str) -> Option<String> {
+        self.created.lock().ok()?.get(exec).cloned()
+    }
+
+    /// An ephemeral reply through a response_url (commands and clicks carry one).
+    pub async fn respond(&self, response_url: &str, msg: &Message) -> Result<(), ChatError> {
+        let url: url::Url = response_url.parse().map_err(|_| ChatError::Other("unreadable response_url".into()))?;
+        let r = render(msg);
+        let mut req = SlackApiPostWebhookMessageRequest::new(content(&r.main)?);
+        req.replace_original = Some(false);
+        self.client.post_webhook_message(&url, &req).await.map(|_| ()).map_err(chat_error)
+    }
+}
+
+#[async_trait]
+impl Chat for SlackChat {
+    fn platform(&self) -> &'static str {
+        "slack"
+    }
+
+    async fn post(&self, channel: &str, thread: Option<&str>, msg: &Message) -> Result<String, ChatError> {
+        let (channel, thread) = match thread {
+            Some(t) => {
+                let (c, ts) = split_id(channel, t);
+                (c.to_string(), Some(ts.to_string()))
+            }
+            None if channel == CREATE_CHANNEL => (self.incident_channel(msg).await?, None),
+            None => (channel.to_string(), None),
+        };
+        let r = render(msg);
+        let ts = self.post_content(&channel, thread.as_deref(), &r.main).await?;
+        // Overflow of a top-level message goes into its own thread; of a reply, after it.
+        let parent = thread.clone().unwrap_or_else(|| ts.clone());
+        self.post_overflow(&channel, &parent, &r).await?;
+        Ok(format!("{channel}/{ts}"))
+    }
+
+    async fn update(&self, channel: &str, id: &str, msg: &Message) -> Result<(), ChatError> {
+        let (channel, ts) = split_id(channel, id);
+        let r = render(msg);
+        let req = SlackApiChatUpdateRequest::new(channel.to_string().into(), content(&r.main)?, SlackTs::new(ts.to_string()));
+        self.pace(channel).await;
+        match self.client.open_session(&self.token).chat_update(&req).await {
+            Ok(_) => {}
+            Err(e) => {
+                let e = chat_error(e);
+                if let ChatError::RateLimited(wait) = &e {
+                    self.back_off(channel, *wait);
+                }
+                return Err(e);
+            }
+        }
+        self.post_overflow(channel, ts, &r).await
+    }
+
+    async fn ephemeral(&self, channel: &str, to: &Identity, msg: &Message) -> Result<(), ChatError> {
+        let Some(user) = slack_user(to) else {
+            return Err(ChatError::Other(format!("{to} is not a Slack identity")));
+        };
+        let channel = if channel == CREATE_CHANNEL { return Err(ChatError::Other("no channel to answer in".into())) } else { channel };
+        let r = render(msg);
+        let req = SlackApiChatPostEphemeralRequest::new(channel.to_string().into(), SlackUserId::new(user.to_string()), content(&r.main)?);
+        self.client.open_session(&self.token).chat_post_ephemeral(&req).await.map(|_| ()).map_err(chat_error)
+    }
+
+    fn max_text(&self) -> usize {
+        super::render::MAX_SECTION
+    }
+}

@@ -1,0 +1,98 @@
+//! The HTTP transport: three POST routes. Each verifies the v0 signature over the raw body
+//! (401 and a metric otherwise) before parsing anything, then acknowledges at once with what
+//! the shared handler returns.
+
+use super::inbound::{Ack, CommandPayload};
+use super::verify::{self, Rejection};
+use super::SlackState;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+
+/// Slack payloads are small; a block_actions payload carries the whole message (≤ 50 blocks).
+const MAX_BODY: usize = 1 << 20;
+
+pub fn router(state: SlackState) -> Router {
+    Router::new()
+        .route("/slack/commands", post(commands))
+        .route("/slack/interactions", post(interactions))
+        .route("/slack/events", post(events))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+fn check(state: &SlackState, headers: &HeaderMap, body: &[u8]) -> Result<(), Box<Response>> {
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let res = match &state.signing_secret {
+        Some(secret) => verify::verify(
+            secret.expose().as_bytes(),
+            h("x-slack-signature"),
+            h("x-slack-request-timestamp"),
+            body,
+            chrono::Utc::now().timestamp(),
+        ),
+        None => Err(Rejection::Missing),
+    };
+    res.map_err(|r| {
+        state.metrics.rejected(r).fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(reason = r.as_str(), "Slack request refused: signature check failed");
+        Box::new((StatusCode::UNAUTHORIZED, "invalid or missing Slack request signature").into_response())
+    })
+}
+
+fn reply(ack: Ack) -> Response {
+    match ack {
+        Ack::Empty => StatusCode::OK.into_response(),
+        Ack::Message(t) => Json(json!({"response_type": "ephemeral", "text": t})).into_response(),
+        Ack::Challenge(c) => ([(header::CONTENT_TYPE, "text/plain")], c).into_response(),
+        Ack::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response(),
+    }
+}
+
+fn unreadable(state: &SlackState) -> Response {
+    state.metrics.unreadable.fetch_add(1, Ordering::Relaxed);
+    // Slack shows a 200's text to the person; an error status would only say "failed".
+    reply(Ack::Message("runbot could not read this request from Slack, so it did nothing.".into()))
+}
+
+async fn commands(State(state): State<SlackState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = check(&state, &headers, &body) {
+        return *r;
+    }
+    match serde_urlencoded::from_bytes::<CommandPayload>(&body) {
+        Ok(p) => reply(state.on_command(p).await),
+        Err(_) => unreadable(&state),
+    }
+}
+
+#[derive(Deserialize)]
+struct InteractionForm {
+    payload: String,
+}
+
+async fn interactions(State(state): State<SlackState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = check(&state, &headers, &body) {
+        return *r;
+    }
+    let payload = serde_urlencoded::from_bytes::<InteractionForm>(&body).ok().and_then(|f| serde_json::from_str(&f.payload).ok());
+    match payload {
+        Some(p) => reply(state.on_interaction(p).await),
+        None => unreadable(&state),
+    }
+}
+
+async fn events(State(state): State<SlackState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = check(&state, &headers, &body) {
+        return *r;
+    }
+    match serde_json::from_slice(&body) {
+        Ok(v) => reply(state.on_event(v).await),
+        Err(_) => unreadable(&state),
+    }
+}

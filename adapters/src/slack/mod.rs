@@ -1,0 +1,146 @@
+//! The Slack adapter: `POST /slack/commands`, `/slack/interactions` and `/slack/events`
+//! (signature-verified before anything is parsed), Socket Mode as an alternative transport
+//! feeding the same handlers, and [`SlackChat`] — the Web API (via slack-morphism) rendering
+//! the neutral message model as Block Kit.
+//!
+//! Files by role: `verify.rs` (v0 signatures), `inbound.rs` (commands, clicks, events — shared
+//! by both transports), `http.rs` (the axum routes), `socket.rs` (the Socket Mode client),
+//! `render.rs` (Block Kit within Slack's limits), `chat.rs` (the Web API as a `Chat`).
+
+mod chat;
+mod http;
+mod inbound;
+mod render;
+mod socket;
+pub mod verify;
+
+pub use chat::{SlackChat, SlackChatOptions, CREATE_CHANNEL};
+pub use http::router;
+pub use inbound::{Ack, CommandPayload};
+pub use render::{render as render_message, Rendered};
+pub use socket::SocketMode;
+
+use runbot_commands::config::{Secret, Settings, SlackConfig};
+use runbot_commands::engine::Engine;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Counters, exposed in Prometheus text format by [`Metrics::render`].
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub rejected_missing: AtomicU64,
+    pub rejected_malformed: AtomicU64,
+    pub rejected_stale: AtomicU64,
+    pub rejected_bad_signature: AtomicU64,
+    pub unreadable: AtomicU64,
+    pub commands: AtomicU64,
+    pub clicks: AtomicU64,
+    pub events: AtomicU64,
+    pub duplicate_events: AtomicU64,
+    pub socket_connections: AtomicU64,
+}
+
+impl Metrics {
+    pub fn rejected(&self, r: verify::Rejection) -> &AtomicU64 {
+        match r {
+            verify::Rejection::Missing => &self.rejected_missing,
+            verify::Rejection::Malformed => &self.rejected_malformed,
+            verify::Rejection::Stale => &self.rejected_stale,
+            verify::Rejection::Mismatch => &self.rejected_bad_signature,
+        }
+    }
+
+    /// Total requests refused with 401.
+    pub fn rejected_total(&self) -> u64 {
+        [&self.rejected_missing, &self.rejected_malformed, &self.rejected_stale, &self.rejected_bad_signature]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub fn render(&self) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut s = String::new();
+        let _ = writeln!(s, "# HELP runbot_slack_rejected_total Slack requests refused with 401, by reason.");
+        let _ = writeln!(s, "# TYPE runbot_slack_rejected_total counter");
+        for (reason, c) in [
+            ("missing", &self.rejected_missing),
+            ("malformed", &self.rejected_malformed),
+            ("stale", &self.rejected_stale),
+            ("bad_signature", &self.rejected_bad_signature),
+        ] {
+            let _ = writeln!(s, "runbot_slack_rejected_total{{reason=\"{reason}\"}} {}", g(c));
+        }
+        let _ = writeln!(s, "# TYPE runbot_slack_received_total counter");
+        for (kind, c) in [("command", &self.commands), ("click", &self.clicks), ("event", &self.events), ("duplicate_event", &self.duplicate_events), ("unreadable", &self.unreadable)] {
+            let _ = writeln!(s, "runbot_slack_received_total{{kind=\"{kind}\"}} {}", g(c));
+        }
+        let _ = writeln!(s, "# TYPE runbot_slack_socket_connections_total counter");
+        let _ = writeln!(s, "runbot_slack_socket_connections_total {}", g(&self.socket_connections));
+        s
+    }
+}
+
+/// What the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct SlackState {
+    pub engine: Engine,
+    pub chat: Arc<SlackChat>,
+    pub metrics: Arc<Metrics>,
+    /// Verifies HTTP requests; `None` when only Socket Mode is configured.
+    pub signing_secret: Option<Secret>,
+}
+
+/// The Slack adapter built from `[slack]`: its chat (to hand to the engine) and its secrets.
+pub struct Slack {
+    pub chat: Arc<SlackChat>,
+    pub metrics: Arc<Metrics>,
+    signing_secret: Option<Secret>,
+    app_token: Option<Secret>,
+}
+
+impl Slack {
+    /// Resolves the secrets and builds the Web API client. Errors name the key, never a value.
+    pub fn from_config(cfg: &SlackConfig, settings: &Settings) -> anyhow::Result<Slack> {
+        let resolve = |key: &str, r: &runbot_commands::config::SecretRef| r.resolve().map_err(|why| anyhow::anyhow!("slack.{key}: {why}"));
+        let bot_token = resolve("bot_token", &cfg.bot_token)?;
+        let signing_secret = cfg.signing_secret.as_ref().map(|r| resolve("signing_secret", r)).transpose()?;
+        let app_token = cfg.app_token.as_ref().map(|r| resolve("app_token", r)).transpose()?;
+        // Created incident channels get the Slack members of every approver group.
+        let mut invite: Vec<String> = settings
+            .config
+            .approvals
+            .iter()
+            .flat_map(|p| p.approvers.iter())
+            .filter_map(|g| settings.groups.get(g))
+            .flatten()
+            .filter_map(|m| m.strip_prefix("slack:").map(str::to_string))
+            .collect();
+        invite.sort();
+        invite.dedup();
+        let chat = SlackChat::new(SlackChatOptions {
+            api_url: cfg.api_url.clone(),
+            bot_token,
+            post_interval: Duration::from_millis(cfg.post_interval_ms),
+            invite,
+        })
+        .map_err(|e| anyhow::anyhow!("slack: {e}"))?;
+        Ok(Slack { chat: Arc::new(chat), metrics: Arc::new(Metrics::default()), signing_secret, app_token })
+    }
+
+    pub fn state(&self, engine: Engine) -> SlackState {
+        SlackState { engine, chat: self.chat.clone(), metrics: self.metrics.clone(), signing_secret: self.signing_secret.clone() }
+    }
+
+    /// The HTTP routes, when a signing secret is configured.
+    pub fn router(&self, engine: Engine) -> Option<axum::Router> {
+        self.signing_secret.is_some().then(|| router(self.state(engine)))
+    }
+
+    /// Starts the Socket Mode client, when an app token is configured.
+    pub fn socket_mode(&self, engine: Engine) -> Option<SocketMode> {
+        self.app_token.clone().map(|t| SocketMode::spawn(self.state(engine), t))
+    }
+}
