@@ -203,3 +203,34 @@ async fn api_errors_surface_at_once_with_the_servers_message() {
     assert!(matches!(gone.pods(NS, SEL).await, Err(ClusterError::Transport(_))));
     cluster.shutdown().await;
 }
+
+/// The real-cluster path: a kubeconfig file with several contexts, one chosen by name.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubeconfig_with_a_named_context() {
+    let (cluster, _k) = start(1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: elsewhere\n\
+             clusters:\n- name: sandbox\n  cluster:\n    server: {}\n- name: nowhere\n  cluster:\n    server: http://127.0.0.1:9\n\
+             users:\n- name: runbot\n  user:\n    token: not-a-real-token\n\
+             contexts:\n- name: prod\n  context:\n    cluster: sandbox\n    user: runbot\n- name: elsewhere\n  context:\n    cluster: nowhere\n    user: runbot\n",
+            cluster.url()
+        ),
+    )
+    .expect("write kubeconfig");
+    let path = path.to_str().expect("utf-8");
+
+    let prod = KubeCluster::from_kubeconfig(path, Some("prod"), Duration::from_secs(2)).await.expect("prod context");
+    assert_eq!(prod.pods(NS, SEL).await.expect("pods through the prod context").len(), 1);
+    // Without a context: the current one, which points nowhere — a transport error, quickly.
+    let current = KubeCluster::from_kubeconfig(path, None, Duration::from_secs(2)).await.expect("current context");
+    assert!(matches!(current.pods(NS, SEL).await, Err(ClusterError::Transport(_))));
+    let err = KubeCluster::from_kubeconfig(path, Some("staging"), Duration::from_secs(2)).await.err().expect("no such context");
+    assert!(err.contains("staging"), "{err}");
+    let err = KubeCluster::from_kubeconfig("/nonexistent/kubeconfig", None, Duration::from_secs(2)).await.err().expect("no file");
+    assert!(err.contains("cannot read kubeconfig /nonexistent/kubeconfig"), "{err}");
+    cluster.shutdown().await;
+}
