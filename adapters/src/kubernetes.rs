@@ -16,7 +16,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference,
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use runbot_commands::ports::cluster::{Cluster, ClusterError, ContainerInfo, EventInfo, PodInfo, Rollout, Termination};
+use runbot_commands::ports::cluster::{
+    Cluster, ClusterError, ContainerInfo, DeploymentInfo, EventInfo, PodInfo, Rollout, Termination,
+};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
@@ -320,6 +322,62 @@ impl Cluster for KubeCluster {
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
         let d = self.call(&format!("get deployment {deployment} in {namespace}"), api.get(deployment)).await?;
         Ok(rollout_status(&d))
+    }
+
+    async fn deployment(&self, namespace: &str, name: &str) -> Result<DeploymentInfo, ClusterError> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
+        let d = self.call(&format!("get deployment {name} in {namespace}"), api.get(name)).await?;
+        let spec = d.spec.unwrap_or_default();
+        let labels = spec.selector.match_labels.unwrap_or_default();
+        if labels.is_empty() {
+            return Err(ClusterError::Api { code: 422, message: format!("deployment {name} selects its pods without matchLabels; runbot needs them") });
+        }
+        let selector = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        Ok(DeploymentInfo { replicas: spec.replicas.unwrap_or(1), selector })
+    }
+
+    async fn wait_no_pods(&self, namespace: &str, selector: &str, timeout: Duration) -> Result<(), ClusterError> {
+        let api = self.pods_api(namespace);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let what = format!("wait until no pod {selector} is left in {namespace}");
+        loop {
+            let list = self.call(&what, api.list(&ListParams::default().labels(selector))).await?;
+            let mut left: BTreeMap<String, ()> = list.items.iter().map(|p| (p.metadata.name.clone().unwrap_or_default(), ())).collect();
+            if left.is_empty() {
+                return Ok(());
+            }
+            let rv = list.metadata.resource_version.unwrap_or_else(|| "0".into());
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let timed_out = |n: usize| ClusterError::Timeout(format!("{what}: {n} pod(s) still there"));
+            if remaining.is_zero() {
+                return Err(timed_out(left.len()));
+            }
+            let wp = WatchParams::default().labels(selector).timeout(remaining.as_secs().clamp(1, 290) as u32);
+            let stream = match tokio::time::timeout(remaining, api.watch(&wp, &rv)).await {
+                Err(_) => return Err(timed_out(left.len())),
+                Ok(s) => s.map_err(|e| api_error(&what, e))?,
+            };
+            let mut stream = Box::pin(stream);
+            loop {
+                match tokio::time::timeout_at(deadline, stream.next()).await {
+                    Err(_) => return Err(timed_out(left.len())),
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => return Err(api_error(&what, e)),
+                    Ok(Some(Ok(WatchEvent::Added(p) | WatchEvent::Modified(p)))) => {
+                        left.insert(p.metadata.name.clone().unwrap_or_default(), ());
+                    }
+                    Ok(Some(Ok(WatchEvent::Deleted(p)))) => {
+                        left.remove(&p.metadata.name.clone().unwrap_or_default());
+                    }
+                    Ok(Some(Ok(WatchEvent::Bookmark(_)))) => continue,
+                    Ok(Some(Ok(WatchEvent::Error(s)))) if s.code == 410 => break,
+                    Ok(Some(Ok(WatchEvent::Error(s)))) => return Err(api_error(&what, kube::Error::Api(s))),
+                }
+                if left.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
     }
 
     async fn scale(&self, namespace: &str, deployment: &str, replicas: i32) -> Result<i32, ClusterError> {

@@ -13,13 +13,14 @@ use runbot_adapters::store_sql::SqlStore;
 use runbot_commands::config::Settings;
 use runbot_commands::engine::Engine;
 use runbot_commands::ports::{Chats, Store, SystemClock};
-use runbot_commands::steps::StepKinds;
+use runbot_commands::steps::{Connections, StepKinds};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
     let clusters = crate::clusters::connect(&settings).await?;
+    let catalogs = crate::catalogs::connect(&settings)?;
     let store = Arc::new(SqlStore::connect(&settings.config.store.url).await?);
     let console = Arc::new(match &settings.config.console.history {
         Some(h) => ConsoleChat::with_history(base.join(h)).context("reading the console history")?,
@@ -37,8 +38,9 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
     let console_on = settings.config.console.enabled;
     let sweep_every = Duration::from_secs((settings.config.engine.lease_secs / 3).max(1));
     let store_dyn: Arc<dyn Store> = store.clone();
-    let engine = Engine::new(settings, store_dyn, chats, Arc::new(SystemClock), StepKinds::shipped_with(&clusters));
-    engine.set_catalogs(crate::catalogs::connect(engine.settings().as_ref())?);
+    let kinds = StepKinds::shipped_for(&Connections { clusters, catalogs: catalogs.clone() });
+    let engine = Engine::new(settings, store_dyn, chats, Arc::new(SystemClock), kinds);
+    engine.set_catalogs(catalogs);
     // Pick up work a previous process left behind before taking new commands.
     engine.sweep().await;
     let sweeper = engine.spawn_sweeper(sweep_every);

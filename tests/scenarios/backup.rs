@@ -6,7 +6,9 @@ use chrono::{DateTime, Duration as TimeDelta, Utc};
 use runbot_adapters::backup::{BarmanS3Catalog, S3Config, S3Credentials};
 use runbot_commands::message::Message;
 use runbot_commands::ports::backup::WalName;
-use runbot_commands::ports::Catalogs;
+use runbot_adapters::kubernetes::KubeCluster;
+use runbot_commands::ports::{Catalogs, Clusters};
+use runbot_sandbox::kube::{FakeCluster, Timing};
 use runbot_sandbox::s3;
 use runbot_tests::harness::{Options, World};
 use std::sync::Arc;
@@ -67,6 +69,11 @@ impl Archive {
 
     /// A world whose promotions-db reads this archive.
     async fn world(&self) -> World {
+        self.world_with(RESTORE, None).await
+    }
+
+    /// … with these team runbooks and, optionally, the sandbox cluster its writers run on.
+    async fn world_with(&self, team: &str, cluster: Option<&FakeCluster>) -> World {
         let dir = self._dir.path();
         let key = dir.join("s3-key");
         let secret = dir.join("s3-secret");
@@ -88,13 +95,42 @@ secret_key_secret = "s3_secret"
             secret.display(),
             self.server.url()
         );
-        let world = World::with(Options { extra_config: extra, ..Options::default() }).await;
         // As `runbot serve` does from that section.
         let catalog = BarmanS3Catalog::new(&s3_config(&self.server), &format!("s3://{BUCKET}/prod"), "promotions-db").expect("catalog");
-        world.engine.set_catalogs(Catalogs::new().with("promotions-db", Arc::new(catalog)));
-        world
+        let catalogs = Catalogs::new().with("promotions-db", Arc::new(catalog));
+        let runbooks = format!("{}\n{team}", runbot_tests::harness::RUNBOOKS);
+        let mut opts = Options { catalogs, runbooks, ..Options::default() };
+        let mut extra = extra;
+        if let Some(c) = cluster {
+            extra.push_str(&format!("\n[clusters.sandbox]\nurl = \"{}\"\n", c.url()));
+            let driver = KubeCluster::from_url(&c.url(), std::time::Duration::from_secs(5)).expect("kube client");
+            opts.clusters = Clusters::new().with("sandbox", Arc::new(driver));
+        }
+        opts.extra_config = extra;
+        World::with(opts).await
     }
 }
+
+/// A team's restore runbook: the restore point proven before approval, then the change (a
+/// test probe standing in for the restore command).
+const RESTORE: &str = r#"
+[runbooks.restore]
+summary = "Restore a database to a point in time"
+target = "database"
+
+[[runbooks.restore.steps]]
+name = "Restore point"
+kind = "backup-restore-point"
+
+[[runbooks.restore.steps]]
+name = "Approval"
+kind = "approval"
+
+[[runbooks.restore.steps]]
+name = "Restore"
+kind = "probe"
+counter = "restore-apply"
+"#;
 
 fn field<'a>(m: &'a Message, k: &str) -> &'a str {
     m.fields.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("no field {k}: {m:#?}"))
@@ -146,4 +182,149 @@ async fn unknown_or_unconfigured_databases_are_explained() {
     assert!(m.text.contains("'nope-db' is not a configured database"), "{}", m.text);
     let m = world.cmd("console:dave", "/ops backup status promotions-db").await.message;
     assert!(m.text.contains("no backup archive configured"), "{}", m.text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_point_is_proven_before_anyone_is_asked() {
+    let archive = Archive::new();
+    let ended = Utc::now() - TimeDelta::hours(2);
+    archive.backup("20261129T080000", 2, 2, ended).await;
+    archive.wal(&[2, 3]).await;
+    let before_gap = Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    archive.wal(&[5, 6]).await; // segment 4 never made it
+    let world = archive.world().await;
+    let fmt = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+
+    // Inside the window: the plan names the base backup, the approvers see what they approve.
+    let ok = ended + TimeDelta::minutes(30);
+    let id = world.request("console:alice", &format!("/ops restore promotions-db --date {}", fmt(ok))).await;
+    let plan = world.wait_text(id, "Waiting for approval").await;
+    let text = plan.all_text();
+    assert!(text.contains("is restorable from base backup 20261129T080000"), "{text}");
+    assert!(field(&plan, "Acts on").contains("promotions-db at") && field(&plan, "Acts on").contains("20261129T080000"), "{plan:#?}");
+    world.click("console:bob", id, "reject").await;
+    world.wait_state(id, "rejected").await;
+
+    // Refused before any approval, with the reason, for a time before the first backup, behind
+    // the gap, and for another archive than the configured one.
+    for (date, source, why) in [
+        (ended - TimeDelta::hours(1), None, "before the end of the oldest usable base backup"),
+        (before_gap + TimeDelta::milliseconds(700), None, "behind a WAL gap"),
+        (ok, Some("s3://other-bucket/prod"), "is not promotions-db's configured archive"),
+    ] {
+        let src = source.map(|s| format!(" --source {s}")).unwrap_or_default();
+        let id = world.request("console:alice", &format!("/ops restore promotions-db --date {}{src}", fmt(date))).await;
+        let failed = world.wait_state(id, "failed").await;
+        let summary = failed.steps[0].summary.clone().unwrap_or_default();
+        assert!(summary.contains(why), "{date}: {summary}");
+        assert!(failed.approvals.is_empty() && failed.steps[1].status == runbot_commands::model::StepStatus::Pending, "{:?}", failed.steps);
+        let msg = world.wait_text(id, "Failed at step 1").await;
+        assert!(msg.buttons.is_empty(), "nobody is asked to approve an impossible restore");
+    }
+    assert_eq!(world.probes.count("restore-apply"), 0, "nothing was restored");
+}
+
+/// The restore runbook's writer handling around a restore: counts recorded before approval,
+/// writers scaled to 0 (no pod left) before the restore, back to their counts after; a failed
+/// restore leaves them at 0 and says so.
+const RESTORE_WITH_WRITERS: &str = r#"
+[runbooks.restore]
+summary = "Restore a database to a point in time"
+target = "database"
+
+[[runbooks.restore.steps]]
+name = "Restore point"
+kind = "backup-restore-point"
+
+[[runbooks.restore.steps]]
+name = "Record writers"
+kind = "k8s-writers"
+
+[[runbooks.restore.steps]]
+name = "Approval"
+kind = "approval"
+
+[[runbooks.restore.steps]]
+name = "Stop writers"
+kind = "k8s-stop-writers"
+timeout = "20s"
+
+[[runbooks.restore.steps]]
+name = "Restore"
+kind = "probe"
+counter = "restore-apply"
+outcome = "{outcome}"
+
+[[runbooks.restore.steps]]
+name = "Restart writers"
+kind = "k8s-start-writers"
+timeout = "20s"
+"#;
+
+fn ready_pods(cluster: &FakeCluster, app: &str) -> usize {
+    cluster
+        .pods("promotions-ns")
+        .iter()
+        .filter(|p| p["metadata"]["labels"]["app"] == app && p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")))
+        .count()
+}
+
+async fn writers_world(outcome: &str) -> (Archive, FakeCluster, World, String) {
+    let archive = Archive::new();
+    let ended = Utc::now() - TimeDelta::hours(1);
+    archive.backup("20261129T080000", 2, 2, ended).await;
+    archive.wal(&[2, 3, 4]).await;
+    let cluster = FakeCluster::start("127.0.0.1:0".parse().expect("addr"), Timing::fast()).await.expect("sandbox cluster");
+    cluster.deploy("promotions-ns", "promotions-api", "registry.local/promotions-api:1.4.2", 3);
+    cluster.deploy("promotions-ns", "promotions-worker", "registry.local/promotions-worker:1.4.2", 2);
+    let t = std::time::Instant::now();
+    while ready_pods(&cluster, "promotions-api") < 3 || ready_pods(&cluster, "promotions-worker") < 2 {
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "writers never Ready");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let world = archive.world_with(&RESTORE_WITH_WRITERS.replace("{outcome}", outcome), Some(&cluster)).await;
+    let date = (ended + TimeDelta::minutes(10)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    (archive, cluster, world, date)
+}
+
+fn scales(cluster: &FakeCluster) -> Vec<String> {
+    cluster.requests().into_iter().filter(|(m, p)| (m == "PATCH" || m == "PUT") && p.contains("/scale")).map(|(_, p)| p).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writers_are_recorded_stopped_and_restarted_around_the_restore() {
+    let (_archive, cluster, world, date) = writers_world("ok").await;
+    let id = world.request("console:alice", &format!("/ops restore promotions-db --date {date}")).await;
+    let plan = world.wait_text(id, "Waiting for approval").await;
+    let acts = field(&plan, "Acts on").to_string();
+    assert!(acts.contains("writer promotions-ns/promotions-api=3") && acts.contains("writer promotions-ns/promotions-worker=2"), "{acts}");
+    assert!(scales(&cluster).is_empty(), "nothing scaled before the approval");
+
+    world.click("console:bob", id, "approve").await;
+    let done = world.wait_state(id, "succeeded").await;
+    assert_eq!(world.probes.count("restore-apply"), 1);
+    let s = scales(&cluster);
+    assert_eq!(s.len(), 4, "each writer to 0, then back: {s:?}");
+    assert!(done.steps[3].summary.clone().unwrap_or_default().contains("promotions-ns/promotions-api → 0"), "{:?}", done.steps[3]);
+    assert!(done.steps[5].summary.clone().unwrap_or_default().contains("promotions-ns/promotions-api → 3"), "{:?}", done.steps[5]);
+    assert_eq!((ready_pods(&cluster, "promotions-api"), ready_pods(&cluster, "promotions-worker")), (3, 2), "back at the recorded counts");
+    let thread = world.chat.thread(&world.status_message_id(id).await).iter().map(|p| p.message.all_text()).collect::<Vec<_>>().join("\n");
+    assert!(thread.contains("promotions-ns/promotions-api: no pods left"), "the restore ran with no writer pod left:\n{thread}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_restore_leaves_the_writers_stopped_and_says_so() {
+    let (_archive, cluster, world, date) = writers_world("fail").await;
+    let id = world.request("console:alice", &format!("/ops restore promotions-db --date {date}")).await;
+    world.wait_text(id, "Waiting for approval").await;
+    world.click("console:bob", id, "approve").await;
+    let failed = world.wait_state(id, "failed").await;
+    assert_eq!(failed.steps[5].status, runbot_commands::model::StepStatus::Pending, "writers not restarted");
+    assert_eq!((ready_pods(&cluster, "promotions-api"), ready_pods(&cluster, "promotions-worker")), (0, 0));
+    let msg = world.wait_text(id, "Failed at step 5").await;
+    assert!(msg.all_text().contains("Already applied before the failure: Stop writers"), "{}", msg.all_text());
+    cluster.shutdown().await;
 }

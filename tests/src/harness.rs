@@ -19,8 +19,8 @@ use runbot_commands::config::Settings;
 use runbot_commands::engine::{Click, Engine, Reply, Request};
 use runbot_commands::message::Message;
 use runbot_commands::model::{Execution, ExecutionId, Identity, Origin};
-use runbot_commands::ports::{Chat, Chats, Clusters, Store, TokioClock};
-use runbot_commands::steps::StepKinds;
+use runbot_commands::ports::{Catalogs, Chat, Chats, Clusters, Store, TokioClock};
+use runbot_commands::steps::{Connections, StepKinds};
 use runbot_commands::store_memory::MemoryStore;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +43,8 @@ pub struct Options {
     pub patience: Duration,
     /// Kubernetes clusters the shipped k8s step kinds act on (none by default).
     pub clusters: Clusters,
+    /// Backup catalogs by database (none by default).
+    pub catalogs: Catalogs,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             instance: "test-1".into(),
             patience: Duration::from_secs(15),
             clusters: Clusters::new(),
+            catalogs: Catalogs::new(),
         }
     }
 }
@@ -84,13 +87,15 @@ impl World {
         let dir = tempfile::tempdir().expect("a temporary directory");
         std::fs::write(dir.path().join("runbooks.toml"), &opts.runbooks).expect("write runbooks.toml");
         let probes = Probes::default();
-        let kinds = StepKinds::shipped_with(&opts.clusters).with(Arc::new(Probe { probes: probes.clone() }));
+        let connections = Connections { clusters: opts.clusters.clone(), catalogs: opts.catalogs.clone() };
+        let kinds = StepKinds::shipped_for(&connections).with(Arc::new(Probe { probes: probes.clone() }));
         let store = Arc::new(MemoryStore::new());
         let live = Arc::new(KillableStore::new(store.clone()));
         let chat = Arc::new(RecordingChat::new(opts.max_text));
         let clock = Arc::new(TokioClock::new());
         let settings = build_settings(&opts, &opts.instance, dir.path(), &kinds);
         let engine = Engine::new(settings, live.clone(), chats(&chat), clock.clone(), kinds.clone());
+        engine.set_catalogs(opts.catalogs.clone());
         World { engine, store, live, chat, probes, kinds, clock, dir, opts, deliveries: AtomicU64::new(0) }
     }
 
@@ -225,6 +230,7 @@ impl World {
         self.opts.instance = instance.to_string();
         let settings = self.settings(instance);
         self.engine = Engine::new(settings, self.live.clone(), chats(&self.chat), self.clock.clone(), self.kinds.clone());
+        self.engine.set_catalogs(self.opts.catalogs.clone());
         self.engine.sweep().await;
     }
 
@@ -240,6 +246,7 @@ impl World {
         let chat = Arc::new(self.chat.continuing());
         let live = Arc::new(KillableStore::new(self.store.clone()));
         let engine = Engine::new(self.settings(instance), live, chats(&chat), self.clock.clone(), self.kinds.clone());
+        engine.set_catalogs(self.opts.catalogs.clone());
         engine.sweep().await;
         (engine, chat)
     }

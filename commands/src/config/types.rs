@@ -279,6 +279,13 @@ pub struct DatabaseConfig {
     /// Where its backups are archived (barman-cloud layout on S3 or an S3-compatible store).
     #[serde(default)]
     pub backup: Option<BackupConfig>,
+    /// The `[clusters.NAME]` its writers run on. Default: the only cluster configured.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Deployments that write to it, as `namespace/deployment`: the restore runbook records
+    /// their replica counts, scales them to 0 and back.
+    #[serde(default)]
+    pub writers: Vec<String>,
 }
 
 /// A database's backup archive and the freshness the backup monitor expects of it.

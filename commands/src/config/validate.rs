@@ -240,6 +240,22 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
         }
     }
     for (dname, db) in &config.databases {
+        for (i, w) in db.writers.iter().enumerate() {
+            let ok = w.split_once('/').is_some_and(|(ns, d)| {
+                let name = |s: &str| !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+                name(ns) && name(d)
+            });
+            if !ok {
+                p(format!("databases.{dname}.writers[{i}]"), format!("'{w}' is not namespace/deployment"));
+            }
+        }
+        match &db.cluster {
+            Some(c) if !config.clusters.contains_key(c) => p(format!("databases.{dname}.cluster"), format!("no cluster named '{c}' under [clusters]")),
+            None if !db.writers.is_empty() && config.clusters.len() > 1 => {
+                p(format!("databases.{dname}.cluster"), "several clusters are configured; name the writers' one".into())
+            }
+            _ => {}
+        }
         let Some(b) = &db.backup else { continue };
         let at = |k: &str| format!("databases.{dname}.backup.{k}");
         let bucket = b.source.strip_prefix("s3://").map(|r| r.split('/').next().unwrap_or(""));
@@ -305,7 +321,7 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
         // Variables the engine provides: the target's, the command's, and the typed target fields.
         let mut vars: BTreeSet<String> = [
             "target", "env", "requester", "execution", "runbook", "version", "to", "date", "source", "pod",
-            "cluster", "namespace", "selector", "deployment",
+            "cluster", "namespace", "selector", "deployment", "configured_source", "server_name", "database", "writers",
         ]
         .iter()
         .map(|s| s.to_string())

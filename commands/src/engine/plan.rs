@@ -233,6 +233,19 @@ fn resolve_target(
                 }
             }
             vars.insert("database".into(), name.to_string());
+            let cluster = db.cluster.clone().or_else(|| {
+                (settings.config.clusters.len() == 1).then(|| settings.config.clusters.keys().next().cloned()).flatten()
+            });
+            if let Some(c) = cluster {
+                vars.insert("cluster".into(), c);
+            }
+            vars.insert("writers".into(), db.writers.join(","));
+            if let Some(b) = &db.backup {
+                // The archive restores and checks read; `--source` must name the same one.
+                vars.insert("configured_source".into(), b.source.clone());
+                vars.entry("source".into()).or_insert_with(|| b.source.clone());
+                vars.insert("server_name".into(), b.server_name.clone().unwrap_or_else(|| name.to_string()));
+            }
             Ok((Target { kind: "database".into(), name: name.to_string(), env }, db.vars.clone()))
         }
     }

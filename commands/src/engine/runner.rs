@@ -261,7 +261,15 @@ impl Engine {
         let res = self
             .update_with(id, hint, |exec| {
                 let now = exec.updated_at;
-                let done_before: Vec<String> = exec.steps[..i].iter().filter(|s| s.status == StepStatus::Succeeded && !s.idempotent && s.kind != APPROVAL).map(|s| s.name.clone()).collect();
+                // The changes made so far: steps done after the approval (steps before it are
+                // read-only by rule), or non-idempotent ones in a runbook without approval.
+                let approval = exec.steps.iter().position(|s| s.kind == APPROVAL);
+                let done_before: Vec<String> = exec.steps[..i]
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, s)| s.status == StepStatus::Succeeded && s.kind != APPROVAL && approval.map_or(!s.idempotent, |a| *j > a))
+                    .map(|(_, s)| s.name.clone())
+                    .collect();
                 let step = &mut exec.steps[i];
                 step.finished_at = Some(now);
                 match &outcome {

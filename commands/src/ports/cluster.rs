@@ -76,6 +76,14 @@ pub struct EventInfo {
     pub last_seen: Option<DateTime<Utc>>,
 }
 
+/// What the restore runbook needs to know of a writer Deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentInfo {
+    pub replicas: i32,
+    /// `matchLabels` as a label selector.
+    pub selector: String,
+}
+
 /// `kubectl rollout status` semantics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rollout {
@@ -110,6 +118,12 @@ pub trait Cluster: Send + Sync + 'static {
     async fn wait_ready(&self, namespace: &str, selector: &str, count: usize, exclude: &[String], timeout: Duration) -> Result<Vec<String>, ClusterError>;
 
     async fn rollout(&self, namespace: &str, deployment: &str) -> Result<Rollout, ClusterError>;
+
+    /// A Deployment's desired replicas and its pods' label selector (`a=b,c=d`).
+    async fn deployment(&self, namespace: &str, name: &str) -> Result<DeploymentInfo, ClusterError>;
+
+    /// Waits (watching) until no pod matches `selector`, terminating ones included.
+    async fn wait_no_pods(&self, namespace: &str, selector: &str, timeout: Duration) -> Result<(), ClusterError>;
 
     /// Sets a Deployment's replicas; returns the previous count.
     async fn scale(&self, namespace: &str, deployment: &str, replicas: i32) -> Result<i32, ClusterError>;

@@ -2,8 +2,10 @@
 //! ([`StepKind::prepare`]) and performs it at run time ([`StepKind::run`]). The engine knows
 //! kinds only through this trait; tests register their own kinds, never shipped.
 
+pub mod backup;
 pub mod command;
 pub mod k8s;
+pub mod writers;
 
 use crate::model::Execution;
 use async_trait::async_trait;
@@ -67,6 +69,13 @@ pub trait StepKind: Send + Sync + 'static {
     async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome;
 }
 
+/// What the shipped step kinds act on.
+#[derive(Clone, Default, Debug)]
+pub struct Connections {
+    pub clusters: crate::ports::Clusters,
+    pub catalogs: crate::ports::Catalogs,
+}
+
 /// The registered step kinds.
 #[derive(Clone, Default)]
 pub struct StepKinds {
@@ -81,8 +90,14 @@ impl StepKinds {
     }
     /// The kinds runbot ships, acting on these clusters.
     pub fn shipped_with(clusters: &crate::ports::Clusters) -> Self {
-        let mut kinds = StepKinds::default().with(Arc::new(command::CommandStep));
-        for k in k8s::K8sStep::all(clusters) {
+        Self::shipped_for(&Connections { clusters: clusters.clone(), ..Connections::default() })
+    }
+    /// The kinds runbot ships, acting on these clusters and backup catalogs.
+    pub fn shipped_for(c: &Connections) -> Self {
+        let mut kinds = StepKinds::default()
+            .with(Arc::new(command::CommandStep))
+            .with(Arc::new(backup::RestorePointStep::new(c.catalogs.clone())));
+        for k in k8s::K8sStep::all(&c.clusters).into_iter().chain(writers::WritersStep::all(&c.clusters)) {
             kinds = kinds.with(k);
         }
         kinds

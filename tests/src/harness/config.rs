@@ -46,6 +46,8 @@ deployment = "promotions-api"
 
 [databases.promotions-db]
 env = "prod"
+# What the restore runbook stops and restarts (in tests that start the sandbox cluster).
+writers = ["promotions-ns/promotions-api", "promotions-ns/promotions-worker"]
 
 {extra}
 "#;
