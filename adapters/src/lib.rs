@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod console;
+pub mod integrity;
 pub mod kubernetes;
 pub mod slack;
 pub mod store_sql;

@@ -38,7 +38,12 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
     let console_on = settings.config.console.enabled;
     let sweep_every = Duration::from_secs((settings.config.engine.lease_secs / 3).max(1));
     let store_dyn: Arc<dyn Store> = store.clone();
-    let kinds = StepKinds::shipped_for(&Connections { clusters, catalogs: catalogs.clone() });
+    let kinds = StepKinds::shipped_for(&Connections {
+        clusters,
+        catalogs: catalogs.clone(),
+        checker: Some(Arc::new(runbot_adapters::integrity::PgChecker)),
+        integrity: runbot_commands::steps::integrity::specs(&settings),
+    });
     let engine = Engine::new(settings, store_dyn, chats, Arc::new(SystemClock), kinds);
     engine.set_catalogs(catalogs);
     // Pick up work a previous process left behind before taking new commands.

@@ -6,3 +6,4 @@ mod layout;
 mod config;
 mod k8s_restart;
 mod backup;
+mod integrity;

@@ -19,6 +19,7 @@ use runbot_commands::config::Settings;
 use runbot_commands::engine::{Click, Engine, Reply, Request};
 use runbot_commands::message::Message;
 use runbot_commands::model::{Execution, ExecutionId, Identity, Origin};
+use runbot_commands::ports::integrity::DbChecker;
 use runbot_commands::ports::{Catalogs, Chat, Chats, Clusters, Store, TokioClock};
 use runbot_commands::steps::{Connections, StepKinds};
 use runbot_commands::store_memory::MemoryStore;
@@ -31,7 +32,7 @@ use std::time::Duration;
 pub const CHANNEL: &str = "ops";
 
 /// How the world is built.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     pub update_interval_ms: u64,
     /// Appended to the config (e.g. a `[limits]` section).
@@ -45,6 +46,8 @@ pub struct Options {
     pub clusters: Clusters,
     /// Backup catalogs by database (none by default).
     pub catalogs: Catalogs,
+    /// Runs `db-integrity` checks (none by default).
+    pub checker: Option<Arc<dyn DbChecker>>,
 }
 
 impl Default for Options {
@@ -58,6 +61,7 @@ impl Default for Options {
             patience: Duration::from_secs(15),
             clusters: Clusters::new(),
             catalogs: Catalogs::new(),
+            checker: None,
         }
     }
 }
@@ -87,7 +91,14 @@ impl World {
         let dir = tempfile::tempdir().expect("a temporary directory");
         std::fs::write(dir.path().join("runbooks.toml"), &opts.runbooks).expect("write runbooks.toml");
         let probes = Probes::default();
-        let connections = Connections { clusters: opts.clusters.clone(), catalogs: opts.catalogs.clone() };
+        // The integrity checks come from the settings, which are validated with the kinds.
+        let preliminary = build_settings(&opts, &opts.instance, dir.path(), &StepKinds::shipped().with(Arc::new(Probe { probes: probes.clone() })));
+        let connections = Connections {
+            clusters: opts.clusters.clone(),
+            catalogs: opts.catalogs.clone(),
+            checker: opts.checker.clone(),
+            integrity: runbot_commands::steps::integrity::specs(&preliminary),
+        };
         let kinds = StepKinds::shipped_for(&connections).with(Arc::new(Probe { probes: probes.clone() }));
         let store = Arc::new(MemoryStore::new());
         let live = Arc::new(KillableStore::new(store.clone()));

@@ -286,6 +286,30 @@ pub struct DatabaseConfig {
     /// their replica counts, scales them to 0 and back.
     #[serde(default)]
     pub writers: Vec<String>,
+    /// What a restored copy must pass before writers are started again (`db-integrity`).
+    #[serde(default)]
+    pub integrity: Option<IntegrityConfig>,
+}
+
+/// Integrity checks of a database: critical tables with minimum row counts, and SQL checks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrityConfig {
+    /// Name of a `[secrets]` entry holding the database URL (`postgres://…`).
+    pub url_secret: String,
+    /// Table (or `schema.table`) → minimum number of rows.
+    #[serde(default)]
+    pub tables: BTreeMap<String, i64>,
+    /// Queries returning one boolean; true means the check passed.
+    #[serde(default)]
+    pub checks: Vec<SqlCheckConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlCheckConfig {
+    pub name: String,
+    pub sql: String,
 }
 
 /// A database's backup archive and the freshness the backup monitor expects of it.

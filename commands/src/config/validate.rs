@@ -256,6 +256,29 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
             }
             _ => {}
         }
+        if let Some(ic) = &db.integrity {
+            let at = |k: &str| format!("databases.{dname}.integrity.{k}");
+            if !config.secrets.contains_key(&ic.url_secret) {
+                p(at("url_secret"), format!("no secret named '{}' under [secrets]", ic.url_secret));
+            }
+            if ic.tables.is_empty() && ic.checks.is_empty() {
+                p(at("tables"), "name at least one table or check".into());
+            }
+            for (t, n) in &ic.tables {
+                let ident = |x: &str| !x.is_empty() && x.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && x.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if t.split('.').count() > 2 || !t.split('.').all(ident) {
+                    p(at(&format!("tables.{t}")), "not a table name (table or schema.table)".into());
+                }
+                if *n < 0 {
+                    p(at(&format!("tables.{t}")), "the minimum row count cannot be negative".into());
+                }
+            }
+            for (i, c) in ic.checks.iter().enumerate() {
+                if c.name.trim().is_empty() || c.sql.trim().is_empty() {
+                    p(at(&format!("checks[{i}]")), "a check needs a name and sql".into());
+                }
+            }
+        }
         let Some(b) = &db.backup else { continue };
         let at = |k: &str| format!("databases.{dname}.backup.{k}");
         let bucket = b.source.strip_prefix("s3://").map(|r| r.split('/').next().unwrap_or(""));

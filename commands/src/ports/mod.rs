@@ -5,6 +5,7 @@ pub mod backup;
 pub mod chat;
 pub mod cluster;
 pub mod clock;
+pub mod integrity;
 pub mod store;
 
 pub use backup::{BackupCatalog, CatalogError, CatalogSnapshot, Catalogs};

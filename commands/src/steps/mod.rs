@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod command;
+pub mod integrity;
 pub mod k8s;
 pub mod writers;
 
@@ -70,10 +71,25 @@ pub trait StepKind: Send + Sync + 'static {
 }
 
 /// What the shipped step kinds act on.
-#[derive(Clone, Default, Debug)]
+#[derive(Clone, Default)]
 pub struct Connections {
     pub clusters: crate::ports::Clusters,
     pub catalogs: crate::ports::Catalogs,
+    /// Runs the `db-integrity` checks (the sqlx implementation in a real runbot).
+    pub checker: Option<Arc<dyn crate::ports::integrity::DbChecker>>,
+    /// The databases' checks, from `[databases.NAME.integrity]` (see [`integrity::specs`]).
+    pub integrity: BTreeMap<String, integrity::IntegritySpec>,
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connections")
+            .field("clusters", &self.clusters)
+            .field("catalogs", &self.catalogs)
+            .field("checker", &self.checker.is_some())
+            .field("integrity", &self.integrity.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// The registered step kinds.
@@ -96,7 +112,8 @@ impl StepKinds {
     pub fn shipped_for(c: &Connections) -> Self {
         let mut kinds = StepKinds::default()
             .with(Arc::new(command::CommandStep))
-            .with(Arc::new(backup::RestorePointStep::new(c.catalogs.clone())));
+            .with(Arc::new(backup::RestorePointStep::new(c.catalogs.clone())))
+            .with(Arc::new(integrity::IntegrityStep { checker: c.checker.clone(), specs: c.integrity.clone() }));
         for k in k8s::K8sStep::all(&c.clusters).into_iter().chain(writers::WritersStep::all(&c.clusters)) {
             kinds = kinds.with(k);
         }
