@@ -4,5 +4,6 @@
 
 pub mod demo;
 pub mod kube;
+pub mod pitr;
 pub mod slack;
 pub mod s3;

@@ -7,3 +7,4 @@ mod config;
 mod k8s_restart;
 mod backup;
 mod integrity;
+mod restore_e2e;

@@ -1,0 +1,212 @@
+//! The emergency restore, end to end through the chat on a real PostgreSQL 15: a primary that
+//! archived to the sandbox S3 with barman-cloud made a destructive mistake after T; `/ops
+//! restore promotions-db --date T` proves T from the catalog, records the writers, waits for two
+//! approvers, scales the writers (sandbox cluster) to 0, runs `deploy/scripts/db-restore.sh`,
+//! checks the restored copy's integrity, and brings the writers back: the restored database has
+//! exactly the rows of T. Then a restore command that fails leaves the writers at 0 and says so,
+//! and a lost WAL segment makes T unreachable before anyone is asked.
+
+use runbot_adapters::backup::{BarmanS3Catalog, S3Config, S3Credentials};
+use runbot_adapters::integrity::PgChecker;
+use runbot_adapters::kubernetes::KubeCluster;
+use runbot_commands::model::StepStatus;
+use runbot_commands::ports::{Catalogs, Clusters};
+use runbot_sandbox::kube::{FakeCluster, Timing};
+use runbot_sandbox::pitr::{free_port, PitrWorld, BUCKET, SERVER, SOURCE};
+use runbot_sandbox::s3;
+use runbot_tests::harness::{Options, World, RUNBOOKS};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn s3_config(server: &s3::S3Server) -> S3Config {
+    S3Config {
+        endpoint_url: Some(server.url().to_owned()),
+        region: s3::REGION.into(),
+        force_path_style: true,
+        credentials: S3Credentials { access_key_id: s3::ACCESS_KEY.into(), secret_access_key: s3::SECRET_KEY.into(), session_token: None },
+    }
+}
+
+fn ready_pods(cluster: &FakeCluster, app: &str) -> usize {
+    cluster
+        .pods("promotions-ns")
+        .iter()
+        .filter(|p| p["metadata"]["labels"]["app"] == app && p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")))
+        .count()
+}
+
+/// The team's restore runbook, as PRODUCT.md describes it (the smoke test comes with the
+/// deploy issue's step kind).
+fn runbook(pitr: &PitrWorld, pgdata: &str, port: u16) -> String {
+    let q = |s: &str| format!("{s:?}");
+    let mut argv: Vec<String> = pitr.runner.argv_prefix().iter().map(|a| q(a)).collect();
+    argv.push(q(pitr.script.to_str().expect("utf-8")));
+    for a in ["--date", "{date}", "--source", "{source}", "--server-name", "{server_name}"] {
+        argv.push(q(a));
+    }
+    for a in ["--pgdata", pgdata, "--endpoint-url", pitr.s3.url(), "--port", &port.to_string(), "--socket-dir", pitr.work.to_str().expect("utf-8"), "--pg-bin", pitr.pg_bin.to_str().expect("utf-8"), "--timeout", "120"] {
+        argv.push(q(a));
+    }
+    format!(
+        r#"
+[runbooks.restore]
+summary = "Emergency point-in-time restore"
+target = "database"
+
+[[runbooks.restore.steps]]
+name = "Restore point"
+kind = "backup-restore-point"
+
+[[runbooks.restore.steps]]
+name = "Record writers"
+kind = "k8s-writers"
+
+[[runbooks.restore.steps]]
+name = "Approval"
+kind = "approval"
+
+[[runbooks.restore.steps]]
+name = "Stop writers"
+kind = "k8s-stop-writers"
+timeout = "30s"
+
+[[runbooks.restore.steps]]
+name = "Restore"
+kind = "command"
+argv = [{}]
+timeout = "5m"
+env = {{ PATH = {}, TZ = "UTC", HOME = {}, AWS_ACCESS_KEY_ID = "{{secret.s3_key}}", AWS_SECRET_ACCESS_KEY = "{{secret.s3_secret}}", AWS_DEFAULT_REGION = {} }}
+
+[[runbooks.restore.steps]]
+name = "Integrity"
+kind = "db-integrity"
+
+[[runbooks.restore.steps]]
+name = "Restart writers"
+kind = "k8s-start-writers"
+timeout = "30s"
+"#,
+        argv.join(", "),
+        q(&pitr.runner.path),
+        q(pitr.work.to_str().expect("utf-8")),
+        q(s3::REGION),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_to_t_through_the_chat_with_two_approvers() {
+    let pitr = tokio::task::spawn_blocking(PitrWorld::start).await.expect("the PITR world");
+    let cluster = FakeCluster::start("127.0.0.1:0".parse().expect("addr"), Timing::fast()).await.expect("sandbox cluster");
+    cluster.deploy("promotions-ns", "promotions-api", "registry.local/promotions-api:1.4.2", 3);
+    cluster.deploy("promotions-ns", "promotions-worker", "registry.local/promotions-worker:1.4.2", 2);
+    let t = std::time::Instant::now();
+    while ready_pods(&cluster, "promotions-api") < 3 || ready_pods(&cluster, "promotions-worker") < 2 {
+        assert!(t.elapsed() < Duration::from_secs(10), "writers never Ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let port = free_port();
+    let pgdata = pitr.path("restored");
+    let restored = pitr.instance(&pgdata, port);
+    let secrets = pitr.work.join("secrets");
+    std::fs::create_dir(&secrets).expect("secrets dir");
+    for (name, value) in [("s3-key", s3::ACCESS_KEY.to_string()), ("s3-secret", s3::SECRET_KEY.to_string()), ("restored-db", restored.url())] {
+        std::fs::write(secrets.join(name), value).expect("secret file");
+    }
+    let s = |n: &str| secrets.join(n).display().to_string();
+    let extra = format!(
+        r#"
+[secrets]
+s3_key = "file:{}"
+s3_secret = "file:{}"
+restored_db = "file:{}"
+
+[databases.promotions-db.backup]
+source = "{SOURCE}"
+server_name = "{SERVER}"
+endpoint = "{}"
+access_key_secret = "s3_key"
+secret_key_secret = "s3_secret"
+
+[databases.promotions-db.integrity]
+url_secret = "restored_db"
+tables = {{ items = 600, orders = 50 }}
+checks = [{{ name = "exactly the rows of T", sql = "SELECT count(*) = 600 AND count(*) FILTER (WHERE batch = 'c') = 0 AND count(*) FILTER (WHERE batch = 'a') = 200 FROM items" }}]
+
+[clusters.sandbox]
+url = "{}"
+
+# An emergency restore needs two people.
+[[approvals]]
+runbook = "restore"
+approvers = ["sre"]
+required = 2
+expiry = "30m"
+"#,
+        s("s3-key"),
+        s("s3-secret"),
+        s("restored-db"),
+        pitr.s3.url(),
+        cluster.url()
+    );
+    let catalog = BarmanS3Catalog::new(&s3_config(&pitr.s3), SOURCE, SERVER).expect("catalog");
+    let opts = Options {
+        extra_config: extra,
+        runbooks: format!("{RUNBOOKS}\n{}", runbook(&pitr, &pgdata, port)),
+        catalogs: Catalogs::new().with("promotions-db", Arc::new(catalog)),
+        clusters: Clusters::new().with("sandbox", Arc::new(KubeCluster::from_url(&cluster.url(), Duration::from_secs(5)).expect("kube client"))),
+        checker: Some(Arc::new(PgChecker)),
+        patience: Duration::from_secs(120),
+        ..Options::default()
+    };
+    let world = World::with(opts).await;
+    let cmd = format!("/ops restore promotions-db --date {}", pitr.target);
+
+    // 1. Proven, approved by two people, restored to exactly T, writers back.
+    let id = world.request("console:alice", &cmd).await;
+    let plan = world.wait_text(id, "Waiting for approval: 0 of 2").await;
+    let text = plan.all_text();
+    assert!(text.contains("is restorable from base backup"), "{text}");
+    assert!(text.contains("writer promotions-ns/promotions-api=3") && text.contains("writer promotions-ns/promotions-worker=2"), "{text}");
+    world.click("console:bob", id, "approve").await;
+    world.wait_text(id, "Waiting for approval: 1 of 2").await;
+    assert_eq!(ready_pods(&cluster, "promotions-api"), 3, "nothing happens on one approval");
+    world.click("console:carol", id, "approve").await;
+    let done = world.wait_state(id, "succeeded").await;
+    assert!(done.steps.iter().all(|s| s.status == StepStatus::Succeeded), "{:#?}", done.steps);
+    assert_eq!(done.steps[5].summary.as_deref(), Some("all 3 integrity checks passed"));
+    assert_eq!(restored.psql("select count(*) from items"), "600");
+    assert_eq!(restored.psql("select string_agg(batch || ':' || n, ',' order by batch) from (select batch, count(*) n from items group by batch) s"), "a:200,b:300,seed:100");
+    assert_eq!(restored.psql("select count(*) from orders"), "50");
+    assert_eq!((ready_pods(&cluster, "promotions-api"), ready_pods(&cluster, "promotions-worker")), (3, 2), "writers back at their counts");
+    let log = world.output(id, 4).await;
+    assert!(log.contains("recovery reached the target"), "the restore's output is kept: {log}");
+    assert!(!log.contains(s3::SECRET_KEY), "no secret in the output");
+
+    // 2. The restore command fails (the target directory is not empty now): the writers stay
+    //    at 0 and the message says what was already done.
+    let id = world.request("console:alice", &cmd).await;
+    world.wait_text(id, "Waiting for approval").await;
+    world.click("console:bob", id, "approve").await;
+    world.click("console:carol", id, "approve").await;
+    let failed = world.wait_state(id, "failed").await;
+    assert_eq!(failed.steps[4].status, StepStatus::Failed, "{:#?}", failed.steps);
+    assert!(failed.steps[4].summary.clone().unwrap_or_default().contains("is not empty"), "{:?}", failed.steps[4]);
+    assert_eq!(failed.steps[6].status, StepStatus::Pending, "writers not restarted");
+    assert_eq!((ready_pods(&cluster, "promotions-api"), ready_pods(&cluster, "promotions-worker")), (0, 0));
+    let msg = world.wait_text(id, "Failed at step 5").await;
+    assert!(msg.all_text().contains("Already applied before the failure: Stop writers"), "{}", msg.all_text());
+
+    // 3. A WAL segment T needs is lost: refused at once, nobody is asked.
+    let key = format!("cluster/{SERVER}/wals/{}/{}.gz", &pitr.segment_a[..16], pitr.segment_a);
+    let client = s3_config(&pitr.s3).client().expect("client");
+    client.delete_object().bucket(BUCKET).key(&key).send().await.expect("delete the segment");
+    let id = world.request("console:alice", &cmd).await;
+    let refused = world.wait_state(id, "failed").await;
+    let why = refused.steps[0].summary.clone().unwrap_or_default();
+    assert!(why.contains("behind a WAL gap") && why.contains(&pitr.segment_a), "{why}");
+    assert!(refused.approvals.is_empty());
+    restored.stop();
+    cluster.shutdown().await;
+}
