@@ -1,0 +1,39 @@
+#!/usr/bin/env python3
+"""Writes N distinct Slack slash-command requests, signed like Slack (v0: HMAC-SHA256 over
+"v0:{timestamp}:{body}" with the signing secret), one "timestamp<TAB>signature<TAB>body" line
+each, for scripts/bench/slack-commands.lua.
+
+usage: sign.py SECRET_FILE OUT_FILE N USER_ID CHANNEL_ID TEXT
+"""
+import hashlib
+import hmac
+import sys
+import time
+import urllib.parse
+
+
+def main() -> None:
+    secret_file, out, n, user, channel, text = sys.argv[1:7]
+    secret = open(secret_file, "rb").read().strip()
+    ts = str(int(time.time()))
+    with open(out, "w") as f:
+        for k in range(int(n)):
+            body = urllib.parse.urlencode({
+                "token": "bench",
+                "team_id": "T0BENCH",
+                "team_domain": "bench",
+                "channel_id": channel,
+                "channel_name": "bench",
+                "user_id": user,
+                "user_name": "bench",
+                "command": "/ops",
+                "text": text,
+                "api_app_id": "A0BENCH",
+                "trigger_id": f"{ts}.{k}.bench{k:06d}",
+            })
+            mac = hmac.new(secret, f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+            f.write(f"{ts}\tv0={mac}\t{body}\n")
+
+
+if __name__ == "__main__":
+    main()
