@@ -49,6 +49,16 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
     // Pick up work a previous process left behind before taking new commands.
     engine.sweep().await;
     let sweeper = engine.spawn_sweeper(sweep_every);
+    // The backup monitor, at the most frequent configured interval.
+    let monitor_every = engine
+        .settings()
+        .config
+        .databases
+        .values()
+        .filter_map(|d| d.backup.as_ref())
+        .filter_map(|b| runbot_commands::config::parse_duration(&b.check_every).ok())
+        .min();
+    let monitor = monitor_every.map(|every| engine.spawn_backup_monitor(every.max(Duration::from_secs(1))));
 
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -71,6 +81,9 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "runbot serving");
     axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
     sweeper.abort();
+    if let Some(m) = monitor {
+        m.abort();
+    }
     if let Some(sm) = socket_mode {
         sm.shutdown().await;
     }

@@ -90,6 +90,7 @@ source = "s3://{BUCKET}/prod"
 endpoint = "{}"
 access_key_secret = "s3_key"
 secret_key_secret = "s3_secret"
+alert_channels = {{ console = "dba-alerts" }}
 "#,
             key.display(),
             secret.display(),
@@ -327,4 +328,41 @@ async fn a_failed_restore_leaves_the_writers_stopped_and_says_so() {
     let msg = world.wait_text(id, "Failed at step 5").await;
     assert!(msg.all_text().contains("Already applied before the failure: Stop writers"), "{}", msg.all_text());
     cluster.shutdown().await;
+}
+
+/// The monitor posts once when the archive turns stale, not again while it stays so, and once
+/// when it is healthy again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_monitor_alerts_once_and_says_once_when_it_recovers() {
+    let archive = Archive::new();
+    archive.backup("20261128T000000", 2, 2, Utc::now() - TimeDelta::hours(30)).await;
+    archive.wal(&[2, 3]).await;
+    let world = archive.world().await;
+    let alerts = |w: &World| w.chat.posts().into_iter().filter(|p| p.channel == "dba-alerts").map(|p| p.message.text).collect::<Vec<_>>();
+    let monitor = world.engine.spawn_backup_monitor(std::time::Duration::from_millis(100));
+
+    let t = std::time::Instant::now();
+    while alerts(&world).is_empty() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "no alert");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await; // several more checks
+    let a = alerts(&world);
+    assert_eq!(a.len(), 1, "one alert while it stays stale: {a:?}");
+    assert!(a[0].contains("Backups of promotions-db need attention") && a[0].contains("1d 6h old"), "{a:?}");
+
+    // A fresh backup: one recovery message.
+    archive.backup("20261129T090000", 3, 3, Utc::now() - TimeDelta::minutes(5)).await;
+    archive.wal(&[4]).await;
+    while alerts(&world).len() < 2 {
+        assert!(t.elapsed() < std::time::Duration::from_secs(20), "no recovery message: {:?}", alerts(&world));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let a = alerts(&world);
+    assert_eq!(a.len(), 2, "{a:?}");
+    assert!(a[1].contains("healthy again"), "{a:?}");
+    monitor.abort();
+    let kinds: Vec<String> = world.audit().await.into_iter().map(|r| r.entry.kind).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "backup_alert").count(), 2, "both are in the audit log");
 }

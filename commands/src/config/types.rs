@@ -341,6 +341,17 @@ pub struct BackupConfig {
     /// How long backups are kept. Default `30d`.
     #[serde(default = "default_retention")]
     pub retention: String,
+    /// How often the backup monitor looks. Default `5m`.
+    #[serde(default = "default_check_every")]
+    pub check_every: String,
+    /// Where the monitor posts, by platform (`{ slack = "C0DBA" }`). Default: the database
+    /// environment's incident channel.
+    #[serde(default)]
+    pub alert_channels: BTreeMap<String, String>,
+}
+
+fn default_check_every() -> String {
+    "5m".into()
 }
 
 fn default_region() -> String {

@@ -295,7 +295,7 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
                 p(at(k), format!("no secret named '{name}' under [secrets]"));
             }
         }
-        for (k, v) in [("full_max_age", &b.full_max_age), ("wal_max_age", &b.wal_max_age), ("retention", &b.retention)] {
+        for (k, v) in [("full_max_age", &b.full_max_age), ("wal_max_age", &b.wal_max_age), ("retention", &b.retention), ("check_every", &b.check_every)] {
             if let Err(why) = parse_duration(v) {
                 p(at(k), why);
             }

@@ -24,23 +24,35 @@ fn at(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
+/// A database's archive as read now: the status message and what is wrong with it.
+pub(super) struct Freshness {
+    pub message: Message,
+    pub problems: Vec<String>,
+    /// Identifies the archive's state (newest backup and WAL): an alert is posted once per key.
+    pub key: String,
+}
+
 impl Engine {
     pub(super) async fn backup_status(&self, database: &str) -> Reply {
+        match self.freshness(database).await {
+            Ok(f) => Reply { message: f.message, ephemeral: true },
+            Err(why) => Reply::private(why),
+        }
+    }
+
+    async fn freshness(&self, database: &str) -> Result<Freshness, String> {
         let settings = self.settings();
         let Some(db) = settings.config.databases.get(database) else {
             let known: Vec<&str> = settings.config.databases.keys().map(|s| s.as_str()).collect();
-            return Reply::private(format!(
+            return Err(format!(
                 "'{database}' is not a configured database. Configured: {}.",
                 if known.is_empty() { "none".into() } else { known.join(", ") }
             ));
         };
         let (Some(cfg), Some(catalog)) = (&db.backup, self.catalogs().get(database).cloned()) else {
-            return Reply::private(format!("{database} has no backup archive configured ([databases.{database}.backup])."));
+            return Err(format!("{database} has no backup archive configured ([databases.{database}.backup])."));
         };
-        let snapshot = match catalog.snapshot().await {
-            Ok(s) => s,
-            Err(e) => return Reply::private(format!("Could not read the backup catalog of {database}: {e}")),
-        };
+        let snapshot = catalog.snapshot().await.map_err(|e| format!("Could not read the backup catalog of {database}: {e}"))?;
         let now = self.now();
         let a = snapshot.analyze();
         let limit = |s: &str, default: u64| parse_duration(s).map(|d| d.as_secs()).unwrap_or(default) as i64;
@@ -94,6 +106,61 @@ impl Engine {
         } else {
             format!("⚠ {}.", problems.join("; "))
         };
-        Reply { message: m, ephemeral: true }
+        let key = format!(
+            "{database}:{}:{}",
+            a.newest_backup.as_ref().map(|b| b.id.as_str()).unwrap_or("-"),
+            a.newest_wal.as_ref().map(|(n, _)| n.as_str()).unwrap_or("-")
+        );
+        Ok(Freshness { message: m, problems, key })
+    }
+
+    /// Checks every database with a backup archive every `every`; posts to its alert channels
+    /// once when it turns stale (or gappy) and once when it recovers. Alerts are de-duplicated
+    /// through the store, so a restart does not repeat one.
+    pub fn spawn_backup_monitor(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut alerting: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+            loop {
+                engine.check_backups(&mut alerting).await;
+                tokio::time::sleep(every).await;
+            }
+        })
+    }
+
+    async fn check_backups(&self, alerting: &mut std::collections::BTreeMap<String, String>) {
+        let settings = self.settings();
+        for (name, db) in &settings.config.databases {
+            let Some(cfg) = &db.backup else { continue };
+            let f = match self.freshness(name).await {
+                Ok(f) => f,
+                Err(why) => {
+                    tracing::warn!(database = %name, error = %why, "backup check failed");
+                    Freshness { message: Message::text(why.clone()).with_title(format!("Backups of {name}")), problems: vec![why], key: format!("{name}:unreadable") }
+                }
+            };
+            let env = db.env.clone().unwrap_or_else(|| "prod".into());
+            let (post, text) = if !f.problems.is_empty() {
+                alerting.insert(name.clone(), f.key.clone());
+                (self.store().first_delivery(&format!("backup-alert:{}", f.key), self.now()).await.unwrap_or(false), format!("⚠ Backups of {name} need attention: {}.", f.problems.join("; ")))
+            } else if let Some(old) = alerting.remove(name) {
+                (self.store().first_delivery(&format!("backup-recovered:{old}"), self.now()).await.unwrap_or(false), format!("✅ Backups of {name} are healthy again."))
+            } else {
+                (false, String::new())
+            };
+            if !post {
+                continue;
+            }
+            let mut msg = f.message.clone();
+            msg.text = text;
+            self.audit("backup_alert", None, None, serde_json::json!({"database": name, "problems": f.problems})).await;
+            for platform in self.chats().platforms().map(str::to_string).collect::<Vec<_>>() {
+                let channel = cfg.alert_channels.get(&platform).map(|s| s.as_str()).or_else(|| settings.incident_channel(&env, &platform));
+                let (Some(channel), Some(chat)) = (channel, self.chats().get(&platform)) else { continue };
+                if let Err(e) = chat.post(channel, None, &msg).await {
+                    tracing::error!(database = %name, platform = %platform, error = %e, "could not post a backup alert");
+                }
+            }
+        }
     }
 }
