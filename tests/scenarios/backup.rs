@@ -366,3 +366,40 @@ async fn the_monitor_alerts_once_and_says_once_when_it_recovers() {
     let kinds: Vec<String> = world.audit().await.into_iter().map(|r| r.entry.kind).collect();
     assert_eq!(kinds.iter().filter(|k| *k == "backup_alert").count(), 2, "both are in the audit log");
 }
+
+/// `/ops backup now`: a Job from the database's backup CronJob, its log in the thread, the
+/// outcome of the Job.
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_now_runs_the_cronjob_as_a_job_and_follows_it() {
+    let archive = Archive::new();
+    let cluster = FakeCluster::start("127.0.0.1:0".parse().expect("addr"), Timing::fast()).await.expect("sandbox cluster");
+    let cronjob = |image: &str| {
+        serde_json::json!({
+            "apiVersion": "batch/v1", "kind": "CronJob",
+            "metadata": {"name": "promotions-db-backup", "namespace": "promotions-ns"},
+            "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "backup", "image": image}]
+            }}}}}
+        })
+    };
+    cluster.put_object(cronjob("registry.local/barman-backup:3.19"));
+    let world = archive.world_with("", Some(&cluster)).await;
+
+    let id = world.request("console:alice", "/ops backup now promotions-db").await;
+    let done = world.wait_state(id, "succeeded").await;
+    let summary = done.steps[0].summary.clone().unwrap_or_default();
+    assert!(summary.starts_with("job promotions-db-backup-manual-r-1 succeeded"), "{summary}");
+    let job = cluster.object("batch/v1", "Job", "promotions-ns", "promotions-db-backup-manual-r-1").expect("the Job exists");
+    assert_eq!(job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"], "manual");
+    let log = world.output(id, 0).await;
+    assert!(log.contains("created from cronjob promotions-db-backup") && log.contains("done"), "{log}");
+
+    // A backup that fails: the step fails with the Job, its log in the thread.
+    cluster.behave_image("registry.local/barman-backup:broken", runbot_sandbox::kube::Behavior::CrashLoop { exit_code: 2, logs: vec!["ERROR: upload to s3 failed".into()] });
+    cluster.put_object(cronjob("registry.local/barman-backup:broken"));
+    let id = world.request("console:alice", "/ops backup now promotions-db").await;
+    let failed = world.wait_state(id, "failed").await;
+    assert!(failed.steps[0].summary.clone().unwrap_or_default().contains("failed"), "{:?}", failed.steps[0]);
+    assert!(world.output(id, 0).await.contains("ERROR: upload to s3 failed"));
+    cluster.shutdown().await;
+}

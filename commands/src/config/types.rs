@@ -286,6 +286,9 @@ pub struct DatabaseConfig {
     /// their replica counts, scales them to 0 and back.
     #[serde(default)]
     pub writers: Vec<String>,
+    /// The backup CronJob (`namespace/name`) that `/ops backup now` runs as a Job.
+    #[serde(default)]
+    pub backup_cronjob: Option<String>,
     /// What a restored copy must pass before writers are started again (`db-integrity`).
     #[serde(default)]
     pub integrity: Option<IntegrityConfig>,

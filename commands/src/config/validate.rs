@@ -240,6 +240,11 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
         }
     }
     for (dname, db) in &config.databases {
+        if let Some(cj) = &db.backup_cronjob {
+            if cj.split_once('/').is_none_or(|(ns, n)| ns.is_empty() || n.is_empty()) {
+                p(format!("databases.{dname}.backup_cronjob"), format!("'{cj}' is not namespace/cronjob"));
+            }
+        }
         for (i, w) in db.writers.iter().enumerate() {
             let ok = w.split_once('/').is_some_and(|(ns, d)| {
                 let name = |s: &str| !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
@@ -344,7 +349,7 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
         // Variables the engine provides: the target's, the command's, and the typed target fields.
         let mut vars: BTreeSet<String> = [
             "target", "env", "requester", "execution", "runbook", "version", "to", "date", "source", "pod",
-            "cluster", "namespace", "selector", "deployment", "configured_source", "server_name", "database", "writers",
+            "cluster", "namespace", "selector", "deployment", "configured_source", "server_name", "database", "writers", "backup_cronjob",
         ]
         .iter()
         .map(|s| s.to_string())

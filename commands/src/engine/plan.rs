@@ -240,6 +240,9 @@ fn resolve_target(
                 vars.insert("cluster".into(), c);
             }
             vars.insert("writers".into(), db.writers.join(","));
+            if let Some(cj) = &db.backup_cronjob {
+                vars.insert("backup_cronjob".into(), cj.clone());
+            }
             if let Some(b) = &db.backup {
                 // The archive restores and checks read; `--source` must name the same one.
                 vars.insert("configured_source".into(), b.source.clone());

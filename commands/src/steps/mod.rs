@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod command;
 pub mod integrity;
+pub mod job;
 pub mod k8s;
 pub mod writers;
 
@@ -113,7 +114,8 @@ impl StepKinds {
         let mut kinds = StepKinds::default()
             .with(Arc::new(command::CommandStep))
             .with(Arc::new(backup::RestorePointStep::new(c.catalogs.clone())))
-            .with(Arc::new(integrity::IntegrityStep { checker: c.checker.clone(), specs: c.integrity.clone() }));
+            .with(Arc::new(integrity::IntegrityStep { checker: c.checker.clone(), specs: c.integrity.clone() }))
+            .with(Arc::new(job::JobFromCronJob { clusters: c.clusters.clone() }));
         for k in k8s::K8sStep::all(&c.clusters).into_iter().chain(writers::WritersStep::all(&c.clusters)) {
             kinds = kinds.with(k);
         }

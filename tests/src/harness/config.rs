@@ -48,6 +48,7 @@ deployment = "promotions-api"
 env = "prod"
 # What the restore runbook stops and restarts (in tests that start the sandbox cluster).
 writers = ["promotions-ns/promotions-api", "promotions-ns/promotions-worker"]
+backup_cronjob = "promotions-ns/promotions-db-backup"
 
 {extra}
 "#;
