@@ -327,6 +327,19 @@ async fn a_failed_restore_leaves_the_writers_stopped_and_says_so() {
     assert_eq!((ready_pods(&cluster, "promotions-api"), ready_pods(&cluster, "promotions-worker")), (0, 0));
     let msg = world.wait_text(id, "Failed at step 5").await;
     assert!(msg.all_text().contains("Already applied before the failure: Stop writers"), "{}", msg.all_text());
+
+    // [Restart writers]: a new execution with the recorded counts, approved by someone else.
+    let labels: Vec<&str> = msg.buttons.iter().map(|b| b.label.as_str()).collect();
+    assert_eq!(labels, ["Restart writers"]);
+    let reply = world.click("console:bob", id, "restart_writers").await;
+    let again = runbot_tests::harness::created(&reply);
+    let plan = world.wait_text(again, "Waiting for approval").await;
+    let acts = field(&plan, "Acts on").to_string();
+    assert!(acts.contains("writer promotions-ns/promotions-api=3") && acts.contains("writer promotions-ns/promotions-worker=2"), "{acts}");
+    assert_eq!((ready_pods(&cluster, "promotions-api"), ready_pods(&cluster, "promotions-worker")), (0, 0), "nothing before the approval");
+    world.click("console:alice", again, "approve").await;
+    world.wait_state(again, "succeeded").await;
+    assert_eq!((ready_pods(&cluster, "promotions-api"), ready_pods(&cluster, "promotions-worker")), (3, 2), "back at the recorded counts");
     cluster.shutdown().await;
 }
 

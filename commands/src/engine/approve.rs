@@ -15,6 +15,7 @@ enum Action {
     Reject,
     Resume,
     Abort,
+    RestartWriters,
 }
 
 fn parse_value(v: &str) -> Option<(ExecutionId, Action, String)> {
@@ -25,6 +26,7 @@ fn parse_value(v: &str) -> Option<(ExecutionId, Action, String)> {
         "reject" => Action::Reject,
         "resume" => Action::Resume,
         "abort" => Action::Abort,
+        "restart_writers" => Action::RestartWriters,
         _ => return None,
     };
     let fp = parts.next().unwrap_or("").to_string();
@@ -52,7 +54,35 @@ impl Engine {
         match action {
             Action::Approve | Action::Reject => self.vote(&click, id, action == Action::Approve, &fp).await,
             Action::Resume | Action::Abort => self.interrupted(&click, id, action == Action::Resume).await,
+            Action::RestartWriters => self.restart_writers(&click, id).await,
         }
+    }
+
+    /// [Restart writers] on an execution that stopped them and failed: starts a new, separately
+    /// approved `restart-writers` execution with the counts the failed one recorded.
+    async fn restart_writers(&self, click: &Click, id: ExecutionId) -> Reply {
+        let exec = match self.store().load(id).await {
+            Ok(Some(v)) => v.value,
+            Ok(None) => return Reply::private(format!("There is no execution {id}.")),
+            Err(e) => return super::UpdateError::Store(e).reply(),
+        };
+        if !exec.state.is_terminal() || !super::render::writers_stopped(&exec) {
+            return Reply::private(format!("{id} has no stopped writers to restart."));
+        }
+        let writers: Vec<String> = exec.resolved.iter().filter(|r| r.starts_with("writer ")).cloned().collect();
+        let cmd = grammar::Command::Run {
+            runbook: "restart-writers".into(),
+            target: exec.target.name.clone(),
+            params: Default::default(),
+            env: None,
+            dry_run: false,
+        };
+        let req = super::Request {
+            identity: click.identity.clone(),
+            origin: click.origin.clone(),
+            text: format!("/ops run restart-writers {} (from {id})", exec.target.name),
+        };
+        self.request_runbook_seeded(&req, cmd, writers).await
     }
 
     async fn vote(&self, click: &Click, id: ExecutionId, approve: bool, fp: &str) -> Reply {

@@ -175,6 +175,12 @@ impl Engine {
     }
 
     async fn request_runbook(&self, req: &Request, cmd: Command) -> Reply {
+        self.request_runbook_seeded(req, cmd, Vec::new()).await
+    }
+
+    /// Creates an execution whose resolved targets start as `seed` (what an earlier execution
+    /// recorded, e.g. writer counts), shown to and approved by the approvers.
+    pub(super) async fn request_runbook_seeded(&self, req: &Request, cmd: Command, seed: Vec<String>) -> Reply {
         let settings = self.settings();
         let dry_run = matches!(
             cmd,
@@ -243,7 +249,7 @@ impl Engine {
             policy: plan.policy,
             approvals: Vec::new(),
             fingerprint: fp,
-            resolved: Vec::new(),
+            resolved: seed,
             expires_at: None,
             messages: Vec::new(),
             notes: Vec::new(),

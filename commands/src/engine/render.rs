@@ -15,6 +15,12 @@ fn button(exec: &Execution, label: &str, action: &str, style: Option<ButtonStyle
     Button { label: label.into(), action_id: action.into(), value: button_value(exec, action), style }
 }
 
+/// The execution stopped its database's writers and ended without starting them again.
+pub fn writers_stopped(exec: &Execution) -> bool {
+    let stopped = exec.steps.iter().position(|s| s.kind == "k8s-stop-writers" && s.status == StepStatus::Succeeded);
+    stopped.is_some_and(|i| !exec.steps[i..].iter().any(|s| s.kind == "k8s-start-writers" && s.status == StepStatus::Succeeded))
+}
+
 pub fn render(exec: &Execution, now: DateTime<Utc>) -> Message {
     let approvals: Vec<String> = exec.approvals_for_plan().map(|a| a.identity.0.clone()).collect();
     let interrupted = exec.steps.iter().position(|s| s.status == StepStatus::Interrupted);
@@ -73,6 +79,9 @@ pub fn render(exec: &Execution, now: DateTime<Utc>) -> Message {
         ExecState::Running if interrupted.is_some() => {
             buttons.push(button(exec, "Resume", "resume", Some(ButtonStyle::Primary)));
             buttons.push(button(exec, "Abort", "abort", Some(ButtonStyle::Danger)));
+        }
+        ExecState::Failed | ExecState::Cancelled if writers_stopped(exec) => {
+            buttons.push(button(exec, "Restart writers", "restart_writers", None));
         }
         _ => {}
     }
