@@ -416,3 +416,39 @@ async fn backup_now_runs_the_cronjob_as_a_job_and_follows_it() {
     assert!(world.output(id, 0).await.contains("ERROR: upload to s3 failed"));
     cluster.shutdown().await;
 }
+
+/// `/ops backup prune`: past retention and not needed by a restore inside the window — shown,
+/// approved, deleted; the base backup a restore to the window's start needs, and its WAL, stay.
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_deletes_only_what_no_restore_inside_the_window_needs() {
+    let archive = Archive::new();
+    let days = |d: i64| Utc::now() - TimeDelta::days(d);
+    archive.backup("20261020T000000", 2, 2, days(40)).await;
+    archive.backup("20261025T000000", 5, 5, days(35)).await;
+    archive.backup("20261109T000000", 8, 8, days(20)).await;
+    archive.backup("20261128T000000", 10, 10, days(1)).await;
+    archive.wal(&[2, 3, 4, 5, 6, 7, 8, 9, 10, 11]).await;
+    let world = archive.world().await;
+
+    let id = world.request("console:alice", "/ops backup prune promotions-db").await;
+    let plan = world.wait_text(id, "Waiting for approval").await;
+    let acts = field(&plan, "Acts on").to_string();
+    assert_eq!(acts, "delete base backup 20261020T000000, delete WAL before 000000010000000000000005", "{plan:#?}");
+    assert!(plan.all_text().contains("keeps 20261025T000000"), "{}", plan.all_text());
+    world.click("console:bob", id, "approve").await;
+    let done = world.wait_state(id, "succeeded").await;
+    assert!(done.steps[2].summary.clone().unwrap_or_default().starts_with("deleted 4 objects"), "{:?}", done.steps[2]);
+
+    let catalog = BarmanS3Catalog::new(&s3_config(&archive.server), &format!("s3://{BUCKET}/prod"), "promotions-db").expect("catalog");
+    let snap = runbot_commands::ports::BackupCatalog::snapshot(&catalog).await.expect("snapshot");
+    let ids: Vec<&str> = snap.backups.iter().map(|b| b.id.as_str()).collect();
+    assert_eq!(ids, ["20261025T000000", "20261109T000000", "20261128T000000"]);
+    assert_eq!(snap.wal_runs.iter().map(|r| r.first).min(), Some(5), "WAL from the kept backup on stays");
+    let a = snap.analyze();
+    assert!(a.restore_point(days(30) + TimeDelta::hours(1)).is_ok(), "the start of the window is still restorable: {:?}", a.window);
+
+    // Again: nothing is past retention any more.
+    let id = world.request("console:alice", "/ops backup prune promotions-db").await;
+    world.wait_state(id, "succeeded").await;
+    world.wait_text(id, "Nothing in promotions-db's archive is past its retention").await;
+}

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::error::DisplayErrorContext;
 use chrono::{DateTime, Utc};
 use runbot_commands::ports::backup::{
+    PrunePlan,
     BackupCatalog, BaseBackup, CatalogError, CatalogSnapshot, DEFAULT_WAL_SEGMENT_SIZE, TimelineHistory, WalName,
     WalRunsBuilder,
 };
@@ -120,6 +121,17 @@ impl BarmanS3Catalog {
         CatalogError::Malformed { location: self.location.clone(), key: key.to_owned(), message: message.into() }
     }
 
+    /// The WAL segment size the archive's backups declare (the default without any).
+    async fn snapshot_segment_size(&self) -> Result<u64, CatalogError> {
+        Ok(self.snapshot().await?.wal_segment_size)
+    }
+
+    async fn delete_key(&self, key: &str) -> Result<(), CatalogError> {
+        self.client.delete_object().bucket(&self.bucket).key(key).send().await.map(|_| ()).map_err(|e| {
+            storage_error(&self.location, format!("deleting s3://{}/{key}: {}", self.bucket, DisplayErrorContext(&e)))
+        })
+    }
+
     /// Lists the WAL area and returns how many ListObjectsV2 pages it took (diagnostics, tests).
     pub async fn count_wal_pages(&self) -> Result<u64, CatalogError> {
         self.list(&format!("{}wals/", self.root), |_, _| {}).await
@@ -210,6 +222,39 @@ impl BackupCatalog for BarmanS3Catalog {
             histories,
             newest_wal: newest,
         })
+    }
+
+    async fn prune(&self, plan: &PrunePlan) -> Result<u64, CatalogError> {
+        let mut keys = Vec::new();
+        // Base backups: everything under base/<id>/.
+        for id in &plan.backups {
+            if id.is_empty() || id.contains('/') {
+                return Err(self.malformed(id, "not a backup id"));
+            }
+            let prefix = format!("{}base/{id}/", self.root);
+            self.list(&prefix, |key, _| keys.push(key.to_owned())).await?;
+        }
+        // WAL segments (and their .backup/.partial companions) before the boundary, on its
+        // timeline or an older one. History files stay.
+        if let Some(before) = plan.wal_before {
+            let wals = format!("{}wals/", self.root);
+            let seg = self.snapshot_segment_size().await?;
+            self.list(&wals, |key, _| {
+                let Some(name) = key.strip_prefix(&wals).and_then(|r| r.rsplit('/').next()) else { return };
+                if name.len() >= 24 && !name.contains(".history") {
+                    if let Some(w) = WalName::parse(name, seg) {
+                        if w.timeline <= before.timeline && w.segno < before.segno {
+                            keys.push(key.to_owned());
+                        }
+                    }
+                }
+            })
+            .await?;
+        }
+        for k in &keys {
+            self.delete_key(k).await?;
+        }
+        Ok(keys.len() as u64)
     }
 }
 

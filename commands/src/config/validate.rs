@@ -349,7 +349,7 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
         // Variables the engine provides: the target's, the command's, and the typed target fields.
         let mut vars: BTreeSet<String> = [
             "target", "env", "requester", "execution", "runbook", "version", "to", "date", "source", "pod",
-            "cluster", "namespace", "selector", "deployment", "configured_source", "server_name", "database", "writers", "backup_cronjob",
+            "cluster", "namespace", "selector", "deployment", "configured_source", "server_name", "database", "writers", "backup_cronjob", "backup_retention",
         ]
         .iter()
         .map(|s| s.to_string())

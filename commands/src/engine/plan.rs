@@ -248,6 +248,7 @@ fn resolve_target(
                 vars.insert("configured_source".into(), b.source.clone());
                 vars.entry("source".into()).or_insert_with(|| b.source.clone());
                 vars.insert("server_name".into(), b.server_name.clone().unwrap_or_else(|| name.to_string()));
+                vars.insert("backup_retention".into(), b.retention.clone());
             }
             Ok((Target { kind: "database".into(), name: name.to_string(), env }, db.vars.clone()))
         }

@@ -43,6 +43,26 @@ pub trait BackupCatalog: Send + Sync {
     fn location(&self) -> String;
     /// Lists and reads the catalog now.
     async fn snapshot(&self) -> Result<CatalogSnapshot, CatalogError>;
+    /// Deletes what `plan` names — the base backups and the WAL segments before its boundary —
+    /// and nothing else; returns how many objects were deleted.
+    async fn prune(&self, plan: &PrunePlan) -> Result<u64, CatalogError>;
+}
+
+/// What a prune deletes: base backups past retention that no restore inside the window needs,
+/// and the WAL before the oldest kept backup's first segment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PrunePlan {
+    pub backups: Vec<String>,
+    /// WAL segments before this one go (on its timeline and its ancestors); `None`: no WAL.
+    pub wal_before: Option<WalName>,
+    /// The oldest backup kept: a restore to the start of the window starts from it.
+    pub keeps: Option<String>,
+}
+
+impl PrunePlan {
+    pub fn is_empty(&self) -> bool {
+        self.backups.is_empty() && self.wal_before.is_none()
+    }
 }
 
 /// The configured databases' catalogs by database name (`[databases.NAME.backup]`).
@@ -71,7 +91,7 @@ impl Catalogs {
 }
 
 /// A WAL file name's parts: `TTTTTTTTLLLLLLLLSSSSSSSS` (timeline, log id, segment).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct WalName {
     pub timeline: u32,
     pub segno: u64,
@@ -363,6 +383,35 @@ fn unusable(b: &BaseBackup, end_time: DateTime<Utc>, problem: String) -> BackupR
 }
 
 impl CatalogSnapshot {
+    /// What is past `retention` at `now` and safe to delete: every base backup older than the
+    /// newest one that ended before the window's start (that one is kept: restoring to the
+    /// start of the window needs it), and the WAL before the kept backup's first segment.
+    /// Failed backups that ended (or began) before the window go too.
+    pub fn prune_plan(&self, now: DateTime<Utc>, retention: chrono::Duration) -> PrunePlan {
+        let cutoff = now - retention;
+        let mut done: Vec<&BaseBackup> = self.backups.iter().filter(|b| b.is_done() && b.end_time.is_some()).collect();
+        done.sort_by_key(|b| b.end_time);
+        let anchor = done.iter().rev().find(|b| b.end_time.is_some_and(|t| t < cutoff)).copied();
+        let Some(anchor) = anchor else {
+            return PrunePlan { backups: Vec::new(), wal_before: None, keeps: done.first().map(|b| b.id.clone()) };
+        };
+        let anchor_end = anchor.end_time.unwrap_or(cutoff);
+        let mut backups: Vec<String> = self
+            .backups
+            .iter()
+            .filter(|b| b.id != anchor.id)
+            .filter(|b| match (b.is_done(), b.end_time.or(b.begin_time)) {
+                (true, Some(t)) => t < anchor_end,
+                (false, Some(t)) => t < cutoff,
+                _ => false,
+            })
+            .map(|b| b.id.clone())
+            .collect();
+        backups.sort();
+        let wal_before = anchor.begin_wal.filter(|w| self.wal_runs.iter().any(|r| r.first < w.segno));
+        PrunePlan { backups, wal_before, keeps: Some(anchor.id.clone()) }
+    }
+
     /// The timeline path to the newest timeline: `(timeline, first segment)`, oldest first.
     pub fn timeline_path(&self) -> Vec<(u32, u64)> {
         let newest_wal_tli = self.wal_runs.iter().map(|r| r.timeline).max();

@@ -1,3 +1,9 @@
+//! `backup-prune-plan` (read-only, before the approval) and `backup-prune-apply`: what is past
+//! the database's retention and no restore inside the window needs — base backups older than
+//! the newest one that ended before the window, and the WAL before that one — is shown, approved,
+//! then deleted; the apply step recomputes the plan and refuses to delete anything that was
+//! not approved.
+//!
 //! `backup-restore-point` (read-only, before the approval): proves from the database's backup
 //! catalog that the requested time can be restored — inside the recoverable window, not behind
 //! a WAL gap, not before the chosen base backup's end — and names the base backup to use. A
@@ -113,6 +119,117 @@ impl StepKind for RestorePointStep {
                 targets: vec![format!("{} at {} from base backup {}", p.database, at(rp.target), rp.backup_id)],
             },
             Err(why) => StepOutcome::Failed(format!("{} cannot be restored: {why}. Nothing was changed.", at(target))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PruneOp {
+    Plan,
+    Apply,
+}
+
+pub struct PruneStep {
+    catalogs: Catalogs,
+    op: PruneOp,
+}
+
+impl PruneStep {
+    pub fn both(catalogs: &Catalogs) -> [PruneStep; 2] {
+        [PruneStep { catalogs: catalogs.clone(), op: PruneOp::Plan }, PruneStep { catalogs: catalogs.clone(), op: PruneOp::Apply }]
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct PruneParams {
+    database: String,
+    retention_secs: u64,
+}
+
+/// The plan as resolved targets: one line per deletion, what the approvers approve.
+fn plan_lines(plan: &crate::ports::backup::PrunePlan, seg: u64) -> Vec<String> {
+    let mut v: Vec<String> = plan.backups.iter().map(|b| format!("delete base backup {b}")).collect();
+    if let Some(w) = plan.wal_before {
+        v.push(format!("delete WAL before {}", w.file_name(seg)));
+    }
+    v
+}
+
+#[async_trait]
+impl StepKind for PruneStep {
+    fn kind(&self) -> &'static str {
+        match self.op {
+            PruneOp::Plan => "backup-prune-plan",
+            PruneOp::Apply => "backup-prune-apply",
+        }
+    }
+
+    fn default_idempotent(&self) -> bool {
+        // Planning reads; applying deletes only what the approved plan names, and what is
+        // already gone is skipped, so a repeat after a crash deletes nothing more.
+        true
+    }
+
+    fn prepare(&self, params: &toml::Table, vars: &BTreeMap<String, String>) -> Result<Prepared, String> {
+        if !params.is_empty() {
+            return Err("takes no parameters (the database's backup retention decides)".into());
+        }
+        let database = vars.get("database").cloned().ok_or("needs a database target")?;
+        let retention = vars.get("backup_retention").cloned().unwrap_or_default();
+        let retention_secs = if retention.is_empty() { 0 } else { crate::config::parse_duration(&retention)?.as_secs() };
+        let action = match self.op {
+            PruneOp::Plan => format!("list what in {database}'s archive is older than its retention ({retention}) and not needed by a restore inside it"),
+            PruneOp::Apply => format!("delete exactly the approved base backups and WAL from {database}'s archive"),
+        };
+        Ok(Prepared { action, params: serde_json::to_value(PruneParams { database, retention_secs }).map_err(|e| e.to_string())? })
+    }
+
+    async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome {
+        let p: PruneParams = match serde_json::from_value(params.clone()) {
+            Ok(p) => p,
+            Err(e) => return StepOutcome::Failed(format!("stored parameters are unreadable: {e}")),
+        };
+        if p.retention_secs == 0 {
+            return StepOutcome::Failed(format!("{} has no backup retention configured", p.database));
+        }
+        let Some(catalog) = self.catalogs.get(&p.database) else {
+            return StepOutcome::Failed(format!("{} has no backup archive configured ([databases.{}.backup])", p.database, p.database));
+        };
+        let snapshot = match catalog.snapshot().await {
+            Ok(s) => s,
+            Err(e) => return StepOutcome::Failed(format!("could not read the backup catalog: {e}")),
+        };
+        let retention = chrono::Duration::seconds(p.retention_secs as i64);
+        let plan = snapshot.prune_plan(Utc::now(), retention);
+        let lines = plan_lines(&plan, snapshot.wal_segment_size);
+        match self.op {
+            PruneOp::Plan => {
+                for l in &lines {
+                    let _ = ctx.output.send(l.clone());
+                }
+                if plan.is_empty() {
+                    return StepOutcome::Finished(format!("Nothing in {}'s archive is past its retention.", p.database));
+                }
+                let keeps = plan.keeps.clone().unwrap_or_default();
+                StepOutcome::Resolved {
+                    summary: format!(
+                        "{} base backup(s) past retention{}; keeps {keeps}, the oldest backup a restore inside the window needs",
+                        plan.backups.len(),
+                        if plan.wal_before.is_some() { " and the WAL before it" } else { "" }
+                    ),
+                    targets: lines,
+                }
+            }
+            PruneOp::Apply => {
+                let approved = &ctx.execution.resolved;
+                if let Some(extra) = lines.iter().find(|l| !approved.contains(l)) {
+                    return StepOutcome::Failed(format!("the archive changed since the approval: '{extra}' was not approved; nothing was deleted"));
+                }
+                match catalog.prune(&plan).await {
+                    Ok(n) => StepOutcome::Succeeded(format!("deleted {n} objects: {}", if lines.is_empty() { "nothing left to delete".into() } else { lines.join("; ") })),
+                    Err(e) => StepOutcome::Failed(format!("deleting failed part-way: {e}")),
+                }
+            }
         }
     }
 }

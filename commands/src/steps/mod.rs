@@ -116,6 +116,9 @@ impl StepKinds {
             .with(Arc::new(backup::RestorePointStep::new(c.catalogs.clone())))
             .with(Arc::new(integrity::IntegrityStep { checker: c.checker.clone(), specs: c.integrity.clone() }))
             .with(Arc::new(job::JobFromCronJob { clusters: c.clusters.clone() }));
+        for k in backup::PruneStep::both(&c.catalogs) {
+            kinds = kinds.with(Arc::new(k));
+        }
         for k in k8s::K8sStep::all(&c.clusters).into_iter().chain(writers::WritersStep::all(&c.clusters)) {
             kinds = kinds.with(k);
         }

@@ -201,3 +201,23 @@ fn no_backup_means_nothing_is_restorable() {
     let a = snapshot(vec![failed], &[(1, 1), (1, 2)], vec![]).analyze();
     assert_eq!(a.restore_point(t(10)), Err(Unreachable::NoBackup));
 }
+
+#[test]
+fn prune_keeps_the_backup_the_window_start_needs_and_its_wal() {
+    let mut failed = backup("failed-old", 1, 1, 1, 5);
+    failed.status = "FAILED".into();
+    let snap = snapshot(
+        vec![failed, backup("b1", 1, 2, 2, 10), backup("b2", 1, 5, 5, 20), backup("b3", 1, 8, 8, 40)],
+        &(2..=10).map(|n| (1, n)).collect::<Vec<_>>(),
+        vec![],
+    );
+    // Window starts at t(30): b2 (ended t(20)) is the newest before it and stays.
+    let plan = snap.prune_plan(t(130), chrono::Duration::seconds(100));
+    assert_eq!(plan.backups, ["b1", "failed-old"]);
+    assert_eq!(plan.wal_before, Some(w(1, 5)));
+    assert_eq!(plan.keeps.as_deref(), Some("b2"));
+    // Nothing older than the window: nothing to delete.
+    let plan = snap.prune_plan(t(110), chrono::Duration::seconds(100));
+    assert!(plan.is_empty(), "{plan:?}");
+    assert_eq!(plan.keeps.as_deref(), Some("b1"));
+}
