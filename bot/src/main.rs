@@ -109,6 +109,9 @@ fn main() -> ExitCode {
             Cmd::Audit { cmd: AuditCmd::Export { config, out } } => audit_cmd::export(&load(&config)?, out.as_deref()).await,
         }
     });
+    // Tasks still running (a step cut off by shutdown) are dropped, not waited for: the next
+    // start applies the crash-safety rules to them.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,6 +1,12 @@
 //! Builds the store, the adapters and the engine from settings, and serves HTTP until SIGTERM
-//! or Ctrl-C: `/healthz`, `/readyz`, the console, and Slack (`/slack/*`, Socket Mode,
-//! `/metrics`) when `[slack]` is configured.
+//! or Ctrl-C: `/healthz`, `/readyz`, `/metrics`, the console, and Slack (`/slack/*`, Socket
+//! Mode) when `[slack]` is configured.
+//!
+//! Shutdown on SIGTERM / Ctrl-C: stop accepting connections, let requests in flight (acks)
+//! finish for up to [`GRACE`], stop the sweeper and the monitor, then close the store (its
+//! writes in progress commit or roll back) within [`GRACE`]. A step cut off by the exit is
+//! handled by the crash-safety rules at the next start (idempotent: resumed; otherwise
+//! Resume / Abort).
 
 use anyhow::Context;
 use axum::extract::State;
@@ -17,6 +23,9 @@ use runbot_commands::steps::{Connections, StepKinds};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long each shutdown phase (in-flight requests, store) may take.
+const GRACE: Duration = Duration::from_secs(5);
 
 pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
     let clusters = crate::clusters::connect(&settings).await?;
@@ -68,25 +77,60 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
         app = app.merge(console::router(ConsoleState { chat: console, engine: engine.clone() }));
     }
     let mut socket_mode = None;
+    let slack_metrics = slack.as_ref().map(|s| s.metrics.clone());
     if let Some(s) = &slack {
         if let Some(r) = s.router(engine.clone()) {
             app = app.merge(r);
             tracing::info!("Slack endpoints: POST /slack/commands, /slack/interactions, /slack/events");
         }
         socket_mode = s.socket_mode(engine.clone());
-        let metrics = s.metrics.clone();
-        app = app.route("/metrics", get(move || async move { metrics.render() }));
     }
+    let metrics = engine.metrics().clone();
+    app = app.route(
+        "/metrics",
+        get(move || async move {
+            let mut text = metrics.render();
+            if let Some(m) = &slack_metrics {
+                text.push_str(&m.render());
+            }
+            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+        }),
+    );
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "runbot serving");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    });
+    let mut server = tokio::spawn(async move { server.await });
+    let served = tokio::select! {
+        r = &mut server => Some(r),
+        () = shutdown() => None,
+    };
+    // No new connections from here; background work that starts side effects stops.
+    let _ = stop_tx.send(true);
     sweeper.abort();
     if let Some(m) = monitor {
         m.abort();
     }
+    let served = match served {
+        Some(r) => r,
+        None => match tokio::time::timeout(GRACE, &mut server).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(grace_s = GRACE.as_secs(), "requests still open after the grace period (e.g. event streams); closing them");
+                server.abort();
+                Ok(Ok(()))
+            }
+        },
+    };
     if let Some(sm) = socket_mode {
         sm.shutdown().await;
     }
+    if tokio::time::timeout(GRACE, store.close()).await.is_err() {
+        tracing::warn!(grace_s = GRACE.as_secs(), "store writes still in progress after the grace period; they roll back");
+    }
+    served.context("the HTTP server task")?.context("serving HTTP")?;
     tracing::info!("runbot stopped");
     Ok(())
 }

@@ -13,3 +13,4 @@ pub mod runbook;
 pub mod steps;
 pub mod engine;
 pub mod limits;
+pub mod metrics;

@@ -112,6 +112,12 @@ impl SqlStore {
         Ok(SqlStore { pool, backend })
     }
 
+    /// Closes the pool: waits for connections in use to be returned (their writes committed or
+    /// rolled back), then closes every connection (SQLite checkpoints its WAL). For shutdown.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// `sqlite` or `postgres`.
     pub fn backend_name(&self) -> &'static str {
         self.backend.name()

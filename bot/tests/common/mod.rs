@@ -43,11 +43,18 @@ impl Runbot {
     }
 
     async fn spawn(args: Vec<OsString>, port: u16, log: &Path) -> Runbot {
+        Self::spawn_with(args, &[], port, log).await
+    }
+
+    /// Runs `runbot <args>` with extra environment `env` (e.g. secrets), which must listen on
+    /// `port`; logs go to `log`.
+    pub async fn spawn_with(args: Vec<OsString>, env: &[(&str, &str)], port: u16, log: &Path) -> Runbot {
         let log_file = std::fs::File::create(log).expect("create log file");
         let child = Command::new(BIN)
             .args(&args)
             .env("RUNBOT_LOG", "info,sqlx=warn")
             .env_remove("RUNBOT_LOG_JSON")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -136,7 +143,17 @@ impl Runbot {
 
     /// Stops runbot with SIGTERM (a clean shutdown) and returns its exit status; kills it if it
     /// has not stopped within 10 s.
-    pub fn terminate(mut self) -> ExitStatus {
+    pub fn terminate(self) -> ExitStatus {
+        self.terminate_within(Duration::from_secs(10))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Like [`Runbot::terminate`], with `bound` instead of 10 s.
+    pub fn terminate_within(mut self, bound: Duration) -> ExitStatus {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
         assert!(sent.success(), "kill -TERM {pid} failed");
@@ -145,7 +162,7 @@ impl Runbot {
             if let Some(status) = self.child.try_wait().expect("wait for runbot") {
                 return status;
             }
-            assert!(t.elapsed() < Duration::from_secs(10), "runbot did not stop within 10 s of SIGTERM:\n{}", self.log_text());
+            assert!(t.elapsed() < bound, "runbot did not stop within {bound:?} of SIGTERM:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(50));
         }
     }

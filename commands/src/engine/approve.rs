@@ -180,6 +180,10 @@ impl Engine {
                 )
                 .await;
                 self.publish(&exec);
+                if voided.is_none() {
+                    self.inner.metrics.approval(if approve { "approve" } else { "reject" });
+                    self.count_finished(&exec);
+                }
                 if voided.is_some() {
                     return Reply::private(format!("The plan of {id} changed since it was shown; earlier approvals were voided. Review the updated message and click again."));
                 }
@@ -233,6 +237,8 @@ impl Engine {
         match res {
             Ok((exec, ())) => {
                 self.audit("interrupted", Some(&who), Some(id), json!({"decision": if resume { "resume" } else { "abort" }})).await;
+                self.inner.metrics.approval(if resume { "resume" } else { "abort" });
+                self.count_finished(&exec);
                 self.publish(&exec);
                 if resume {
                     self.kick(id);

@@ -6,6 +6,7 @@ use super::plan::{self, resolve};
 use super::{Engine, Reply, Request, UpdateError};
 use crate::grammar::{self, help, spec, BackupAction, Command, ExecutionId};
 use crate::message::Message;
+use crate::metrics::CommandOutcome;
 use crate::model::{ExecState, Execution, MessageRef};
 use crate::ports::{ListFilter, StoreError};
 use serde_json::json;
@@ -15,6 +16,8 @@ impl Engine {
     pub async fn handle_command(&self, req: Request) -> Reply {
         if let Err((who, wait)) = self.inner.limits.check(&req.identity.0, &req.origin.channel) {
             let secs = wait.as_secs().max(1);
+            self.inner.metrics.command(CommandOutcome::RateLimited);
+            self.inner.metrics.rate_limited(if who == "you are" { "identity" } else { "channel" });
             self.audit("limit", Some(&req.identity), None, json!({"channel": req.origin.channel, "retry_after_s": secs}))
                 .await;
             return Reply::private(format!(
@@ -32,8 +35,20 @@ impl Engine {
         .await;
         let cmd = match parsed {
             Ok(c) => c,
-            Err(e) => return Reply::private(e.to_string()),
+            Err(e) => {
+                self.inner.metrics.command(CommandOutcome::ParseError);
+                return Reply::private(e.to_string());
+            }
         };
+        if !matches!(cmd, Command::Help { .. } | Command::Whoami | Command::Status { .. } | Command::History { .. } | Command::Cancel { .. } | Command::Backup { action: BackupAction::Status, .. }) {
+            let (reply, outcome) = match self.plan_runbook(&req, cmd, Vec::new()).await {
+                Ok(r) => (r, CommandOutcome::Ok),
+                Err(r) => (r, CommandOutcome::Refused),
+            };
+            self.inner.metrics.command(outcome);
+            return reply;
+        }
+        self.inner.metrics.command(CommandOutcome::Ok);
         match cmd {
             Command::Help { topic } => self.help(topic.as_deref()),
             Command::Whoami => self.whoami(&req),
@@ -163,6 +178,7 @@ impl Engine {
             Ok((exec, immediate)) => {
                 self.audit("cancel", Some(&req.identity), Some(id), json!({"immediate": immediate})).await;
                 if immediate {
+                    self.count_finished(&exec);
                     self.publish(&exec);
                 } else {
                     self.signal_cancel(id);
@@ -181,6 +197,13 @@ impl Engine {
     /// Creates an execution whose resolved targets start as `seed` (what an earlier execution
     /// recorded, e.g. writer counts), shown to and approved by the approvers.
     pub(super) async fn request_runbook_seeded(&self, req: &Request, cmd: Command, seed: Vec<String>) -> Reply {
+        match self.plan_runbook(req, cmd, seed).await {
+            Ok(r) | Err(r) => r,
+        }
+    }
+
+    /// [`Engine::request_runbook_seeded`]; `Err` is a refusal (nothing was created).
+    async fn plan_runbook(&self, req: &Request, cmd: Command, seed: Vec<String>) -> Result<Reply, Reply> {
         let settings = self.settings();
         let dry_run = matches!(
             cmd,
@@ -201,18 +224,18 @@ impl Engine {
                     .with_title(format!("Plan: {}", req.text.trim()));
                     let steps: Vec<String> = plan.steps.iter().enumerate().map(|(i, s)| format!("{}. {} — {}", i + 1, s.name, s.action)).collect();
                     m.code = Some(steps.join("\n"));
-                    Reply { message: m.map_text(|t| settings.redactor.redact(t)), ephemeral: true }
+                    Ok(Reply { message: m.map_text(|t| settings.redactor.redact(t)), ephemeral: true })
                 }
-                Err(why) => Reply::private(why),
+                Err(why) => Err(Reply::private(why)),
             };
         }
         let id = match self.store().next_id().await {
             Ok(id) => id,
-            Err(e) => return UpdateError::Store(e).reply(),
+            Err(e) => return Err(UpdateError::Store(e).reply()),
         };
         let plan = match resolve(&settings, self.kinds(), &cmd, &id.to_string(), &req.identity) {
             Ok(p) => p,
-            Err(why) => return Reply::private(why),
+            Err(why) => return Err(Reply::private(why)),
         };
         // Authorization before anything changes.
         let groups = settings.groups_of(&req.identity);
@@ -220,11 +243,11 @@ impl Engine {
         self.audit("authz", Some(&req.identity), Some(id), json!({"runbook": plan.runbook, "target": plan.target.lock_key(), "allowed": allowed}))
             .await;
         if !allowed {
-            return Reply::private(if plan.requesters.is_empty() {
+            return Err(Reply::private(if plan.requesters.is_empty() {
                 format!("You ({}) are not in any runbot group, so you cannot run {}. Ask an admin to add you under [groups].", req.identity, plan.runbook)
             } else {
                 format!("Running {} in {} needs membership of {}; you ({}) are not a member.", plan.runbook, plan.target.env, plan.requesters.join(" or "), req.identity)
-            });
+            }));
         }
         let now = self.now();
         let incident_channel = settings
@@ -273,12 +296,12 @@ impl Engine {
                     _ => holder.to_string(),
                 };
                 self.audit("lock_refused", Some(&req.identity), Some(id), json!({"key": key, "holder": holder.to_string()})).await;
-                return Reply::private(format!(
+                return Err(Reply::private(format!(
                     "{} {} ({}) is busy: {about} is already working on it. Wait for it to finish, or see /ops status {holder}.",
                     plan.target.kind, plan.target.name, plan.target.env
-                ));
+                )));
             }
-            Err(e) => return UpdateError::Store(e).reply(),
+            Err(e) => return Err(UpdateError::Store(e).reply()),
         }
         self.audit("execution", Some(&req.identity), Some(id), json!({"runbook": exec.runbook, "target": exec.target.lock_key(), "fingerprint": exec.fingerprint}))
             .await;
@@ -301,7 +324,7 @@ impl Engine {
                 })
                 .await
                 {
-                    return e.reply();
+                    return Err(e.reply());
                 }
             }
             Err(why) => {
@@ -314,12 +337,12 @@ impl Engine {
                     })
                     .await;
                 self.audit("error", None, Some(id), json!({"error": why})).await;
-                return Reply::private(format!("{id} was not started: runbot could not post its status message ({why}). Nothing was changed."));
+                return Err(Reply::private(format!("{id} was not started: runbot could not post its status message ({why}). Nothing was changed.")));
             }
         }
         self.kick(id);
         let where_ = if incident_channel == req.origin.channel { "below".to_string() } else { format!("in #{incident_channel}") };
-        Reply::private(format!("{id} created — follow it {where_}."))
+        Ok(Reply::private(format!("{id} created — follow it {where_}.")))
     }
 }
 

@@ -81,6 +81,7 @@ struct Inner {
     /// The databases' backup catalogs.
     catalogs: RwLock<Catalogs>,
     publisher: Publisher,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Engine {
@@ -99,6 +100,7 @@ impl Engine {
                 claims: Mutex::new(HashMap::new()),
                 catalogs: RwLock::new(Catalogs::new()),
                 publisher: Publisher::new(interval),
+                metrics: Arc::new(crate::metrics::Metrics::new()),
             }),
         }
     }
@@ -126,6 +128,18 @@ impl Engine {
         match self.inner.settings.write() {
             Ok(mut s) => *s = Arc::new(settings),
             Err(p) => *p.into_inner() = Arc::new(settings),
+        }
+    }
+
+    /// The engine's counters, rendered at `GET /metrics`.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Counts an execution that just reached a terminal state.
+    fn count_finished(&self, exec: &Execution) {
+        if exec.state.is_terminal() {
+            self.inner.metrics.execution_finished(&exec.runbook, exec.state.as_str());
         }
     }
 

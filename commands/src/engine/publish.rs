@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 type Slot = watch::Sender<Option<(Message, bool)>>;
 
@@ -41,7 +42,7 @@ impl Publisher {
                 let (tx, rx) = watch::channel(None);
                 let engine = engine.clone();
                 let interval = self.interval;
-                tokio::spawn(async move { updater(engine, key, rx, interval).await });
+                tokio::spawn(async move { updater(engine, key, rx, interval).await }.in_current_span());
                 slots.insert(key, tx);
             }
             if let Some(tx) = slots.get(&key) {
@@ -72,7 +73,9 @@ async fn updater(engine: Engine, key: (ExecutionId, usize), mut rx: watch::Recei
         let mut attempt = 0u32;
         let fin = loop {
             let Some((msg, fin)) = rx.borrow_and_update().clone() else { break false };
-            match chat.update(&r.channel, &r.id, &msg).await {
+            let res = chat.update(&r.channel, &r.id, &msg).await;
+            count_call(&engine, chat.platform(), &res);
+            match res {
                 Ok(()) => break fin,
                 Err(ChatError::RateLimited(wait)) => {
                     tracing::warn!(execution = %id, wait_ms = wait.as_millis() as u64, "chat rate limited; waiting");
@@ -117,7 +120,8 @@ impl Engine {
         let refs = exec.messages.clone();
         let name = exec.steps[step].name.clone();
         let interval = self.inner.publisher.interval;
-        tokio::spawn(async move {
+        tokio::spawn(
+            async move {
             let redactor = engine.settings().redactor.clone();
             let mut buf = String::new();
             let mut open = true;
@@ -149,19 +153,33 @@ impl Engine {
                         if !header.is_empty() {
                             m.text = header.clone();
                         }
-                        post_retrying(chat.as_ref(), &r.channel, &r.id, &m).await;
+                        post_retrying(&engine, chat.as_ref(), &r.channel, &r.id, &m).await;
                     }
                 }
                 first = false;
             }
-        })
+            }
+            .in_current_span(),
+        )
     }
 }
 
+/// Counts one chat API call for `runbot_chat_calls_total`.
+fn count_call<T>(engine: &Engine, platform: &str, res: &Result<T, ChatError>) {
+    let result = match res {
+        Ok(_) => "ok",
+        Err(ChatError::RateLimited(_)) => "rate_limited",
+        Err(ChatError::Other(_)) => "error",
+    };
+    engine.inner.metrics.chat_call(platform, result);
+}
+
 /// Posts a thread reply, waiting out rate limits; gives up only on repeated hard errors.
-async fn post_retrying(chat: &dyn crate::ports::Chat, channel: &str, thread: &str, m: &Message) {
+async fn post_retrying(engine: &Engine, chat: &dyn crate::ports::Chat, channel: &str, thread: &str, m: &Message) {
     for attempt in 1..=5u32 {
-        match chat.post(channel, Some(thread), m).await {
+        let res = chat.post(channel, Some(thread), m).await;
+        count_call(engine, chat.platform(), &res);
+        match res {
             Ok(_) => return,
             Err(ChatError::RateLimited(wait)) => tokio::time::sleep(wait).await,
             Err(ChatError::Other(e)) => {

@@ -11,6 +11,7 @@ use chrono::Duration as ChronoDuration;
 use serde_json::json;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 /// What the loop decided to do with the current step.
 enum Next {
@@ -31,12 +32,17 @@ impl Engine {
             running.insert(id, tx);
         }
         let engine = self.clone();
-        tokio::spawn(async move {
-            engine.drive(id, rx).await;
-            if let Ok(mut running) = engine.inner.running.lock() {
-                running.remove(&id);
+        // Every log line while driving (steps, leases, publishing) carries the execution id.
+        let span = tracing::info_span!("drive", execution = %id);
+        tokio::spawn(
+            async move {
+                engine.drive(id, rx).await;
+                if let Ok(mut running) = engine.inner.running.lock() {
+                    running.remove(&id);
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 
     /// Tells a locally running step to stop.
@@ -99,14 +105,17 @@ impl Engine {
         }
         let renew = {
             let engine = self.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(engine.lease() / 3).await;
-                    if !engine.claim_now(id).await {
-                        tracing::warn!(execution = %id, "lost the lease");
+            tokio::spawn(
+                async move {
+                    loop {
+                        tokio::time::sleep(engine.lease() / 3).await;
+                        if !engine.claim_now(id).await {
+                            tracing::warn!(execution = %id, "lost the lease");
+                        }
                     }
                 }
-            })
+                .in_current_span(),
+            )
         };
         let mut first = true;
         // A step the previous step's result already started (saved as running with it).
@@ -201,6 +210,8 @@ impl Engine {
         match res {
             Ok((v, changed_visible)) => {
                 let exec = &v.value;
+                // The closure refuses terminal executions, so a terminal one was finished here.
+                self.count_finished(exec);
                 if changed_visible || running(exec) {
                     self.publish(exec);
                 }
@@ -241,7 +252,9 @@ impl Engine {
         let pump = self.spawn_output(&exec, i, rx);
         let ctx = StepContext { execution: exec.clone(), step: i, output: tx, cancel, secrets: self.settings().secrets.clone() };
         tracing::info!(execution = %exec.id, step = i + 1, kind = %step.kind, "step started");
-        let outcome = kind.run(&step.params, ctx).await;
+        let began = tokio::time::Instant::now();
+        let outcome = kind.run(&step.params, ctx).instrument(tracing::info_span!("step", step = i + 1, kind = %step.kind)).await;
+        self.inner.metrics.step_duration(&step.kind, began.elapsed());
         let _ = pump.await;
         tracing::info!(execution = %exec.id, step = i + 1, outcome = ?outcome, "step finished");
         self.complete(exec.id, i, outcome, Some(saved)).await
@@ -328,6 +341,8 @@ impl Engine {
             .await;
         match res {
             Ok((v, started)) => {
+                // The step was running, so a terminal state now was reached by this result.
+                self.count_finished(&v.value);
                 self.publish(&v.value);
                 started.then_some(v)
             }

@@ -58,6 +58,7 @@ impl Engine {
                 .await;
             if let Ok((exec, ())) = res {
                 self.audit("state", None, Some(exec.id), json!({"state": "expired"})).await;
+                self.count_finished(&exec);
                 self.publish(&exec);
             }
         }
