@@ -58,7 +58,8 @@ pub struct ParamDef {
     /// Used when the parameter is not given; without a default the parameter is required.
     #[serde(default)]
     pub default: Option<String>,
-    /// Values must match this regular expression (anchored). Default `^[A-Za-z0-9._/-]{1,200}$`.
+    /// The whole value must match this regular expression (it is anchored for you). Default
+    /// `^[A-Za-z0-9_][A-Za-z0-9._/:-]{0,199}$`.
     #[serde(default)]
     pub pattern: Option<String>,
 }

@@ -111,7 +111,8 @@ pub fn resolve(settings: &Settings, kinds: &StepKinds, cmd: &Command, id: &str, 
             (None, None) => return Err(format!("{runbook} needs --set {name}=<value> ({}).", pd.help)),
         };
         let pattern = pd.pattern.as_deref().unwrap_or(DEFAULT_PARAM_PATTERN);
-        let ok = regex_lite::Regex::new(pattern).map(|re| re.is_match(&value)).unwrap_or(false);
+        // The whole value must match, whether or not the pattern says ^…$.
+        let ok = regex_lite::Regex::new(&format!("^(?:{pattern})$")).map(|re| re.is_match(&value)).unwrap_or(false);
         if !ok {
             return Err(format!("{name}='{value}' is not allowed; it must match {pattern}."));
         }

@@ -127,3 +127,35 @@ async fn status_history_whoami_help() {
     let r = world.cmd("console:dave", "/ops help nosuch").await;
     assert!(r.message.text.starts_with("No help for 'nosuch'"), "{}", r.message.text);
 }
+
+/// `--set` values are checked against the parameter's pattern as a whole value, even when the
+/// pattern is written without ^…$.
+#[tokio::test]
+async fn set_values_must_match_the_whole_pattern() {
+    let runbooks = format!(
+        "{}\n{}",
+        runbot_tests::harness::RUNBOOKS,
+        r#"
+[runbooks.regional]
+summary = "Greets a region"
+target = "service"
+mutating = false
+
+[runbooks.regional.params.region]
+help = "a region like eu-1"
+pattern = "[a-z]+-[0-9]"
+
+[[runbooks.regional.steps]]
+name = "greet"
+kind = "command"
+argv = ["echo", "{region}"]
+"#
+    );
+    let world = World::with(Options { runbooks, ..Options::default() }).await;
+    let ok = world.cmd("console:alice", "/ops run regional promotions --set region=eu-1 --dry-run").await;
+    assert!(ok.message.text.contains("Dry run"), "{}", ok.message.text);
+    for bad in ["eu-1;rm", "xeu-1x", "EU-1"] {
+        let r = world.cmd("console:alice", &format!("/ops run regional promotions --set region={bad} --dry-run")).await;
+        assert!(r.message.text.contains("is not allowed; it must match"), "{bad}: {}", r.message.text);
+    }
+}
