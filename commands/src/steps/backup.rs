@@ -57,7 +57,7 @@ impl StepKind for RestorePointStep {
     }
 
     fn prepare(&self, params: &toml::Table, vars: &BTreeMap<String, String>) -> Result<Prepared, String> {
-        let def: Def = toml::Value::Table(params.clone()).try_into().map_err(|e: toml::de::Error| e.message().to_string())?;
+        let def: Def = super::definition(params)?;
         let get = |p: &Option<String>, var: &str| match p {
             Some(t) => render(t, vars),
             None => vars.get(var).cloned().ok_or_else(|| format!("needs `{var}` (a database target and --date)")),
@@ -73,9 +73,9 @@ impl StepKind for RestorePointStep {
     }
 
     async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome {
-        let p: Params = match serde_json::from_value(params.clone()) {
+        let p: Params = match super::stored(params) {
             Ok(p) => p,
-            Err(e) => return StepOutcome::Failed(format!("stored parameters are unreadable: {e}")),
+            Err(failed) => return failed,
         };
         let target = match DateTime::parse_from_rfc3339(&p.date) {
             Ok(t) => t.to_utc(),
@@ -147,10 +147,10 @@ struct PruneParams {
 }
 
 /// The plan as resolved targets: one line per deletion, what the approvers approve.
-fn plan_lines(plan: &crate::ports::backup::PrunePlan, seg: u64) -> Vec<String> {
+fn plan_lines(plan: &crate::ports::backup::PrunePlan) -> Vec<String> {
     let mut v: Vec<String> = plan.backups.iter().map(|b| format!("delete base backup {b}")).collect();
     if let Some(w) = plan.wal_before {
-        v.push(format!("delete WAL before {}", w.file_name(seg)));
+        v.push(format!("delete WAL before {}", w.file_name(plan.wal_segment_size)));
     }
     v
 }
@@ -185,9 +185,9 @@ impl StepKind for PruneStep {
     }
 
     async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome {
-        let p: PruneParams = match serde_json::from_value(params.clone()) {
+        let p: PruneParams = match super::stored(params) {
             Ok(p) => p,
-            Err(e) => return StepOutcome::Failed(format!("stored parameters are unreadable: {e}")),
+            Err(failed) => return failed,
         };
         if p.retention_secs == 0 {
             return StepOutcome::Failed(format!("{} has no backup retention configured", p.database));
@@ -201,7 +201,7 @@ impl StepKind for PruneStep {
         };
         let retention = chrono::Duration::seconds(p.retention_secs as i64);
         let plan = snapshot.prune_plan(Utc::now(), retention);
-        let lines = plan_lines(&plan, snapshot.wal_segment_size);
+        let lines = plan_lines(&plan);
         match self.op {
             PruneOp::Plan => {
                 for l in &lines {

@@ -51,7 +51,7 @@ impl StepKind for CommandStep {
     }
 
     fn prepare(&self, params: &toml::Table, vars: &BTreeMap<String, String>) -> Result<Prepared, String> {
-        let def: Def = toml::Value::Table(params.clone()).try_into().map_err(|e: toml::de::Error| e.message().to_string())?;
+        let def: Def = super::definition(params)?;
         if def.argv.is_empty() || def.argv[0].is_empty() {
             return Err("argv must name a program".into());
         }
@@ -73,10 +73,7 @@ impl StepKind for CommandStep {
             }
             env.insert(k.clone(), render(v, &with_secrets)?);
         }
-        let timeout_secs = match &def.timeout {
-            Some(t) => crate::config::parse_duration(t)?.as_secs().max(1),
-            None => DEFAULT_TIMEOUT,
-        };
+        let timeout_secs = super::timeout_secs(&def.timeout, DEFAULT_TIMEOUT)?;
         let cwd = def.cwd.as_deref().map(|c| render(c, vars)).transpose()?;
         let mut action = format!("run {:?}", argv);
         if !env.is_empty() {
@@ -92,9 +89,9 @@ impl StepKind for CommandStep {
     }
 
     async fn run(&self, params: &serde_json::Value, mut ctx: StepContext) -> StepOutcome {
-        let p: Params = match serde_json::from_value(params.clone()) {
+        let p: Params = match super::stored(params) {
             Ok(p) => p,
-            Err(e) => return StepOutcome::Failed(format!("stored parameters are unreadable: {e}")),
+            Err(failed) => return failed,
         };
         let mut cmd = tokio::process::Command::new(&p.argv[0]);
         cmd.args(&p.argv[1..])

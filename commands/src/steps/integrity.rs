@@ -65,7 +65,7 @@ impl StepKind for IntegrityStep {
     }
 
     fn prepare(&self, params: &toml::Table, vars: &BTreeMap<String, String>) -> Result<Prepared, String> {
-        let def: Def = toml::Value::Table(params.clone()).try_into().map_err(|e: toml::de::Error| e.message().to_string())?;
+        let def: Def = super::definition(params)?;
         let database = match &def.database {
             Some(t) => render(t, vars)?,
             None => vars.get("database").cloned().ok_or("needs a database target")?,
@@ -82,9 +82,9 @@ impl StepKind for IntegrityStep {
     }
 
     async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome {
-        let p: Params = match serde_json::from_value(params.clone()) {
+        let p: Params = match super::stored(params) {
             Ok(p) => p,
-            Err(e) => return StepOutcome::Failed(format!("stored parameters are unreadable: {e}")),
+            Err(failed) => return failed,
         };
         let Some(spec) = self.specs.get(&p.database) else {
             return StepOutcome::Failed(format!("{} has no integrity checks configured ([databases.{}.integrity])", p.database, p.database));

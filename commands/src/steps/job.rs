@@ -53,11 +53,8 @@ impl StepKind for JobFromCronJob {
     }
 
     fn prepare(&self, params: &toml::Table, vars: &BTreeMap<String, String>) -> Result<Prepared, String> {
-        let def: Def = toml::Value::Table(params.clone()).try_into().map_err(|e: toml::de::Error| e.message().to_string())?;
-        let cluster = match &def.cluster {
-            Some(t) => render(t, vars)?,
-            None => vars.get("cluster").cloned().ok_or("no Kubernetes cluster is configured for this database ([clusters.NAME], databases.NAME.cluster)")?,
-        };
+        let def: Def = super::definition(params)?;
+        let cluster = super::k8s::locate(&def.cluster, "cluster", vars)?;
         let cronjob = match &def.cronjob {
             Some(t) => render(t, vars)?,
             None => vars.get("backup_cronjob").cloned().ok_or("the database has no `backup_cronjob` (namespace/name) configured")?,
@@ -68,18 +65,15 @@ impl StepKind for JobFromCronJob {
             _ if cronjob.is_empty() => (String::new(), String::new()),
             _ => return Err(format!("'{cronjob}' is not namespace/cronjob")),
         };
-        let timeout_secs = match &def.timeout {
-            Some(t) => crate::config::parse_duration(t)?.as_secs().max(1),
-            None => DEFAULT_TIMEOUT_SECS,
-        };
+        let timeout_secs = super::timeout_secs(&def.timeout, DEFAULT_TIMEOUT_SECS)?;
         let action = format!("create a Job from cronjob {namespace}/{name} on cluster {cluster}, follow its log, wait up to {timeout_secs}s for it to finish");
         Ok(Prepared { action, params: serde_json::to_value(Params { cluster, namespace, cronjob: name, timeout_secs }).map_err(|e| e.to_string())? })
     }
 
     async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome {
-        let p: Params = match serde_json::from_value(params.clone()) {
+        let p: Params = match super::stored(params) {
             Ok(p) => p,
-            Err(e) => return StepOutcome::Failed(format!("stored parameters are unreadable: {e}")),
+            Err(failed) => return failed,
         };
         let c = match self.clusters.get(&p.cluster) {
             Ok(c) => c.clone(),
@@ -88,12 +82,8 @@ impl StepKind for JobFromCronJob {
         let job = job_name(&p.cronjob, &ctx.execution.id.to_string());
         let started = tokio::time::Instant::now();
         let run = c.run_job_from_cronjob(&p.namespace, &p.cronjob, &job, ctx.output.clone(), Duration::from_secs(p.timeout_secs));
-        let mut cancel = ctx.cancel.clone();
-        let outcome = tokio::select! {
-            r = run => r,
-            _ = async { while cancel.changed().await.is_ok() { if *cancel.borrow() { return; } } std::future::pending::<()>().await } => {
-                return StepOutcome::Cancelled(format!("cancelled while job {job} ran; the Job itself was not deleted"));
-            }
+        let Some(outcome) = super::unless_cancelled(&ctx.cancel, run).await else {
+            return StepOutcome::Cancelled(format!("cancelled while job {job} ran; the Job itself was not deleted"));
         };
         let secs = started.elapsed().as_secs_f64();
         match outcome {

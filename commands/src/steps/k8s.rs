@@ -14,16 +14,14 @@
 //! Where a step acts is the target's `cluster`, `namespace` and `selector` (configured per
 //! service environment), overridable per step with templated parameters of the same names.
 
-use super::{Prepared, StepContext, StepKind, StepOutcome};
+use super::{unless_cancelled, Prepared, StepContext, StepKind, StepOutcome};
 use crate::ports::cluster::{Cluster, ClusterError, Clusters, EventInfo, PodInfo};
 use crate::runbook::render;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 const DEFAULT_LOG_LINES: u32 = 20;
 const DEFAULT_EVENTS: u32 = 10;
@@ -105,11 +103,11 @@ impl K8sStep {
 }
 
 /// `{var}` from the target unless the step overrides it; a missing variable is explained.
-fn locate(param: &Option<String>, var: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+pub(super) fn locate(param: &Option<String>, var: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
     match param {
         Some(t) => render(t, vars),
         None => vars.get(var).cloned().ok_or_else(|| match var {
-            "cluster" => "no Kubernetes cluster is configured for this target: add a [clusters.NAME] section (and `cluster = \"NAME\"` on the service's environment if there are several)".to_string(),
+            "cluster" => "no Kubernetes cluster is configured for this target: add a [clusters.NAME] section (and `cluster = \"NAME\"` on the service's environment or the database if there are several)".to_string(),
             _ => format!("the target has no `{var}`: set `{var}` on the service's environment in the config (services.NAME.environments.ENV.{var})"),
         }),
     }
@@ -148,7 +146,7 @@ impl StepKind for K8sStep {
     }
 
     fn prepare(&self, params: &toml::Table, vars: &BTreeMap<String, String>) -> Result<Prepared, String> {
-        let def: Def = toml::Value::Table(params.clone()).try_into().map_err(|e: toml::de::Error| e.message().to_string())?;
+        let def: Def = super::definition(params)?;
         if self.op != Op::Diagnose && (def.log_lines.is_some() || def.events.is_some() || def.grace.is_some()) {
             return Err("`log_lines`, `events` and `grace` belong to k8s-diagnose".into());
         }
@@ -174,10 +172,7 @@ impl StepKind for K8sStep {
                 return Err(format!("'{p}' is not a valid pod name"));
             }
         }
-        let timeout_secs = match &def.timeout {
-            Some(t) => crate::config::parse_duration(t)?.as_secs().max(1),
-            None => DEFAULT_TIMEOUT_SECS,
-        };
+        let timeout_secs = super::timeout_secs(&def.timeout, DEFAULT_TIMEOUT_SECS)?;
         let grace_secs = match &def.grace {
             Some(g) => crate::config::parse_duration(g)?.as_secs(),
             None => DEFAULT_GRACE_SECS,
@@ -202,9 +197,9 @@ impl StepKind for K8sStep {
     }
 
     async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome {
-        let p: Params = match serde_json::from_value(params.clone()) {
+        let p: Params = match super::stored(params) {
             Ok(p) => p,
-            Err(e) => return StepOutcome::Failed(format!("stored parameters are unreadable: {e}")),
+            Err(failed) => return failed,
         };
         if p.namespace.is_empty() || p.selector.is_empty() {
             return StepOutcome::Failed("the target's namespace or selector is empty in the config".into());
@@ -391,27 +386,6 @@ fn why(pod: &PodInfo, events: &[EventInfo]) -> String {
 }
 
 // ------------------------------------------------------------------------ delete and wait
-
-/// Runs `fut` unless the execution is cancelled first.
-async fn unless_cancelled<T>(cancel: &watch::Receiver<bool>, fut: impl Future<Output = T>) -> Option<T> {
-    let mut cancel = cancel.clone();
-    if *cancel.borrow_and_update() {
-        return None;
-    }
-    tokio::select! {
-        v = fut => Some(v),
-        _ = async {
-            loop {
-                if cancel.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-                if *cancel.borrow() {
-                    return;
-                }
-            }
-        } => None,
-    }
-}
 
 fn wait_error(e: ClusterError, timeout_secs: u64) -> String {
     match e {

@@ -71,6 +71,45 @@ pub trait StepKind: Send + Sync + 'static {
     async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome;
 }
 
+/// A step's parameters as written in the runbooks file, into the kind's definition type.
+pub(crate) fn definition<T: serde::de::DeserializeOwned>(params: &toml::Table) -> Result<T, String> {
+    toml::Value::Table(params.clone()).try_into().map_err(|e: toml::de::Error| e.message().to_string())
+}
+
+/// The parameters a kind stored at plan time, read back when the step runs.
+pub(crate) fn stored<T: serde::de::DeserializeOwned>(params: &serde_json::Value) -> Result<T, StepOutcome> {
+    serde_json::from_value(params.clone()).map_err(|e| StepOutcome::Failed(format!("stored parameters are unreadable: {e}")))
+}
+
+/// A step's `timeout` (at least one second), or `default_secs` when not given.
+pub(crate) fn timeout_secs(timeout: &Option<String>, default_secs: u64) -> Result<u64, String> {
+    match timeout {
+        Some(t) => Ok(crate::config::parse_duration(t)?.as_secs().max(1)),
+        None => Ok(default_secs),
+    }
+}
+
+/// Runs `fut` unless the execution is cancelled first (`None` then).
+pub(crate) async fn unless_cancelled<T>(cancel: &watch::Receiver<bool>, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    let mut cancel = cancel.clone();
+    if *cancel.borrow_and_update() {
+        return None;
+    }
+    tokio::select! {
+        v = fut => Some(v),
+        _ = async {
+            loop {
+                if cancel.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                if *cancel.borrow() {
+                    return;
+                }
+            }
+        } => None,
+    }
+}
+
 /// What the shipped step kinds act on.
 #[derive(Clone, Default)]
 pub struct Connections {

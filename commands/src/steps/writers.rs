@@ -91,11 +91,8 @@ impl StepKind for WritersStep {
     }
 
     fn prepare(&self, params: &toml::Table, vars: &BTreeMap<String, String>) -> Result<Prepared, String> {
-        let def: Def = toml::Value::Table(params.clone()).try_into().map_err(|e: toml::de::Error| e.message().to_string())?;
-        let cluster = match &def.cluster {
-            Some(t) => render(t, vars)?,
-            None => vars.get("cluster").cloned().ok_or("no Kubernetes cluster is configured for the database's writers ([clusters.NAME], databases.NAME.cluster)")?,
-        };
+        let def: Def = super::definition(params)?;
+        let cluster = super::k8s::locate(&def.cluster, "cluster", vars)?;
         let writers = match &def.writers {
             Some(t) => render(t, vars)?,
             None => vars.get("writers").cloned().unwrap_or_default(),
@@ -107,10 +104,7 @@ impl StepKind for WritersStep {
         if let Some(bad) = writers.iter().find(|w| !w.contains('/')) {
             return Err(format!("'{bad}' is not namespace/deployment"));
         }
-        let timeout_secs = match &def.timeout {
-            Some(t) => crate::config::parse_duration(t)?.as_secs().max(1),
-            None => DEFAULT_TIMEOUT_SECS,
-        };
+        let timeout_secs = super::timeout_secs(&def.timeout, DEFAULT_TIMEOUT_SECS)?;
         let list = writers.join(", ");
         let action = match self.op {
             Op::Record => format!("record the replica counts of {list} on cluster {cluster}"),
@@ -121,9 +115,9 @@ impl StepKind for WritersStep {
     }
 
     async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome {
-        let p: Params = match serde_json::from_value(params.clone()) {
+        let p: Params = match super::stored(params) {
             Ok(p) => p,
-            Err(e) => return StepOutcome::Failed(format!("stored parameters are unreadable: {e}")),
+            Err(failed) => return failed,
         };
         let c = match self.clusters.get(&p.cluster) {
             Ok(c) => c.clone(),
