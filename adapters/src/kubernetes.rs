@@ -65,6 +65,65 @@ impl KubeCluster {
         Api::namespaced(self.client.clone(), ns)
     }
 
+    /// Lists the pods matching `selector`, then follows a watch from the list's
+    /// resourceVersion (listing again when the watch ends or the version is too old), until
+    /// `done` returns `Ok` for the pods seen; on timeout, `done`'s last `Err` says how far it got.
+    async fn watch_pods_until<R>(
+        &self,
+        namespace: &str,
+        selector: &str,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&BTreeMap<String, Pod>) -> Result<R, String>,
+    ) -> Result<R, ClusterError> {
+        let api = self.pods_api(namespace);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = |progress: String| ClusterError::Timeout(format!("{what}: {progress}"));
+        loop {
+            let list = self.call(what, api.list(&ListParams::default().labels(selector))).await?;
+            let mut pods: BTreeMap<String, Pod> =
+                list.items.into_iter().map(|p| (p.metadata.name.clone().unwrap_or_default(), p)).collect();
+            let mut progress = match done(&pods) {
+                Ok(r) => return Ok(r),
+                Err(p) => p,
+            };
+            let rv = list.metadata.resource_version.unwrap_or_else(|| "0".into());
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(timed_out(progress));
+            }
+            let wp = WatchParams::default().labels(selector).timeout(left.as_secs().clamp(1, 290) as u32);
+            let stream = match tokio::time::timeout(left, api.watch(&wp, &rv)).await {
+                Err(_) => return Err(timed_out(progress)),
+                Ok(s) => s.map_err(|e| api_error(what, e))?,
+            };
+            let mut stream = Box::pin(stream);
+            loop {
+                let next = match tokio::time::timeout_at(deadline, stream.next()).await {
+                    Err(_) => return Err(timed_out(progress)),
+                    Ok(n) => n,
+                };
+                match next {
+                    None => break, // the server ended the watch: list again
+                    Some(Err(e)) => return Err(api_error(what, e)),
+                    Some(Ok(WatchEvent::Added(p) | WatchEvent::Modified(p))) => {
+                        pods.insert(p.metadata.name.clone().unwrap_or_default(), p);
+                    }
+                    Some(Ok(WatchEvent::Deleted(p))) => {
+                        pods.remove(&p.metadata.name.clone().unwrap_or_default());
+                    }
+                    Some(Ok(WatchEvent::Bookmark(_))) => continue,
+                    Some(Ok(WatchEvent::Error(s))) if s.code == 410 => break, // too old: list again
+                    Some(Ok(WatchEvent::Error(s))) => return Err(api_error(what, kube::Error::Api(s))),
+                }
+                progress = match done(&pods) {
+                    Ok(r) => return Ok(r),
+                    Err(p) => p,
+                };
+            }
+        }
+    }
+
     /// One request, bounded by the timeout, with kube's error turned into a port error.
     async fn call<T>(&self, what: &str, fut: impl Future<Output = Result<T, kube::Error>>) -> Result<T, ClusterError> {
         match tokio::time::timeout(self.timeout, fut).await {
@@ -265,57 +324,12 @@ impl Cluster for KubeCluster {
         exclude: &[String],
         timeout: Duration,
     ) -> Result<Vec<String>, ClusterError> {
-        let api = self.pods_api(namespace);
-        let deadline = tokio::time::Instant::now() + timeout;
         let what = format!("wait for {count} Ready pods {selector} in {namespace}");
-        // List, then follow a watch from the list's resourceVersion; re-list when the watch ends
-        // or the server says the version is too old.
-        loop {
-            let list = self.call(&what, api.list(&ListParams::default().labels(selector))).await?;
-            let mut pods: BTreeMap<String, Pod> =
-                list.items.into_iter().map(|p| (p.metadata.name.clone().unwrap_or_default(), p)).collect();
-            let ready = ready_names(&pods, exclude);
-            if ready.len() >= count {
-                return Ok(ready);
-            }
-            let rv = list.metadata.resource_version.unwrap_or_else(|| "0".into());
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                return Err(ClusterError::Timeout(format!("{what}: {} of {count} Ready", ready.len())));
-            }
-            let wp = WatchParams::default().labels(selector).timeout(left.as_secs().clamp(1, 290) as u32);
-            let stream = match tokio::time::timeout(left, api.watch(&wp, &rv)).await {
-                Err(_) => return Err(ClusterError::Timeout(format!("{what}: {} of {count} Ready", ready.len()))),
-                Ok(s) => s.map_err(|e| api_error(&what, e))?,
-            };
-            let mut stream = Box::pin(stream);
-            loop {
-                let next = match tokio::time::timeout_at(deadline, stream.next()).await {
-                    Err(_) => {
-                        let ready = ready_names(&pods, exclude);
-                        return Err(ClusterError::Timeout(format!("{what}: {} of {count} Ready", ready.len())));
-                    }
-                    Ok(n) => n,
-                };
-                match next {
-                    None => break, // the server ended the watch: list again
-                    Some(Err(e)) => return Err(api_error(&what, e)),
-                    Some(Ok(WatchEvent::Added(p) | WatchEvent::Modified(p))) => {
-                        pods.insert(p.metadata.name.clone().unwrap_or_default(), p);
-                    }
-                    Some(Ok(WatchEvent::Deleted(p))) => {
-                        pods.remove(&p.metadata.name.clone().unwrap_or_default());
-                    }
-                    Some(Ok(WatchEvent::Bookmark(_))) => continue,
-                    Some(Ok(WatchEvent::Error(s))) if s.code == 410 => break, // too old: list again
-                    Some(Ok(WatchEvent::Error(s))) => return Err(api_error(&what, kube::Error::Api(s))),
-                }
-                let ready = ready_names(&pods, exclude);
-                if ready.len() >= count {
-                    return Ok(ready);
-                }
-            }
-        }
+        self.watch_pods_until(namespace, selector, timeout, &what, |pods| {
+            let ready = ready_names(pods, exclude);
+            if ready.len() >= count { Ok(ready) } else { Err(format!("{} of {count} Ready", ready.len())) }
+        })
+        .await
     }
 
     async fn rollout(&self, namespace: &str, deployment: &str) -> Result<Rollout, ClusterError> {
@@ -337,47 +351,11 @@ impl Cluster for KubeCluster {
     }
 
     async fn wait_no_pods(&self, namespace: &str, selector: &str, timeout: Duration) -> Result<(), ClusterError> {
-        let api = self.pods_api(namespace);
-        let deadline = tokio::time::Instant::now() + timeout;
         let what = format!("wait until no pod {selector} is left in {namespace}");
-        loop {
-            let list = self.call(&what, api.list(&ListParams::default().labels(selector))).await?;
-            let mut left: BTreeMap<String, ()> = list.items.iter().map(|p| (p.metadata.name.clone().unwrap_or_default(), ())).collect();
-            if left.is_empty() {
-                return Ok(());
-            }
-            let rv = list.metadata.resource_version.unwrap_or_else(|| "0".into());
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let timed_out = |n: usize| ClusterError::Timeout(format!("{what}: {n} pod(s) still there"));
-            if remaining.is_zero() {
-                return Err(timed_out(left.len()));
-            }
-            let wp = WatchParams::default().labels(selector).timeout(remaining.as_secs().clamp(1, 290) as u32);
-            let stream = match tokio::time::timeout(remaining, api.watch(&wp, &rv)).await {
-                Err(_) => return Err(timed_out(left.len())),
-                Ok(s) => s.map_err(|e| api_error(&what, e))?,
-            };
-            let mut stream = Box::pin(stream);
-            loop {
-                match tokio::time::timeout_at(deadline, stream.next()).await {
-                    Err(_) => return Err(timed_out(left.len())),
-                    Ok(None) => break,
-                    Ok(Some(Err(e))) => return Err(api_error(&what, e)),
-                    Ok(Some(Ok(WatchEvent::Added(p) | WatchEvent::Modified(p)))) => {
-                        left.insert(p.metadata.name.clone().unwrap_or_default(), ());
-                    }
-                    Ok(Some(Ok(WatchEvent::Deleted(p)))) => {
-                        left.remove(&p.metadata.name.clone().unwrap_or_default());
-                    }
-                    Ok(Some(Ok(WatchEvent::Bookmark(_)))) => continue,
-                    Ok(Some(Ok(WatchEvent::Error(s)))) if s.code == 410 => break,
-                    Ok(Some(Ok(WatchEvent::Error(s)))) => return Err(api_error(&what, kube::Error::Api(s))),
-                }
-                if left.is_empty() {
-                    return Ok(());
-                }
-            }
-        }
+        self.watch_pods_until(namespace, selector, timeout, &what, |pods| {
+            if pods.is_empty() { Ok(()) } else { Err(format!("{} pod(s) still there", pods.len())) }
+        })
+        .await
     }
 
     async fn scale(&self, namespace: &str, deployment: &str, replicas: i32) -> Result<i32, ClusterError> {
