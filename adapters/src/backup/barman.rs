@@ -121,11 +121,6 @@ impl BarmanS3Catalog {
         CatalogError::Malformed { location: self.location.clone(), key: key.to_owned(), message: message.into() }
     }
 
-    /// The WAL segment size the archive's backups declare (the default without any).
-    async fn snapshot_segment_size(&self) -> Result<u64, CatalogError> {
-        Ok(self.snapshot().await?.wal_segment_size)
-    }
-
     async fn delete_key(&self, key: &str) -> Result<(), CatalogError> {
         self.client.delete_object().bucket(&self.bucket).key(key).send().await.map(|_| ()).map_err(|e| {
             storage_error(&self.location, format!("deleting s3://{}/{key}: {}", self.bucket, DisplayErrorContext(&e)))
@@ -238,7 +233,7 @@ impl BackupCatalog for BarmanS3Catalog {
         // timeline or an older one. History files stay.
         if let Some(before) = plan.wal_before {
             let wals = format!("{}wals/", self.root);
-            let seg = self.snapshot_segment_size().await?;
+            let seg = plan.wal_segment_size;
             self.list(&wals, |key, _| {
                 let Some(name) = key.strip_prefix(&wals).and_then(|r| r.rsplit('/').next()) else { return };
                 if name.len() >= 24 && !name.contains(".history") {

@@ -57,6 +57,8 @@ pub struct PrunePlan {
     pub wal_before: Option<WalName>,
     /// The oldest backup kept: a restore to the start of the window starts from it.
     pub keeps: Option<String>,
+    /// The archive's WAL segment size, to read its WAL file names.
+    pub wal_segment_size: u64,
 }
 
 impl PrunePlan {
@@ -393,7 +395,8 @@ impl CatalogSnapshot {
         done.sort_by_key(|b| b.end_time);
         let anchor = done.iter().rev().find(|b| b.end_time.is_some_and(|t| t < cutoff)).copied();
         let Some(anchor) = anchor else {
-            return PrunePlan { backups: Vec::new(), wal_before: None, keeps: done.first().map(|b| b.id.clone()) };
+            let keeps = done.first().map(|b| b.id.clone());
+            return PrunePlan { backups: Vec::new(), wal_before: None, keeps, wal_segment_size: self.wal_segment_size };
         };
         let anchor_end = anchor.end_time.unwrap_or(cutoff);
         let mut backups: Vec<String> = self
@@ -409,7 +412,7 @@ impl CatalogSnapshot {
             .collect();
         backups.sort();
         let wal_before = anchor.begin_wal.filter(|w| self.wal_runs.iter().any(|r| r.first < w.segno));
-        PrunePlan { backups, wal_before, keeps: Some(anchor.id.clone()) }
+        PrunePlan { backups, wal_before, keeps: Some(anchor.id.clone()), wal_segment_size: self.wal_segment_size }
     }
 
     /// The timeline path to the newest timeline: `(timeline, first segment)`, oldest first.
