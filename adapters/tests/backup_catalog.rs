@@ -7,23 +7,14 @@
 use std::io::Write;
 
 use futures::StreamExt;
-use runbot_adapters::backup::{BarmanS3Catalog, S3Config, S3Credentials};
+use runbot_adapters::backup::{BarmanS3Catalog, S3Config};
 use runbot_commands::ports::backup::{BackupCatalog, CatalogError, Unreachable, WalName};
 use runbot_sandbox::s3;
 
 const SEG: u64 = 16 * 1024 * 1024;
 
 fn config(server: &s3::S3Server, secret: &str) -> S3Config {
-    S3Config {
-        endpoint_url: Some(server.url().to_owned()),
-        region: s3::REGION.into(),
-        force_path_style: true,
-        credentials: S3Credentials {
-            access_key_id: s3::ACCESS_KEY.into(),
-            secret_access_key: secret.into(),
-            session_token: None,
-        },
-    }
+    S3Config::new(Some(server.url()), s3::REGION, s3::ACCESS_KEY, secret)
 }
 
 struct Fixture {

@@ -9,22 +9,13 @@
 use std::process::Output;
 use std::time::Instant;
 
-use runbot_adapters::backup::{BarmanS3Catalog, S3Config, S3Credentials};
+use runbot_adapters::backup::{BarmanS3Catalog, S3Config};
 use runbot_commands::ports::backup::{BackupCatalog, CatalogAnalysis, Unreachable};
 use runbot_sandbox::pitr::{free_port, PitrWorld, BUCKET, SERVER, SOURCE};
 use runbot_sandbox::s3;
 
 fn s3_config(server: &s3::S3Server) -> S3Config {
-    S3Config {
-        endpoint_url: Some(server.url().to_owned()),
-        region: s3::REGION.into(),
-        force_path_style: true,
-        credentials: S3Credentials {
-            access_key_id: s3::ACCESS_KEY.into(),
-            secret_access_key: s3::SECRET_KEY.into(),
-            session_token: None,
-        },
-    }
+    S3Config::new(Some(server.url()), s3::REGION, s3::ACCESS_KEY, s3::SECRET_KEY)
 }
 
 fn stderr(out: &Output) -> String {

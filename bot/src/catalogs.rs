@@ -2,7 +2,7 @@
 //! catalogs on S3 or an S3-compatible store. Credentials come from `[secrets]`.
 
 use anyhow::Context;
-use runbot_adapters::backup::{BarmanS3Catalog, S3Config, S3Credentials};
+use runbot_adapters::backup::{BarmanS3Catalog, S3Config};
 use runbot_commands::config::Settings;
 use runbot_commands::ports::Catalogs;
 use std::sync::Arc;
@@ -14,16 +14,10 @@ pub fn connect(settings: &Settings) -> anyhow::Result<Catalogs> {
         let secret = |s: &str| {
             settings.secrets.get(s).map(|v| v.expose().to_string()).with_context(|| format!("databases.{name}.backup: no secret '{s}'"))
         };
-        let config = S3Config {
-            endpoint_url: b.endpoint.clone(),
-            region: b.region.clone(),
-            force_path_style: b.path_style.unwrap_or(b.endpoint.is_some()),
-            credentials: S3Credentials {
-                access_key_id: secret(&b.access_key_secret)?,
-                secret_access_key: secret(&b.secret_key_secret)?,
-                session_token: None,
-            },
-        };
+        let mut config = S3Config::new(b.endpoint.as_deref(), &b.region, &secret(&b.access_key_secret)?, &secret(&b.secret_key_secret)?);
+        if let Some(path_style) = b.path_style {
+            config.force_path_style = path_style;
+        }
         let server = b.server_name.clone().unwrap_or_else(|| name.clone());
         let catalog = BarmanS3Catalog::new(&config, &b.source, &server).map_err(|e| anyhow::anyhow!("databases.{name}.backup: {e}"))?;
         tracing::info!(database = %name, location = %b.source, "backup catalog configured");

@@ -3,13 +3,14 @@
 //! the window, gaps, retention — and staleness against the configured limits.
 
 use chrono::{DateTime, Duration as TimeDelta, Utc};
-use runbot_adapters::backup::{BarmanS3Catalog, S3Config, S3Credentials};
+use runbot_adapters::backup::{BarmanS3Catalog, S3Config};
 use runbot_commands::message::Message;
 use runbot_commands::ports::backup::WalName;
 use runbot_adapters::kubernetes::KubeCluster;
 use runbot_commands::ports::{Catalogs, Clusters};
 use runbot_sandbox::kube::{FakeCluster, Timing};
 use runbot_sandbox::s3;
+use runbot_tests::harness::writers::{ready_pods, start_cluster};
 use runbot_tests::harness::{Options, World};
 use std::sync::Arc;
 
@@ -24,12 +25,7 @@ struct Archive {
 }
 
 fn s3_config(server: &s3::S3Server) -> S3Config {
-    S3Config {
-        endpoint_url: Some(server.url().to_owned()),
-        region: s3::REGION.into(),
-        force_path_style: true,
-        credentials: S3Credentials { access_key_id: s3::ACCESS_KEY.into(), secret_access_key: s3::SECRET_KEY.into(), session_token: None },
-    }
+    S3Config::new(Some(server.url()), s3::REGION, s3::ACCESS_KEY, s3::SECRET_KEY)
 }
 
 impl Archive {
@@ -263,28 +259,13 @@ kind = "k8s-start-writers"
 timeout = "20s"
 "#;
 
-fn ready_pods(cluster: &FakeCluster, app: &str) -> usize {
-    cluster
-        .pods("promotions-ns")
-        .iter()
-        .filter(|p| p["metadata"]["labels"]["app"] == app && p["metadata"]["deletionTimestamp"].is_null())
-        .filter(|p| p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")))
-        .count()
-}
 
 async fn writers_world(outcome: &str) -> (Archive, FakeCluster, World, String) {
     let archive = Archive::new();
     let ended = Utc::now() - TimeDelta::hours(1);
     archive.backup("20261129T080000", 2, 2, ended).await;
     archive.wal(&[2, 3, 4]).await;
-    let cluster = FakeCluster::start("127.0.0.1:0".parse().expect("addr"), Timing::fast()).await.expect("sandbox cluster");
-    cluster.deploy("promotions-ns", "promotions-api", "registry.local/promotions-api:1.4.2", 3);
-    cluster.deploy("promotions-ns", "promotions-worker", "registry.local/promotions-worker:1.4.2", 2);
-    let t = std::time::Instant::now();
-    while ready_pods(&cluster, "promotions-api") < 3 || ready_pods(&cluster, "promotions-worker") < 2 {
-        assert!(t.elapsed() < std::time::Duration::from_secs(10), "writers never Ready");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let cluster = start_cluster().await;
     let world = archive.world_with(&RESTORE_WITH_WRITERS.replace("{outcome}", outcome), Some(&cluster)).await;
     let date = (ended + TimeDelta::minutes(10)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     (archive, cluster, world, date)

@@ -6,35 +6,22 @@
 //! exactly the rows of T. Then a restore command that fails leaves the writers at 0 and says so,
 //! and a lost WAL segment makes T unreachable before anyone is asked.
 
-use runbot_adapters::backup::{BarmanS3Catalog, S3Config, S3Credentials};
+use runbot_adapters::backup::{BarmanS3Catalog, S3Config};
 use runbot_adapters::integrity::PgChecker;
 use runbot_adapters::kubernetes::KubeCluster;
 use runbot_commands::model::StepStatus;
 use runbot_commands::ports::{Catalogs, Clusters};
-use runbot_sandbox::kube::{FakeCluster, Timing};
 use runbot_sandbox::pitr::{free_port, PitrWorld, BUCKET, SERVER, SOURCE};
 use runbot_sandbox::s3;
+use runbot_tests::harness::writers::{ready_pods, start_cluster};
 use runbot_tests::harness::{Options, World, RUNBOOKS};
 use std::sync::Arc;
 use std::time::Duration;
 
 fn s3_config(server: &s3::S3Server) -> S3Config {
-    S3Config {
-        endpoint_url: Some(server.url().to_owned()),
-        region: s3::REGION.into(),
-        force_path_style: true,
-        credentials: S3Credentials { access_key_id: s3::ACCESS_KEY.into(), secret_access_key: s3::SECRET_KEY.into(), session_token: None },
-    }
+    S3Config::new(Some(server.url()), s3::REGION, s3::ACCESS_KEY, s3::SECRET_KEY)
 }
 
-fn ready_pods(cluster: &FakeCluster, app: &str) -> usize {
-    cluster
-        .pods("promotions-ns")
-        .iter()
-        .filter(|p| p["metadata"]["labels"]["app"] == app && p["metadata"]["deletionTimestamp"].is_null())
-        .filter(|p| p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")))
-        .count()
-}
 
 /// The team's restore runbook, as PRODUCT.md describes it (the smoke test comes with the
 /// deploy issue's step kind).
@@ -97,14 +84,7 @@ timeout = "30s"
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_to_t_through_the_chat_with_two_approvers() {
     let pitr = tokio::task::spawn_blocking(PitrWorld::start).await.expect("the PITR world");
-    let cluster = FakeCluster::start("127.0.0.1:0".parse().expect("addr"), Timing::fast()).await.expect("sandbox cluster");
-    cluster.deploy("promotions-ns", "promotions-api", "registry.local/promotions-api:1.4.2", 3);
-    cluster.deploy("promotions-ns", "promotions-worker", "registry.local/promotions-worker:1.4.2", 2);
-    let t = std::time::Instant::now();
-    while ready_pods(&cluster, "promotions-api") < 3 || ready_pods(&cluster, "promotions-worker") < 2 {
-        assert!(t.elapsed() < Duration::from_secs(10), "writers never Ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let cluster = start_cluster().await;
 
     let port = free_port();
     let pgdata = pitr.path("restored");

@@ -8,6 +8,7 @@ pub mod chat;
 pub mod config;
 pub mod probe;
 pub mod store;
+pub mod writers;
 
 pub use chat::RecordingChat;
 pub use config::{many_steps, CONFIG, RUNBOOKS};
@@ -91,20 +92,20 @@ impl World {
         let dir = tempfile::tempdir().expect("a temporary directory");
         std::fs::write(dir.path().join("runbooks.toml"), &opts.runbooks).expect("write runbooks.toml");
         let probes = Probes::default();
-        // The integrity checks come from the settings, which are validated with the kinds.
-        let preliminary = build_settings(&opts, &opts.instance, dir.path(), &StepKinds::shipped().with(Arc::new(Probe { probes: probes.clone() })));
+        // The integrity checks come from the settings; validation only needs the kinds' names,
+        // so the settings are built once, with the kinds not yet connected (as `runbot serve`).
+        let settings = build_settings(&opts, &opts.instance, dir.path(), &StepKinds::shipped().with(Arc::new(Probe { probes: probes.clone() })));
         let connections = Connections {
             clusters: opts.clusters.clone(),
             catalogs: opts.catalogs.clone(),
             checker: opts.checker.clone(),
-            integrity: runbot_commands::steps::integrity::specs(&preliminary),
+            integrity: runbot_commands::steps::integrity::specs(&settings),
         };
         let kinds = StepKinds::shipped_for(&connections).with(Arc::new(Probe { probes: probes.clone() }));
         let store = Arc::new(MemoryStore::new());
         let live = Arc::new(KillableStore::new(store.clone()));
         let chat = Arc::new(RecordingChat::new(opts.max_text));
         let clock = Arc::new(TokioClock::new());
-        let settings = build_settings(&opts, &opts.instance, dir.path(), &kinds);
         let engine = Engine::new(settings, live.clone(), chats(&chat), clock.clone(), kinds.clone());
         engine.set_catalogs(opts.catalogs.clone());
         World { engine, store, live, chat, probes, kinds, clock, dir, opts, deliveries: AtomicU64::new(0) }

@@ -59,6 +59,20 @@ impl fmt::Debug for S3Config {
 }
 
 impl S3Config {
+    /// Static keys; path-style addressing when an endpoint is given (S3-compatible servers).
+    pub fn new(endpoint_url: Option<&str>, region: &str, access_key_id: &str, secret_access_key: &str) -> S3Config {
+        S3Config {
+            endpoint_url: endpoint_url.map(str::to_owned),
+            region: region.to_owned(),
+            force_path_style: endpoint_url.is_some(),
+            credentials: S3Credentials {
+                access_key_id: access_key_id.to_owned(),
+                secret_access_key: secret_access_key.to_owned(),
+                session_token: None,
+            },
+        }
+    }
+
     /// An aws-sdk-s3 client for this configuration.
     pub fn client(&self) -> Result<aws_sdk_s3::Client, String> {
         if let Some(url) = &self.endpoint_url
