@@ -340,14 +340,16 @@ async fn the_monitor_alerts_once_and_says_once_when_it_recovers() {
         assert!(t.elapsed() < std::time::Duration::from_secs(10), "no alert");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // WAL keeps arriving while the full backup stays stale: still the same problem, no new alert.
+    archive.wal(&[4]).await;
     tokio::time::sleep(std::time::Duration::from_millis(600)).await; // several more checks
     let a = alerts(&world);
     assert_eq!(a.len(), 1, "one alert while it stays stale: {a:?}");
     assert!(a[0].contains("Backups of promotions-db need attention") && a[0].contains("1d 6h old"), "{a:?}");
 
     // A fresh backup: one recovery message.
-    archive.backup("20261129T090000", 3, 3, Utc::now() - TimeDelta::minutes(5)).await;
-    archive.wal(&[4]).await;
+    archive.backup("20261129T090000", 5, 5, Utc::now() - TimeDelta::minutes(5)).await;
+    archive.wal(&[5]).await;
     while alerts(&world).len() < 2 {
         assert!(t.elapsed() < std::time::Duration::from_secs(20), "no recovery message: {:?}", alerts(&world));
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -189,8 +189,11 @@ impl BackupCatalog for BarmanS3Catalog {
             match classify_wal_key(rest, seg) {
                 WalKey::Segment(w) => {
                     runs.add(w, modified);
-                    if newest.as_ref().is_none_or(|(_, t)| modified > *t) {
-                        newest = Some((w.file_name(seg), modified));
+                    // Ties (same upload second) go to the later name, so the answer does not
+                    // depend on the order the store lists keys in.
+                    let name = w.file_name(seg);
+                    if newest.as_ref().is_none_or(|(n, t)| (modified, &name) > (*t, n)) {
+                        newest = Some((name, modified));
                     }
                 }
                 WalKey::History(tli) => histories_keys.push((tli, key.to_owned())),

@@ -28,7 +28,9 @@ fn at(t: DateTime<Utc>) -> String {
 pub(super) struct Freshness {
     pub message: Message,
     pub problems: Vec<String>,
-    /// Identifies the archive's state (newest backup and WAL): an alert is posted once per key.
+    /// Identifies what is wrong, by the archive objects that make it wrong (the stale backup,
+    /// the stale WAL, the gaps): an alert is posted once per key, so WAL that keeps arriving
+    /// while the full backup stays stale does not alert again.
     pub key: String,
 }
 
@@ -60,6 +62,7 @@ impl Engine {
             (limit(&cfg.full_max_age, 26 * 3600), limit(&cfg.wal_max_age, 20 * 60), limit(&cfg.retention, 30 * 86400));
         let age = |t: DateTime<Utc>| (now - t).num_seconds().max(0);
         let mut problems = Vec::new();
+        let mut why = vec![database.to_string()];
         let mut m = Message::default().with_title(format!("Backups of {database}"));
         m.fields.push(("Archive".into(), catalog.location()));
         match a.newest_backup.as_ref().and_then(|b| b.end_time.map(|t| (b, t))) {
@@ -67,11 +70,13 @@ impl Engine {
                 m.fields.push(("Last full backup".into(), format!("{} — ended {} ({} ago)", b.id, at(end), human(age(end) as u64))));
                 if age(end) > full_max {
                     problems.push(format!("the newest full backup is {} old (limit {})", human(age(end) as u64), human(full_max as u64)));
+                    why.push(format!("full-old@{}", b.id));
                 }
             }
             None => {
                 m.fields.push(("Last full backup".into(), "none completed".into()));
                 problems.push("no completed full backup".into());
+                why.push("no-full".into());
             }
         }
         match &a.newest_wal {
@@ -79,11 +84,13 @@ impl Engine {
                 m.fields.push(("Newest WAL".into(), format!("{name} — archived {} ({} ago)", at(*t), human(age(*t) as u64))));
                 if age(*t) > wal_max {
                     problems.push(format!("the newest WAL is {} old (limit {})", human(age(*t) as u64), human(wal_max as u64)));
+                    why.push(format!("wal-old@{name}"));
                 }
             }
             None => {
                 m.fields.push(("Newest WAL".into(), "none archived".into()));
                 problems.push("no WAL archived".into());
+                why.push("no-wal".into());
             }
         }
         let window: Vec<String> = a.window.iter().map(|r| format!("{} → {}", at(r.from), at(r.to))).collect();
@@ -95,6 +102,7 @@ impl Engine {
             let gaps: Vec<String> = a.gaps.iter().map(|g| format!("{}..{}", g.first_name, g.last_name)).collect();
             m.fields.push(("WAL gaps".into(), gaps.join(", ")));
             problems.push(format!("{} WAL gap(s): times behind a gap cannot be restored", a.gaps.len()));
+            why.push(format!("gaps@{}", gaps.join(",")));
         }
         let expired = snapshot.backups.iter().filter(|b| b.end_time.is_some_and(|t| age(t) > retention)).count();
         m.fields.push((
@@ -106,12 +114,7 @@ impl Engine {
         } else {
             format!("⚠ {}.", problems.join("; "))
         };
-        let key = format!(
-            "{database}:{}:{}",
-            a.newest_backup.as_ref().map(|b| b.id.as_str()).unwrap_or("-"),
-            a.newest_wal.as_ref().map(|(n, _)| n.as_str()).unwrap_or("-")
-        );
-        Ok(Freshness { message: m, problems, key })
+        Ok(Freshness { message: m, problems, key: why.join(":") })
     }
 
     /// Checks every database with a backup archive every `every`; posts to its alert channels
