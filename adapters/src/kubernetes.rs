@@ -11,11 +11,13 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
-use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+use runbot_commands::ports::HelmRevision;
 use runbot_commands::ports::cluster::{
     Cluster, ClusterError, ContainerInfo, DeploymentInfo, EventInfo, PodInfo, Rollout, Termination,
 };
@@ -446,6 +448,119 @@ impl Cluster for KubeCluster {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
         result
+    }
+
+    async fn helm_history(&self, namespace: &str, release: &str) -> Result<Vec<HelmRevision>, ClusterError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let lp = ListParams::default().labels(&format!("owner=helm,name={release}"));
+        let list = self.call(&format!("list Helm release Secrets of {release} in {namespace}"), api.list(&lp)).await?;
+        let mut revs = Vec::new();
+        for s in &list.items {
+            if s.type_.as_deref() != Some("helm.sh/release.v1") {
+                continue;
+            }
+            let name = s.metadata.name.clone().unwrap_or_default();
+            let Some(data) = s.data.as_ref().and_then(|d| d.get("release")) else {
+                return Err(ClusterError::Api { code: 0, message: format!("Helm release Secret {name} has no `release` key") });
+            };
+            let rev = helm::decode_release(&data.0).map_err(|e| ClusterError::Api { code: 0, message: format!("Helm release Secret {name}: {e}") })?;
+            revs.push(rev);
+        }
+        revs.sort_by_key(|r| r.revision);
+        Ok(revs)
+    }
+
+    async fn can_i(&self, namespace: &str, verb: &str, resource: &str) -> Result<bool, ClusterError> {
+        let (resource, subresource) = match resource.split_once('/') {
+            Some((r, s)) => (r, Some(s.to_string())),
+            None => (resource, None),
+        };
+        let (resource, group) = match resource.split_once('.') {
+            Some((r, g)) => (r, g),
+            None => (resource, ""),
+        };
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: Some(namespace.to_string()),
+                    verb: Some(verb.to_string()),
+                    group: Some(group.to_string()),
+                    resource: Some(resource.to_string()),
+                    subresource,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let api: Api<SelfSubjectAccessReview> = Api::all(self.client.clone());
+        let answer = self.call(&format!("ask whether runbot may {verb} {resource}"), api.create(&PostParams::default(), &review)).await?;
+        Ok(answer.status.map(|s| s.allowed).unwrap_or(false))
+    }
+
+    async fn secret_exists(&self, namespace: &str, name: &str) -> Result<bool, ClusterError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        // Metadata only: the Secret's data never reaches runbot.
+        let m = self.call(&format!("get Secret {name} in {namespace}"), api.get_metadata_opt(name)).await?;
+        Ok(m.is_some())
+    }
+}
+
+/// Helm's release storage format (`sh.helm.release.v1`): base64 of gzip of JSON, inside the
+/// Secret's own base64 (which k8s-openapi has already undone).
+pub mod helm {
+    use base64::Engine as _;
+    use chrono::{DateTime, Utc};
+    use runbot_commands::ports::HelmRevision;
+    use std::io::Read;
+
+    /// Decodes the `release` value of a release Secret (Helm's base64 text).
+    pub fn decode_release(b64: &[u8]) -> Result<HelmRevision, String> {
+        let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim_ascii()).map_err(|e| format!("not base64: {e}"))?;
+        // Helm skips gunzip when the gzip magic is absent.
+        let json = if raw.starts_with(&[0x1f, 0x8b, 0x08]) {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&raw[..]).take(64 << 20).read_to_end(&mut out).map_err(|e| format!("not gzip: {e}"))?;
+            out
+        } else {
+            raw
+        };
+        let v: serde_json::Value = serde_json::from_slice(&json).map_err(|e| format!("not a release document: {e}"))?;
+        let s = |p: &str| v.pointer(p).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        let revision = v.get("version").and_then(|x| x.as_u64()).ok_or("the release has no `version`")? as u32;
+        let time = |p: &str| v.pointer(p).and_then(|x| x.as_str()).and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc));
+        let description = match s("/info/description") {
+            d if d.is_empty() => s("/info/Description"),
+            d => d,
+        };
+        Ok(HelmRevision {
+            revision,
+            status: s("/info/status"),
+            chart: format!("{}-{}", s("/chart/metadata/name"), s("/chart/metadata/version")),
+            app_version: s("/chart/metadata/appVersion"),
+            updated: time("/info/last_deployed").or_else(|| time("/info/first_deployed")),
+            description,
+            values: coalesce(v.pointer("/chart/values"), v.get("config")),
+        })
+    }
+
+    /// The values a revision ran with: the chart's defaults (`chart.values`) overridden by the
+    /// user-supplied ones (`config`), maps merged key by key, as helm coalesces them.
+    fn coalesce(defaults: Option<&serde_json::Value>, user: Option<&serde_json::Value>) -> serde_json::Value {
+        use serde_json::Value;
+        match (defaults, user) {
+            (Some(Value::Object(d)), Some(Value::Object(u))) => {
+                let mut out = d.clone();
+                for (k, v) in u {
+                    let merged = coalesce(d.get(k), Some(v));
+                    out.insert(k.clone(), merged);
+                }
+                Value::Object(out)
+            }
+            (_, Some(u)) if !u.is_null() => u.clone(),
+            (Some(d), _) => d.clone(),
+            _ => Value::Null,
+        }
     }
 }
 

@@ -4,7 +4,10 @@
 
 pub mod backup;
 pub mod console;
+pub mod http_check;
+pub mod github;
 pub mod integrity;
 pub mod kubernetes;
+pub mod registry;
 pub mod slack;
 pub mod store_sql;

@@ -234,3 +234,213 @@ async fn kubeconfig_with_a_named_context() {
     assert!(err.contains("cannot read kubeconfig /nonexistent/kubeconfig"), "{err}");
     cluster.shutdown().await;
 }
+
+/// kube's `get_metadata` Accept header (kube-core `JSON_METADATA_MIME`).
+const METADATA_ACCEPT: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn can_i_asks_a_self_subject_access_review() {
+    let (cluster, k) = start(1).await;
+    // Discovery shows the review as the real server does: create-only, cluster-scoped.
+    let client = kube::Client::try_from(kube::Config::new(cluster.url().parse().expect("url"))).expect("client");
+    let groups = client.list_api_groups().await.expect("/apis");
+    assert!(groups.groups.iter().any(|g| g.name == "authorization.k8s.io"), "{groups:?}");
+    let list = client.list_api_group_resources("authorization.k8s.io/v1").await.expect("/apis/authorization.k8s.io/v1");
+    let ssar = list.resources.iter().find(|r| r.name == "selfsubjectaccessreviews").expect("selfsubjectaccessreviews listed");
+    assert_eq!((ssar.kind.as_str(), ssar.namespaced, ssar.verbs.clone()), ("SelfSubjectAccessReview", false, vec!["create".to_string()]));
+
+    // Everything is allowed by default: a subresource, a group, the core group.
+    for (verb, resource) in [("get", "pods/log"), ("patch", "deployments.apps"), ("patch", "deployments.apps/scale"), ("delete", "pods"), ("create", "jobs.batch")] {
+        assert!(k.can_i(NS, verb, resource).await.expect("review"), "{verb} {resource}");
+    }
+    let reviews = cluster.requests().iter().filter(|(m, p)| m == "POST" && p.split('?').next() == Some("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")).count();
+    assert_eq!(reviews, 5, "one review per question");
+
+    // A missing permission: the review says no, and the call itself is refused with 403.
+    cluster.deny("get", "pods/log", NS);
+    cluster.deny("patch", "deployments.apps", NS);
+    assert!(!k.can_i(NS, "get", "pods/log").await.expect("review"));
+    assert!(k.can_i(NS, "get", "pods").await.expect("review"), "pods/log only");
+    assert!(k.can_i("elsewhere", "get", "pods/log").await.expect("review"), "that namespace only");
+    assert!(!k.can_i(NS, "patch", "deployments.apps").await.expect("review"));
+    assert!(k.can_i(NS, "patch", "deployments.apps/scale").await.expect("review"), "the scale subresource is another permission");
+    assert!(k.can_i(NS, "patch", "deployments").await.expect("review"), "the core group has no deployments rule");
+    let pod = k.pods(NS, SEL).await.expect("pods").remove(0);
+    match k.logs(NS, &pod.name, &pod.containers[0].name, false, 5).await {
+        Err(ClusterError::Forbidden(m)) => assert!(
+            m.contains(r#"User "system:serviceaccount:runbot:runbot" cannot get resource "pods/log" in API group "" in the namespace "promotions-ns""#),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
+
+    // The review on the wire: 201, `denied` and a reason for a denial.
+    let http = reqwest::Client::new();
+    let ask = |verb: &str, resource: &str, sub: &str| {
+        json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+               "spec": {"resourceAttributes": {"namespace": NS, "verb": verb, "group": "", "resource": resource, "subresource": sub}}})
+    };
+    let url = format!("{}/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", cluster.url());
+    let r = http.post(&url).json(&ask("get", "pods", "log")).send().await.expect("post");
+    assert_eq!(r.status().as_u16(), 201);
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!((v["kind"].as_str(), v["status"]["allowed"].as_bool(), v["status"]["denied"].as_bool()), (Some("SelfSubjectAccessReview"), Some(false), Some(true)));
+    assert!(v["status"]["reason"].as_str().is_some_and(|r| r.contains("get pods/log")), "{v}");
+    assert_eq!(v["spec"]["resourceAttributes"]["subresource"], "log", "the spec is echoed");
+    let v: serde_json::Value = http.post(&url).json(&ask("get", "pods", "")).send().await.expect("post").json().await.expect("json");
+    assert!(v["status"]["allowed"].as_bool().expect("allowed") && v["status"]["reason"].as_str().is_some_and(|r| r.starts_with("RBAC: allowed by")), "{v}");
+    let r = http.post(&url).json(&json!({"spec": {}})).send().await.expect("post");
+    assert_eq!(r.status().as_u16(), 422, "neither resource nor non-resource attributes");
+    assert_eq!(http.get(&url).send().await.expect("get").status().as_u16(), 405, "create-only");
+
+    // allow_only: what is not granted is simply not allowed (no `denied`), and refused.
+    cluster.allow_all();
+    cluster.allow_only(&[("list", "pods", NS), ("watch", "pods", NS), ("get", "pods", "*")]);
+    assert!(k.can_i(NS, "list", "pods").await.expect("review"));
+    assert!(!k.can_i(NS, "delete", "pods").await.expect("review"));
+    assert!(!k.can_i("other", "list", "pods").await.expect("review"));
+    assert!(!k.can_i(NS, "get", "pods/log").await.expect("review"), "pods does not grant pods/log");
+    assert_eq!(k.pods(NS, SEL).await.expect("list is granted").len(), 1);
+    assert!(matches!(k.delete_pod(NS, &pod.name).await, Err(ClusterError::Forbidden(_))));
+    let v: serde_json::Value = http.post(&url).json(&ask("delete", "pods", "")).send().await.expect("post").json().await.expect("json");
+    assert_eq!(v["status"], json!({"allowed": false}), "RBAC's no-opinion answer");
+
+    cluster.allow_all();
+    assert!(k.can_i(NS, "delete", "pods").await.expect("review"));
+    k.delete_pod(NS, &pod.name).await.expect("allowed again");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_exists_reads_metadata_only() {
+    let cluster = FakeCluster::start("127.0.0.1:0".parse().expect("addr"), Timing::fast()).await.expect("sandbox");
+    let k = KubeCluster::from_url(&cluster.url(), Duration::from_secs(2)).expect("client");
+    cluster.put_object(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "db-credentials", "namespace": NS, "labels": {"app": "promotions-api"}},
+        "type": "Opaque",
+        "data": {"password": "aHVudGVyMg=="}
+    }));
+    assert!(k.secret_exists(NS, "db-credentials").await.expect("exists"));
+    assert!(!k.secret_exists(NS, "nope").await.expect("absent"));
+    assert!(!k.secret_exists("other-ns", "db-credentials").await.expect("absent elsewhere"));
+    let gets: Vec<_> = cluster.requests().into_iter().filter(|(_, p)| p.contains("/secrets")).collect();
+    assert_eq!(gets[0], ("GET".to_string(), format!("/api/v1/namespaces/{NS}/secrets/db-credentials")), "a get by name, not a list");
+
+    // What that GET carried: a PartialObjectMetadata, never the data.
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/namespaces/{NS}/secrets/db-credentials", cluster.url());
+    let text = http.get(&url).header("accept", METADATA_ACCEPT).send().await.expect("get").text().await.expect("body");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!((v["apiVersion"].as_str(), v["kind"].as_str()), (Some("meta.k8s.io/v1"), Some("PartialObjectMetadata")));
+    assert_eq!(v["metadata"]["name"], "db-credentials");
+    assert_eq!(v["metadata"]["labels"]["app"], "promotions-api");
+    let keys: Vec<&String> = v.as_object().expect("object").keys().collect();
+    assert_eq!(keys, ["apiVersion", "kind", "metadata"], "metadata only");
+    assert!(!text.contains("aHVudGVyMg=="), "{text}");
+    // The list form, and the API server's 406 for a list type on a get.
+    let list: serde_json::Value = http
+        .get(format!("{}/api/v1/namespaces/{NS}/secrets", cluster.url()))
+        .header("accept", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1")
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list["kind"], "PartialObjectMetadataList");
+    assert_eq!(list["items"][0]["kind"], "PartialObjectMetadata");
+    assert!(list["items"][0].get("data").is_none());
+    let r = http.get(&url).header("accept", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1").send().await.expect("get");
+    assert_eq!(r.status().as_u16(), 406);
+    // Without the header: the whole Secret, as before.
+    let full: serde_json::Value = http.get(&url).send().await.expect("get").json().await.expect("json");
+    assert_eq!(full["data"]["password"], "aHVudGVyMg==");
+
+    cluster.deny("get", "secrets", NS);
+    assert!(matches!(k.secret_exists(NS, "db-credentials").await, Err(ClusterError::Forbidden(_))));
+    cluster.shutdown().await;
+}
+
+/// A Helm release Secret exactly as Helm 3 writes it: `data.release` is base64 (the Secret's)
+/// of base64 of gzip of the release JSON.
+struct Rev<'a> {
+    release: &'a str,
+    version: u32,
+    status: &'a str,
+    app_version: &'a str,
+    chart_version: &'a str,
+    tag: &'a str,
+    deployed: &'a str,
+    description: &'a str,
+}
+
+fn helm_secret(r: Rev<'_>) -> serde_json::Value {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let Rev { release, version, status, app_version, chart_version, tag, deployed, description } = r;
+    let doc = json!({
+        "name": release,
+        "info": {"first_deployed": "2025-05-01T09:00:00.123456789Z", "last_deployed": deployed, "deleted": "", "description": description, "status": status, "notes": "Thanks"},
+        "chart": {"metadata": {"apiVersion": "v2", "name": release, "version": chart_version, "appVersion": app_version}, "lock": null, "templates": [], "values": {"image": {"tag": "latest"}}, "schema": null, "files": []},
+        "config": {"image": {"tag": tag}, "replicaCount": 2},
+        "manifest": "---\n# Source: x/templates/deployment.yaml\n",
+        "version": version,
+        "namespace": NS,
+    });
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(doc.to_string().as_bytes()).expect("gzip");
+    let helm_text = base64::engine::general_purpose::STANDARD.encode(gz.finish().expect("gzip"));
+    secret_with_release(&format!("sh.helm.release.v1.{release}.v{version}"), release, version, status, "helm.sh/release.v1", &helm_text)
+}
+
+fn secret_with_release(name: &str, release: &str, version: u32, status: &str, type_: &str, helm_text: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": NS,
+                     "labels": {"owner": "helm", "name": release, "status": status, "version": version.to_string(), "modifiedAt": "1746090000"}},
+        "type": type_,
+        "data": {"release": base64::engine::general_purpose::STANDARD.encode(helm_text)}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn helm_history_decodes_release_secrets() {
+    let cluster = FakeCluster::start("127.0.0.1:0".parse().expect("addr"), Timing::fast()).await.expect("sandbox");
+    let k = KubeCluster::from_url(&cluster.url(), Duration::from_secs(2)).expect("client");
+    assert!(k.helm_history(NS, "promotions").await.expect("no release").is_empty());
+
+    // Written newest first: the driver orders by revision.
+    cluster.put_object(helm_secret(Rev { release: "promotions", version: 3, status: "deployed", app_version: "1.4.2", chart_version: "0.3.1", tag: "1.4.2", deployed: "2025-05-03T10:00:00.5+02:00", description: "Upgrade complete" }));
+    cluster.put_object(helm_secret(Rev { release: "promotions", version: 1, status: "superseded", app_version: "1.4.0", chart_version: "0.3.0", tag: "1.4.0", deployed: "2025-05-01T09:00:00.123456789Z", description: "Install complete" }));
+    cluster.put_object(helm_secret(Rev { release: "promotions", version: 2, status: "superseded", app_version: "1.4.1", chart_version: "0.3.0", tag: "1.4.1", deployed: "2025-05-02T09:30:00Z", description: "Upgrade complete" }));
+    // Another release, and a Secret with Helm's labels that is not a release: ignored.
+    cluster.put_object(helm_secret(Rev { release: "billing", version: 1, status: "deployed", app_version: "2.0.0", chart_version: "1.0.0", tag: "2.0.0", deployed: "2025-05-02T09:30:00Z", description: "Install complete" }));
+    cluster.put_object(secret_with_release("promotions-notes", "promotions", 9, "deployed", "Opaque", "not a release"));
+
+    let h = k.helm_history(NS, "promotions").await.expect("history");
+    assert_eq!(h.iter().map(|r| r.revision).collect::<Vec<_>>(), [1, 2, 3], "oldest first, other release and type ignored");
+    let last = &h[2];
+    assert_eq!((last.status.as_str(), last.chart.as_str(), last.app_version.as_str()), ("deployed", "promotions-0.3.1", "1.4.2"));
+    assert_eq!(last.description, "Upgrade complete");
+    assert_eq!(last.updated, Some(chrono::DateTime::parse_from_rfc3339("2025-05-03T08:00:00.5Z").expect("time").to_utc()));
+    assert_eq!(last.value("image.tag").as_deref(), Some("1.4.2"));
+    assert_eq!(last.value("replicaCount").as_deref(), Some("2"));
+    assert_eq!(last.value("image.repository"), None, "user values only, not the chart's defaults");
+    assert_eq!((h[0].status.as_str(), h[0].chart.as_str(), h[0].description.as_str()), ("superseded", "promotions-0.3.0", "Install complete"));
+    assert_eq!(h[0].value("image.tag").as_deref(), Some("1.4.0"));
+    let lists: Vec<_> = cluster.requests().into_iter().filter(|(_, p)| p.contains("/secrets")).collect();
+    assert!(lists.iter().all(|(m, p)| m == "GET" && p.contains("labelSelector=owner%3Dhelm%2Cname%3Dpromotions")), "{lists:?}");
+
+    // A release Secret that is not Helm's encoding: a clear error naming it.
+    cluster.put_object(secret_with_release("sh.helm.release.v1.promotions.v4", "promotions", 4, "pending-upgrade", "helm.sh/release.v1", "%%% not base64 %%%"));
+    match k.helm_history(NS, "promotions").await {
+        Err(e) => {
+            let m = e.to_string();
+            assert!(m.contains("sh.helm.release.v1.promotions.v4") && m.contains("not base64"), "{m}");
+        }
+        Ok(h) => panic!("decoded garbage: {h:?}"),
+    }
+    cluster.shutdown().await;
+}

@@ -1,4 +1,4 @@
-//! `runbot audit verify` and `runbot audit export`.
+//! `runbot audit verify`, `runbot audit export` and `runbot artifacts export`.
 
 use anyhow::Context;
 use runbot_adapters::store_sql::SqlStore;
@@ -41,6 +41,26 @@ pub async fn export(settings: &Settings, out: Option<&Path>) -> anyhow::Result<(
     w.flush()?;
     if out.is_some() {
         eprintln!("exported {} audit records", records.len());
+    }
+    Ok(())
+}
+
+/// Writes each artifact of execution `id` to `out/<name>`.
+pub async fn export_artifacts(settings: &Settings, id: &str, out: &Path) -> anyhow::Result<()> {
+    let exec: runbot_commands::grammar::ExecutionId = id.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let store = SqlStore::connect(&settings.config.store.url).await?;
+    let artifacts = store.artifacts(exec).await?;
+    anyhow::ensure!(!artifacts.is_empty(), "{exec} has no artifacts");
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for (name, content) in &artifacts {
+        // Names come from step kinds, but a file name is still checked before it is used.
+        anyhow::ensure!(
+            !name.is_empty() && !name.starts_with('.') && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
+            "artifact name '{name}' is not a plain file name"
+        );
+        let path = out.join(name);
+        std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
+        println!("{} ({} bytes)", path.display(), content.len());
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 mod audit_cmd;
 mod catalogs;
 mod clusters;
+mod deploy;
 mod serve;
 
 use anyhow::Context;
@@ -44,6 +45,25 @@ enum Cmd {
     Audit {
         #[command(subcommand)]
         cmd: AuditCmd,
+    },
+    /// Artifacts kept with executions (e.g. a failed version's pod logs).
+    Artifacts {
+        #[command(subcommand)]
+        cmd: ArtifactsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArtifactsCmd {
+    /// Write an execution's artifacts as files into a directory.
+    Export {
+        #[arg(long)]
+        config: PathBuf,
+        /// The execution, e.g. R-12.
+        id: String,
+        /// Directory to write into (created if missing). Default: the current directory.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
     },
 }
 
@@ -107,6 +127,7 @@ fn main() -> ExitCode {
             }
             Cmd::Audit { cmd: AuditCmd::Verify { config } } => audit_cmd::verify(&load(&config)?).await,
             Cmd::Audit { cmd: AuditCmd::Export { config, out } } => audit_cmd::export(&load(&config)?, out.as_deref()).await,
+            Cmd::Artifacts { cmd: ArtifactsCmd::Export { config, id, out } } => audit_cmd::export_artifacts(&load(&config)?, &id, &out).await,
         }
     });
     // Tasks still running (a step cut off by shutdown) are dropped, not waited for: the next

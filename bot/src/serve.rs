@@ -47,7 +47,9 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
     let console_on = settings.config.console.enabled;
     let sweep_every = Duration::from_secs((settings.config.engine.lease_secs / 3).max(1));
     let store_dyn: Arc<dyn Store> = store.clone();
+    let deploy = crate::deploy::connect(&settings, &clusters)?;
     let kinds = StepKinds::shipped_for(&Connections {
+        deploy,
         clusters,
         catalogs: catalogs.clone(),
         checker: Some(Arc::new(runbot_adapters::integrity::PgChecker)),

@@ -180,6 +180,27 @@ impl Target {
     }
 }
 
+/// An artifact kept with an execution: its name and size (the content is in the store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    pub name: String,
+    pub bytes: usize,
+}
+
+/// A follow-up button a failed or cancelled execution offers: it starts runbook `runbook` on
+/// the same target, under that runbook's own approval policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowUp {
+    pub label: String,
+    pub runbook: String,
+    /// Offered once this step (index) has started: what it may have changed needs undoing.
+    pub after_step: usize,
+    /// … unless this step (index) succeeded (it undid it already).
+    pub unless_step: Option<usize>,
+    /// Resolved targets with this prefix are handed to the new execution (e.g. `writer `).
+    pub carry: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Execution {
     pub id: ExecutionId,
@@ -212,6 +233,13 @@ pub struct Execution {
     pub messages: Vec<MessageRef>,
     /// Notable events shown under the steps (voided approvals, resumed after restart, ...).
     pub notes: Vec<String>,
+    /// Artifacts kept in the store (e.g. a failed version's pod logs).
+    #[serde(default)]
+    pub artifacts: Vec<ArtifactRef>,
+    /// What the failure of this execution offers (e.g. [Rollback] after a deploy failed past
+    /// its rollout), fixed at plan time.
+    #[serde(default)]
+    pub follow_up: Option<FollowUp>,
     pub cancel_requested: Option<Identity>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -27,6 +27,44 @@ pub struct RunbookDef {
     #[serde(default)]
     pub params: BTreeMap<String, ParamDef>,
     pub steps: Vec<StepDef>,
+    /// A button a failed or cancelled execution offers, e.g. [Rollback] on a deploy.
+    #[serde(default)]
+    pub on_failure: Option<OnFailureDef>,
+}
+
+/// `[runbooks.NAME.on_failure]`: once step `after` has started, a failed or cancelled
+/// execution offers a button that starts runbook `runbook` on the same target and environment
+/// (under that runbook's own approval policy).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnFailureDef {
+    /// The button's label, e.g. `Rollback`.
+    pub label: String,
+    pub runbook: String,
+    /// Name of the step from which on the button is offered.
+    pub after: String,
+    /// Name of a step that, once succeeded, makes the button pointless (it undid the change).
+    #[serde(default)]
+    pub unless: Option<String>,
+    /// Resolved targets starting with this prefix are handed to the new execution (e.g. the
+    /// `writer ` counts a restore recorded).
+    #[serde(default)]
+    pub carry: Option<String>,
+}
+
+impl RunbookDef {
+    /// The follow-up with step names turned into indexes; `Err` names what is wrong.
+    pub fn follow_up(&self) -> Result<Option<crate::model::FollowUp>, String> {
+        let Some(f) = &self.on_failure else { return Ok(None) };
+        let index = |name: &str| self.steps.iter().position(|s| s.name == name).ok_or_else(|| format!("no step named '{name}'"));
+        Ok(Some(crate::model::FollowUp {
+            label: f.label.clone(),
+            runbook: f.runbook.clone(),
+            after_step: index(&f.after)?,
+            unless_step: f.unless.as_deref().map(index).transpose()?,
+            carry: f.carry.clone(),
+        }))
+    }
 }
 
 fn yes() -> bool {

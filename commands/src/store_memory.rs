@@ -45,6 +45,8 @@ struct Inner {
     deliveries: HashSet<String>,
     /// (execution, step) → the output so far.
     output: HashMap<(ExecutionId, usize), String>,
+    /// execution → its artifacts in the order kept.
+    artifacts: HashMap<ExecutionId, Vec<(String, String)>>,
 }
 
 /// Everything in one mutex; every operation is a single critical section, so each is atomic.
@@ -177,6 +179,18 @@ impl Store for MemoryStore {
         let mut inner = self.lock()?;
         inner.output.entry((id, step)).or_default().push_str(text);
         Ok(())
+    }
+
+    async fn put_artifact(&self, id: ExecutionId, name: &str, content: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        let list = inner.artifacts.entry(id).or_default();
+        list.retain(|(n, _)| n != name);
+        list.push((name.to_string(), content.to_string()));
+        Ok(())
+    }
+
+    async fn artifacts(&self, id: ExecutionId) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self.lock()?.artifacts.get(&id).cloned().unwrap_or_default())
     }
 
     async fn output(&self, id: ExecutionId, step: usize) -> Result<String, StoreError> {

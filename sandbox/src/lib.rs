@@ -3,7 +3,11 @@
 //! Discord, GitHub and the helm/docker stand-ins join it with their issues.
 
 pub mod demo;
+pub mod github;
 pub mod kube;
 pub mod pitr;
+pub mod registry;
 pub mod slack;
 pub mod s3;
+pub mod standins;
+pub mod smoke;

@@ -226,6 +226,12 @@ impl Store for Timed {
     async fn orphans(&self, owner: &str, now: DateTime<Utc>) -> Result<Vec<ExecutionId>, StoreError> {
         self.timed(6, self.inner.orphans(owner, now)).await
     }
+    async fn put_artifact(&self, id: ExecutionId, name: &str, content: &str) -> Result<(), StoreError> {
+        self.inner.put_artifact(id, name, content).await
+    }
+    async fn artifacts(&self, id: ExecutionId) -> Result<Vec<(String, String)>, StoreError> {
+        self.inner.artifacts(id).await
+    }
     async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
         self.timed(7, self.inner.append_audit(entry)).await
     }

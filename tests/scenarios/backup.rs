@@ -257,6 +257,13 @@ outcome = "{outcome}"
 name = "Restart writers"
 kind = "k8s-start-writers"
 timeout = "20s"
+
+[runbooks.restore.on_failure]
+label = "Restart writers"
+runbook = "restart-writers"
+after = "Stop writers"
+unless = "Restart writers"
+carry = "writer "
 "#;
 
 
@@ -312,7 +319,7 @@ async fn a_failed_restore_leaves_the_writers_stopped_and_says_so() {
     // [Restart writers]: a new execution with the recorded counts, approved by someone else.
     let labels: Vec<&str> = msg.buttons.iter().map(|b| b.label.as_str()).collect();
     assert_eq!(labels, ["Restart writers"]);
-    let reply = world.click("console:bob", id, "restart_writers").await;
+    let reply = world.click("console:bob", id, "follow_up").await;
     let again = runbot_tests::harness::created(&reply);
     let plan = world.wait_text(again, "Waiting for approval").await;
     let acts = field(&plan, "Acts on").to_string();

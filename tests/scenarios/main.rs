@@ -8,3 +8,4 @@ mod k8s_restart;
 mod backup;
 mod integrity;
 mod restore_e2e;
+mod deploy;

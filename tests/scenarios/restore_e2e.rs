@@ -73,6 +73,13 @@ kind = "db-integrity"
 name = "Restart writers"
 kind = "k8s-start-writers"
 timeout = "30s"
+
+[runbooks.restore.on_failure]
+label = "Restart writers"
+runbook = "restart-writers"
+after = "Stop writers"
+unless = "Restart writers"
+carry = "writer "
 "#,
         argv.join(", "),
         q(&pitr.runner.path),

@@ -49,6 +49,9 @@ pub struct Options {
     pub catalogs: Catalogs,
     /// Runs `db-integrity` checks (none by default).
     pub checker: Option<Arc<dyn DbChecker>>,
+    /// GitHub, registry, HTTP client and CLIs for the deploy kinds (none by default; its
+    /// `services` are filled in from the config).
+    pub deploy: runbot_commands::steps::deploy::DeployConnections,
 }
 
 impl Default for Options {
@@ -63,6 +66,7 @@ impl Default for Options {
             clusters: Clusters::new(),
             catalogs: Catalogs::new(),
             checker: None,
+            deploy: Default::default(),
         }
     }
 }
@@ -100,6 +104,7 @@ impl World {
             catalogs: opts.catalogs.clone(),
             checker: opts.checker.clone(),
             integrity: runbot_commands::steps::integrity::specs(&settings),
+            deploy: runbot_commands::steps::deploy::DeployConnections { services: settings.config.services.clone(), ..opts.deploy.clone() },
         };
         let kinds = StepKinds::shipped_for(&connections).with(Arc::new(Probe { probes: probes.clone() }));
         let store = Arc::new(MemoryStore::new());

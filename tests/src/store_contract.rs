@@ -15,7 +15,7 @@ pub use records::{audit_chain, deliveries, save_with_audit, step_output};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use runbot_commands::model::{
-    Approval, Decision, ExecState, Execution, ExecutionId, Identity, MessageRef, Origin, PolicySnapshot, StepRecord,
+    Approval, ArtifactRef, Decision, FollowUp, ExecState, Execution, ExecutionId, Identity, MessageRef, Origin, PolicySnapshot, StepRecord,
     StepStatus, Target,
 };
 use runbot_commands::ports::Store;
@@ -39,6 +39,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     audit_chain(store.clone()).await;
     deliveries(store.clone()).await;
     step_output(store.clone()).await;
+    records::artifacts(store.clone()).await;
     save_with_audit(store.clone()).await;
     store.ping().await.expect("ping after the suite");
 }
@@ -120,6 +121,8 @@ pub fn sample(id: ExecutionId, target: &str, state: ExecState) -> Execution {
             final_sent: false,
         }],
         notes: vec!["planned".into()],
+        artifacts: vec![ArtifactRef { name: "logs-v1.2.6.txt".into(), bytes: 42 }],
+        follow_up: Some(FollowUp { label: "Rollback".into(), runbook: "rollback".into(), after_step: 1, unless_step: None, carry: None }),
         cancel_requested: None,
         created_at: at,
         updated_at: at,

@@ -52,3 +52,35 @@ pub(super) async fn output(store: &SqlStore, id: ExecutionId, step: usize) -> Re
     }
     Ok(out)
 }
+
+pub(super) async fn put_artifact(store: &SqlStore, id: ExecutionId, name: &str, content: &str) -> Result<(), StoreError> {
+    let exec = db_id(id)?;
+    let mut tx = store.pool.begin().await.map_err(backend_err("keeping an artifact"))?;
+    sqlx::query("DELETE FROM artifacts WHERE exec_id = $1 AND name = $2")
+        .bind(exec)
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend_err("keeping an artifact"))?;
+    sqlx::query("INSERT INTO artifacts (exec_id, name, content, seq) VALUES ($1, $2, $3, (SELECT COALESCE(MAX(seq), 0) + 1 FROM artifacts WHERE exec_id = $4))")
+        .bind(exec)
+        .bind(name)
+        .bind(content)
+        .bind(exec)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend_err("keeping an artifact"))?;
+    tx.commit().await.map_err(backend_err("keeping an artifact"))?;
+    Ok(())
+}
+
+pub(super) async fn artifacts(store: &SqlStore, id: ExecutionId) -> Result<Vec<(String, String)>, StoreError> {
+    let rows = sqlx::query("SELECT name, content FROM artifacts WHERE exec_id = $1 ORDER BY seq")
+        .bind(db_id(id)?)
+        .fetch_all(&store.pool)
+        .await
+        .map_err(backend_err("reading artifacts"))?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("name").map_err(backend_err("reading artifacts"))?, r.try_get("content").map_err(backend_err("reading artifacts"))?)))
+        .collect()
+}

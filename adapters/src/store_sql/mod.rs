@@ -264,6 +264,14 @@ impl Store for SqlStore {
         misc::first_delivery(self, key, now).await
     }
 
+    async fn put_artifact(&self, id: ExecutionId, name: &str, content: &str) -> Result<(), StoreError> {
+        misc::put_artifact(self, id, name, content).await
+    }
+
+    async fn artifacts(&self, id: ExecutionId) -> Result<Vec<(String, String)>, StoreError> {
+        misc::artifacts(self, id).await
+    }
+
     async fn append_output(&self, id: ExecutionId, step: usize, text: &str) -> Result<(), StoreError> {
         misc::append_output(self, id, step, text).await
     }

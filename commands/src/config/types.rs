@@ -48,6 +48,65 @@ pub struct Config {
     /// The Slack adapter; absent = no Slack.
     #[serde(default)]
     pub slack: Option<SlackConfig>,
+    /// GitHub (the deploy runbook's CI gate and `pipeline` driver); absent = no GitHub.
+    #[serde(default)]
+    pub github: Option<GitHubConfig>,
+    /// Container registries the deploy preflight asks whether an image tag exists, by host
+    /// (`registry.example.com`, `127.0.0.1:5000`). A host not listed is asked anonymously
+    /// over https.
+    #[serde(default)]
+    pub registries: BTreeMap<String, RegistryConfig>,
+    /// External command-line tools the drivers run.
+    #[serde(default)]
+    pub tools: ToolsConfig,
+}
+
+/// `[github]`: the GitHub REST API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitHubConfig {
+    /// Base URL of the REST API. Default `https://api.github.com` (GitHub Enterprise:
+    /// `https://HOST/api/v3`).
+    #[serde(default = "default_github_api")]
+    pub api_url: String,
+    /// Name of a `[secrets]` entry holding a token that may read Actions runs and refs and
+    /// dispatch the deploy workflow. Default: none (public repositories, no dispatch).
+    #[serde(default)]
+    pub token_secret: Option<String>,
+    /// Timeout of one API request. Default `10s`.
+    #[serde(default = "default_api_timeout")]
+    pub timeout: String,
+}
+
+fn default_github_api() -> String {
+    "https://api.github.com".into()
+}
+
+/// `[registries."HOST"]`: how to reach one container registry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Names of `[secrets]` entries with the user name and password (or token) for Basic
+    /// auth and the token exchange. Default: anonymous.
+    #[serde(default)]
+    pub username_secret: Option<String>,
+    #[serde(default)]
+    pub password_secret: Option<String>,
+    /// Plain http instead of https (a registry on a private network). Default false.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// `[tools]`: where the drivers' command-line tools are. Located once at start-up.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsConfig {
+    /// Path of the `helm` binary. Default: `helm` found on PATH.
+    #[serde(default)]
+    pub helm: Option<String>,
+    /// Path of the `docker` binary. Default: `docker` found on PATH.
+    #[serde(default)]
+    pub docker: Option<String>,
 }
 
 /// `[slack]`: HTTP endpoints (`/slack/commands`, `/slack/interactions`, `/slack/events`) when
@@ -265,6 +324,153 @@ pub struct ServiceConfig {
     /// Per-environment settings.
     #[serde(default)]
     pub environments: BTreeMap<String, TargetEnvConfig>,
+    /// The CI run that must be green before a deploy. Default: none (then `ci-gate` refuses).
+    #[serde(default)]
+    pub ci: Option<CiConfig>,
+}
+
+/// `[services.NAME.ci]`: the GitHub Actions workflow whose latest run on `branch` must have
+/// succeeded (and, for a tag version, ran on the tag's commit).
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CiConfig {
+    /// `owner/name`.
+    pub repo: String,
+    /// The workflow's file name (`ci.yml`) or numeric id.
+    pub workflow: String,
+    /// Default `main`.
+    #[serde(default = "default_branch")]
+    pub branch: String,
+}
+
+fn default_branch() -> String {
+    "main".into()
+}
+
+/// `[services.NAME.environments.ENV.helm]`: driver `helm`.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HelmConfig {
+    /// The release, e.g. `promotions-release`.
+    pub release: String,
+    /// Chart reference: a path (relative to runbot's working directory), `repo/chart` or
+    /// `oci://…`.
+    pub chart: String,
+    /// The values key that holds the image tag. Default `image.tag`.
+    #[serde(default = "default_tag_key")]
+    pub tag_key: String,
+    /// Extra arguments for every helm call (e.g. `["--kube-context", "prod"]`); never
+    /// secrets — they show in the plan.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// `--timeout` of `helm upgrade --wait` / `helm rollback --wait`. Default `5m`.
+    #[serde(default = "default_rollout_timeout")]
+    pub timeout: String,
+}
+
+fn default_tag_key() -> String {
+    "image.tag".into()
+}
+fn default_rollout_timeout() -> String {
+    "5m".into()
+}
+
+/// `[services.NAME.environments.ENV.pipeline]`: driver `pipeline` — a GitHub Actions
+/// workflow that deploys (the seed's "the pipeline runs helm upgrade").
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// `owner/name`. Default: the service's `ci.repo`.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// The deploy workflow's file name or id.
+    pub workflow: String,
+    /// The branch (or tag) it runs on. Default `main`.
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    /// Its inputs; values are templates. Default `{ version = "{version}", environment = "{env}" }`.
+    #[serde(default = "default_pipeline_inputs")]
+    pub inputs: BTreeMap<String, String>,
+    /// How long the run may take. Default `30m`.
+    #[serde(default = "default_pipeline_timeout")]
+    pub timeout: String,
+    /// How often the run's state is read. Default `5s`.
+    #[serde(default = "default_poll")]
+    pub poll: String,
+}
+
+fn default_poll() -> String {
+    "5s".into()
+}
+
+fn default_pipeline_inputs() -> BTreeMap<String, String> {
+    [("version".to_string(), "{version}".to_string()), ("environment".to_string(), "{env}".to_string())].into()
+}
+fn default_pipeline_timeout() -> String {
+    "30m".into()
+}
+
+/// `[services.NAME.environments.ENV.swarm]`: driver `swarm` (Docker Swarm through the
+/// `docker` CLI, which reaches its manager as configured in runbot's environment).
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmConfig {
+    /// The stack, e.g. `stack`.
+    pub stack: String,
+    /// The Swarm service, e.g. `stack_app`.
+    pub service: String,
+    /// The image repository without tag, e.g. `myrpo/app`.
+    pub image: String,
+    /// The compose file for `docker stack deploy` (its image written as
+    /// `myrpo/app:${VERSION}`). Default: none — a deploy runs `docker service update --image`.
+    #[serde(default)]
+    pub compose: Option<String>,
+    /// The environment variable that carries the version into the compose file. Default `VERSION`.
+    #[serde(default = "default_version_env")]
+    pub version_env: String,
+    /// How long convergence may take. Default `5m`.
+    #[serde(default = "default_rollout_timeout")]
+    pub timeout: String,
+}
+
+fn default_version_env() -> String {
+    "VERSION".into()
+}
+
+/// `[services.NAME.environments.ENV.smoke]`: the smoke test after a deploy or rollback.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeConfig {
+    /// e.g. `https://api.prod.com/health`.
+    pub url: String,
+    /// Expected HTTP status. Default 200.
+    #[serde(default = "default_smoke_status")]
+    pub status: u16,
+    /// Text the body must contain. Default: none.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Attempts before it fails. Default 5.
+    #[serde(default = "default_smoke_attempts")]
+    pub attempts: u32,
+    /// Wait after the first failed attempt, doubled after each one. Default `2s`.
+    #[serde(default = "default_smoke_backoff")]
+    pub backoff: String,
+    /// Timeout of one request. Default `5s`.
+    #[serde(default = "default_smoke_timeout")]
+    pub timeout: String,
+}
+
+fn default_smoke_status() -> u16 {
+    200
+}
+fn default_smoke_attempts() -> u32 {
+    5
+}
+fn default_smoke_backoff() -> String {
+    "2s".into()
+}
+fn default_smoke_timeout() -> String {
+    "5s".into()
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -388,6 +594,25 @@ pub struct TargetEnvConfig {
     /// Template variables for runbooks acting on the service in this environment.
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
+    /// How `deploy` and `rollback` act: `helm`, `pipeline` or `swarm` (with the section of
+    /// that name). Default: none (then those runbooks refuse).
+    #[serde(default)]
+    pub driver: Option<String>,
+    /// The image repository without tag (`registry.local/promotions-api`): the preflight
+    /// checks the version's tag exists, and pods must run `image:version`. Default: none.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Kubernetes Secrets in `namespace` the service needs; the preflight checks they exist.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    #[serde(default)]
+    pub helm: Option<HelmConfig>,
+    #[serde(default)]
+    pub pipeline: Option<PipelineConfig>,
+    #[serde(default)]
+    pub swarm: Option<SwarmConfig>,
+    #[serde(default)]
+    pub smoke: Option<SmokeConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

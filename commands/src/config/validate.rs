@@ -79,6 +79,9 @@ pub fn parse_config(text: &str) -> (Config, Vec<Problem>) {
             "console" => take!("console", console, v),
             "clusters" => take!("clusters", clusters, v),
             "slack" => take!("slack", slack, v),
+            "github" => take!("github", github, v),
+            "registries" => take!("registries", registries, v),
+            "tools" => take!("tools", tools, v),
             other => problems.push(Problem::new(other, "unknown section")),
         }
     }
@@ -318,6 +321,8 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
         }
     }
 
+    check_deploy(&config, &mut p);
+
     let mut aliases = BTreeMap::new();
     let mut version_patterns = BTreeMap::new();
     for (name, svc) in &config.services {
@@ -409,6 +414,14 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
                 }
             }
         }
+        if let Some(f) = &rb.on_failure {
+            if let Err(why) = rb.follow_up() {
+                p(at("on_failure".into()), why);
+            }
+            if !runbooks.runbooks.contains_key(&f.runbook) {
+                p(at("on_failure.runbook".into()), format!("no runbook named '{}'", f.runbook));
+            }
+        }
         if rb.mutating && !seen_approval {
             p(at("steps".into()), "a mutating runbook needs an approval step".into());
         }
@@ -430,6 +443,99 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
         aliases,
         version_patterns,
         config,
+    }
+}
+
+/// The deploy/rollback settings: drivers with their sections, GitHub, registries, smoke.
+fn check_deploy(config: &Config, p: &mut impl FnMut(String, String)) {
+    let secret = |p: &mut dyn FnMut(String, String), at: String, name: &Option<String>| {
+        if let Some(n) = name {
+            if !config.secrets.contains_key(n) {
+                p(at, format!("no secret named '{n}' under [secrets]"));
+            }
+        }
+    };
+    let duration = |p: &mut dyn FnMut(String, String), at: String, v: &str| {
+        if let Err(why) = parse_duration(v) {
+            p(at, why);
+        }
+    };
+    let url = |p: &mut dyn FnMut(String, String), at: String, v: &str| {
+        if !(v.starts_with("http://") || v.starts_with("https://")) || v.contains('@') || v.contains(char::is_whitespace) {
+            p(at, format!("'{v}' is not an http(s) URL without credentials"));
+        }
+    };
+    if let Some(g) = &config.github {
+        url(p, "github.api_url".into(), &g.api_url);
+        secret(p, "github.token_secret".into(), &g.token_secret);
+        duration(p, "github.timeout".into(), &g.timeout);
+    }
+    for (host, r) in &config.registries {
+        let at = |k: &str| format!("registries.\"{host}\".{k}");
+        if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
+            p(format!("registries.\"{host}\""), "must be a registry host[:port], e.g. registry.example.com".into());
+        }
+        secret(p, at("username_secret"), &r.username_secret);
+        secret(p, at("password_secret"), &r.password_secret);
+        if r.username_secret.is_some() != r.password_secret.is_some() {
+            p(at("password_secret"), "give both username_secret and password_secret, or neither".into());
+        }
+    }
+    for (sname, svc) in &config.services {
+        if let Some(ci) = &svc.ci {
+            if config.github.is_none() {
+                p(format!("services.{sname}.ci"), "the CI gate needs a [github] section".into());
+            }
+            if ci.repo.split('/').count() != 2 || ci.repo.split('/').any(str::is_empty) {
+                p(format!("services.{sname}.ci.repo"), format!("'{}' is not owner/name", ci.repo));
+            }
+        }
+        for (ename, e) in &svc.environments {
+            let at = |k: &str| format!("services.{sname}.environments.{ename}.{k}");
+            match e.driver.as_deref() {
+                None => {}
+                Some("helm") if e.helm.is_none() => p(at("helm"), "driver \"helm\" needs this section (release, chart)".into()),
+                Some("swarm") if e.swarm.is_none() => p(at("swarm"), "driver \"swarm\" needs this section (stack, service, image)".into()),
+                Some("pipeline") if e.pipeline.is_none() => p(at("pipeline"), "driver \"pipeline\" needs this section (workflow)".into()),
+                Some("helm" | "swarm" | "pipeline") => {}
+                Some(other) => p(at("driver"), format!("unknown driver '{other}'; use helm, pipeline or swarm")),
+            }
+            if matches!(e.driver.as_deref(), Some("helm")) && (e.namespace.is_none() || e.deployment.is_none()) {
+                p(at("namespace"), "driver \"helm\" verifies the rollout: set namespace and deployment".into());
+            }
+            if let Some(h) = &e.helm {
+                duration(p, at("helm.timeout"), &h.timeout);
+            }
+            if let Some(s) = &e.swarm {
+                duration(p, at("swarm.timeout"), &s.timeout);
+            }
+            if let Some(pl) = &e.pipeline {
+                duration(p, at("pipeline.timeout"), &pl.timeout);
+                duration(p, at("pipeline.poll"), &pl.poll);
+                if config.github.is_none() {
+                    p(at("pipeline"), "driver \"pipeline\" needs a [github] section".into());
+                }
+                if pl.repo.is_none() && svc.ci.is_none() {
+                    p(at("pipeline.repo"), "name the repository here or in the service's [ci]".into());
+                }
+            }
+            if let Some(sm) = &e.smoke {
+                url(p, at("smoke.url"), &sm.url);
+                duration(p, at("smoke.backoff"), &sm.backoff);
+                duration(p, at("smoke.timeout"), &sm.timeout);
+                if !(100..=599).contains(&sm.status) {
+                    p(at("smoke.status"), format!("{} is not an HTTP status", sm.status));
+                }
+                if sm.attempts == 0 {
+                    p(at("smoke.attempts"), "at least 1".into());
+                }
+            }
+            if let Some(img) = &e.image {
+                if img.rsplit('/').next().is_some_and(|last| last.contains(':') || last.contains('@')) {
+                    p(at("image"), format!("'{img}' must be the repository without a tag"));
+                }
+            }
+        }
     }
 }
 

@@ -15,7 +15,10 @@ enum Action {
     Reject,
     Resume,
     Abort,
-    RestartWriters,
+    /// The execution's follow-up button ([Rollback], [Restart writers], ...).
+    FollowUp,
+    /// [Show artifacts]: the kept artifacts posted into the detail thread.
+    Artifacts,
 }
 
 fn parse_value(v: &str) -> Option<(ExecutionId, Action, String)> {
@@ -26,7 +29,8 @@ fn parse_value(v: &str) -> Option<(ExecutionId, Action, String)> {
         "reject" => Action::Reject,
         "resume" => Action::Resume,
         "abort" => Action::Abort,
-        "restart_writers" => Action::RestartWriters,
+        "follow_up" | "restart_writers" => Action::FollowUp,
+        "artifacts" => Action::Artifacts,
         _ => return None,
     };
     let fp = parts.next().unwrap_or("").to_string();
@@ -54,35 +58,62 @@ impl Engine {
         match action {
             Action::Approve | Action::Reject => self.vote(&click, id, action == Action::Approve, &fp).await,
             Action::Resume | Action::Abort => self.interrupted(&click, id, action == Action::Resume).await,
-            Action::RestartWriters => self.restart_writers(&click, id).await,
+            Action::FollowUp => self.follow_up(&click, id).await,
+            Action::Artifacts => self.show_artifacts(id).await,
         }
     }
 
-    /// [Restart writers] on an execution that stopped them and failed: starts a new, separately
-    /// approved `restart-writers` execution with the counts the failed one recorded.
-    async fn restart_writers(&self, click: &Click, id: ExecutionId) -> Reply {
+    /// The follow-up button of a failed execution ([Rollback] on a deploy, [Restart writers]
+    /// on a restore): a new execution of the follow-up runbook on the same target and
+    /// environment, under its own approval policy, seeded with the carried resolved targets.
+    async fn follow_up(&self, click: &Click, id: ExecutionId) -> Reply {
         let exec = match self.store().load(id).await {
             Ok(Some(v)) => v.value,
             Ok(None) => return Reply::private(format!("There is no execution {id}.")),
             Err(e) => return super::UpdateError::Store(e).reply(),
         };
-        if !exec.state.is_terminal() || !super::render::writers_stopped(&exec) {
-            return Reply::private(format!("{id} has no stopped writers to restart."));
-        }
-        let writers: Vec<String> = exec.resolved.iter().filter(|r| r.starts_with("writer ")).cloned().collect();
+        let Some(f) = exec.follow_up.clone().filter(|_| super::render::follow_up_applies(&exec)) else {
+            return Reply::private(format!("{id} offers no follow-up in its current state; nothing was started."));
+        };
+        let seed: Vec<String> = match &f.carry {
+            Some(prefix) => exec.resolved.iter().filter(|r| r.starts_with(prefix.as_str())).cloned().collect(),
+            None => Vec::new(),
+        };
         let cmd = grammar::Command::Run {
-            runbook: "restart-writers".into(),
+            runbook: f.runbook.clone(),
             target: exec.target.name.clone(),
             params: Default::default(),
-            env: None,
+            env: Some(exec.target.env.clone()),
             dry_run: false,
         };
         let req = super::Request {
             identity: click.identity.clone(),
             origin: click.origin.clone(),
-            text: format!("/ops run restart-writers {} (from {id})", exec.target.name),
+            text: format!("/ops run {} {} --env {} (from {id})", f.runbook, exec.target.name, exec.target.env),
         };
-        self.request_runbook_seeded(&req, cmd, writers).await
+        self.request_runbook_seeded(&req, cmd, seed).await
+    }
+
+    /// [Show artifacts]: posts each kept artifact into the execution's detail thread(s).
+    async fn show_artifacts(&self, id: ExecutionId) -> Reply {
+        let exec = match self.store().load(id).await {
+            Ok(Some(v)) => v.value,
+            Ok(None) => return Reply::private(format!("There is no execution {id}.")),
+            Err(e) => return super::UpdateError::Store(e).reply(),
+        };
+        let artifacts = match self.store().artifacts(id).await {
+            Ok(a) if !a.is_empty() => a,
+            Ok(_) => return Reply::private(format!("{id} has no artifacts.")),
+            Err(e) => return super::UpdateError::Store(e).reply(),
+        };
+        let names: Vec<String> = artifacts.iter().map(|(n, _)| n.clone()).collect();
+        let engine = self.clone();
+        tokio::spawn(async move {
+            for (name, content) in artifacts {
+                engine.post_to_threads(&exec, &format!("Artifact {name} of {id}:"), &content).await;
+            }
+        });
+        Reply::private(format!("Posting {} into the thread of {id}. Export: runbot artifacts export {id}", names.join(", ")))
     }
 
     async fn vote(&self, click: &Click, id: ExecutionId, approve: bool, fp: &str) -> Reply {

@@ -255,6 +255,8 @@ impl Engine {
             .unwrap_or(&req.origin.channel)
             .to_string();
         let fp = plan::fingerprint(&plan.runbook, &plan.target, &plan.vars, &plan.steps, &plan.policy, &[]);
+        // Checked when the configuration was loaded; a runbook that lost a step keeps no button.
+        let follow_up = settings.runbooks.get(&plan.runbook).and_then(|rb| rb.follow_up().ok().flatten());
         let exec = Execution {
             id,
             runbook: plan.runbook.clone(),
@@ -276,6 +278,8 @@ impl Engine {
             expires_at: None,
             messages: Vec::new(),
             notes: Vec::new(),
+            artifacts: Vec::new(),
+            follow_up,
             cancel_requested: None,
             created_at: now,
             updated_at: now,

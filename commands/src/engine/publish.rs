@@ -164,6 +164,24 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Posts `text` (split, never cut) under a header into the detail thread of each of the
+    /// execution's status messages.
+    pub(super) async fn post_to_threads(&self, exec: &Execution, header: &str, text: &str) {
+        let text = self.settings().redactor.redact(text);
+        for r in &exec.messages {
+            let Some(chat) = self.chats().get(&r.platform).cloned() else { continue };
+            for (i, part) in split_text(&text, chat.max_text().saturating_sub(100).max(100)).into_iter().enumerate() {
+                let mut m = Message::code(part);
+                if i == 0 {
+                    m.text = header.to_string();
+                }
+                post_retrying(self, chat.as_ref(), &r.channel, &r.id, &m).await;
+            }
+        }
+    }
+}
+
 /// Counts one chat API call for `runbot_chat_calls_total`.
 fn count_call<T>(engine: &Engine, platform: &str, res: &Result<T, ChatError>) {
     let result = match res {

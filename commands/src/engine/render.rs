@@ -15,10 +15,13 @@ fn button(exec: &Execution, label: &str, action: &str, style: Option<ButtonStyle
     Button { label: label.into(), action_id: action.into(), value: button_value(exec, action), style }
 }
 
-/// The execution stopped its database's writers and ended without starting them again.
-pub fn writers_stopped(exec: &Execution) -> bool {
-    let stopped = exec.steps.iter().position(|s| s.kind == "k8s-stop-writers" && s.status == StepStatus::Succeeded);
-    stopped.is_some_and(|i| !exec.steps[i..].iter().any(|s| s.kind == "k8s-start-writers" && s.status == StepStatus::Succeeded))
+/// The follow-up button applies: the execution failed or was cancelled after the step that
+/// makes it necessary started, and the step that would have undone it did not succeed.
+pub fn follow_up_applies(exec: &Execution) -> bool {
+    let Some(f) = &exec.follow_up else { return false };
+    matches!(exec.state, ExecState::Failed | ExecState::Cancelled)
+        && exec.steps.get(f.after_step).is_some_and(|s| s.status != StepStatus::Pending)
+        && f.unless_step.and_then(|u| exec.steps.get(u)).is_none_or(|s| s.status != StepStatus::Succeeded)
 }
 
 pub fn render(exec: &Execution, now: DateTime<Utc>) -> Message {
@@ -80,10 +83,17 @@ pub fn render(exec: &Execution, now: DateTime<Utc>) -> Message {
             buttons.push(button(exec, "Resume", "resume", Some(ButtonStyle::Primary)));
             buttons.push(button(exec, "Abort", "abort", Some(ButtonStyle::Danger)));
         }
-        ExecState::Failed | ExecState::Cancelled if writers_stopped(exec) => {
-            buttons.push(button(exec, "Restart writers", "restart_writers", None));
-        }
         _ => {}
+    }
+    if follow_up_applies(exec) {
+        if let Some(f) = &exec.follow_up {
+            buttons.push(button(exec, &f.label, "follow_up", Some(ButtonStyle::Primary)));
+        }
+    }
+    if !exec.artifacts.is_empty() {
+        let list: Vec<String> = exec.artifacts.iter().map(|a| format!("{} ({})", a.name, size(a.bytes))).collect();
+        fields.push(("Artifacts".to_string(), list.join(", ")));
+        buttons.push(button(exec, "Show artifacts", "artifacts", None));
     }
     let mut text = state_line;
     for n in &exec.notes {
@@ -98,6 +108,14 @@ pub fn render(exec: &Execution, now: DateTime<Utc>) -> Message {
         code: None,
         buttons,
         footer: Some(format!("plan {} · {}", exec.fingerprint, exec.updated_at.format("%Y-%m-%d %H:%M:%S UTC"))),
+    }
+}
+
+fn size(bytes: usize) -> String {
+    match bytes {
+        b if b < 10 * 1024 => format!("{b} B"),
+        b if b < 10 * 1024 * 1024 => format!("{} KiB", b / 1024),
+        b => format!("{} MiB", b / (1024 * 1024)),
     }
 }
 

@@ -9,6 +9,7 @@ use crate::ports::Versioned;
 use crate::steps::{StepContext, StepOutcome, APPROVAL};
 use chrono::Duration as ChronoDuration;
 use serde_json::json;
+use sha2::Digest as _;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
@@ -250,14 +251,50 @@ impl Engine {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let pump = self.spawn_output(&exec, i, rx);
-        let ctx = StepContext { execution: exec.clone(), step: i, output: tx, cancel, secrets: self.settings().secrets.clone() };
+        let (artifacts, mut kept) = mpsc::unbounded_channel();
+        let ctx = StepContext { execution: exec.clone(), step: i, output: tx, cancel, secrets: self.settings().secrets.clone(), artifacts };
         tracing::info!(execution = %exec.id, step = i + 1, kind = %step.kind, "step started");
         let began = tokio::time::Instant::now();
         let outcome = kind.run(&step.params, ctx).instrument(tracing::info_span!("step", step = i + 1, kind = %step.kind)).await;
         self.inner.metrics.step_duration(&step.kind, began.elapsed());
         let _ = pump.await;
+        let mut outcome = outcome;
+        let mut hint = Some(saved);
+        let mut refs = Vec::new();
+        while let Ok((name, content)) = kept.try_recv() {
+            match self.keep_artifact(exec.id, &name, &content).await {
+                Ok(r) => refs.push(r),
+                Err(e) => outcome = StepOutcome::Failed(format!("artifact {name} could not be stored: {e}")),
+            }
+        }
+        if !refs.is_empty() {
+            let listed = self
+                .update_with(
+                    exec.id,
+                    hint.take(),
+                    |e| {
+                        for r in &refs {
+                            e.artifacts.retain(|a| a.name != r.name);
+                            e.artifacts.push(r.clone());
+                        }
+                        Ok(())
+                    },
+                    |_, _| Vec::new(),
+                )
+                .await;
+            hint = listed.ok().map(|(v, ())| v);
+        }
         tracing::info!(execution = %exec.id, step = i + 1, outcome = ?outcome, "step finished");
-        self.complete(exec.id, i, outcome, Some(saved)).await
+        self.complete(exec.id, i, outcome, hint).await
+    }
+
+    /// Stores an artifact (redacted like everything runbot shows) and audits it.
+    async fn keep_artifact(&self, id: ExecutionId, name: &str, content: &str) -> Result<crate::model::ArtifactRef, String> {
+        let content = self.settings().redactor.redact(content);
+        self.store().put_artifact(id, name, &content).await.map_err(|e| e.to_string())?;
+        let sha = hex::encode(sha2::Sha256::digest(content.as_bytes()));
+        self.audit("artifact", None, Some(id), json!({"name": name, "bytes": content.len(), "sha256": sha})).await;
+        Ok(crate::model::ArtifactRef { name: name.to_string(), bytes: content.len() })
     }
 
     /// Stores a step's result (after its side effect) and moves on: when the next step is an

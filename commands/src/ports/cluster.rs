@@ -139,6 +139,18 @@ pub trait Cluster: Send + Sync + 'static {
         output: tokio::sync::mpsc::UnboundedSender<String>,
         timeout: Duration,
     ) -> Result<bool, ClusterError>;
+
+    /// A Helm release's history, oldest first, read natively from Helm's release Secrets
+    /// (`owner=helm,name=<release>` in `namespace`). Empty when there is no such release.
+    async fn helm_history(&self, namespace: &str, release: &str) -> Result<Vec<super::deploy::HelmRevision>, ClusterError>;
+
+    /// May runbot's identity do `verb` on `resource` (`pods`, `deployments.apps`,
+    /// `pods/log`: `resource/subresource`, group after a dot) in `namespace`?
+    /// A SelfSubjectAccessReview.
+    async fn can_i(&self, namespace: &str, verb: &str, resource: &str) -> Result<bool, ClusterError>;
+
+    /// Does Secret `name` exist in `namespace`? (Its data is never read.)
+    async fn secret_exists(&self, namespace: &str, name: &str) -> Result<bool, ClusterError>;
 }
 
 /// The configured clusters by name (`[clusters.NAME]`), shared by the Kubernetes step kinds.

@@ -89,6 +89,12 @@ pub trait Store: Send + Sync + 'static {
     /// A step's whole output.
     async fn output(&self, id: ExecutionId, step: usize) -> Result<String, StoreError>;
 
+    /// Keeps an artifact of an execution (an artifact of the same name is replaced).
+    async fn put_artifact(&self, id: ExecutionId, name: &str, content: &str) -> Result<(), StoreError>;
+
+    /// An execution's artifacts, `(name, content)`, in the order they were kept.
+    async fn artifacts(&self, id: ExecutionId) -> Result<Vec<(String, String)>, StoreError>;
+
     /// Cheap liveness check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
 }

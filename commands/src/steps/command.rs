@@ -5,10 +5,9 @@ use super::{Prepared, StepContext, StepKind, StepOutcome};
 use crate::runbook::{placeholders, render};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
-use std::process::Stdio;
+use super::process::{self, Proc};
+use std::collections::BTreeMap;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 /// Parameters as written in the runbooks file.
 #[derive(Debug, Deserialize)]
@@ -88,108 +87,35 @@ impl StepKind for CommandStep {
         Ok(Prepared { action, params: serde_json::to_value(params).map_err(|e| e.to_string())? })
     }
 
-    async fn run(&self, params: &serde_json::Value, mut ctx: StepContext) -> StepOutcome {
+    async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome {
         let p: Params = match super::stored(params) {
             Ok(p) => p,
             Err(failed) => return failed,
         };
-        let mut cmd = tokio::process::Command::new(&p.argv[0]);
-        cmd.args(&p.argv[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .process_group(0);
-        for (k, v) in &p.env {
-            let mut value = v.clone();
-            for (name, secret) in &ctx.secrets {
-                value = value.replace(&format!("{{secret.{name}}}"), secret.expose());
-            }
-            cmd.env(k, value);
-        }
-        if let Some(c) = &p.cwd {
-            cmd.current_dir(c);
-        }
-        let started = tokio::time::Instant::now();
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => return StepOutcome::Failed(format!("could not start {}: {e}", p.argv[0])),
-        };
-        let pid = child.id();
-        let out = child.stdout.take().map(|s| tokio::spawn(pump(s, ctx.output.clone(), 0)));
-        let err = child.stderr.take().map(|s| tokio::spawn(pump(s, ctx.output.clone(), 5)));
-        let timeout = tokio::time::sleep(Duration::from_secs(p.timeout_secs));
-        tokio::pin!(timeout);
-        let mut cancel = ctx.cancel.clone();
-        let waited = loop {
-            tokio::select! {
-                status = child.wait() => break Ok(status),
-                _ = &mut timeout => break Err(format!("timed out after {}s; the process was killed", p.timeout_secs)),
-                changed = cancel.changed() => {
-                    if changed.is_err() || *cancel.borrow() {
-                        break Err("cancelled; the process was killed".to_string());
-                    }
+        let env = p
+            .env
+            .iter()
+            .map(|(k, v)| {
+                let mut value = v.clone();
+                for (name, secret) in &ctx.secrets {
+                    value = value.replace(&format!("{{secret.{name}}}"), secret.expose());
                 }
-            }
+                (k.clone(), value)
+            })
+            .collect();
+        let proc = Proc {
+            argv: &p.argv,
+            env,
+            cwd: p.cwd.as_deref(),
+            timeout: Duration::from_secs(p.timeout_secs),
+            stream_stdout: true,
+            capture_stdout: false,
         };
-        let cancelled = *ctx.cancel.borrow_and_update();
-        if waited.is_err() {
-            kill_group(pid);
-            let _ = child.kill().await;
+        let done = process::run(proc, &ctx.output, &ctx.cancel).await;
+        match done.outcome(&p.argv[0]) {
+            // The program named once, as before: the plan already shows the argv.
+            StepOutcome::Failed(why) => StepOutcome::Failed(why.strip_prefix(&format!("{}: ", p.argv[0])).unwrap_or(&why).to_string()),
+            other => other,
         }
-        if let Some(h) = out {
-            let _ = h.await;
-        }
-        let tail = match err {
-            Some(h) => h.await.unwrap_or_default(),
-            None => VecDeque::new(),
-        };
-        let secs = started.elapsed().as_secs_f64();
-        match waited {
-            Err(why) if cancelled => StepOutcome::Cancelled(why),
-            Err(why) => StepOutcome::Failed(why),
-            Ok(Err(e)) => StepOutcome::Failed(format!("waiting for the process failed: {e}")),
-            Ok(Ok(status)) if status.success() => StepOutcome::Succeeded(format!("exit 0 in {secs:.1}s")),
-            Ok(Ok(status)) => {
-                let code = status.code().map(|c| format!("exit code {c}")).unwrap_or_else(|| "killed by a signal".into());
-                let tail: Vec<String> = tail.into_iter().collect();
-                if tail.is_empty() {
-                    StepOutcome::Failed(code)
-                } else {
-                    StepOutcome::Failed(format!("{code}: {}", tail.join(" | ")))
-                }
-            }
-        }
-    }
-}
-
-/// Forwards each line to the output channel; keeps the last `keep` lines (for error messages).
-async fn pump(
-    stream: impl AsyncRead + Unpin,
-    tx: tokio::sync::mpsc::UnboundedSender<String>,
-    keep: usize,
-) -> VecDeque<String> {
-    let mut lines = BufReader::new(stream).lines();
-    let mut tail = VecDeque::new();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if keep > 0 {
-            if tail.len() == keep {
-                tail.pop_front();
-            }
-            tail.push_back(line.clone());
-        }
-        let _ = tx.send(line);
-    }
-    tail
-}
-
-/// Kills the whole process group the child leads (so `sh -c 'sleep 100'` goes too).
-fn kill_group(pid: Option<u32>) {
-    if let Some(pid) = pid {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", "--", &format!("-{pid}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
     }
 }

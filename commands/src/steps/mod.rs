@@ -4,9 +4,11 @@
 
 pub mod backup;
 pub mod command;
+pub mod deploy;
 pub mod integrity;
 pub mod job;
 pub mod k8s;
+pub(crate) mod process;
 pub mod writers;
 
 use crate::model::Execution;
@@ -55,6 +57,9 @@ pub struct StepContext {
     pub cancel: watch::Receiver<bool>,
     /// Resolved secrets available to this step, by name.
     pub secrets: BTreeMap<String, crate::config::Secret>,
+    /// Artifacts to keep with the execution: (file name, content). Stored by the engine when
+    /// the step ends, listed in the status message, viewable from chat, exportable.
+    pub artifacts: mpsc::UnboundedSender<(String, String)>,
 }
 
 #[async_trait]
@@ -119,6 +124,9 @@ pub struct Connections {
     pub checker: Option<Arc<dyn crate::ports::integrity::DbChecker>>,
     /// The databases' checks, from `[databases.NAME.integrity]` (see [`integrity::specs`]).
     pub integrity: BTreeMap<String, integrity::IntegritySpec>,
+    /// GitHub, the registry client, the HTTP client, the CLIs and `[services]`, for the deploy
+    /// and rollback kinds (its `clusters` are set from the field above).
+    pub deploy: deploy::DeployConnections,
 }
 
 impl std::fmt::Debug for Connections {
@@ -158,7 +166,8 @@ impl StepKinds {
         for k in backup::PruneStep::both(&c.catalogs) {
             kinds = kinds.with(Arc::new(k));
         }
-        for k in k8s::K8sStep::all(&c.clusters).into_iter().chain(writers::WritersStep::all(&c.clusters)) {
+        let d = deploy::DeployConnections { clusters: c.clusters.clone(), ..c.deploy.clone() };
+        for k in k8s::K8sStep::all(&c.clusters).into_iter().chain(writers::WritersStep::all(&c.clusters)).chain(deploy::kinds(&d)) {
             kinds = kinds.with(k);
         }
         kinds

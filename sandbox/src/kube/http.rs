@@ -5,6 +5,7 @@
 
 use super::Fault;
 use super::Shared;
+use super::access;
 use super::patch::PatchType;
 use super::registry::{self, DeleteOpts, Target};
 use super::resources::{self, PODS, ResId, res};
@@ -90,8 +91,6 @@ async fn fault_response(sh: &Arc<Shared>, f: &Fault, method: &Method, path: &str
         Some(rt) => (Some(res(rt.id)), rt.name.clone().unwrap_or_default()),
         None => (None, String::new()),
     };
-    let gr = r.map(|r| r.group_resource()).unwrap_or_else(|| "resource".into());
-    let named = if name.is_empty() { gr.clone() } else { format!("{gr} \"{name}\"") };
     let details = r.map(|r| {
         let mut d = json!({"name": name, "kind": r.plural});
         if !r.group.is_empty() {
@@ -102,28 +101,14 @@ async fn fault_response(sh: &Arc<Shared>, f: &Fault, method: &Method, path: &str
     let e = match f.status {
         400 => ApiError::bad_request("bad request (injected fault)"),
         401 => ApiError::new(401, "Unauthorized", "Unauthorized"),
-        403 => {
-            let (verb, resource, group, ns) = match &route {
-                Some(rt) => {
-                    let rr = res(rt.id);
-                    let resource = match &rt.sub {
-                        Some(s) => format!("{}/{s}", rr.plural),
-                        None => rr.plural.to_string(),
-                    };
-                    (verb(method, rt, false), resource, rr.group, rt.ns.clone())
-                }
-                None => ("get", "resource".to_string(), "", None),
-            };
-            let scope = match ns {
-                Some(ns) => format!("in the namespace \"{ns}\""),
-                None => "at the cluster scope".to_string(),
-            };
-            ApiError::new(
+        403 => match &route {
+            Some(rt) => forbidden(rt, verb(method, rt, false)),
+            None => ApiError::new(
                 403,
                 "Forbidden",
-                format!("{named} is forbidden: User \"system:serviceaccount:runbot:runbot\" cannot {verb} resource \"{resource}\" in API group \"{group}\" {scope}"),
-            )
-        }
+                format!("forbidden: User \"{}\" cannot {} path \"{path}\"", access::USER, method.as_str().to_ascii_lowercase()),
+            ),
+        },
         404 => match (r, name.is_empty()) {
             (Some(r), false) => ApiError::not_found(r, &name),
             _ => ApiError::no_route(),
@@ -157,6 +142,54 @@ async fn fault_response(sh: &Arc<Shared>, f: &Fault, method: &Method, path: &str
     e.into_response()
 }
 
+/// 403 as the API server words it: `deployments.apps "web" is forbidden: User "..." cannot
+/// patch resource "deployments/scale" in API group "apps" in the namespace "ns"`.
+fn forbidden(rt: &ResRoute, verb: &str) -> ApiError {
+    let rr = res(rt.id);
+    let gr = rr.group_resource();
+    let named = match &rt.name {
+        Some(n) => format!("{gr} \"{n}\""),
+        None => gr,
+    };
+    let resource = match &rt.sub {
+        Some(s) => format!("{}/{s}", rr.plural),
+        None => rr.plural.to_string(),
+    };
+    let scope = match &rt.ns {
+        Some(ns) => format!("in the namespace \"{ns}\""),
+        None => "at the cluster scope".to_string(),
+    };
+    let mut d = json!({"name": rt.name.clone().unwrap_or_default(), "kind": rr.plural});
+    if !rr.group.is_empty() {
+        d["group"] = json!(rr.group);
+    }
+    ApiError::new(
+        403,
+        "Forbidden",
+        format!(
+            "{named} is forbidden: User \"{}\" cannot {verb} resource \"{resource}\" in API group \"{}\" {scope}",
+            access::USER,
+            rr.group
+        ),
+    )
+    .with_details(d)
+}
+
+/// The access policy's verdict on a resource request; 403 when it is not allowed.
+fn authorize(sh: &Shared, rt: &ResRoute, method: &Method, watch: bool) -> ApiResult<()> {
+    let verb = verb(method, rt, watch);
+    let rr = res(rt.id);
+    let a = access::Attributes {
+        verb: verb.to_string(),
+        path: None,
+        group: rr.group.to_string(),
+        resource: rr.plural.to_string(),
+        sub: rt.sub.clone(),
+        namespace: rt.ns.clone().unwrap_or_default(),
+    };
+    if sh.lock().access.decide(&a).allowed { Ok(()) } else { Err(forbidden(rt, verb)) }
+}
+
 // ------------------------------------------------------------------ routing
 
 #[derive(Debug, Clone)]
@@ -178,6 +211,8 @@ enum Route {
     Apis,
     Group(String),
     GroupVersion(String, String),
+    /// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews` (never stored).
+    AccessReview,
     Res(ResRoute),
 }
 
@@ -193,6 +228,7 @@ fn parse_route(path: &str) -> ApiResult<Route> {
         ["api", v] => return Ok(Route::GroupVersion(String::new(), (*v).to_string())),
         ["apis", g] => return Ok(Route::Group((*g).to_string())),
         ["apis", g, v] => return Ok(Route::GroupVersion((*g).to_string(), (*v).to_string())),
+        ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] => return Ok(Route::AccessReview),
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(ApiError::no_route()),
@@ -275,11 +311,21 @@ async fn serve(sh: &Arc<Shared>, req: Request) -> ApiResult<Response> {
     let q = Query(parse_query(parts.uri.query().unwrap_or("")).into_iter().collect());
     let read_only = parts.method == Method::GET;
     match route {
-        Route::Res(r) => resource(sh, r, &parts.method, &q, &parts.headers, body).await,
+        Route::Res(r) => {
+            authorize(sh, &r, &parts.method, r.watch_prefix || q.flag("watch"))?;
+            resource(sh, r, &parts.method, &q, &parts.headers, body).await
+        }
+        Route::AccessReview if parts.method == Method::POST => {
+            check_body_type(&parts.headers)?;
+            let b = require_body(read_body(body).await?)?;
+            let out = access::review(&sh.lock().access, &b)?;
+            ok_json(201, &out)
+        }
+        Route::AccessReview => Err(ApiError::method_not_allowed()),
         _ if !read_only => Err(ApiError::method_not_allowed()),
         Route::Root => ok_json(
             200,
-            &json!({"paths": ["/api", "/api/v1", "/apis", "/apis/apps/v1", "/apis/autoscaling/v1", "/apis/batch/v1", "/apis/coordination.k8s.io/v1", "/apis/policy/v1", "/healthz", "/livez", "/readyz", "/version"]}),
+            &json!({"paths": ["/api", "/api/v1", "/apis", "/apis/apps/v1", "/apis/authorization.k8s.io", "/apis/authorization.k8s.io/v1", "/apis/autoscaling/v1", "/apis/batch/v1", "/apis/coordination.k8s.io/v1", "/apis/policy/v1", "/healthz", "/livez", "/readyz", "/version"]}),
         ),
         Route::Version => ok_json(200, &resources::version()),
         Route::Health => Ok("ok".into_response()),
@@ -330,6 +376,49 @@ fn table_include(headers: &HeaderMap, q: &Query) -> Option<Include> {
     first.contains("as=Table").then(|| Include::parse(q.get("includeObject")))
 }
 
+/// Metadata-only reads: `Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`
+/// (get, watch) or `...;as=PartialObjectMetadataList;...` (list). Media types are tried in
+/// order, protobuf/CBOR ones skipped (JSON only); `want` selects the metadata representation,
+/// a plain type (`application/json`, `*/*`, ...) or a Table the full object. A metadata
+/// representation this endpoint cannot produce (a `...List` for a get) with no fallback is
+/// 406 NotAcceptable, as the API server answers.
+fn metadata_only(headers: &HeaderMap, want: &str) -> ApiResult<bool> {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mut refused = false;
+    for media in accept.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let mut parts = media.split(';').map(str::trim);
+        let mt = parts.next().unwrap_or("").to_ascii_lowercase();
+        if mt.contains("protobuf") || mt.contains("cbor") {
+            continue;
+        }
+        let params: HashMap<String, String> = parts
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string()))
+            .collect();
+        match params.get("as").map(String::as_str) {
+            None => return Ok(false),
+            Some("Table") => return Ok(false),
+            Some(a)
+                if a == want
+                    && params.get("g").map(String::as_str) == Some("meta.k8s.io")
+                    && matches!(params.get("v").map(String::as_str), Some("v1" | "v1beta1")) =>
+            {
+                return Ok(true);
+            }
+            Some(a) if a.starts_with("PartialObjectMetadata") => refused = true,
+            Some(_) => {}
+        }
+    }
+    if refused {
+        return Err(ApiError::new(
+            406,
+            "NotAcceptable",
+            "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+        ));
+    }
+    Ok(false)
+}
+
 fn dry_run(q: &Query) -> ApiResult<bool> {
     match q.get("dryRun") {
         None | Some("") => Ok(false),
@@ -361,15 +450,21 @@ async fn resource(
     let resp = match (method.clone(), name.as_deref(), sub) {
         (Method::GET, None, None) => {
             if watch {
-                return watch_req(sh, &r, q, tbl, None);
+                let meta = tbl.is_none() && metadata_only(headers, "PartialObjectMetadata")?;
+                return watch_req(sh, &r, q, tbl, None, meta);
             }
-            list(sh, &r, q, tbl)
+            let meta = tbl.is_none() && metadata_only(headers, "PartialObjectMetadataList")?;
+            list(sh, &r, q, tbl, meta)
         }
         (Method::GET, Some(n), None) => {
+            let meta = tbl.is_none() && metadata_only(headers, "PartialObjectMetadata")?;
             if watch {
-                return watch_req(sh, &r, q, tbl, Some(n));
+                return watch_req(sh, &r, q, tbl, Some(n), meta);
             }
             let obj = sh.lock().store.get(id, &ns, n).cloned().ok_or_else(|| ApiError::not_found(res(id), n))?;
+            if meta {
+                return ok_json(200, &streams::partial_metadata(&obj));
+            }
             match tbl {
                 Some(inc) => ok_json(
                     200,
@@ -462,6 +557,7 @@ fn watch_req(
     q: &Query,
     tbl: Option<Include>,
     name: Option<&str>,
+    metadata: bool,
 ) -> ApiResult<Response> {
     let (labels, mut fields) = selectors(r, q)?;
     if let Some(n) = name {
@@ -482,6 +578,7 @@ fn watch_req(
             send_initial: q.flag("sendInitialEvents"),
             timeout: q.num::<u64>("timeoutSeconds")?.filter(|s| *s > 0).map(Duration::from_secs),
             table: tbl,
+            metadata,
         },
     )
 }
@@ -505,7 +602,7 @@ fn decode_continue(token: &str) -> ApiResult<(u64, String, String)> {
     Ok((rv, ns.to_string(), name.to_string()))
 }
 
-fn list(sh: &Arc<Shared>, r: &ResRoute, q: &Query, tbl: Option<Include>) -> ApiResult<Response> {
+fn list(sh: &Arc<Shared>, r: &ResRoute, q: &Query, tbl: Option<Include>, metadata: bool) -> ApiResult<Response> {
     let (labels, fields) = selectors(r, q)?;
     let limit = q.num::<i64>("limit")?.filter(|l| *l > 0).map(|l| l as usize);
     let cont = match q.get("continue") {
@@ -548,6 +645,13 @@ fn list(sh: &Arc<Shared>, r: &ResRoute, q: &Query, tbl: Option<Include>) -> ApiR
     };
     if let Some(inc) = tbl {
         return ok_json(200, &table(r.id, page, inc, true, meta));
+    }
+    if metadata {
+        let items: Vec<Value> = page.iter().map(|o| streams::partial_metadata(o)).collect();
+        return ok_json(
+            200,
+            &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}),
+        );
     }
     let items: Vec<Value> = page
         .iter()

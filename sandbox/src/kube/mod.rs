@@ -16,7 +16,10 @@
 //! # Faithful
 //! - Paths: `/api/v1/...`, `/apis/{group}/{version}/...`, namespaced and cluster-wide
 //!   collections, subresources `pods/{log,eviction,status}`, `deployments/{scale,status}`,
-//!   `replicasets/{scale,status}`, `jobs/status`, `cronjobs/status`; discovery (`/version`,
+//!   `replicasets/{scale,status}`, `jobs/status`, `cronjobs/status`;
+//!   `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`; metadata-only reads
+//!   (`Accept: application/json;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1` on get,
+//!   list and watch: `PartialObjectMetadata` objects, no spec/data); discovery (`/version`,
 //!   `/api`, `/api/v1`, `/apis`, `/apis/{g}`, `/apis/{g}/{v}`); `/openapi/*` answers 404 (kubectl
 //!   copes for get/describe/logs/delete/scale/rollout).
 //! - Verbs get/list/watch/create/update/patch/delete/deletecollection; label and field
@@ -38,7 +41,10 @@
 //! # Simplified
 //! - One node (`sandbox-node-1`), no scheduling constraints, no images to pull, no probes
 //!   other than the behaviours' scripted ones ([`Behavior`]).
-//! - No RBAC/authentication (a [`Fault`] produces 401/403), no admission webhooks, no
+//! - No authentication and no RBAC objects: one identity, allowed everything unless a test
+//!   scripts [`FakeCluster::deny`] / [`FakeCluster::allow_only`] (`access.rs`), which both
+//!   `SelfSubjectAccessReview`s and the requests themselves obey (403 Forbidden); a [`Fault`]
+//!   still produces any 401/403. No admission webhooks, no
 //!   `managedFields` (server-side apply is a strategic merge, never a conflict), no protobuf.
 //! - Lists are served from the current state (no MVCC snapshot for `continue`); namespaces are
 //!   created on demand when something is written into them.
@@ -53,6 +59,7 @@
 //!   `kubectl create -f`/`apply -f` work with `--validate=false` (no OpenAPI documents are
 //!   served, so client-side validation cannot run).
 
+mod access;
 mod controller;
 mod http;
 mod kubelet;
@@ -65,6 +72,8 @@ mod store;
 mod streams;
 mod table;
 mod util;
+
+pub(crate) use util::{b64_decode, rand_hex};
 
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -168,6 +177,8 @@ pub(crate) struct State {
     pub timing: Timing,
     /// Serial for event names.
     pub event_seq: u64,
+    /// What the fake's identity may do (default: everything).
+    pub access: access::Policy,
 }
 
 pub(crate) struct Shared {
@@ -185,6 +196,15 @@ impl Shared {
     /// for the other handlers.
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The pods Deployment `ns/name` selects now (by its `spec.selector`), ordered by name;
+    /// None when there is no such Deployment.
+    pub(crate) fn deployment_pods(&self, ns: &str, name: &str) -> Option<Vec<Value>> {
+        let st = self.lock();
+        let d = st.store.get(resources::DEPLOYMENTS, ns, name)?;
+        let sel = select::LabelSelector::from_object(d.pointer("/spec/selector").unwrap_or(&Value::Null));
+        Some(st.store.list(resources::PODS, Some(ns)).filter(|p| sel.matches(p)).cloned().collect())
     }
 }
 
@@ -216,6 +236,7 @@ impl FakeCluster {
             requests: Vec::new(),
             timing: timing.clone(),
             event_seq: 0,
+            access: access::Policy::default(),
         };
         registry::seed(&mut state);
         let shared = Arc::new(Shared {
@@ -243,6 +264,12 @@ impl FakeCluster {
             server: Some(server),
             controller: Some(controller),
         })
+    }
+
+    /// The live state, for the other sandbox servers that follow the cluster (the smoke
+    /// endpoint).
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 
     /// `http://127.0.0.1:PORT`
@@ -286,11 +313,42 @@ impl FakeCluster {
         st.store.list(resources::PODS, Some(ns)).cloned().collect()
     }
 
+    /// The pods Deployment `ns/name` selects now (full objects), ordered by name; None when
+    /// there is no such Deployment.
+    pub fn deployment_pods(&self, ns: &str, name: &str) -> Option<Vec<Value>> {
+        self.shared.deployment_pods(ns, name)
+    }
+
     /// Any stored object, e.g. `object("apps/v1", "Deployment", "ns", "web")`.
     pub fn object(&self, api_version: &str, kind: &str, ns: &str, name: &str) -> Option<Value> {
         let id = resources::find_kind(api_version, kind)?;
         let ns = if resources::res(id).namespaced { ns } else { "" };
         self.shared.lock().store.get(id, ns, name).cloned()
+    }
+
+    /// Takes away a permission: from now on `verb` on `resource` in `namespace` is refused —
+    /// a `SelfSubjectAccessReview` answers `allowed: false, denied: true`, and the request
+    /// itself gets 403 Forbidden. `verb` is `get`, `list`, ... or `*`; `resource` is `pods`,
+    /// `deployments.apps`, `pods/log`, `deployments.apps/scale`, `pods/*`, `*.apps` or `*`
+    /// (RBAC's matching: `pods` does not cover `pods/log`), or a non-resource URL such as
+    /// `/healthz` (reviews only); `namespace` is a namespace, `*` (all, and the cluster
+    /// scope) or `""` (cluster scope only). Deny rules win over [`FakeCluster::allow_only`].
+    pub fn deny(&self, verb: &str, resource: &str, namespace: &str) {
+        self.shared.lock().access.deny(access::Rule::parse(verb, resource, namespace));
+    }
+
+    /// Grants only these `(verb, resource, namespace)` rules (same syntax as
+    /// [`FakeCluster::deny`]); everything else is neither allowed nor denied (`allowed: false`
+    /// without a reason, as RBAC answers) and refused with 403. Replaces an earlier
+    /// `allow_only`; deny rules stay.
+    pub fn allow_only(&self, rules: &[(&str, &str, &str)]) {
+        let rules = rules.iter().map(|(v, r, n)| access::Rule::parse(v, r, n)).collect();
+        self.shared.lock().access.allow_only(rules);
+    }
+
+    /// Back to the default: everything allowed, no deny rules.
+    pub fn allow_all(&self) {
+        self.shared.lock().access.reset();
     }
 
     /// Every request so far: (method, `path?query`).

@@ -254,7 +254,7 @@ pub const JOBS: ResId = 10;
 pub const CRONJOBS: ResId = 11;
 
 /// The API groups in discovery order (core is separate, under `/api`).
-const GROUPS: &[&str] = &["apps", "autoscaling", "batch", "coordination.k8s.io", "policy"];
+const GROUPS: &[&str] = &["apps", "authorization.k8s.io", "autoscaling", "batch", "coordination.k8s.io", "policy"];
 
 impl Resource {
     pub fn api_version(&self) -> String {
@@ -368,6 +368,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             out.push(e);
         }
     }
+    // Virtual, create-only kinds: never stored, answered by `access.rs`.
+    if group == "authorization.k8s.io" {
+        out.push(super::access::discovery_entry());
+    }
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     Some(json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out }))
 }
@@ -389,5 +393,23 @@ mod tests {
         assert_eq!(res(CRONJOBS).kind, "CronJob");
         assert_eq!(find_kind("apps/v1", "Deployment"), Some(DEPLOYMENTS));
         assert_eq!(res(DEPLOYMENTS).group_resource(), "deployments.apps");
+    }
+
+    #[test]
+    fn access_reviews_are_discoverable_as_create_only_and_cluster_scoped() {
+        let groups = api_group_list();
+        assert!(groups["groups"].as_array().unwrap().iter().any(|g| g["name"] == "authorization.k8s.io"));
+        assert_eq!(
+            api_group("authorization.k8s.io").unwrap()["preferredVersion"]["groupVersion"],
+            "authorization.k8s.io/v1"
+        );
+        let list = resource_list("authorization.k8s.io", "v1").unwrap();
+        let r = &list["resources"].as_array().unwrap()[0];
+        assert_eq!(
+            (r["name"].as_str(), r["namespaced"].as_bool(), r["kind"].as_str()),
+            (Some("selfsubjectaccessreviews"), Some(false), Some("SelfSubjectAccessReview"))
+        );
+        assert_eq!(r["verbs"], json!(["create"]));
+        assert!(find("authorization.k8s.io", "v1", "selfsubjectaccessreviews").is_none(), "never stored");
     }
 }

@@ -56,6 +56,14 @@ pub struct WatchReq {
     pub send_initial: bool,
     pub timeout: Option<Duration>,
     pub table: Option<Include>,
+    /// Events carry `PartialObjectMetadata` objects.
+    pub metadata: bool,
+}
+
+/// An object's metadata-only representation (`meta.k8s.io/v1` `PartialObjectMetadata`): no
+/// spec, status or data.
+pub fn partial_metadata(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({}))})
 }
 
 impl WatchReq {
@@ -95,6 +103,7 @@ impl WatchReq {
 struct Encoder {
     id: ResId,
     table: Option<Include>,
+    metadata: bool,
     headers_sent: bool,
 }
 
@@ -107,6 +116,7 @@ impl Encoder {
                 self.headers_sent = true;
                 t
             }
+            (None, "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK") if self.metadata => partial_metadata(&object),
             _ => object,
         };
         let mut s = json!({"type": type_, "object": object}).to_string();
@@ -145,7 +155,7 @@ pub fn watch(sh: &Arc<Shared>, w: WatchReq) -> Result<Response, ApiError> {
     // `sendInitialEvents=true` (with `resourceVersionMatch=NotOlderThan`): the current state
     // (which is never older than any RV we handed out) first, whatever the RV.
     let since = if w.send_initial { None } else { since };
-    let mut enc = Encoder { id: w.id, table: w.table, headers_sent: false };
+    let mut enc = Encoder { id: w.id, table: w.table, metadata: w.metadata, headers_sent: false };
     let (tx, resp) = streaming("application/json");
     let mut first: Vec<Bytes> = Vec::new();
     let (rx, mut last_rv) = {

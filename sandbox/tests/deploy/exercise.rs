@@ -26,6 +26,9 @@ pub const EXERCISED: &[&str] = &[
     "wait_no_pods",
     "scale",
     "run_job_from_cronjob",
+    "helm_history",
+    "can_i",
+    "secret_exists",
 ];
 
 const IMAGE: &str = "registry.local/promotions-api:1.4.2";
@@ -75,6 +78,9 @@ pub async fn drive(c: &FakeCluster, ns: &str) {
     k.scale(ns, "promotions-api", 2).await.expect("scale back");
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     assert!(k.run_job_from_cronjob(ns, "backup", "backup-manual-1", tx, t).await.expect("job"), "the job succeeds");
+    assert!(k.helm_history(ns, "promotions-release").await.expect("helm history").is_empty(), "no such release here");
+    assert!(k.can_i(ns, "patch", "deployments.apps").await.expect("access review"));
+    assert!(!k.secret_exists(ns, "promotions-db-credentials").await.expect("secret lookup"));
 }
 
 /// Runs the `kubectl` steps of deploy/runbooks.example.toml as runbot would prepare them for

@@ -64,6 +64,12 @@ impl Store for KillableStore {
     async fn orphans(&self, owner: &str, now: DateTime<Utc>) -> Result<Vec<ExecutionId>, StoreError> {
         self.alive()?.orphans(owner, now).await
     }
+    async fn put_artifact(&self, id: ExecutionId, name: &str, content: &str) -> Result<(), StoreError> {
+        self.alive()?.put_artifact(id, name, content).await
+    }
+    async fn artifacts(&self, id: ExecutionId) -> Result<Vec<(String, String)>, StoreError> {
+        self.alive()?.artifacts(id).await
+    }
     async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
         self.alive()?.append_audit(entry).await
     }

@@ -111,6 +111,20 @@ pub async fn step_output(store: Arc<dyn Store>) {
     assert_eq!(store.output(b.id, 3).await.expect("output"), expected, "many chunks stay in order");
 }
 
+/// Artifacts: kept per execution in order; the same name replaces the earlier content.
+pub async fn artifacts(store: Arc<dyn Store>) {
+    let a = create_sample(&store, "artifact-svc", ExecState::Running, None).await;
+    let b = create_sample(&store, "artifact-svc", ExecState::Running, None).await;
+    assert!(store.artifacts(a.id).await.expect("artifacts").is_empty());
+    store.put_artifact(a.id, "logs-v1.2.6.txt", "===== pod x =====\npanic: 'quoted' ✓\n").await.expect("put");
+    store.put_artifact(a.id, "tasks.txt", "t1").await.expect("put");
+    store.put_artifact(b.id, "other.txt", "b").await.expect("put");
+    store.put_artifact(a.id, "logs-v1.2.6.txt", "replaced").await.expect("put again");
+    let got = store.artifacts(a.id).await.expect("artifacts");
+    assert_eq!(got, [("tasks.txt".to_string(), "t1".to_string()), ("logs-v1.2.6.txt".to_string(), "replaced".to_string())]);
+    assert_eq!(store.artifacts(b.id).await.expect("artifacts"), [("other.txt".to_string(), "b".to_string())]);
+}
+
 /// A save and its audit records commit together: both land, or (on a conflict) neither.
 pub async fn save_with_audit(store: Arc<dyn Store>) {
     let mut x = create_sample(&store, "audited-svc", ExecState::Running, None).await;

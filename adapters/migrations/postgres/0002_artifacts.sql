@@ -1,0 +1,8 @@
+-- Artifacts kept with an execution (e.g. the failed version's pod logs a rollback keeps).
+CREATE TABLE artifacts (
+    exec_id BIGINT NOT NULL,
+    name    TEXT   NOT NULL,
+    content TEXT   NOT NULL,
+    seq     BIGINT NOT NULL,
+    PRIMARY KEY (exec_id, name)
+);

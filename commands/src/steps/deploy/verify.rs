@@ -1,0 +1,324 @@
+//! `deploy-verify` and `smoke-test`: is the new (or rolled-back-to) version really serving?
+
+use super::rollout::secs;
+use super::{parse_to, resolved_to, DeployConnections, DeployTarget};
+use crate::ports::cluster::{PodInfo, Rollout};
+use crate::steps::process::{self, Proc};
+use crate::steps::{unless_cancelled, Prepared, StepContext, StepKind, StepOutcome};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+const POLL: Duration = Duration::from_millis(500);
+const DEFAULT_TIMEOUT: &str = "5m";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyDef {
+    /// How long to wait. Default: the driver's timeout (5m).
+    timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct VerifyParams {
+    target: DeployTarget,
+    /// The deployed version; a rollback's target comes from its resolved `to` line instead.
+    version: String,
+    timeout_secs: u64,
+}
+
+pub struct Verify(pub(super) Arc<DeployConnections>);
+
+/// The version an execution expects to be running: a rollback's resolved target, else the
+/// deploy's version.
+fn expected(ctx: &StepContext, stored: &str) -> String {
+    resolved_to(&ctx.execution.resolved).and_then(|l| parse_to(l).1).unwrap_or_else(|| stored.to_string())
+}
+
+#[async_trait]
+impl StepKind for Verify {
+    fn kind(&self) -> &'static str {
+        "deploy-verify"
+    }
+
+    fn default_idempotent(&self) -> bool {
+        true
+    }
+
+    fn prepare(&self, params: &toml::Table, vars: &BTreeMap<String, String>) -> Result<Prepared, String> {
+        let def: VerifyDef = crate::steps::definition(params)?;
+        let Some(t) = DeployTarget::of(&self.0.services, vars)? else {
+            return Ok(Prepared { action: "verify the rollout".into(), params: serde_json::Value::Null });
+        };
+        let driver_timeout = match t.driver.as_str() {
+            "helm" => t.helm.as_ref().map(|h| h.timeout.clone()),
+            "swarm" => t.swarm.as_ref().map(|s| s.timeout.clone()),
+            _ => None,
+        };
+        let timeout_secs = secs(def.timeout.as_deref().or(driver_timeout.as_deref()).unwrap_or(DEFAULT_TIMEOUT))?;
+        let version = vars.get("version").cloned().unwrap_or_default();
+        let shown = if version.is_empty() { "the target version".to_string() } else { version.clone() };
+        let action = match t.driver.as_str() {
+            "swarm" => {
+                let s = t.swarm.as_ref().ok_or_else(|| t.driver_missing())?;
+                format!("wait until every task of Swarm service {} runs {}:{shown} (timeout {timeout_secs}s)", s.service, s.image)
+            }
+            "helm" | "pipeline" => {
+                let (cluster, ns, dep, sel) = t.k8s()?;
+                format!(
+                    "wait until deployment {dep} in {ns} on cluster {cluster} has rolled out and every pod {sel} is Ready on {shown} (timeout {timeout_secs}s)"
+                )
+            }
+            _ => return Err(t.driver_missing()),
+        };
+        Ok(Prepared { action, params: serde_json::to_value(VerifyParams { target: t, version, timeout_secs }).map_err(|e| e.to_string())? })
+    }
+
+    async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome {
+        let p: VerifyParams = match crate::steps::stored(params) {
+            Ok(p) => p,
+            Err(f) => return f,
+        };
+        let version = expected(&ctx, &p.version);
+        if version.is_empty() {
+            return StepOutcome::Failed("no version to verify".into());
+        }
+        let limit = Duration::from_secs(p.timeout_secs);
+        let work = async {
+            if p.target.driver == "swarm" {
+                swarm_converged(&self.0, &p.target, &version, limit, &ctx).await
+            } else {
+                k8s_rolled_out(&self.0, &p.target, &version, limit).await
+            }
+        };
+        match unless_cancelled(&ctx.cancel, work).await {
+            None => StepOutcome::Cancelled("cancelled while verifying".into()),
+            Some(Ok(summary)) => StepOutcome::Succeeded(summary),
+            Some(Err(why)) => StepOutcome::Failed(why),
+        }
+    }
+}
+
+/// Does this image reference run `version` (`repo:version`, digest ignored)?
+fn runs_version(image: &str, repo: Option<&str>, version: &str) -> bool {
+    let image = image.split('@').next().unwrap_or(image);
+    match image.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')) {
+        Some((r, tag)) => tag == version && repo.is_none_or(|want| r == want || r.ends_with(&format!("/{want}")) || want.ends_with(&format!("/{r}"))),
+        None => false,
+    }
+}
+
+/// Why a pod is not serving the version: not Ready, another image, a crash-looping container.
+fn pod_problem(pod: &PodInfo, repo: Option<&str>, version: &str) -> Option<String> {
+    if pod.terminating {
+        return Some(format!("{}: terminating", pod.name));
+    }
+    let mut why = Vec::new();
+    for c in &pod.containers {
+        if !runs_version(&c.image, repo, version) {
+            why.push(format!("{} runs {}", c.name, c.image));
+        }
+        if !c.ready {
+            let mut s = format!("{} {}", c.name, c.state);
+            if c.restart_count > 0 {
+                s.push_str(&format!(", {} restarts", c.restart_count));
+            }
+            if let Some(t) = &c.last_termination {
+                s.push_str(&format!(", last exit {} ({})", t.exit_code, t.reason));
+            }
+            why.push(s);
+        }
+    }
+    if !pod.ready && why.is_empty() {
+        why.push("not Ready".into());
+    }
+    (!why.is_empty()).then(|| format!("{}: {}", pod.name, why.join("; ")))
+}
+
+async fn k8s_rolled_out(c: &DeployConnections, t: &DeployTarget, version: &str, limit: Duration) -> Result<String, String> {
+    let (cluster, ns, dep, sel) = t.k8s()?;
+    let cluster = c.clusters.get(&cluster)?.clone();
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last;
+    loop {
+        let rollout = cluster.rollout(&ns, &dep).await.map_err(|e| format!("could not read the rollout of {dep}: {e}"))?;
+        let want = cluster.deployment(&ns, &dep).await.map_err(|e| format!("could not read deployment {dep}: {e}"))?.replicas.max(0) as usize;
+        let pods = cluster.pods(&ns, &sel).await.map_err(|e| format!("could not list pods {sel}: {e}"))?;
+        let problems: Vec<String> = pods.iter().filter_map(|p| pod_problem(p, t.image.as_deref(), version)).collect();
+        let serving = pods.iter().filter(|p| pod_problem(p, t.image.as_deref(), version).is_none()).count();
+        match &rollout {
+            Rollout::Complete(_) if problems.is_empty() && serving >= want => {
+                return Ok(format!("deployment {dep} rolled out: {serving}/{want} pods Ready on {version}"));
+            }
+            Rollout::Failed(msg) => {
+                return Err(format!("the rollout of {dep} failed: {msg}. {}", problems.join(" | ")));
+            }
+            Rollout::Pending(m) | Rollout::Progressing(m) | Rollout::Complete(m) => last = format!("{m}; {serving}/{want} pods Ready on {version}"),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let detail = if problems.is_empty() { last } else { problems.join(" | ") };
+            return Err(format!("{dep} did not roll out to {version} within {}s: {detail}", limit.as_secs()));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// One line of `docker service ps --format '{{json .}}'`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SwarmTask {
+    name: String,
+    image: String,
+    desired_state: String,
+    current_state: String,
+    #[serde(default)]
+    error: String,
+}
+
+/// Runs `docker` with captured stdout (not streamed: it is parsed, and summarized instead).
+pub(crate) async fn docker_capture(c: &DeployConnections, args: &[&str], ctx: &StepContext) -> Result<String, String> {
+    let program = c.tools.get("docker")?;
+    let argv: Vec<String> = std::iter::once(program).chain(args.iter().map(|s| s.to_string())).collect();
+    let proc = Proc { argv: &argv, env: Vec::new(), cwd: None, timeout: Duration::from_secs(60), stream_stdout: false, capture_stdout: true };
+    let done = process::run(proc, &ctx.output, &ctx.cancel).await;
+    match done.outcome("docker") {
+        StepOutcome::Succeeded(_) => Ok(done.stdout),
+        StepOutcome::Failed(why) | StepOutcome::Cancelled(why) => Err(format!("`docker {}` failed: {why}", args.join(" "))),
+        _ => Err("unexpected".into()),
+    }
+}
+
+/// The replicas and image of a Swarm service (`docker service inspect`).
+pub(crate) async fn swarm_inspect(c: &DeployConnections, service: &str, ctx: &StepContext) -> Result<serde_json::Value, String> {
+    let out = docker_capture(c, &["service", "inspect", service, "--format", "{{json .}}"], ctx).await?;
+    serde_json::from_str(out.lines().next().unwrap_or("")).map_err(|e| format!("unreadable `docker service inspect` output: {e}"))
+}
+
+async fn swarm_converged(c: &DeployConnections, t: &DeployTarget, version: &str, limit: Duration, ctx: &StepContext) -> Result<String, String> {
+    let s = t.swarm.as_ref().ok_or_else(|| t.driver_missing())?;
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let inspect = swarm_inspect(c, &s.service, ctx).await?;
+        let want = inspect.pointer("/Spec/Mode/Replicated/Replicas").and_then(|v| v.as_u64()).unwrap_or(1) as usize;
+        let out = docker_capture(c, &["service", "ps", &s.service, "--no-trunc", "--format", "{{json .}}"], ctx).await?;
+        let tasks: Vec<SwarmTask> = out.lines().filter(|l| !l.trim().is_empty()).filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let running: Vec<&SwarmTask> = tasks.iter().filter(|t| t.desired_state == "Running").collect();
+        let good = running.iter().filter(|t| t.current_state.starts_with("Running") && runs_version(&t.image, Some(&s.image), version)).count();
+        if good >= want && running.len() == good {
+            return Ok(format!("Swarm service {} converged: {good}/{want} tasks running {}:{version}", s.service, s.image));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let mut bad: Vec<String> = tasks
+                .iter()
+                .filter(|t| !(t.current_state.starts_with("Running") && runs_version(&t.image, Some(&s.image), version)))
+                .take(8)
+                .map(|t| {
+                    let err = if t.error.is_empty() { String::new() } else { format!(" — {}", t.error) };
+                    format!("{} ({}): {}{err}", t.name, t.image.split('@').next().unwrap_or(""), t.current_state)
+                })
+                .collect();
+            bad.dedup();
+            return Err(format!(
+                "Swarm service {} did not converge on {}:{version} within {}s ({good}/{want} running it): {}",
+                s.service,
+                s.image,
+                limit.as_secs(),
+                bad.join(" | ")
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmokeDef {}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SmokeParams {
+    /// None: no smoke check configured — the step says so and passes.
+    check: Option<crate::config::SmokeConfig>,
+}
+
+pub struct Smoke(pub(super) Arc<DeployConnections>);
+
+#[async_trait]
+impl StepKind for Smoke {
+    fn kind(&self) -> &'static str {
+        "smoke-test"
+    }
+
+    fn default_idempotent(&self) -> bool {
+        true
+    }
+
+    fn prepare(&self, params: &toml::Table, vars: &BTreeMap<String, String>) -> Result<Prepared, String> {
+        let _: SmokeDef = crate::steps::definition(params)?;
+        let Some(t) = DeployTarget::of(&self.0.services, vars)? else {
+            return Ok(Prepared { action: "smoke test".into(), params: serde_json::Value::Null });
+        };
+        let action = match &t.smoke {
+            None => format!("no smoke check configured for {} (services.{}.environments.{}.smoke): skipped", t.where_(), t.service, t.env),
+            Some(s) => {
+                secs(&s.backoff)?;
+                secs(&s.timeout)?;
+                format!(
+                    "GET {} expecting {}{}, up to {} attempts (backoff from {}, timeout {} each)",
+                    s.url,
+                    s.status,
+                    s.body.as_ref().map(|b| format!(" and body containing \"{b}\"")).unwrap_or_default(),
+                    s.attempts,
+                    s.backoff,
+                    s.timeout
+                )
+            }
+        };
+        Ok(Prepared { action, params: serde_json::to_value(SmokeParams { check: t.smoke }).map_err(|e| e.to_string())? })
+    }
+
+    async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome {
+        let p: SmokeParams = match crate::steps::stored(params) {
+            Ok(p) => p,
+            Err(f) => return f,
+        };
+        let Some(s) = p.check else { return StepOutcome::Succeeded("skipped: no smoke check configured".into()) };
+        let Some(http) = &self.0.http else { return StepOutcome::Failed("no HTTP client is connected".into()) };
+        let backoff = crate::config::parse_duration(&s.backoff).unwrap_or(Duration::from_secs(2));
+        let timeout = crate::config::parse_duration(&s.timeout).unwrap_or(Duration::from_secs(5));
+        let mut wait = backoff;
+        let mut last = String::new();
+        for attempt in 1..=s.attempts {
+            let answer = match unless_cancelled(&ctx.cancel, http.get(&s.url, timeout)).await {
+                None => return StepOutcome::Cancelled("cancelled during the smoke test".into()),
+                Some(a) => a,
+            };
+            match answer {
+                Ok(a) => {
+                    let ms = a.elapsed.as_millis();
+                    let body_ok = s.body.as_ref().is_none_or(|b| a.body.contains(b.as_str()));
+                    if a.status == s.status && body_ok {
+                        let _ = ctx.output.send(format!("attempt {attempt}: {} in {ms} ms", a.status));
+                        return StepOutcome::Succeeded(format!("{} {} in {ms} ms (attempt {attempt} of {})", s.url, a.status, s.attempts));
+                    }
+                    let snippet: String = a.body.chars().take(200).collect();
+                    last = if a.status != s.status {
+                        format!("{} instead of {} in {ms} ms: {}", a.status, s.status, snippet.trim())
+                    } else {
+                        format!("{} in {ms} ms but the body lacks \"{}\": {}", a.status, s.body.as_deref().unwrap_or(""), snippet.trim())
+                    };
+                }
+                Err(e) => last = e,
+            }
+            let _ = ctx.output.send(format!("attempt {attempt}: {last}"));
+            if attempt < s.attempts {
+                if unless_cancelled(&ctx.cancel, tokio::time::sleep(wait)).await.is_none() {
+                    return StepOutcome::Cancelled("cancelled during the smoke test".into());
+                }
+                wait = (wait * 2).min(Duration::from_secs(60));
+            }
+        }
+        StepOutcome::Failed(format!("smoke test failed after {} attempts: {last}", s.attempts))
+    }
+}

@@ -1,0 +1,4 @@
+//! The sandbox `helm` stand-in, built for the scenario tests (`CARGO_BIN_EXE_helm`).
+fn main() {
+    std::process::exit(runbot_sandbox::standins::helm_main(std::env::args().skip(1).collect()));
+}
