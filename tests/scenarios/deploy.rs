@@ -28,7 +28,7 @@ struct Sandbox {
     world: World,
     cluster: FakeCluster,
     gh: FakeGitHub,
-    _registry: FakeRegistry,
+    registry: FakeRegistry,
     _smoke: SmokeServer,
     image: String,
     chart: String,
@@ -84,8 +84,7 @@ async fn sandbox(driver: &str) -> Sandbox {
     gh.add_tag(REPO, "v1.2.6", GOOD_SHA, false);
     gh.push_run(REPO, "ci.yml", "main", GOOD_SHA, "push", "completed", Some("success"));
 
-    let bad = format!(":v1.2.6");
-    let smoke = SmokeServer::following_deployment("127.0.0.1:0".parse().expect("addr"), &cluster, NS, DEP, move |img| !img.ends_with(&bad))
+    let smoke = SmokeServer::following_deployment("127.0.0.1:0".parse().expect("addr"), &cluster, NS, DEP, |img| !img.ends_with(":v1.2.6"))
         .await
         .expect("smoke");
     let token = dir.path().join("gh-token");
@@ -155,7 +154,7 @@ timeout = "2s"
         services: Default::default(),
     };
     let world = World::with(Options { extra_config: extra, clusters, deploy, patience: Duration::from_secs(40), ..Options::default() }).await;
-    Sandbox { world, cluster, gh, _registry: registry, _smoke: smoke, image, chart, _dir: dir }
+    Sandbox { world, cluster, gh, registry, _smoke: smoke, image, chart, _dir: dir }
 }
 
 async fn wait_ready_on(cluster: &FakeCluster, image: &str) {
@@ -206,7 +205,7 @@ async fn red_ci_is_refused_before_approval() {
 async fn a_tag_on_another_commit_is_refused() {
     let s = sandbox("helm").await;
     s.gh.add_tag(REPO, "v1.2.7", "2222222222222222222222222222222222222222", false);
-    s._registry.push("catalog-api", "v1.2.7");
+    s.registry.push("catalog-api", "v1.2.7");
     let id = s.world.request("console:alice", "/ops deploy catalog v1.2.7").await;
     let failed = s.world.wait_state(id, "failed").await;
     let why = failed.steps[1].summary.clone().unwrap_or_default();
@@ -264,6 +263,9 @@ async fn a_crashing_version_fails_offers_rollback_and_the_rollback_restores_serv
     assert_eq!(done.artifacts.len(), 1, "{:?}", done.artifacts);
     let kept = w.store.artifacts(rb).await.expect("artifacts");
     assert!(kept[0].0.contains("v1.2.6") && kept[0].1.contains("panic: config key PROMO_RULES missing"), "{:?}", kept[0].0);
+    let audited: Vec<serde_json::Value> = w.audit().await.into_iter().filter(|r| r.entry.kind == "artifact").map(|r| r.entry.detail).collect();
+    assert_eq!(audited.len(), 1, "the artifact is in the audit log with the step's result");
+    assert_eq!(audited[0]["name"], kept[0].0.as_str());
     let msg = w.wait_text(rb, "Succeeded").await;
     assert!(field(&msg, "Artifacts").contains(&kept[0].0));
     w.click("console:carol", rb, "artifacts").await;

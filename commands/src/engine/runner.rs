@@ -247,7 +247,7 @@ impl Engine {
         let step = exec.steps[i].clone();
         let Some(kind) = self.kinds().get(&step.kind).cloned() else {
             let why = format!("step kind '{}' is not available in this runbot", step.kind);
-            return self.complete(exec.id, i, StepOutcome::Failed(why), Some(saved)).await;
+            return self.complete(exec.id, i, StepOutcome::Failed(why), &[], Some(saved)).await;
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let pump = self.spawn_output(&exec, i, rx);
@@ -259,48 +259,37 @@ impl Engine {
         self.inner.metrics.step_duration(&step.kind, began.elapsed());
         let _ = pump.await;
         let mut outcome = outcome;
-        let mut hint = Some(saved);
-        let mut refs = Vec::new();
+        let mut kept_refs = Vec::new();
         while let Ok((name, content)) = kept.try_recv() {
             match self.keep_artifact(exec.id, &name, &content).await {
-                Ok(r) => refs.push(r),
+                Ok(r) => kept_refs.push(r),
                 Err(e) => outcome = StepOutcome::Failed(format!("artifact {name} could not be stored: {e}")),
             }
         }
-        if !refs.is_empty() {
-            let listed = self
-                .update_with(
-                    exec.id,
-                    hint.take(),
-                    |e| {
-                        for r in &refs {
-                            e.artifacts.retain(|a| a.name != r.name);
-                            e.artifacts.push(r.clone());
-                        }
-                        Ok(())
-                    },
-                    |_, _| Vec::new(),
-                )
-                .await;
-            hint = listed.ok().map(|(v, ())| v);
-        }
         tracing::info!(execution = %exec.id, step = i + 1, outcome = ?outcome, "step finished");
-        self.complete(exec.id, i, outcome, hint).await
+        self.complete(exec.id, i, outcome, &kept_refs, Some(saved)).await
     }
 
-    /// Stores an artifact (redacted like everything runbot shows) and audits it.
-    async fn keep_artifact(&self, id: ExecutionId, name: &str, content: &str) -> Result<crate::model::ArtifactRef, String> {
+    /// Stores an artifact's content (redacted like everything runbot shows); the execution
+    /// lists it, and the audit log records it, with the step's result.
+    async fn keep_artifact(&self, id: ExecutionId, name: &str, content: &str) -> Result<KeptArtifact, String> {
         let content = self.settings().redactor.redact(content);
         self.store().put_artifact(id, name, &content).await.map_err(|e| e.to_string())?;
-        let sha = hex::encode(sha2::Sha256::digest(content.as_bytes()));
-        self.audit("artifact", None, Some(id), json!({"name": name, "bytes": content.len(), "sha256": sha})).await;
-        Ok(crate::model::ArtifactRef { name: name.to_string(), bytes: content.len() })
+        let sha256 = hex::encode(sha2::Sha256::digest(content.as_bytes()));
+        Ok(KeptArtifact { listed: crate::model::ArtifactRef { name: name.to_string(), bytes: content.len() }, sha256 })
     }
 
     /// Stores a step's result (after its side effect) and moves on: when the next step is an
     /// ordinary one, its intent (running) is saved in the same write, and the execution is
-    /// returned to run it.
-    async fn complete(&self, id: ExecutionId, i: usize, outcome: StepOutcome, hint: Option<Versioned<Execution>>) -> Option<Versioned<Execution>> {
+    /// returned to run it. The artifacts the step kept are listed, and audited, in that write.
+    async fn complete(
+        &self,
+        id: ExecutionId,
+        i: usize,
+        outcome: StepOutcome,
+        kept: &[KeptArtifact],
+        hint: Option<Versioned<Execution>>,
+    ) -> Option<Versioned<Execution>> {
         // A process that lost its lease while the step ran must not overwrite what the new
         // holder decided (it will have marked the step interrupted or resumed it).
         if !self.claim(id).await {
@@ -320,6 +309,10 @@ impl Engine {
                     .filter(|(j, s)| s.status == StepStatus::Succeeded && s.kind != APPROVAL && approval.map_or(!s.idempotent, |a| *j > a))
                     .map(|(_, s)| s.name.clone())
                     .collect();
+                for k in kept {
+                    exec.artifacts.retain(|a| a.name != k.listed.name);
+                    exec.artifacts.push(k.listed.clone());
+                }
                 let step = &mut exec.steps[i];
                 step.finished_at = Some(now);
                 match &outcome {
@@ -370,10 +363,15 @@ impl Engine {
                 Ok(start_next(exec))
             }, |exec, _| {
                 let step = &exec.steps[i];
-                vec![
-                    self.audit_entry("step", None, Some(id), json!({"step": i + 1, "name": step.name, "status": step.status.as_str(), "summary": step.summary})),
-                    self.state_entry(exec),
-                ]
+                let artifacts = kept.iter().map(|k| {
+                    self.audit_entry("artifact", None, Some(id), json!({"name": k.listed.name, "bytes": k.listed.bytes, "sha256": k.sha256}))
+                });
+                artifacts
+                    .chain([
+                        self.audit_entry("step", None, Some(id), json!({"step": i + 1, "name": step.name, "status": step.status.as_str(), "summary": step.summary})),
+                        self.state_entry(exec),
+                    ])
+                    .collect()
             })
             .await;
         match res {
@@ -389,6 +387,12 @@ impl Engine {
             }
         }
     }
+}
+
+/// An artifact whose content is stored, waiting to be listed with its step's result.
+struct KeptArtifact {
+    listed: crate::model::ArtifactRef,
+    sha256: String,
 }
 
 /// The current step is an ordinary step that is running (its intent saved).

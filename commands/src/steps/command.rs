@@ -112,10 +112,7 @@ impl StepKind for CommandStep {
             capture_stdout: false,
         };
         let done = process::run(proc, &ctx.output, &ctx.cancel).await;
-        match done.outcome(&p.argv[0]) {
-            // The program named once, as before: the plan already shows the argv.
-            StepOutcome::Failed(why) => StepOutcome::Failed(why.strip_prefix(&format!("{}: ", p.argv[0])).unwrap_or(&why).to_string()),
-            other => other,
-        }
+        // The plan already shows the argv: the message need not name the program.
+        done.outcome(None)
     }
 }

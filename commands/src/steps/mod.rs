@@ -46,6 +46,16 @@ pub enum StepOutcome {
     Cancelled(String),
 }
 
+impl StepOutcome {
+    /// The one-line text of any outcome.
+    pub fn summary(&self) -> &str {
+        match self {
+            StepOutcome::Succeeded(s) | StepOutcome::Finished(s) | StepOutcome::Failed(s) | StepOutcome::Cancelled(s) => s,
+            StepOutcome::Resolved { summary, .. } => summary,
+        }
+    }
+}
+
 /// What a running step may use.
 pub struct StepContext {
     /// A snapshot of the execution at the start of the step.

@@ -43,19 +43,24 @@ pub(crate) struct Finished {
 
 impl Finished {
     /// The step outcome the way every process-running step reports it: `exit 0 in 1.2s`, or
-    /// the exit code with the last stderr lines, a timeout, a cancellation.
-    pub fn outcome(&self, program: &str) -> StepOutcome {
+    /// the exit code with the last stderr lines, a timeout, a cancellation. `program` names
+    /// the tool in the message when the plan does not already show it.
+    pub fn outcome(&self, program: Option<&str>) -> StepOutcome {
+        let named = |msg: String| match program {
+            Some(p) => format!("{p}: {msg}"),
+            None => msg,
+        };
         match &self.ended {
             Ended::Cancelled => StepOutcome::Cancelled("cancelled; the process was killed".into()),
-            Ended::TimedOut(s) => StepOutcome::Failed(format!("{program} timed out after {s}s; the process was killed")),
+            Ended::TimedOut(s) => StepOutcome::Failed(named(format!("timed out after {s}s; the process was killed"))),
             Ended::Broken(why) => StepOutcome::Failed(why.clone()),
             Ended::Exit { success: true, .. } => StepOutcome::Succeeded(format!("exit 0 in {:.1}s", self.secs)),
             Ended::Exit { code, .. } => {
                 let code = code.map(|c| format!("exit code {c}")).unwrap_or_else(|| "killed by a signal".into());
                 if self.stderr_tail.is_empty() {
-                    StepOutcome::Failed(format!("{program}: {code}"))
+                    StepOutcome::Failed(named(code))
                 } else {
-                    StepOutcome::Failed(format!("{program}: {code}: {}", self.stderr_tail.join(" | ")))
+                    StepOutcome::Failed(named(format!("{code}: {}", self.stderr_tail.join(" | "))))
                 }
             }
         }

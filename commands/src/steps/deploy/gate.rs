@@ -8,10 +8,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoParams {}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PreflightParams {
     target: DeployTarget,
@@ -43,7 +39,7 @@ impl StepKind for Preflight {
     }
 
     fn prepare(&self, params: &toml::Table, vars: &BTreeMap<String, String>) -> Result<Prepared, String> {
-        let _: NoParams = crate::steps::definition(params)?;
+        let _: super::NoParams = crate::steps::definition(params)?;
         let Some(t) = DeployTarget::of(&self.0.services, vars)? else {
             return Ok(Prepared { action: "check the deploy's prerequisites".into(), params: serde_json::Value::Null });
         };
@@ -76,7 +72,7 @@ impl StepKind for Preflight {
         }
         let action = format!("check: {}", checks.join("; "));
         let p = PreflightParams { target: t, version, permissions: perms };
-        Ok(Prepared { action, params: serde_json::to_value(p).map_err(|e| e.to_string())? })
+        super::prepared(action, p)
     }
 
     async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome {
@@ -172,7 +168,7 @@ impl StepKind for CiGate {
     }
 
     fn prepare(&self, params: &toml::Table, vars: &BTreeMap<String, String>) -> Result<Prepared, String> {
-        let _: NoParams = crate::steps::definition(params)?;
+        let _: super::NoParams = crate::steps::definition(params)?;
         let Some(t) = DeployTarget::of(&self.0.services, vars)? else {
             return Ok(Prepared { action: "check the latest CI run".into(), params: serde_json::Value::Null });
         };
@@ -187,7 +183,7 @@ impl StepKind for CiGate {
             ci.repo,
             if version.is_empty() { String::new() } else { format!(", and ran on the commit of tag {version} if it is one") }
         );
-        Ok(Prepared { action, params: serde_json::to_value(CiParams { target: t, version }).map_err(|e| e.to_string())? })
+        super::prepared(action, CiParams { target: t, version })
     }
 
     async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome {

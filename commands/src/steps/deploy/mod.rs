@@ -159,6 +159,12 @@ impl DeployTarget {
         Ok((need(&self.cluster, "cluster")?, need(&self.namespace, "namespace")?, need(&self.deployment, "deployment")?, need(&self.selector, "selector")?))
     }
 
+    /// The connected cluster the service runs on, its namespace, Deployment and selector.
+    pub(crate) fn connect(&self, clusters: &crate::ports::Clusters) -> Result<(Arc<dyn crate::ports::Cluster>, String, String, String), String> {
+        let (cluster, ns, dep, sel) = self.k8s()?;
+        Ok((clusters.get(&cluster)?.clone(), ns, dep, sel))
+    }
+
     /// The pipeline's repository: its own, else the service's CI repository.
     pub(crate) fn pipeline_repo(&self) -> Option<String> {
         self.pipeline.as_ref().and_then(|p| p.repo.clone()).or_else(|| self.ci.as_ref().map(|c| c.repo.clone()))
@@ -168,7 +174,7 @@ impl DeployTarget {
 /// All deploy step kinds over these connections.
 pub fn kinds(c: &DeployConnections) -> Vec<Arc<dyn super::StepKind>> {
     let c = Arc::new(c.clone());
-    let mut v: Vec<Arc<dyn super::StepKind>> = vec![
+    vec![
         Arc::new(gate::Preflight(c.clone())),
         Arc::new(gate::CiGate(c.clone())),
         Arc::new(rollout::Rollout(c.clone())),
@@ -176,9 +182,18 @@ pub fn kinds(c: &DeployConnections) -> Vec<Arc<dyn super::StepKind>> {
         Arc::new(verify::Smoke(c.clone())),
         Arc::new(rollback::Target(c.clone())),
         Arc::new(rollback::Evidence(c.clone())),
-    ];
-    v.push(Arc::new(rollback::Apply(c)));
-    v
+        Arc::new(rollback::Apply(c)),
+    ]
+}
+
+/// The runbook parameters of a kind that takes none (it acts on the service's config).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoParams {}
+
+/// A prepared step: the exact action shown, and what `run` reads back.
+pub(crate) fn prepared(action: String, params: impl Serialize) -> Result<super::Prepared, String> {
+    Ok(super::Prepared { action, params: serde_json::to_value(params).map_err(|e| e.to_string())? })
 }
 
 /// Resolved-target lines of a rollback: `from …` (what runs now) and `to …` (what it goes back

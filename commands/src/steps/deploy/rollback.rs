@@ -10,10 +10,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoParams {}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct TargetParams {
     target: DeployTarget,
@@ -93,7 +89,7 @@ impl StepKind for Target {
     }
 
     fn prepare(&self, params: &toml::Table, vars: &BTreeMap<String, String>) -> Result<Prepared, String> {
-        let _: NoParams = crate::steps::definition(params)?;
+        let _: super::NoParams = crate::steps::definition(params)?;
         let Some(t) = DeployTarget::of(&self.0.services, vars)? else {
             return Ok(Prepared { action: "identify the version to roll back to".into(), params: serde_json::Value::Null });
         };
@@ -113,7 +109,7 @@ impl StepKind for Target {
                 format!("read the current and previous image of Swarm service {} and pick {pick}", s.service)
             }
         };
-        Ok(Prepared { action, params: serde_json::to_value(TargetParams { target: t, to }).map_err(|e| e.to_string())? })
+        super::prepared(action, TargetParams { target: t, to })
     }
 
     async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome {
@@ -128,12 +124,8 @@ impl StepKind for Target {
             Err(why) => return StepOutcome::Failed(why),
         }
         let Some(h) = &t.helm else { return StepOutcome::Failed(t.driver_missing()) };
-        let (cluster, ns, _, _) = match t.k8s() {
+        let (cluster, ns, _, _) = match t.connect(&self.0.clusters) {
             Ok(k) => k,
-            Err(why) => return StepOutcome::Failed(why),
-        };
-        let cluster = match self.0.clusters.get(&cluster) {
-            Ok(c) => c.clone(),
             Err(why) => return StepOutcome::Failed(why),
         };
         let history = match cluster.helm_history(&ns, &h.release).await {
@@ -222,7 +214,7 @@ impl StepKind for Apply {
     }
 
     fn prepare(&self, params: &toml::Table, vars: &BTreeMap<String, String>) -> Result<Prepared, String> {
-        let _: NoParams = crate::steps::definition(params)?;
+        let _: super::NoParams = crate::steps::definition(params)?;
         let Some(t) = DeployTarget::of(&self.0.services, vars)? else {
             return Ok(Prepared { action: "roll back".into(), params: serde_json::Value::Null });
         };
@@ -237,7 +229,7 @@ impl StepKind for Apply {
                 format!("run docker service update --detach --image {}:<the target version> {}", s.image, s.service)
             }
         };
-        Ok(Prepared { action, params: serde_json::to_value(ApplyParams { target: t }).map_err(|e| e.to_string())? })
+        super::prepared(action, ApplyParams { target: t })
     }
 
     async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome {
@@ -314,7 +306,7 @@ impl StepKind for Evidence {
                 format!("keep the last {lines} log lines (current and previous container) of the pods {sel} in {ns} on cluster {cluster} not running the target version, as an artifact")
             }
         };
-        Ok(Prepared { action, params: serde_json::to_value(EvidenceParams { target: t, lines }).map_err(|e| e.to_string())? })
+        super::prepared(action, EvidenceParams { target: t, lines })
     }
 
     async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome {
@@ -333,12 +325,8 @@ impl StepKind for Evidence {
                 Err(why) => StepOutcome::Failed(why),
             };
         }
-        let (cluster, ns, _, sel) = match t.k8s() {
+        let (cluster, ns, _, sel) = match t.connect(&self.0.clusters) {
             Ok(k) => k,
-            Err(why) => return StepOutcome::Failed(why),
-        };
-        let cluster = match self.0.clusters.get(&cluster) {
-            Ok(c) => c.clone(),
             Err(why) => return StepOutcome::Failed(why),
         };
         let pods = match cluster.pods(&ns, &sel).await {

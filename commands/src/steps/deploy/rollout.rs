@@ -12,10 +12,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoParams {}
-
 /// The exact call, stored at plan time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "driver", rename_all = "snake_case")]
@@ -112,13 +108,13 @@ impl StepKind for Rollout {
     }
 
     fn prepare(&self, params: &toml::Table, vars: &BTreeMap<String, String>) -> Result<Prepared, String> {
-        let _: NoParams = crate::steps::definition(params)?;
+        let _: super::NoParams = crate::steps::definition(params)?;
         let Some(t) = DeployTarget::of(&self.0.services, vars)? else {
             return Ok(Prepared { action: "roll out the version with the service's driver".into(), params: serde_json::Value::Null });
         };
         let version = vars.get("version").cloned().unwrap_or_default();
         let call = deploy_call(&t, &version, vars)?;
-        Ok(Prepared { action: call.describe(), params: serde_json::to_value(RolloutParams { target: t, call }).map_err(|e| e.to_string())? })
+        super::prepared(call.describe(), RolloutParams { target: t, call })
     }
 
     async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome {
@@ -148,7 +144,7 @@ pub(crate) async fn perform(c: &DeployConnections, call: &Call, ctx: &StepContex
                 capture_stdout: false,
             };
             let done = process::run(proc, &ctx.output, &ctx.cancel).await;
-            match done.outcome(tool) {
+            match done.outcome(Some(tool)) {
                 StepOutcome::Succeeded(_) => StepOutcome::Succeeded(format!("{tool} {} succeeded in {:.1}s", args.first().map(String::as_str).unwrap_or(""), done.secs)),
                 other => other,
             }

@@ -73,7 +73,7 @@ impl StepKind for Verify {
             }
             _ => return Err(t.driver_missing()),
         };
-        Ok(Prepared { action, params: serde_json::to_value(VerifyParams { target: t, version, timeout_secs }).map_err(|e| e.to_string())? })
+        super::prepared(action, VerifyParams { target: t, version, timeout_secs })
     }
 
     async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome {
@@ -138,8 +138,7 @@ fn pod_problem(pod: &PodInfo, repo: Option<&str>, version: &str) -> Option<Strin
 }
 
 async fn k8s_rolled_out(c: &DeployConnections, t: &DeployTarget, version: &str, limit: Duration) -> Result<String, String> {
-    let (cluster, ns, dep, sel) = t.k8s()?;
-    let cluster = c.clusters.get(&cluster)?.clone();
+    let (cluster, ns, dep, sel) = t.connect(&c.clusters)?;
     let deadline = tokio::time::Instant::now() + limit;
     let mut last;
     loop {
@@ -183,10 +182,9 @@ pub(crate) async fn docker_capture(c: &DeployConnections, args: &[&str], ctx: &S
     let argv: Vec<String> = std::iter::once(program).chain(args.iter().map(|s| s.to_string())).collect();
     let proc = Proc { argv: &argv, env: Vec::new(), cwd: None, timeout: Duration::from_secs(60), stream_stdout: false, capture_stdout: true };
     let done = process::run(proc, &ctx.output, &ctx.cancel).await;
-    match done.outcome("docker") {
+    match done.outcome(Some("docker")) {
         StepOutcome::Succeeded(_) => Ok(done.stdout),
-        StepOutcome::Failed(why) | StepOutcome::Cancelled(why) => Err(format!("`docker {}` failed: {why}", args.join(" "))),
-        _ => Err("unexpected".into()),
+        other => Err(format!("`docker {}` failed: {}", args.join(" "), other.summary())),
     }
 }
 
@@ -232,10 +230,6 @@ async fn swarm_converged(c: &DeployConnections, t: &DeployTarget, version: &str,
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SmokeDef {}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SmokeParams {
     /// None: no smoke check configured — the step says so and passes.
@@ -255,7 +249,7 @@ impl StepKind for Smoke {
     }
 
     fn prepare(&self, params: &toml::Table, vars: &BTreeMap<String, String>) -> Result<Prepared, String> {
-        let _: SmokeDef = crate::steps::definition(params)?;
+        let _: super::NoParams = crate::steps::definition(params)?;
         let Some(t) = DeployTarget::of(&self.0.services, vars)? else {
             return Ok(Prepared { action: "smoke test".into(), params: serde_json::Value::Null });
         };
@@ -275,7 +269,7 @@ impl StepKind for Smoke {
                 )
             }
         };
-        Ok(Prepared { action, params: serde_json::to_value(SmokeParams { check: t.smoke }).map_err(|e| e.to_string())? })
+        super::prepared(action, SmokeParams { check: t.smoke })
     }
 
     async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome {
