@@ -15,6 +15,7 @@ use runbot_sandbox::github::{self, FakeGitHub};
 use runbot_sandbox::kube::{Behavior, FakeCluster, Timing};
 use runbot_sandbox::registry::FakeRegistry;
 use runbot_sandbox::smoke::SmokeServer;
+use runbot_sandbox::standins::swarm::{SandboxSwarm, SwarmBehavior};
 use runbot_tests::harness::{created, Options, World};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,9 +85,25 @@ async fn sandbox(driver: &str) -> Sandbox {
     gh.add_tag(REPO, "v1.2.6", GOOD_SHA, false);
     gh.push_run(REPO, "ci.yml", "main", GOOD_SHA, "push", "completed", Some("success"));
 
-    let smoke = SmokeServer::following_deployment("127.0.0.1:0".parse().expect("addr"), &cluster, NS, DEP, |img| !img.ends_with(":v1.2.6"))
-        .await
-        .expect("smoke");
+    let swarm_file = dir.path().join("swarm.json");
+    let smoke = if driver == "swarm" {
+        // The sandbox Swarm: stack_app on v1.2.4, v1.2.6 crashing; healthy while every running
+        // task runs a good image.
+        let swarm = SandboxSwarm::create(&swarm_file).expect("swarm");
+        swarm.set_timing(Duration::from_millis(200)).expect("timing");
+        swarm.set_behavior(&format!("{image}:v1.2.6"), SwarmBehavior::Crash { exit_code: 1, error: None }).expect("behaviour");
+        swarm.deploy_service("stack_app", &format!("{image}:v1.2.4"), 2).expect("service");
+        let health: runbot_sandbox::smoke::Health = Arc::new(move || match swarm.running_images("stack_app") {
+            Ok(imgs) if !imgs.is_empty() && imgs.iter().all(|i| !i.ends_with(":v1.2.6")) => (200, format!("ok {}", imgs.join(","))),
+            Ok(imgs) => (503, format!("not serving: {imgs:?}")),
+            Err(e) => (503, e.to_string()),
+        });
+        SmokeServer::start("127.0.0.1:0".parse().expect("addr"), health).await.expect("smoke")
+    } else {
+        SmokeServer::following_deployment("127.0.0.1:0".parse().expect("addr"), &cluster, NS, DEP, |img| !img.ends_with(":v1.2.6")).await.expect("smoke")
+    };
+    let compose = dir.path().join("compose.yml");
+    std::fs::write(&compose, format!("services:\n  app:\n    image: {image}:${{VERSION}}\n    deploy:\n      replicas: 2\n")).expect("compose");
     let token = dir.path().join("gh-token");
     std::fs::write(&token, "ghp_sandbox").expect("token");
     let section = match driver {
@@ -98,10 +115,14 @@ async fn sandbox(driver: &str) -> Sandbox {
             "[services.catalog.environments.prod.pipeline]\nworkflow = \"deploy.yml\"\npoll = \"1s\"\ntimeout = \"30s\"\n[services.catalog.environments.prod.helm]\nrelease = \"catalog-release\"\nchart = \"{chart}\"\ntimeout = \"10s\"\nargs = [\"--kube-apiserver\", \"{}\"]\n",
             cluster.url()
         ),
-        _ => "[services.catalog.environments.prod.swarm]\nstack = \"stack\"\nservice = \"stack_app\"\nimage = \"myrpo/app\"\ntimeout = \"10s\"\n".to_string(),
+        _ => format!(
+            "[services.catalog.environments.prod.swarm]\nstack = \"stack\"\nservice = \"stack_app\"\nimage = \"{image}\"\ncompose = \"{}\"\nhost = \"sandbox://{}\"\ntimeout = \"5s\"\n",
+            compose.display(),
+            swarm_file.display()
+        ),
     };
     let k8s = if driver == "swarm" {
-        String::new()
+        format!("image = \"{image}\"\n")
     } else {
         format!("namespace = \"{NS}\"\nselector = \"app={DEP}\"\ndeployment = \"{DEP}\"\nimage = \"{image}\"\n")
     };
@@ -240,6 +261,8 @@ async fn a_crashing_version_fails_offers_rollback_and_the_rollback_restores_serv
     assert_eq!(failed.current, 3, "failed at the rollout: {:?}", failed.steps[3]);
     let why = failed.steps[3].summary.clone().unwrap_or_default();
     assert!(why.contains("UPGRADE FAILED"), "helm's stderr in the step: {why}");
+    let thread = w.chat.thread(&w.status_message_id(id).await).iter().map(|p| p.message.all_text()).collect::<Vec<_>>().join("\n");
+    assert!(thread.contains("Error: UPGRADE FAILED"), "helm's stderr in the thread:\n{thread}");
     let msg = w.wait_text(id, "Failed at step 4").await;
     let labels: Vec<&str> = msg.buttons.iter().map(|b| b.label.as_str()).collect();
     assert_eq!(labels, ["Rollback"]);
@@ -330,4 +353,44 @@ async fn green_deploy_with_the_pipeline_driver() {
     wait_ready_on(&s.cluster, &format!("{}:v1.2.5", s.image)).await;
     let dispatched = s.gh.calls().into_iter().filter(|c| c.method == "POST" && c.path.ends_with("/dispatches")).count();
     assert_eq!(dispatched, 1);
+}
+
+fn swarm_images(s: &Sandbox) -> Vec<String> {
+    let mut v = SandboxSwarm::open(s._dir.path().join("swarm.json")).running_images("stack_app").expect("swarm");
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn swarm_deploy_then_a_crashing_version_is_rolled_back_with_service_update() {
+    let s = sandbox("swarm").await;
+    let w = &s.world;
+    let id = w.request("console:alice", "/ops deploy catalog v1.2.5").await;
+    let plan = w.wait_text(id, "Waiting for approval").await;
+    assert!(plan.all_text().contains("VERSION=v1.2.5 docker -H sandbox://") && plan.all_text().contains("stack deploy -c"), "{}", plan.all_text());
+    w.click("console:bob", id, "approve").await;
+    let done = w.wait_state(id, "succeeded").await;
+    assert!(done.steps[4].summary.clone().unwrap_or_default().contains("converged: 2/2 tasks running"), "{:?}", done.steps[4]);
+    assert_eq!(swarm_images(&s), [format!("{}:v1.2.5", s.image)]);
+
+    let id = w.request("console:alice", "/ops deploy catalog v1.2.6").await;
+    w.wait_text(id, "Waiting for approval").await;
+    w.click("console:bob", id, "approve").await;
+    let failed = w.wait_state(id, "failed").await;
+    assert_eq!(failed.current, 4, "the tasks never converge: {:?}", failed.steps[4]);
+    assert!(failed.steps[4].summary.clone().unwrap_or_default().contains("non-zero exit"), "which tasks and why: {:?}", failed.steps[4]);
+    let reply = w.click("console:bob", id, "follow_up").await;
+    let rb = created(&reply);
+    let plan = w.wait_text(rb, "Waiting for approval").await;
+    let acts = field(&plan, "Acts on").to_string();
+    assert!(acts.contains(":v1.2.6") && acts.contains(&format!("to image {}:v1.2.5", s.image)), "{acts}");
+    w.click("console:alice", rb, "approve").await;
+    let done = w.wait_state(rb, "succeeded").await;
+    assert!(done.steps[3].summary.clone().unwrap_or_default().contains("docker service update succeeded"), "{:?}", done.steps[3]);
+    let thread = w.chat.thread(&w.status_message_id(rb).await).iter().map(|p| p.message.all_text()).collect::<Vec<_>>().join("\n");
+    assert!(thread.contains(&format!("service update --detach --image {}:v1.2.5 stack_app", s.image)), "{thread}");
+    assert_eq!(swarm_images(&s), [format!("{}:v1.2.5", s.image)]);
+    assert!(done.steps[5].summary.clone().unwrap_or_default().contains("200"), "smoke passes: {:?}", done.steps[5]);
+    assert_eq!(done.artifacts.len(), 1, "the task list is kept");
 }

@@ -428,6 +428,10 @@ pub struct SwarmConfig {
     /// The environment variable that carries the version into the compose file. Default `VERSION`.
     #[serde(default = "default_version_env")]
     pub version_env: String,
+    /// The Docker daemon of a Swarm manager, passed as `docker -H HOST` (e.g.
+    /// `ssh://deploy@manager`). Default: docker's own (`DOCKER_HOST`, the current context).
+    #[serde(default)]
+    pub host: Option<String>,
     /// How long convergence may take. Default `5m`.
     #[serde(default = "default_rollout_timeout")]
     pub timeout: String,

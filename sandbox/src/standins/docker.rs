@@ -70,7 +70,18 @@ pub(super) fn parse(args: &[String], known: &[Flag], cmd: &str) -> Result<Parsed
     parse_flags(args, known).map_err(|m| Fail::Usage(m, cmd.to_string()))
 }
 
+/// The daemon address given with `-H`/`--host` in this process, if any.
+static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The Swarm this call acts on: `-H sandbox:///path/swarm.json` (the sandbox's daemon address,
+/// as runbot passes a swarm driver's `host`), else `RUNBOT_SANDBOX_SWARM`.
 pub(super) fn swarm() -> Result<SandboxSwarm, Fail> {
+    if let Some(h) = HOST.get() {
+        return match h.strip_prefix("sandbox://") {
+            Some(p) if !p.is_empty() => Ok(SandboxSwarm::open(p)),
+            _ => Err(Fail::Error(format!("Cannot connect to the Docker daemon at {h}. Is the docker daemon running?"))),
+        };
+    }
     match std::env::var("RUNBOT_SANDBOX_SWARM") {
         Ok(p) if !p.is_empty() => Ok(SandboxSwarm::open(p)),
         _ => Err(Fail::Error(NO_DAEMON.into())),
@@ -79,11 +90,22 @@ pub(super) fn swarm() -> Result<SandboxSwarm, Fail> {
 
 fn run(args: &[String], out: &mut Out) -> Result<(), Fail> {
     let mut i = 0;
-    // Global flags before the command (`-H`, `--context`, `--log-level`) are accepted and ignored.
+    // Global flags before the command: `-H`/`--host` picks the daemon (see [`swarm`]);
+    // `--context`, `--log-level`, `--config` are accepted and ignored.
     while i < args.len() && args[i].starts_with('-') {
         if args[i] == "--version" || args[i] == "-v" {
             out.line(&format!("Docker version {VERSION}, build sandbox"));
             return Ok(());
+        }
+        if let Some(h) = match args[i].as_str() {
+            "-H" | "--host" => args.get(i + 1).cloned(),
+            a => a.strip_prefix("--host=").map(str::to_string),
+        } {
+            let _ = HOST.set(h);
+            if !args[i].contains('=') {
+                i += 2;
+                continue;
+            }
         }
         let takes = matches!(
             args[i].as_str(),

@@ -1,6 +1,6 @@
 //! `rollback-target`, `rollback-evidence` and `rollback-apply`.
 
-use super::rollout::{perform, secs, Call};
+use super::rollout::{perform, secs, swarm_update, Call};
 use super::verify::swarm_inspect;
 use super::{parse_to, resolved_to, DeployConnections, DeployTarget};
 use crate::ports::HelmRevision;
@@ -168,7 +168,7 @@ impl StepKind for Target {
 
 async fn swarm_target(c: &DeployConnections, t: &DeployTarget, to: &str, ctx: &StepContext) -> StepOutcome {
     let Some(s) = &t.swarm else { return StepOutcome::Failed(t.driver_missing()) };
-    let inspect = match swarm_inspect(c, &s.service, ctx).await {
+    let inspect = match swarm_inspect(c, s, ctx).await {
         Ok(v) => v,
         Err(why) => return StepOutcome::Failed(why),
     };
@@ -196,6 +196,30 @@ async fn swarm_target(c: &DeployConnections, t: &DeployTarget, to: &str, ctx: &S
     }
 }
 
+/// `helm rollback RELEASE REVISION --wait` or `docker service update --image IMAGE:VERSION`.
+fn rollback_call(t: &DeployTarget, revision: &str, version: &str) -> Result<Call, String> {
+    match history_kind(t)? {
+        "helm" => {
+            let h = t.helm.as_ref().ok_or_else(|| t.driver_missing())?;
+            if revision.is_empty() {
+                return Err("the resolved rollback target names no revision".into());
+            }
+            let ns = t.namespace.clone().unwrap_or_default();
+            let timeout = secs(&h.timeout)?;
+            let mut args: Vec<String> = ["rollback", &h.release, revision, "--namespace", &ns, "--wait", "--timeout", &format!("{timeout}s")].map(String::from).to_vec();
+            args.extend(h.args.iter().cloned());
+            Ok(Call::Cli { tool: "helm".into(), args, env: Vec::new(), timeout_secs: timeout + 30 })
+        }
+        _ => {
+            let s = t.swarm.as_ref().ok_or_else(|| t.driver_missing())?;
+            if version.is_empty() {
+                return Err("the resolved rollback target names no version".into());
+            }
+            Ok(swarm_update(s, version, secs(&s.timeout)?))
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ApplyParams {
     target: DeployTarget,
@@ -218,17 +242,8 @@ impl StepKind for Apply {
         let Some(t) = DeployTarget::of(&self.0.services, vars)? else {
             return Ok(Prepared { action: "roll back".into(), params: serde_json::Value::Null });
         };
-        let action = match history_kind(&t)? {
-            "helm" => {
-                let h = t.helm.as_ref().ok_or_else(|| t.driver_missing())?;
-                let ns = t.namespace.clone().unwrap_or_default();
-                format!("run helm rollback {} <the target revision> --namespace {ns} --wait --timeout {}s", h.release, secs(&h.timeout)?)
-            }
-            _ => {
-                let s = t.swarm.as_ref().ok_or_else(|| t.driver_missing())?;
-                format!("run docker service update --detach --image {}:<the target version> {}", s.image, s.service)
-            }
-        };
+        // The exact call, with the target the approvers will see under "Acts on".
+        let action = rollback_call(&t, "<the target revision>", "<the target version>")?.describe();
         super::prepared(action, ApplyParams { target: t })
     }
 
@@ -242,22 +257,9 @@ impl StepKind for Apply {
             return StepOutcome::Failed("no rollback target was resolved before the approval".into());
         };
         let (revision, version) = parse_to(to);
-        let call = match (history_kind(t), &t.helm, &t.swarm, revision, version) {
-            (Ok("helm"), Some(h), _, Some(rev), _) => {
-                let ns = t.namespace.clone().unwrap_or_default();
-                let timeout = secs(&h.timeout).unwrap_or(300);
-                let mut args: Vec<String> = vec!["rollback".into(), h.release.clone(), rev.to_string(), "--namespace".into(), ns, "--wait".into(), "--timeout".into(), format!("{timeout}s")];
-                args.extend(h.args.iter().cloned());
-                Call::Cli { tool: "helm".into(), args, env: Vec::new(), timeout_secs: timeout + 30 }
-            }
-            (Ok("swarm"), _, Some(s), _, Some(v)) => Call::Cli {
-                tool: "docker".into(),
-                args: vec!["service".into(), "update".into(), "--detach".into(), "--image".into(), format!("{}:{v}", s.image), s.service.clone()],
-                env: Vec::new(),
-                timeout_secs: secs(&s.timeout).unwrap_or(300),
-            },
-            (Err(why), ..) => return StepOutcome::Failed(why),
-            _ => return StepOutcome::Failed(format!("the resolved target \"{to}\" is unreadable")),
+        let call = match rollback_call(t, &revision.map(|r| r.to_string()).unwrap_or_default(), &version.unwrap_or_default()) {
+            Ok(c) => c,
+            Err(why) => return StepOutcome::Failed(why),
         };
         let _ = ctx.output.send(call.describe());
         perform(&self.0, &call, &ctx).await
@@ -320,7 +322,7 @@ impl StepKind for Evidence {
         let name = format!("logs-{}-{}.txt", t.service, if from.is_empty() { "failed" } else { from.as_str() });
         if t.driver == "swarm" {
             let Some(s) = &t.swarm else { return StepOutcome::Failed(t.driver_missing()) };
-            return match super::verify::docker_capture(&self.0, &["service", "ps", "--no-trunc", &s.service], &ctx).await {
+            return match super::verify::docker_capture(&self.0, s, &["service", "ps", "--no-trunc", &s.service], &ctx).await {
                 Ok(out) => keep(&ctx, name, out, "task list"),
                 Err(why) => StepOutcome::Failed(why),
             };

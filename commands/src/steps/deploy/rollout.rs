@@ -1,7 +1,7 @@
 //! `deploy-rollout`: the new version rolled out by the service's driver.
 
 use super::{DeployConnections, DeployTarget};
-use crate::config::parse_duration;
+use crate::config::{parse_duration, SwarmConfig};
 use crate::ports::{RunQuery, WorkflowRun};
 use crate::runbook::render;
 use crate::steps::process::{self, Proc};
@@ -60,16 +60,11 @@ fn deploy_call(t: &DeployTarget, version: &str, vars: &BTreeMap<String, String>)
             Ok(match &s.compose {
                 Some(compose) => Call::Cli {
                     tool: "docker".into(),
-                    args: ["stack", "deploy", "-c", compose, &s.stack].iter().map(|s| s.to_string()).collect(),
+                    args: docker_args(s, &["stack", "deploy", "-c", compose, &s.stack]),
                     env: vec![(s.version_env.clone(), version.to_string())],
                     timeout_secs: timeout,
                 },
-                None => Call::Cli {
-                    tool: "docker".into(),
-                    args: vec!["service".into(), "update".into(), "--detach".into(), "--image".into(), format!("{}:{version}", s.image), s.service.clone()],
-                    env: Vec::new(),
-                    timeout_secs: timeout,
-                },
+                None => swarm_update(s, version, timeout),
             })
         }
         "pipeline" => {
@@ -87,6 +82,29 @@ fn deploy_call(t: &DeployTarget, version: &str, vars: &BTreeMap<String, String>)
         }
         _ => Err(t.driver_missing()),
     }
+}
+
+/// The subcommand of a CLI call for messages (`upgrade`, `service update`): the leading
+/// words after the global `-H HOST`, up to the first flag, at most two.
+fn subcommand(args: &[String]) -> String {
+    let rest = match args.first().map(String::as_str) {
+        Some("-H") => args.get(2..).unwrap_or_default(),
+        _ => args,
+    };
+    rest.iter().take_while(|a| !a.starts_with('-')).take(2).map(String::as_str).collect::<Vec<_>>().join(" ")
+}
+
+/// `docker [-H HOST] ARGS…`: the Swarm manager's daemon when the driver names one.
+pub(crate) fn docker_args(s: &SwarmConfig, rest: &[&str]) -> Vec<String> {
+    let host = s.host.iter().flat_map(|h| ["-H".to_string(), h.clone()]);
+    host.chain(rest.iter().map(|a| a.to_string())).collect()
+}
+
+/// `docker service update --detach --image IMAGE:VERSION SERVICE`: a Swarm deploy without a
+/// compose file, and every Swarm rollback.
+pub(crate) fn swarm_update(s: &SwarmConfig, version: &str, timeout_secs: u64) -> Call {
+    let image = format!("{}:{version}", s.image);
+    Call::Cli { tool: "docker".into(), args: docker_args(s, &["service", "update", "--detach", "--image", &image, &s.service]), env: Vec::new(), timeout_secs }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -145,7 +163,7 @@ pub(crate) async fn perform(c: &DeployConnections, call: &Call, ctx: &StepContex
             };
             let done = process::run(proc, &ctx.output, &ctx.cancel).await;
             match done.outcome(Some(tool)) {
-                StepOutcome::Succeeded(_) => StepOutcome::Succeeded(format!("{tool} {} succeeded in {:.1}s", args.first().map(String::as_str).unwrap_or(""), done.secs)),
+                StepOutcome::Succeeded(_) => StepOutcome::Succeeded(format!("{tool} {} succeeded in {:.1}s", subcommand(args), done.secs)),
                 other => other,
             }
         }

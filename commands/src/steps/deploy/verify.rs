@@ -1,6 +1,7 @@
 //! `deploy-verify` and `smoke-test`: is the new (or rolled-back-to) version really serving?
 
-use super::rollout::secs;
+use super::rollout::{docker_args, secs};
+use crate::config::SwarmConfig;
 use super::{parse_to, resolved_to, DeployConnections, DeployTarget};
 use crate::ports::cluster::{PodInfo, Rollout};
 use crate::steps::process::{self, Proc};
@@ -177,9 +178,9 @@ struct SwarmTask {
 }
 
 /// Runs `docker` with captured stdout (not streamed: it is parsed, and summarized instead).
-pub(crate) async fn docker_capture(c: &DeployConnections, args: &[&str], ctx: &StepContext) -> Result<String, String> {
+pub(crate) async fn docker_capture(c: &DeployConnections, s: &SwarmConfig, args: &[&str], ctx: &StepContext) -> Result<String, String> {
     let program = c.tools.get("docker")?;
-    let argv: Vec<String> = std::iter::once(program).chain(args.iter().map(|s| s.to_string())).collect();
+    let argv: Vec<String> = std::iter::once(program).chain(docker_args(s, args)).collect();
     let proc = Proc { argv: &argv, env: Vec::new(), cwd: None, timeout: Duration::from_secs(60), stream_stdout: false, capture_stdout: true };
     let done = process::run(proc, &ctx.output, &ctx.cancel).await;
     match done.outcome(Some("docker")) {
@@ -189,8 +190,8 @@ pub(crate) async fn docker_capture(c: &DeployConnections, args: &[&str], ctx: &S
 }
 
 /// The replicas and image of a Swarm service (`docker service inspect`).
-pub(crate) async fn swarm_inspect(c: &DeployConnections, service: &str, ctx: &StepContext) -> Result<serde_json::Value, String> {
-    let out = docker_capture(c, &["service", "inspect", service, "--format", "{{json .}}"], ctx).await?;
+pub(crate) async fn swarm_inspect(c: &DeployConnections, s: &SwarmConfig, ctx: &StepContext) -> Result<serde_json::Value, String> {
+    let out = docker_capture(c, s, &["service", "inspect", &s.service, "--format", "{{json .}}"], ctx).await?;
     serde_json::from_str(out.lines().next().unwrap_or("")).map_err(|e| format!("unreadable `docker service inspect` output: {e}"))
 }
 
@@ -198,9 +199,9 @@ async fn swarm_converged(c: &DeployConnections, t: &DeployTarget, version: &str,
     let s = t.swarm.as_ref().ok_or_else(|| t.driver_missing())?;
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let inspect = swarm_inspect(c, &s.service, ctx).await?;
+        let inspect = swarm_inspect(c, s, ctx).await?;
         let want = inspect.pointer("/Spec/Mode/Replicated/Replicas").and_then(|v| v.as_u64()).unwrap_or(1) as usize;
-        let out = docker_capture(c, &["service", "ps", &s.service, "--no-trunc", "--format", "{{json .}}"], ctx).await?;
+        let out = docker_capture(c, s, &["service", "ps", &s.service, "--no-trunc", "--format", "{{json .}}"], ctx).await?;
         let tasks: Vec<SwarmTask> = out.lines().filter(|l| !l.trim().is_empty()).filter_map(|l| serde_json::from_str(l).ok()).collect();
         let running: Vec<&SwarmTask> = tasks.iter().filter(|t| t.desired_state == "Running").collect();
         let good = running.iter().filter(|t| t.current_state.starts_with("Running") && runs_version(&t.image, Some(&s.image), version)).count();
