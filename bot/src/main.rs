@@ -92,6 +92,18 @@ fn load(path: &std::path::Path) -> anyhow::Result<Settings> {
 }
 
 fn main() -> ExitCode {
+    // Called as `helm` or `docker` (the demo links runbot under those names): the sandbox's
+    // stand-ins for those CLIs, before any runtime starts (they run their own).
+    let argv0 = std::env::args_os().next().map(PathBuf::from);
+    let standin: Option<fn(Vec<String>) -> i32> = match argv0.as_deref().and_then(|p| p.file_name()).and_then(|n| n.to_str()) {
+        Some("helm") => Some(runbot_sandbox::standins::helm_main),
+        Some("docker") => Some(runbot_sandbox::standins::docker_main),
+        _ => None,
+    };
+    if let Some(run) = standin {
+        let code = run(std::env::args().skip(1).collect());
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = Cli::parse();
     init_logging(cli.log_json);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -106,14 +118,18 @@ fn main() -> ExitCode {
             Cmd::Demo { listen, state_dir } => {
                 let addr: std::net::SocketAddr = listen.parse().context("--listen must be an address like 127.0.0.1:8080")?;
                 anyhow::ensure!(addr.ip().is_loopback(), "the demo console trusts its identity picker, so it listens on loopback only");
-                let cluster = runbot_sandbox::demo::start_cluster().await.context("starting the sandbox cluster")?;
-                let path = runbot_sandbox::demo::prepare(&state_dir, &listen, &cluster.url())?;
+                let world = runbot_sandbox::demo::start().await.context("starting the sandbox")?;
+                let exe = std::env::current_exe().context("locating the runbot executable")?;
+                let path = runbot_sandbox::demo::prepare(&state_dir, &listen, &world.urls(), &exe)?;
+                let kube = world.cluster.url();
+                tokio::task::block_in_place(|| runbot_sandbox::demo::install_release(&state_dir, &kube))?;
                 let settings = load(&path)?;
                 println!("runbot demo: console at http://{listen}/console  (state in {})", state_dir.display());
-                println!("sandbox Kubernetes API at {} (kubectl --server {} get pods -n promotions-ns)", cluster.url(), cluster.url());
+                println!("sandbox Kubernetes API at {kube} (kubectl --server {kube} get pods -n promotions-ns)");
                 println!("try: /ops restart promotions-api   — then approve as console:bob");
+                println!("     /ops deploy promotions v1.2.5 — approve as console:bob; then v1.2.6 (it crashes) and press Rollback");
                 let served = serve::serve(settings, path.parent().map(|p| p.to_path_buf()).unwrap_or_default()).await;
-                cluster.shutdown().await;
+                world.shutdown().await;
                 served
             }
             Cmd::Serve { config } => {

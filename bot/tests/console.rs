@@ -217,3 +217,55 @@ async fn demo_restart_heals_the_pod_failing_liveness() {
     })
     .await;
 }
+
+/// The release path of the demo: `/ops deploy promotions v1.2.5` passes the preflight (the
+/// sandbox registry has the tag) and the CI gate (the sandbox GitHub), bob approves from the
+/// release group, runbot's own binary answers as `helm`, the pods roll to v1.2.5 and the smoke
+/// test passes. Then v1.2.6 crashes on start: the deploy fails and offers [Rollback], which
+/// carol approves, and v1.2.5 serves again.
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_deploy_break_and_roll_back() {
+    let (bot, _root, _state) = demo().await;
+    let reply = bot.command("console:alice", "ops", "/ops deploy promotions v1.2.5").await;
+    assert!(text(&reply).contains("R-1 created"), "{reply}");
+    common::until("R-1 offers Approve", 30, async || bot.status("inc-prod", "R-1").await.is_some_and(|m| button(&m, "approve").is_some())).await;
+    let m = bot.status("inc-prod", "R-1").await.expect("status");
+    let gate = m["message"]["steps"][1]["detail"].as_str().unwrap_or_default().to_string();
+    assert!(gate.contains("CI green on main") && gate.contains("tag v1.2.5"), "{gate}");
+    let r = bot.click("console:bob", &m, &button(&m, "approve").expect("approve")).await;
+    assert!(text(&r).contains("approved"), "{r}");
+    common::until("R-1 succeeded", 120, async || {
+        bot.status("inc-prod", "R-1").await.is_some_and(|m| text(&m["message"]).contains("Succeeded"))
+    })
+    .await;
+    let m = bot.status("inc-prod", "R-1").await.expect("status");
+    let steps = &m["message"]["steps"];
+    assert!(steps[3]["detail"].as_str().unwrap_or_default().contains("helm upgrade succeeded"), "{m}");
+    assert!(steps[4]["detail"].as_str().unwrap_or_default().contains("Ready on v1.2.5"), "{m}");
+    assert!(steps[5]["detail"].as_str().unwrap_or_default().contains("200 in"), "{m}");
+
+    let reply = bot.command("console:alice", "ops", "/ops deploy promotions v1.2.6").await;
+    assert!(text(&reply).contains("R-2 created"), "{reply}");
+    common::until("R-2 offers Approve", 30, async || bot.status("inc-prod", "R-2").await.is_some_and(|m| button(&m, "approve").is_some())).await;
+    let m = bot.status("inc-prod", "R-2").await.expect("status");
+    bot.click("console:bob", &m, &button(&m, "approve").expect("approve")).await;
+    common::until("R-2 failed with [Rollback]", 120, async || {
+        bot.status("inc-prod", "R-2").await.is_some_and(|m| button(&m, "follow_up").is_some())
+    })
+    .await;
+    let m = bot.status("inc-prod", "R-2").await.expect("status");
+    assert!(text(&m["message"]).contains("Failed at step 4"), "{m}");
+    let r = bot.click("console:bob", &m, &button(&m, "follow_up").expect("rollback")).await;
+    assert!(text(&r).contains("R-3 created"), "{r}");
+    common::until("R-3 offers Approve", 30, async || bot.status("inc-prod", "R-3").await.is_some_and(|m| button(&m, "approve").is_some())).await;
+    let m = bot.status("inc-prod", "R-3").await.expect("status");
+    let acts_on = m["message"]["fields"].as_array().and_then(|f| f.iter().find(|kv| kv[0] == "Acts on")).map(|kv| kv[1].to_string()).unwrap_or_default();
+    assert!(acts_on.contains("version v1.2.6") && acts_on.contains("to revision 2 · version v1.2.5"), "{acts_on}");
+    bot.click("console:carol", &m, &button(&m, "approve").expect("approve")).await;
+    common::until("R-3 succeeded", 120, async || {
+        bot.status("inc-prod", "R-3").await.is_some_and(|m| text(&m["message"]).contains("Succeeded"))
+    })
+    .await;
+    let m = bot.status("inc-prod", "R-3").await.expect("status");
+    assert!(m["message"]["steps"][5]["detail"].as_str().unwrap_or_default().contains("200 in"), "smoke passes again: {m}");
+}

@@ -35,9 +35,18 @@ fn the_example_config_in_deploy_is_valid() {
 #[test]
 fn the_demo_world_is_valid() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = runbot_sandbox::demo::prepare(dir.path(), "127.0.0.1:8080", "http://127.0.0.1:6443").expect("prepare demo");
+    let urls = runbot_sandbox::demo::Urls {
+        kube: "http://127.0.0.1:6443".into(),
+        github: "http://127.0.0.1:6444".into(),
+        registry: "127.0.0.1:6445".into(),
+        smoke: "http://127.0.0.1:6446".into(),
+    };
+    let path = runbot_sandbox::demo::prepare(dir.path(), "127.0.0.1:8080", &urls, Path::new("/bin/true")).expect("prepare demo");
     let settings = Settings::load(&path, &StepKinds::shipped()).unwrap_or_else(|p| panic!("demo config: {p:?}"));
     assert!(settings.runbooks.contains_key("cache-flush"));
+    assert!(settings.runbooks.contains_key("deploy") && settings.runbooks.contains_key("rollback"));
+    assert_eq!(settings.config.services["promotions"].environments["prod"].driver.as_deref(), Some("helm"));
+    assert!(dir.path().join("bin/helm").is_symlink() && dir.path().join("charts/promotions/Chart.yaml").is_file());
     assert!(settings.config.store.url.starts_with("sqlite://"));
 }
 
