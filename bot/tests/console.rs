@@ -225,7 +225,7 @@ async fn demo_restart_heals_the_pod_failing_liveness() {
 /// carol approves, and v1.2.5 serves again.
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_deploy_break_and_roll_back() {
-    let (bot, _root, _state) = demo().await;
+    let (bot, _root, state) = demo().await;
     let reply = bot.command("console:alice", "ops", "/ops deploy promotions v1.2.5").await;
     assert!(text(&reply).contains("R-1 created"), "{reply}");
     common::until("R-1 offers Approve", 30, async || bot.status("inc-prod", "R-1").await.is_some_and(|m| button(&m, "approve").is_some())).await;
@@ -268,4 +268,27 @@ async fn demo_deploy_break_and_roll_back() {
     .await;
     let m = bot.status("inc-prod", "R-3").await.expect("status");
     assert!(m["message"]["steps"][5]["detail"].as_str().unwrap_or_default().contains("200 in"), "smoke passes again: {m}");
+
+    // The failed version's logs, exported from the store.
+    let out = tempfile::tempdir().expect("out dir");
+    let config = state.join("runbot.toml");
+    let run = |id: &str| {
+        std::process::Command::new(common::BIN)
+            .args(["artifacts", "export", "--config"])
+            .arg(&config)
+            .arg(id)
+            .arg("--out")
+            .arg(out.path())
+            .output()
+            .expect("runbot artifacts export")
+    };
+    let ok = run("R-3");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let file = out.path().join("logs-promotions-v1.2.6.txt");
+    let logs = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    assert!(logs.contains("panic: config key PROMO_RULES is missing") && logs.contains("previous container"), "{logs}");
+    let none = run("R-1");
+    assert!(!none.status.success() && String::from_utf8_lossy(&none.stderr).contains("R-1 has no artifacts"));
+    let bad = run("42");
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("is not an execution id"));
 }

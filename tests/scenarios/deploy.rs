@@ -76,6 +76,11 @@ async fn sandbox(driver: &str) -> Sandbox {
     let first = helm(&["upgrade", "--install", "catalog-release", &chart, "-n", NS, "--wait", "--timeout", "20s", "--kube-apiserver", &cluster.url()]);
     assert!(first.status.success(), "first release: {}", String::from_utf8_lossy(&first.stderr));
 
+    cluster.put_object(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "catalog-db", "namespace": NS},
+        "data": {"password": "czNjcjN0"}
+    }));
     let gh = FakeGitHub::start("127.0.0.1:0".parse().expect("addr"), github::Timing::fast()).await.expect("github");
     gh.set_token(Some("ghp_sandbox"));
     gh.add_workflow(REPO, "ci.yml", "CI", &[]);
@@ -124,7 +129,7 @@ async fn sandbox(driver: &str) -> Sandbox {
     let k8s = if driver == "swarm" {
         format!("image = \"{image}\"\n")
     } else {
-        format!("namespace = \"{NS}\"\nselector = \"app={DEP}\"\ndeployment = \"{DEP}\"\nimage = \"{image}\"\n")
+        format!("namespace = \"{NS}\"\nselector = \"app={DEP}\"\ndeployment = \"{DEP}\"\nimage = \"{image}\"\nsecrets = [\"catalog-db\"]\n")
     };
     let extra = format!(
         r#"
@@ -194,7 +199,7 @@ async fn green_deploy_with_helm() {
     let plan = w.wait_text(id, "Waiting for approval").await;
     let text = plan.all_text();
     assert!(text.contains("CI green on main") && text.contains("on the commit of tag v1.2.5"), "{text}");
-    assert!(text.contains("prerequisites present"), "{text}");
+    assert!(text.contains("prerequisites present") && text.contains("Secret catalog-db"), "{text}");
     assert!(text.contains("helm upgrade --install catalog-release"), "the exact action is shown: {text}");
     assert_eq!(images(&s.cluster), [format!("{}:v1.2.4", s.image)], "nothing changes before the approval");
     w.click("console:bob", id, "approve").await;
@@ -242,6 +247,25 @@ async fn a_missing_image_is_refused_by_the_preflight() {
     assert_eq!(failed.current, 0);
     let why = failed.steps[0].summary.clone().unwrap_or_default();
     assert!(why.contains("catalog-api:v1.2.9 does not exist in the registry"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_permission_or_secret_is_refused_by_the_preflight() {
+    let s = sandbox("helm").await;
+    s.cluster.deny("patch", "deployments.apps", NS);
+    let id = s.world.request("console:alice", "/ops deploy catalog v1.2.5").await;
+    let failed = s.world.wait_state(id, "failed").await;
+    assert_eq!(failed.current, 0);
+    let why = failed.steps[0].summary.clone().unwrap_or_default();
+    assert!(why.contains("runbot may not patch deployments.apps in catalog-ns"), "{why}");
+
+    let gone = reqwest::Client::new().delete(format!("{}/api/v1/namespaces/{NS}/secrets/catalog-db", s.cluster.url())).send().await.expect("delete");
+    assert!(gone.status().is_success());
+    let id = s.world.request("console:alice", "/ops deploy catalog v1.2.5").await;
+    let failed = s.world.wait_state(id, "failed").await;
+    let why = failed.steps[0].summary.clone().unwrap_or_default();
+    assert!(why.contains("Secret catalog-db does not exist in catalog-ns"), "{why}");
+    assert_eq!(images(&s.cluster), [format!("{}:v1.2.4", s.image)], "nothing changed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -320,6 +344,17 @@ async fn rollback_to_a_named_version_and_a_second_deploy_is_refused_by_the_lock(
     w.click("console:bob", rb, "approve").await;
     w.wait_state(rb, "succeeded").await;
     wait_ready_on(&s.cluster, &format!("{}:v1.2.4", s.image)).await;
+
+    // --to a revision; a revision the history does not have is refused before approval.
+    let rb = w.request("console:alice", "/ops rollback catalog --to 2").await;
+    let plan = w.wait_text(rb, "Waiting for approval").await;
+    assert!(field(&plan, "Acts on").contains("from revision 3 · version v1.2.4") && field(&plan, "Acts on").contains("to revision 2 · version v1.2.5"), "{}", field(&plan, "Acts on"));
+    w.click("console:alice", rb, "reject").await;
+    w.wait_state(rb, "rejected").await;
+    let rb = w.request("console:alice", "/ops rollback catalog --to 9").await;
+    let failed = w.wait_state(rb, "failed").await;
+    let why = failed.steps[0].summary.clone().unwrap_or_default();
+    assert!(why.contains("no revision 9 (kept: 1, 2, 3)"), "{why}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -353,6 +388,40 @@ async fn green_deploy_with_the_pipeline_driver() {
     wait_ready_on(&s.cluster, &format!("{}:v1.2.5", s.image)).await;
     let dispatched = s.gh.calls().into_iter().filter(|c| c.method == "POST" && c.path.ends_with("/dispatches")).count();
     assert_eq!(dispatched, 1);
+}
+
+/// A pipeline run that succeeds while the new pods crash: verification waits, then names
+/// the pods and why, and the deploy offers [Rollback].
+#[tokio::test(flavor = "multi_thread")]
+async fn a_green_pipeline_with_crashing_pods_fails_verification_naming_them() {
+    let s = sandbox("pipeline").await;
+    let (url, chart) = (s.cluster.url(), s.chart.clone());
+    s.gh.on_dispatch(
+        REPO,
+        "deploy.yml",
+        Arc::new(move |inputs| {
+            let (url, chart) = (url.clone(), chart.clone());
+            Box::pin(async move {
+                // A pipeline that does not wait for its pods.
+                let v = inputs.get("version").cloned().unwrap_or_default();
+                let out = tokio::task::spawn_blocking(move || {
+                    helm(&["upgrade", "--install", "catalog-release", &chart, "-n", NS, "--set", &format!("image.tag={v}"), "--kube-apiserver", &url])
+                })
+                .await
+                .expect("helm ran");
+                out.status.success()
+            })
+        }),
+    );
+    let id = s.world.request("console:alice", "/ops deploy catalog v1.2.6").await;
+    s.world.wait_text(id, "Waiting for approval").await;
+    s.world.click("console:bob", id, "approve").await;
+    let failed = s.world.wait_state(id, "failed").await;
+    assert_eq!(failed.current, 4, "the run succeeded, verification failed: {:?}", failed.steps[3]);
+    let why = failed.steps[4].summary.clone().unwrap_or_default();
+    assert!(why.contains("did not roll out to v1.2.6 within 10s") && why.contains("catalog-api-") && why.contains("CrashLoopBackOff"), "{why}");
+    let msg = s.world.wait_text(id, "Failed at step 5").await;
+    assert_eq!(msg.buttons.iter().map(|b| b.label.as_str()).collect::<Vec<_>>(), ["Rollback"]);
 }
 
 fn swarm_images(s: &Sandbox) -> Vec<String> {

@@ -54,7 +54,8 @@ impl StepKind for Verify {
             return Ok(Prepared { action: "verify the rollout".into(), params: serde_json::Value::Null });
         };
         let driver_timeout = match t.driver.as_str() {
-            "helm" => t.helm.as_ref().map(|h| h.timeout.clone()),
+            // A pipeline that upgrades a Helm release waits as long as that release would.
+            "helm" | "pipeline" => t.helm.as_ref().map(|h| h.timeout.clone()),
             "swarm" => t.swarm.as_ref().map(|s| s.timeout.clone()),
             _ => None,
         };
