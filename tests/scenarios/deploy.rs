@@ -357,10 +357,10 @@ async fn rollback_to_a_named_version_and_a_second_deploy_is_refused_by_the_lock(
     assert!(why.contains("no revision 9 (kept: 1, 2, 3)"), "{why}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn green_deploy_with_the_pipeline_driver() {
-    let s = sandbox("pipeline").await;
-    // The deploy workflow "runs helm upgrade" (the seed's pipeline): here, the helm stand-in.
+/// The deploy workflow "runs helm upgrade" (the seed's pipeline): here, the helm stand-in,
+/// waiting for the rollout or not; the run succeeds when helm does (and the environment
+/// input is prod).
+fn pipeline_runs_helm(s: &Sandbox, wait: bool) {
     let (url, chart) = (s.cluster.url(), s.chart.clone());
     s.gh.on_dispatch(
         REPO,
@@ -371,7 +371,12 @@ async fn green_deploy_with_the_pipeline_driver() {
                 let v = inputs.get("version").cloned().unwrap_or_default();
                 let prod = inputs.get("environment").map(String::as_str) == Some("prod");
                 let out = tokio::task::spawn_blocking(move || {
-                    helm(&["upgrade", "--install", "catalog-release", &chart, "-n", NS, "--set", &format!("image.tag={v}"), "--wait", "--timeout", "20s", "--kube-apiserver", &url])
+                    let set = format!("image.tag={v}");
+                    let mut args = vec!["upgrade", "--install", "catalog-release", &chart, "-n", NS, "--set", &set, "--kube-apiserver", &url];
+                    if wait {
+                        args.extend(["--wait", "--timeout", "20s"]);
+                    }
+                    helm(&args)
                 })
                 .await
                 .expect("helm ran");
@@ -379,6 +384,12 @@ async fn green_deploy_with_the_pipeline_driver() {
             })
         }),
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn green_deploy_with_the_pipeline_driver() {
+    let s = sandbox("pipeline").await;
+    pipeline_runs_helm(&s, true);
     let id = s.world.request("console:alice", "/ops deploy catalog v1.2.5").await;
     s.world.wait_text(id, "Waiting for approval").await;
     s.world.click("console:bob", id, "approve").await;
@@ -395,31 +406,15 @@ async fn green_deploy_with_the_pipeline_driver() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_green_pipeline_with_crashing_pods_fails_verification_naming_them() {
     let s = sandbox("pipeline").await;
-    let (url, chart) = (s.cluster.url(), s.chart.clone());
-    s.gh.on_dispatch(
-        REPO,
-        "deploy.yml",
-        Arc::new(move |inputs| {
-            let (url, chart) = (url.clone(), chart.clone());
-            Box::pin(async move {
-                // A pipeline that does not wait for its pods.
-                let v = inputs.get("version").cloned().unwrap_or_default();
-                let out = tokio::task::spawn_blocking(move || {
-                    helm(&["upgrade", "--install", "catalog-release", &chart, "-n", NS, "--set", &format!("image.tag={v}"), "--kube-apiserver", &url])
-                })
-                .await
-                .expect("helm ran");
-                out.status.success()
-            })
-        }),
-    );
+    // A pipeline that does not wait for its pods.
+    pipeline_runs_helm(&s, false);
     let id = s.world.request("console:alice", "/ops deploy catalog v1.2.6").await;
     s.world.wait_text(id, "Waiting for approval").await;
     s.world.click("console:bob", id, "approve").await;
     let failed = s.world.wait_state(id, "failed").await;
     assert_eq!(failed.current, 4, "the run succeeded, verification failed: {:?}", failed.steps[3]);
     let why = failed.steps[4].summary.clone().unwrap_or_default();
-    assert!(why.contains("did not roll out to v1.2.6 within 10s") && why.contains("catalog-api-") && why.contains("CrashLoopBackOff"), "{why}");
+    assert!(why.contains("did not roll out to v1.2.6 within 10s") && why.contains("catalog-api-") && why.contains("restarts, last exit 1 (Error)"), "{why}");
     let msg = s.world.wait_text(id, "Failed at step 5").await;
     assert_eq!(msg.buttons.iter().map(|b| b.label.as_str()).collect::<Vec<_>>(), ["Rollback"]);
 }
