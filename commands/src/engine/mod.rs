@@ -26,7 +26,6 @@ use crate::steps::StepKinds;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// A command typed by someone.
 #[derive(Debug, Clone)]
@@ -74,8 +73,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     kinds: StepKinds,
     limits: Limits,
-    /// Executions this process is driving, with their cancel switch.
-    running: Mutex<HashMap<ExecutionId, watch::Sender<bool>>>,
+    /// Executions this process is driving.
+    running: Mutex<HashMap<ExecutionId, runner::Driving>>,
     /// When this process last took or renewed each lease (monotonic, follows tokio's clock).
     claims: Mutex<HashMap<ExecutionId, tokio::time::Instant>>,
     /// The databases' backup catalogs.

@@ -21,16 +21,28 @@ enum Next {
     Run(Versioned<Execution>),
 }
 
+/// An execution this process is driving.
+pub(super) struct Driving {
+    /// Its cancel switch.
+    cancel: watch::Sender<bool>,
+    /// Kicked again while being driven: the driver may already have read the state it is
+    /// about to stop at (an approval arriving as it reaches the approval step), so it drives
+    /// once more when it ends.
+    again: bool,
+}
+
 impl Engine {
-    /// Starts driving an execution in the background unless this process already is.
+    /// Starts driving an execution in the background; if this process already is, makes sure
+    /// the driver looks at it once more before it lets go.
     pub fn kick(&self, id: ExecutionId) {
         let (tx, rx) = watch::channel(false);
         {
             let Ok(mut running) = self.inner.running.lock() else { return };
-            if running.contains_key(&id) {
+            if let Some(d) = running.get_mut(&id) {
+                d.again = true;
                 return;
             }
-            running.insert(id, tx);
+            running.insert(id, Driving { cancel: tx, again: false });
         }
         let engine = self.clone();
         // Every log line while driving (steps, leases, publishing) carries the execution id.
@@ -38,8 +50,9 @@ impl Engine {
         tokio::spawn(
             async move {
                 engine.drive(id, rx).await;
-                if let Ok(mut running) = engine.inner.running.lock() {
-                    running.remove(&id);
+                let again = engine.inner.running.lock().ok().and_then(|mut r| r.remove(&id)).is_some_and(|d| d.again);
+                if again {
+                    engine.kick(id);
                 }
             }
             .instrument(span),
@@ -49,8 +62,8 @@ impl Engine {
     /// Tells a locally running step to stop.
     pub(super) fn signal_cancel(&self, id: ExecutionId) {
         if let Ok(running) = self.inner.running.lock() {
-            if let Some(tx) = running.get(&id) {
-                let _ = tx.send(true);
+            if let Some(d) = running.get(&id) {
+                let _ = d.cancel.send(true);
             }
         }
     }
