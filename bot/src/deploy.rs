@@ -46,5 +46,6 @@ pub fn connect(settings: &Settings, clusters: &Clusters) -> anyhow::Result<Deplo
         http: Some(Arc::new(http)),
         tools,
         services: settings.config.services.clone(),
+        databases: settings.config.databases.clone(),
     })
 }

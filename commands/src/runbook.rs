@@ -26,6 +26,11 @@ pub struct RunbookDef {
     /// Parameters given with `--set key=value`.
     #[serde(default)]
     pub params: BTreeMap<String, ParamDef>,
+    /// Approvals needed when no `[[approvals]]` policy names this runbook: the generic
+    /// policy's count is raised to it (the built-in `restore` asks for 2). A policy naming the
+    /// runbook decides alone. Default: the policy's count.
+    #[serde(default)]
+    pub approvals_required: Option<u32>,
     pub steps: Vec<StepDef>,
     /// A button a failed or cancelled execution offers, e.g. [Rollback] on a deploy.
     #[serde(default)]

@@ -178,6 +178,7 @@ timeout = "2s"
         http: Some(Arc::new(ReqwestCheck::new().expect("http client"))),
         tools: Tools { helm: Some(env!("CARGO_BIN_EXE_helm").into()), docker: Some(env!("CARGO_BIN_EXE_docker").into()) },
         services: Default::default(),
+        databases: Default::default(),
     };
     let world = World::with(Options { extra_config: extra, clusters, deploy, patience: Duration::from_secs(40), ..Options::default() }).await;
     Sandbox { world, cluster, gh, registry, _smoke: smoke, image, chart, _dir: dir }

@@ -3,8 +3,9 @@
 //! restore promotions-db --date T` proves T from the catalog, records the writers, waits for two
 //! approvers, scales the writers (sandbox cluster) to 0, runs `deploy/scripts/db-restore.sh`,
 //! checks the restored copy's integrity, and brings the writers back: the restored database has
-//! exactly the rows of T. Then a restore command that fails leaves the writers at 0 and says so,
-//! and a lost WAL segment makes T unreachable before anyone is asked.
+//! exactly the rows of T. The built-in `restore` runbook is used, with the database's restore
+//! command from the config. Then a restore command that fails leaves the writers at 0 and says
+//! so, and a lost WAL segment makes T unreachable before anyone is asked.
 
 use runbot_adapters::backup::{BarmanS3Catalog, S3Config};
 use runbot_adapters::integrity::PgChecker;
@@ -23,9 +24,10 @@ fn s3_config(server: &s3::S3Server) -> S3Config {
 }
 
 
-/// The team's restore runbook, as PRODUCT.md describes it (the smoke test comes with the
-/// deploy issue's step kind).
-fn runbook(pitr: &PitrWorld, pgdata: &str, port: u16) -> String {
+/// The database's restore command for the built-in `restore` runbook: the shipped
+/// `deploy/scripts/db-restore.sh` (run as the PITR world's runner), with the S3 keys from
+/// `[secrets]` in its environment.
+fn restore_section(pitr: &PitrWorld, pgdata: &str, port: u16) -> String {
     let q = |s: &str| format!("{s:?}");
     let mut argv: Vec<String> = pitr.runner.argv_prefix().iter().map(|a| q(a)).collect();
     argv.push(q(pitr.script.to_str().expect("utf-8")));
@@ -37,49 +39,10 @@ fn runbook(pitr: &PitrWorld, pgdata: &str, port: u16) -> String {
     }
     format!(
         r#"
-[runbooks.restore]
-summary = "Emergency point-in-time restore"
-target = "database"
-
-[[runbooks.restore.steps]]
-name = "Restore point"
-kind = "backup-restore-point"
-
-[[runbooks.restore.steps]]
-name = "Record writers"
-kind = "k8s-writers"
-
-[[runbooks.restore.steps]]
-name = "Approval"
-kind = "approval"
-
-[[runbooks.restore.steps]]
-name = "Stop writers"
-kind = "k8s-stop-writers"
-timeout = "30s"
-
-[[runbooks.restore.steps]]
-name = "Restore"
-kind = "command"
+[databases.promotions-db.restore]
 argv = [{}]
 timeout = "5m"
 env = {{ PATH = {}, TZ = "UTC", HOME = {}, AWS_ACCESS_KEY_ID = "{{secret.s3_key}}", AWS_SECRET_ACCESS_KEY = "{{secret.s3_secret}}", AWS_DEFAULT_REGION = {} }}
-
-[[runbooks.restore.steps]]
-name = "Integrity"
-kind = "db-integrity"
-
-[[runbooks.restore.steps]]
-name = "Restart writers"
-kind = "k8s-start-writers"
-timeout = "30s"
-
-[runbooks.restore.on_failure]
-label = "Restart writers"
-runbook = "restart-writers"
-after = "Stop writers"
-unless = "Restart writers"
-carry = "writer "
 "#,
         argv.join(", "),
         q(&pitr.runner.path),
@@ -123,24 +86,21 @@ checks = [{{ name = "exactly the rows of T", sql = "SELECT count(*) = 600 AND co
 
 [clusters.sandbox]
 url = "{}"
-
-# An emergency restore needs two people.
-[[approvals]]
-runbook = "restore"
-approvers = ["sre"]
-required = 2
-expiry = "30m"
+{}
 "#,
         s("s3-key"),
         s("s3-secret"),
         s("restored-db"),
         pitr.s3.url(),
-        cluster.url()
+        cluster.url(),
+        restore_section(&pitr, &pgdata, port)
     );
     let catalog = BarmanS3Catalog::new(&s3_config(&pitr.s3), SOURCE, SERVER).expect("catalog");
     let opts = Options {
         extra_config: extra,
-        runbooks: format!("{RUNBOOKS}\n{}", runbook(&pitr, &pgdata, port)),
+        // The built-in restore runbook; the generic sre policy (one approval) is raised to
+        // the two the restore runbook asks for.
+        runbooks: RUNBOOKS.to_string(),
         catalogs: Catalogs::new().with("promotions-db", Arc::new(catalog)),
         clusters: Clusters::new().with("sandbox", Arc::new(KubeCluster::from_url(&cluster.url(), Duration::from_secs(5)).expect("kube client"))),
         checker: Some(Arc::new(PgChecker)),

@@ -104,7 +104,11 @@ impl World {
             catalogs: opts.catalogs.clone(),
             checker: opts.checker.clone(),
             integrity: runbot_commands::steps::integrity::specs(&settings),
-            deploy: runbot_commands::steps::deploy::DeployConnections { services: settings.config.services.clone(), ..opts.deploy.clone() },
+            deploy: runbot_commands::steps::deploy::DeployConnections {
+                services: settings.config.services.clone(),
+                databases: settings.config.databases.clone(),
+                ..opts.deploy.clone()
+            },
         };
         let kinds = StepKinds::shipped_for(&connections).with(Arc::new(Probe { probes: probes.clone() }));
         let store = Arc::new(MemoryStore::new());

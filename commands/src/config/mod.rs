@@ -136,10 +136,16 @@ impl Settings {
             .max_by_key(|(s, _)| *s)?
             .1;
         let expiry = parse_duration(&best.expiry).unwrap_or(Duration::from_secs(1800));
+        // A policy naming the runbook decides alone; a generic one is raised to the runbook's
+        // own minimum.
+        let floor = match best.runbook.as_str() {
+            "*" => self.runbooks.get(runbook).and_then(|r| r.approvals_required).unwrap_or(0),
+            _ => 0,
+        };
         Some((
             PolicySnapshot {
                 groups: best.approvers.clone(),
-                required: best.required,
+                required: best.required.max(floor),
                 self_approval: best.self_approval,
                 expiry_secs: expiry.as_secs(),
             },

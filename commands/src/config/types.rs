@@ -502,6 +502,47 @@ pub struct DatabaseConfig {
     /// What a restored copy must pass before writers are started again (`db-integrity`).
     #[serde(default)]
     pub integrity: Option<IntegrityConfig>,
+    /// The restore command of the `restore` runbook (`db-restore`). Default: the shipped
+    /// `deploy/scripts/db-restore.sh --date {date} --source {source}`.
+    #[serde(default)]
+    pub restore: Option<RestoreConfig>,
+    /// The smoke test after a restore, once the writers are back. Default: none (the step
+    /// says it is skipped).
+    #[serde(default)]
+    pub smoke: Option<SmokeConfig>,
+}
+
+/// `[databases.NAME.restore]`: the restore command — a local program, argv only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreConfig {
+    /// Program and arguments, each a template (`{date}`, `{source}`, `{server_name}`).
+    /// Default `["deploy/scripts/db-restore.sh", "--date", "{date}", "--source", "{source}"]`.
+    #[serde(default = "default_restore_argv")]
+    pub argv: Vec<String>,
+    /// Extra environment, templates; values may use `{secret.NAME}` (e.g. the S3 keys, and
+    /// `PGDATA`, `DB_RESTORE_SERVER_NAME` for the shipped script).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// How long the restore may take. Default `1h`.
+    #[serde(default = "default_restore_timeout")]
+    pub timeout: String,
+    /// Working directory. Default: runbot's own.
+    #[serde(default)]
+    pub cwd: Option<String>,
+}
+
+impl Default for RestoreConfig {
+    fn default() -> Self {
+        RestoreConfig { argv: default_restore_argv(), env: BTreeMap::new(), timeout: default_restore_timeout(), cwd: None }
+    }
+}
+
+fn default_restore_argv() -> Vec<String> {
+    ["deploy/scripts/db-restore.sh", "--date", "{date}", "--source", "{source}"].map(String::from).to_vec()
+}
+fn default_restore_timeout() -> String {
+    "1h".into()
 }
 
 /// Integrity checks of a database: critical tables with minimum row counts, and SQL checks.

@@ -3,7 +3,7 @@
 
 use super::{parse_duration, Config, Redactor, Settings};
 use crate::model::Identity;
-use crate::runbook::{placeholders, RunbooksFile};
+use crate::runbook::{placeholders, RunbooksFile, TargetKind};
 use crate::steps::{StepKinds, APPROVAL};
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
@@ -207,15 +207,39 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
                 eligible.insert(person_of.get(m).cloned().unwrap_or_else(|| m.clone()));
             }
         }
+        // A generic policy also serves runbooks that ask for more approvals than it does
+        // (`approvals_required`, e.g. the built-in restore), when no policy names them and
+        // there is something for them to act on.
+        let floor = (pol.runbook == "*")
+            .then(|| {
+                runbooks
+                    .runbooks
+                    .iter()
+                    .filter(|(name, rb)| {
+                        let has_targets = match rb.target {
+                            TargetKind::Service => !config.services.is_empty(),
+                            TargetKind::Database => !config.databases.is_empty(),
+                        };
+                        has_targets && !config.approvals.iter().any(|q| &q.runbook == *name)
+                    })
+                    .filter_map(|(name, rb)| rb.approvals_required.map(|n| (n, name)))
+                    .max()
+            })
+            .flatten()
+            .filter(|(n, _)| *n > pol.required);
+        let needed = floor.map(|(n, _)| n).unwrap_or(pol.required);
         if pol.required == 0 {
             p(at("required"), "must be at least 1".into());
-        } else if !pol.approvers.is_empty() && (eligible.len() as u32) < pol.required + u32::from(!pol.self_approval) {
+        } else if !pol.approvers.is_empty() && (eligible.len() as u32) < needed + u32::from(!pol.self_approval) {
+            let why = match floor {
+                Some((n, name)) => format!(" (runbook {name} asks for {n} unless a policy names it)"),
+                None => String::new(),
+            };
             p(
                 at("required"),
                 format!(
-                    "{} approvals needed but the approver groups have {} people; with self-approval off \
+                    "{needed} approvals needed{why} but the approver groups have {} people; with self-approval off \
                      someone other than the requester must always be able to approve",
-                    pol.required,
                     eligible.len()
                 ),
             );
@@ -465,6 +489,28 @@ fn check_deploy(config: &Config, p: &mut impl FnMut(String, String)) {
             p(at, format!("'{v}' is not an http(s) URL without credentials"));
         }
     };
+    let smoke = |p: &mut dyn FnMut(String, String), at: &str, sm: &crate::config::SmokeConfig| {
+        url(p, format!("{at}.url"), &sm.url);
+        duration(p, format!("{at}.backoff"), &sm.backoff);
+        duration(p, format!("{at}.timeout"), &sm.timeout);
+        if !(100..=599).contains(&sm.status) {
+            p(format!("{at}.status"), format!("{} is not an HTTP status", sm.status));
+        }
+        if sm.attempts == 0 {
+            p(format!("{at}.attempts"), "at least 1".into());
+        }
+    };
+    for (name, db) in &config.databases {
+        if let Some(sm) = &db.smoke {
+            smoke(p, &format!("databases.{name}.smoke"), sm);
+        }
+        if let Some(r) = &db.restore {
+            duration(p, format!("databases.{name}.restore.timeout"), &r.timeout);
+            if r.argv.first().is_none_or(|a| a.is_empty()) {
+                p(format!("databases.{name}.restore.argv"), "must name a program".into());
+            }
+        }
+    }
     if let Some(g) = &config.github {
         url(p, "github.api_url".into(), &g.api_url);
         secret(p, "github.token_secret".into(), &g.token_secret);
@@ -520,15 +566,7 @@ fn check_deploy(config: &Config, p: &mut impl FnMut(String, String)) {
                 }
             }
             if let Some(sm) = &e.smoke {
-                url(p, at("smoke.url"), &sm.url);
-                duration(p, at("smoke.backoff"), &sm.backoff);
-                duration(p, at("smoke.timeout"), &sm.timeout);
-                if !(100..=599).contains(&sm.status) {
-                    p(at("smoke.status"), format!("{} is not an HTTP status", sm.status));
-                }
-                if sm.attempts == 0 {
-                    p(at("smoke.attempts"), "at least 1".into());
-                }
+                smoke(p, &at("smoke"), sm);
             }
             if let Some(img) = &e.image {
                 if img.rsplit('/').next().is_some_and(|last| last.contains(':') || last.contains('@')) {
@@ -565,6 +603,33 @@ mod slack_tests {
             Ok(_) => Vec::new(),
             Err(p) => p.iter().map(|p| p.to_string()).collect(),
         }
+    }
+
+    /// The built-in restore asks for two approvals: a generic policy is raised to two, a
+    /// policy naming `restore` decides alone, a generic policy asking more keeps its count.
+    #[test]
+    fn a_runbooks_approval_floor_raises_only_generic_policies() {
+        let settings = |policies: &str| {
+            let text = format!("[groups]\ndba = [\"console:dana\", \"console:erin\", \"console:frank\", \"console:gus\"]\n{policies}");
+            Settings::from_toml(&text, Path::new("."), &StepKinds::shipped()).unwrap_or_else(|p| panic!("{p:?}"))
+        };
+        let required = |s: &Settings, rb: &str| s.policy(rb, "prod").map(|(p, _)| p.required);
+        let generic = settings("[[approvals]]\napprovers = [\"dba\"]\n");
+        assert_eq!((required(&generic, "restore"), required(&generic, "deploy")), (Some(2), Some(1)));
+        let named = settings("[[approvals]]\napprovers = [\"dba\"]\n[[approvals]]\nrunbook = \"restore\"\napprovers = [\"dba\"]\n");
+        assert_eq!(required(&named, "restore"), Some(1), "a policy naming the runbook decides");
+        let three = settings("[[approvals]]\napprovers = [\"dba\"]\nrequired = 3\n");
+        assert_eq!(required(&three, "restore"), Some(3));
+    }
+
+    /// A generic policy whose groups are too small for the restore runbook's two approvals is
+    /// reported once a database exists for it to act on, naming the runbook.
+    #[test]
+    fn a_generic_policy_too_small_for_the_restore_floor_is_reported() {
+        let base = "[groups]\nsre = [\"console:a\", \"console:b\"]\n[[approvals]]\napprovers = [\"sre\"]\n";
+        assert!(problems(base).is_empty(), "no database: restore cannot run");
+        let p = problems(&format!("{base}[databases.db]\n"));
+        assert!(p.iter().any(|m| m.contains("approvals[0].required") && m.contains("2 approvals needed (runbook restore asks for 2")), "{p:?}");
     }
 
     #[test]

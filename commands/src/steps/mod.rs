@@ -9,6 +9,7 @@ pub mod integrity;
 pub mod job;
 pub mod k8s;
 pub(crate) mod process;
+pub mod restore;
 pub mod writers;
 
 use crate::model::Execution;
@@ -172,7 +173,8 @@ impl StepKinds {
             .with(Arc::new(command::CommandStep))
             .with(Arc::new(backup::RestorePointStep::new(c.catalogs.clone())))
             .with(Arc::new(integrity::IntegrityStep { checker: c.checker.clone(), specs: c.integrity.clone() }))
-            .with(Arc::new(job::JobFromCronJob { clusters: c.clusters.clone() }));
+            .with(Arc::new(job::JobFromCronJob { clusters: c.clusters.clone() }))
+            .with(Arc::new(restore::RestoreStep { databases: c.deploy.databases.clone() }));
         for k in backup::PruneStep::both(&c.catalogs) {
             kinds = kinds.with(Arc::new(k));
         }

@@ -82,6 +82,8 @@ pub struct DeployConnections {
     pub tools: Tools,
     /// `[services]` from the config.
     pub services: BTreeMap<String, ServiceConfig>,
+    /// `[databases]` from the config (a restore's smoke test and restore command).
+    pub databases: BTreeMap<String, crate::config::DatabaseConfig>,
 }
 
 /// A service environment as the deploy kinds act on it; stored in each step's parameters.

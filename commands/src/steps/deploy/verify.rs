@@ -252,11 +252,19 @@ impl StepKind for Smoke {
 
     fn prepare(&self, params: &toml::Table, vars: &BTreeMap<String, String>) -> Result<Prepared, String> {
         let _: super::NoParams = crate::steps::definition(params)?;
-        let Some(t) = DeployTarget::of(&self.0.services, vars)? else {
-            return Ok(Prepared { action: "smoke test".into(), params: serde_json::Value::Null });
+        // A database's own smoke test (after a restore), else the service environment's.
+        let (what, check, key) = match vars.get("database").filter(|d| !d.is_empty()) {
+            Some(db) => {
+                let cfg = self.0.databases.get(db).ok_or_else(|| format!("'{db}' is not a configured database"))?;
+                (db.clone(), cfg.smoke.clone(), format!("databases.{db}.smoke"))
+            }
+            None => match DeployTarget::of(&self.0.services, vars)? {
+                Some(t) => (t.where_(), t.smoke.clone(), format!("services.{}.environments.{}.smoke", t.service, t.env)),
+                None => return Ok(Prepared { action: "smoke test".into(), params: serde_json::Value::Null }),
+            },
         };
-        let action = match &t.smoke {
-            None => format!("no smoke check configured for {} (services.{}.environments.{}.smoke): skipped", t.where_(), t.service, t.env),
+        let action = match &check {
+            None => format!("no smoke check configured for {what} ({key}): skipped"),
             Some(s) => {
                 secs(&s.backoff)?;
                 secs(&s.timeout)?;
@@ -271,7 +279,7 @@ impl StepKind for Smoke {
                 )
             }
         };
-        super::prepared(action, SmokeParams { check: t.smoke })
+        super::prepared(action, SmokeParams { check })
     }
 
     async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome {
