@@ -9,11 +9,14 @@
 
 use runbot_adapters::backup::{BarmanS3Catalog, S3Config};
 use runbot_adapters::integrity::PgChecker;
+use runbot_adapters::http_check::ReqwestCheck;
 use runbot_adapters::kubernetes::KubeCluster;
 use runbot_commands::model::StepStatus;
 use runbot_commands::ports::{Catalogs, Clusters};
 use runbot_sandbox::pitr::{free_port, PitrWorld, BUCKET, SERVER, SOURCE};
+use runbot_commands::steps::deploy::DeployConnections;
 use runbot_sandbox::s3;
+use runbot_sandbox::smoke::SmokeServer;
 use runbot_tests::harness::writers::{ready_pods, start_cluster};
 use runbot_tests::harness::{Options, World, RUNBOOKS};
 use std::sync::Arc;
@@ -65,6 +68,8 @@ async fn restore_to_t_through_the_chat_with_two_approvers() {
         std::fs::write(secrets.join(name), value).expect("secret file");
     }
     let s = |n: &str| secrets.join(n).display().to_string();
+    // What must answer once the writers are back.
+    let smoke = SmokeServer::start("127.0.0.1:0".parse().expect("addr"), Arc::new(|| (200, "ok".to_string()))).await.expect("smoke");
     let extra = format!(
         r#"
 [secrets]
@@ -86,6 +91,10 @@ checks = [{{ name = "exactly the rows of T", sql = "SELECT count(*) = 600 AND co
 
 [clusters.sandbox]
 url = "{}"
+
+[databases.promotions-db.smoke]
+url = "{}/health"
+body = "ok"
 {}
 "#,
         s("s3-key"),
@@ -93,6 +102,7 @@ url = "{}"
         s("restored-db"),
         pitr.s3.url(),
         cluster.url(),
+        smoke.url(),
         restore_section(&pitr, &pgdata, port)
     );
     let catalog = BarmanS3Catalog::new(&s3_config(&pitr.s3), SOURCE, SERVER).expect("catalog");
@@ -105,6 +115,7 @@ url = "{}"
         clusters: Clusters::new().with("sandbox", Arc::new(KubeCluster::from_url(&cluster.url(), Duration::from_secs(5)).expect("kube client"))),
         checker: Some(Arc::new(PgChecker)),
         patience: Duration::from_secs(120),
+        deploy: DeployConnections { http: Some(Arc::new(ReqwestCheck::new().expect("http client"))), ..Default::default() },
         ..Options::default()
     };
     let world = World::with(opts).await;
@@ -123,6 +134,7 @@ url = "{}"
     let done = world.wait_state(id, "succeeded").await;
     assert!(done.steps.iter().all(|s| s.status == StepStatus::Succeeded), "{:#?}", done.steps);
     assert_eq!(done.steps[5].summary.as_deref(), Some("all 3 integrity checks passed"));
+    assert!(done.steps[7].summary.clone().unwrap_or_default().contains("/health 200 in"), "the database's smoke test: {:?}", done.steps[7]);
     assert_eq!(restored.psql("select count(*) from items"), "600");
     assert_eq!(restored.psql("select string_agg(batch || ':' || n, ',' order by batch) from (select batch, count(*) n from items group by batch) s"), "a:200,b:300,seed:100");
     assert_eq!(restored.psql("select count(*) from orders"), "50");
