@@ -183,17 +183,18 @@ impl BackupCatalog for BarmanS3Catalog {
         let wals = format!("{}wals/", self.root);
         let mut runs = WalRunsBuilder::new();
         let mut histories_keys: Vec<(u32, String)> = Vec::new();
-        let mut newest: Option<(String, DateTime<Utc>)> = None;
+        // Per object only fixed-size values are kept (no key, no name): the runs, the newest.
+        let mut newest: Option<(WalName, DateTime<Utc>)> = None;
         self.list(&wals, |key, modified| {
             let Some(rest) = key.strip_prefix(&wals) else { return };
             match classify_wal_key(rest, seg) {
                 WalKey::Segment(w) => {
                     runs.add(w, modified);
                     // Ties (same upload second) go to the later name, so the answer does not
-                    // depend on the order the store lists keys in.
-                    let name = w.file_name(seg);
-                    if newest.as_ref().is_none_or(|(n, t)| (modified, &name) > (*t, n)) {
-                        newest = Some((name, modified));
+                    // depend on the order the store lists keys in. WalName orders as its file
+                    // name does (timeline, then segment number).
+                    if newest.is_none_or(|(n, t)| (modified, w) > (t, n)) {
+                        newest = Some((w, modified));
                     }
                 }
                 WalKey::History(tli) => histories_keys.push((tli, key.to_owned())),
@@ -218,7 +219,7 @@ impl BackupCatalog for BarmanS3Catalog {
             wal_runs: runs.finish(),
             wal_segments,
             histories,
-            newest_wal: newest,
+            newest_wal: newest.map(|(w, t)| (w.file_name(seg), t)),
         })
     }
 
@@ -239,12 +240,13 @@ impl BackupCatalog for BarmanS3Catalog {
             let seg = plan.wal_segment_size;
             self.list(&wals, |key, _| {
                 let Some(name) = key.strip_prefix(&wals).and_then(|r| r.rsplit('/').next()) else { return };
-                if name.len() >= 24 && !name.contains(".history") {
-                    if let Some(w) = WalName::parse(name, seg) {
-                        if w.timeline <= before.timeline && w.segno < before.segno {
-                            keys.push(key.to_owned());
-                        }
-                    }
+                if name.len() >= 24
+                    && !name.contains(".history")
+                    && let Some(w) = WalName::parse(name, seg)
+                    && w.timeline <= before.timeline
+                    && w.segno < before.segno
+                {
+                    keys.push(key.to_owned());
                 }
             })
             .await?;

@@ -1,23 +1,32 @@
-//! An S3-compatible server on loopback for tests and the demo: [s3s-fs] (the S3 REST API
-//! over a directory — buckets are directories, objects are plain files) served in-process on
-//! `127.0.0.1` and a random port, path-style buckets, with real SigV4 checking against one
-//! fixed test key pair ([`ACCESS_KEY`] / [`SECRET_KEY`]): a client signing with another
-//! secret gets `SignatureDoesNotMatch`, so credential bugs are not hidden (moto accepts any).
+//! An S3-compatible server on loopback for tests, benchmarks and the demo, served in-process
+//! by [s3s] on `127.0.0.1` and a random port, path-style buckets, with real SigV4 checking
+//! against one fixed test key pair ([`ACCESS_KEY`] / [`SECRET_KEY`]): a client signing with
+//! another secret gets `SignatureDoesNotMatch`, so credential bugs are not hidden (moto accepts
+//! any). Two backends, chosen at start:
+//! - [`start`]: [s3s-fs] on a directory (buckets are directories, objects plain files). Its
+//!   ListObjectsV2 walks the whole bucket for every page, so listing n objects costs O(n²/1000):
+//!   fine for a few thousand objects;
+//! - [`start_in_memory`]: [`memory::MemoryStore`], ordered maps in memory — a page costs
+//!   O(page + log n) — with direct inserts for large fixtures ([`S3Server::memory`]).
 //!
-//! barman-cloud (boto3) and aws-sdk-s3 both talk to it:
+//! barman-cloud (boto3) and aws-sdk-s3 both talk to either:
 //! `--endpoint-url <url>` plus the variables of [`S3Server::client_env`];
 //! `endpoint_url(url).force_path_style(true)` with the same keys.
 //!
 //! The server runs on its own thread and Tokio runtime, so it works from synchronous tests
 //! that block on child processes as well as from async ones; dropping the handle stops it.
 //!
+//! [s3s]: https://crates.io/crates/s3s
 //! [s3s-fs]: https://crates.io/crates/s3s-fs
+
+pub mod memory;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use anyhow::{Context, anyhow, bail};
+use memory::MemoryStore;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use tokio::sync::oneshot;
@@ -33,9 +42,15 @@ pub const REGION: &str = "us-east-1";
 pub struct S3Server {
     addr: SocketAddr,
     url: String,
-    root: PathBuf,
+    backend: Backend,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Where a server keeps its buckets.
+enum Backend {
+    Dir(PathBuf),
+    Memory(MemoryStore),
 }
 
 /// Starts a server whose buckets are the directories of `root` (which must exist).
@@ -45,8 +60,19 @@ pub fn start(root: &Path) -> anyhow::Result<S3Server> {
         .canonicalize()
         .with_context(|| format!("S3 root directory {}", root.display()))?;
     let fs = s3s_fs::FileSystem::new(&root).map_err(|e| anyhow!("s3s-fs on {}: {e:?}", root.display()))?;
+    serve(fs, Backend::Dir(root))
+}
+
+/// Starts a server keeping its buckets in memory (gone when it stops).
+/// Returns once the port is bound: requests can be sent right away.
+pub fn start_in_memory() -> anyhow::Result<S3Server> {
+    let store = MemoryStore::new();
+    serve(store.clone(), Backend::Memory(store))
+}
+
+fn serve(s3: impl s3s::S3, backend: Backend) -> anyhow::Result<S3Server> {
     let service = {
-        let mut b = s3s::service::S3ServiceBuilder::new(fs);
+        let mut b = s3s::service::S3ServiceBuilder::new(s3);
         b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         // No set_host: every request is path-style (`/bucket/key`).
         b.build()
@@ -99,7 +125,7 @@ pub fn start(root: &Path) -> anyhow::Result<S3Server> {
     Ok(S3Server {
         addr,
         url: format!("http://{addr}"),
-        root,
+        backend,
         shutdown: Some(shutdown),
         thread: Some(thread),
     })
@@ -115,9 +141,20 @@ impl S3Server {
         self.addr
     }
 
-    /// The directory the buckets live in.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The directory the buckets live in (`None` for an in-memory server).
+    pub fn root(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Dir(root) => Some(root),
+            Backend::Memory(_) => None,
+        }
+    }
+
+    /// The in-memory store, for direct inserts (`None` for a directory-backed server).
+    pub fn memory(&self) -> Option<&MemoryStore> {
+        match &self.backend {
+            Backend::Dir(_) => None,
+            Backend::Memory(store) => Some(store),
+        }
     }
 
     /// The environment a child process (barman-cloud, the aws CLI, a PostgreSQL whose
@@ -131,7 +168,7 @@ impl S3Server {
         ]
     }
 
-    /// Creates an empty bucket (what `CreateBucket` does on this backend: a directory).
+    /// Creates an empty bucket (what `CreateBucket` does: a directory, or an empty map).
     pub fn create_bucket(&self, name: &str) -> anyhow::Result<()> {
         let valid = (3..=63).contains(&name.len())
             && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
@@ -140,11 +177,21 @@ impl S3Server {
         if !valid {
             bail!("invalid bucket name {name:?}: 3-63 characters of a-z, 0-9, '-' and '.'");
         }
-        let dir = self.root.join(name);
-        if dir.exists() {
-            bail!("bucket {name:?} already exists");
+        match &self.backend {
+            Backend::Dir(root) => {
+                let dir = root.join(name);
+                if dir.exists() {
+                    bail!("bucket {name:?} already exists");
+                }
+                std::fs::create_dir(&dir).with_context(|| format!("create bucket directory {}", dir.display()))
+            }
+            Backend::Memory(store) => {
+                if !store.create_bucket(name) {
+                    bail!("bucket {name:?} already exists");
+                }
+                Ok(())
+            }
         }
-        std::fs::create_dir(&dir).with_context(|| format!("create bucket directory {}", dir.display()))
     }
 
     /// Stops the server and waits for its thread.
@@ -170,6 +217,6 @@ impl Drop for S3Server {
 
 impl std::fmt::Debug for S3Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Server").field("url", &self.url).field("root", &self.root).finish()
+        f.debug_struct("S3Server").field("url", &self.url).field("root", &self.root()).field("in_memory", &self.memory().is_some()).finish()
     }
 }
