@@ -138,13 +138,16 @@ async fn status_shows_backup_wal_window_and_a_gap() {
     let archive = Archive::new();
     let ended = Utc::now() - TimeDelta::hours(2);
     archive.backup("20261129T080000", 2, 2, ended).await;
+    // Its data: 3 MiB in the archive (with backup.info, a little more).
+    archive.put(&format!("{ROOT}/base/20261129T080000/data.tar"), vec![0u8; 3 << 20]).await;
     archive.wal(&[2, 3, 5, 6]).await; // segment 4 is missing
     let world = archive.world().await;
 
     let reply = world.cmd("console:dave", "/ops backup status promotions-db").await;
     let m = &reply.message;
     assert!(reply.ephemeral);
-    assert!(field(m, "Last full backup").starts_with("20261129T080000 — ended") && field(m, "Last full backup").contains("2h ago"), "{m:#?}");
+    let last = field(m, "Last full backup");
+    assert!(last.starts_with("20261129T080000 — ended") && last.contains("2h ago") && last.ends_with(", 3.0 MiB"), "{m:#?}");
     assert!(field(m, "Newest WAL").starts_with("000000010000000000000006"), "{m:#?}");
     assert_eq!(field(m, "WAL gaps"), "000000010000000000000004..000000010000000000000004");
     assert!(field(m, "Restorable").contains(" → "), "{m:#?}");

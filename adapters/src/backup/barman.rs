@@ -61,7 +61,8 @@ impl BarmanS3Catalog {
     }
 
     /// Lists every object under `prefix`, page by page, calling `each(key, last_modified)`.
-    async fn list(&self, prefix: &str, mut each: impl FnMut(&str, DateTime<Utc>)) -> Result<u64, CatalogError> {
+    /// Lists every object under `prefix`, page by page: `each(key, last modified, size)`.
+    async fn list(&self, prefix: &str, mut each: impl FnMut(&str, DateTime<Utc>, u64)) -> Result<u64, CatalogError> {
         let mut token: Option<String> = None;
         let mut pages = 0u64;
         loop {
@@ -82,7 +83,7 @@ impl BarmanS3Catalog {
                     .last_modified()
                     .and_then(|d| DateTime::<Utc>::from_timestamp(d.secs(), d.subsec_nanos()))
                     .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
-                each(key, modified);
+                each(key, modified, o.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0));
             }
             match (page.is_truncated(), page.next_continuation_token()) {
                 (Some(true), Some(t)) if !t.is_empty() => token = Some(t.to_owned()),
@@ -129,7 +130,7 @@ impl BarmanS3Catalog {
 
     /// Lists the WAL area and returns how many ListObjectsV2 pages it took (diagnostics, tests).
     pub async fn count_wal_pages(&self) -> Result<u64, CatalogError> {
-        self.list(&format!("{}wals/", self.root), |_, _| {}).await
+        self.list(&format!("{}wals/", self.root), |_, _, _| {}).await
     }
 }
 
@@ -140,15 +141,20 @@ impl BackupCatalog for BarmanS3Catalog {
     }
 
     async fn snapshot(&self) -> Result<CatalogSnapshot, CatalogError> {
-        // 1. Base backups: only the backup.info keys are kept from the listing.
+        // 1. Base backups: the backup.info keys, and each backup's stored bytes, are kept from
+        //    the listing (one entry per backup, not per object).
         let base = format!("{}base/", self.root);
         let mut infos = Vec::new();
-        self.list(&base, |key, _| {
+        let mut stored: BTreeMap<String, u64> = BTreeMap::new();
+        self.list(&base, |key, _, size| {
             if let Some(rest) = key.strip_prefix(&base)
-                && let Some((id, "backup.info")) = rest.split_once('/')
+                && let Some((id, file)) = rest.split_once('/')
                 && !id.is_empty()
             {
-                infos.push((id.to_owned(), key.to_owned()));
+                if file == "backup.info" {
+                    infos.push((id.to_owned(), key.to_owned()));
+                }
+                *stored.entry(id.to_owned()).or_default() += size;
             }
         })
         .await?;
@@ -175,7 +181,8 @@ impl BackupCatalog for BarmanS3Catalog {
         let seg = seg_size.unwrap_or(DEFAULT_WAL_SEGMENT_SIZE);
         let mut backups = Vec::new();
         for (id, key, f) in raw {
-            backups.push(self.backup_from_info(id, &key, &f, seg)?);
+            let size = stored.get(&id).copied();
+            backups.push(BaseBackup { stored_bytes: size, ..self.backup_from_info(id, &key, &f, seg)? });
         }
         backups.sort_by(|a, b| a.id.cmp(&b.id));
 
@@ -185,7 +192,7 @@ impl BackupCatalog for BarmanS3Catalog {
         let mut histories_keys: Vec<(u32, String)> = Vec::new();
         // Per object only fixed-size values are kept (no key, no name): the runs, the newest.
         let mut newest: Option<(WalName, DateTime<Utc>)> = None;
-        self.list(&wals, |key, modified| {
+        self.list(&wals, |key, modified, _| {
             let Some(rest) = key.strip_prefix(&wals) else { return };
             match classify_wal_key(rest, seg) {
                 WalKey::Segment(w) => {
@@ -231,14 +238,14 @@ impl BackupCatalog for BarmanS3Catalog {
                 return Err(self.malformed(id, "not a backup id"));
             }
             let prefix = format!("{}base/{id}/", self.root);
-            self.list(&prefix, |key, _| keys.push(key.to_owned())).await?;
+            self.list(&prefix, |key, _, _| keys.push(key.to_owned())).await?;
         }
         // WAL segments (and their .backup/.partial companions) before the boundary, on its
         // timeline or an older one. History files stay.
         if let Some(before) = plan.wal_before {
             let wals = format!("{}wals/", self.root);
             let seg = plan.wal_segment_size;
-            self.list(&wals, |key, _| {
+            self.list(&wals, |key, _, _| {
                 let Some(name) = key.strip_prefix(&wals).and_then(|r| r.rsplit('/').next()) else { return };
                 if name.len() >= 24
                     && !name.contains(".history")
@@ -291,6 +298,7 @@ impl BarmanS3Catalog {
             timeline,
             begin_wal,
             end_wal: wal("end_wal")?,
+            stored_bytes: None,
         })
     }
 }

@@ -67,7 +67,8 @@ impl Engine {
         m.fields.push(("Archive".into(), catalog.location()));
         match a.newest_backup.as_ref().and_then(|b| b.end_time.map(|t| (b, t))) {
             Some((b, end)) => {
-                m.fields.push(("Last full backup".into(), format!("{} — ended {} ({} ago)", b.id, at(end), human(age(end) as u64))));
+                let size = b.stored_bytes.map(|n| format!(", {}", super::render::bytes(n))).unwrap_or_default();
+                m.fields.push(("Last full backup".into(), format!("{} — ended {} ({} ago){size}", b.id, at(end), human(age(end) as u64))));
                 if age(end) > full_max {
                     problems.push(format!("the newest full backup is {} old (limit {})", human(age(end) as u64), human(full_max as u64)));
                     why.push(format!("full-old@{}", b.id));

@@ -91,7 +91,7 @@ pub fn render(exec: &Execution, now: DateTime<Utc>) -> Message {
         }
     }
     if !exec.artifacts.is_empty() {
-        let list: Vec<String> = exec.artifacts.iter().map(|a| format!("{} ({})", a.name, size(a.bytes))).collect();
+        let list: Vec<String> = exec.artifacts.iter().map(|a| format!("{} ({})", a.name, bytes(a.bytes as u64))).collect();
         fields.push(("Artifacts".to_string(), list.join(", ")));
         buttons.push(button(exec, "Show artifacts", "artifacts", None));
     }
@@ -111,12 +111,16 @@ pub fn render(exec: &Execution, now: DateTime<Utc>) -> Message {
     }
 }
 
-fn size(bytes: usize) -> String {
-    match bytes {
-        b if b < 10 * 1024 => format!("{b} B"),
-        b if b < 10 * 1024 * 1024 => format!("{} KiB", b / 1024),
-        b => format!("{} MiB", b / (1024 * 1024)),
+/// `812 B`, `14.2 MiB`, `3.1 GiB`.
+pub(super) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
     }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
 fn done(exec: &Execution) -> usize {

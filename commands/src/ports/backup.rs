@@ -152,6 +152,8 @@ pub struct BaseBackup {
     pub timeline: u32,
     pub begin_wal: Option<WalName>,
     pub end_wal: Option<WalName>,
+    /// What the backup occupies in the archive (its objects' sizes), when the layout tells.
+    pub stored_bytes: Option<u64>,
 }
 
 impl BaseBackup {

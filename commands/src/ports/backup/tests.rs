@@ -20,6 +20,7 @@ fn backup(id: &str, tli: u32, begin: u64, end: u64, end_time: u32) -> BaseBackup
         timeline: tli,
         begin_wal: Some(w(tli, begin)),
         end_wal: Some(w(tli, end)),
+        stored_bytes: None,
     }
 }
 
