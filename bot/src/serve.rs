@@ -71,21 +71,32 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
         .min();
     let monitor = monitor_every.map(|every| engine.spawn_backup_monitor(every.max(Duration::from_secs(1))));
 
+    let socket_mode = slack.as_ref().and_then(|s| s.socket_mode(engine.clone()));
+    let slack_routes = slack.as_ref().and_then(|s| s.router(engine.clone()));
+    // What /readyz waits for besides the store: at least one way to receive commands, and a
+    // Socket Mode connection when that transport is configured.
+    let mut adapters = Vec::new();
+    if console_on {
+        adapters.push("console");
+    }
+    if slack_routes.is_some() {
+        adapters.push("slack (HTTP)");
+    }
+    if socket_mode.is_some() {
+        adapters.push("slack (Socket Mode)");
+    }
+    let ready = Readiness { store: store.clone(), adapters, socket: socket_mode.as_ref().map(|s| s.connected()) };
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(store.clone());
+        .with_state(Arc::new(ready));
     if console_on {
         app = app.merge(console::router(ConsoleState { chat: console, engine: engine.clone() }));
     }
-    let mut socket_mode = None;
     let slack_metrics = slack.as_ref().map(|s| s.metrics.clone());
-    if let Some(s) = &slack {
-        if let Some(r) = s.router(engine.clone()) {
-            app = app.merge(r);
-            tracing::info!("Slack endpoints: POST /slack/commands, /slack/interactions, /slack/events");
-        }
-        socket_mode = s.socket_mode(engine.clone());
+    if let Some(r) = slack_routes {
+        app = app.merge(r);
+        tracing::info!("Slack endpoints: POST /slack/commands, /slack/interactions, /slack/events");
     }
     let metrics = engine.metrics().clone();
     app = app.route(
@@ -137,12 +148,31 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn readyz(State(store): State<Arc<SqlStore>>) -> (StatusCode, String) {
-    match (store.ping().await, store.migrations_applied().await) {
-        (Ok(()), Ok(true)) => (StatusCode::OK, "ready".into()),
-        (Ok(()), _) => (StatusCode::SERVICE_UNAVAILABLE, "store migrations not applied".into()),
-        (Err(e), _) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unreachable: {e}")),
+/// What `/readyz` checks.
+struct Readiness {
+    store: Arc<SqlStore>,
+    /// The chat adapters receiving commands.
+    adapters: Vec<&'static str>,
+    /// Socket Mode's connection, when configured.
+    socket: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// Ready: the store answers with its migrations applied, some chat adapter receives commands,
+/// and Socket Mode (when configured) is connected. The body says which, or what is missing.
+async fn readyz(State(r): State<Arc<Readiness>>) -> (StatusCode, String) {
+    let unavailable = |why: String| (StatusCode::SERVICE_UNAVAILABLE, why);
+    match (r.store.ping().await, r.store.migrations_applied().await) {
+        (Ok(()), Ok(true)) => {}
+        (Ok(()), _) => return unavailable("store migrations not applied".into()),
+        (Err(e), _) => return unavailable(format!("store unreachable: {e}")),
     }
+    if r.adapters.is_empty() {
+        return unavailable("no chat adapter receives commands: enable [console] or configure [slack]".into());
+    }
+    if r.socket.as_ref().is_some_and(|c| !c.load(std::sync::atomic::Ordering::Relaxed)) {
+        return unavailable("Slack Socket Mode is not connected".into());
+    }
+    (StatusCode::OK, format!("ready: store, {}", r.adapters.join(", ")))
 }
 
 async fn shutdown() {

@@ -48,7 +48,7 @@ async fn page_state_and_health_endpoints() {
     assert!(channels.contains(&"ops") && channels.contains(&"inc-prod"), "{st}");
     assert_eq!(st["default_channel"], "ops");
 
-    for (path, body) in [("/healthz", "ok"), ("/readyz", "ready")] {
+    for (path, body) in [("/healthz", "ok"), ("/readyz", "ready: store, console")] {
         let r = bot.get(path).await;
         assert_eq!(r.status(), 200, "{path}");
         assert_eq!(r.text().await.expect("body"), body, "{path}");

@@ -304,3 +304,44 @@ async fn sigterm_mid_step_exits_cleanly_and_the_next_start_asks_resume_or_abort(
     let status = bot.terminate();
     assert!(status.success(), "{status}");
 }
+
+/// `/readyz` is ready only when commands can arrive: with no chat adapter it says so (503);
+/// with Slack Socket Mode it waits for the connection, naming the adapters once ready, and
+/// says "not connected" while Slack cannot be reached.
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_needs_a_chat_adapter_and_a_live_socket_mode_connection() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let slack = runbot_sandbox::slack::FakeSlack::start("xoxb-ready", "xapp-ready").await.expect("fake Slack");
+    let start = async |name: &str, extra: &str| {
+        let dir = root.path().join(name);
+        std::fs::create_dir(&dir).expect("dir");
+        let port = free_port();
+        let config = dir.join("runbot.toml");
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\nurl = \"sqlite://{}/state.db\"\n[console]\nenabled = false\n{extra}",
+            dir.display()
+        );
+        std::fs::write(&config, text).expect("config");
+        let args: Vec<OsString> = vec!["serve".into(), "--config".into(), config.into()];
+        Runbot::spawn_with(args, &[("RUNBOT_TEST_SLACK_BOT", "xoxb-ready"), ("RUNBOT_TEST_SLACK_APP", "xapp-ready")], port, &dir.join("log")).await
+    };
+    let socket = |api: &str| {
+        format!("[slack]\nbot_token = \"env:RUNBOT_TEST_SLACK_BOT\"\napp_token = \"env:RUNBOT_TEST_SLACK_APP\"\napi_url = \"{api}\"\n")
+    };
+    let ready = async |bot: &Runbot| {
+        let r = bot.get("/readyz").await;
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    };
+
+    let none = start("none", "").await;
+    let (code, body) = ready(&none).await;
+    assert_eq!((code, body.contains("no chat adapter receives commands")), (503, true), "{body}");
+
+    let dead = start("dead", &socket(&format!("http://127.0.0.1:{}/api", free_port()))).await;
+    let (code, body) = ready(&dead).await;
+    assert_eq!((code, body.as_str()), (503, "Slack Socket Mode is not connected"));
+
+    let live = start("live", &socket(&slack.api_url())).await;
+    until("ready once Socket Mode is connected", 20, async || ready(&live).await.0 == 200).await;
+    assert_eq!(ready(&live).await.1, "ready: store, slack (Socket Mode)");
+}

@@ -9,7 +9,8 @@ use futures::{SinkExt, StreamExt};
 use runbot_commands::config::Secret;
 use serde_json::{json, Value};
 use slack_morphism::prelude::*;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -19,6 +20,7 @@ use tokio_tungstenite::tungstenite::Message as Ws;
 pub struct SocketMode {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    connected: Arc<AtomicBool>,
 }
 
 enum End {
@@ -29,8 +31,14 @@ enum End {
 impl SocketMode {
     pub fn spawn(state: SlackState, app_token: Secret) -> SocketMode {
         let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(run(state, app_token, rx));
-        SocketMode { stop, task }
+        let connected = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(run(state, app_token, rx, connected.clone()));
+        SocketMode { stop, task, connected }
+    }
+
+    /// Whether the WebSocket to Slack is open right now (for `/readyz`).
+    pub fn connected(&self) -> Arc<AtomicBool> {
+        self.connected.clone()
     }
 
     pub async fn shutdown(self) {
@@ -39,10 +47,12 @@ impl SocketMode {
     }
 }
 
-async fn run(state: SlackState, app_token: Secret, mut stop: watch::Receiver<bool>) {
+async fn run(state: SlackState, app_token: Secret, mut stop: watch::Receiver<bool>, connected: Arc<AtomicBool>) {
     let mut backoff = Duration::from_millis(500);
     loop {
-        match connect_once(&state, &app_token, &mut stop).await {
+        let ended = connect_once(&state, &app_token, &mut stop, &connected).await;
+        connected.store(false, Ordering::Relaxed);
+        match ended {
             Ok(End::Stop) => return,
             Ok(End::Reconnect) => backoff = Duration::from_millis(500),
             Err(e) => {
@@ -60,7 +70,7 @@ async fn run(state: SlackState, app_token: Secret, mut stop: watch::Receiver<boo
     }
 }
 
-async fn connect_once(state: &SlackState, app_token: &Secret, stop: &mut watch::Receiver<bool>) -> Result<End, String> {
+async fn connect_once(state: &SlackState, app_token: &Secret, stop: &mut watch::Receiver<bool>, connected: &AtomicBool) -> Result<End, String> {
     let token = SlackApiToken::new(app_token.expose().to_string().into());
     let open = state
         .chat
@@ -74,6 +84,7 @@ async fn connect_once(state: &SlackState, app_token: &Secret, stop: &mut watch::
     let host = open.url.0.host_str().unwrap_or("").to_string();
     let (ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| format!("connecting to {host}: {e}"))?;
     state.metrics.socket_connections.fetch_add(1, Ordering::Relaxed);
+    connected.store(true, Ordering::Relaxed);
     tracing::info!(host, "Slack Socket Mode connected");
     let (mut tx, mut rx) = ws.split();
     loop {
