@@ -1,9 +1,11 @@
 //! runbot's adapters: the only code that knows a wire format or an SDK — the SQL state store
-//! (sqlx: SQLite and PostgreSQL), the local web console, Slack (slack-morphism), and the
-//! Kubernetes driver (kube-rs); later Discord, Helm, Swarm, GitHub and S3.
+//! (sqlx: SQLite and PostgreSQL), the local web console, Slack (slack-morphism), Discord
+//! (serenity's REST and Ed25519 check), the Kubernetes driver (kube-rs), GitHub (octocrab),
+//! the backup catalog on S3 (aws-sdk-s3), container registries and HTTP checks (reqwest).
 
 pub mod backup;
 pub mod console;
+pub mod discord;
 pub mod http_check;
 pub mod github;
 pub mod integrity;

@@ -1,8 +1,10 @@
 //! The emulated world shared by the tests and `runbot demo`: the demo's config, its runbooks
-//! and the local files they act on, and a fake Kubernetes API server ([`kube`]). Slack,
-//! Discord, GitHub and the helm/docker stand-ins join it with their issues.
+//! and the local files they act on, a fake Kubernetes API server ([`kube`]), fake Slack,
+//! Discord, GitHub and container registry, an S3 server, a real PITR world, a health endpoint,
+//! and the helm/docker stand-ins.
 
 pub mod demo;
+pub mod discord;
 pub mod github;
 pub mod kube;
 pub mod pitr;

@@ -1,0 +1,593 @@
+//! The REST endpoints of the fake Discord: one handler that routes, authorises, rate-limits,
+//! validates and acts, recording every call.
+
+use super::limits::{commands_problems, errors_json, is_empty_message, message_problems};
+use super::objects::{self, Author};
+use super::{Call, Chan, Inner, Posted, Route, State, Window};
+use axum::body::Bytes;
+use axum::extract::State as AxState;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub(super) fn router(inner: Arc<Inner>) -> Router {
+    Router::new().fallback(handle).with_state(inner)
+}
+
+/// A parsed request path.
+enum Target {
+    CreateMessage { channel: String },
+    EditMessage { channel: String, message: String },
+    CreateThread { channel: String, message: String },
+    CreateChannel { guild: String },
+    Callback { interaction: String, token: String },
+    Followup { app: String, token: String },
+    EditWebhook { app: String, token: String, message: String },
+    Commands { app: String, guild: Option<String> },
+}
+
+impl Target {
+    fn route(&self) -> Route {
+        match self {
+            Target::CreateMessage { .. } => Route::CreateMessage,
+            Target::EditMessage { .. } => Route::EditMessage,
+            Target::CreateThread { .. } => Route::CreateThread,
+            Target::CreateChannel { .. } => Route::CreateChannel,
+            Target::Callback { .. } => Route::InteractionCallback,
+            Target::Followup { .. } => Route::CreateFollowup,
+            Target::EditWebhook { .. } => Route::EditWebhookMessage,
+            Target::Commands { .. } => Route::BulkCommands,
+        }
+    }
+    /// The major parameter the bucket is kept per.
+    fn major(&self) -> String {
+        match self {
+            Target::CreateMessage { channel } | Target::EditMessage { channel, .. } | Target::CreateThread { channel, .. } => channel.clone(),
+            Target::CreateChannel { guild } => guild.clone(),
+            Target::Callback { interaction, .. } => interaction.clone(),
+            Target::Followup { app, token } | Target::EditWebhook { app, token, .. } => format!("{app}/{token}"),
+            Target::Commands { app, .. } => app.clone(),
+        }
+    }
+}
+
+fn parse(method: &Method, path: &str) -> Option<Target> {
+    let rest = path.strip_prefix("/api/v10/")?;
+    let s: Vec<&str> = rest.split('/').collect();
+    let m = method.as_str();
+    let t = match (m, s.as_slice()) {
+        ("POST", ["channels", c, "messages"]) => Target::CreateMessage { channel: c.to_string() },
+        ("PATCH", ["channels", c, "messages", id]) => Target::EditMessage { channel: c.to_string(), message: id.to_string() },
+        ("POST", ["channels", c, "messages", id, "threads"]) => Target::CreateThread { channel: c.to_string(), message: id.to_string() },
+        ("POST", ["guilds", g, "channels"]) => Target::CreateChannel { guild: g.to_string() },
+        ("POST", ["interactions", id, tok, "callback"]) => Target::Callback { interaction: id.to_string(), token: tok.to_string() },
+        ("POST", ["webhooks", app, tok]) => Target::Followup { app: app.to_string(), token: tok.to_string() },
+        ("PATCH", ["webhooks", app, tok, "messages", id]) => Target::EditWebhook { app: app.to_string(), token: tok.to_string(), message: id.to_string() },
+        ("PUT", ["applications", app, "commands"]) => Target::Commands { app: app.to_string(), guild: None },
+        ("PUT", ["applications", app, "guilds", g, "commands"]) => Target::Commands { app: app.to_string(), guild: Some(g.to_string()) },
+        _ => return None,
+    };
+    Some(t)
+}
+
+/// The path with interaction tokens replaced, for the call log.
+fn loggable(path: &str, t: Option<&Target>) -> String {
+    match t {
+        Some(Target::Callback { token, .. } | Target::Followup { token, .. } | Target::EditWebhook { token, .. }) => path.replace(token.as_str(), "{token}"),
+        _ => path.to_string(),
+    }
+}
+
+/// An answer before the rate-limit headers are added.
+struct Answer {
+    status: StatusCode,
+    body: Option<Value>,
+    code: Option<i64>,
+    extra: Vec<(&'static str, String)>,
+}
+
+fn ok(status: u16, body: Value) -> Answer {
+    Answer { status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body: Some(body), code: None, extra: Vec::new() }
+}
+
+fn no_content() -> Answer {
+    Answer { status: StatusCode::NO_CONTENT, body: None, code: None, extra: Vec::new() }
+}
+
+fn error(status: u16, code: i64, message: &str) -> Answer {
+    Answer { status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), body: Some(json!({"message": message, "code": code})), code: Some(code), extra: Vec::new() }
+}
+
+fn invalid_form(errors: Value) -> Answer {
+    Answer { status: StatusCode::BAD_REQUEST, body: Some(json!({"code": 50035, "errors": errors, "message": "Invalid Form Body"})), code: Some(50035), extra: Vec::new() }
+}
+
+fn epoch_secs(after: Duration) -> f64 {
+    (SystemTime::now() + after).duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// The bucket state after counting this request, or the wait when it is over the limit.
+fn take(s: &mut State, route: Route, major: &str) -> Result<(u32, u32, Duration), (u32, Duration)> {
+    let (limit, window) = s.limits.get(&route).copied().unwrap_or((5, Duration::from_secs(1)));
+    let now = Instant::now();
+    let w = s.windows.entry((route, major.to_string())).or_insert(Window { start: now, used: 0 });
+    if now.duration_since(w.start) >= window {
+        *w = Window { start: now, used: 0 };
+    }
+    let reset_after = window.saturating_sub(now.duration_since(w.start));
+    if w.used >= limit {
+        return Err((limit, reset_after));
+    }
+    w.used += 1;
+    Ok((limit, limit - w.used, reset_after))
+}
+
+fn take_global(s: &mut State) -> Result<(), Duration> {
+    let (limit, window) = s.global_limit;
+    let now = Instant::now();
+    if now.duration_since(s.global_window.start) >= window {
+        s.global_window = Window { start: now, used: 0 };
+    }
+    if s.global_window.used >= limit {
+        return Err(window.saturating_sub(now.duration_since(s.global_window.start)));
+    }
+    s.global_window.used += 1;
+    Ok(())
+}
+
+fn secs3(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64())
+}
+
+fn rate_limited(retry: Duration, global: bool, bucket: Option<(u32, &str)>) -> Answer {
+    // Discord never says 0: a wait shorter than a millisecond is still a wait.
+    let retry = retry.max(Duration::from_millis(1));
+    let secs = (retry.as_secs_f64() * 1000.0).ceil() / 1000.0;
+    let mut extra = vec![
+        ("retry-after", retry.as_secs_f64().ceil().max(1.0).to_string()),
+        ("x-ratelimit-scope", if global { "global" } else { "user" }.to_string()),
+    ];
+    if global {
+        extra.push(("x-ratelimit-global", "true".to_string()));
+    }
+    if let Some((limit, hash)) = bucket {
+        extra.push(("x-ratelimit-limit", limit.to_string()));
+        extra.push(("x-ratelimit-remaining", "0".to_string()));
+        extra.push(("x-ratelimit-reset", format!("{:.3}", epoch_secs(retry))));
+        extra.push(("x-ratelimit-reset-after", secs3(retry)));
+        extra.push(("x-ratelimit-bucket", hash.to_string()));
+    }
+    Answer {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        body: Some(json!({"message": "You are being rate limited.", "retry_after": secs, "global": global, "code": 0})),
+        code: Some(0),
+        extra,
+    }
+}
+
+async fn handle(AxState(inner): AxState<Arc<Inner>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let path = uri.path().to_string();
+    let target = parse(&method, &path);
+    let route = target.as_ref().map(Target::route);
+    let parsed: Result<Value, ()> = if body.is_empty() { Ok(Value::Null) } else { serde_json::from_slice(&body).map_err(|_| ()) };
+    let logged_body = parsed.clone().unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let mut rl_headers: Vec<(&'static str, String)> = Vec::new();
+
+    let answer = 'answer: {
+        let Some(target) = target else {
+            break 'answer error(404, 0, "404: Not Found");
+        };
+        let route = target.route();
+        // Authorisation: the bot token on bot routes.
+        if route.uses_bot_token() {
+            let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if auth != format!("Bot {}", inner.bot_token) {
+                break 'answer error(401, 0, "401: Unauthorized");
+            }
+        }
+        // Rate limits: scripted, global (bot routes), then the route's bucket.
+        let major = target.major();
+        let hash = route.bucket_hash();
+        let limited = inner.with(|s| {
+            if route.uses_bot_token()
+                && let Some(d) = s.scripted_global.pop_front()
+            {
+                return Err(rate_limited(d, true, None));
+            }
+            if let Some(d) = s.scripted.get_mut(&route).and_then(|q| q.pop_front()) {
+                let limit = s.limits.get(&route).map(|l| l.0).unwrap_or(5);
+                return Err(rate_limited(d, false, Some((limit, &hash))));
+            }
+            if route.uses_bot_token()
+                && let Err(d) = take_global(s)
+            {
+                return Err(rate_limited(d, true, None));
+            }
+            match take(s, route, &major) {
+                Ok(v) => Ok(v),
+                Err((limit, d)) => Err(rate_limited(d, false, Some((limit, &hash)))),
+            }
+        });
+        match limited {
+            Err(a) => break 'answer a,
+            Ok((limit, remaining, reset_after)) => {
+                rl_headers = vec![
+                    ("x-ratelimit-limit", limit.to_string()),
+                    ("x-ratelimit-remaining", remaining.to_string()),
+                    ("x-ratelimit-reset", format!("{:.3}", epoch_secs(reset_after))),
+                    ("x-ratelimit-reset-after", secs3(reset_after)),
+                    ("x-ratelimit-bucket", hash),
+                ];
+            }
+        }
+        let Ok(body) = parsed else {
+            break 'answer error(400, 50109, "The request body contains invalid JSON.");
+        };
+        act(&inner, &target, &body)
+    };
+
+    let status = answer.status.as_u16();
+    let problems = answer.body.as_ref().filter(|_| answer.code == Some(50035)).map(|b| b["errors"].to_string());
+    inner.with(|s| {
+        if let Some(p) = problems {
+            s.problems.push(format!("{}: {p}", route.map(Route::as_str).unwrap_or("?")));
+        }
+        s.calls.push(Call {
+            method: method.to_string(),
+            path: loggable(&path, parse(&method, &path).as_ref()),
+            route,
+            body: logged_body,
+            status,
+            code: answer.code,
+            at: Instant::now(),
+        });
+    });
+    let mut resp = match answer.body {
+        Some(b) => (answer.status, axum::Json(b)).into_response(),
+        None => answer.status.into_response(),
+    };
+    for (k, v) in rl_headers.into_iter().chain(answer.extra) {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            resp.headers_mut().insert(k, v);
+        }
+    }
+    resp
+}
+
+/// The content fields a message body sets (absent fields are left alone by an edit).
+fn content_of(body: &Value) -> Value {
+    let mut c = json!({});
+    for k in ["content", "embeds", "components"] {
+        if let Some(v) = body.get(k).filter(|v| !v.is_null()) {
+            c[k] = v.clone();
+        }
+    }
+    c
+}
+
+fn check_message(body: &Value) -> Result<(), Answer> {
+    let probs = message_problems(body);
+    if !probs.is_empty() {
+        return Err(invalid_form(errors_json(&probs)));
+    }
+    Ok(())
+}
+
+fn new_message(s: &mut State, channel: &str, author: Author, flags: u64, interaction: Option<String>, content: Value) -> Posted {
+    let id = s.snowflake();
+    let p = Posted {
+        id,
+        channel_id: channel.to_string(),
+        author,
+        flags,
+        interaction,
+        content: normalize(&content),
+        versions: vec![normalize(&content)],
+        created: objects::now_iso(),
+        edited: None,
+    };
+    s.messages.push(p.clone());
+    p
+}
+
+/// Every stored message has all three content fields.
+fn normalize(c: &Value) -> Value {
+    json!({
+        "content": c.get("content").cloned().filter(|v| !v.is_null()).unwrap_or(json!("")),
+        "embeds": c.get("embeds").cloned().filter(|v| !v.is_null()).unwrap_or(json!([])),
+        "components": c.get("components").cloned().filter(|v| !v.is_null()).unwrap_or(json!([])),
+    })
+}
+
+fn edit(p: &mut Posted, changes: &Value) {
+    let mut c = p.content.clone();
+    if let Some(o) = changes.as_object() {
+        for (k, v) in o {
+            c[k.as_str()] = v.clone();
+        }
+    }
+    p.content = normalize(&c);
+    p.versions.push(p.content.clone());
+    p.edited = Some(objects::now_iso());
+}
+
+fn object(inner: &Inner, p: &Posted) -> Value {
+    objects::message(&p.id, &p.channel_id, Some(&inner.guild_id), &inner.app_id, &inner.bot_user, &p.author, &p.content, p.flags, p.edited.as_deref(), &p.created)
+}
+
+/// Checks an interaction token: known, not expired, of this application.
+fn interaction_for(s: &State, app: Option<&str>, id: Option<&str>, token: &str, app_id: &str) -> Result<String, Answer> {
+    if app.is_some_and(|a| a != app_id) {
+        return Err(error(404, 10015, "Unknown Webhook"));
+    }
+    let found = s.interactions.iter().find(|(i, x)| x.token == token && id.is_none_or(|want| want == i.as_str()));
+    let Some((iid, x)) = found else {
+        return Err(if id.is_some() { error(404, 10062, "Unknown interaction") } else { error(404, 10015, "Unknown Webhook") });
+    };
+    if x.expired || x.at.elapsed() > Duration::from_secs(15 * 60) {
+        return Err(error(401, 50027, "Invalid Webhook Token"));
+    }
+    Ok(iid.clone())
+}
+
+fn act(inner: &Inner, target: &Target, body: &Value) -> Answer {
+    let guild = inner.guild_id.clone();
+    match target {
+        Target::CreateMessage { channel } => {
+            if let Err(a) = check_message(body) {
+                return a;
+            }
+            if is_empty_message(body) {
+                return error(400, 50006, "Cannot send an empty message");
+            }
+            let posted = inner.with(|s| match s.chan(channel) {
+                Some(c) if c.kind == 0 || c.kind == 11 => Some(new_message(s, channel, Author::Bot, 0, None, content_of(body))),
+                _ => None,
+            });
+            match posted {
+                Some(p) => ok(200, object(inner, &p)),
+                None => error(404, 10003, "Unknown Channel"),
+            }
+        }
+        Target::EditMessage { channel, message } => {
+            if let Err(a) = check_message(body) {
+                return a;
+            }
+            let res = inner.with(|s| {
+                if s.chan(channel).is_none() {
+                    return Err(error(404, 10003, "Unknown Channel"));
+                }
+                let Some(p) = s.messages.iter_mut().find(|m| m.id == *message && m.channel_id == *channel) else {
+                    return Err(error(404, 10008, "Unknown Message"));
+                };
+                if p.author != Author::Bot {
+                    return Err(error(403, 50005, "Cannot edit a message authored by another user"));
+                }
+                let mut after = p.content.clone();
+                for (k, v) in content_of(body).as_object().into_iter().flatten() {
+                    after[k.as_str()] = v.clone();
+                }
+                if is_empty_message(&after) {
+                    return Err(error(400, 50006, "Cannot send an empty message"));
+                }
+                edit(p, &content_of(body));
+                Ok(p.clone())
+            });
+            match res {
+                Ok(p) => ok(200, object(inner, &p)),
+                Err(a) => a,
+            }
+        }
+        Target::CreateThread { channel, message } => {
+            let name = body["name"].as_str().unwrap_or("");
+            let n = name.chars().count();
+            if n == 0 || n > 100 {
+                return invalid_form(errors_json(&[super::limits::Problem { path: vec!["name".into()], code: "BASE_TYPE_BAD_LENGTH", message: "Must be between 1 and 100 in length.".into() }]));
+            }
+            let archive = body["auto_archive_duration"].as_u64().unwrap_or(4320);
+            if ![60, 1440, 4320, 10080].contains(&archive) {
+                return invalid_form(errors_json(&[super::limits::Problem { path: vec!["auto_archive_duration".into()], code: "BASE_TYPE_CHOICES", message: "Value must be one of {60, 1440, 4320, 10080}.".into() }]));
+            }
+            let res = inner.with(|s| {
+                match s.chan(channel) {
+                    Some(c) if c.kind == 0 => {}
+                    Some(_) => return Err(error(400, 50024, "Cannot execute action on this channel type")),
+                    None => return Err(error(404, 10003, "Unknown Channel")),
+                }
+                if !s.messages.iter().any(|m| m.id == *message && m.channel_id == *channel) {
+                    return Err(error(404, 10008, "Unknown Message"));
+                }
+                if s.chan(message).is_some() {
+                    return Err(error(400, 160004, "A thread has already been created for this message"));
+                }
+                let obj = objects::thread(message, &guild, channel, name, super::BOT_USER_ID, archive);
+                s.channels.push(Chan { id: message.clone(), kind: 11, name: name.to_string(), parent: Some(channel.clone()), object: obj.clone() });
+                s.created.push(message.clone());
+                Ok(obj)
+            });
+            match res {
+                Ok(o) => ok(201, o),
+                Err(a) => a,
+            }
+        }
+        Target::CreateChannel { guild: g } => {
+            if *g != guild {
+                return error(404, 10004, "Unknown Guild");
+            }
+            let name = body["name"].as_str().unwrap_or("");
+            let kind = body["type"].as_u64().unwrap_or(0);
+            let mut probs = Vec::new();
+            let n = name.chars().count();
+            if n == 0 || n > 100 {
+                probs.push(super::limits::Problem { path: vec!["name".into()], code: "BASE_TYPE_BAD_LENGTH", message: "Must be between 1 and 100 in length.".into() });
+            }
+            if kind != 0 {
+                probs.push(super::limits::Problem { path: vec!["type".into()], code: "BASE_TYPE_CHOICES", message: "runbot creates text channels (type 0) only.".into() });
+            }
+            if body["topic"].as_str().is_some_and(|t| t.chars().count() > 1024) {
+                probs.push(super::limits::Problem { path: vec!["topic".into()], code: "BASE_TYPE_MAX_LENGTH", message: "Must be 1024 or fewer in length.".into() });
+            }
+            let parent = body["parent_id"].as_str().map(str::to_string);
+            let res = inner.with(|s| {
+                if let Some(pid) = &parent
+                    && s.chan(pid).is_none_or(|c| c.kind != 4)
+                {
+                    probs.push(super::limits::Problem { path: vec!["parent_id".into()], code: "CHANNEL_PARENT_INVALID", message: "Not a category".into() });
+                }
+                if !probs.is_empty() {
+                    return Err(invalid_form(errors_json(&probs)));
+                }
+                // Discord lower-cases text channel names and turns spaces into dashes.
+                let name: String = name.to_lowercase().split_whitespace().collect::<Vec<_>>().join("-");
+                let id = s.snowflake();
+                let pos = s.channels.len() as u64;
+                let mut obj = objects::channel(&id, &guild, &name, 0, parent.as_deref(), pos);
+                if let Some(t) = body["topic"].as_str() {
+                    obj["topic"] = json!(t);
+                }
+                s.channels.push(Chan { id: id.clone(), kind: 0, name, parent, object: obj.clone() });
+                s.created.push(id);
+                Ok(obj)
+            });
+            match res {
+                Ok(o) => ok(201, o),
+                Err(a) => a,
+            }
+        }
+        Target::Callback { interaction, token } => {
+            let kind = body["type"].as_u64().unwrap_or(0);
+            let data = &body["data"];
+            match kind {
+                4 | 7 => {
+                    if let Err(a) = check_message(data) {
+                        return a;
+                    }
+                }
+                5 | 6 => {
+                    let flags = data["flags"].as_u64().unwrap_or(0);
+                    if flags & !64 != 0 {
+                        return invalid_form(errors_json(&[super::limits::Problem { path: vec!["data".into(), "flags".into()], code: "INTERACTION_RESPONSE_FLAGS_INVALID", message: "Only the EPHEMERAL flag is allowed".into() }]));
+                    }
+                }
+                8 => {
+                    if data["choices"].as_array().is_none_or(|c| c.len() > 25) {
+                        return invalid_form(errors_json(&[super::limits::Problem { path: vec!["data".into(), "choices".into()], code: "BASE_TYPE_BAD_LENGTH", message: "Must be between 0 and 25 in length.".into() }]));
+                    }
+                }
+                1 | 9 => {}
+                _ => {
+                    return invalid_form(errors_json(&[super::limits::Problem { path: vec!["type".into()], code: "BASE_TYPE_CHOICES", message: "Value must be one of {1, 4, 5, 6, 7, 8, 9}.".into() }]));
+                }
+            }
+            let app = inner.app_id.clone();
+            inner.with(|s| {
+                let iid = match interaction_for(s, None, Some(interaction), token, &app) {
+                    Ok(i) => i,
+                    Err(a) => return a,
+                };
+                let deadline = s.callback_deadline;
+                let Some(x) = s.interactions.get(&iid).cloned() else { return error(404, 10062, "Unknown interaction") };
+                if x.acked.is_some() {
+                    return error(400, 40060, "Interaction has already been acknowledged.");
+                }
+                if x.at.elapsed() > deadline {
+                    return error(404, 10062, "Unknown interaction");
+                }
+                let flags = data["flags"].as_u64().unwrap_or(0);
+                let mut original = None;
+                match kind {
+                    4 => original = Some(new_message(s, &x.channel, Author::Interaction, flags & 64, Some(iid.clone()), content_of(data)).id),
+                    // A deferred response shows "thinking" until @original is edited.
+                    5 => original = Some(new_message(s, &x.channel, Author::Interaction, (flags & 64) | 128, Some(iid.clone()), json!({})).id),
+                    7 => {
+                        if let Some(mid) = &x.message
+                            && let Some(p) = s.messages.iter_mut().find(|m| m.id == *mid)
+                        {
+                            edit(p, &content_of(data));
+                        }
+                    }
+                    _ => {}
+                }
+                if let Some(i) = s.interactions.get_mut(&iid) {
+                    i.acked = Some(kind);
+                    i.original = original;
+                }
+                s.callbacks.push((iid, body.clone()));
+                no_content()
+            })
+        }
+        Target::Followup { app, token } => {
+            if let Err(a) = check_message(body) {
+                return a;
+            }
+            if is_empty_message(body) {
+                return error(400, 50006, "Cannot send an empty message");
+            }
+            let app_id = inner.app_id.clone();
+            let res = inner.with(|s| {
+                let iid = interaction_for(s, Some(app), None, token, &app_id)?;
+                let x = s.interactions.get(&iid).cloned().ok_or_else(|| error(404, 10015, "Unknown Webhook"))?;
+                if x.acked.is_none() {
+                    return Err(error(404, 10015, "Unknown Webhook"));
+                }
+                let flags = body["flags"].as_u64().unwrap_or(0) & 64;
+                Ok(new_message(s, &x.channel, Author::Interaction, flags, Some(iid), content_of(body)))
+            });
+            match res {
+                Ok(p) => ok(200, object(inner, &p)),
+                Err(a) => a,
+            }
+        }
+        Target::EditWebhook { app, token, message } => {
+            if let Err(a) = check_message(body) {
+                return a;
+            }
+            let app_id = inner.app_id.clone();
+            let res = inner.with(|s| {
+                let iid = interaction_for(s, Some(app), None, token, &app_id)?;
+                let x = s.interactions.get(&iid).cloned().ok_or_else(|| error(404, 10015, "Unknown Webhook"))?;
+                let mid = if message == "@original" { x.original.clone().ok_or_else(|| error(404, 10008, "Unknown Message"))? } else { message.clone() };
+                let Some(p) = s.messages.iter_mut().find(|m| m.id == mid && m.interaction.as_deref() == Some(iid.as_str())) else {
+                    return Err(error(404, 10008, "Unknown Message"));
+                };
+                p.flags &= !128;
+                edit(p, &content_of(body));
+                Ok(p.clone())
+            });
+            match res {
+                Ok(p) => ok(200, object(inner, &p)),
+                Err(a) => a,
+            }
+        }
+        Target::Commands { app, guild: g } => {
+            if *app != inner.app_id {
+                return error(403, 50001, "Missing Access");
+            }
+            if g.as_ref().is_some_and(|g| *g != guild) {
+                return error(404, 10004, "Unknown Guild");
+            }
+            let probs = commands_problems(body);
+            if !probs.is_empty() {
+                return invalid_form(errors_json(&probs));
+            }
+            let stored = inner.with(|s| {
+                let list: Vec<Value> = body.as_array().cloned().unwrap_or_default();
+                let old = s.commands.get(g).cloned().unwrap_or_default();
+                let out: Vec<Value> = list
+                    .iter()
+                    .map(|c| {
+                        // A command keeps its id when overwritten under the same name.
+                        let id = old.iter().find(|o| o["name"] == c["name"]).and_then(|o| o["id"].as_str().map(str::to_string)).unwrap_or_else(|| s.snowflake());
+                        objects::command(&id, app, g.as_deref(), c)
+                    })
+                    .collect();
+                s.commands.insert(g.clone(), out.clone());
+                out
+            });
+            ok(200, Value::Array(stored))
+        }
+    }
+}
