@@ -15,9 +15,10 @@
 #   4. starts `runbot serve` pinned to one core (taskset -c $BENCH_SERVER_CPU, default 0),
 #   5. measures idle RSS (VmRSS, 3 s after /readyz answers),
 #   6. fixed rate: ~$BENCH_RATE req/s for $BENCH_DURATION s — wrk paced with a per-connection
-#      delay (closed loop: $BENCH_RATE_CONNS connections, each waiting conns*1000/rate ms after
-#      every response; wrk's latency is from write to full response, not corrected for
-#      coordinated omission; the achieved rate is printed),
+#      delay (closed loop: $BENCH_RATE_CONNS connections, each waiting on average
+#      conns*1000/rate ms after every response, drawn uniformly from 0 to twice that so the
+#      connections do not fire in step; wrk's latency is from write to full response, not
+#      corrected for coordinated omission; the achieved rate is printed),
 #   7. max throughput: $BENCH_CONNS connections for $BENCH_DURATION s, as fast as acks come back,
 #   8. peak RSS (the kernel's VmHWM, plus VmRSS sampled every 100 ms),
 #   9. stops runbot and counts the durable `slack.command` audit rows in the SQLite file against

@@ -267,6 +267,13 @@ async fn restart_over_http_plan_buttons_approval_and_final_message() {
     assert!(w.audit_kinds().await.contains(&"slack.command".to_string()));
     let reply = w.response(&url).await;
     assert!(reply.contains("created") && reply.contains(INC), "{reply}");
+    // One durable record per command: the adapter's is the command's audit record, so the
+    // engine does not append a second one.
+    let (log, _) = w.engine.store().audit_log().await.expect("audit");
+    let records: Vec<_> = log.iter().filter(|r| r.entry.kind == "slack.command" || r.entry.kind == "command").collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let detail = &records[0].entry.detail;
+    assert_eq!((&detail["text"], &detail["platform"], &detail["channel"], &detail["ok"]), (&json!("/ops restart promotions-api"), &json!("slack"), &json!(OPS), &json!(true)));
 
     restart_flow(&w, &sick, async |user: &str, msg: &Posted, action: &str| {
         let (status, url) = w.click(user, msg, action).await;

@@ -4,9 +4,10 @@
 --   BENCH_SIGNED    file of "timestamp<TAB>v0=signature<TAB>form body" lines (made by
 --                   scripts/bench/sign.py shortly before the run: Slack signatures are only
 --                   accepted within 5 minutes of their timestamp)
---   BENCH_DELAY_MS  optional: wait this long after each response before the next request on the
---                   same connection — a paced (closed-loop) fixed rate of about
---                   connections * 1000 / (delay + latency) requests/s
+--   BENCH_DELAY_MS  optional: wait this long on average (uniformly 0 to twice this) after each
+--                   response before the next request on the same connection — a paced
+--                   (closed-loop) fixed rate of about connections * 1000 / (delay + latency)
+--                   requests/s
 --
 -- done() prints one machine-readable RESULT line (latencies in microseconds).
 
@@ -37,10 +38,13 @@ function request()
   return reqs[i]
 end
 
+-- The pause is drawn uniformly from [0, 2 * BENCH_DELAY_MS] (same mean): with a fixed pause the
+-- connections stay in step and fire in bursts of one request each at the same instant, which
+-- measures a burst, not a rate; drawn pauses spread them out like independent callers.
 local d = tonumber(os.getenv("BENCH_DELAY_MS") or "0") or 0
 if d > 0 then
   function delay()
-    return d
+    return math.random(0, 2 * d)
   end
 end
 

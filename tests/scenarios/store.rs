@@ -35,6 +35,34 @@ async fn sqlite() {
     assert_eq!(head.map(|(seq, _)| seq), Some(52));
 }
 
+/// Closing the store commits the audit records already queued for the group commit; later
+/// appends fail instead of being lost silently.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_close_commits_queued_audit_records() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("runbot.db").display());
+    let store = SqlStore::connect(&url).await.expect("connect to a new SQLite file");
+    let entry = |i: u64| runbot_commands::audit::AuditEntry {
+        at: chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("time"),
+        kind: "command".into(),
+        actor: Some("console:alice".into()),
+        execution: None,
+        detail: serde_json::json!({ "i": i }),
+    };
+    let entries: Vec<_> = (0..20).map(entry).collect();
+    // Polled in order: the twenty appends are queued before the close.
+    let (appended, ()) = tokio::join!(futures::future::join_all(entries.iter().map(|e| store.append_audit(e))), store.close());
+    let seqs: Vec<u64> = appended.into_iter().map(|r| r.expect("a queued append commits").seq).collect();
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>(), "appended in the order queued");
+    assert!(store.append_audit(&entry(20)).await.is_err(), "an append after close fails");
+    drop(store);
+
+    let again = SqlStore::connect(&url).await.expect("reconnect");
+    let (records, head) = again.audit_log().await.expect("audit_log");
+    let head_ref = head.as_ref().map(|(s, h)| (*s, h.as_str()));
+    assert_eq!(runbot_commands::audit::verify(&records, head_ref), Ok(20));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_in_memory() {
     let store = SqlStore::connect("sqlite::memory:").await.expect("connect to an in-memory SQLite");

@@ -94,18 +94,20 @@ impl SlackState {
         self.metrics.commands.fetch_add(1, Ordering::Relaxed);
         let identity = Identity::new(format!("slack:{}", p.user_id));
         let text = format!("/ops {}", p.text.trim());
-        let redacted = self.engine.settings().redactor.redact(&text);
-        let recorded = self
-            .record("slack.command", &identity, json!({"channel": p.channel_id, "team": p.team_id, "command": p.command, "text": redacted, "trigger_id": p.trigger_id}))
-            .await;
-        if !recorded {
+        let req = Request { identity: identity.clone(), origin: Origin { platform: "slack".into(), channel: p.channel_id.clone(), thread: None }, text };
+        // One durable record per command: the engine's command record, with what Slack sent.
+        let mut detail = self.engine.command_detail(&req);
+        detail["team"] = json!(p.team_id);
+        detail["command"] = json!(p.command);
+        detail["trigger_id"] = json!(p.trigger_id);
+        if !self.record("slack.command", &identity, detail).await {
             return Ack::Message(NOT_RECORDED.into());
         }
-        let to = ReplyTo { identity: identity.clone(), channel: p.channel_id.clone(), thread: None, response_url: p.response_url.clone() };
+        let to = ReplyTo { identity, channel: p.channel_id, thread: None, response_url: p.response_url };
         let state = self.clone();
         tokio::spawn(async move {
-            let req = Request { identity, origin: Origin { platform: "slack".into(), channel: p.channel_id, thread: None }, text };
-            let reply = state.engine.handle_command(req).await;
+            after_acks().await;
+            let reply = state.engine.handle_recorded_command(req).await;
             state.deliver(reply, &to).await;
         });
         Ack::Empty
@@ -155,6 +157,7 @@ impl SlackState {
         let state = self.clone();
         let channel = channel.to_string();
         tokio::spawn(async move {
+            after_acks().await;
             for a in actions {
                 let action_id = a["action_id"].as_str().unwrap_or("").to_string();
                 let action_ts = a["action_ts"].as_str().unwrap_or("").to_string();
@@ -224,17 +227,18 @@ impl SlackState {
         let rest = strip_mentions(raw);
         let identity = Identity::new(format!("slack:{user}"));
         let text = format!("/ops {rest}");
-        let redacted = self.engine.settings().redactor.redact(&text);
-        if !self.record("slack.mention", &identity, json!({"channel": channel, "event_id": event_id, "text": redacted})).await {
+        let thread = ev["thread_ts"].as_str().map(str::to_string);
+        let req = Request { identity: identity.clone(), origin: Origin { platform: "slack".into(), channel: channel.to_string(), thread: thread.clone() }, text };
+        let mut detail = self.engine.command_detail(&req);
+        detail["event_id"] = json!(event_id);
+        if !self.record("slack.mention", &identity, detail).await {
             return Ack::Unavailable;
         }
-        let thread = ev["thread_ts"].as_str().map(str::to_string);
-        let to = ReplyTo { identity: identity.clone(), channel: channel.to_string(), thread: thread.clone(), response_url: None };
+        let to = ReplyTo { identity, channel: channel.to_string(), thread, response_url: None };
         let state = self.clone();
-        let channel = channel.to_string();
         tokio::spawn(async move {
-            let req = Request { identity, origin: Origin { platform: "slack".into(), channel, thread }, text };
-            let reply = state.engine.handle_command(req).await;
+            after_acks().await;
+            let reply = state.engine.handle_recorded_command(req).await;
             state.deliver(reply, &to).await;
         });
         Ack::Empty
@@ -265,6 +269,13 @@ impl SlackState {
             tracing::error!(error = %e, user = slack_user(&to.identity).unwrap_or(""), "could not deliver a reply in Slack");
         }
     }
+}
+
+/// Lets the acknowledgements that are ready go out before the work they started: a task
+/// spawned by a handler would otherwise run next on its thread, ahead of the other requests
+/// already waiting for their ack.
+async fn after_acks() {
+    tokio::task::yield_now().await;
 }
 
 /// Removes leading `<@U…>` mentions.

@@ -1,12 +1,38 @@
-//! The hash-chained audit log in SQL: appends read the head under a write lock, link, insert
-//! and move the head in one transaction, so appenders in several processes chain correctly.
+//! The hash-chained audit log in SQL.
+//!
+//! Every append reads the head under the write lock, links, inserts and moves the head in the
+//! same transaction, so appenders in several processes (and the store's other write
+//! transactions, which append inside their own, [`append_in`]) chain correctly.
+//!
+//! Lone appends ([`Writer::append`], i.e. `Store::append_audit`) are **group-committed**: one
+//! writer task takes every entry waiting, links them in arrival order after the head it reads
+//! in its transaction, inserts them with multi-row `INSERT`s, moves the head once, commits
+//! (one fsync on SQLite, whose default `synchronous` is FULL), and only then answers each
+//! caller. Under load many appends share one commit; alone, an append costs one commit plus the
+//! commit already in progress at most. An append is answered only once its record is durable.
 
-use super::{Backend, SqlStore, backend_err, parse_ts, ts};
+use super::{Backend, backend_err, parse_ts, ts};
 use chrono::SubsecRound;
 use runbot_commands::audit::{self, AuditEntry, AuditRecord};
 use runbot_commands::ports::store::StoreError;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Connection, Row, Transaction};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// The most entries one group commit takes: bounds a transaction's size and duration.
+const MAX_BATCH: usize = 512;
+/// A connection the writer kept that has been idle this long is handed back before use.
+const HOLD_IDLE: Duration = Duration::from_secs(10);
+/// How often the writer lets ready tasks run before a commit, while they keep queueing.
+const MAX_YIELDS: usize = 8;
+/// Appends that may wait for the writer before callers wait to queue (back-pressure).
+const QUEUE: usize = 4096;
+/// The largest multi-row `INSERT` (8 parameters a row); smaller ones are powers of two, so a
+/// connection caches at most 7 prepared statements for them.
+const INSERT_ROWS: usize = 64;
 
 fn seq_from_db(n: i64) -> Result<u64, StoreError> {
     u64::try_from(n).map_err(|_| StoreError::Backend(format!("stored audit sequence {n} is negative")))
@@ -46,64 +72,281 @@ fn decode_record(row: &AnyRow) -> Result<AuditRecord, StoreError> {
     Ok(AuditRecord { seq: seq_from_db(seq)?, entry, prev_hash: col(row, "prev_hash")?, hash: col(row, "hash")? })
 }
 
-pub(super) async fn append(store: &SqlStore, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
-    let mut tx = store.begin_write().await?;
-    let record = append_in(store, &mut tx, entry).await?;
-    tx.commit().await.map_err(backend_err("committing an audit record"))?;
-    Ok(record)
+/// An entry made ready to store: its time at the stored precision (so what is linked is what
+/// is read back) and its detail encoded.
+struct Prepared {
+    entry: AuditEntry,
+    detail: String,
 }
 
-/// Appends inside the caller's write transaction (which holds the write lock on SQLite).
-pub(super) async fn append_in(
-    store: &SqlStore,
-    tx: &mut sqlx::Transaction<'static, Any>,
-    entry: &AuditEntry,
-) -> Result<AuditRecord, StoreError> {
-    // Stored times have microsecond precision; link what will be read back.
-    let mut entry = entry.clone();
+fn prepare(mut entry: AuditEntry) -> Result<Prepared, StoreError> {
     entry.at = entry.at.trunc_subsecs(6);
     let detail = serde_json::to_string(&entry.detail)
         .map_err(|e| StoreError::Backend(format!("encoding an audit detail: {e}")))?;
+    Ok(Prepared { entry, detail })
+}
 
-    let head_sql = match store.backend {
+/// `INSERT … VALUES (…), (…)` for `rows` rows, `rows` a power of two ≤ [`INSERT_ROWS`].
+fn insert_sql(rows: usize) -> &'static str {
+    static SQL: OnceLock<Vec<&'static str>> = OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (0..=INSERT_ROWS.trailing_zeros())
+            .map(|p| {
+                let mut s = String::from(
+                    "INSERT INTO audit (seq, at, kind, actor, execution, detail, prev_hash, hash) VALUES ",
+                );
+                for r in 0..1usize << p {
+                    let b = r * 8;
+                    if r > 0 {
+                        s.push_str(", ");
+                    }
+                    s.push_str(&format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5,
+                        b + 6,
+                        b + 7,
+                        b + 8
+                    ));
+                }
+                &*s.leak()
+            })
+            .collect()
+    });
+    all[rows.trailing_zeros() as usize]
+}
+
+/// Links `entries` after the head and writes them, inside the caller's write transaction
+/// (which holds the write lock on SQLite; the head row is locked here on PostgreSQL): one
+/// head read, one multi-row insert per chunk, one head update.
+async fn write_in(
+    backend: Backend,
+    conn: &mut AnyConnection,
+    entries: Vec<Prepared>,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let head_sql = match backend {
         Backend::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
         // BEGIN IMMEDIATE already holds SQLite's single write lock.
         Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
     };
     let head = sqlx::query(head_sql)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(backend_err("locking the audit head"))?
         .ok_or_else(|| StoreError::Backend("the audit_head row is missing".into()))?;
-    let head = decode_head(&head)?;
-    let record = audit::link(head.as_ref().map(|(s, h)| (*s, h.as_str())), entry);
-    let seq = seq_to_db(record.seq)?;
-
-    sqlx::query(
-        "INSERT INTO audit (seq, at, kind, actor, execution, detail, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(seq)
-    .bind(ts(record.entry.at))
-    .bind(&record.entry.kind)
-    .bind(record.entry.actor.clone())
-    .bind(record.entry.execution.clone())
-    .bind(detail)
-    .bind(&record.prev_hash)
-    .bind(&record.hash)
-    .execute(&mut **tx)
-    .await
-    .map_err(backend_err("appending an audit record"))?;
+    let mut prev = decode_head(&head)?;
+    let mut records = Vec::with_capacity(entries.len());
+    let mut details = Vec::with_capacity(entries.len());
+    for p in entries {
+        let record = audit::link(prev.as_ref().map(|(s, h)| (*s, h.as_str())), p.entry);
+        seq_to_db(record.seq)?;
+        prev = Some((record.seq, record.hash.clone()));
+        records.push(record);
+        details.push(p.detail);
+    }
+    let mut start = 0;
+    while start < records.len() {
+        let left = records.len() - start;
+        let rows = if left >= INSERT_ROWS { INSERT_ROWS } else { 1 << left.ilog2() };
+        let mut q = sqlx::query(AssertSqlSafe(insert_sql(rows)));
+        for (r, detail) in records[start..start + rows].iter().zip(&details[start..start + rows]) {
+            q = q
+                .bind(seq_to_db(r.seq)?)
+                .bind(ts(r.entry.at))
+                .bind(r.entry.kind.as_str())
+                .bind(r.entry.actor.as_deref())
+                .bind(r.entry.execution.as_deref())
+                .bind(detail.as_str())
+                .bind(r.prev_hash.as_str())
+                .bind(r.hash.as_str());
+        }
+        q.execute(&mut *conn).await.map_err(backend_err("appending audit records"))?;
+        start += rows;
+    }
+    let (seq, hash) = prev.unwrap_or_default();
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-        .bind(seq)
-        .bind(&record.hash)
-        .execute(&mut **tx)
+        .bind(seq_to_db(seq)?)
+        .bind(hash)
+        .execute(&mut *conn)
         .await
         .map_err(backend_err("moving the audit head"))?;
-    Ok(record)
+    Ok(records)
 }
 
-pub(super) async fn log(store: &SqlStore) -> Result<(Vec<AuditRecord>, Option<(u64, String)>), StoreError> {
+/// Appends `entries`, in order, inside the caller's write transaction.
+pub(super) async fn append_in(
+    backend: Backend,
+    tx: &mut Transaction<'static, Any>,
+    entries: &[AuditEntry],
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let prepared = entries.iter().cloned().map(prepare).collect::<Result<Vec<_>, _>>()?;
+    write_in(backend, tx, prepared).await
+}
+
+type Reply = oneshot::Sender<Result<AuditRecord, StoreError>>;
+
+enum Job {
+    Append(AuditEntry, Reply),
+    /// Commit everything queued before, then stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// The group-committing audit writer (see the module docs). Cheap to share; the task stops
+/// when the store is closed or dropped.
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer. With `hold`, it keeps one of the pool's connections between commits
+    /// (no pool round trips per commit; a connection that failed is handed back and another
+    /// taken); otherwise it takes one per commit (an in-memory SQLite has only one).
+    pub(super) fn spawn(pool: AnyPool, backend: Backend, hold: bool) -> Writer {
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(Conn { pool, backend, hold, held: None }, rx));
+        Writer { jobs }
+    }
+
+    /// Appends one entry; returns once its record is committed.
+    pub(super) async fn append(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let closed = || StoreError::Backend("appending an audit record: the store is closed".into());
+        self.jobs.send(Job::Append(entry.clone(), reply)).await.map_err(|_| closed())?;
+        answer.await.unwrap_or_else(|_| Err(closed()))
+    }
+
+    /// Commits what is queued, then stops the writer; later appends fail.
+    pub(super) async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.jobs.send(Job::Close(done)).await.is_ok() {
+            let _ = closed.await;
+        }
+    }
+}
+
+/// The writer's connection.
+struct Conn {
+    pool: AnyPool,
+    backend: Backend,
+    hold: bool,
+    /// The connection kept since its last commit, and when that was.
+    held: Option<(PoolConnection<Any>, Instant)>,
+}
+
+impl Conn {
+    /// One group commit's transaction: links and writes `entries`, commits.
+    async fn write(&mut self, entries: Vec<Prepared>) -> Result<Vec<AuditRecord>, StoreError> {
+        let begin = match self.backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        };
+        // A connection kept busy is used as it is; one that sat idle goes back to the pool,
+        // which checks it on the next acquire (a server may have closed it meanwhile).
+        let held = self.held.take().filter(|(_, since)| since.elapsed() < HOLD_IDLE).map(|(c, _)| c);
+        let mut conn = match held {
+            Some(c) => c,
+            None => self.pool.acquire().await.map_err(backend_err("starting a write transaction"))?,
+        };
+        let mut tx = conn.begin_with(begin).await.map_err(backend_err("starting a write transaction"))?;
+        let records = write_in(self.backend, &mut tx, entries).await?;
+        tx.commit().await.map_err(backend_err("committing audit records"))?;
+        // Kept only after a commit that went through: after a failure the connection goes
+        // back to the pool, which checks it (and closes it when broken).
+        if self.hold {
+            self.held = Some((conn, Instant::now()));
+        }
+        Ok(records)
+    }
+}
+
+async fn run(mut conn: Conn, mut rx: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::with_capacity(64);
+    loop {
+        if rx.recv_many(&mut jobs, MAX_BATCH).await == 0 {
+            return; // the store was dropped
+        }
+        // Let the tasks that are ready run first: they queue their records in time for this
+        // commit (fewer, larger commits: less CPU per record, and less waiting behind a commit
+        // in progress). When nothing else is ready this returns at once.
+        for _ in 0..MAX_YIELDS {
+            let queued = rx.len();
+            tokio::task::yield_now().await;
+            if rx.len() == queued {
+                break;
+            }
+        }
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut closing = None;
+        let mut batch = Vec::with_capacity(jobs.len());
+        for job in jobs.drain(..) {
+            match job {
+                Job::Append(entry, reply) if closing.is_none() => match prepare(entry) {
+                    Ok(p) => batch.push((p, reply)),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                },
+                Job::Append(_, reply) => {
+                    let _ = reply.send(Err(StoreError::Backend("appending an audit record: the store is closed".into())));
+                }
+                Job::Close(done) => closing = Some(done),
+            }
+        }
+        if !batch.is_empty() {
+            commit(&mut conn, batch).await;
+        }
+        if let Some(done) = closing {
+            conn.held = None;
+            rx.close();
+            while let Ok(job) = rx.try_recv() {
+                if let Job::Append(_, reply) = job {
+                    let _ = reply.send(Err(StoreError::Backend("appending an audit record: the store is closed".into())));
+                }
+            }
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+/// One group commit: every entry of `batch` in one transaction, then every caller answered.
+async fn commit(conn: &mut Conn, batch: Vec<(Prepared, Reply)>) {
+    let (entries, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    let started = Instant::now();
+    match conn.write(entries).await {
+        Ok(records) => {
+            tracing::trace!(entries = records.len(), us = started.elapsed().as_micros() as u64, "audit records group-committed");
+            for (record, reply) in records.into_iter().zip(replies) {
+                let _ = reply.send(Ok(record));
+            }
+        }
+        Err(e) => {
+            let why = match e {
+                StoreError::Backend(why) => why,
+                other => other.to_string(),
+            };
+            tracing::error!(error = %why, entries = replies.len(), "could not commit audit records");
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Backend(why.clone())));
+            }
+        }
+    }
+}
+
+pub(super) async fn log(
+    store: &super::SqlStore,
+) -> Result<(Vec<AuditRecord>, Option<(u64, String)>), StoreError> {
     // One snapshot, so the head and the records agree even while others append.
     let mut tx = store.begin_snapshot().await?;
     let rows = sqlx::query("SELECT seq, at, kind, actor, execution, detail, prev_hash, hash FROM audit ORDER BY seq")

@@ -164,9 +164,7 @@ pub(super) async fn save(store: &SqlStore, exec: &Execution, expected: i64, entr
             .await
             .map_err(backend_err("releasing a target lock"))?;
     }
-    for e in entries {
-        super::audit::append_in(store, &mut tx, e).await?;
-    }
+    super::audit::append_in(store.backend, &mut tx, entries).await?;
     tx.commit().await.map_err(backend_err("committing an execution"))?;
     Ok(expected + 1)
 }

@@ -61,6 +61,8 @@ impl Backend {
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// Group-commits `append_audit` (see `audit.rs`).
+    audit: audit::Writer,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -91,8 +93,9 @@ impl SqlStore {
             Backend::Sqlite if in_memory => {
                 options.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
             }
-            // Writers are serialised by SQLite anyway; a few connections let reads overlap.
-            Backend::Sqlite => options.max_connections(4),
+            // Writers are serialised by SQLite anyway; a few connections let reads overlap. A
+            // local file connection does not drop like a network one: no ping before each use.
+            Backend::Sqlite => options.max_connections(4).test_before_acquire(false),
             Backend::Postgres => options.max_connections(10),
         };
         let pool =
@@ -109,12 +112,15 @@ impl SqlStore {
             .run(&pool)
             .await
             .with_context(|| format!("applying the {} store migrations", backend.name()))?;
-        Ok(SqlStore { pool, backend })
+        let audit = audit::Writer::spawn(pool.clone(), backend, !in_memory);
+        Ok(SqlStore { pool, backend, audit })
     }
 
-    /// Closes the pool: waits for connections in use to be returned (their writes committed or
-    /// rolled back), then closes every connection (SQLite checkpoints its WAL). For shutdown.
+    /// Commits the audit records already queued and stops taking new ones, then closes the
+    /// pool: waits for connections in use to be returned (their writes committed or rolled
+    /// back), then closes every connection (SQLite checkpoints its WAL). For shutdown.
     pub async fn close(&self) {
+        self.audit.close().await;
         self.pool.close().await;
     }
 
@@ -253,7 +259,7 @@ impl Store for SqlStore {
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
-        audit::append(self, entry).await
+        self.audit.append(entry).await
     }
 
     async fn audit_log(&self) -> Result<(Vec<AuditRecord>, Option<(u64, String)>), StoreError> {

@@ -14,6 +14,24 @@ use serde_json::json;
 impl Engine {
     /// Handles one typed command. The command is in the audit log before this returns.
     pub async fn handle_command(&self, req: Request) -> Reply {
+        self.handle(req, false).await
+    }
+
+    /// [`Engine::handle_command`] for a command its adapter already recorded durably before
+    /// acknowledging it, with [`Engine::command_detail`] in the record (e.g. `slack.command`):
+    /// that record is the command's audit record, so none is appended again.
+    pub async fn handle_recorded_command(&self, req: Request) -> Reply {
+        self.handle(req, true).await
+    }
+
+    /// What the audit log keeps about a typed command: its text (the first 1,000 characters,
+    /// redacted), where it came from, and whether it parsed.
+    pub fn command_detail(&self, req: &Request) -> serde_json::Value {
+        let text = crate::message::split_text(&req.text, 1000).into_iter().next().unwrap_or_default();
+        json!({"text": self.settings().redactor.redact(&text), "platform": req.origin.platform, "channel": req.origin.channel, "ok": grammar::parse(&req.text).is_ok()})
+    }
+
+    async fn handle(&self, req: Request, recorded: bool) -> Reply {
         if let Err((who, wait)) = self.inner.limits.check(&req.identity.0, &req.origin.channel) {
             let secs = wait.as_secs().max(1);
             self.inner.metrics.command(CommandOutcome::RateLimited);
@@ -24,15 +42,10 @@ impl Engine {
                 "Easy there — {who} sending commands faster than the configured limit. Try again in {secs} s."
             ));
         }
+        if !recorded {
+            self.audit("command", Some(&req.identity), None, self.command_detail(&req)).await;
+        }
         let parsed = grammar::parse(&req.text);
-        let text = crate::message::split_text(&req.text, 1000).into_iter().next().unwrap_or_default();
-        self.audit(
-            "command",
-            Some(&req.identity),
-            None,
-            json!({"text": self.settings().redactor.redact(&text), "platform": req.origin.platform, "channel": req.origin.channel, "ok": parsed.is_ok()}),
-        )
-        .await;
         let cmd = match parsed {
             Ok(c) => c,
             Err(e) => {
