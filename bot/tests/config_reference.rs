@@ -353,3 +353,15 @@ fn the_helm_charts_config_passes_check_config() {
     let (ok, output) = check_config(tmp.path());
     assert!(ok && output.contains("runbot.toml: ok ("), "{output}");
 }
+
+#[test]
+fn the_readmes_first_cluster_config_passes_check_config() {
+    let readme = read("README.md");
+    let section = readme.split_once("\n## A first real cluster\n").expect("README has the first-cluster section").1;
+    let block = section.split_once("```toml\n").expect("a toml block").1.split_once("\n```").expect("the block ends").0;
+    assert!(block.contains("kubeconfig = ") && block.contains("[services.promotions.environments.prod]"), "{block}");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::write(tmp.path().join("runbot.toml"), format!("{block}\n")).expect("write");
+    let (ok, output) = check_config(tmp.path());
+    assert!(ok && output.contains("runbot.toml: ok ("), "{output}");
+}

@@ -279,6 +279,9 @@ fn manifests_are_the_chart_rendered_with_its_values() {
     if v["rbac"]["helmReleaseSecrets"] == true {
         rules.extend(chart::define(&k, "runbot.helmSecretRules").as_array().cloned().expect("secret rules"));
     }
+    if v["rbac"]["helmDeploys"] == true {
+        rules.extend(chart::define(&k, "runbot.helmDeployRules").as_array().cloned().expect("helm deploy rules"));
+    }
     for role in of_kind(&objects, "Role") {
         assert_eq!(role["rules"], Value::Array(rules.clone()), "{}: the rules of _helpers.tpl", id(role));
     }
@@ -434,5 +437,102 @@ async fn rbac_grants_every_call_runbot_makes_and_nothing_unexplained() {
     assert!(!grants.allows(&outside));
     let elsewhere = Attr { verb: "list".into(), group: "".into(), resource: "pods".into(), namespace: Some("kube-system".into()), name: None };
     assert!(!grants.allows(&elsewhere), "nothing outside rbac.namespaces");
+    c.shutdown().await;
+}
+
+/// What `rbac.helmDeploys` grants that the helm stand-in did not use in
+/// [`helm_deploys_grants_what_helm_upgrade_and_rollback_do`], and why Helm may need it.
+const HELM_GRANTED_FOR: &[(&str, &str, &str, &str)] = &[
+    ("", "secrets", "delete", "helm upgrade deletes revisions past --history-max"),
+    ("apps", "deployments", "create", "helm upgrade --install creates a Deployment the release did not have yet"),
+    ("apps", "deployments", "update", "helm upgrade --force replaces objects"),
+    ("apps", "deployments", "delete", "an upgrade that drops a Deployment from the chart deletes it"),
+];
+
+/// `rbac.helmDeploys` (off by default, so not in deploy/manifests): a Role with the workload
+/// rules, Helm's release Secrets and `runbot.helmDeployRules` allows every request of an
+/// in-cluster `helm upgrade --install`, a second upgrade and a `helm rollback` (the helm
+/// stand-in, which writes Helm's real release storage, against the sandbox API server); without
+/// `helmDeployRules` the same requests are refused — the switch is what makes them possible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_deploys_grants_what_helm_upgrade_and_rollback_do() {
+    let k = local();
+    let (v, _) = values(&k);
+    assert_eq!(v["rbac"]["helmDeploys"], false, "off by default: deploy/manifests do not grant Helm's writes");
+    let ns = "promotions-ns";
+    let rules = |deploys: bool| {
+        let mut r = chart::define(&k, "runbot.workloadRules").as_array().cloned().expect("workload rules");
+        r.extend(chart::define(&k, "runbot.helmSecretRules").as_array().cloned().expect("secret rules"));
+        if deploys {
+            r.extend(chart::define(&k, "runbot.helmDeployRules").as_array().cloned().expect("helm deploy rules"));
+        }
+        r
+    };
+    let grants = |deploys: bool| {
+        let objects = [
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "runbot", "namespace": ns}, "rules": rules(deploys)}),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "runbot", "namespace": ns},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "runbot"},
+                "subjects": [{"kind": "ServiceAccount", "name": "runbot", "namespace": "runbot"}]}),
+        ];
+        Grants::for_service_account(&objects, "runbot", "runbot")
+    };
+    let (with, without) = (grants(true), grants(false));
+
+    let c = FakeCluster::start("127.0.0.1:0".parse().expect("addr"), Timing::fast()).await.expect("sandbox");
+    c.deploy(ns, "promotions-api", "registry.example.com/promotions:1.2.3", 2);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let chart_dir = dir.path().join("promotions");
+    std::fs::create_dir_all(&chart_dir).expect("mkdir");
+    std::fs::write(chart_dir.join("Chart.yaml"), "apiVersion: v2\nname: promotions\nversion: 0.3.1\nappVersion: \"1.2.3\"\n").expect("write");
+    std::fs::write(chart_dir.join("values.yaml"), "deployment: promotions-api\nimage:\n  repository: registry.example.com/promotions\n  tag: \"\"\n")
+        .expect("write");
+    let chart_ref = chart_dir.display().to_string();
+    let before = c.requests().len();
+    for args in [
+        vec!["upgrade", "--install", "promotions", &chart_ref, "-n", ns, "--set", "image.tag=1.2.4", "--wait", "--timeout", "30s"],
+        vec!["upgrade", "promotions", &chart_ref, "-n", ns, "--set", "image.tag=1.2.5", "--wait", "--timeout", "30s"],
+        vec!["rollback", "promotions", "1", "-n", ns, "--wait", "--timeout", "30s"],
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_helm"))
+            .args(&args)
+            .env_remove("HELM_NAMESPACE")
+            .env_remove("HELM_MAX_HISTORY")
+            .env("HELM_KUBEAPISERVER", c.url())
+            .output()
+            .await
+            .expect("run helm");
+        assert!(out.status.success(), "helm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    let mut used = BTreeSet::new();
+    let (mut denied, mut refused_without) = (Vec::new(), Vec::new());
+    for (method, path) in c.requests().into_iter().skip(before) {
+        let Request::Resource(a) = attributes(&method, &path) else { continue };
+        if !with.allows(&a) {
+            denied.push(format!("{a}  ({method} {path})"));
+        }
+        if !without.allows(&a) {
+            refused_without.push(format!("{a}"));
+        }
+        used.insert((a.group.clone(), a.resource.clone(), a.verb.clone()));
+    }
+    assert!(denied.is_empty(), "rbac.helmDeploys does not cover what helm did (add it to runbot.helmDeployRules):\n{}", denied.join("\n"));
+    assert!(
+        refused_without.iter().any(|a| a.contains("secrets") && a.contains("create")),
+        "without helmDeployRules, writing the release Secret must be refused: {refused_without:?}"
+    );
+    // Least privilege: what helmDeployRules adds and helm did not use is named with its reason.
+    let added: BTreeSet<(String, String, String)> = with.triples().difference(&without.triples()).cloned().collect();
+    let named: BTreeSet<(String, String, String)> = HELM_GRANTED_FOR.iter().map(|(g, r, v, _)| (g.to_string(), r.to_string(), v.to_string())).collect();
+    // Services, ConfigMaps and ServiceAccounts: what an application chart commonly renders
+    // besides its Deployment; the stand-in's sandbox charts render only the Deployment.
+    let unexplained: Vec<_> = added
+        .iter()
+        .filter(|t| !used.contains(*t) && !named.contains(*t) && !matches!(t.1.as_str(), "services" | "configmaps" | "serviceaccounts"))
+        .collect();
+    assert!(unexplained.is_empty(), "helmDeployRules grant, unused and unexplained: {unexplained:?}");
+    let stale: Vec<_> = named.iter().filter(|t| !added.contains(*t)).collect();
+    assert!(stale.is_empty(), "HELM_GRANTED_FOR names what helmDeployRules no longer grant: {stale:?}");
     c.shutdown().await;
 }

@@ -93,3 +93,21 @@ rule grants something neither makes nor the test names with its reason.
   resources: ["secrets"]
   verbs: ["get", "list"]
 {{- end }}
+
+{{/*
+An in-cluster `helm upgrade` / `helm rollback` run by runbot's deploy driver (rbac.helmDeploys):
+Helm writes each revision as a Secret and marks the previous one superseded, deletes revisions
+past --history-max, and applies the release's objects. Objects of kinds not listed here that
+your charts render go in rbac.extraRules.
+*/}}
+{{- define "runbot.helmDeployRules" -}}
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create", "update", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["create", "update", "delete"]
+- apiGroups: [""]
+  resources: ["services", "configmaps", "serviceaccounts"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+{{- end }}
