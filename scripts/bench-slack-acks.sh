@@ -5,14 +5,21 @@
 #
 # What it does, all on 127.0.0.1:
 #   1. installs what it needs (wrk from Debian; python3 and taskset must already be there),
-#   2. builds `runbot` in release (CARGO_TARGET_DIR, default /var/tmp/runbot-target),
+#   2. builds `runbot` and `slack-sink` (sandbox/src/bin/slack-sink.rs) in release
+#      (CARGO_TARGET_DIR, default /var/tmp/runbot-target),
 #   3. writes a throw-away config: SQLite store in a temp dir on disk (WAL, synchronous=FULL,
 #      sqlx's default: every commit is fsynced), [slack] with the signing secret and bot token
 #      given by `file:` reference, one known identity in [groups], limits raised so that every
-#      command runs fully in the engine after its ack; the Web API (`api_url`) points at an unused
-#      loopback port, so each command's background reply fails at once (connection refused) and
-#      is logged — no fake Slack competes for the CPUs,
-#   4. starts `runbot serve` pinned to one core (taskset -c $BENCH_SERVER_CPU, default 0),
+#      command runs fully in the engine after its ack (`/ops help`: rate-limited, parsed, the
+#      help rendered as Block Kit and posted back),
+#   4. starts `slack-sink` on the load generator's core as Slack's side of the replies: each
+#      command carries a `response_url` on it (as Slack's do) and the Web API (`api_url`) points
+#      there too; it reads each reply and answers 200 {"ok":true} with keep-alive, so runbot
+#      delivers every reply over pooled connections as it would to Slack (one thread: it and wrk
+#      share their core; it counts what it received). BENCH_SINK=0 points both at an unused port
+#      instead: every reply then costs a refused connect and an error log line, which no
+#      deployment pays per command. Then starts `runbot serve` pinned to one core
+#      (taskset -c $BENCH_SERVER_CPU, default 0),
 #   5. measures idle RSS (VmRSS, 3 s after /readyz answers),
 #   6. fixed rate: ~$BENCH_RATE req/s for $BENCH_DURATION s — wrk paced with a per-connection
 #      delay (closed loop: $BENCH_RATE_CONNS connections, each waiting on average
@@ -25,12 +32,12 @@
 #      the commands runbot counted (/metrics) and the 2xx answers wrk saw,
 #  10. prints the figures next to the targets, PASS/FAIL each; exits 1 if any target fails.
 #
-# The load generator runs on the other core (taskset -c $BENCH_CLIENT_CPU, default 1).
+# The load generator and the sink run on the other core (taskset -c $BENCH_CLIENT_CPU, default 1).
 # Each request is signed with a fresh timestamp just before its phase (Slack's 5-minute window);
 # the adapter does not de-duplicate commands, but the bodies differ anyway (one trigger_id each).
 #
 # Knobs (environment): BENCH_DURATION (10), BENCH_RATE (1000), BENCH_RATE_CONNS (50),
-# BENCH_CONNS (64), BENCH_SERVER_CPU (0), BENCH_CLIENT_CPU (1), BENCH_SKIP_BUILD (0),
+# BENCH_CONNS (64), BENCH_SERVER_CPU (0), BENCH_CLIENT_CPU (1), BENCH_SKIP_BUILD (0), BENCH_SINK (1),
 # BENCH_RUNBOT_LOG (runbot's default filter), BENCH_KEEP (keep the temp dir), CARGO_TARGET_DIR.
 set -euo pipefail
 
@@ -72,19 +79,24 @@ ncpu=$(nproc)
 
 # --- 2. build -------------------------------------------------------------------------------
 BIN="$TARGET_DIR/release/runbot"
+SINK_BIN="$TARGET_DIR/release/slack-sink"
+USE_SINK=${BENCH_SINK:-1}
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-    log "building runbot (release) into $TARGET_DIR"
-    (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --quiet -p runbot)
+    log "building runbot and slack-sink (release) into $TARGET_DIR"
+    (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --quiet -p runbot -p runbot-sandbox --bin runbot --bin slack-sink)
 fi
 [ -x "$BIN" ] || die "no runbot binary at $BIN"
+[ "$USE_SINK" != 1 ] || [ -x "$SINK_BIN" ] || die "no slack-sink binary at $SINK_BIN"
 
 # --- 3. config ------------------------------------------------------------------------------
 WORK=$(mktemp -d /var/tmp/runbot-bench.XXXXXX)
 RUNBOT_PID=""
 SAMPLER_PID=""
+SINK_PID=""
 cleanup() {
     local rc=$?
     [ -n "$SAMPLER_PID" ] && kill "$SAMPLER_PID" 2>/dev/null || true
+    [ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null || true
     if [ -n "$RUNBOT_PID" ] && kill -0 "$RUNBOT_PID" 2>/dev/null; then
         kill -TERM "$RUNBOT_PID" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$RUNBOT_PID" 2>/dev/null || break; sleep 0.1; done
@@ -98,8 +110,9 @@ trap 'exit 130' INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 PORT=$(free_port)
-DEAD_PORT=$(free_port)   # nothing listens here: the Slack Web API as an unreachable host
+SLACK_PORT=$(free_port)  # the sink, or (BENCH_SINK=0) nothing: Slack as an unreachable host
 BASE="http://127.0.0.1:$PORT"
+SLACK_BASE="http://127.0.0.1:$SLACK_PORT"
 
 python3 -c 'import secrets; print(secrets.token_hex(16))' > "$WORK/signing_secret"
 echo "xoxb-bench-not-a-token" > "$WORK/bot_token"
@@ -127,9 +140,20 @@ enabled = false
 [slack]
 bot_token = "file:$WORK/bot_token"
 signing_secret = "file:$WORK/signing_secret"
-api_url = "http://127.0.0.1:$DEAD_PORT/api"
+api_url = "$SLACK_BASE/api"
 EOF
 "$BIN" check-config "$WORK/runbot.toml" >&2
+
+if [ "$USE_SINK" = 1 ]; then
+    log "starting slack-sink on $SLACK_BASE pinned to CPU $CLIENT_CPU"
+    taskset -c "$CLIENT_CPU" "$SINK_BIN" "127.0.0.1:$SLACK_PORT" > "$WORK/sink.out" 2>&1 &
+    SINK_PID=$!
+    for _ in $(seq 100); do
+        python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$SLACK_PORT" 2>/dev/null && break
+        kill -0 "$SINK_PID" 2>/dev/null || { cat "$WORK/sink.out" >&2; die "slack-sink exited"; }
+        sleep 0.1
+    done
+fi
 
 # --- 4. start, pinned -----------------------------------------------------------------------
 log "starting runbot on $BASE pinned to CPU $SERVER_CPU"
@@ -173,7 +197,7 @@ SAMPLER_PID=$!
 
 run_wrk() { # name connections delay_ms duration -> prints the RESULT line
     local name=$1 conns=$2 delay=$3 dur=$4
-    python3 "$SIGN" "$WORK/signing_secret" "$WORK/signed.tsv" 1000 "$USER_ID" "$CHANNEL_ID" "$TEXT"
+    python3 "$SIGN" "$WORK/signing_secret" "$WORK/signed.tsv" 1000 "$USER_ID" "$CHANNEL_ID" "$TEXT" "$SLACK_BASE"
     BENCH_SIGNED="$WORK/signed.tsv" BENCH_DELAY_MS="$delay" \
         taskset -c "$CLIENT_CPU" wrk -t1 -c"$conns" -d"${dur}s" --timeout 10s -s "$LUA" "$BASE/slack/commands" \
         > "$WORK/wrk-$name.txt" 2>&1 || { cat "$WORK/wrk-$name.txt" >&2; die "wrk failed ($name)"; }
@@ -217,6 +241,11 @@ db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
 print(db.execute("SELECT count(*) FROM audit WHERE kind = 'slack.command'").fetchone()[0])
 PY
 )
+REPLIES=none
+if [ -n "$SINK_PID" ]; then
+    kill -TERM "$SINK_PID"; wait "$SINK_PID" 2>/dev/null || true; SINK_PID=""
+    REPLIES=$(sed -n 's/^requests=//p' "$WORK/sink.out")
+fi
 NOT_RECORDED=$(grep -c 'could not record a Slack request' "$WORK/runbot.log" || true)
 REFUSED=$(grep -c 'Slack request refused' "$WORK/runbot.log" || true)
 LOG_LINES=$(wc -l < "$WORK/runbot.log")
@@ -224,10 +253,10 @@ LOG_LINES=$(wc -l < "$WORK/runbot.log")
 # --- 10. report -----------------------------------------------------------------------------
 python3 - "$FIXED" "$PEAK" "$IDLE_KB" "$HWM_KB" "$SAMPLED_KB" "$AFTER_KB" "$COUNTED" "$RECORDED" \
     "$NOT_RECORDED" "$REFUSED" "$LOG_LINES" "$RATE" "$CONNS" "$RATE_CONNS" "$T_RPS" "$T_P99_MS" "$T_IDLE_MB" "$T_PEAK_MB" \
-    "$(wc -l < "$WORK/wrk-warmup.txt")" "$WORK/wrk-warmup.txt" <<'PY'
+    "$(wc -l < "$WORK/wrk-warmup.txt")" "$WORK/wrk-warmup.txt" "${REPLIES:-none}" <<'PY'
 import re, sys
 (fixed, peak, idle_kb, hwm_kb, sampled_kb, after_kb, counted, recorded, not_recorded, refused,
- log_lines, rate, conns, rate_conns, t_rps, t_p99, t_idle, t_peak, _, warm_file) = sys.argv[1:21]
+ log_lines, rate, conns, rate_conns, t_rps, t_p99, t_idle, t_peak, _, warm_file, replies) = sys.argv[1:22]
 
 def parse(line):
     return {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", line)}
@@ -273,6 +302,8 @@ print(f"  max thrpt    : {peak_rps:,.0f} req/s, p50 {p['p50_us']/1000:.3f} ms, p
       f"max {p['max_us']/1000:.3f} ms, socket errors {errs(p)}, non-2xx {int(p['status_errors'])}")
 print(f"  RSS          : idle {idle_mb:.1f} MB, peak {peak_mb:.1f} MB (VmHWM {int(hwm_kb)/1024:.1f}, sampled {int(sampled_kb)/1024:.1f}), "
       f"after the runs {int(after_kb)/1024:.1f} MB")
+print("  replies      : " + (f"{int(replies):,} received by slack-sink (response_url posts; {counted:,} commands taken)"
+      if replies.isdigit() else "none delivered (BENCH_SINK=0: every reply refused and logged)"))
 print(f"  audit        : {recorded:,} slack.command rows, {counted:,} commands counted by runbot, {answered:,} 2xx seen by wrk "
       f"(incl. warm-up; rows - 2xx = {recorded - answered} answered after wrk stopped reading, taken - rows = {counted - recorded} "
       f"dropped unacked when wrk closed its connections), {int(not_recorded)} 'could not record', {int(refused)} refused signatures, {int(log_lines):,} log lines")

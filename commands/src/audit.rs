@@ -32,19 +32,46 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// The hash of a record: SHA-256 over the previous hash and the canonical JSON of the fields
 /// (serde_json orders object keys, so the encoding is canonical).
 pub fn record_hash(seq: u64, prev_hash: &str, entry: &AuditEntry) -> String {
-    let canonical = serde_json::json!({
-        "seq": seq,
-        "at": entry.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        "kind": entry.kind,
-        "actor": entry.actor,
-        "execution": entry.execution,
-        "detail": entry.detail,
-    });
-    let mut h = Sha256::new();
-    h.update(prev_hash.as_bytes());
-    h.update(b"\n");
-    h.update(canonical.to_string().as_bytes());
-    hex::encode(h.finalize())
+    let canonical = Canonical {
+        actor: &entry.actor,
+        at: entry.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        detail: &entry.detail,
+        execution: &entry.execution,
+        kind: &entry.kind,
+        seq,
+    };
+    let mut h = HashWriter(Sha256::new());
+    h.0.update(prev_hash.as_bytes());
+    h.0.update(b"\n");
+    // Writing into the hash cannot fail, nor can encoding these fields.
+    let _ = serde_json::to_writer(&mut h, &canonical);
+    hex::encode(h.0.finalize())
+}
+
+/// The fields a record's hash covers, in the order serde_json gives an object's keys (sorted):
+/// encoded straight into the hash, the same bytes as the `json!` object of them, without
+/// copying the detail.
+#[derive(Serialize)]
+struct Canonical<'a> {
+    actor: &'a Option<String>,
+    at: String,
+    detail: &'a serde_json::Value,
+    execution: &'a Option<String>,
+    kind: &'a str,
+    seq: u64,
+}
+
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Links `entry` after `(prev_seq, prev_hash)`.
@@ -121,6 +148,27 @@ mod tests {
 
     fn head(c: &[AuditRecord]) -> Option<(u64, &str)> {
         c.last().map(|r| (r.seq, r.hash.as_str()))
+    }
+
+    #[test]
+    fn hashes_cover_the_canonical_json_object_of_the_fields() {
+        let mut e = chain(1).remove(0).entry;
+        e.detail = serde_json::json!({"text": "/ops help <\u{e9}> \"q\"", "ok": true, "n": [1, 2.5, null], "z": {"b": 1, "a": 2}});
+        for actor in [None, Some("slack:U1".to_string())] {
+            e.actor = actor;
+            let object = serde_json::json!({
+                "seq": 7,
+                "at": e.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "kind": e.kind,
+                "actor": e.actor,
+                "execution": e.execution,
+                "detail": e.detail,
+            });
+            let mut h = Sha256::new();
+            h.update(b"prev\n");
+            h.update(object.to_string().as_bytes());
+            assert_eq!(record_hash(7, "prev", &e), hex::encode(h.finalize()));
+        }
     }
 
     #[test]

@@ -3,7 +3,10 @@
 "v0:{timestamp}:{body}" with the signing secret), one "timestamp<TAB>signature<TAB>body" line
 each, for scripts/bench/slack-commands.lua.
 
-usage: sign.py SECRET_FILE OUT_FILE N USER_ID CHANNEL_ID TEXT
+usage: sign.py SECRET_FILE OUT_FILE N USER_ID CHANNEL_ID TEXT [RESPONSE_URL_BASE]
+
+With RESPONSE_URL_BASE each command carries a response_url under it, one per command like
+Slack's (`{base}/commands/T0BENCH/{k}/bench`), where runbot posts its reply.
 """
 import hashlib
 import hmac
@@ -14,11 +17,12 @@ import urllib.parse
 
 def main() -> None:
     secret_file, out, n, user, channel, text = sys.argv[1:7]
+    response_base = sys.argv[7] if len(sys.argv) > 7 else ""
     secret = open(secret_file, "rb").read().strip()
     ts = str(int(time.time()))
     with open(out, "w") as f:
         for k in range(int(n)):
-            body = urllib.parse.urlencode({
+            fields = {
                 "token": "bench",
                 "team_id": "T0BENCH",
                 "team_domain": "bench",
@@ -30,7 +34,10 @@ def main() -> None:
                 "text": text,
                 "api_app_id": "A0BENCH",
                 "trigger_id": f"{ts}.{k}.bench{k:06d}",
-            })
+            }
+            if response_base:
+                fields["response_url"] = f"{response_base.rstrip('/')}/commands/T0BENCH/{k}/bench"
+            body = urllib.parse.urlencode(fields)
             mac = hmac.new(secret, f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
             f.write(f"{ts}\tv0={mac}\t{body}\n")
 

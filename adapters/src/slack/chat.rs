@@ -15,6 +15,8 @@ use runbot_commands::ports::{Chat, ChatError};
 use serde_json::Value;
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +32,11 @@ const MAX_INLINE_WAIT: Duration = Duration::from_secs(60);
 
 pub type SlackHttpClient = SlackClient<SlackClientHyperHttpsConnector>;
 
+/// The client for response_url replies: plain hyper on the same kind of connector. A reply is
+/// one JSON POST whose answer is only a status, so it skips slack-morphism's typed round trip
+/// (content decoded from the rendered JSON and encoded again, the answer decoded twice).
+type HookClient = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, String>;
+
 /// Everything [`SlackChat`] needs; secrets already resolved.
 #[derive(Clone)]
 pub struct SlackChatOptions {
@@ -44,6 +51,7 @@ pub struct SlackChatOptions {
 
 pub struct SlackChat {
     client: Arc<SlackHttpClient>,
+    hooks: HookClient,
     token: SlackApiToken,
     interval: Duration,
     invite: Vec<String>,
@@ -55,8 +63,14 @@ pub struct SlackChat {
     overflow_sent: Mutex<HashMap<String, u64>>,
 }
 
-/// A hyper client that speaks https (native roots) and, for a local fake, plain http.
-pub fn http_client(api_url: &str) -> Result<Arc<SlackHttpClient>, String> {
+/// The Web API client (slack-morphism) on `https`.
+fn web_api(https: HttpsConnector<HttpConnector>, api_url: &str) -> Arc<SlackHttpClient> {
+    let connector = SlackClientHyperConnector::with_connector(https).with_slack_api_url(api_url.trim_end_matches('/'));
+    Arc::new(SlackClient::new(connector))
+}
+
+/// https (native roots) and, for a local fake, plain http; HTTP/1.1 and HTTP/2.
+fn connector(api_url: &str) -> Result<HttpsConnector<HttpConnector>, String> {
     // Several crates bring rustls; make ring the process default (as kube's) so building a TLS
     // config never has to guess. A provider installed earlier stays.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -71,8 +85,7 @@ pub fn http_client(api_url: &str) -> Result<Arc<SlackHttpClient>, String> {
         }
         Err(e) => return Err(format!("no TLS root certificates for {api_url}: {e}")),
     };
-    let connector = SlackClientHyperConnector::with_connector(https).with_slack_api_url(api_url.trim_end_matches('/'));
-    Ok(Arc::new(SlackClient::new(connector)))
+    Ok(https)
 }
 
 /// A short, secret-free description of a client error; rate limits become `RateLimited`.
@@ -93,6 +106,10 @@ fn content(v: &Value) -> Result<SlackMessageContent, ChatError> {
     serde_json::from_value(v.clone()).map_err(|e| ChatError::Other(format!("rendering for Slack: {e}")))
 }
 
+fn url_scheme(u: &hyper::Uri) -> Option<&str> {
+    u.scheme_str().filter(|_| u.host().is_some())
+}
+
 /// `CHANNEL/TS` → (channel, ts); a bare ts belongs to `channel`.
 fn split_id<'a>(channel: &'a str, id: &'a str) -> (&'a str, &'a str) {
     id.split_once('/').unwrap_or((channel, id))
@@ -105,9 +122,11 @@ pub fn slack_user(id: &Identity) -> Option<&str> {
 
 impl SlackChat {
     pub fn new(opts: SlackChatOptions) -> Result<Self, String> {
-        let client = http_client(&opts.api_url)?;
+        let https = connector(&opts.api_url)?;
+        let hooks = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https.clone());
         Ok(SlackChat {
-            client,
+            client: web_api(https, &opts.api_url),
+            hooks,
             token: SlackApiToken::new(opts.bot_token.expose().to_string().into()),
             interval: opts.post_interval,
             invite: opts.invite,
@@ -255,13 +274,36 @@ impl SlackChat {
         self.created.lock().ok()?.get(exec).cloned()
     }
 
-    /// An ephemeral reply through a response_url (commands and clicks carry one).
+    /// An ephemeral reply through a response_url (commands and clicks carry one): the rendered
+    /// message as JSON with `replace_original: false`. Slack answers 2xx when it took it, 429
+    /// with Retry-After when asked to slow down, 404 once the URL expired (30 minutes, 5 uses).
     pub async fn respond(&self, response_url: &str, msg: &Message) -> Result<(), ChatError> {
-        let url: url::Url = response_url.parse().map_err(|_| ChatError::Other("unreadable response_url".into()))?;
-        let r = render(msg);
-        let mut req = SlackApiPostWebhookMessageRequest::new(content(&r.main)?);
-        req.replace_original = Some(false);
-        self.client.post_webhook_message(&url, &req).await.map(|_| ()).map_err(chat_error)
+        let uri: hyper::Uri = match response_url.parse() {
+            Ok(u) if matches!(url_scheme(&u), Some("https" | "http")) => u,
+            _ => return Err(ChatError::Other("unreadable response_url".into())),
+        };
+        let mut body = render(msg).main;
+        if let Value::Object(m) = &mut body {
+            m.insert("replace_original".into(), Value::Bool(false));
+        }
+        let body = serde_json::to_string(&body).map_err(|e| ChatError::Other(format!("rendering for Slack: {e}")))?;
+        let req = hyper::Request::post(uri)
+            .header(hyper::header::CONTENT_TYPE, "application/json; charset=utf-8")
+            .body(body)
+            .map_err(|e| ChatError::Other(format!("building the response_url request: {e}")))?;
+        let res = self.hooks.request(req).await.map_err(|e| ChatError::Other(format!("Slack request failed: {}", first_line(&e.to_string()))))?;
+        let status = res.status();
+        let retry_after = res.headers().get(hyper::header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.trim().parse().ok());
+        // Read the answer to its end, so the connection goes back to the pool.
+        let mut incoming = res.into_body();
+        while let Some(frame) = std::future::poll_fn(|cx| hyper::body::Body::poll_frame(std::pin::Pin::new(&mut incoming), cx)).await {
+            frame.map_err(|e| ChatError::Other(format!("reading Slack's answer: {}", first_line(&e.to_string()))))?;
+        }
+        match status.as_u16() {
+            200..=299 => Ok(()),
+            429 => Err(ChatError::RateLimited(Duration::from_secs(retry_after.unwrap_or(1)))),
+            code => Err(ChatError::Other(format!("Slack HTTP status {code}"))),
+        }
     }
 }
 

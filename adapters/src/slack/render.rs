@@ -28,15 +28,26 @@ pub struct Rendered {
 /// Escapes the three characters mrkdwn gives a meaning to.
 pub fn escape(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            c => o.push(c),
-        }
-    }
+    escape_into(&mut o, s);
     o
+}
+
+/// [`escape`] appending to `o`: the unescaped runs are copied whole (the three are ASCII, so a
+/// byte scan never splits a character).
+fn escape_into(o: &mut String, s: &str) {
+    let mut copied = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let with = match b {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            _ => continue,
+        };
+        o.push_str(&s[copied..i]);
+        o.push_str(with);
+        copied = i + 1;
+    }
+    o.push_str(&s[copied..]);
 }
 
 /// Escapes `text` and splits it into pieces whose escaped length (plus `overhead`) is at most
@@ -46,8 +57,10 @@ pub fn escaped_chunks(text: &str, max: usize, overhead: usize) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut cur_len = 0usize;
+    let mut esc = String::new();
     for line in text.split_inclusive('\n') {
-        let esc = escape(line);
+        esc.clear();
+        escape_into(&mut esc, line);
         let len = esc.chars().count();
         if cur_len + len > room && !cur.is_empty() {
             out.push(std::mem::take(&mut cur));

@@ -87,30 +87,35 @@ fn prepare(mut entry: AuditEntry) -> Result<Prepared, StoreError> {
 }
 
 /// `INSERT … VALUES (…), (…)` for `rows` rows, `rows` a power of two ≤ [`INSERT_ROWS`].
-fn insert_sql(rows: usize) -> &'static str {
-    static SQL: OnceLock<Vec<&'static str>> = OnceLock::new();
-    let all = SQL.get_or_init(|| {
+/// PostgreSQL numbers its parameters (`$1`…); SQLite gets anonymous `?`s, bound in order:
+/// sqlx looks a numbered parameter's name up in SQLite for each one it binds, a linear search
+/// that made binding a 512-parameter statement quadratic.
+fn insert_sql(backend: Backend, rows: usize) -> &'static str {
+    static PG: OnceLock<Vec<&'static str>> = OnceLock::new();
+    static SQLITE: OnceLock<Vec<&'static str>> = OnceLock::new();
+    let (cell, numbered) = match backend {
+        Backend::Postgres => (&PG, true),
+        Backend::Sqlite => (&SQLITE, false),
+    };
+    let all = cell.get_or_init(|| {
         (0..=INSERT_ROWS.trailing_zeros())
             .map(|p| {
                 let mut s = String::from(
                     "INSERT INTO audit (seq, at, kind, actor, execution, detail, prev_hash, hash) VALUES ",
                 );
                 for r in 0..1usize << p {
-                    let b = r * 8;
-                    if r > 0 {
-                        s.push_str(", ");
+                    s.push_str(if r > 0 { ", (" } else { "(" });
+                    for c in 1..=8 {
+                        if c > 1 {
+                            s.push_str(", ");
+                        }
+                        if numbered {
+                            s.push_str(&format!("${}", r * 8 + c));
+                        } else {
+                            s.push('?');
+                        }
                     }
-                    s.push_str(&format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5,
-                        b + 6,
-                        b + 7,
-                        b + 8
-                    ));
+                    s.push(')');
                 }
                 &*s.leak()
             })
@@ -154,7 +159,7 @@ async fn write_in(
     while start < records.len() {
         let left = records.len() - start;
         let rows = if left >= INSERT_ROWS { INSERT_ROWS } else { 1 << left.ilog2() };
-        let mut q = sqlx::query(AssertSqlSafe(insert_sql(rows)));
+        let mut q = sqlx::query(AssertSqlSafe(insert_sql(backend, rows)));
         for (r, detail) in records[start..start + rows].iter().zip(&details[start..start + rows]) {
             q = q
                 .bind(seq_to_db(r.seq)?)
@@ -364,4 +369,23 @@ pub(super) async fn log(
         None => None,
     };
     Ok((records, head))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_row_inserts_number_postgres_parameters_and_leave_sqlite_ones_anonymous() {
+        let head = "INSERT INTO audit (seq, at, kind, actor, execution, detail, prev_hash, hash) VALUES ";
+        assert_eq!(
+            insert_sql(Backend::Postgres, 2),
+            format!("{head}($1, $2, $3, $4, $5, $6, $7, $8), ($9, $10, $11, $12, $13, $14, $15, $16)")
+        );
+        assert_eq!(insert_sql(Backend::Sqlite, 2), format!("{head}(?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?)"));
+        for rows in [1, 4, INSERT_ROWS] {
+            assert_eq!(insert_sql(Backend::Sqlite, rows).matches('?').count(), rows * 8);
+            assert!(insert_sql(Backend::Postgres, rows).ends_with(&format!("${})", rows * 8)));
+        }
+    }
 }

@@ -2,8 +2,13 @@
 
 use super::spec::{CommandSpec, COMMANDS};
 
-/// `/ops help`: every command's usage line and summary.
+/// `/ops help`: every command's usage line and summary. Built once: the table is static.
 pub fn overview() -> String {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(build_overview).clone()
+}
+
+fn build_overview() -> String {
     let mut s = String::from("runbot commands:\n");
     for c in COMMANDS {
         s.push_str(&format!("• `{}` — {}\n", c.usage(), c.summary));
