@@ -11,5 +11,6 @@ pub mod github;
 pub mod integrity;
 pub mod kubernetes;
 pub mod registry;
+pub mod signature;
 pub mod slack;
 pub mod store_sql;

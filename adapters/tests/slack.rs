@@ -6,6 +6,9 @@
 //! incident channel, alice's own Approve is refused privately, bob approves, the message is
 //! edited to the final state."
 
+mod common;
+
+use common::{preamble, ready, secret_file, until};
 use runbot_adapters::kubernetes::KubeCluster;
 use runbot_adapters::slack::{Slack, SocketMode};
 use runbot_adapters::store_sql::SqlStore;
@@ -16,7 +19,7 @@ use runbot_commands::ports::{Chats, Clusters, Store, SystemClock};
 use runbot_commands::steps::StepKinds;
 use runbot_sandbox::kube::{Behavior, FakeCluster, Timing};
 use runbot_sandbox::slack::{sign, FakeSlack, Posted};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,35 +56,6 @@ impl Default for Opts {
     }
 }
 
-fn ready(p: &Value) -> bool {
-    p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-}
-
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let t = std::time::Instant::now();
-    while !f() {
-        assert!(t.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-const RUNBOOKS: &str = r#"
-[runbooks.hello]
-summary = "Says hello after an approval"
-target = "service"
-mutating = true
-
-[[runbooks.hello.steps]]
-name = "approve"
-kind = "approval"
-
-[[runbooks.hello.steps]]
-name = "greet"
-kind = "command"
-argv = ["echo", "hello {target}"]
-timeout = "30s"
-"#;
-
 impl World {
     async fn start(o: Opts) -> World {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -98,25 +72,11 @@ impl World {
         } else {
             None
         };
-        let file = |name: &str, v: &str| {
-            let p = dir.path().join(name);
-            std::fs::write(&p, v).expect("write secret");
-            p.display().to_string()
-        };
-        let secret_line = if o.http { format!("signing_secret = \"file:{}\"\n", file("signing", SECRET)) } else { String::new() };
-        let app_line = if o.socket { format!("app_token = \"file:{}\"\n", file("app", APP)) } else { String::new() };
-        std::fs::write(dir.path().join("runbooks.toml"), RUNBOOKS).expect("runbooks");
+        let file = |name: &str, v: &str| secret_file(dir.path(), name, v);
+        let secret_line = if o.http { format!("signing_secret = \"{}\"\n", file("signing", SECRET)) } else { String::new() };
+        let app_line = if o.socket { format!("app_token = \"{}\"\n", file("app", APP)) } else { String::new() };
         let config = format!(
-            r#"
-[store]
-url = "sqlite://{db}"
-[engine]
-instance = "slack-test"
-runbooks = "runbooks.toml"
-update_interval_ms = 50
-[limits]
-per_identity_per_minute = 1000
-per_channel_per_minute = 1000
+            r#"{preamble}
 [groups]
 sre = ["slack:{ALICE}", "slack:{BOB}"]
 [[approvals]]
@@ -136,11 +96,11 @@ deployment = "promotions-api"
 [services.promotions.environments.staging]
 {cluster_cfg}
 [slack]
-bot_token = "file:{bot}"
+bot_token = "{bot}"
 {secret_line}{app_line}api_url = "{api}"
 post_interval_ms = 20
 "#,
-            db = dir.path().join("runbot.db").display(),
+            preamble = preamble(dir.path(), "slack-test"),
             bot = file("bot", BOT),
             api = slack.api_url(),
         );
@@ -281,7 +241,7 @@ async fn restart_over_http_plan_buttons_approval_and_final_message() {
         w.response(&url).await
     })
     .await;
-    assert_eq!(w.adapter.metrics.rejected_total(), 0);
+    assert_eq!(w.adapter.metrics.rejected.total(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -361,10 +321,10 @@ async fn forged_stale_and_unsigned_requests_get_401_and_are_counted() {
     assert_eq!(r.status().as_u16(), 401);
 
     let m = &w.adapter.metrics;
-    assert_eq!(m.rejected_bad_signature.load(Ordering::Relaxed), 2);
-    assert_eq!(m.rejected_stale.load(Ordering::Relaxed), 1);
-    assert_eq!(m.rejected_missing.load(Ordering::Relaxed), 3);
-    assert_eq!(m.rejected_malformed.load(Ordering::Relaxed), 1);
+    assert_eq!(m.rejected.bad_signature.load(Ordering::Relaxed), 2);
+    assert_eq!(m.rejected.stale.load(Ordering::Relaxed), 1);
+    assert_eq!(m.rejected.missing.load(Ordering::Relaxed), 3);
+    assert_eq!(m.rejected.malformed.load(Ordering::Relaxed), 1);
     assert!(m.render().contains("runbot_slack_rejected_total{reason=\"stale\"} 1"));
     // Nothing was recorded, run or posted.
     assert!(!w.audit_kinds().await.iter().any(|k| k.starts_with("slack.") || k == "command"));

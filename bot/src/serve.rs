@@ -1,6 +1,7 @@
 //! Builds the store, the adapters and the engine from settings, and serves HTTP until SIGTERM
-//! or Ctrl-C: `/healthz`, `/readyz`, `/metrics`, the console, and Slack (`/slack/*`, Socket
-//! Mode) when `[slack]` is configured.
+//! or Ctrl-C: `/healthz`, `/readyz`, `/metrics`, the console, Slack (`/slack/*`, Socket
+//! Mode) when `[slack]` is configured, and Discord (`/discord/interactions`, or the Gateway in
+//! `mode = "gateway"`) when `[discord]` is.
 //!
 //! Shutdown on SIGTERM / Ctrl-C: stop accepting connections, let requests in flight (acks)
 //! finish for up to [`GRACE`], stop the sweeper and the monitor, then close the store (its
@@ -14,6 +15,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use runbot_adapters::console::{self, ConsoleChat, ConsoleState};
+use runbot_adapters::discord::{Discord, GatewayState};
 use runbot_adapters::slack::Slack;
 use runbot_adapters::store_sql::SqlStore;
 use runbot_commands::config::Settings;
@@ -42,6 +44,13 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
     };
     if let Some(s) = &slack {
         chats = chats.with(s.chat.clone());
+    }
+    let discord = match &settings.config.discord {
+        Some(cfg) => Some(Discord::from_config(cfg)?),
+        None => None,
+    };
+    if let Some(d) = &discord {
+        chats = chats.with(d.chat.clone());
     }
     let listen = settings.config.server.listen.clone();
     let console_on = settings.config.console.enabled;
@@ -73,6 +82,12 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
 
     let socket_mode = slack.as_ref().and_then(|s| s.socket_mode(engine.clone()));
     let slack_routes = slack.as_ref().and_then(|s| s.router(engine.clone()));
+    let discord_routes = discord.as_ref().and_then(|d| d.router(engine.clone()));
+    // `[discord] mode = "gateway"`: interactions arrive over the Gateway, same handler.
+    let discord_gateway = match (&discord, engine.settings().config.discord.as_ref()) {
+        (Some(d), Some(cfg)) => d.gateway(cfg, engine.clone())?,
+        _ => None,
+    };
     // What /readyz waits for besides the store: at least one way to receive commands, and a
     // Socket Mode connection when that transport is configured.
     let mut adapters = Vec::new();
@@ -85,7 +100,18 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
     if socket_mode.is_some() {
         adapters.push("slack (Socket Mode)");
     }
-    let ready = Readiness { store: store.clone(), adapters, socket: socket_mode.as_ref().map(|s| s.connected()) };
+    if discord_routes.is_some() {
+        adapters.push("discord (HTTP)");
+    }
+    if discord_gateway.is_some() {
+        adapters.push("discord (gateway)");
+    }
+    let ready = Readiness {
+        store: store.clone(),
+        adapters,
+        socket: socket_mode.as_ref().map(|s| s.connected()),
+        gateway: discord_gateway.as_ref().map(|g| g.state()),
+    };
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -98,12 +124,20 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
         app = app.merge(r);
         tracing::info!("Slack endpoints: POST /slack/commands, /slack/interactions, /slack/events");
     }
+    let discord_metrics = discord.as_ref().map(|d| d.metrics.clone());
+    if let Some(r) = discord_routes {
+        app = app.merge(r);
+        tracing::info!("Discord endpoint: POST /discord/interactions");
+    }
     let metrics = engine.metrics().clone();
     app = app.route(
         "/metrics",
         get(move || async move {
             let mut text = metrics.render();
             if let Some(m) = &slack_metrics {
+                text.push_str(&m.render());
+            }
+            if let Some(m) = &discord_metrics {
                 text.push_str(&m.render());
             }
             ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
@@ -140,6 +174,9 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
     if let Some(sm) = socket_mode {
         sm.shutdown().await;
     }
+    if let Some(gw) = discord_gateway {
+        gw.shutdown().await;
+    }
     if tokio::time::timeout(GRACE, store.close()).await.is_err() {
         tracing::warn!(grace_s = GRACE.as_secs(), "store writes still in progress after the grace period; they roll back");
     }
@@ -155,10 +192,13 @@ struct Readiness {
     adapters: Vec<&'static str>,
     /// Socket Mode's connection, when configured.
     socket: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The Discord gateway client's state, in mode `gateway`.
+    gateway: Option<tokio::sync::watch::Receiver<GatewayState>>,
 }
 
 /// Ready: the store answers with its migrations applied, some chat adapter receives commands,
-/// and Socket Mode (when configured) is connected. The body says which, or what is missing.
+/// and Socket Mode and the Discord gateway (when configured) are connected. The body says
+/// which, or what is missing.
 async fn readyz(State(r): State<Arc<Readiness>>) -> (StatusCode, String) {
     let unavailable = |why: String| (StatusCode::SERVICE_UNAVAILABLE, why);
     match (r.store.ping().await, r.store.migrations_applied().await) {
@@ -167,10 +207,15 @@ async fn readyz(State(r): State<Arc<Readiness>>) -> (StatusCode, String) {
         (Err(e), _) => return unavailable(format!("store unreachable: {e}")),
     }
     if r.adapters.is_empty() {
-        return unavailable("no chat adapter receives commands: enable [console] or configure [slack]".into());
+        return unavailable("no chat adapter receives commands: enable [console] or configure [slack] or [discord]".into());
     }
     if r.socket.as_ref().is_some_and(|c| !c.load(std::sync::atomic::Ordering::Relaxed)) {
         return unavailable("Slack Socket Mode is not connected".into());
+    }
+    match r.gateway.as_ref().map(|g| g.borrow().clone()) {
+        None | Some(GatewayState::Connected { .. }) => {}
+        Some(GatewayState::Failed(why)) => return unavailable(format!("the Discord gateway stopped: {why}")),
+        Some(_) => return unavailable("the Discord gateway is not connected".into()),
     }
     (StatusCode::OK, format!("ready: store, {}", r.adapters.join(", ")))
 }

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// The chat platforms runbot knows (identities, incident channels, mirrors).
+pub const PLATFORMS: &[&str] = &["slack", "discord", "console"];
+
 /// A chat identity as `platform:id`, e.g. `slack:U024BE7LH` or `console:alice`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Identity(pub String);
@@ -23,7 +26,7 @@ impl Identity {
     pub fn is_well_formed(s: &str) -> bool {
         match s.split_once(':') {
             Some((p, id)) => {
-                matches!(p, "slack" | "discord" | "console")
+                PLATFORMS.contains(&p)
                     && !id.is_empty()
                     && id.len() <= 64
                     && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))

@@ -329,6 +329,7 @@ impl Bench {
             identity: Identity::new(WHO),
             origin: Origin { platform: "console".into(), channel: CHANNEL.into(), thread: None },
             text: format!("/ops run {runbook} svc"),
+            roles: Vec::new(),
         };
         let reply = self.engine.handle_command(req).await;
         let text = &reply.message.text;

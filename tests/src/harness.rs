@@ -24,6 +24,7 @@ use runbot_commands::ports::integrity::DbChecker;
 use runbot_commands::ports::{Catalogs, Chat, Chats, Clusters, Store, TokioClock};
 use runbot_commands::steps::{Connections, StepKinds};
 use runbot_commands::store_memory::MemoryStore;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -35,6 +36,10 @@ pub const CHANNEL: &str = "ops";
 /// How the world is built.
 #[derive(Clone)]
 pub struct Options {
+    /// The config template (`{instance}`, `{interval}`, `{extra}` filled in): [`CONFIG`].
+    pub config: String,
+    /// Chat platforms besides `console`, each a [`RecordingChat`] (`World::on`).
+    pub platforms: Vec<&'static str>,
     pub update_interval_ms: u64,
     /// Appended to the config (e.g. a `[limits]` section).
     pub extra_config: String,
@@ -57,6 +62,8 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            config: CONFIG.to_string(),
+            platforms: Vec::new(),
             update_interval_ms: 20,
             extra_config: String::new(),
             runbooks: RUNBOOKS.to_string(),
@@ -78,6 +85,8 @@ pub struct World {
     /// This process's handle on the store (cut off by `restart`).
     live: Arc<KillableStore>,
     pub chat: Arc<RecordingChat>,
+    /// The other platforms' chats ([`Options::platforms`]), by platform.
+    pub others: BTreeMap<&'static str, Arc<RecordingChat>>,
     pub probes: Probes,
     pub kinds: StepKinds,
     clock: Arc<TokioClock>,
@@ -114,10 +123,11 @@ impl World {
         let store = Arc::new(MemoryStore::new());
         let live = Arc::new(KillableStore::new(store.clone()));
         let chat = Arc::new(RecordingChat::new(opts.max_text));
+        let others: BTreeMap<_, _> = opts.platforms.iter().map(|p| (*p, Arc::new(RecordingChat::on(p, opts.max_text)))).collect();
         let clock = Arc::new(TokioClock::new());
-        let engine = Engine::new(settings, live.clone(), chats(&chat), clock.clone(), kinds.clone());
+        let engine = Engine::new(settings, live.clone(), chats(&chat, &others), clock.clone(), kinds.clone());
         engine.set_catalogs(opts.catalogs.clone());
-        World { engine, store, live, chat, probes, kinds, clock, dir, opts, deliveries: AtomicU64::new(0) }
+        World { engine, store, live, chat, others, probes, kinds, clock, dir, opts, deliveries: AtomicU64::new(0) }
     }
 
     /// Settings from the world's config with another instance name.
@@ -128,11 +138,30 @@ impl World {
     /// `who` types `text` in #ops; the reply is shown to them privately, as an adapter would.
     pub async fn cmd(&self, who: &str, text: &str) -> Reply {
         let identity = Identity::new(who);
-        let reply = self.engine.handle_command(Request { identity: identity.clone(), origin: origin(), text: text.into() }).await;
+        let reply = self.engine.handle_command(Request { identity: identity.clone(), origin: origin(), text: text.into(), roles: Vec::new() }).await;
         if reply.ephemeral {
             let _ = self.chat.ephemeral(CHANNEL, &identity, &reply.message).await;
         }
         reply
+    }
+
+    /// The chat of another platform ([`Options::platforms`]).
+    pub fn on(&self, platform: &str) -> &Arc<RecordingChat> {
+        self.others.get(platform).unwrap_or_else(|| panic!("the world has no {platform} chat; add it to Options::platforms"))
+    }
+
+    /// `who` types `text` in `channel` on `platform` (one of [`Options::platforms`]).
+    pub async fn cmd_from(&self, platform: &str, channel: &str, who: &str, text: &str) -> Reply {
+        let origin = Origin { platform: platform.into(), channel: channel.into(), thread: None };
+        self.engine.handle_command(Request { identity: Identity::new(who), origin, text: text.into(), roles: Vec::new() }).await
+    }
+
+    /// `who` presses a button with `value` on `platform`, as its adapter would deliver it.
+    pub async fn click_from(&self, platform: &str, channel: &str, who: &str, value: &str) -> Reply {
+        let n = self.deliveries.fetch_add(1, Ordering::SeqCst);
+        let origin = Origin { platform: platform.into(), channel: channel.into(), thread: None };
+        let click = Click { identity: Identity::new(who), origin, value: value.into(), delivery: Some(format!("d-{n}")), roles: Vec::new() };
+        self.engine.handle_click(click).await
     }
 
     /// `who` types a runbook command that must create an execution; returns its id.
@@ -164,6 +193,7 @@ impl World {
                 origin: origin(),
                 value: value.into(),
                 delivery: delivery.map(str::to_string),
+                roles: Vec::new(),
             })
             .await
     }
@@ -211,8 +241,10 @@ impl World {
 
     /// The latest content of the status message, as seen in the channel.
     pub async fn status_message(&self, id: ExecutionId) -> Message {
-        let mid = self.status_message_id(id).await;
-        self.chat.latest(&mid).unwrap_or_else(|| panic!("the chat does not know message {mid}"))
+        let exec = self.wait_for(id, "a status message", |e| !e.messages.is_empty()).await;
+        let r = &exec.messages[0];
+        let chat = if r.platform == "console" { &self.chat } else { self.on(&r.platform) };
+        chat.latest(&r.id).unwrap_or_else(|| panic!("the {} chat does not know message {}", r.platform, r.id))
     }
 
     /// Polls until the status message satisfies `pred`.
@@ -248,9 +280,10 @@ impl World {
         self.live.kill();
         self.live = Arc::new(KillableStore::new(self.store.clone()));
         self.chat = Arc::new(self.chat.continuing());
+        self.others = self.others.iter().map(|(p, c)| (*p, Arc::new(c.continuing()))).collect();
         self.opts.instance = instance.to_string();
         let settings = self.settings(instance);
-        self.engine = Engine::new(settings, self.live.clone(), chats(&self.chat), self.clock.clone(), self.kinds.clone());
+        self.engine = Engine::new(settings, self.live.clone(), chats(&self.chat, &self.others), self.clock.clone(), self.kinds.clone());
         self.engine.set_catalogs(self.opts.catalogs.clone());
         self.engine.sweep().await;
     }
@@ -266,7 +299,8 @@ impl World {
     pub async fn replica(&self, instance: &str) -> (Engine, Arc<RecordingChat>) {
         let chat = Arc::new(self.chat.continuing());
         let live = Arc::new(KillableStore::new(self.store.clone()));
-        let engine = Engine::new(self.settings(instance), live, chats(&chat), self.clock.clone(), self.kinds.clone());
+        let others = self.others.iter().map(|(p, c)| (*p, Arc::new(c.continuing()))).collect();
+        let engine = Engine::new(self.settings(instance), live, chats(&chat, &others), self.clock.clone(), self.kinds.clone());
         engine.set_catalogs(self.opts.catalogs.clone());
         engine.sweep().await;
         (engine, chat)
@@ -294,12 +328,13 @@ fn origin() -> Origin {
     Origin { platform: "console".into(), channel: CHANNEL.into(), thread: None }
 }
 
-fn chats(chat: &Arc<RecordingChat>) -> Chats {
-    Chats::new().with(chat.clone() as Arc<dyn Chat>)
+fn chats(chat: &Arc<RecordingChat>, others: &BTreeMap<&'static str, Arc<RecordingChat>>) -> Chats {
+    others.values().fold(Chats::new().with(chat.clone() as Arc<dyn Chat>), |c, o| c.with(o.clone() as Arc<dyn Chat>))
 }
 
 fn build_settings(opts: &Options, instance: &str, base: &std::path::Path, kinds: &StepKinds) -> Settings {
-    let text = CONFIG
+    let text = opts
+        .config
         .replace("{instance}", instance)
         .replace("{interval}", &opts.update_interval_ms.to_string())
         .replace("{extra}", &opts.extra_config);

@@ -141,6 +141,7 @@ async fn api_command(State(state): State<ConsoleState>, Json(body): Json<Command
         identity: Identity::new(body.identity),
         origin: Origin { platform: "console".into(), channel: body.channel, thread: None },
         text: body.text,
+        roles: Vec::new(),
     };
     let reply = state.engine.handle_command(req).await;
     Json(serde_json::json!({ "reply": reply.message, "ephemeral": reply.ephemeral })).into_response()
@@ -158,6 +159,7 @@ async fn api_action(State(state): State<ConsoleState>, Json(body): Json<ActionBo
         origin: Origin { platform: "console".into(), channel: body.channel, thread: (!body.message_id.is_empty()).then_some(body.message_id) },
         value: body.value,
         delivery: None,
+        roles: Vec::new(),
     };
     let reply = state.engine.handle_click(click).await;
     Json(serde_json::json!({ "reply": reply.message })).into_response()

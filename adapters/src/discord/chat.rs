@@ -432,6 +432,73 @@ impl DiscordChat {
     }
 }
 
+/// Answering an interaction, and registering commands (the interactions endpoint and
+/// `runbot discord register-commands`).
+impl DiscordChat {
+    /// Waits until the initial response reached Discord: a follow-up sent while the endpoint's
+    /// HTTP answer is still on its way finds no interaction yet (404 `10015 Unknown Webhook`,
+    /// `10008 Unknown Message`). Discord takes the initial response within 3 s or never.
+    async fn after_ack<T, F, Fut>(&self, mut f: F) -> Result<T, CallError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, CallError>>,
+    {
+        let start = Instant::now();
+        loop {
+            match f().await {
+                Err(CallError::Api { status: 404, code: 10015 | 10008, .. }) if start.elapsed() < Duration::from_secs(4) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Replaces a deferred response ("runbot is thinking…") with `msg`: the first part edits
+    /// `@original` (private when the response was deferred with the EPHEMERAL flag), the
+    /// parts that did not fit follow as ephemeral follow-ups.
+    pub async fn respond(&self, token: &str, msg: &Message) -> Result<(), ChatError> {
+        let r = render(msg);
+        let major = self.app.to_string();
+        self.after_ack(|| {
+            self.call(
+                LightMethod::Patch,
+                Route::WebhookOriginalInteractionResponse { application_id: self.app, token },
+                "PATCH /webhooks/{application}/{token}/messages/@original",
+                &major,
+                Some(&r.main),
+                On429::Wait,
+            )
+        })
+        .await?;
+        if !r.overflow.is_empty() {
+            let rest = Rendered { main: r.overflow[0].clone(), overflow: r.overflow[1..].to_vec() };
+            self.followup(token, &rest).await?;
+        }
+        Ok(())
+    }
+
+    /// Tells the person who acted, privately: ephemeral follow-up(s) to their interaction.
+    pub async fn tell(&self, token: &str, msg: &Message) -> Result<(), ChatError> {
+        let r = render(msg);
+        self.after_ack(|| self.followup(token, &r)).await.map_err(ChatError::from)
+    }
+
+    /// Bulk-overwrites the application's commands: in `guild` (instant), or globally.
+    /// Returns the commands as Discord stored them.
+    pub async fn register_commands(&self, guild: Option<&str>, commands: &Value) -> Result<Value, ChatError> {
+        let major = self.app.to_string();
+        let res = match guild {
+            Some(g) => {
+                let guild_id = snowflake(g).map(GuildId::new).ok_or_else(|| ChatError::Other(format!("'{}' is not a Discord guild id", g.chars().take(40).collect::<String>())))?;
+                self.call(LightMethod::Put, Route::GuildCommands { application_id: self.app, guild_id }, "PUT /applications/{application}/guilds/{guild}/commands", &major, Some(commands), On429::Wait).await
+            }
+            None => self.call(LightMethod::Put, Route::Commands { application_id: self.app }, "PUT /applications/{application}/commands", &major, Some(commands), On429::Wait).await,
+        };
+        res.map_err(ChatError::from)
+    }
+}
+
 #[async_trait]
 impl Chat for DiscordChat {
     fn platform(&self) -> &'static str {
@@ -517,6 +584,37 @@ impl Chat for DiscordChat {
         // Step output goes out as fenced content: 2000 less the header and the fences.
         1800
     }
+}
+
+/// What the gateway client (`gateway.rs`) needs of the REST API.
+impl DiscordChat {
+    /// `GET /gateway/bot`: the WebSocket URL to connect to. A refused token is
+    /// [`GatewayUrlError::Unauthorized`] (connecting again will not help).
+    pub(super) async fn gateway_url(&self) -> Result<String, GatewayUrlError> {
+        match self.call(LightMethod::Get, Route::GatewayBot, "GET /gateway/bot", "", None, On429::Wait).await {
+            Ok(v) => v["url"].as_str().map(str::to_string).ok_or_else(|| GatewayUrlError::Other("Discord's answer to GET /gateway/bot has no url".into())),
+            Err(CallError::Api { status: 401, summary, .. }) => Err(GatewayUrlError::Unauthorized(summary)),
+            Err(e) => Err(GatewayUrlError::Other(ChatError::from(e).to_string())),
+        }
+    }
+
+    /// `POST /interactions/{id}/{token}/callback`: the initial response to an interaction
+    /// received over the gateway (the HTTP endpoint answers in its response body instead).
+    pub(super) async fn interaction_callback(&self, interaction: &str, token: &str, body: &Value) -> Result<(), ChatError> {
+        let id = snowflake(interaction).map(serenity::model::id::InteractionId::new).ok_or_else(|| ChatError::Other("not a Discord interaction id".into()))?;
+        self.call(LightMethod::Post, Route::InteractionResponse { interaction_id: id, token }, "POST /interactions/{id}/{token}/callback", interaction, Some(body), On429::Wait)
+            .await
+            .map(|_| ())
+            .map_err(ChatError::from)
+    }
+}
+
+/// Why `GET /gateway/bot` failed.
+#[derive(Debug)]
+pub(super) enum GatewayUrlError {
+    /// 401: the bot token is wrong.
+    Unauthorized(String),
+    Other(String),
 }
 
 #[cfg(test)]

@@ -1,17 +1,165 @@
-//! The Discord adapter (first slice): [`DiscordChat`] — REST v10 through serenity's `Http`
-//! against a configurable base URL, with runbot's own per-route rate limiter — the neutral
-//! message model rendered within Discord's limits, and interaction signature verification.
+//! The Discord adapter: `POST /discord/interactions` (signature-verified before anything is
+//! parsed) feeding [`DiscordState::handle_interaction`] — the entry point the gateway transport
+//! shares — and [`DiscordChat`]: REST v10 through serenity's `Http` against a configurable base
+//! URL, with runbot's own per-route rate limiter, the neutral message model rendered within
+//! Discord's limits.
 //!
 //! Files by role: `verify.rs` (Ed25519 via serenity's `Verifier` plus a ±5-minute window,
-//! before any parsing), `render.rs` (content / embed / buttons within Discord's limits,
-//! overflow into follow-up parts), `ratelimit.rs` (`X-RateLimit-*` buckets, 429s, global
-//! limits), `chat.rs` (the REST API as a `Chat`; message ids are `CHANNEL/MESSAGE`).
+//! before any parsing), `inbound.rs` (PING, commands, clicks, autocomplete — shared by both
+//! transports), `http.rs` (the axum route), `commands.rs` (`/ops` as an application command,
+//! generated from the grammar's table, and options → text), `render.rs` (content / embed /
+//! buttons within Discord's limits, overflow into follow-up parts), `ratelimit.rs`
+//! (`X-RateLimit-*` buckets, 429s, global limits), `chat.rs` (the REST API as a `Chat`;
+//! message ids are `CHANNEL/MESSAGE`), `gateway.rs` (mode `gateway`: a Gateway v10 client
+//! feeding the same entry point, answering over REST).
 
 mod chat;
+pub mod commands;
+pub mod gateway;
+mod http;
+mod inbound;
 pub mod ratelimit;
 pub mod render;
 pub mod verify;
 
 pub use chat::{discord_user, DiscordChat, DiscordChatOptions, CREATE_CHANNEL, DEFAULT_API_URL};
+pub use gateway::{Gateway, GatewayOptions, GatewayState, InteractionHandler};
 pub use render::{render as render_message, Rendered};
 pub use verify::{Rejection, Verifier};
+
+use runbot_commands::config::{DiscordConfig, DiscordMode, SecretRef};
+use runbot_commands::engine::Engine;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Counters, exposed in Prometheus text format by [`Metrics::render`].
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Requests refused with 401 (signature checks), by reason.
+    pub rejected: crate::signature::Rejections,
+    pub unreadable: AtomicU64,
+    pub pings: AtomicU64,
+    pub commands: AtomicU64,
+    pub clicks: AtomicU64,
+    pub autocompletes: AtomicU64,
+    pub duplicates: AtomicU64,
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut s = String::new();
+        self.rejected.render(&mut s, "runbot_discord_rejected_total", "Discord interactions refused with 401, by reason.");
+        let _ = writeln!(s, "# HELP runbot_discord_received_total Discord interactions received, by kind.");
+        let _ = writeln!(s, "# TYPE runbot_discord_received_total counter");
+        for (kind, c) in [
+            ("ping", &self.pings),
+            ("command", &self.commands),
+            ("click", &self.clicks),
+            ("autocomplete", &self.autocompletes),
+            ("duplicate", &self.duplicates),
+            ("unreadable", &self.unreadable),
+        ] {
+            let _ = writeln!(s, "runbot_discord_received_total{{kind=\"{kind}\"}} {}", g(c));
+        }
+        s
+    }
+}
+
+/// What the interaction handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct DiscordState {
+    pub engine: Engine,
+    pub chat: Arc<DiscordChat>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The Discord adapter built from `[discord]`: its chat (to hand to the engine), its metrics,
+/// and the key interactions are verified with.
+pub struct Discord {
+    pub chat: Arc<DiscordChat>,
+    pub metrics: Arc<Metrics>,
+    pub mode: DiscordMode,
+    verifier: Option<Verifier>,
+}
+
+/// `https://discord.com/api/v10` (the documented form of `[discord] api_url`) →
+/// `https://discord.com` (what serenity's routes are relative to).
+pub fn api_base(api_url: &str) -> String {
+    let u = api_url.trim().trim_end_matches('/');
+    u.strip_suffix("/api/v10").or_else(|| u.strip_suffix("/api")).unwrap_or(u).to_string()
+}
+
+impl Discord {
+    /// Resolves the secrets and builds the REST client. Errors name the key, never a value.
+    pub fn from_config(cfg: &DiscordConfig) -> anyhow::Result<Discord> {
+        let resolve = |key: &str, r: &SecretRef| r.resolve().map_err(|why| anyhow::anyhow!("discord.{key}: {why}"));
+        let bot_token = resolve("bot_token", &cfg.bot_token)?;
+        let verifier = match &cfg.public_key {
+            Some(r) => Some(Verifier::new(resolve("public_key", r)?.expose()).map_err(|why| anyhow::anyhow!("discord.public_key: {why}"))?),
+            None => None,
+        };
+        if cfg.mode == DiscordMode::Http && verifier.is_none() {
+            anyhow::bail!("discord.public_key: required with mode = \"http\"");
+        }
+        let chat = DiscordChat::new(DiscordChatOptions {
+            api_url: api_base(&cfg.api_url),
+            bot_token,
+            application_id: cfg.application_id.clone(),
+            guild_id: cfg.guild_id.clone(),
+            incident_category: cfg.incident_category.clone(),
+            mention: cfg.mention.clone(),
+            timeout: Duration::from_secs(10),
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Discord { chat: Arc::new(chat), metrics: Arc::new(Metrics::default()), mode: cfg.mode, verifier })
+    }
+
+    pub fn state(&self, engine: Engine) -> DiscordState {
+        DiscordState { engine, chat: self.chat.clone(), metrics: self.metrics.clone() }
+    }
+
+    /// Bulk-overwrites the application's commands with `/ops` as generated from the grammar
+    /// ([`commands::definitions`]): in `guild` (instant), or globally when `None`. Returns the
+    /// names of the sub-commands Discord stored.
+    pub async fn register_commands(&self, guild: Option<&str>) -> anyhow::Result<Vec<String>> {
+        let stored = self.chat.register_commands(guild, &commands::definitions()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ops = stored.as_array().and_then(|a| a.iter().find(|c| c["name"] == commands::COMMAND)).ok_or_else(|| anyhow::anyhow!("Discord's answer does not list /{}", commands::COMMAND))?;
+        Ok(ops["options"].as_array().into_iter().flatten().filter_map(|o| o["name"].as_str().map(str::to_string)).collect())
+    }
+
+    /// `POST /discord/interactions`, in mode `http`.
+    pub fn router(&self, engine: Engine) -> Option<axum::Router> {
+        match (&self.verifier, self.mode) {
+            (Some(v), DiscordMode::Http) => Some(http::router(self.state(engine), v.clone())),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_api_url_maps_to_serenitys_base() {
+        assert_eq!(api_base("https://discord.com/api/v10"), "https://discord.com");
+        assert_eq!(api_base("https://discord.com/api/v10/"), "https://discord.com");
+        assert_eq!(api_base("http://127.0.0.1:4000"), "http://127.0.0.1:4000");
+        assert_eq!(api_base(" http://127.0.0.1:4000/api "), "http://127.0.0.1:4000");
+    }
+
+    #[test]
+    fn metrics_render_every_reason_and_kind() {
+        let m = Metrics::default();
+        m.rejected.get(Rejection::Stale).fetch_add(2, Ordering::Relaxed);
+        m.commands.fetch_add(1, Ordering::Relaxed);
+        let text = m.render();
+        assert!(text.contains("runbot_discord_rejected_total{reason=\"stale\"} 2"), "{text}");
+        assert!(text.contains("runbot_discord_rejected_total{reason=\"missing\"} 0"), "{text}");
+        assert!(text.contains("runbot_discord_received_total{kind=\"command\"} 1"), "{text}");
+        assert_eq!(m.rejected.total(), 2);
+    }
+}

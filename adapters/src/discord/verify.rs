@@ -9,43 +9,7 @@ use serenity::interactions_endpoint::Verifier as Ed25519;
 /// How far `X-Signature-Timestamp` may be from our clock, either way.
 pub const MAX_SKEW_SECS: i64 = 300;
 
-/// Why a request was refused. Each cause is counted separately.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
-    /// No `X-Signature-Ed25519` or `X-Signature-Timestamp` header.
-    Missing,
-    /// A header is there but not of the documented shape (128 hex digits; unix seconds).
-    Malformed,
-    /// The signature does not match the body (forged, tampered, or another application's key).
-    Mismatch,
-    /// Correctly signed, but the timestamp is more than five minutes from now (a replay, or a
-    /// skewed clock).
-    Stale,
-}
-
-impl Rejection {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rejection::Missing => "missing",
-            Rejection::Malformed => "malformed",
-            Rejection::Mismatch => "bad_signature",
-            Rejection::Stale => "stale",
-        }
-    }
-}
-
-impl std::fmt::Display for Rejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Rejection::Missing => "signature headers missing",
-            Rejection::Malformed => "signature headers malformed",
-            Rejection::Mismatch => "signature does not match the body",
-            Rejection::Stale => "timestamp outside the 5-minute window",
-        })
-    }
-}
-
-impl std::error::Error for Rejection {}
+pub use crate::signature::Rejection;
 
 /// The application's public key, ready to check requests.
 #[derive(Clone)]

@@ -40,7 +40,7 @@ fn check(state: &SlackState, headers: &HeaderMap, body: &[u8]) -> Result<(), Box
         None => Err(Rejection::Missing),
     };
     res.map_err(|r| {
-        state.metrics.rejected(r).fetch_add(1, Ordering::Relaxed);
+        state.metrics.rejected.count(r);
         tracing::warn!(reason = r.as_str(), "Slack request refused: signature check failed");
         Box::new((StatusCode::UNAUTHORIZED, "invalid or missing Slack request signature").into_response())
     })

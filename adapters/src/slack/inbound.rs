@@ -94,7 +94,7 @@ impl SlackState {
         self.metrics.commands.fetch_add(1, Ordering::Relaxed);
         let identity = Identity::new(format!("slack:{}", p.user_id));
         let text = format!("/ops {}", p.text.trim());
-        let req = Request { identity: identity.clone(), origin: Origin { platform: "slack".into(), channel: p.channel_id.clone(), thread: None }, text };
+        let req = Request { identity: identity.clone(), origin: Origin { platform: "slack".into(), channel: p.channel_id.clone(), thread: None }, text, roles: Vec::new() };
         // One durable record per command: the engine's command record, with what Slack sent.
         let mut detail = self.engine.command_detail(&req);
         detail["team"] = json!(p.team_id);
@@ -107,7 +107,9 @@ impl SlackState {
         let state = self.clone();
         tokio::spawn(async move {
             after_acks().await;
-            let reply = state.engine.handle_recorded_command(req).await;
+            // Boxed: the engine's future (every command's path) is large, and a spawned task
+            // is moved whole; this keeps the task small to spawn.
+            let reply = Box::pin(state.engine.handle_recorded_command(req)).await;
             state.deliver(reply, &to).await;
         });
         Ack::Empty
@@ -174,6 +176,7 @@ impl SlackState {
                     origin: Origin { platform: "slack".into(), channel: channel.clone(), thread: message_ts.clone() },
                     value: a["value"].as_str().unwrap_or("").to_string(),
                     delivery,
+                    roles: Vec::new(),
                 };
                 let reply = state.engine.handle_click(click).await;
                 state.deliver(reply, &to).await;
@@ -228,7 +231,7 @@ impl SlackState {
         let identity = Identity::new(format!("slack:{user}"));
         let text = format!("/ops {rest}");
         let thread = ev["thread_ts"].as_str().map(str::to_string);
-        let req = Request { identity: identity.clone(), origin: Origin { platform: "slack".into(), channel: channel.to_string(), thread: thread.clone() }, text };
+        let req = Request { identity: identity.clone(), origin: Origin { platform: "slack".into(), channel: channel.to_string(), thread: thread.clone() }, text, roles: Vec::new() };
         let mut detail = self.engine.command_detail(&req);
         detail["event_id"] = json!(event_id);
         if !self.record("slack.mention", &identity, detail).await {

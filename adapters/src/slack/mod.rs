@@ -30,10 +30,8 @@ use std::time::Duration;
 /// Counters, exposed in Prometheus text format by [`Metrics::render`].
 #[derive(Debug, Default)]
 pub struct Metrics {
-    pub rejected_missing: AtomicU64,
-    pub rejected_malformed: AtomicU64,
-    pub rejected_stale: AtomicU64,
-    pub rejected_bad_signature: AtomicU64,
+    /// Requests refused with 401 (signature checks), by reason.
+    pub rejected: crate::signature::Rejections,
     pub unreadable: AtomicU64,
     pub commands: AtomicU64,
     pub clicks: AtomicU64,
@@ -43,36 +41,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn rejected(&self, r: verify::Rejection) -> &AtomicU64 {
-        match r {
-            verify::Rejection::Missing => &self.rejected_missing,
-            verify::Rejection::Malformed => &self.rejected_malformed,
-            verify::Rejection::Stale => &self.rejected_stale,
-            verify::Rejection::Mismatch => &self.rejected_bad_signature,
-        }
-    }
-
-    /// Total requests refused with 401.
-    pub fn rejected_total(&self) -> u64 {
-        [&self.rejected_missing, &self.rejected_malformed, &self.rejected_stale, &self.rejected_bad_signature]
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
-    }
-
     pub fn render(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut s = String::new();
-        let _ = writeln!(s, "# HELP runbot_slack_rejected_total Slack requests refused with 401, by reason.");
-        let _ = writeln!(s, "# TYPE runbot_slack_rejected_total counter");
-        for (reason, c) in [
-            ("missing", &self.rejected_missing),
-            ("malformed", &self.rejected_malformed),
-            ("stale", &self.rejected_stale),
-            ("bad_signature", &self.rejected_bad_signature),
-        ] {
-            let _ = writeln!(s, "runbot_slack_rejected_total{{reason=\"{reason}\"}} {}", g(c));
-        }
+        self.rejected.render(&mut s, "runbot_slack_rejected_total", "Slack requests refused with 401, by reason.");
         let _ = writeln!(s, "# TYPE runbot_slack_received_total counter");
         for (kind, c) in [("command", &self.commands), ("click", &self.clicks), ("event", &self.events), ("duplicate_event", &self.duplicate_events), ("unreadable", &self.unreadable)] {
             let _ = writeln!(s, "runbot_slack_received_total{{kind=\"{kind}\"}} {}", g(c));

@@ -9,29 +9,7 @@ use subtle::ConstantTimeEq;
 /// How far a request's timestamp may be from our clock, either way.
 pub const MAX_SKEW_SECS: i64 = 300;
 
-/// Why a request was refused. Each cause is counted separately in the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
-    /// No `X-Slack-Signature` or `X-Slack-Request-Timestamp` header.
-    Missing,
-    /// A header is there but not of the documented shape (`v0=<64 hex>`, unix seconds).
-    Malformed,
-    /// The timestamp is more than five minutes from now (a replay, or a skewed clock).
-    Stale,
-    /// The signature does not match the body (forged, or signed with another secret).
-    Mismatch,
-}
-
-impl Rejection {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rejection::Missing => "missing",
-            Rejection::Malformed => "malformed",
-            Rejection::Stale => "stale",
-            Rejection::Mismatch => "bad_signature",
-        }
-    }
-}
+pub use crate::signature::Rejection;
 
 /// `v0=<hex>` for a body: what Slack sends in `X-Slack-Signature`.
 pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {

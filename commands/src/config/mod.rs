@@ -16,6 +16,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
+/// How a group member names a Discord role: `discord-role:<role id>`. A member of the guild
+/// with that role (as the signed interaction says) is a member of the group.
+pub const DISCORD_ROLE: &str = "discord-role:";
+
 /// Validated configuration, ready for the engine.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -100,9 +104,11 @@ impl Settings {
         if problems.is_empty() { Ok(settings) } else { Err(problems) }
     }
 
-    /// Groups the identity belongs to.
-    pub fn groups_of(&self, id: &Identity) -> Vec<String> {
-        self.groups.keys().filter(|g| self.in_any_group(id, std::slice::from_ref(*g))).cloned().collect()
+    /// Groups the identity belongs to. `roles` are the memberships the platform vouched for
+    /// in the same signed request (`discord-role:<role id>`), matched against group members
+    /// written the same way.
+    pub fn groups_of(&self, id: &Identity, roles: &[String]) -> Vec<String> {
+        self.groups.keys().filter(|g| self.in_any_group(id, roles, std::slice::from_ref(*g))).cloned().collect()
     }
 
     /// The person behind an identity (the `people` entry, else the identity itself).
@@ -110,14 +116,15 @@ impl Settings {
         self.person_of.get(&id.0).cloned().unwrap_or_else(|| id.0.clone())
     }
 
-    /// Whether a person (any of their identities) is a member of one of `groups`.
-    pub fn in_any_group(&self, id: &Identity, groups: &[String]) -> bool {
+    /// Whether a person (any of their identities, or one of the platform-given `roles` of
+    /// this request) is a member of one of `groups`.
+    pub fn in_any_group(&self, id: &Identity, roles: &[String], groups: &[String]) -> bool {
         let person = self.person(id);
         let ids: Vec<&String> = self.person_of.iter().filter(|(_, p)| **p == person).map(|(i, _)| i).collect();
         groups.iter().any(|g| {
-            self.groups
-                .get(g)
-                .is_some_and(|m| m.contains(&id.0) || ids.iter().any(|i| m.contains(*i)))
+            self.groups.get(g).is_some_and(|m| {
+                m.contains(&id.0) || ids.iter().any(|i| m.contains(*i)) || roles.iter().any(|r| m.contains(r))
+            })
         })
     }
 
@@ -167,5 +174,12 @@ impl Settings {
     /// The incident channel for an environment on a platform, if one is fixed.
     pub fn incident_channel(&self, env: &str, platform: &str) -> Option<&str> {
         self.config.environments.get(env)?.incident_channel.get(platform).map(|s| s.as_str())
+    }
+
+    /// The platforms an execution in `env` requested from `origin` is mirrored to, other than
+    /// `origin` itself, with their incident channel (`None`: not configured).
+    pub fn mirrors(&self, env: &str, origin: &str) -> Vec<(&str, Option<&str>)> {
+        let Some(e) = self.config.environments.get(env) else { return Vec::new() };
+        e.mirror.iter().filter(|p| *p != origin).map(|p| (p.as_str(), e.incident_channel.get(p).map(|c| c.as_str()))).collect()
     }
 }

@@ -48,6 +48,9 @@ pub struct Config {
     /// The Slack adapter; absent = no Slack.
     #[serde(default)]
     pub slack: Option<SlackConfig>,
+    /// The Discord adapter; absent = no Discord.
+    #[serde(default)]
+    pub discord: Option<DiscordConfig>,
     /// GitHub (the deploy runbook's CI gate and `pipeline` driver); absent = no GitHub.
     #[serde(default)]
     pub github: Option<GitHubConfig>,
@@ -138,6 +141,53 @@ fn default_slack_api() -> String {
 }
 fn default_post_interval() -> u64 {
     1000
+}
+
+/// `[discord]`: `POST /discord/interactions` (mode `http`, verified with `public_key`) or the
+/// gateway (mode `gateway`); status messages through the REST API as the bot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordConfig {
+    /// The bot token, by reference: `env:DISCORD_BOT_TOKEN` or `file:PATH`. Required.
+    pub bot_token: SecretRef,
+    /// The application's public key (hex, Developer Portal → General Information), by
+    /// reference; verifies every interaction. Required in mode `http`.
+    #[serde(default)]
+    pub public_key: Option<SecretRef>,
+    /// The application (client) id. Required.
+    pub application_id: String,
+    /// The server (guild) runbot serves: commands registered there by default, incident
+    /// channels created there. Default: none.
+    #[serde(default)]
+    pub guild_id: Option<String>,
+    /// The category created incident channels (`incident_channel.discord = "create"`) go in.
+    /// Default: none (top level of the guild).
+    #[serde(default)]
+    pub incident_category: Option<String>,
+    /// Discord user ids mentioned in every created incident channel. Default: none.
+    #[serde(default)]
+    pub mention: Vec<String>,
+    /// How interactions arrive: `http` (the interactions endpoint URL) or `gateway`.
+    #[serde(default)]
+    pub mode: DiscordMode,
+    /// Base URL of the REST API. Default `https://discord.com/api/v10`.
+    #[serde(default = "default_discord_api")]
+    pub api_url: String,
+}
+
+/// How Discord interactions reach runbot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscordMode {
+    /// Discord POSTs each interaction to `/discord/interactions` (signed).
+    #[default]
+    Http,
+    /// runbot keeps a gateway connection and receives interactions over it.
+    Gateway,
+}
+
+fn default_discord_api() -> String {
+    "https://discord.com/api/v10".into()
 }
 
 /// How to reach one Kubernetes cluster: exactly one of `url`, `kubeconfig`, `in_cluster`.
@@ -307,6 +357,12 @@ pub struct EnvironmentConfig {
     /// Default: the channel the command came from.
     #[serde(default)]
     pub incident_channel: BTreeMap<String, String>,
+    /// Platforms the status message of every execution here is mirrored to, e.g.
+    /// `["discord"]`: posted in that platform's `incident_channel` (required) besides the
+    /// origin's, both updated live, approvals from either counted once per person. A request
+    /// from a listed platform is not mirrored to itself. Default: none.
+    #[serde(default)]
+    pub mirror: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

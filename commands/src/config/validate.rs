@@ -1,7 +1,7 @@
 //! Parsing and validation of the config: each section is deserialized on its own so one bad
 //! section does not hide problems in the others, and every problem carries its key path.
 
-use super::{parse_duration, Config, Redactor, Settings};
+use super::{parse_duration, Config, DiscordMode, Redactor, Settings};
 use crate::model::Identity;
 use crate::runbook::{placeholders, RunbooksFile, TargetKind};
 use crate::steps::{StepKinds, APPROVAL};
@@ -79,6 +79,7 @@ pub fn parse_config(text: &str) -> (Config, Vec<Problem>) {
             "console" => take!("console", console, v),
             "clusters" => take!("clusters", clusters, v),
             "slack" => take!("slack", slack, v),
+            "discord" => take!("discord", discord, v),
             "github" => take!("github", github, v),
             "registries" => take!("registries", registries, v),
             "tools" => take!("tools", tools, v),
@@ -86,6 +87,20 @@ pub fn parse_config(text: &str) -> (Config, Vec<Problem>) {
         }
     }
     (cfg, problems)
+}
+
+/// A Discord id (snowflake): 1–20 digits, not zero.
+pub(crate) fn is_snowflake(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u64>().is_ok_and(|n| n > 0)
+}
+
+/// A group member: an identity, or a platform role (`discord-role:<role id>`).
+fn member_problem(m: &str) -> Option<String> {
+    match m.strip_prefix(super::DISCORD_ROLE) {
+        Some(id) if is_snowflake(id) => None,
+        Some(_) => Some(format!("'{m}' is not a Discord role; write discord-role:<role id> (Server Settings → Roles → Copy Role ID)")),
+        None => identity_problem(m).map(|why| format!("{why}, or a role as discord-role:<role id>")),
+    }
 }
 
 fn identity_problem(id: &str) -> Option<String> {
@@ -119,7 +134,7 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
     let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (g, members) in &config.groups {
         for (i, m) in members.iter().enumerate() {
-            if let Some(why) = identity_problem(m) {
+            if let Some(why) = member_problem(m) {
                 p(format!("groups.{g}[{i}]"), why);
             }
         }
@@ -160,7 +175,53 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
             p("slack.api_url".into(), format!("'{u}' is not an http(s) URL like https://slack.com/api"));
         }
     }
+    if let Some(d) = &config.discord {
+        let refs = [("bot_token", Some(&d.bot_token)), ("public_key", d.public_key.as_ref())];
+        for (key, r) in refs {
+            match r.map(|r| r.resolve()) {
+                Some(Ok(s)) => {
+                    if key == "public_key" && !(s.expose().trim().len() == 64 && s.expose().trim().bytes().all(|b| b.is_ascii_hexdigit())) {
+                        p("discord.public_key".into(), "not a public key: Discord's is 64 hex digits (Developer Portal → General Information)".into());
+                    }
+                    adapter_secrets.push(s);
+                }
+                Some(Err(why)) => p(format!("discord.{key}"), why),
+                None => {}
+            }
+        }
+        if d.mode == DiscordMode::Http && d.public_key.is_none() {
+            p("discord.public_key".into(), "required with mode = \"http\": every interaction is verified with it".into());
+        }
+        let ids = [("application_id", Some(&d.application_id)), ("guild_id", d.guild_id.as_ref()), ("incident_category", d.incident_category.as_ref())];
+        for (key, v) in ids {
+            if let Some(v) = v.filter(|v| !is_snowflake(v)) {
+                p(format!("discord.{key}"), format!("'{v}' is not a Discord id (a number; Developer Mode → Copy ID)"));
+            }
+        }
+        if d.incident_category.is_some() && d.guild_id.is_none() {
+            p("discord.incident_category".into(), "needs discord.guild_id (the server the category is in)".into());
+        }
+        for (i, m) in d.mention.iter().enumerate() {
+            if !is_snowflake(m) {
+                p(format!("discord.mention[{i}]"), format!("'{m}' is not a Discord user id (a number)"));
+            }
+        }
+        let u = &d.api_url;
+        if !(u.starts_with("http://") || u.starts_with("https://")) || u.contains('@') || u.contains(['?', '#']) {
+            p("discord.api_url".into(), format!("'{u}' is not an http(s) URL like https://discord.com/api/v10"));
+        }
+    }
     for (env, e) in &config.environments {
+        if let Some(c) = e.incident_channel.get("discord") {
+            let at = format!("environments.{env}.incident_channel.discord");
+            if c != "create" && !is_snowflake(c) {
+                p(at.clone(), format!("'{c}' is not a Discord channel id (a number) or \"create\" (one channel per execution)"));
+            }
+            // (Without a [discord] section the channel is only used by engine-level mirrors.)
+            if c == "create" && config.discord.as_ref().is_some_and(|d| d.guild_id.is_none()) {
+                p(at, "\"create\" needs discord.guild_id (the server to create channels in)".into());
+            }
+        }
         if let Some(c) = e.incident_channel.get("slack") {
             let id = c.len() >= 9 && c.len() <= 24 && c.starts_with(['C', 'G']) && c.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
             if c != "create" && !id {
@@ -171,6 +232,19 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
             }
             if config.slack.is_none() {
                 p(format!("environments.{env}.incident_channel.slack"), "a Slack channel is set but there is no [slack] section".into());
+            }
+        }
+        for (i, m) in e.mirror.iter().enumerate() {
+            let at = format!("environments.{env}.mirror[{i}]");
+            if !crate::model::PLATFORMS.contains(&m.as_str()) {
+                p(at, format!("'{m}' is not a chat platform; write one of {}", crate::model::PLATFORMS.join(", ")));
+            } else if e.mirror[..i].contains(m) {
+                p(at, format!("'{m}' is listed twice"));
+            } else if !e.incident_channel.contains_key(m) {
+                p(
+                    at,
+                    format!("mirroring to {m} needs environments.{env}.incident_channel.{m} (a channel, or \"create\" where the platform supports it)"),
+                );
             }
         }
     }
@@ -230,7 +304,10 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
         let needed = floor.map(|(n, _)| n).unwrap_or(pol.required);
         if pol.required == 0 {
             p(at("required"), "must be at least 1".into());
-        } else if !pol.approvers.is_empty() && (eligible.len() as u32) < needed + u32::from(!pol.self_approval) {
+        } else if !pol.approvers.is_empty()
+            && !eligible.iter().any(|m| m.starts_with(super::DISCORD_ROLE))
+            && (eligible.len() as u32) < needed + u32::from(!pol.self_approval)
+        {
             let why = match floor {
                 Some((n, name)) => format!(" (runbook {name} asks for {n} unless a policy names it)"),
                 None => String::new(),
@@ -594,7 +671,7 @@ fn default_instance() -> String {
 
 #[cfg(test)]
 mod slack_tests {
-    use crate::config::Settings;
+    use crate::config::{DiscordMode, Settings};
     use crate::steps::StepKinds;
     use std::path::Path;
 
@@ -632,6 +709,21 @@ mod slack_tests {
         assert!(p.iter().any(|m| m.contains("approvals[0].required") && m.contains("2 approvals needed (runbook restore asks for 2")), "{p:?}");
     }
 
+    /// `mirror` names known platforms, each once, each with an incident channel here.
+    #[test]
+    fn mirrors_are_checked_with_key_paths() {
+        let env = |body: &str| problems(&format!("[environments.prod]\n{body}\n"));
+        assert!(env("incident_channel = { discord = \"900\", console = \"inc\" }\nmirror = [\"discord\", \"console\"]").is_empty());
+        let p = env("incident_channel = { discord = \"900\" }\nmirror = [\"discrod\"]");
+        assert!(p.iter().any(|p| p == "environments.prod.mirror[0]: 'discrod' is not a chat platform; write one of slack, discord, console"), "{p:?}");
+        let p = env("mirror = [\"discord\"]");
+        assert!(p.iter().any(|p| p.starts_with("environments.prod.mirror[0]: mirroring to discord needs environments.prod.incident_channel.discord")), "{p:?}");
+        let p = env("incident_channel = { discord = \"900\" }\nmirror = [\"discord\", \"discord\"]");
+        assert!(p.iter().any(|p| p == "environments.prod.mirror[1]: 'discord' is listed twice"), "{p:?}");
+        let p = env("mirror = true");
+        assert!(p.iter().any(|p| p.starts_with("environments.prod.mirror")), "{p:?}");
+    }
+
     #[test]
     fn slack_section_is_checked_with_key_paths() {
         let tok = std::env::temp_dir().join(format!("runbot-slack-test-{}", std::process::id()));
@@ -658,5 +750,50 @@ mod slack_tests {
         let p = problems("[environments.prod]\nincident_channel = { slack = \"C0INCPROD\" }\n");
         assert!(p.iter().any(|p| p.contains("no [slack] section")), "{p:?}");
         let _ = std::fs::remove_file(&tok);
+    }
+
+    #[test]
+    fn discord_section_and_roles_are_checked_with_key_paths() {
+        let tok = std::env::temp_dir().join(format!("runbot-discord-test-{}", std::process::id()));
+        let key = std::env::temp_dir().join(format!("runbot-discord-key-{}", std::process::id()));
+        std::fs::write(&tok, "discord-very-secret-token\n").expect("write");
+        std::fs::write(&key, format!("{}\n", "ab".repeat(32))).expect("write");
+        let ok = format!("[discord]\nbot_token = \"file:{}\"\npublic_key = \"file:{}\"\napplication_id = \"1250000000000000001\"\nguild_id = \"1280000000000000001\"\n", tok.display(), key.display());
+        let s = Settings::from_toml(&ok, Path::new("."), &StepKinds::shipped()).expect("valid");
+        let cfg = s.config.discord.as_ref().expect("discord");
+        assert_eq!((cfg.api_url.as_str(), cfg.mode), ("https://discord.com/api/v10", DiscordMode::Http));
+        assert_eq!(s.redactor.redact("Bot discord-very-secret-token"), "Bot ***");
+        assert!(problems(&format!("{ok}mode = \"gateway\"\n")).is_empty());
+        let p = problems(&format!("{ok}mode = \"websocket\"\n"));
+        assert!(p.iter().any(|p| p.starts_with("discord") && p.contains("websocket")), "{p:?}");
+        let p = problems(&format!("[discord]\nbot_token = \"file:{}\"\napplication_id = \"app\"\nincident_category = \"12\"\nmention = [\"bob\"]\n", tok.display()));
+        for want in ["discord.public_key: required with mode", "discord.application_id: 'app' is not a Discord id", "discord.incident_category: needs discord.guild_id", "discord.mention[0]: 'bob'"] {
+            assert!(p.iter().any(|p| p.starts_with(want)), "{want}: {p:?}");
+        }
+        let p = problems(&format!("[discord]\nbot_token = \"file:{}\"\npublic_key = \"file:{}\"\napplication_id = \"1\"\n[environments.prod]\nincident_channel = {{ discord = \"create\" }}\n", tok.display(), tok.display()));
+        assert!(p.iter().any(|p| p.starts_with("discord.public_key: not a public key")), "{p:?}");
+        assert!(p.iter().any(|p| p.starts_with("environments.prod.incident_channel.discord: \"create\" needs discord.guild_id")), "{p:?}");
+        let p = problems("[environments.prod]\nincident_channel = { discord = \"#inc\" }\n");
+        assert!(p.iter().any(|p| p.starts_with("environments.prod.incident_channel.discord: '#inc' is not a Discord channel id")), "{p:?}");
+        // Roles as group members; not as people.
+        assert!(problems("[groups]\nsre = [\"discord-role:1240000000000000001\", \"console:a\"]\n").is_empty());
+        let p = problems("[groups]\nsre = [\"discord-role:admins\"]\n[people]\nana = [\"discord-role:1\"]\n");
+        assert!(p.iter().any(|p| p.starts_with("groups.sre[0]: 'discord-role:admins' is not a Discord role")), "{p:?}");
+        assert!(p.iter().any(|p| p.starts_with("people.ana[0]: 'discord-role:1' is not an identity")), "{p:?}");
+        // A role may hold any number of people: a policy over it is not "too small".
+        assert!(problems("[groups]\nsre = [\"discord-role:1240000000000000001\"]\n[[approvals]]\napprovers = [\"sre\"]\nrequired = 2\n").is_empty());
+        let _ = (std::fs::remove_file(&tok), std::fs::remove_file(&key));
+    }
+
+    #[test]
+    fn platform_roles_make_group_members() {
+        let s = Settings::from_toml("[groups]\nsre = [\"discord-role:77\"]\nops = [\"discord:5\"]\n[people]\nana = [\"discord:5\", \"slack:U1\"]\n", Path::new("."), &StepKinds::shipped()).expect("valid");
+        let who = crate::model::Identity::new("discord:9");
+        assert!(!s.in_any_group(&who, &[], &["sre".into()]));
+        assert!(s.in_any_group(&who, &["discord-role:77".into()], &["sre".into()]));
+        assert!(!s.in_any_group(&who, &["discord-role:78".into()], &["sre".into()]));
+        assert_eq!(s.groups_of(&who, &["discord-role:77".into()]), vec!["sre".to_string()]);
+        // People still count once across platforms.
+        assert_eq!(s.groups_of(&crate::model::Identity::new("slack:U1"), &[]), vec!["ops".to_string()]);
     }
 }

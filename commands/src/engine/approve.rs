@@ -90,6 +90,7 @@ impl Engine {
             identity: click.identity.clone(),
             origin: click.origin.clone(),
             text: format!("/ops run {} {} --env {} (from {id})", f.runbook, exec.target.name, exec.target.env),
+            roles: click.roles.clone(),
         };
         self.request_runbook_seeded(&req, cmd, seed).await
     }
@@ -166,14 +167,23 @@ impl Engine {
                 let Some(policy) = exec.policy.clone() else {
                     return Err(format!("{id} has no approval policy; nothing to approve."));
                 };
-                if !settings.in_any_group(&who, &policy.groups) {
+                if !settings.in_any_group(&who, &click.roles, &policy.groups) {
                     return Err(format!("Approving {id} needs membership of {}; you ({who}) are not a member.", policy.groups.join(" or ")));
                 }
-                if person == exec.requester_person && !policy.self_approval && approve {
-                    return Err(format!("You requested {id}; someone else must approve it (self-approval is off)."));
+                // One person, whichever platform they click on (`[people]`); the mapping as it
+                // is now also covers identities recorded before they were declared one person.
+                let is_requester = person == exec.requester_person || person == settings.person(&exec.requester);
+                if is_requester && !policy.self_approval && approve {
+                    let how = if who == exec.requester { String::new() } else { format!(" as {}", exec.requester) };
+                    return Err(format!("You requested {id}{how}; someone else must approve it (self-approval is off)."));
                 }
-                if exec.approvals.iter().any(|a| a.person == person && a.fingerprint == exec.fingerprint) {
-                    return Err(format!("You already voted on {id}; one vote per person."));
+                let earlier = exec
+                    .approvals
+                    .iter()
+                    .find(|a| a.fingerprint == exec.fingerprint && (a.person == person || settings.person(&a.identity) == person));
+                if let Some(a) = earlier {
+                    let how = if a.identity == who { String::new() } else { format!(" as {}", a.identity) };
+                    return Err(format!("You already voted on {id}{how}; one vote per person."));
                 }
                 exec.approvals.push(Approval {
                     person: person.clone(),
@@ -250,7 +260,7 @@ impl Engine {
                     return Err(format!("{id} has no interrupted step; nothing was changed."));
                 };
                 let allowed = settings.person(&who) == exec.requester_person
-                    || exec.policy.as_ref().is_some_and(|p| settings.in_any_group(&who, &p.groups));
+                    || exec.policy.as_ref().is_some_and(|p| settings.in_any_group(&who, &click.roles, &p.groups));
                 if !allowed {
                     return Err(format!("Only the requester or an approver of {id} may resume or abort it."));
                 }

@@ -101,13 +101,13 @@ impl Engine {
 
     fn whoami(&self, req: &Request) -> Reply {
         let settings = self.settings();
-        let groups = settings.groups_of(&req.identity);
+        let groups = settings.groups_of(&req.identity, &req.roles);
         let person = settings.person(&req.identity);
         let can_approve: Vec<String> = settings
             .config
             .approvals
             .iter()
-            .filter(|p| settings.in_any_group(&req.identity, &p.approvers))
+            .filter(|p| settings.in_any_group(&req.identity, &req.roles, &p.approvers))
             .map(|p| format!("{} in {}", p.runbook, p.env))
             .collect();
         let mut m = Message::text(format!(
@@ -172,7 +172,7 @@ impl Engine {
                     return Err(format!("{id} already finished ({}).", exec.state.as_str()));
                 }
                 let allowed = settings.person(&who) == exec.requester_person
-                    || exec.policy.as_ref().is_some_and(|p| settings.in_any_group(&who, &p.groups));
+                    || exec.policy.as_ref().is_some_and(|p| settings.in_any_group(&who, &req.roles, &p.groups));
                 if !allowed {
                     return Err(format!("Only the requester or an approver of {id} may cancel it."));
                 }
@@ -251,8 +251,8 @@ impl Engine {
             Err(why) => return Err(Reply::private(why)),
         };
         // Authorization before anything changes.
-        let groups = settings.groups_of(&req.identity);
-        let allowed = if plan.requesters.is_empty() { !groups.is_empty() } else { settings.in_any_group(&req.identity, &plan.requesters) };
+        let groups = settings.groups_of(&req.identity, &req.roles);
+        let allowed = if plan.requesters.is_empty() { !groups.is_empty() } else { settings.in_any_group(&req.identity, &req.roles, &plan.requesters) };
         self.audit("authz", Some(&req.identity), Some(id), json!({"runbook": plan.runbook, "target": plan.target.lock_key(), "allowed": allowed}))
             .await;
         if !allowed {
@@ -325,24 +325,37 @@ impl Engine {
         // The status message is posted before any step runs, and its id stored, so every later
         // update (also after a restart) edits the same message.
         let platform = req.origin.platform.clone();
+        let msg = super::render(&exec, now).map_text(|t| settings.redactor.redact(t));
         let posted = match self.chats().get(&platform) {
-            Some(chat) => {
-                let msg = super::render(&exec, now).map_text(|t| settings.redactor.redact(t));
-                chat.post(&incident_channel, None, &msg).await.map_err(|e| e.to_string())
-            }
+            Some(chat) => chat.post(&incident_channel, None, &msg).await.map_err(|e| e.to_string()),
             None => Err(format!("no {platform} adapter is running")),
         };
-        match posted {
+        let mirror_failures = match posted {
             Ok(msg_id) => {
-                let r = MessageRef { platform, channel: incident_channel.clone(), id: msg_id, final_sent: false };
-                if let Err(e) = self.update(id, |ex| {
-                    ex.messages.push(r.clone());
-                    Ok(())
-                })
-                .await
+                // The mirrors (`[environments.ENV] mirror`): the same message on the other
+                // platforms. One that cannot be posted is said on the origin's message and in
+                // the reply; the execution goes on without it.
+                let mut refs = vec![MessageRef { platform, channel: incident_channel.clone(), id: msg_id, final_sent: false }];
+                let (mirrored, failed) = self.post_mirrors(&exec, &msg).await;
+                refs.extend(mirrored);
+                let notes: Vec<String> =
+                    failed.iter().map(|(p, why)| format!("Could not mirror this message to {p} ({why}); it is only here.")).collect();
+                match self
+                    .update(id, |ex| {
+                        ex.messages.extend(refs.iter().cloned());
+                        ex.notes.extend(notes.iter().cloned());
+                        Ok(())
+                    })
+                    .await
                 {
-                    return Err(e.reply());
+                    Ok((saved, ())) if !failed.is_empty() => self.publish(&saved),
+                    Ok(_) => {}
+                    Err(e) => return Err(e.reply()),
                 }
+                for (p, why) in &failed {
+                    self.audit("mirror_failed", None, Some(id), json!({"platform": p, "error": why})).await;
+                }
+                failed
             }
             Err(why) => {
                 let _ = self
@@ -356,10 +369,14 @@ impl Engine {
                 self.audit("error", None, Some(id), json!({"error": why})).await;
                 return Err(Reply::private(format!("{id} was not started: runbot could not post its status message ({why}). Nothing was changed.")));
             }
-        }
+        };
         self.kick(id);
         let where_ = if incident_channel == req.origin.channel { "below".to_string() } else { format!("in #{incident_channel}") };
-        Ok(Reply::private(format!("{id} created — follow it {where_}.")))
+        let mut text = format!("{id} created — follow it {where_}.");
+        for (p, why) in &mirror_failures {
+            text.push_str(&format!(" Its mirror on {p} could not be posted: {why}."));
+        }
+        Ok(Reply::private(text))
     }
 }
 

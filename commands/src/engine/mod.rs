@@ -33,6 +33,9 @@ pub struct Request {
     pub identity: Identity,
     pub origin: Origin,
     pub text: String,
+    /// Memberships the platform vouches for in this (signed) request, e.g. the Discord
+    /// member's roles as `discord-role:<id>`; matched against group members. Empty elsewhere.
+    pub roles: Vec<String>,
 }
 
 /// A button pressed by someone. Nothing in it is trusted beyond "this person pressed this".
@@ -44,6 +47,8 @@ pub struct Click {
     pub value: String,
     /// A platform delivery id; a repeated delivery changes nothing.
     pub delivery: Option<String>,
+    /// Memberships the platform vouches for in this click (see [`Request::roles`]).
+    pub roles: Vec<String>,
 }
 
 /// What to show the person who acted (usually privately).

@@ -6,7 +6,7 @@
 
 use super::Engine;
 use crate::message::{split_text, Message};
-use crate::model::{Execution, ExecutionId};
+use crate::model::{Execution, ExecutionId, MessageRef};
 use crate::ports::ChatError;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -165,6 +165,50 @@ impl Engine {
 }
 
 impl Engine {
+    /// Posts a new execution's status message `msg` into the incident channel of each platform
+    /// its environment mirrors to (`[environments.ENV] mirror`), concurrently. Returns the
+    /// posted messages and, for each platform that failed, why (rate limits are waited out
+    /// a few times first).
+    pub(super) async fn post_mirrors(&self, exec: &Execution, msg: &Message) -> (Vec<MessageRef>, Vec<(String, String)>) {
+        let settings = self.settings();
+        let posts = settings.mirrors(&exec.target.env, &exec.origin.platform).into_iter().map(|(platform, channel)| {
+            let platform = platform.to_string();
+            let channel = channel.map(str::to_string);
+            async move {
+                let Some(channel) = channel else {
+                    let env = &exec.target.env;
+                    return Err((platform, format!("no incident channel is configured under environments.{env}.incident_channel")));
+                };
+                let Some(chat) = self.chats().get(&platform).cloned() else {
+                    return Err((platform.clone(), format!("no {platform} adapter is running")));
+                };
+                let mut attempt = 0u32;
+                loop {
+                    attempt += 1;
+                    let res = chat.post(&channel, None, msg).await;
+                    count_call(self, chat.platform(), &res);
+                    match res {
+                        Ok(id) => return Ok(MessageRef { platform, channel, id, final_sent: false }),
+                        Err(ChatError::RateLimited(wait)) if attempt < 4 => tokio::time::sleep(wait).await,
+                        Err(e) => {
+                            tracing::warn!(execution = %exec.id, platform, error = %e, "mirror status message not posted");
+                            return Err((platform, e.to_string()));
+                        }
+                    }
+                }
+            }
+        });
+        let mut posted = Vec::new();
+        let mut failed = Vec::new();
+        for r in futures::future::join_all(posts).await {
+            match r {
+                Ok(m) => posted.push(m),
+                Err(f) => failed.push(f),
+            }
+        }
+        (posted, failed)
+    }
+
     /// Posts `text` (split, never cut) under a header into the detail thread of each of the
     /// execution's status messages.
     pub(super) async fn post_to_threads(&self, exec: &Execution, header: &str, text: &str) {

@@ -23,11 +23,17 @@
 //!
 //! # Simplified
 //! - One guild; fixed-window buckets (Discord's are similar, not identical); no permissions, no
-//!   attachments, no gateway; the callback answers 204 even with `with_response`.
+//!   attachments; the callback answers 204 even with `with_response`.
+//!
+//! The Gateway (`GET /gateway/bot` → a `ws://127.0.0.1` URL: HELLO, heartbeats, IDENTIFY,
+//! READY, RESUME, interactions dispatched by the test) is in [`gateway`].
 
+mod gateway;
 pub mod limits;
 pub mod objects;
 mod rest;
+
+pub use gateway::GatewayStats;
 
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
@@ -80,6 +86,8 @@ pub enum Route {
     EditWebhookMessage,
     /// `PUT /applications/{application}[/guilds/{guild}]/commands`
     BulkCommands,
+    /// `GET /gateway/bot`
+    GatewayBot,
 }
 
 impl Route {
@@ -93,6 +101,7 @@ impl Route {
             Route::CreateFollowup => "POST /webhooks/{application}/{token}",
             Route::EditWebhookMessage => "PATCH /webhooks/{application}/{token}/messages/{message}",
             Route::BulkCommands => "PUT /applications/{application}/commands",
+            Route::GatewayBot => "GET /gateway/bot",
         }
     }
     /// Interaction and webhook routes are authorised by their token, not the bot's, and are
@@ -256,6 +265,7 @@ pub(crate) struct State {
     pub scripted: HashMap<Route, VecDeque<Duration>>,
     pub scripted_global: VecDeque<Duration>,
     pub callback_deadline: Duration,
+    pub gateway: gateway::Gateway,
 }
 
 impl State {
@@ -320,6 +330,7 @@ impl FakeDiscord {
             Route::CreateFollowup,
             Route::EditWebhookMessage,
             Route::BulkCommands,
+            Route::GatewayBot,
         ] {
             limits.insert(r, (5, Duration::from_secs(1)));
         }
@@ -342,6 +353,7 @@ impl FakeDiscord {
             scripted: HashMap::new(),
             scripted_global: VecDeque::new(),
             callback_deadline: Duration::from_secs(3),
+            gateway: gateway::Gateway::new(),
         };
         let inner = Arc::new(Inner {
             st: Mutex::new(st),
@@ -352,8 +364,12 @@ impl FakeDiscord {
             bot_user: objects::user(BOT_USER_ID, "runbot", true),
         });
         let app = rest::router(inner.clone());
+        let gw_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let gw_addr = gw_listener.local_addr()?;
+        inner.with(|s| s.gateway.url = format!("ws://{gw_addr}"));
+        let gw_inner = inner.clone();
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = tokio::join!(axum::serve(listener, app), gateway::serve(gw_listener, gw_inner));
         });
         Ok(FakeDiscord { inner, base: format!("http://{addr}"), task })
     }
@@ -480,7 +496,8 @@ impl FakeDiscord {
             if let Some(v) = f(self) {
                 return v;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            // `f` reading the fake notifies too, so the deadline is checked on every round.
+            if tokio::time::Instant::now() >= deadline || tokio::time::timeout_at(deadline, notified).await.is_err() {
                 if let Some(v) = f(self) {
                     return v;
                 }
@@ -571,6 +588,39 @@ impl FakeDiscord {
     pub fn autocomplete(&self, user: &str, channel: &str, command: &str, path: &[&str], options: &[(&str, Value)], focused: &str) -> Interaction {
         let data = self.command_data(command, path, options, Some(focused));
         self.issue(4, user, channel, data, None)
+    }
+
+    /// Delivers an interaction to an HTTP interactions endpoint as Discord does: signed with
+    /// the test key now, POSTed as JSON. A 200 answer of an interaction other than PING is
+    /// taken as its initial response (checked and applied like the callback route: within the
+    /// deadline, once); a refused one is in [`FakeDiscord::problems`] and the returned status
+    /// is Discord's. Returns the endpoint's status (or Discord's refusal) and its JSON answer.
+    pub async fn deliver(&self, endpoint: &str, interaction: &Interaction) -> (u16, Value) {
+        let (sig, ts) = interaction.signature(0);
+        self.deliver_signed(endpoint, interaction, &sig, &ts).await
+    }
+
+    /// [`FakeDiscord::deliver`] with the given signature headers (forged, stale, …).
+    pub async fn deliver_signed(&self, endpoint: &str, interaction: &Interaction, signature: &str, timestamp: &str) -> (u16, Value) {
+        let resp = reqwest::Client::new()
+            .post(endpoint)
+            .header("content-type", "application/json")
+            .header("x-signature-ed25519", signature)
+            .header("x-signature-timestamp", timestamp)
+            .body(interaction.body.clone())
+            .send()
+            .await;
+        let Ok(resp) = resp else { return (0, Value::Null) };
+        let status = resp.status().as_u16();
+        let answer: Value = resp.json().await.unwrap_or(Value::Null);
+        if status == 200 && interaction.json()["type"] != 1 {
+            let (s, err) = rest::inline_response(&self.inner, &interaction.id, &interaction.token, &answer);
+            if s >= 300 {
+                self.inner.with(|st| st.problems.push(format!("initial response refused: HTTP {s} {}", err.unwrap_or(Value::Null))));
+                return (s, answer);
+            }
+        }
+        (status, answer)
     }
 
     /// A button click (type 3) on `message` by `user`.

@@ -17,6 +17,19 @@ pub(super) fn router(inner: Arc<Inner>) -> Router {
     Router::new().fallback(handle).with_state(inner)
 }
 
+/// An interaction endpoint's HTTP answer taken as the interaction's initial response, as
+/// Discord takes it: checked and applied like `POST /interactions/{id}/{token}/callback`
+/// (the 3-second deadline, one acknowledgement). Returns Discord's status and error, if any.
+pub(super) fn inline_response(inner: &Inner, interaction: &str, token: &str, body: &Value) -> (u16, Option<Value>) {
+    let a = act(inner, &Target::Callback { interaction: interaction.to_string(), token: token.to_string() }, body);
+    if a.code == Some(50035)
+        && let Some(b) = &a.body
+    {
+        inner.with(|s| s.problems.push(format!("inline interaction response: {}", b["errors"])));
+    }
+    (a.status.as_u16(), a.body)
+}
+
 /// A parsed request path.
 enum Target {
     CreateMessage { channel: String },
@@ -27,6 +40,7 @@ enum Target {
     Followup { app: String, token: String },
     EditWebhook { app: String, token: String, message: String },
     Commands { app: String, guild: Option<String> },
+    GatewayBot,
 }
 
 impl Target {
@@ -40,6 +54,7 @@ impl Target {
             Target::Followup { .. } => Route::CreateFollowup,
             Target::EditWebhook { .. } => Route::EditWebhookMessage,
             Target::Commands { .. } => Route::BulkCommands,
+            Target::GatewayBot => Route::GatewayBot,
         }
     }
     /// The major parameter the bucket is kept per.
@@ -50,6 +65,7 @@ impl Target {
             Target::Callback { interaction, .. } => interaction.clone(),
             Target::Followup { app, token } | Target::EditWebhook { app, token, .. } => format!("{app}/{token}"),
             Target::Commands { app, .. } => app.clone(),
+            Target::GatewayBot => String::new(),
         }
     }
 }
@@ -68,6 +84,7 @@ fn parse(method: &Method, path: &str) -> Option<Target> {
         ("PATCH", ["webhooks", app, tok, "messages", id]) => Target::EditWebhook { app: app.to_string(), token: tok.to_string(), message: id.to_string() },
         ("PUT", ["applications", app, "commands"]) => Target::Commands { app: app.to_string(), guild: None },
         ("PUT", ["applications", app, "guilds", g, "commands"]) => Target::Commands { app: app.to_string(), guild: Some(g.to_string()) },
+        ("GET", ["gateway", "bot"]) => Target::GatewayBot,
         _ => return None,
     };
     Some(t)
@@ -336,6 +353,7 @@ fn interaction_for(s: &State, app: Option<&str>, id: Option<&str>, token: &str, 
 fn act(inner: &Inner, target: &Target, body: &Value) -> Answer {
     let guild = inner.guild_id.clone();
     match target {
+        Target::GatewayBot => ok(200, super::gateway::bot_answer(inner)),
         Target::CreateMessage { channel } => {
             if let Err(a) = check_message(body) {
                 return a;

@@ -274,7 +274,8 @@ impl FakeSlack {
             if let Some(v) = f(self) {
                 return v;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            // `f` reading the fake notifies too, so the deadline is checked on every round.
+            if tokio::time::Instant::now() >= deadline || tokio::time::timeout_at(deadline, notified).await.is_err() {
                 if let Some(v) = f(self) {
                     return v;
                 }

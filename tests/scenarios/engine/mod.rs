@@ -3,6 +3,7 @@
 
 mod approvals;
 mod lifecycle;
+mod mirror;
 mod restart;
 mod surface;
 mod updates;

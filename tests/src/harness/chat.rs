@@ -1,4 +1,4 @@
-//! `RecordingChat`: a fake `console` chat that records every post, edit and private reply,
+//! `RecordingChat`: a fake chat (`console` unless told another platform) that records every post, edit and private reply,
 //! remembers the latest content of each message, and can be told to answer 429s.
 
 use async_trait::async_trait;
@@ -58,8 +58,9 @@ struct Log {
     fail_posts: u32,
 }
 
-/// The fake chat for platform `console`.
+/// The fake chat for platform `console` (or the one given to [`RecordingChat::on`]).
 pub struct RecordingChat {
+    name: &'static str,
     platform: Arc<Mutex<Platform>>,
     log: Mutex<Log>,
     max_text: usize,
@@ -71,12 +72,17 @@ fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl RecordingChat {
     pub fn new(max_text: usize) -> Self {
-        RecordingChat { platform: Arc::default(), log: Mutex::default(), max_text }
+        Self::on("console", max_text)
+    }
+
+    /// A fake of platform `name` (`slack`, `discord`).
+    pub fn on(name: &'static str, max_text: usize) -> Self {
+        RecordingChat { name, platform: Arc::default(), log: Mutex::default(), max_text }
     }
 
     /// A fresh fake (empty logs) on the same platform: it still knows every message id.
     pub fn continuing(&self) -> Self {
-        RecordingChat { platform: self.platform.clone(), log: Mutex::default(), max_text: self.max_text }
+        RecordingChat { name: self.name, platform: self.platform.clone(), log: Mutex::default(), max_text: self.max_text }
     }
 
     /// The next `n` updates fail with `RateLimited(wait)`.
@@ -127,7 +133,7 @@ impl RecordingChat {
 #[async_trait]
 impl Chat for RecordingChat {
     fn platform(&self) -> &'static str {
-        "console"
+        self.name
     }
 
     async fn post(&self, channel: &str, thread: Option<&str>, msg: &Message) -> Result<String, ChatError> {

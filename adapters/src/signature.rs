@@ -1,0 +1,85 @@
+//! What the chat adapters share about refusing a request's signature: why it was refused, and
+//! the counters behind `runbot_<platform>_rejected_total{reason}`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a request's signature was refused (answered 401 before its body was parsed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// A signature or timestamp header is absent.
+    Missing,
+    /// A header is there but not of the documented shape (hex digits of the right length,
+    /// unix seconds).
+    Malformed,
+    /// The timestamp is more than five minutes from now (a replay, or a skewed clock).
+    Stale,
+    /// The signature does not match the body (forged, tampered, or signed with another key).
+    Mismatch,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 4] = [Rejection::Missing, Rejection::Malformed, Rejection::Stale, Rejection::Mismatch];
+
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Missing => "missing",
+            Rejection::Malformed => "malformed",
+            Rejection::Stale => "stale",
+            Rejection::Mismatch => "bad_signature",
+        }
+    }
+}
+
+/// Requests refused with 401, by reason.
+#[derive(Debug, Default)]
+pub struct Rejections {
+    pub missing: AtomicU64,
+    pub malformed: AtomicU64,
+    pub stale: AtomicU64,
+    pub bad_signature: AtomicU64,
+}
+
+impl Rejections {
+    pub fn get(&self, r: Rejection) -> &AtomicU64 {
+        match r {
+            Rejection::Missing => &self.missing,
+            Rejection::Malformed => &self.malformed,
+            Rejection::Stale => &self.stale,
+            Rejection::Mismatch => &self.bad_signature,
+        }
+    }
+
+    /// Counts one refusal.
+    pub fn count(&self, r: Rejection) {
+        self.get(r).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Total requests refused with 401.
+    pub fn total(&self) -> u64 {
+        Rejection::ALL.iter().map(|r| self.get(*r).load(Ordering::Relaxed)).sum()
+    }
+
+    /// Appends `metric{reason="…"} N` lines (Prometheus text) with their HELP and TYPE.
+    pub fn render(&self, out: &mut String, metric: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {metric} {help}");
+        let _ = writeln!(out, "# TYPE {metric} counter");
+        for r in Rejection::ALL {
+            let _ = writeln!(out, "{metric}{{reason=\"{}\"}} {}", r.as_str(), self.get(r).load(Ordering::Relaxed));
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Rejection::Missing => "signature headers missing",
+            Rejection::Malformed => "signature headers malformed",
+            Rejection::Mismatch => "signature does not match the body",
+            Rejection::Stale => "timestamp outside the 5-minute window",
+        })
+    }
+}
+
+impl std::error::Error for Rejection {}
