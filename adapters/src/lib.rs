@@ -10,6 +10,7 @@ pub mod http_check;
 pub mod github;
 pub mod integrity;
 pub mod kubernetes;
+pub mod overflow;
 pub mod registry;
 pub mod signature;
 pub mod slack;

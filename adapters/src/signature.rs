@@ -4,6 +4,23 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// How far a request's timestamp may be from our clock, either way.
+pub const MAX_SKEW_SECS: i64 = 300;
+
+/// A signature timestamp header: unix seconds, digits only (at most 12), else `Malformed`.
+pub fn parse_timestamp(ts: &str) -> Result<i64, Rejection> {
+    match ts.parse() {
+        Ok(t) if !ts.is_empty() && ts.len() <= 12 && ts.bytes().all(|b| b.is_ascii_digit()) => Ok(t),
+        _ => Err(Rejection::Malformed),
+    }
+}
+
+/// `Stale` when `t` is more than [`MAX_SKEW_SECS`] away from `now`, either way. Checked after
+/// the signature, so a forged request is told apart from a replayed one.
+pub fn within_window(t: i64, now: i64) -> Result<(), Rejection> {
+    if (now - t).abs() > MAX_SKEW_SECS { Err(Rejection::Stale) } else { Ok(()) }
+}
+
 /// Why a request's signature was refused (answered 401 before its body was parsed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {

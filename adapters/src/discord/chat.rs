@@ -111,7 +111,7 @@ pub struct DiscordChat {
     /// Incident channels created here, by execution id (`R-42`).
     created: Mutex<HashMap<String, String>>,
     /// The overflow last posted under a message, so an edit re-posts it only when it changed.
-    overflow_sent: Mutex<HashMap<String, u64>>,
+    overflow_sent: crate::overflow::OverflowMemo,
     /// The latest interaction token per (user, channel), and when it was issued.
     tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
 }
@@ -205,7 +205,7 @@ impl DiscordChat {
             threads: Mutex::new(HashMap::new()),
             titles: Mutex::new(HashMap::new()),
             created: Mutex::new(HashMap::new()),
-            overflow_sent: Mutex::new(HashMap::new()),
+            overflow_sent: Default::default(),
             tokens: Mutex::new(HashMap::new()),
         })
     }
@@ -319,23 +319,14 @@ impl DiscordChat {
         if r.overflow.is_empty() {
             return Ok(());
         }
-        let hash = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            for o in &r.overflow {
-                o.to_string().hash(&mut h);
-            }
-            h.finish()
-        };
-        if self.overflow_sent.lock().map(|m| m.get(key) == Some(&hash)).unwrap_or(false) {
+        let hash = crate::overflow::OverflowMemo::fingerprint(&r.overflow);
+        if self.overflow_sent.posted(key, hash) {
             return Ok(());
         }
         for part in &r.overflow {
             self.create_message(channel, part).await?;
         }
-        if let Ok(mut m) = self.overflow_sent.lock() {
-            m.insert(key.to_string(), hash);
-        }
+        self.overflow_sent.remember(key, hash);
         Ok(())
     }
 

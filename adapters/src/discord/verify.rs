@@ -6,10 +6,9 @@
 
 use serenity::interactions_endpoint::Verifier as Ed25519;
 
-/// How far `X-Signature-Timestamp` may be from our clock, either way.
-pub const MAX_SKEW_SECS: i64 = 300;
 
 pub use crate::signature::Rejection;
+use crate::signature::{parse_timestamp, within_window};
 
 /// The application's public key, ready to check requests.
 #[derive(Clone)]
@@ -39,10 +38,7 @@ impl Verifier {
             return Err(Rejection::Missing);
         };
         let (sig, ts) = (sig.trim(), ts.trim());
-        let t: i64 = match ts.parse() {
-            Ok(t) if !ts.is_empty() && ts.len() <= 12 && ts.bytes().all(|b| b.is_ascii_digit()) => t,
-            _ => return Err(Rejection::Malformed),
-        };
+        let t = parse_timestamp(ts)?;
         if sig.len() != 128 || !sig.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Rejection::Malformed);
         }
@@ -50,10 +46,7 @@ impl Verifier {
         if self.key.verify(sig, ts, body).is_err() {
             return Err(Rejection::Mismatch);
         }
-        if (now - t).abs() > MAX_SKEW_SECS {
-            return Err(Rejection::Stale);
-        }
-        Ok(())
+        within_window(t, now)
     }
 }
 

@@ -60,7 +60,7 @@ pub struct SlackChat {
     /// Incident channels created here, by execution id (`R-42`).
     created: Mutex<HashMap<String, String>>,
     /// The overflow last posted under a message, so an edit re-posts it only when it changed.
-    overflow_sent: Mutex<HashMap<String, u64>>,
+    overflow_sent: crate::overflow::OverflowMemo,
 }
 
 /// The Web API client (slack-morphism) on `https`.
@@ -132,7 +132,7 @@ impl SlackChat {
             invite: opts.invite,
             next_slot: Mutex::new(HashMap::new()),
             created: Mutex::new(HashMap::new()),
-            overflow_sent: Mutex::new(HashMap::new()),
+            overflow_sent: Default::default(),
         })
     }
 
@@ -198,24 +198,15 @@ impl SlackChat {
         if r.overflow.is_empty() {
             return Ok(());
         }
-        let hash = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            for o in &r.overflow {
-                o.to_string().hash(&mut h);
-            }
-            h.finish()
-        };
+        let hash = crate::overflow::OverflowMemo::fingerprint(&r.overflow);
         let key = format!("{channel}/{ts}");
-        if self.overflow_sent.lock().map(|m| m.get(&key) == Some(&hash)).unwrap_or(false) {
+        if self.overflow_sent.posted(&key, hash) {
             return Ok(());
         }
         for part in &r.overflow {
             self.post_content(channel, Some(ts), part).await?;
         }
-        if let Ok(mut m) = self.overflow_sent.lock() {
-            m.insert(key, hash);
-        }
+        self.overflow_sent.remember(&key, hash);
         Ok(())
     }
 
