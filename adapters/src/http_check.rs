@@ -14,16 +14,17 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub const MAX_REDIRECTS: usize = 5;
 
 pub struct ReqwestCheck {
-    client: reqwest::Client,
+    client: crate::tls::LazyClient,
 }
 
 impl ReqwestCheck {
     pub fn new() -> Result<ReqwestCheck, String> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
-            .user_agent(concat!("runbot/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {}", chain(&e)))?;
+        // Built on the first check: an idle runbot loads no TLS roots.
+        let client = crate::tls::LazyClient::new("smoke test", || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+                .user_agent(concat!("runbot/", env!("CARGO_PKG_VERSION")))
+        });
         Ok(ReqwestCheck { client })
     }
 }
@@ -40,6 +41,8 @@ impl HttpCheck for ReqwestCheck {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut resp = self
             .client
+            .client()
+            .map_err(|e| format!("GET {shown}: {e}"))?
             .get(parsed)
             .timeout(timeout)
             .send()

@@ -15,3 +15,4 @@ pub mod registry;
 pub mod signature;
 pub mod slack;
 pub mod store_sql;
+pub mod tls;

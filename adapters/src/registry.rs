@@ -129,7 +129,7 @@ struct Credential {
 
 /// Container registries over HTTP API v2.
 pub struct RegistryClient {
-    http: reqwest::Client,
+    http: crate::tls::LazyClient,
     credentials: HashMap<String, Credential>,
     insecure: HashSet<String>,
     timeout: Duration,
@@ -142,12 +142,13 @@ pub struct RegistryClient {
 impl RegistryClient {
     /// A client whose every request is bounded by `timeout`.
     pub fn new(timeout: Duration) -> Result<RegistryClient, String> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .connect_timeout(timeout)
-            .user_agent(concat!("runbot/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the registry HTTP client: {e}"))?;
+        // Built on the first check: an idle runbot loads no TLS roots.
+        let http = crate::tls::LazyClient::new("registry", move || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::limited(5))
+                .connect_timeout(timeout)
+                .user_agent(concat!("runbot/", env!("CARGO_PKG_VERSION")))
+        });
         Ok(RegistryClient {
             http,
             credentials: HashMap::new(),
@@ -189,8 +190,8 @@ impl RegistryClient {
             .map(|(t, _)| t.clone())
     }
 
-    async fn head(&self, url: &str, auth: &Auth<'_>) -> Result<reqwest::Response, reqwest::Error> {
-        let mut rb = self.http.head(url).header(reqwest::header::ACCEPT, MANIFEST_ACCEPT).timeout(self.timeout);
+    async fn head(&self, http: &reqwest::Client, url: &str, auth: &Auth<'_>) -> Result<reqwest::Response, reqwest::Error> {
+        let mut rb = http.head(url).header(reqwest::header::ACCEPT, MANIFEST_ACCEPT).timeout(self.timeout);
         rb = match auth {
             Auth::None => rb,
             Auth::Basic(c) => rb.basic_auth(&c.user, Some(c.password.expose())),
@@ -212,7 +213,7 @@ impl RegistryClient {
             q.append_pair("scope", scope);
         }
         let shown = display_url(realm);
-        let mut rb = self.http.get(url).timeout(self.timeout);
+        let mut rb = self.http.client()?.get(url).timeout(self.timeout);
         if let Some(c) = self.credentials.get(host) {
             let realm_host = realm_url.host_str().unwrap_or("");
             let realm_hp = match realm_url.port() {
@@ -308,7 +309,8 @@ impl Registry for RegistryClient {
             _ => Auth::None,
         };
         let transport = |e: reqwest::Error| format!("registry {host}: {}", describe(&e, self.timeout));
-        let mut resp = self.head(&url, &auth).await.map_err(transport)?;
+        let http = self.http.client().map_err(|e| format!("registry {host}: {e}"))?;
+        let mut resp = self.head(http, &url, &auth).await.map_err(transport)?;
         // One answer to a challenge, then the verdict.
         if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
             let challenge = resp
@@ -351,7 +353,7 @@ impl Registry for RegistryClient {
             };
             if let Some(a) = retry {
                 auth = a;
-                resp = self.head(&url, &auth).await.map_err(transport)?;
+                resp = self.head(http, &url, &auth).await.map_err(transport)?;
             }
         }
         let status = resp.status();

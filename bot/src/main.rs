@@ -164,6 +164,7 @@ fn main() -> ExitCode {
             Cmd::CheckConfig { file } => {
                 let s = load(&file)?;
                 println!("{}: ok ({} runbooks, {} groups, {} approval policies)", file.display(), s.runbooks.len(), s.groups.len(), s.config.approvals.len());
+                tls_preflight(&s.config);
                 Ok(())
             }
             Cmd::Audit { cmd: AuditCmd::Verify { config } } => audit_cmd::verify(&load(&config)?).await,
@@ -194,6 +195,25 @@ fn main() -> ExitCode {
             eprintln!("runbot: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// runbot loads the system's TLS root certificates at its first `https://` call, not at
+/// start-up; check-config says now whether an `https://` API configured here will find any
+/// (a warning: the config may be checked on another machine than the one that runs it).
+fn tls_preflight(cfg: &runbot_commands::config::Config) {
+    let urls = [
+        cfg.slack.as_ref().map(|c| ("[slack] api_url", c.api_url.as_str())),
+        cfg.discord.as_ref().map(|c| ("[discord] api_url", c.api_url.as_str())),
+        cfg.github.as_ref().map(|c| ("[github] api_url", c.api_url.as_str())),
+    ];
+    let https: Vec<&str> = urls.iter().flatten().filter(|(_, u)| u.starts_with("https://")).map(|(k, _)| *k).collect();
+    if https.is_empty() {
+        return;
+    }
+    match runbot_adapters::tls::native_root_count() {
+        Ok(n) => println!("TLS: {n} root certificates on this system (for {})", https.join(", ")),
+        Err(e) => eprintln!("warning: {e}; {} will fail on this machine (install ca-certificates or set SSL_CERT_FILE)", https.join(", ")),
     }
 }
 

@@ -312,3 +312,26 @@ async fn audit_verify_and_export_detect_tampering_with_the_sqlite_file() {
         assert!(v.stderr.contains("fails verification"), "{case}: {}", v.stderr);
     }
 }
+
+#[test]
+fn check_config_says_whether_an_https_api_will_find_root_certificates() {
+    // runbot loads the system's roots at its first https:// call, not at start-up; the
+    // pre-flight says it. SSL_CERT_FILE/SSL_CERT_DIR point rustls-native-certs elsewhere.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "xoxb-test").expect("write");
+    let slack = format!("[slack]\nbot_token = \"file:{}\"\nsigning_secret = \"file:{}\"\n", token.display(), token.display());
+    let empty = dir.path().join("none.pem");
+    std::fs::write(&empty, "").expect("write");
+    let none = check_config(&slack, &[("SSL_CERT_FILE", empty.to_str().expect("utf-8")), ("SSL_CERT_DIR", dir.path().join("nothing").to_str().expect("utf-8"))], &[]);
+    assert!(none.ok, "a warning, not a failure: the config may be checked elsewhere\n{}", none.stderr);
+    assert!(none.stderr.contains("warning: no TLS root certificates") && none.stderr.contains("[slack] api_url"), "{}", none.stderr);
+    // A bundle with one certificate (ISRG Root X1, a public CA root): counted.
+    let bundle = dir.path().join("one.pem");
+    std::fs::write(&bundle, include_str!("data/isrg-root-x1.pem")).expect("write");
+    let one = check_config(&slack, &[("SSL_CERT_FILE", bundle.to_str().expect("utf-8")), ("SSL_CERT_DIR", dir.path().join("nothing").to_str().expect("utf-8"))], &[]);
+    assert!(one.stdout.contains("TLS: 1 root certificates on this system (for [slack] api_url)"), "{}\n{}", one.stdout, one.stderr);
+    // Only plain-http APIs (a local fake): nothing to say.
+    let local = check_config(&format!("{slack}api_url = \"http://127.0.0.1:9/api\"\n"), &[], &[]);
+    assert!(local.ok && !local.stdout.contains("TLS:") && !local.stderr.contains("TLS"), "{}\n{}", local.stdout, local.stderr);
+}

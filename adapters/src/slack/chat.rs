@@ -15,8 +15,7 @@ use runbot_commands::ports::{Chat, ChatError};
 use serde_json::Value;
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
+use crate::tls::LazyHttpsConnector;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,12 +29,12 @@ const POST_RETRIES: u32 = 5;
 /// The longest Retry-After waited out inside a post.
 const MAX_INLINE_WAIT: Duration = Duration::from_secs(60);
 
-pub type SlackHttpClient = SlackClient<SlackClientHyperHttpsConnector>;
+pub type SlackHttpClient = SlackClient<SlackClientHyperConnector<LazyHttpsConnector>>;
 
 /// The client for response_url replies: plain hyper on the same kind of connector. A reply is
 /// one JSON POST whose answer is only a status, so it skips slack-morphism's typed round trip
 /// (content decoded from the rendered JSON and encoded again, the answer decoded twice).
-type HookClient = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, String>;
+type HookClient = hyper_util::client::legacy::Client<LazyHttpsConnector, String>;
 
 /// Everything [`SlackChat`] needs; secrets already resolved.
 #[derive(Clone)]
@@ -63,29 +62,10 @@ pub struct SlackChat {
     overflow_sent: crate::overflow::OverflowMemo,
 }
 
-/// The Web API client (slack-morphism) on `https`.
-fn web_api(https: HttpsConnector<HttpConnector>, api_url: &str) -> Arc<SlackHttpClient> {
+/// The Web API client (slack-morphism) on the lazily-TLS'd connector.
+fn web_api(https: LazyHttpsConnector, api_url: &str) -> Arc<SlackHttpClient> {
     let connector = SlackClientHyperConnector::with_connector(https).with_slack_api_url(api_url.trim_end_matches('/'));
     Arc::new(SlackClient::new(connector))
-}
-
-/// https (native roots) and, for a local fake, plain http; HTTP/1.1 and HTTP/2.
-fn connector(api_url: &str) -> Result<HttpsConnector<HttpConnector>, String> {
-    // Several crates bring rustls; make ring the process default (as kube's) so building a TLS
-    // config never has to guess. A provider installed earlier stays.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let builder = hyper_rustls::HttpsConnectorBuilder::new();
-    let https = match builder.with_native_roots() {
-        Ok(b) => b.https_or_http().enable_http1().enable_http2().build(),
-        Err(e) if api_url.starts_with("http://") => {
-            // No system roots (a minimal container): plain http to a local API still works.
-            tracing::warn!(error = %e, "no native TLS roots; only plain-http Slack API URLs will work");
-            let cfg = rustls::ClientConfig::builder().with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth();
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(cfg).https_or_http().enable_http1().enable_http2().build()
-        }
-        Err(e) => return Err(format!("no TLS root certificates for {api_url}: {e}")),
-    };
-    Ok(https)
 }
 
 /// A short, secret-free description of a client error; rate limits become `RateLimited`.
@@ -122,7 +102,8 @@ pub fn slack_user(id: &Identity) -> Option<&str> {
 
 impl SlackChat {
     pub fn new(opts: SlackChatOptions) -> Result<Self, String> {
-        let https = connector(&opts.api_url)?;
+        // https (native roots, loaded on the first https:// call) or, for a local fake, http.
+        let https = LazyHttpsConnector::default();
         let hooks = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https.clone());
         Ok(SlackChat {
             client: web_api(https, &opts.api_url),
