@@ -35,6 +35,17 @@ async fn sqlite() {
     assert_eq!(head.map(|(seq, _)| seq), Some(52));
 }
 
+/// The `i`th of a test's audit entries.
+fn entry(i: u64) -> runbot_commands::audit::AuditEntry {
+    runbot_commands::audit::AuditEntry {
+        at: chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("time"),
+        kind: "command".into(),
+        actor: Some("console:alice".into()),
+        execution: None,
+        detail: serde_json::json!({ "i": i }),
+    }
+}
+
 /// Closing the store commits the audit records already queued for the group commit; later
 /// appends fail instead of being lost silently.
 #[tokio::test(flavor = "multi_thread")]
@@ -42,13 +53,6 @@ async fn sqlite_close_commits_queued_audit_records() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let url = format!("sqlite://{}", dir.path().join("runbot.db").display());
     let store = SqlStore::connect(&url).await.expect("connect to a new SQLite file");
-    let entry = |i: u64| runbot_commands::audit::AuditEntry {
-        at: chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("time"),
-        kind: "command".into(),
-        actor: Some("console:alice".into()),
-        execution: None,
-        detail: serde_json::json!({ "i": i }),
-    };
     let entries: Vec<_> = (0..20).map(entry).collect();
     // Polled in order: the twenty appends are queued before the close.
     let (appended, ()) = tokio::join!(futures::future::join_all(entries.iter().map(|e| store.append_audit(e))), store.close());
@@ -61,6 +65,36 @@ async fn sqlite_close_commits_queued_audit_records() {
     let (records, head) = again.audit_log().await.expect("audit_log");
     let head_ref = head.as_ref().map(|(s, h)| (*s, h.as_str()));
     assert_eq!(runbot_commands::audit::verify(&records, head_ref), Ok(20));
+}
+
+/// A group commit that fails half-way (here: the head moved back under it, so its insert hits
+/// an existing sequence number) is rolled back whole: nothing of it is stored, SQLite's write
+/// lock is free for others at once, and appends work again once the cause is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_failed_group_commit_rolls_back_and_frees_the_lock() {
+    use sqlx::{Connection, Row};
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("runbot.db");
+    let store = SqlStore::connect(&format!("sqlite://{}", path.display())).await.expect("connect to a new SQLite file");
+    let first = store.append_audit(&entry(0)).await.expect("append");
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).busy_timeout(std::time::Duration::from_millis(200));
+    let mut other = sqlx::SqliteConnection::connect_with(&opts).await.expect("a second connection");
+    sqlx::query("UPDATE audit_head SET seq = 0 WHERE id = 1").execute(&mut other).await.expect("move the head back");
+
+    let failed = store.append_audit(&entry(1)).await;
+    assert!(failed.is_err(), "seq 1 exists: the insert must fail: {failed:?}");
+    // Not left inside an open transaction: another writer gets the lock within 200 ms.
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.expect("the write lock is free after the failure");
+    sqlx::query("ROLLBACK").execute(&mut other).await.expect("rollback");
+    let rows: i64 = sqlx::query("SELECT count(*) FROM audit").fetch_one(&mut other).await.expect("count").get(0);
+    assert_eq!(rows, 1, "nothing of the failed commit is stored");
+
+    sqlx::query("UPDATE audit_head SET seq = 1, hash = $1 WHERE id = 1").bind(&first.hash).execute(&mut other).await.expect("restore the head");
+    let next = store.append_audit(&entry(2)).await.expect("appends work again");
+    assert_eq!(next.seq, 2);
+    let (records, head) = store.audit_log().await.expect("audit_log");
+    let head_ref = head.as_ref().map(|(s, h)| (*s, h.as_str()));
+    assert_eq!(runbot_commands::audit::verify(&records, head_ref), Ok(2));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -86,16 +86,24 @@ fn prepare(mut entry: AuditEntry) -> Result<Prepared, StoreError> {
     Ok(Prepared { entry, detail })
 }
 
+/// The head move, and (SQLite's own transactions) the commit riding on the last insert.
+const MOVE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
+const MOVE_HEAD_AND_COMMIT: &str = "; UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1; COMMIT";
+
 /// `INSERT … VALUES (…), (…)` for `rows` rows, `rows` a power of two ≤ [`INSERT_ROWS`].
 /// PostgreSQL numbers its parameters (`$1`…); SQLite gets anonymous `?`s, bound in order:
 /// sqlx looks a numbered parameter's name up in SQLite for each one it binds, a linear search
-/// that made binding a 512-parameter statement quadratic.
-fn insert_sql(backend: Backend, rows: usize) -> &'static str {
+/// that made binding a 512-parameter statement quadratic. With `commit` (SQLite only), the
+/// insert is followed by [`MOVE_HEAD_AND_COMMIT`] in the same statement text: sqlx runs the
+/// statements in one call to SQLite's thread, the parameters bound across them in order.
+fn insert_sql(backend: Backend, rows: usize, commit: bool) -> &'static str {
     static PG: OnceLock<Vec<&'static str>> = OnceLock::new();
     static SQLITE: OnceLock<Vec<&'static str>> = OnceLock::new();
-    let (cell, numbered) = match backend {
-        Backend::Postgres => (&PG, true),
-        Backend::Sqlite => (&SQLITE, false),
+    static SQLITE_COMMIT: OnceLock<Vec<&'static str>> = OnceLock::new();
+    let (cell, numbered, tail) = match (backend, commit) {
+        (Backend::Postgres, _) => (&PG, true, ""),
+        (Backend::Sqlite, false) => (&SQLITE, false, ""),
+        (Backend::Sqlite, true) => (&SQLITE_COMMIT, false, MOVE_HEAD_AND_COMMIT),
     };
     let all = cell.get_or_init(|| {
         (0..=INSERT_ROWS.trailing_zeros())
@@ -117,11 +125,22 @@ fn insert_sql(backend: Backend, rows: usize) -> &'static str {
                     }
                     s.push(')');
                 }
+                s.push_str(tail);
                 &*s.leak()
             })
             .collect()
     });
     all[rows.trailing_zeros() as usize]
+}
+
+/// Whose transaction a write is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wrap {
+    /// The caller's (already begun, committed by the caller).
+    Caller,
+    /// Its own on SQLite, in two calls to SQLite's thread instead of five: `BEGIN IMMEDIATE`
+    /// with the head read, the head move and `COMMIT` with the last insert.
+    OwnSqlite,
 }
 
 /// Links `entries` after the head and writes them, inside the caller's write transaction
@@ -131,19 +150,25 @@ async fn write_in(
     backend: Backend,
     conn: &mut AnyConnection,
     entries: Vec<Prepared>,
+    wrap: Wrap,
 ) -> Result<Vec<AuditRecord>, StoreError> {
     if entries.is_empty() {
         return Ok(Vec::new());
     }
-    let head_sql = match backend {
-        Backend::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
-        // BEGIN IMMEDIATE already holds SQLite's single write lock.
-        Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
+    let head_sql = match (backend, wrap) {
+        (Backend::Postgres, _) => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+        // BEGIN IMMEDIATE holds SQLite's single write lock.
+        (Backend::Sqlite, Wrap::Caller) => "SELECT seq, hash FROM audit_head WHERE id = 1",
+        (Backend::Sqlite, Wrap::OwnSqlite) => "BEGIN IMMEDIATE; SELECT seq, hash FROM audit_head WHERE id = 1",
     };
+    // fetch_all: sqlx's SQLite fetch_optional stops after the first statement's result, which
+    // with BEGIN in front is BEGIN's.
     let head = sqlx::query(head_sql)
-        .fetch_optional(&mut *conn)
+        .fetch_all(&mut *conn)
         .await
         .map_err(backend_err("locking the audit head"))?
+        .into_iter()
+        .next()
         .ok_or_else(|| StoreError::Backend("the audit_head row is missing".into()))?;
     let mut prev = decode_head(&head)?;
     let mut records = Vec::with_capacity(entries.len());
@@ -155,11 +180,14 @@ async fn write_in(
         records.push(record);
         details.push(p.detail);
     }
+    let (seq, hash) = prev.unwrap_or_default();
+    let own = wrap == Wrap::OwnSqlite && backend == Backend::Sqlite;
     let mut start = 0;
     while start < records.len() {
         let left = records.len() - start;
         let rows = if left >= INSERT_ROWS { INSERT_ROWS } else { 1 << left.ilog2() };
-        let mut q = sqlx::query(AssertSqlSafe(insert_sql(backend, rows)));
+        let last = start + rows == records.len();
+        let mut q = sqlx::query(AssertSqlSafe(insert_sql(backend, rows, own && last)));
         for (r, detail) in records[start..start + rows].iter().zip(&details[start..start + rows]) {
             q = q
                 .bind(seq_to_db(r.seq)?)
@@ -171,11 +199,15 @@ async fn write_in(
                 .bind(r.prev_hash.as_str())
                 .bind(r.hash.as_str());
         }
+        if own && last {
+            q = q.bind(seq_to_db(seq)?).bind(hash.as_str());
+            q.execute(&mut *conn).await.map_err(backend_err("committing audit records"))?;
+            return Ok(records);
+        }
         q.execute(&mut *conn).await.map_err(backend_err("appending audit records"))?;
         start += rows;
     }
-    let (seq, hash) = prev.unwrap_or_default();
-    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+    sqlx::query(MOVE_HEAD)
         .bind(seq_to_db(seq)?)
         .bind(hash)
         .execute(&mut *conn)
@@ -191,7 +223,7 @@ pub(super) async fn append_in(
     entries: &[AuditEntry],
 ) -> Result<Vec<AuditRecord>, StoreError> {
     let prepared = entries.iter().cloned().map(prepare).collect::<Result<Vec<_>, _>>()?;
-    write_in(backend, tx, prepared).await
+    write_in(backend, tx, prepared, Wrap::Caller).await
 }
 
 type Reply = oneshot::Sender<Result<AuditRecord, StoreError>>;
@@ -247,10 +279,6 @@ struct Conn {
 impl Conn {
     /// One group commit's transaction: links and writes `entries`, commits.
     async fn write(&mut self, entries: Vec<Prepared>) -> Result<Vec<AuditRecord>, StoreError> {
-        let begin = match self.backend {
-            Backend::Sqlite => "BEGIN IMMEDIATE",
-            Backend::Postgres => "BEGIN",
-        };
         // A connection kept busy is used as it is; one that sat idle goes back to the pool,
         // which checks it on the next acquire (a server may have closed it meanwhile).
         let held = self.held.take().filter(|(_, since)| since.elapsed() < HOLD_IDLE).map(|(c, _)| c);
@@ -258,9 +286,24 @@ impl Conn {
             Some(c) => c,
             None => self.pool.acquire().await.map_err(backend_err("starting a write transaction"))?,
         };
-        let mut tx = conn.begin_with(begin).await.map_err(backend_err("starting a write transaction"))?;
-        let records = write_in(self.backend, &mut tx, entries).await?;
-        tx.commit().await.map_err(backend_err("committing audit records"))?;
+        let records = match self.backend {
+            // The transaction is begun and committed by write_in's statements; sqlx does not
+            // track it, so a failure is rolled back here and the connection is not reused.
+            Backend::Sqlite => match write_in(self.backend, &mut conn, entries, Wrap::OwnSqlite).await {
+                Ok(records) => records,
+                Err(e) => {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    conn.close_on_drop();
+                    return Err(e);
+                }
+            },
+            Backend::Postgres => {
+                let mut tx = conn.begin_with("BEGIN").await.map_err(backend_err("starting a write transaction"))?;
+                let records = write_in(self.backend, &mut tx, entries, Wrap::Caller).await?;
+                tx.commit().await.map_err(backend_err("committing audit records"))?;
+                records
+            }
+        };
         // Kept only after a commit that went through: after a failure the connection goes
         // back to the pool, which checks it (and closes it when broken).
         if self.hold {
@@ -379,13 +422,18 @@ mod tests {
     fn multi_row_inserts_number_postgres_parameters_and_leave_sqlite_ones_anonymous() {
         let head = "INSERT INTO audit (seq, at, kind, actor, execution, detail, prev_hash, hash) VALUES ";
         assert_eq!(
-            insert_sql(Backend::Postgres, 2),
+            insert_sql(Backend::Postgres, 2, false),
             format!("{head}($1, $2, $3, $4, $5, $6, $7, $8), ($9, $10, $11, $12, $13, $14, $15, $16)")
         );
-        assert_eq!(insert_sql(Backend::Sqlite, 2), format!("{head}(?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?)"));
+        assert_eq!(insert_sql(Backend::Sqlite, 2, false), format!("{head}(?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?)"));
         for rows in [1, 4, INSERT_ROWS] {
-            assert_eq!(insert_sql(Backend::Sqlite, rows).matches('?').count(), rows * 8);
-            assert!(insert_sql(Backend::Postgres, rows).ends_with(&format!("${})", rows * 8)));
+            assert_eq!(insert_sql(Backend::Sqlite, rows, false).matches('?').count(), rows * 8);
+            assert!(insert_sql(Backend::Postgres, rows, false).ends_with(&format!("${})", rows * 8)));
+            // The commit variant: the same insert, then the head move's two and COMMIT.
+            let with = insert_sql(Backend::Sqlite, rows, true);
+            assert_eq!(with, format!("{}{MOVE_HEAD_AND_COMMIT}", insert_sql(Backend::Sqlite, rows, false)));
+            assert_eq!(with.matches('?').count(), rows * 8 + 2);
+            assert!(with.ends_with("; COMMIT"));
         }
     }
 }
