@@ -19,7 +19,7 @@ use runbot_commands::ports::{Chats, Clusters, Store, SystemClock};
 use runbot_commands::steps::StepKinds;
 use runbot_sandbox::kube::{Behavior, FakeCluster, Timing};
 use runbot_sandbox::slack::{sign, FakeSlack, Posted};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,11 +48,13 @@ struct Opts {
     socket: bool,
     http: bool,
     cluster: bool,
+    /// Commands in flight at once (waiting 100 ms for a place); default: the adapter's.
+    backlog: Option<usize>,
 }
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { socket: false, http: true, cluster: true }
+        Opts { socket: false, http: true, cluster: true, backlog: None }
     }
 }
 
@@ -109,7 +111,10 @@ post_interval_ms = 20
             Ok(s) => s,
             Err(p) => panic!("config problems: {p:?}"),
         };
-        let adapter = Slack::from_config(settings.config.slack.as_ref().expect("[slack]"), &settings).expect("slack adapter");
+        let mut adapter = Slack::from_config(settings.config.slack.as_ref().expect("[slack]"), &settings).expect("slack adapter");
+        if let Some(n) = o.backlog {
+            adapter = adapter.with_backlog(runbot_adapters::backlog::Backlog::new(n, Duration::from_millis(100)));
+        }
         let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&settings.config.store.url).await.expect("store"));
         let engine = Engine::new(settings, store, Chats::new().with(adapter.chat.clone()), Arc::new(SystemClock), kinds);
         let mut base = String::new();
@@ -246,7 +251,7 @@ async fn restart_over_http_plan_buttons_approval_and_final_message() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_over_socket_mode() {
-    let w = World::start(Opts { socket: true, http: false, cluster: true }).await;
+    let w = World::start(Opts { socket: true, http: false, cluster: true, backlog: None }).await;
     assert!(w.base.is_empty(), "no signing secret: no HTTP routes");
     let sick = sick_pod(w.cluster.as_ref().expect("cluster"));
     until("a restart of the sick pod", || {
@@ -278,7 +283,18 @@ async fn restart_over_socket_mode() {
         .slack
         .socket_send("slash_commands", json!({"team_id": "T0001", "channel_id": OPS, "user_id": BOB, "command": "/ops", "text": "whoami", "response_url": url, "trigger_id": "1.2.4"}))
         .await;
-    w.slack.socket_ack(&env).await;
+    // whoami is answered from memory: in the ack's payload (the envelope accepts one).
+    let ack = w.slack.socket_ack(&env).await;
+    assert_eq!(ack["payload"]["response_type"], "ephemeral");
+    assert!(runbot_sandbox::slack::content_text(&ack["payload"]).contains(&format!("slack:{BOB}")), "{ack}");
+    assert!(w.slack.responses_to(&url).is_empty(), "answered once, in the ack");
+    // An envelope that takes no payload gets its answer through the response_url.
+    let url = w.slack.response_url();
+    let env = w
+        .slack
+        .socket_send_without_payload("slash_commands", json!({"team_id": "T0001", "channel_id": OPS, "user_id": BOB, "command": "/ops", "text": "whoami", "response_url": url, "trigger_id": "1.2.5"}))
+        .await;
+    assert_eq!(w.slack.socket_ack(&env).await, json!({"envelope_id": env}));
     assert!(w.response(&url).await.contains(&format!("slack:{BOB}")));
     assert!(w.slack.socket_connections() >= 2);
     if let Some(s) = w.socket {
@@ -443,7 +459,56 @@ async fn errors_are_answered_privately_to_whoever_caused_them() {
     assert_eq!((status, ack.as_str()), (200, ""));
     let reply = w.response(&url).await;
     assert!(reply.contains("not in any runbot group"), "{reply}");
-    let (_, _, url) = w.command(ALICE, "deploy").await;
-    assert!(w.response(&url).await.to_lowercase().contains("usage"));
+    // A typo is answered from memory: in the ack itself, privately, and nowhere else.
+    let (status, ack, url) = w.command(ALICE, "deploy").await;
+    assert_eq!(status, 200);
+    let ack: Value = serde_json::from_str(&ack).expect("a JSON answer in the ack");
+    assert_eq!(ack["response_type"], "ephemeral");
+    assert!(runbot_sandbox::slack::content_text(&ack).to_lowercase().contains("usage"), "{ack}");
     assert!(w.slack.top_level(OPS).is_empty() && w.slack.top_level(INC).is_empty(), "nothing public");
+    assert!(w.slack.responses_to(&url).is_empty(), "answered once, in the ack");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_beyond_the_backlog_are_refused_before_anything_is_recorded_or_run() {
+    let w = World::start(Opts { cluster: false, backlog: Some(1), ..Opts::default() }).await;
+    // The one place is held by a command whose incident post Slack keeps rate limiting.
+    w.slack.set_retry_after(2);
+    w.slack.storm("chat.postMessage", 1);
+    let (status, ack, url) = w.command(ALICE, "run hello promotions").await;
+    assert_eq!((status, ack.as_str()), (200, ""));
+    until("the rate-limited post", || !w.slack.calls_of("chat.postMessage").is_empty()).await;
+    let recorded = w.audit_kinds().await.iter().filter(|k| *k == "slack.command").count();
+    // Another command now: refused in its ack, recorded nowhere, run nowhere.
+    let (status, ack, busy_url) = w.command(BOB, "whoami").await;
+    assert_eq!(status, 200);
+    let ack: Value = serde_json::from_str(&ack).expect("a JSON answer in the ack");
+    assert!(ack["text"].as_str().is_some_and(|t| t.contains("busy") && t.contains("nothing was done")), "{ack}");
+    assert_eq!(w.audit_kinds().await.iter().filter(|k| *k == "slack.command").count(), recorded, "not recorded");
+    let metrics = w.adapter.metrics.render();
+    assert!(metrics.contains("runbot_slack_busy_total 1"), "{metrics}");
+    // The first command finishes (its post goes through after Retry-After) and frees the place.
+    assert!(w.response(&url).await.contains("created"));
+    let (_, ack, _) = w.command(BOB, "whoami").await;
+    assert!(ack.contains(&format!("slack:{BOB}")), "{ack}");
+    assert!(w.slack.responses_to(&busy_url).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_ready_at_once_ride_on_the_ack_and_the_rest_follow_it() {
+    let w = World::start(Opts { cluster: false, ..Opts::default() }).await;
+    // help: rendered as Block Kit in the ack, recorded before it, never sent again.
+    let (status, ack, url) = w.command(ALICE, "help").await;
+    assert_eq!(status, 200);
+    let ack: Value = serde_json::from_str(&ack).expect("a JSON answer in the ack");
+    assert_eq!(ack["response_type"], "ephemeral");
+    assert!(ack["blocks"].as_array().is_some_and(|b| !b.is_empty() && b.len() <= 50), "{ack}");
+    assert!(runbot_sandbox::slack::content_text(&ack).contains("/ops restart"), "{ack}");
+    assert!(w.audit_kinds().await.iter().any(|k| k == "slack.command"), "recorded before the ack");
+    // A runbook waits for Slack (its plan is posted in the incident channel first):
+    // acknowledged empty, answered through the response_url.
+    let (status, ack, url2) = w.command(ALICE, "run hello promotions").await;
+    assert_eq!((status, ack.as_str()), (200, ""));
+    assert!(w.response(&url2).await.contains("created"));
+    assert!(w.slack.responses_to(&url).is_empty(), "help was answered once, in the ack");
 }

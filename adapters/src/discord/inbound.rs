@@ -139,6 +139,12 @@ impl DiscordState {
                 return private(&why);
             }
         };
+        // A place among the commands in flight first (see crate::backlog): when the engine is
+        // behind, the answer waits briefly or the command is refused before anything is
+        // recorded or run.
+        let Some(place) = self.metrics.backlog.admit().await else {
+            return private(crate::backlog::BUSY);
+        };
         // A signed command replayed within the signature window is still one command.
         match self.engine.store().first_delivery(&format!("discord-interaction:{}", actor.interaction), self.engine.now()).await {
             Ok(true) => {}
@@ -168,6 +174,7 @@ impl DiscordState {
             tokio::task::yield_now().await;
             let reply = state.engine.handle_recorded_command(req).await;
             state.deliver(reply, &actor, true).await;
+            drop(place);
         });
         json!({"type": 5, "data": {"flags": 64}})
     }

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub clicks: AtomicU64,
     pub autocompletes: AtomicU64,
     pub duplicates: AtomicU64,
+    /// Commands whose work is in flight (bounded; see [`crate::backlog`]).
+    pub backlog: crate::backlog::Backlog,
 }
 
 impl Metrics {
@@ -64,6 +66,7 @@ impl Metrics {
         ] {
             let _ = writeln!(s, "runbot_discord_received_total{{kind=\"{kind}\"}} {}", g(c));
         }
+        self.backlog.render(&mut s, "runbot_discord", "Discord commands");
         s
     }
 }

@@ -50,6 +50,7 @@ fn reply(ack: Ack) -> Response {
     match ack {
         Ack::Empty => StatusCode::OK.into_response(),
         Ack::Message(t) => Json(json!({"response_type": "ephemeral", "text": t})).into_response(),
+        Ack::Reply(body) => Json(body).into_response(),
         Ack::Challenge(c) => ([(header::CONTENT_TYPE, "text/plain")], c).into_response(),
         Ack::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response(),
     }
@@ -66,7 +67,7 @@ async fn commands(State(state): State<SlackState>, headers: HeaderMap, body: Byt
         return *r;
     }
     match serde_urlencoded::from_bytes::<CommandPayload>(&body) {
-        Ok(p) => reply(state.on_command(p).await),
+        Ok(p) => reply(state.on_command(p, true).await),
         Err(_) => unreadable(&state),
     }
 }

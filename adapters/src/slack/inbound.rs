@@ -13,6 +13,7 @@ use runbot_commands::ports::Chat;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 
 /// The acknowledgement to send back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +22,9 @@ pub enum Ack {
     Empty,
     /// A 200 carrying an ephemeral message for the person (bad input, store down).
     Message(String),
+    /// A 200 carrying the engine's answer, rendered as Block Kit (an ephemeral message): the
+    /// answer was ready before the ack (help, whoami, a typo), so it rides on it.
+    Reply(Value),
     /// The url_verification challenge, echoed.
     Challenge(String),
     /// The request could not be recorded; Slack should retry (Events API only).
@@ -82,8 +86,9 @@ impl SlackState {
         }
     }
 
-    /// A slash command: recorded durably, acknowledged, then run.
-    pub async fn on_command(&self, p: CommandPayload) -> Ack {
+    /// A slash command: recorded durably, acknowledged, then run. `inline`: the transport can
+    /// carry an answer in the ack (HTTP; Socket Mode when the envelope accepts a payload).
+    pub async fn on_command(&self, p: CommandPayload, inline: bool) -> Ack {
         if p.ssl_check.is_some() && p.user_id.is_empty() {
             return Ack::Empty;
         }
@@ -92,6 +97,11 @@ impl SlackState {
             return Ack::Message(UNREADABLE.into());
         }
         self.metrics.commands.fetch_add(1, Ordering::Relaxed);
+        // A place among the commands in flight first: when the engine is behind, the ack
+        // waits (briefly) or the command is refused before anything is recorded or run.
+        let Some(place) = self.metrics.backlog.admit().await else {
+            return Ack::Message(crate::backlog::BUSY.into());
+        };
         let identity = Identity::new(format!("slack:{}", p.user_id));
         let text = format!("/ops {}", p.text.trim());
         let req = Request { identity: identity.clone(), origin: Origin { platform: "slack".into(), channel: p.channel_id.clone(), thread: None }, text, roles: Vec::new() };
@@ -104,15 +114,65 @@ impl SlackState {
             return Ack::Message(NOT_RECORDED.into());
         }
         let to = ReplyTo { identity, channel: p.channel_id, thread: None, response_url: p.response_url };
+        // Boxed: the engine's future (every command's path) is large, and a spawned task is
+        // moved whole; this keeps the task small to spawn.
+        let engine = self.engine.clone();
+        let mut work = Box::pin(async move { engine.handle_recorded_command(req).await });
+        // Polled once here: help, whoami and bad input are answered from memory, so the answer
+        // is ready at once and goes back in the ack itself (Slack's "immediate response") — no
+        // second request, nothing to wait for. Anything that waits (the store, a cluster, a
+        // chat call) goes on after the ack, in its own task, and answers via the response_url.
+        // (A future may move to another task between polls; the next poll brings its waker.)
+        if inline && let Poll::Ready(mut reply) = futures::poll!(work.as_mut()) {
+            let state = self.clone();
+            return match state.inline_answer(&mut reply) {
+                Some(body) => Ack::Reply(body),
+                None => {
+                    tokio::spawn(async move {
+                        state.deliver(reply, &to).await;
+                        drop(place);
+                    });
+                    Ack::Empty
+                }
+            };
+        }
         let state = self.clone();
         tokio::spawn(async move {
             after_acks().await;
-            // Boxed: the engine's future (every command's path) is large, and a spawned task
-            // is moved whole; this keeps the task small to spawn.
-            let reply = Box::pin(state.engine.handle_recorded_command(req)).await;
+            let reply = work.await;
             state.deliver(reply, &to).await;
+            drop(place);
         });
         Ack::Empty
+    }
+
+    /// "R-7 created — follow it in #create": names the channel that was created for it.
+    fn name_created_channel(&self, mut msg: Message) -> Message {
+        let placeholder = format!("#{}", super::chat::CREATE_CHANNEL);
+        if msg.text.contains(&placeholder)
+            && let Some(id) = msg.text.split_whitespace().next().filter(|w| w.starts_with("R-"))
+            && let Some(c) = self.chat.created_channel(id)
+        {
+            msg.text = msg.text.replace(&placeholder, &format!("#{c}"));
+        }
+        msg
+    }
+
+    /// An answer ready before the ack, as the ack's body: a private message that renders
+    /// within one message (no overflow replies). `None`: deliver `reply` as usual.
+    fn inline_answer(&self, reply: &mut Reply) -> Option<Value> {
+        if !reply.ephemeral {
+            return None;
+        }
+        reply.message = self.name_created_channel(std::mem::take(&mut reply.message));
+        let rendered = super::render::render(&reply.message);
+        if !rendered.overflow.is_empty() {
+            return None;
+        }
+        let mut body = rendered.main;
+        let Value::Object(m) = &mut body else { return None };
+        m.insert("response_type".into(), Value::String("ephemeral".into()));
+        Some(body)
     }
 
     /// An interaction: block_actions clicks go to the engine, which re-reads everything.
@@ -203,6 +263,10 @@ impl SlackState {
             self.metrics.unreadable.fetch_add(1, Ordering::Relaxed);
             return Ack::Empty;
         };
+        // Too much in flight: not recorded as delivered, so Slack's retry is handled later.
+        let Some(place) = self.metrics.backlog.admit().await else {
+            return Ack::Unavailable;
+        };
         match self.engine.store().first_delivery(&format!("slack-event:{event_id}"), self.engine.now()).await {
             Ok(true) => {}
             Ok(false) => {
@@ -243,6 +307,7 @@ impl SlackState {
             after_acks().await;
             let reply = state.engine.handle_recorded_command(req).await;
             state.deliver(reply, &to).await;
+            drop(place);
         });
         Ack::Empty
     }
@@ -250,15 +315,7 @@ impl SlackState {
     /// Shows the engine's reply to the person who acted: privately through the response_url
     /// (or chat.postEphemeral), or in the channel when the reply is public.
     async fn deliver(&self, reply: Reply, to: &ReplyTo) {
-        let mut msg: Message = reply.message;
-        // "R-7 created — follow it in #create": name the channel that was created for it.
-        let placeholder = format!("#{}", super::chat::CREATE_CHANNEL);
-        if msg.text.contains(&placeholder)
-            && let Some(id) = msg.text.split_whitespace().next().filter(|w| w.starts_with("R-"))
-            && let Some(c) = self.chat.created_channel(id)
-        {
-            msg.text = msg.text.replace(&placeholder, &format!("#{c}"));
-        }
+        let msg = self.name_created_channel(reply.message);
         let res = if reply.ephemeral {
             let via_url = match &to.response_url {
                 Some(u) => self.chat.respond(u, &msg).await.map_err(|e| tracing::warn!(error = %e, "response_url reply failed; trying chat.postEphemeral")).is_ok(),

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub events: AtomicU64,
     pub duplicate_events: AtomicU64,
     pub socket_connections: AtomicU64,
+    /// Commands and mentions whose work is in flight (bounded; see [`crate::backlog`]).
+    pub backlog: crate::backlog::Backlog,
 }
 
 impl Metrics {
@@ -49,6 +51,7 @@ impl Metrics {
         for (kind, c) in [("command", &self.commands), ("click", &self.clicks), ("event", &self.events), ("duplicate_event", &self.duplicate_events), ("unreadable", &self.unreadable)] {
             let _ = writeln!(s, "runbot_slack_received_total{{kind=\"{kind}\"}} {}", g(c));
         }
+        self.backlog.render(&mut s, "runbot_slack", "Slack commands and mentions");
         let _ = writeln!(s, "# TYPE runbot_slack_socket_connections_total counter");
         let _ = writeln!(s, "runbot_slack_socket_connections_total {}", g(&self.socket_connections));
         s
@@ -100,6 +103,12 @@ impl Slack {
         })
         .map_err(|e| anyhow::anyhow!("slack: {e}"))?;
         Ok(Slack { chat: Arc::new(chat), metrics: Arc::new(Metrics::default()), signing_secret, app_token })
+    }
+
+    /// Bounds the commands in flight differently from [`crate::backlog::DEFAULT_LIMIT`] (tests).
+    pub fn with_backlog(mut self, backlog: crate::backlog::Backlog) -> Slack {
+        self.metrics = Arc::new(Metrics { backlog, ..Metrics::default() });
+        self
     }
 
     pub fn state(&self, engine: Engine) -> SlackState {

@@ -118,19 +118,20 @@ async fn connect_once(state: &SlackState, app_token: &Secret, stop: &mut watch::
             kind @ ("slash_commands" | "interactive" | "events_api") => {
                 let Some(envelope_id) = v["envelope_id"].as_str().map(str::to_string) else { continue };
                 let payload = v["payload"].clone();
+                let accepts = v["accepts_response_payload"].as_bool().unwrap_or(false);
                 let ack = match kind {
                     "slash_commands" => match serde_json::from_value::<CommandPayload>(payload) {
-                        Ok(p) => state.on_command(p).await,
+                        Ok(p) => state.on_command(p, accepts).await,
                         Err(_) => Ack::Message("runbot could not read this request from Slack, so it did nothing.".into()),
                     },
                     "interactive" => state.on_interaction(payload).await,
                     _ => state.on_event(payload).await,
                 };
                 let mut out = json!({"envelope_id": envelope_id});
-                if let Ack::Message(t) = ack
-                    && v["accepts_response_payload"].as_bool().unwrap_or(false)
-                {
-                    out["payload"] = json!({"response_type": "ephemeral", "text": t});
+                match ack {
+                    Ack::Message(t) if accepts => out["payload"] = json!({"response_type": "ephemeral", "text": t}),
+                    Ack::Reply(body) => out["payload"] = body,
+                    _ => {}
                 }
                 tx.send(Ws::Text(out.to_string().into())).await.map_err(|e| e.to_string())?;
             }

@@ -333,12 +333,22 @@ impl FakeSlack {
     /// Sends an envelope (`slash_commands`, `interactive`, `events_api`) over the Socket Mode
     /// connection; returns its envelope id. Waits for a connection first.
     pub async fn socket_send(&self, kind: &str, payload: Value) -> String {
+        self.socket_frame(kind, payload, kind != "events_api").await
+    }
+
+    /// [`FakeSlack::socket_send`] with `accepts_response_payload: false` (the ack can carry no
+    /// answer).
+    pub async fn socket_send_without_payload(&self, kind: &str, payload: Value) -> String {
+        self.socket_frame(kind, payload, false).await
+    }
+
+    async fn socket_frame(&self, kind: &str, payload: Value, accepts: bool) -> String {
         let tx = self.wait("a Socket Mode connection", |f| f.inner.with(|s| s.socket.clone())).await;
         let id = self.inner.with(|s| {
             s.next_envelope += 1;
             format!("env-{}", s.next_envelope)
         });
-        let frame = json!({"envelope_id": id, "type": kind, "payload": payload, "accepts_response_payload": kind != "events_api", "retry_attempt": 0, "retry_reason": ""});
+        let frame = json!({"envelope_id": id, "type": kind, "payload": payload, "accepts_response_payload": accepts, "retry_attempt": 0, "retry_reason": ""});
         let _ = tx.send(frame.to_string());
         id
     }
