@@ -50,6 +50,11 @@ struct World {
 
 impl World {
     async fn start(with_cluster: bool) -> World {
+        World::start_with(with_cluster, None).await
+    }
+
+    /// `backlog`: commands in flight at once (waiting 100 ms for a place); default: the adapter's.
+    async fn start_with(with_cluster: bool, backlog: Option<usize>) -> World {
         let dir = tempfile::tempdir().expect("tempdir");
         let fake = FakeDiscord::start(BOT, APP).await.expect("fake discord");
         let ops = fake.add_text_channel("ops");
@@ -111,7 +116,10 @@ api_url = "{api}/api/v10"
             Ok(s) => s,
             Err(p) => panic!("config problems: {p:?}"),
         };
-        let adapter = Discord::from_config(settings.config.discord.as_ref().expect("[discord]")).expect("discord adapter");
+        let mut adapter = Discord::from_config(settings.config.discord.as_ref().expect("[discord]")).expect("discord adapter");
+        if let Some(n) = backlog {
+            adapter = adapter.with_backlog(runbot_adapters::backlog::Backlog::new(n, Duration::from_millis(100)));
+        }
         let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&settings.config.store.url).await.expect("store"));
         let engine = Engine::new(settings, store, Chats::new().with(adapter.chat.clone()), Arc::new(SystemClock), kinds);
         let router = adapter.router(engine.clone()).expect("mode http serves the endpoint");
@@ -353,4 +361,30 @@ async fn register_commands_sends_the_generated_definitions() {
     // A registered command typed with every option of the generated definition reaches the engine.
     let (cmd, _, _) = w.command(ALICE, "help", &[("runbook", json!("restart"))]).await;
     assert!(w.reply(&cmd).await.text().contains("/ops restart"), "help comes back");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_beyond_the_backlog_are_refused_before_anything_is_recorded_or_run() {
+    let w = World::start_with(false, Some(1)).await;
+    // The one place is held by a command whose status message Discord keeps rate limiting.
+    w.fake.script_429(Route::CreateMessage, 1, Duration::from_secs(2));
+    let (cmd, status, _) = w.command(ALICE, "run", &[("runbook", json!("hello")), ("target", json!("promotions"))]).await;
+    assert_eq!(status, 200);
+    until("the rate-limited post", || !w.fake.calls_of(Route::CreateMessage).is_empty()).await;
+    let commands = async || w.audit_kinds().await.iter().filter(|k| *k == "discord.command").count();
+    let recorded = commands().await;
+    // Another command now: refused in its answer, recorded nowhere, run nowhere.
+    let (_, status, answer) = w.command(BOB, "whoami", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["type"], 4, "answered at once, privately: {answer}");
+    assert!(answer["data"]["content"].as_str().is_some_and(|t| t.contains("busy") && t.contains("nothing was done")), "{answer}");
+    assert_eq!(commands().await, recorded, "not recorded");
+    let metrics = w.adapter.metrics.render();
+    assert!(metrics.contains("runbot_discord_busy_total 1"), "{metrics}");
+    // The first command finishes (its post goes through after retry_after) and frees the place.
+    assert!(w.reply(&cmd).await.text().contains("created"));
+    until("the place given back", || w.adapter.metrics.backlog.in_flight() == 0).await;
+    let (again, _, answer) = w.command(BOB, "whoami", &[]).await;
+    assert_eq!(answer["type"], 5, "taken and deferred: {answer}");
+    assert!(w.reply(&again).await.text().contains(&format!("discord:{BOB}")));
 }

@@ -120,6 +120,12 @@ impl Discord {
         Ok(Discord { chat: Arc::new(chat), metrics: Arc::new(Metrics::default()), mode: cfg.mode, verifier })
     }
 
+    /// Bounds the commands in flight differently from [`crate::backlog::DEFAULT_LIMIT`] (tests).
+    pub fn with_backlog(mut self, backlog: crate::backlog::Backlog) -> Discord {
+        self.metrics = Arc::new(Metrics { backlog, ..Metrics::default() });
+        self
+    }
+
     pub fn state(&self, engine: Engine) -> DiscordState {
         DiscordState { engine, chat: self.chat.clone(), metrics: self.metrics.clone() }
     }
