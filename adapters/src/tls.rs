@@ -69,11 +69,6 @@ impl LazyClient {
             .as_ref()
             .map_err(Clone::clone)
     }
-
-    /// Whether the client has been built.
-    pub fn built(&self) -> bool {
-        self.cell.get().is_some()
-    }
 }
 
 /// An error and its causes, `a: b: c`.

@@ -14,7 +14,7 @@
 mod common;
 
 use async_trait::async_trait;
-use common::{preamble, ready, secret_file, sick_pod, until};
+use common::{promotions_service, preamble, ready, secret_file, sick_pod, until};
 use runbot_adapters::discord::{Discord, DiscordChat, DiscordChatOptions, Gateway, GatewayOptions, GatewayState, InteractionHandler};
 use runbot_adapters::kubernetes::KubeCluster;
 use runbot_adapters::store_sql::SqlStore;
@@ -139,14 +139,7 @@ approvers = ["sre"]
 required = 1
 [environments.prod]
 incident_channel = {{ discord = "{inc}" }}
-[services.promotions]
-aliases = ["promotions-api"]
-default_env = "prod"
-[services.promotions.environments.prod]
-namespace = "{NS}"
-selector = "app=promotions-api"
-deployment = "promotions-api"
-[clusters.sandbox]
+{service}[clusters.sandbox]
 url = "{cluster}"
 [discord]
 bot_token = "{bot_ref}"
@@ -156,6 +149,7 @@ mode = "gateway"
 api_url = "{api}/api/v10"
 "#,
         preamble = preamble(dir.path(), "discord-gateway-test"),
+        service = promotions_service(NS),
         cluster = cluster.url(),
         guild = fake.guild_id(),
         api = fake.api_url(),

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{preamble, ready, secret_file, sick_pod, until};
+use common::{promotions_service, preamble, ready, secret_file, sick_pod, until};
 use runbot_adapters::discord::{commands, Discord};
 use runbot_adapters::kubernetes::KubeCluster;
 use runbot_adapters::store_sql::SqlStore;
@@ -90,14 +90,7 @@ approvers = ["oncall"]
 required = 1
 [environments.prod]
 incident_channel = {{ discord = "{inc}" }}
-[services.promotions]
-aliases = ["promotions-api"]
-default_env = "prod"
-[services.promotions.environments.prod]
-namespace = "{NS}"
-selector = "app=promotions-api"
-deployment = "promotions-api"
-{cluster_cfg}
+{service}{cluster_cfg}
 [discord]
 bot_token = "{bot}"
 public_key = "{key}"
@@ -106,6 +99,7 @@ guild_id = "{guild}"
 api_url = "{api}/api/v10"
 "#,
             preamble = preamble(dir.path(), "discord-test"),
+            service = promotions_service(NS),
             bot = file("bot", BOT),
             key = file("public", TEST_PUBLIC_KEY),
             guild = fake.guild_id(),

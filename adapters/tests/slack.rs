@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{preamble, ready, secret_file, until};
+use common::{promotions_service, preamble, ready, secret_file, until};
 use runbot_adapters::kubernetes::KubeCluster;
 use runbot_adapters::slack::{Slack, SocketMode};
 use runbot_adapters::store_sql::SqlStore;
@@ -88,14 +88,7 @@ required = 1
 incident_channel = {{ slack = "{INC}" }}
 [environments.staging]
 incident_channel = {{ slack = "create" }}
-[services.promotions]
-aliases = ["promotions-api"]
-default_env = "prod"
-[services.promotions.environments.prod]
-namespace = "{NS}"
-selector = "app=promotions-api"
-deployment = "promotions-api"
-[services.promotions.environments.staging]
+{service}[services.promotions.environments.staging]
 {cluster_cfg}
 [slack]
 bot_token = "{bot}"
@@ -103,6 +96,7 @@ bot_token = "{bot}"
 post_interval_ms = 20
 "#,
             preamble = preamble(dir.path(), "slack-test"),
+            service = promotions_service(NS),
             bot = file("bot", BOT),
             api = slack.api_url(),
         );

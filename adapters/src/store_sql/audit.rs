@@ -181,7 +181,7 @@ async fn write_in(
         details.push(p.detail);
     }
     let (seq, hash) = prev.unwrap_or_default();
-    let own = wrap == Wrap::OwnSqlite && backend == Backend::Sqlite;
+    let own = wrap == Wrap::OwnSqlite;
     let mut start = 0;
     while start < records.len() {
         let left = records.len() - start;

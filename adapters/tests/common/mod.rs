@@ -25,6 +25,21 @@ argv = ["echo", "hello {target}"]
 timeout = "30s"
 "#;
 
+/// `[services.promotions]` (alias `promotions-api`, default environment `prod`) with its
+/// `prod` environment on the `promotions-api` Deployment in namespace `ns`.
+pub fn promotions_service(ns: &str) -> String {
+    format!(
+        r#"[services.promotions]
+aliases = ["promotions-api"]
+default_env = "prod"
+[services.promotions.environments.prod]
+namespace = "{ns}"
+selector = "app=promotions-api"
+deployment = "promotions-api"
+"#
+    )
+}
+
 /// Whether a pod object says Ready.
 pub fn ready(p: &Value) -> bool {
     p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
