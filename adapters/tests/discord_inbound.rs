@@ -291,6 +291,17 @@ async fn a_role_mapped_approver_can_approve_and_one_without_the_role_cannot() {
     // bob is in sre, not in oncall: refused as well.
     let (b, _, _) = w.click(BOB, &plan, "Approve").await;
     assert!(w.reply(&b).await.text().contains("needs membership of oncall"));
+    // carol has the role, but a signed click whose custom_id lost its plan fingerprint is
+    // refused privately and changes nothing.
+    let approve = plan.buttons().into_iter().find(|(_, l)| l == "Approve").map(|(c, _)| c).expect("approve");
+    let stripped = format!("{}|", approve.rsplit_once('|').expect("value with a fingerprint").0);
+    let forged = w.fake.click(CAROL, &plan, &stripped);
+    let (status, _) = w.fake.deliver(&w.endpoint, &forged).await;
+    assert_eq!(status, 200);
+    let refusal = w.reply(&forged).await;
+    assert!(refusal.ephemeral() && refusal.text().contains("carries no plan fingerprint"), "{}", refusal.text());
+    let id: ExecutionId = approve.split('|').next().expect("id").parse().expect("id");
+    assert!(w.engine.store().load(id).await.expect("load").expect("exists").value.approvals.is_empty(), "the forged vote did not count");
     // carol has the role (as the signed interaction says): she approves.
     let (c, _, _) = w.click(CAROL, &plan, "Approve").await;
     assert!(w.reply(&c).await.text().contains("approved"));

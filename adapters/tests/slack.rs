@@ -506,3 +506,30 @@ async fn answers_ready_at_once_ride_on_the_ack_and_the_rest_follow_it() {
     assert!(w.response(&url2).await.contains("created"));
     assert!(w.slack.responses_to(&url).is_empty(), "help was answered once, in the ack");
 }
+
+/// A signed `block_actions` whose value lost its plan fingerprint (`R-1|approve|`) is refused
+/// privately, audited, and approves nothing; the real button then does.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_without_the_plan_fingerprint_is_refused() {
+    let w = World::start(Opts { cluster: false, ..Opts::default() }).await;
+    let (status, _, url) = w.command(ALICE, "run hello promotions").await;
+    assert_eq!(status, 200);
+    assert!(w.response(&url).await.contains("created"));
+    let plan = w.message(INC, "Waiting for approval").await;
+    let value = plan.buttons().into_iter().find(|(a, _)| a == "approve").map(|(_, v)| v).expect("approve");
+    let id = value.split('|').next().expect("id").to_string();
+    for forged in [format!("{id}|approve|"), format!("{id}|approve")] {
+        let (payload, url) = w.slack.block_actions(BOB, &plan, "approve", &forged);
+        let body = serde_urlencoded::to_string([("payload", payload.to_string())]).expect("form");
+        let r = w.signed("/slack/interactions", "application/x-www-form-urlencoded", &body, 0).await;
+        assert_eq!(r.status().as_u16(), 200);
+        let answer = w.response(&url).await;
+        assert!(answer.contains("carries no plan fingerprint"), "{forged}: {answer}");
+        let exec = w.exec(&id).await;
+        assert_eq!((exec.state, exec.approvals.len()), (ExecState::AwaitingApproval, 0), "{forged} approved nothing");
+    }
+    assert_eq!(w.audit_kinds().await.iter().filter(|k| *k == "approval_refused").count(), 2);
+    let (status, url) = w.click(BOB, &plan, "approve").await;
+    assert_eq!(status, 200);
+    assert!(w.response(&url).await.contains("approved"));
+}

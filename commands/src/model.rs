@@ -202,6 +202,11 @@ pub struct FollowUp {
     pub unless_step: Option<usize>,
     /// Resolved targets with this prefix are handed to the new execution (e.g. `writer `).
     pub carry: Option<String>,
+    /// Set once the button has done its work or can no longer apply: the follow-up execution
+    /// it created (`used by R-4 (console:bob)`) or why it went stale. A spent follow-up is
+    /// refused and no longer rendered; the button is single-use.
+    #[serde(default)]
+    pub spent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -68,6 +68,7 @@ impl RunbookDef {
             after_step: index(&f.after)?,
             unless_step: f.unless.as_deref().map(index).transpose()?,
             carry: f.carry.clone(),
+            spent: None,
         }))
     }
 }

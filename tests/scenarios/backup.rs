@@ -322,8 +322,15 @@ async fn a_failed_restore_leaves_the_writers_stopped_and_says_so() {
     // [Restart writers]: a new execution with the recorded counts, approved by someone else.
     let labels: Vec<&str> = msg.buttons.iter().map(|b| b.label.as_str()).collect();
     assert_eq!(labels, ["Restart writers"]);
+    let button = world.button(id, "follow_up").await;
     let reply = world.click("console:bob", id, "follow_up").await;
     let again = runbot_tests::harness::created(&reply);
+    // A second click (a double press, or a late one) creates nothing: the button is spent, and
+    // gone from the message. It would otherwise hold the database's lock until cancelled.
+    let r = world.click_value("console:carol", &button, Some("second-press")).await;
+    assert!(r.message.text.contains(&format!("was used by {again}")), "{}", r.message.text);
+    assert_eq!(world.executions().await.len(), 2, "one restore, one restart-writers");
+    world.wait_message(id, "the used button removed", |m| m.buttons.is_empty()).await;
     let plan = world.wait_text(again, "Waiting for approval").await;
     let acts = field(&plan, "Acts on").to_string();
     assert!(acts.contains("writer promotions-ns/promotions-api=3") && acts.contains("writer promotions-ns/promotions-worker=2"), "{acts}");
@@ -331,6 +338,30 @@ async fn a_failed_restore_leaves_the_writers_stopped_and_says_so() {
     world.click("console:alice", again, "approve").await;
     world.wait_state(again, "succeeded").await;
     assert_eq!((ready_pods(&cluster, "promotions-api"), ready_pods(&cluster, "promotions-worker")), (3, 2), "back at the recorded counts");
+    cluster.shutdown().await;
+}
+
+/// [Restart writers] is recomputed before it creates anything: once the writers run again at
+/// their recorded counts (restarted by hand), there is nothing to restart — the button says so,
+/// creates nothing, and is removed.
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_writers_is_refused_once_the_writers_run_again() {
+    let (_archive, cluster, world, date) = writers_world("fail").await;
+    let id = world.request("console:alice", &format!("/ops restore promotions-db --date {date}")).await;
+    world.wait_text(id, "Waiting for approval").await;
+    world.click("console:bob", id, "approve").await;
+    world.wait_state(id, "failed").await;
+    let button = world.button(id, "follow_up").await;
+    let kube = KubeCluster::from_url(&cluster.url(), std::time::Duration::from_secs(5)).expect("driver");
+    use runbot_commands::ports::Cluster;
+    kube.scale("promotions-ns", "promotions-api", 3).await.expect("scale");
+    kube.scale("promotions-ns", "promotions-worker", 2).await.expect("scale");
+
+    let r = world.click_value("console:bob", &button, Some("by-hand")).await;
+    let t = &r.message.text;
+    assert!(t.contains("no longer applies") && t.contains("already run at their recorded counts"), "{t}");
+    assert_eq!(world.executions().await.len(), 1, "nothing was created");
+    world.wait_message(id, "the stale button removed", |m| m.buttons.is_empty()).await;
     cluster.shutdown().await;
 }
 

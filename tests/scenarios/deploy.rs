@@ -9,6 +9,7 @@ use runbot_adapters::http_check::ReqwestCheck;
 use runbot_adapters::kubernetes::KubeCluster;
 use runbot_adapters::registry::RegistryClient;
 use runbot_commands::message::Message;
+use runbot_commands::model::ExecutionId;
 use runbot_commands::ports::{Cluster, Clusters, Store};
 use runbot_commands::steps::deploy::{DeployConnections, Tools};
 use runbot_sandbox::github::{self, FakeGitHub};
@@ -293,6 +294,7 @@ async fn a_crashing_version_fails_offers_rollback_and_the_rollback_restores_serv
     assert_eq!(labels, ["Rollback"]);
 
     // [Rollback]: a rollback execution, its own approval, current → target shown first.
+    let rollback_button = w.button(id, "follow_up").await;
     let reply = w.click("console:bob", id, "follow_up").await;
     let rb = created(&reply);
     let plan = w.wait_text(rb, "Waiting for approval").await;
@@ -306,6 +308,15 @@ async fn a_crashing_version_fails_offers_rollback_and_the_rollback_restores_serv
     let h = kube.helm_history(NS, "catalog-release").await.expect("history");
     let last = h.last().expect("a revision");
     assert_eq!((last.revision, last.status.as_str(), last.description.as_str()), (4, "deployed", "Rollback to 2"));
+
+    // The failed deploy's [Rollback] was used: pressed again (a late or second click), it is
+    // refused and creates nothing — it would roll back the healthy release.
+    let before = w.executions().await.len();
+    let again = w.click_value("console:carol", &rollback_button, Some("late-rollback")).await;
+    assert!(again.message.text.contains(&format!("was used by {rb}")), "{}", again.message.text);
+    assert_eq!(w.executions().await.len(), before, "nothing was created");
+    let msg = w.wait_message(id, "the used [Rollback] removed", |m| m.buttons.is_empty()).await;
+    assert!(msg.all_text().contains(&format!("[Rollback] used by {rb}")), "{}", msg.all_text());
 
     // The failed version's logs were kept, listed, and can be shown in the thread.
     assert_eq!(done.artifacts.len(), 1, "{:?}", done.artifacts);
@@ -458,4 +469,68 @@ async fn swarm_deploy_then_a_crashing_version_is_rolled_back_with_service_update
     assert_eq!(swarm_images(&s), [format!("{}:v1.2.5", s.image)]);
     assert!(done.steps[5].summary.clone().unwrap_or_default().contains("200"), "smoke passes: {:?}", done.steps[5]);
     assert_eq!(done.artifacts.len(), 1, "the task list is kept");
+}
+
+/// v1.2.5 deployed, then v1.2.6 failed at its rollout (it crashes): returns the failed deploy.
+async fn good_then_failed_deploy(w: &World) -> ExecutionId {
+    async fn deploy(w: &World, version: &str, end: &str) -> ExecutionId {
+        let id = w.request("console:alice", &format!("/ops deploy catalog {version}")).await;
+        w.wait_text(id, "Waiting for approval").await;
+        w.click("console:bob", id, "approve").await;
+        w.wait_state(id, end).await;
+        id
+    }
+    deploy(w, "v1.2.5", "succeeded").await;
+    deploy(w, "v1.2.6", "failed").await
+}
+
+/// A failed deploy's [Rollback] is bound to the state it was offered for: once the release was
+/// rolled back by hand (`/ops rollback`), the old button would roll back the healthy release —
+/// it is refused, creates nothing, and leaves the failed deploy's message.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_rollback_button_is_refused_after_the_release_moved_on() {
+    let s = sandbox("helm").await;
+    let w = &s.world;
+    let failed = good_then_failed_deploy(w).await;
+    let stale = w.button(failed, "follow_up").await;
+
+    // Someone rolls back by hand instead of pressing the button.
+    let rb = w.request("console:carol", "/ops rollback catalog").await;
+    w.wait_text(rb, "Waiting for approval").await;
+    w.click("console:bob", rb, "approve").await;
+    w.wait_state(rb, "succeeded").await;
+    wait_ready_on(&s.cluster, &format!("{}:v1.2.5", s.image)).await;
+
+    let before = w.executions().await.len();
+    let r = w.click_value("console:alice", &stale, Some("stale-rollback")).await;
+    let t = &r.message.text;
+    assert!(t.contains("no longer applies") && t.contains(&rb.to_string()) && t.contains("Nothing was started"), "{t}");
+    assert_eq!(w.executions().await.len(), before, "nothing was created");
+    w.wait_message(failed, "the stale [Rollback] removed", |m| m.buttons.is_empty()).await;
+    let kube = KubeCluster::from_url(&s.cluster.url(), Duration::from_secs(5)).expect("driver");
+    let last = kube.helm_history(NS, "catalog-release").await.expect("history").pop().expect("a revision");
+    assert_eq!((last.revision, last.description.as_str()), (4, "Rollback to 2"), "no second rollback");
+}
+
+/// The recomputed plan guards the button too: when the release left the failed version
+/// outside runbot (no newer execution to point at), [Rollback] reads the release's current
+/// revision and refuses.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_button_reads_the_release_before_it_creates_anything() {
+    let s = sandbox("helm").await;
+    let w = &s.world;
+    let failed = good_then_failed_deploy(w).await;
+    let button = w.button(failed, "follow_up").await;
+    // The failed deploy's record is rewritten as if it had deployed another version: what the
+    // release runs now (v1.2.6) is then not what that deploy left.
+    let mut exec = w.exec(failed).await;
+    exec.vars.insert("version".into(), "v1.2.7".into());
+    let v = w.store.load(failed).await.expect("load").expect("exists").version;
+    w.store.save(&exec, v).await.expect("save");
+
+    let before = w.executions().await.len();
+    let r = w.click_value("console:alice", &button, Some("moved-on")).await;
+    let t = &r.message.text;
+    assert!(t.contains("is no longer on v1.2.7") && t.contains("runs v1.2.6"), "{t}");
+    assert_eq!(w.executions().await.len(), before, "nothing was created");
 }

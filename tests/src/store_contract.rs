@@ -122,7 +122,7 @@ pub fn sample(id: ExecutionId, target: &str, state: ExecState) -> Execution {
         }],
         notes: vec!["planned".into()],
         artifacts: vec![ArtifactRef { name: "logs-v1.2.6.txt".into(), bytes: 42 }],
-        follow_up: Some(FollowUp { label: "Rollback".into(), runbook: "rollback".into(), after_step: 1, unless_step: None, carry: None }),
+        follow_up: Some(FollowUp { label: "Rollback".into(), runbook: "rollback".into(), after_step: 1, unless_step: None, carry: None, spent: None }),
         cancel_requested: None,
         created_at: at,
         updated_at: at,

@@ -128,6 +128,18 @@ impl Settings {
         })
     }
 
+    /// Whether `id` may request a runbook whose policy names `requesters` (empty: any member
+    /// of any group). The one rule that both authorization and `/ops whoami` apply.
+    pub fn may_request(&self, id: &Identity, roles: &[String], requesters: &[String]) -> bool {
+        if requesters.is_empty() { !self.groups_of(id, roles).is_empty() } else { self.in_any_group(id, roles, requesters) }
+    }
+
+    /// Whether `id` may vote on an execution under `policy`. The one rule that both a vote and
+    /// `/ops whoami` apply.
+    pub fn may_approve(&self, id: &Identity, roles: &[String], policy: &PolicySnapshot) -> bool {
+        self.in_any_group(id, roles, &policy.groups)
+    }
+
     /// The approval policy for a runbook in an environment: exact match over `*`.
     pub fn policy(&self, runbook: &str, env: &str) -> Option<(PolicySnapshot, Vec<String>)> {
         let score = |p: &PolicyConfig| -> Option<u8> {

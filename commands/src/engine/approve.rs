@@ -6,7 +6,8 @@ use super::plan::{self, resolve};
 use super::runner::finish;
 use super::{Click, Engine, Reply};
 use crate::grammar::{self, ExecutionId};
-use crate::model::{Approval, Decision, ExecState, StepStatus};
+use crate::model::{Approval, Decision, ExecState, Execution, FollowUp, StepStatus};
+use crate::ports::ListFilter;
 use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +58,8 @@ impl Engine {
         self.audit("click", Some(&click.identity), Some(id), json!({"action": format!("{action:?}").to_lowercase(), "fingerprint": fp})).await;
         match action {
             Action::Approve | Action::Reject => self.vote(&click, id, action == Action::Approve, &fp).await,
-            Action::Resume | Action::Abort => self.interrupted(&click, id, action == Action::Resume).await,
-            Action::FollowUp => self.follow_up(&click, id).await,
+            Action::Resume | Action::Abort => self.interrupted(&click, id, action == Action::Resume, &fp).await,
+            Action::FollowUp => self.follow_up(&click, id, &fp).await,
             Action::Artifacts => self.show_artifacts(id).await,
         }
     }
@@ -66,33 +67,136 @@ impl Engine {
     /// The follow-up button of a failed execution ([Rollback] on a deploy, [Restart writers]
     /// on a restore): a new execution of the follow-up runbook on the same target and
     /// environment, under its own approval policy, seeded with the carried resolved targets.
-    async fn follow_up(&self, click: &Click, id: ExecutionId) -> Reply {
+    ///
+    /// The button is single-use and bound to the state it was offered for: it is refused once
+    /// used, once a newer execution acted on the same target, or when the follow-up's plan,
+    /// recomputed now, finds that what the failed execution left is no longer there (the
+    /// release moved on, the writers run again). A refused follow-up creates nothing, and the
+    /// failed execution's message loses the button.
+    async fn follow_up(&self, click: &Click, id: ExecutionId, fp: &str) -> Reply {
         let exec = match self.store().load(id).await {
             Ok(Some(v)) => v.value,
             Ok(None) => return Reply::private(format!("There is no execution {id}.")),
             Err(e) => return super::UpdateError::Store(e).reply(),
         };
+        if let Err(why) = plan_shown(&exec, fp) {
+            return self.click_refused(click, id, why).await;
+        }
+        let label = exec.follow_up.as_ref().map(|f| f.label.clone()).unwrap_or_default();
+        if let Some(spent) = exec.follow_up.as_ref().and_then(|f| f.spent.clone()) {
+            self.publish(&exec);
+            return self.click_refused(click, id, format!("The [{label}] of {id} was {spent}; it works once. Nothing was started.")).await;
+        }
         let Some(f) = exec.follow_up.clone().filter(|_| super::render::follow_up_applies(&exec)) else {
-            return Reply::private(format!("{id} offers no follow-up in its current state; nothing was started."));
+            return self.click_refused(click, id, format!("{id} offers no follow-up in its current state; nothing was started.")).await;
         };
+        if let Some(stale) = self.follow_up_stale(&exec, &f).await {
+            self.spend_follow_up(id, &format!("withdrawn: {stale}")).await;
+            return self.click_refused(click, id, format!("The [{label}] of {id} no longer applies: {stale}. Nothing was started.")).await;
+        }
+        // Claim the button before creating anything: of two clicks, one wins.
+        let claim = format!("being used by {}", click.identity);
+        let claimed = self
+            .update(id, |ex| match ex.follow_up.as_mut() {
+                Some(f) if f.spent.is_none() => {
+                    f.spent = Some(claim.clone());
+                    Ok(())
+                }
+                Some(f) => Err(format!("The [{label}] of {id} was {}; it works once. Nothing was started.", f.spent.clone().unwrap_or_default())),
+                None => Err(format!("{id} offers no follow-up; nothing was started.")),
+            })
+            .await;
+        if let Err(e) = claimed {
+            let why = e.reply().message.text;
+            return self.click_refused(click, id, why).await;
+        }
         let seed: Vec<String> = match &f.carry {
             Some(prefix) => exec.resolved.iter().filter(|r| r.starts_with(prefix.as_str())).cloned().collect(),
             None => Vec::new(),
         };
-        let cmd = grammar::Command::Run {
-            runbook: f.runbook.clone(),
-            target: exec.target.name.clone(),
-            params: Default::default(),
-            env: Some(exec.target.env.clone()),
-            dry_run: false,
-        };
+        let cmd = follow_up_command(&exec, &f);
         let req = super::Request {
             identity: click.identity.clone(),
             origin: click.origin.clone(),
             text: format!("/ops run {} {} --env {} (from {id})", f.runbook, exec.target.name, exec.target.env),
             roles: click.roles.clone(),
         };
-        self.request_runbook_seeded(&req, cmd, seed).await
+        match self.plan_runbook(&req, cmd, seed).await {
+            Ok((reply, Some(new))) => {
+                let used = format!("used by {new} ({})", click.identity);
+                self.spend_follow_up(id, &used).await;
+                self.audit("follow_up", Some(&click.identity), Some(id), json!({"runbook": f.runbook, "created": new.to_string()})).await;
+                reply
+            }
+            Ok((reply, None)) | Err(reply) => {
+                // Nothing was created: the button stays for someone who may use it.
+                let _ = self
+                    .update(id, |ex| {
+                        if let Some(f) = ex.follow_up.as_mut().filter(|f| f.spent.as_deref() == Some(claim.as_str())) {
+                            f.spent = None;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                reply
+            }
+        }
+    }
+
+    /// Why a follow-up of `exec` no longer applies, if it does not: a newer execution acted on
+    /// the same target since, or a step of the follow-up's plan (recomputed under the current
+    /// configuration) reads that what `exec` left is gone.
+    async fn follow_up_stale(&self, exec: &Execution, f: &FollowUp) -> Option<String> {
+        let filter = ListFilter { active_only: false, target: Some(exec.target.name.clone()), limit: 50 };
+        match self.store().list(&filter).await {
+            Ok(list) => {
+                let newer = list.iter().find(|e| {
+                    e.id != exec.id && e.target == exec.target && e.mutating && e.created_at >= exec.created_at && acted(e)
+                });
+                if let Some(n) = newer {
+                    return Some(format!("{} ({} by {}, {}) acted on {} after it", n.id, n.runbook, n.requester, n.state.as_str().replace('_', " "), exec.target.name));
+                }
+            }
+            Err(e) => return Some(format!("runbot could not read the target's history ({e})")),
+        }
+        let settings = self.settings();
+        let plan = match resolve(&settings, self.kinds(), &follow_up_command(exec, f), "R-(follow-up)", &exec.requester) {
+            Ok(p) => p,
+            Err(why) => return Some(why),
+        };
+        for step in &plan.steps {
+            let Some(kind) = self.kinds().get(&step.kind) else { continue };
+            if let Some(Err(why)) = kind.follow_up_applies(&step.params, exec).await {
+                return Some(why);
+            }
+        }
+        None
+    }
+
+    /// Marks the follow-up of `id` spent (`why`) and re-renders its message without the button.
+    async fn spend_follow_up(&self, id: ExecutionId, why: &str) {
+        let res = self
+            .update(id, |ex| {
+                if let Some(f) = ex.follow_up.as_mut() {
+                    f.spent = Some(why.to_string());
+                    ex.notes.push(format!("[{}] {why}.", f.label));
+                }
+                // The final state was delivered already; this edit takes the button away.
+                for m in ex.messages.iter_mut() {
+                    m.final_sent = false;
+                }
+                Ok(())
+            })
+            .await;
+        if let Ok((saved, ())) = res {
+            self.publish(&saved);
+        }
+    }
+
+    /// A refused click: audited with its reason, answered privately; nothing changed.
+    async fn click_refused(&self, click: &Click, id: ExecutionId, why: String) -> Reply {
+        self.audit("click_refused", Some(&click.identity), Some(id), json!({"reason": why})).await;
+        Reply::private(why)
     }
 
     /// [Show artifacts]: posts each kept artifact into the execution's detail thread(s).
@@ -138,6 +242,8 @@ impl Engine {
                 if exec.expires_at.is_some_and(|e| now >= e) {
                     return Err(format!("The approval window of {id} has closed; it will be marked expired."));
                 }
+                // A vote counts only for the exact plan the person was shown.
+                plan_shown(exec, fp)?;
                 match &replanned {
                     Some(Ok(p)) => {
                         let new_fp = plan::fingerprint(&p.runbook, &p.target, &p.vars, &p.steps, &p.policy, &exec.resolved);
@@ -161,13 +267,10 @@ impl Engine {
                     Some(Err(why)) => return Err(format!("{id} can no longer be planned under the current configuration: {why}")),
                     None => {}
                 }
-                if !fp.is_empty() && fp != exec.fingerprint {
-                    return Err(format!("The plan of {id} changed since that message was shown; review the updated message and click again."));
-                }
                 let Some(policy) = exec.policy.clone() else {
                     return Err(format!("{id} has no approval policy; nothing to approve."));
                 };
-                if !settings.in_any_group(&who, &click.roles, &policy.groups) {
+                if !settings.may_approve(&who, &click.roles, &policy) {
                     return Err(format!("Approving {id} needs membership of {}; you ({who}) are not a member.", policy.groups.join(" or ")));
                 }
                 // One person, whichever platform they click on (`[people]`); the mapping as it
@@ -251,11 +354,12 @@ impl Engine {
         }
     }
 
-    async fn interrupted(&self, click: &Click, id: ExecutionId, resume: bool) -> Reply {
+    async fn interrupted(&self, click: &Click, id: ExecutionId, resume: bool, fp: &str) -> Reply {
         let settings = self.settings();
         let who = click.identity.clone();
         let res = self
             .update(id, |exec| {
+                plan_shown(exec, fp)?;
                 let Some(i) = exec.steps.iter().position(|s| s.status == StepStatus::Interrupted) else {
                     return Err(format!("{id} has no interrupted step; nothing was changed."));
                 };
@@ -286,7 +390,40 @@ impl Engine {
                 }
                 Reply::private(if resume { format!("Resuming {id}.") } else { format!("Aborted {id}.") })
             }
-            Err(e) => e.reply(),
+            Err(e) => {
+                let reply = e.reply();
+                self.audit("click_refused", Some(&who), Some(id), json!({"reason": reply.message.text})).await;
+                reply
+            }
         }
     }
+}
+
+/// The button carried the fingerprint of the plan `exec` has now: a value with the part
+/// removed or from another plan changes nothing.
+fn plan_shown(exec: &Execution, fp: &str) -> Result<(), String> {
+    if fp.is_empty() {
+        return Err(format!("That button of {} carries no plan fingerprint; only the buttons of its status message are accepted. Nothing was changed.", exec.id));
+    }
+    if fp != exec.fingerprint {
+        return Err(format!("The plan of {} changed since that message was shown; review the updated message and click again.", exec.id));
+    }
+    Ok(())
+}
+
+/// The follow-up's runbook on the failed execution's target and environment.
+fn follow_up_command(exec: &Execution, f: &FollowUp) -> grammar::Command {
+    grammar::Command::Run {
+        runbook: f.runbook.clone(),
+        target: exec.target.name.clone(),
+        params: Default::default(),
+        env: Some(exec.target.env.clone()),
+        dry_run: false,
+    }
+}
+
+/// Whether an execution got past its approval (or had none) into the steps that change things.
+fn acted(e: &Execution) -> bool {
+    let first = e.steps.iter().position(|s| s.kind == crate::steps::APPROVAL).map(|i| i + 1).unwrap_or(0);
+    e.steps.iter().skip(first).any(|s| s.status != StepStatus::Pending)
 }

@@ -7,7 +7,7 @@ use super::{Engine, Reply, Request, UpdateError};
 use crate::grammar::{self, help, spec, BackupAction, Command, ExecutionId};
 use crate::message::Message;
 use crate::metrics::CommandOutcome;
-use crate::model::{ExecState, Execution, MessageRef};
+use crate::model::{Decision, ExecState, Execution, MessageRef};
 use crate::ports::{ListFilter, StoreError};
 use serde_json::json;
 
@@ -55,7 +55,7 @@ impl Engine {
         };
         if !matches!(cmd, Command::Help { .. } | Command::Whoami | Command::Status { .. } | Command::History { .. } | Command::Cancel { .. } | Command::Backup { action: BackupAction::Status, .. }) {
             let (reply, outcome) = match self.plan_runbook(&req, cmd, Vec::new()).await {
-                Ok(r) => (r, CommandOutcome::Ok),
+                Ok((r, _)) => (r, CommandOutcome::Ok),
                 Err(r) => (r, CommandOutcome::Refused),
             };
             self.inner.metrics.command(outcome);
@@ -99,24 +99,48 @@ impl Engine {
         Reply::private(parts.join("\n\n"))
     }
 
+    /// Who the person is, and per runbook the environments where they may request and approve
+    /// it — computed with the rules that decide ([`Settings::may_request`],
+    /// [`Settings::may_approve`] over the policy each (runbook, environment) resolves to).
     fn whoami(&self, req: &Request) -> Reply {
         let settings = self.settings();
         let groups = settings.groups_of(&req.identity, &req.roles);
         let person = settings.person(&req.identity);
-        let can_approve: Vec<String> = settings
-            .config
-            .approvals
-            .iter()
-            .filter(|p| settings.in_any_group(&req.identity, &req.roles, &p.approvers))
-            .map(|p| format!("{} in {}", p.runbook, p.env))
-            .collect();
-        let mut m = Message::text(format!(
-            "You are {} (person: {person}).",
-            req.identity
-        ));
+        let mut envs: Vec<String> = settings.config.environments.keys().cloned().collect();
+        if envs.is_empty() {
+            envs = settings.config.services.values().flat_map(|s| s.environments.keys().cloned()).collect();
+            envs.sort();
+            envs.dedup();
+        }
+        let (mut request, mut approve) = (Vec::new(), Vec::new());
+        for (name, rb) in &settings.runbooks {
+            let (mut req_in, mut appr_in) = (Vec::new(), Vec::new());
+            let gated = rb.steps.iter().any(|s| s.kind == crate::steps::APPROVAL);
+            for env in &envs {
+                let policy = settings.policy(name, env);
+                let requesters = policy.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
+                // A runbook with an approval step and no policy in this env cannot be planned.
+                if (!gated || policy.is_some()) && settings.may_request(&req.identity, &req.roles, &requesters) {
+                    req_in.push(env.as_str());
+                }
+                if gated && policy.as_ref().is_some_and(|(p, _)| settings.may_approve(&req.identity, &req.roles, p)) {
+                    appr_in.push(env.as_str());
+                }
+            }
+            let line = |v: &[&str]| if v.len() == envs.len() && envs.len() > 1 { format!("{name} (all environments)") } else { format!("{name} ({})", v.join(", ")) };
+            if !req_in.is_empty() {
+                request.push(line(&req_in));
+            }
+            if !appr_in.is_empty() {
+                approve.push(line(&appr_in));
+            }
+        }
+        let or_nothing = |v: Vec<String>| if v.is_empty() { "nothing".to_string() } else { v.join("; ") };
+        let mut m = Message::text(format!("You are {} (person: {person}).", req.identity));
         m.fields = vec![
             ("Groups".into(), if groups.is_empty() { "none".into() } else { groups.join(", ") }),
-            ("May approve".into(), if can_approve.is_empty() { "nothing".into() } else { can_approve.join("; ") }),
+            ("May request".into(), or_nothing(request)),
+            ("May approve".into(), or_nothing(approve)),
         ];
         Reply { message: m, ephemeral: true }
     }
@@ -204,19 +228,16 @@ impl Engine {
     }
 
     async fn request_runbook(&self, req: &Request, cmd: Command) -> Reply {
-        self.request_runbook_seeded(req, cmd, Vec::new()).await
-    }
-
-    /// Creates an execution whose resolved targets start as `seed` (what an earlier execution
-    /// recorded, e.g. writer counts), shown to and approved by the approvers.
-    pub(super) async fn request_runbook_seeded(&self, req: &Request, cmd: Command, seed: Vec<String>) -> Reply {
-        match self.plan_runbook(req, cmd, seed).await {
-            Ok(r) | Err(r) => r,
+        match self.plan_runbook(req, cmd, Vec::new()).await {
+            Ok((r, _)) | Err(r) => r,
         }
     }
 
-    /// [`Engine::request_runbook_seeded`]; `Err` is a refusal (nothing was created).
-    async fn plan_runbook(&self, req: &Request, cmd: Command, seed: Vec<String>) -> Result<Reply, Reply> {
+    /// Plans a runbook command and, unless it is a dry run, creates its execution, whose
+    /// resolved targets start as `seed` (what an earlier execution recorded, e.g. writer
+    /// counts, shown to and approved by the approvers). `Ok` carries the new execution's id
+    /// (none for a dry run); `Err` is a refusal (nothing was created).
+    pub(super) async fn plan_runbook(&self, req: &Request, cmd: Command, seed: Vec<String>) -> Result<(Reply, Option<ExecutionId>), Reply> {
         let settings = self.settings();
         let dry_run = matches!(
             cmd,
@@ -237,7 +258,7 @@ impl Engine {
                     .with_title(format!("Plan: {}", req.text.trim()));
                     let steps: Vec<String> = plan.steps.iter().enumerate().map(|(i, s)| format!("{}. {} — {}", i + 1, s.name, s.action)).collect();
                     m.code = Some(steps.join("\n"));
-                    Ok(Reply { message: m.map_text(|t| settings.redactor.redact(t)), ephemeral: true })
+                    Ok((Reply { message: m.map_text(|t| settings.redactor.redact(t)), ephemeral: true }, None))
                 }
                 Err(why) => Err(Reply::private(why)),
             };
@@ -251,8 +272,7 @@ impl Engine {
             Err(why) => return Err(Reply::private(why)),
         };
         // Authorization before anything changes.
-        let groups = settings.groups_of(&req.identity, &req.roles);
-        let allowed = if plan.requesters.is_empty() { !groups.is_empty() } else { settings.in_any_group(&req.identity, &req.roles, &plan.requesters) };
+        let allowed = settings.may_request(&req.identity, &req.roles, &plan.requesters);
         self.audit("authz", Some(&req.identity), Some(id), json!({"runbook": plan.runbook, "target": plan.target.lock_key(), "allowed": allowed}))
             .await;
         if !allowed {
@@ -376,7 +396,7 @@ impl Engine {
         for (p, why) in &mirror_failures {
             text.push_str(&format!(" Its mirror on {p} could not be posted: {why}."));
         }
-        Ok(Reply::private(text))
+        Ok((Reply::private(text), Some(id)))
     }
 }
 
@@ -389,16 +409,33 @@ fn lines(list: &[Execution], now: chrono::DateTime<chrono::Utc>) -> String {
     list.iter()
         .map(|e| {
             format!(
-                "• {} {} {} ({}) — {} by {}, {} ago",
+                "• {} {} {} ({}) — {}{} · requested by {}, {} ago",
                 e.id,
                 e.runbook,
                 e.target.name,
                 e.target.env,
                 e.state.as_str().replace('_', " "),
+                decided(e),
                 e.requester,
                 ago(now - e.created_at)
             )
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Who decided an execution's fate, as history shows it: who rejected or cancelled it, or who
+/// approved the plan it ran.
+fn decided(e: &Execution) -> String {
+    let by_decision = |d: Decision| -> Vec<&str> {
+        e.approvals.iter().filter(|a| a.decision == d && a.fingerprint == e.fingerprint).map(|a| a.identity.0.as_str()).collect()
+    };
+    match e.state {
+        ExecState::Rejected => format!(" by {}", by_decision(Decision::Reject).join(", ")),
+        ExecState::Cancelled if e.cancel_requested.is_some() => format!(" by {}", e.cancel_requested.as_ref().map(|i| i.0.as_str()).unwrap_or("")),
+        _ => {
+            let approvers = by_decision(Decision::Approve);
+            if approvers.is_empty() { String::new() } else { format!(", approved by {}", approvers.join(", ")) }
+        }
+    }
 }

@@ -16,10 +16,12 @@ fn button(exec: &Execution, label: &str, action: &str, style: Option<ButtonStyle
 }
 
 /// The follow-up button applies: the execution failed or was cancelled after the step that
-/// makes it necessary started, and the step that would have undone it did not succeed.
+/// makes it necessary started, the step that would have undone it did not succeed, and the
+/// button was not used (or found stale) already.
 pub fn follow_up_applies(exec: &Execution) -> bool {
     let Some(f) = &exec.follow_up else { return false };
-    matches!(exec.state, ExecState::Failed | ExecState::Cancelled)
+    f.spent.is_none()
+        && matches!(exec.state, ExecState::Failed | ExecState::Cancelled)
         && exec.steps.get(f.after_step).is_some_and(|s| s.status != StepStatus::Pending)
         && f.unless_step.and_then(|u| exec.steps.get(u)).is_none_or(|s| s.status != StepStatus::Succeeded)
 }

@@ -85,6 +85,14 @@ pub trait StepKind: Send + Sync + 'static {
     fn prepare(&self, params: &toml::Table, vars: &BTreeMap<String, String>) -> Result<Prepared, String>;
 
     async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome;
+
+    /// For a follow-up of `failed` (e.g. [Rollback] after a failed deploy) whose plan holds a
+    /// step of this kind with `params`: whether what `failed` left behind is still there, read
+    /// without changing anything. `None`: this kind cannot tell. `Some(Err(why))`: the
+    /// follow-up no longer applies, and is not created.
+    async fn follow_up_applies(&self, _params: &serde_json::Value, _failed: &Execution) -> Option<Result<(), String>> {
+        None
+    }
 }
 
 /// A step's parameters as written in the runbooks file, into the kind's definition type.

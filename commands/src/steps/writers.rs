@@ -12,6 +12,7 @@
 //! from the execution, not from the cluster's current state.
 
 use super::{Prepared, StepContext, StepKind, StepOutcome};
+use crate::model::Execution;
 use crate::ports::cluster::{ClusterError, Clusters};
 use crate::runbook::render;
 use async_trait::async_trait;
@@ -172,6 +173,30 @@ impl StepKind for WritersStep {
             Op::Stop => format!("writers stopped: {}", list(&done)),
             _ => format!("writers back at their recorded counts: {}", list(&done)),
         })
+    }
+
+    /// [Restart writers] still applies while a recorded writer runs below its recorded count;
+    /// once every one is back (restarted by hand, or by another execution), there is nothing
+    /// left to restart.
+    async fn follow_up_applies(&self, params: &serde_json::Value, failed: &Execution) -> Option<Result<(), String>> {
+        if self.op != Op::Start {
+            return None;
+        }
+        let p: Params = serde_json::from_value(params.clone()).ok()?;
+        let writers = recorded(&failed.resolved).ok().filter(|w| !w.is_empty())?;
+        let c = match self.clusters.get(&p.cluster) {
+            Ok(c) => c.clone(),
+            Err(why) => return Some(Err(why)),
+        };
+        let mut running = Vec::new();
+        for (ns, d, count) in &writers {
+            match c.deployment(ns, d).await {
+                Ok(info) if info.replicas >= *count => running.push(format!("{ns}/{d} ×{}", info.replicas)),
+                Ok(_) => return Some(Ok(())),
+                Err(e) => return Some(Err(format!("reading writer {ns}/{d} failed: {e}"))),
+            }
+        }
+        Some(Err(format!("the writers already run at their recorded counts ({})", running.join(", "))))
     }
 }
 

@@ -143,3 +143,39 @@ async fn plan_change_voids_approvals() {
     world.wait_state(id, "succeeded").await;
     assert_eq!(world.probes.count("double-apply"), 1);
 }
+
+/// A button value with its fingerprint removed, shortened or from another plan is refused
+/// privately and audited; the execution is unchanged and nothing runs. Only the exact value of
+/// the status message's button counts.
+#[tokio::test]
+async fn a_vote_without_the_exact_plan_fingerprint_changes_nothing() {
+    let world = World::new().await;
+    let id = world.request("console:alice", "/ops run hello promotions").await;
+    let value = world.button(id, "approve").await;
+    let fp = world.exec(id).await.fingerprint;
+    assert!(value.ends_with(&fp) && !fp.is_empty(), "{value}");
+    let before = world.exec(id).await;
+    let forged = [
+        format!("{id}|approve|"),
+        format!("{id}|approve"),
+        format!("{id}|approve|{}", &fp[..fp.len() - 1]),
+        format!("{id}|approve|{}", "0".repeat(fp.len())),
+        format!("{id}|reject|"),
+    ];
+    for (n, v) in forged.iter().enumerate() {
+        let r = world.click_value("console:bob", v, Some(&format!("forged-{n}"))).await;
+        assert!(r.ephemeral, "refused privately");
+        let t = &r.message.text;
+        assert!(t.contains("carries no plan fingerprint") || t.contains("changed since that message was shown"), "{v}: {t}");
+        let now = world.exec(id).await;
+        assert_eq!((now.state, now.approvals.len(), &now.steps), (before.state, 0, &before.steps), "{v} changed the execution");
+    }
+    let refused = world.audit().await.into_iter().filter(|r| r.entry.kind == "approval_refused").count();
+    assert_eq!(refused, forged.len(), "each forged vote is audited");
+    assert_eq!(world.probes.count("hello-check"), 1, "the pre-approval check ran once");
+
+    // The real button still works.
+    let r = world.click_value("console:bob", &value, Some("real")).await;
+    assert!(r.message.text.contains("it is running"), "{}", r.message.text);
+    world.wait_state(id, "succeeded").await;
+}

@@ -90,7 +90,7 @@ async fn status_history_whoami_help() {
     world.wait_state(other, "succeeded").await;
 
     let r = world.cmd("console:carol", "/ops status").await;
-    assert!(r.message.text.contains("R-1 double promotions (prod) — awaiting approval by console:alice"), "{}", r.message.text);
+    assert!(r.message.text.contains("R-1 double promotions (prod) — awaiting approval · requested by console:alice"), "{}", r.message.text);
     assert!(!r.message.text.contains("R-2"), "finished executions are not active: {}", r.message.text);
     let r = world.cmd("console:carol", "/ops status R-2").await;
     assert_eq!(r.message.title, "R-2 · hello billing (prod)");
@@ -110,10 +110,11 @@ async fn status_history_whoami_help() {
     assert_eq!(r.message.text, "You are console:bob2 (person: bob).");
     let fields: std::collections::BTreeMap<_, _> = r.message.fields.iter().cloned().collect();
     assert_eq!(fields["Groups"], "sre", "bob2 is bob, and bob is in sre");
-    assert!(fields["May approve"].contains("double in *"), "as bob, bob2 may approve: {fields:?}");
+    assert!(fields["May approve"].contains("double (all environments)"), "as bob, bob2 may approve: {fields:?}");
     let r = world.cmd("console:dave", "/ops whoami").await;
     let fields: std::collections::BTreeMap<_, _> = r.message.fields.iter().cloned().collect();
     assert_eq!((fields["Groups"].as_str(), fields["May approve"].as_str()), ("dev", "nothing"));
+    assert!(fields["May request"].contains("hello (all environments)"), "dev may request what needs no named group: {fields:?}");
 
     let r = world.cmd("console:dave", "/ops help").await;
     for usage in ["/ops deploy <service> <version>", "/ops cancel <execution-id>", "/ops help [<runbook>]"] {
@@ -159,4 +160,52 @@ argv = ["echo", "{region}"]
         let r = world.cmd("console:alice", &format!("/ops run regional promotions --set region={bad} --dry-run")).await;
         assert!(r.message.text.contains("is not allowed; it must match"), "{bad}: {}", r.message.text);
     }
+}
+
+/// `/ops whoami` is computed by the rules that decide: per runbook and environment, what the
+/// person may request and approve. A generic policy that a runbook's own policy overrides gives
+/// no right it does not; and each claim holds when tried.
+#[tokio::test]
+async fn whoami_says_per_runbook_and_environment_what_the_deciding_rules_allow() {
+    let extra = r#"
+[[approvals]]
+runbook = "hello"
+env = "prod"
+approvers = ["dba"]
+requesters = ["sre"]
+required = 1
+expiry = "30m"
+"#;
+    let world = World::with(Options { extra_config: extra.into(), ..Default::default() }).await;
+    let fields = |r: &runbot_commands::engine::Reply| r.message.fields.iter().cloned().collect::<std::collections::BTreeMap<_, _>>();
+    let carol = fields(&world.cmd("console:carol", "/ops whoami").await);
+    assert!(carol["May approve"].contains("hello (staging)") && !carol["May approve"].contains("hello (all"), "{carol:?}");
+    let dana = fields(&world.cmd("console:dana", "/ops whoami").await);
+    assert!(dana["May approve"].contains("hello (prod)"), "{dana:?}");
+    assert!(!dana["May request"].contains("hello (prod") && !dana["May request"].contains("hello (all"), "{dana:?}");
+
+    // The claims hold: carol may not approve hello in prod, dana may.
+    let id = world.request("console:alice", "/ops run hello promotions --env prod").await;
+    let r = world.click("console:carol", id, "approve").await;
+    assert!(r.message.text.contains("needs membership of dba"), "{}", r.message.text);
+    let r = world.click("console:dana", id, "approve").await;
+    assert!(r.message.text.contains("it is running"), "{}", r.message.text);
+    // … and dana may not request it in prod.
+    let r = world.cmd("console:dana", "/ops run hello promotions --env prod").await;
+    assert!(r.message.text.contains("needs membership of sre"), "{}", r.message.text);
+}
+
+/// `/ops history` names who decided: the person who rejected (not the requester), who approved.
+#[tokio::test]
+async fn history_names_who_decided() {
+    let world = World::new().await;
+    let rejected = world.request("console:alice", "/ops run hello promotions").await;
+    world.click("console:bob", rejected, "reject").await;
+    world.wait_state(rejected, "rejected").await;
+    let approved = world.request("console:alice", "/ops run hello billing").await;
+    world.click("console:carol", approved, "approve").await;
+    world.wait_state(approved, "succeeded").await;
+    let text = world.cmd("console:dave", "/ops history").await.message.text;
+    assert!(text.contains(&format!("{rejected} hello promotions (prod) — rejected by console:bob · requested by console:alice")), "{text}");
+    assert!(text.contains(&format!("{approved} hello billing (prod) — succeeded, approved by console:carol · requested by console:alice")), "{text}");
 }

@@ -3,6 +3,7 @@
 use super::rollout::{perform, secs, swarm_update, Call};
 use super::verify::swarm_inspect;
 use super::{parse_to, resolved_to, DeployConnections, DeployTarget};
+use crate::model::Execution;
 use crate::ports::HelmRevision;
 use crate::steps::{Prepared, StepContext, StepKind, StepOutcome};
 use async_trait::async_trait;
@@ -163,6 +164,37 @@ impl StepKind for Target {
             },
             Err(why) => StepOutcome::Failed(format!("cannot roll back {}: {why}", h.release)),
         }
+    }
+
+    /// [Rollback] of a failed deploy still applies only while the release's current revision
+    /// runs the version that deploy rolled out; once it moved on (rolled back already, or
+    /// deployed again), a rollback would undo something else.
+    async fn follow_up_applies(&self, params: &serde_json::Value, failed: &Execution) -> Option<Result<(), String>> {
+        let failed_version = failed.vars.get("version").filter(|_| failed.runbook == "deploy")?;
+        let p: TargetParams = serde_json::from_value(params.clone()).ok()?;
+        let t = &p.target;
+        if history_kind(t).ok()? != "helm" {
+            return None;
+        }
+        let h = t.helm.as_ref()?;
+        let (cluster, ns, _, _) = match t.connect(&self.0.clusters) {
+            Ok(k) => k,
+            Err(why) => return Some(Err(why)),
+        };
+        let history = match cluster.helm_history(&ns, &h.release).await {
+            Ok(h) => h,
+            Err(e) => return Some(Err(format!("could not read the history of {}: {e}", h.release))),
+        };
+        let current = history.last()?;
+        let running = version_of(current, &h.tag_key);
+        Some(if &running == failed_version {
+            Ok(())
+        } else {
+            Err(format!(
+                "release {} is no longer on {failed_version} ({} deployed it): its current revision {} runs {running} ({})",
+                h.release, failed.id, current.revision, current.status
+            ))
+        })
     }
 }
 
