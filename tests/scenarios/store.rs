@@ -130,3 +130,103 @@ async fn postgres() {
     }
     dropped.expect("drop the scratch database");
 }
+
+/// A small tmpfs holding a SQLite store, unmounted on drop. Needs root (as CI runs): the
+/// store's disk really fills up, as it would in production.
+struct TinyDisk {
+    dir: tempfile::TempDir,
+}
+
+impl TinyDisk {
+    fn mount(size: &str) -> TinyDisk {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mounting a tmpfs needs root (the test command runs as root in CI)");
+        TinyDisk { dir }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a filler file until the disk is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.path("filler")).expect("filler");
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).and_then(|()| f.flush()).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path("filler")).expect("remove the filler");
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// The store's disk fills up in the middle of writes, then is freed: every write that
+/// reported a failure left nothing behind (no execution, no lock, no audit record), no
+/// connection is left inside a failed transaction, and writes work again afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_on_a_full_disk_fails_whole_writes_and_recovers() {
+    use runbot_commands::model::ExecState;
+    let disk = TinyDisk::mount("4m");
+    let url = format!("sqlite://{}", disk.path("runbot.db").display());
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.expect("connect"));
+    let kept = store_contract::create_sample(&store, "kept", ExecState::Running, Some("service:kept@prod")).await;
+
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        ids.push(store.next_id().await.expect("next_id"));
+    }
+    disk.fill();
+    assert!(store.next_id().await.is_err(), "a number whose allocation was not committed is not handed out");
+    let mut failed = Vec::new();
+    for (i, id) in ids.into_iter().enumerate() {
+        let i = i as u64;
+        let mut exec = store_contract::sample(id, &format!("svc-{i}"), ExecState::Running);
+        exec.notes.push("x".repeat(8000));
+        if store.create(&exec, Some(&format!("service:svc-{i}@prod"))).await.is_err() {
+            failed.push(exec);
+        }
+        let _ = store.append_audit(&entry(i)).await;
+    }
+    assert!(!failed.is_empty(), "the full disk refused some creates");
+    disk.free();
+
+    // Afterwards: what failed is not there, and every connection of the pool works.
+    let stored = |target: String| {
+        let store = store.clone();
+        async move { store.list(&runbot_commands::ports::ListFilter { target: Some(target), ..Default::default() }).await.expect("list") }
+    };
+    for exec in &failed {
+        assert!(stored(exec.target.name.clone()).await.is_empty(), "{} was reported failed but is stored", exec.target.name);
+    }
+    for i in 0..20 {
+        let id = store.next_id().await.expect("next_id after the disk was freed");
+        let exec = store_contract::sample(id, &format!("after-{i}"), ExecState::Running);
+        store.create(&exec, Some(&format!("service:after-{i}@prod"))).await.expect("create after the disk was freed");
+        let (_, v) = store_contract::must_load(&store, id).await;
+        store.save(&exec, v).await.expect("save after the disk was freed");
+        store.append_audit(&entry(100 + i)).await.expect("append after the disk was freed");
+    }
+    for exec in &failed {
+        let later = stored(exec.target.name.clone()).await;
+        assert!(later.is_empty(), "{} appeared later: a failed transaction was committed by a later one", exec.target.name);
+        let lock = format!("service:{}@prod", exec.target.name);
+        let probe = store_contract::sample(store.next_id().await.expect("id"), &exec.target.name, ExecState::Running);
+        store.create(&probe, Some(&lock)).await.unwrap_or_else(|e| panic!("{lock} is still held after its create failed: {e}"));
+    }
+    assert!(store.load(kept.id).await.expect("load").is_some());
+    let (records, head) = store.audit_log().await.expect("audit_log");
+    assert_eq!(runbot_commands::audit::verify(&records, head.as_ref().map(|(s, h)| (*s, h.as_str()))).map(|_| ()), Ok(()));
+}

@@ -17,7 +17,7 @@ use runbot_commands::audit::{self, AuditEntry, AuditRecord};
 use runbot_commands::ports::store::StoreError;
 use sqlx::any::AnyRow;
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Connection, Row, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Row};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -219,11 +219,11 @@ async fn write_in(
 /// Appends `entries`, in order, inside the caller's write transaction.
 pub(super) async fn append_in(
     backend: Backend,
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut AnyConnection,
     entries: &[AuditEntry],
 ) -> Result<Vec<AuditRecord>, StoreError> {
     let prepared = entries.iter().cloned().map(prepare).collect::<Result<Vec<_>, _>>()?;
-    write_in(backend, tx, prepared, Wrap::Caller).await
+    write_in(backend, conn, prepared, Wrap::Caller).await
 }
 
 type Reply = oneshot::Sender<Result<AuditRecord, StoreError>>;
@@ -286,22 +286,25 @@ impl Conn {
             Some(c) => c,
             None => self.pool.acquire().await.map_err(backend_err("starting a write transaction"))?,
         };
-        let records = match self.backend {
-            // The transaction is begun and committed by write_in's statements; sqlx does not
-            // track it, so a failure is rolled back here and the connection is not reused.
-            Backend::Sqlite => match write_in(self.backend, &mut conn, entries, Wrap::OwnSqlite).await {
-                Ok(records) => records,
-                Err(e) => {
-                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                    conn.close_on_drop();
-                    return Err(e);
-                }
-            },
-            Backend::Postgres => {
-                let mut tx = conn.begin_with("BEGIN").await.map_err(backend_err("starting a write transaction"))?;
-                let records = write_in(self.backend, &mut tx, entries, Wrap::Caller).await?;
-                tx.commit().await.map_err(backend_err("committing audit records"))?;
-                records
+        // The transaction is begun and committed by runbot's own statements (on SQLite riding
+        // on write_in's first and last); sqlx does not track it, so a failure — the commit's
+        // too — is rolled back here and the connection is not reused.
+        let written = match self.backend {
+            Backend::Sqlite => write_in(self.backend, &mut conn, entries, Wrap::OwnSqlite).await,
+            Backend::Postgres => async {
+                sqlx::query("BEGIN").execute(&mut *conn).await.map_err(backend_err("starting a write transaction"))?;
+                let records = write_in(self.backend, &mut conn, entries, Wrap::Caller).await?;
+                sqlx::query("COMMIT").execute(&mut *conn).await.map_err(backend_err("committing audit records"))?;
+                Ok(records)
+            }
+            .await,
+        };
+        let records = match written {
+            Ok(records) => records,
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                conn.close_on_drop();
+                return Err(e);
             }
         };
         // Kept only after a commit that went through: after a failure the connection goes

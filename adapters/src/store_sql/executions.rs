@@ -51,10 +51,15 @@ async fn exists(store: &SqlStore, id: i64) -> Result<bool, StoreError> {
 }
 
 pub(super) async fn next_id(store: &SqlStore) -> Result<ExecutionId, StoreError> {
+    // fetch_all, not fetch_optional: SQLite hands out the RETURNING row before its implicit
+    // commit, and fetch_optional stops there — a commit that failed (a full disk) went unseen
+    // and the same number was handed out again.
     let row = sqlx::query("UPDATE id_seq SET n = n + 1 WHERE id = 1 RETURNING n")
-        .fetch_optional(&store.pool)
+        .fetch_all(&store.pool)
         .await
         .map_err(backend_err("allocating an execution number"))?
+        .into_iter()
+        .next()
         .ok_or_else(|| StoreError::Backend("the id_seq row is missing".into()))?;
     let n: i64 = row.try_get("n").map_err(backend_err("reading the execution number"))?;
     exec_id(n)
@@ -115,7 +120,7 @@ pub(super) async fn create(store: &SqlStore, exec: &Execution, lock_key: Option<
         }
         Err(e) => return Err(backend_err("storing an execution")(e)),
     }
-    tx.commit().await.map_err(backend_err("committing a new execution"))
+    tx.commit("committing a new execution").await
 }
 
 pub(super) async fn load(store: &SqlStore, id: ExecutionId) -> Result<Option<Versioned<Execution>>, StoreError> {
@@ -164,8 +169,8 @@ pub(super) async fn save(store: &SqlStore, exec: &Execution, expected: i64, entr
             .await
             .map_err(backend_err("releasing a target lock"))?;
     }
-    super::audit::append_in(store.backend, &mut tx, entries).await?;
-    tx.commit().await.map_err(backend_err("committing an execution"))?;
+    super::audit::append_in(store.backend, &mut *tx, entries).await?;
+    tx.commit("committing an execution").await?;
     Ok(expected + 1)
 }
 

@@ -55,7 +55,7 @@ pub(super) async fn output(store: &SqlStore, id: ExecutionId, step: usize) -> Re
 
 pub(super) async fn put_artifact(store: &SqlStore, id: ExecutionId, name: &str, content: &str) -> Result<(), StoreError> {
     let exec = db_id(id)?;
-    let mut tx = store.pool.begin().await.map_err(backend_err("keeping an artifact"))?;
+    let mut tx = store.begin_write().await?;
     sqlx::query("DELETE FROM artifacts WHERE exec_id = $1 AND name = $2")
         .bind(exec)
         .bind(name)
@@ -70,7 +70,7 @@ pub(super) async fn put_artifact(store: &SqlStore, id: ExecutionId, name: &str, 
         .execute(&mut *tx)
         .await
         .map_err(backend_err("keeping an artifact"))?;
-    tx.commit().await.map_err(backend_err("keeping an artifact"))?;
+    tx.commit("keeping an artifact").await?;
     Ok(())
 }
 

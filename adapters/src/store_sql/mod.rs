@@ -61,8 +61,81 @@ impl Backend {
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// `sqlite::memory:`: one connection that is the whole database.
+    in_memory: bool,
     /// Group-commits `append_audit` (see `audit.rs`).
     audit: audit::Writer,
+}
+
+/// A write transaction begun and ended by runbot's own `BEGIN`/`COMMIT` statements, so that
+/// a failure can never leave a pooled connection inside it: a commit that fails, and a
+/// transaction dropped before its commit (an error returned half way), are rolled back, and
+/// the connection is closed unless the rollback is known to have worked. (sqlx's own
+/// `Transaction` kept counting a transaction that SQLite had already rolled back after
+/// SQLITE_FULL; the connection then refused every later `BEGIN` — or, reused, committed the
+/// failed write with the next one.)
+struct WriteTx {
+    conn: Option<sqlx::pool::PoolConnection<Any>>,
+    /// An in-memory SQLite's only connection is the database: never closed.
+    keep: bool,
+}
+
+impl WriteTx {
+    fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        // Only `commit` and `drop` take the connection, and both consume the transaction.
+        self.conn.as_deref_mut().expect("a write transaction holds its connection until it ends")
+    }
+
+    async fn commit(mut self, what: &'static str) -> Result<(), StoreError> {
+        let Some(mut conn) = self.conn.take() else { return Err(StoreError::Backend(format!("{what}: no connection"))) };
+        match sqlx::query("COMMIT").execute(&mut *conn).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                Self::discard(conn, self.keep).await;
+                Err(backend_err(what)(e))
+            }
+        }
+    }
+
+    /// Rolls back whatever the connection still has open; a connection whose rollback failed
+    /// for another reason than "nothing to roll back" is closed instead of reused.
+    async fn discard(mut conn: sqlx::pool::PoolConnection<Any>, keep: bool) {
+        if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+            let nothing_open = e.to_string().contains("no transaction is active");
+            if !nothing_open && !keep {
+                tracing::warn!(error = %e, "store: rollback failed; closing the connection");
+                conn.close_on_drop();
+            }
+        }
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else { return };
+        let keep = self.keep;
+        match tokio::runtime::Handle::try_current() {
+            // The connection returns to the pool only once rolled back.
+            Ok(rt) => {
+                rt.spawn(WriteTx::discard(conn, keep));
+            }
+            Err(_) if keep => {}
+            Err(_) => conn.close_on_drop(),
+        }
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        self.conn.as_deref().expect("a write transaction holds its connection until it ends")
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        self.conn()
+    }
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -113,7 +186,7 @@ impl SqlStore {
             .await
             .with_context(|| format!("applying the {} store migrations", backend.name()))?;
         let audit = audit::Writer::spawn(pool.clone(), backend, !in_memory);
-        Ok(SqlStore { pool, backend, audit })
+        Ok(SqlStore { pool, backend, in_memory, audit })
     }
 
     /// Commits the audit records already queued and stops taking new ones, then closes the
@@ -150,12 +223,19 @@ impl SqlStore {
 
     /// Starts a transaction that may write. On SQLite it takes the write lock up front
     /// (`BEGIN IMMEDIATE`), so a read-then-write never fails half way with SQLITE_BUSY.
-    async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
-        let tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
+    async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(backend_err("starting a write transaction"))?;
+        let begin = match self.backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
         };
-        tx.map_err(backend_err("starting a write transaction"))
+        match sqlx::query(begin).execute(&mut *conn).await {
+            Ok(_) => Ok(WriteTx { conn: Some(conn), keep: self.in_memory }),
+            Err(e) => {
+                WriteTx::discard(conn, self.in_memory).await;
+                Err(backend_err("starting a write transaction")(e))
+            }
+        }
     }
 
     /// Starts a read-only transaction that sees one consistent snapshot.
