@@ -136,7 +136,12 @@ fn who(auth: &ConsoleAuth, peer: SocketAddr, headers: &HeaderMap) -> Result<Who,
             if !trusted.iter().any(|n| n.contains(peer.ip())) {
                 return Err((StatusCode::FORBIDDEN, "the console answers only its authenticating proxy ([console] trusted_proxies)".into()));
             }
-            let Some(value) = headers.get(header) else {
+            // A proxy that appends instead of replacing would pass a client's own header first.
+            let mut values = headers.get_all(header).iter();
+            let (Some(value), None) = (values.next(), values.next()) else {
+                if headers.contains_key(header) {
+                    return Err((StatusCode::FORBIDDEN, format!("several {header} headers: the proxy must replace a client's, not add its own")));
+                }
                 return Err((StatusCode::UNAUTHORIZED, format!("the proxy sent no {header} header: sign in through the proxy")));
             };
             let id = value.to_str().ok().map(|v| format!("console:{}", v.trim()));
@@ -332,6 +337,9 @@ mod tests {
         for p in ["10.0.0.6:3000", "127.0.0.1:3000", "[fe80::1]:3000"] {
             assert_eq!(who(&auth, peer(p), &h).expect_err(p).0, StatusCode::FORBIDDEN, "{p}");
         }
+        let mut twice = headers(&[("x-forwarded-user", "mallory")]);
+        twice.append("x-forwarded-user", "bob".parse().expect("value"));
+        assert_eq!(who(&auth, peer("10.0.0.5:3000"), &twice).expect_err("two user headers").0, StatusCode::FORBIDDEN);
         let none = headers(&[("host", "runbot.example.com")]);
         assert_eq!(who(&auth, peer("10.0.0.5:3000"), &none).expect_err("no header").0, StatusCode::UNAUTHORIZED);
         for v in ["bob@example.com", "", "a b", "x".repeat(65).as_str(), "slack:U1"] {
