@@ -2,6 +2,7 @@
 //! W3C protocol, spoken by the small client below) against the real `runbot demo`. alice
 //! requests a cache flush, her own Approve is refused, bob approves, and the status message
 //! is edited in place to Succeeded without a reload; a hostile argument is shown as text.
+//! Under `runbot serve` the page shows the identity the server gives and no picker.
 //!
 //! Debian's `chromium` and `chromium-driver` (scripts/test.sh installs them). Without them the
 //! test fails, unless `RUNBOT_TEST_NO_BROWSER=1` says to skip it.
@@ -237,5 +238,34 @@ async fn the_console_in_chromium_refuses_self_approval_updates_live_and_shows_ho
     assert_eq!(browser.js("return document.querySelectorAll('img').length;").await, json!(0), "an <img> element was inserted");
     assert_eq!(browser.js("return window.__noReload;").await, json!("still here"));
 
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_serve_the_page_shows_who_the_server_says_and_offers_no_picker() {
+    let Some(browser) = Browser::start().await else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = common::free_port();
+    let config = dir.path().join("runbot.toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\nurl = \"sqlite://{}/state.db\"\n[console]\nlocal_identity = \"console:alice\"\n",
+        dir.path().display()
+    );
+    std::fs::write(&config, text).expect("write config");
+    let bot = Runbot::serve(&config, port, &dir.path().join("runbot.log")).await;
+
+    browser.goto(&bot.url("/console")).await;
+    browser.until("the event stream connects", 20, "return document.getElementById('conn').textContent === 'connected';").await;
+    browser.until("the server's identity is shown", 10, "return document.getElementById('identity').value === 'console:alice';").await;
+    let picker = browser.js("const s = document.getElementById('identity'); return [s.disabled, s.options.length];").await;
+    assert_eq!(picker, json!([true, 1]), "one identity, not selectable");
+    browser.type_line("[data-testid=command-input]", "/ops whoami").await;
+    browser
+        .until(
+            "whoami answers alice",
+            20,
+            "return [...document.querySelectorAll('[data-testid=ephemeral-message] .text')].some((e) => e.innerText.includes('console:alice'));",
+        )
+        .await;
     browser.close().await;
 }
