@@ -8,6 +8,8 @@
 #    barman-cloud (PyPI `barman[cloud]`, in a venv; adapters/tests/pitr.rs
 #    restores a real PostgreSQL with it) is installed when missing and
 #    exported as RUNBOT_TEST_BARMAN_BIN.
+#    Debian's chromium and chromium-driver (bot/tests/browser.rs drives the
+#    console in headless Chromium over WebDriver) are installed when missing.
 # 2. Starts (or reuses) a throwaway PostgreSQL cluster used only by tests.
 #    It is NOT the system cluster, it lives outside the clone and it is left
 #    running afterwards so the next run (from any clone) is fast.
@@ -19,6 +21,8 @@
 #   RUNBOT_TEST_STATE    cluster state dir  (default: ${TMPDIR:-/tmp}/runbot-test-pg)
 #   RUNBOT_TEST_PG_PORT  TCP port on 127.0.0.1 (default: 55439)
 #   RUNBOT_TEST_BARMAN_VENV  barman-cloud venv (default: ${TMPDIR:-/tmp}/runbot-test-barman)
+#   RUNBOT_TEST_NO_BROWSER  if set to 1: do not install Chromium; the browser test
+#                        skips itself (without it, a missing browser fails the test).
 #   RUNBOT_TEST_ONLY_PG  if set to 1: only prepare PostgreSQL (and kubectl), then
 #                        print `export RUNBOT_TEST_PG_URL=...` on stdout (plus
 #                        `export PATH=...` when kubectl was put on PATH) and exit 0.
@@ -81,6 +85,10 @@ pkgs=()
 { [ -x "$PGBIN/psql" ] && [ -x "$PGBIN/pg_isready" ]; } || pkgs+=(postgresql-client-15)
 if [ "$IS_ROOT" = 1 ] && ! getent passwd postgres >/dev/null; then
     pkgs+=(postgresql-15) # the package creates the `postgres` user
+fi
+if [ "${RUNBOT_TEST_NO_BROWSER:-}" != 1 ]; then
+    [ -x /usr/bin/chromium ] || pkgs+=(chromium)
+    [ -x /usr/bin/chromedriver ] || pkgs+=(chromium-driver)
 fi
 if [ ${#pkgs[@]} -gt 0 ]; then
     say "installing ${pkgs[*]} (apt)"

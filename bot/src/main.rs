@@ -153,13 +153,15 @@ fn main() -> ExitCode {
                 println!("sandbox Kubernetes API at {kube} (kubectl --server {kube} get pods -n promotions-ns)");
                 println!("try: /ops restart promotions-api   — then approve as console:bob");
                 println!("     /ops deploy promotions v1.2.5 — approve as console:bob; then v1.2.6 (it crashes) and press Rollback");
-                let served = serve::serve(settings, path.parent().map(|p| p.to_path_buf()).unwrap_or_default()).await;
+                // The demo's console lets loopback users pick who they act as; serve never does.
+                let picker = Some(runbot_adapters::console::ConsoleAuth::Picker);
+                let served = serve::serve(settings, path.parent().map(|p| p.to_path_buf()).unwrap_or_default(), picker).await;
                 world.shutdown().await;
                 served
             }
             Cmd::Serve { config } => {
                 let settings = load(&config)?;
-                serve::serve(settings, config.parent().map(|p| p.to_path_buf()).unwrap_or_default()).await
+                serve::serve(settings, config.parent().map(|p| p.to_path_buf()).unwrap_or_default(), None).await
             }
             Cmd::CheckConfig { file } => {
                 let s = load(&file)?;

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use runbot_adapters::console::{self, ConsoleChat, ConsoleState};
+use runbot_adapters::console::{self, ConsoleAuth, ConsoleChat, ConsoleState};
 use runbot_adapters::discord::{Discord, GatewayState};
 use runbot_adapters::slack::Slack;
 use runbot_adapters::store_sql::SqlStore;
@@ -22,6 +22,7 @@ use runbot_commands::config::Settings;
 use runbot_commands::engine::Engine;
 use runbot_commands::ports::{Chats, Store, SystemClock};
 use runbot_commands::steps::{Connections, StepKinds};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +30,16 @@ use std::time::Duration;
 /// How long each shutdown phase (in-flight requests, store) may take.
 const GRACE: Duration = Duration::from_secs(5);
 
-pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
+/// Serves until SIGTERM / Ctrl-C. `console_auth`: how console requests are authenticated —
+/// `runbot demo` passes the identity picker; `None` takes `[console] auth` from the settings.
+pub async fn serve(settings: Settings, base: PathBuf, console_auth: Option<ConsoleAuth>) -> anyhow::Result<()> {
+    let console_auth = match console_auth {
+        Some(a) => a,
+        None => ConsoleAuth::from_config(&settings.config.console)?,
+    };
+    if settings.config.console.enabled && !settings.config.console.identities.is_empty() && !matches!(console_auth, ConsoleAuth::Picker) {
+        tracing::warn!("[console] identities is only offered by runbot demo's picker; runbot serve ignores it ([console] auth decides who acts)");
+    }
     let clusters = crate::clusters::connect(&settings).await?;
     let catalogs = crate::catalogs::connect(&settings)?;
     let store = Arc::new(SqlStore::connect(&settings.config.store.url).await?);
@@ -117,7 +127,7 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
         .route("/readyz", get(readyz))
         .with_state(Arc::new(ready));
     if console_on {
-        app = app.merge(console::router(ConsoleState { chat: console, engine: engine.clone() }));
+        app = app.merge(console::router(ConsoleState { chat: console, engine: engine.clone(), auth: Arc::new(console_auth.clone()) }));
     }
     let slack_metrics = slack.as_ref().map(|s| s.metrics.clone());
     if let Some(r) = slack_routes {
@@ -144,8 +154,17 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
         }),
     );
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "runbot serving");
+    let addr = listener.local_addr()?;
+    // Validation refuses this config already; checked again on the bound socket.
+    anyhow::ensure!(
+        !console_on || console_auth.allows_listen(addr),
+        "[server] listen = {listen:?} is not a loopback address and the console ([console] auth = \"loopback\") answers only \
+         this machine: listen on 127.0.0.1, set [console] enabled = false, or use [console] auth = \"proxy\" with trusted_proxies"
+    );
+    tracing::info!(%addr, "runbot serving");
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // The peer address of each connection reaches the handlers: the console decides by it.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     });

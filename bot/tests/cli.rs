@@ -136,7 +136,8 @@ approvers = ["sre"]
 [services.alpha.environments.prod.vars]
 marker = "{d}/alpha.marker"
 [console]
-identities = ["console:alice", "console:bob"]
+auth = "proxy"
+trusted_proxies = ["127.0.0.1"]
 "#
         ),
     )

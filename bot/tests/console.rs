@@ -44,6 +44,7 @@ async fn page_state_and_health_endpoints() {
 
     let st: Value = bot.get("/console/api/state").await.json().await.expect("state JSON");
     assert_eq!(st["identities"], json!(["console:alice", "console:bob", "console:carol"]), "{st}");
+    assert_eq!(st["pick"], json!(true), "the demo's console offers its identity picker: {st}");
     let channels: Vec<&str> = st["channels"].as_array().expect("channels").iter().filter_map(|c| c.as_str()).collect();
     assert!(channels.contains(&"ops") && channels.contains(&"inc-prod"), "{st}");
     assert_eq!(st["default_channel"], "ops");

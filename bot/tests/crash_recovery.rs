@@ -42,7 +42,8 @@ marker = "{d}/alpha.log"
 [services.beta.environments.prod.vars]
 marker = "{d}/beta.log"
 [console]
-identities = ["console:alice", "console:bob"]
+auth = "proxy"
+trusted_proxies = ["127.0.0.1"]
 history = "console.jsonl"
 "#
         ),
@@ -88,14 +89,17 @@ impl Bot {
     }
 
     async fn post(&self, path: &str, body: Value) -> Value {
-        let r = self.http.post(format!("{}/console/api/{path}", self.base)).json(&body).send().await.expect("post");
+        // The test is the console's trusted authenticating proxy: it names the user in a header.
+        let user = body["identity"].as_str().and_then(|i| i.strip_prefix("console:")).unwrap_or_default().to_string();
+        let r = self.http.post(format!("{}/console/api/{path}", self.base)).header("X-Forwarded-User", user).json(&body).send().await.expect("post");
         assert!(r.status().is_success(), "{path}: {}", r.status());
         r.json().await.expect("json")
     }
 
     /// The status message of an execution in the channel (the one whose title starts with its id).
     async fn status(&self, exec: &str) -> Value {
-        let v: Value = self.http.get(format!("{}/console/api/messages?channel=ops", self.base)).send().await.expect("get").json().await.expect("json");
+        let url = format!("{}/console/api/messages?channel=ops", self.base);
+        let v: Value = self.http.get(url).header("X-Forwarded-User", "observer").send().await.expect("get").json().await.expect("json");
         let all: Vec<Value> = v["messages"].as_array().cloned().unwrap_or_default();
         let mine: Vec<Value> = all.into_iter().filter(|m| m["thread"].is_null() && m["message"]["title"].as_str().is_some_and(|t| t.starts_with(&format!("{exec} ")))).collect();
         assert_eq!(mine.len(), 1, "exactly one status message for {exec}");

@@ -169,7 +169,8 @@ approvers = ["sre"]
 [services.alpha.environments.prod.vars]
 marker = "{d}/alpha.log"
 [console]
-identities = ["console:alice", "console:bob"]
+auth = "proxy"
+trusted_proxies = ["127.0.0.1"]
 history = "console.jsonl"
 "#
         ),

@@ -15,6 +15,18 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_runbot");
 /// How long one ordinary HTTP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The user header of `[console] auth = "proxy"` (its default).
+pub const PROXY_USER_HEADER: &str = "X-Forwarded-User";
+
+/// An HTTP client that, like an authenticating proxy, names a user on every request
+/// (`console:observer` for reads; the command and click helpers name their own). The demo's
+/// console ignores the header.
+pub fn proxy_client() -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(PROXY_USER_HEADER, reqwest::header::HeaderValue::from_static("observer"));
+    reqwest::Client::builder().default_headers(h).build().expect("HTTP client")
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
@@ -60,7 +72,7 @@ impl Runbot {
             .stderr(log_file)
             .spawn()
             .expect("start runbot");
-        let mut bot = Runbot { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new(), log: log.to_path_buf() };
+        let mut bot = Runbot { child, base: format!("http://127.0.0.1:{port}"), http: proxy_client(), log: log.to_path_buf() };
         let t = Instant::now();
         loop {
             if let Ok(r) = bot.http.get(bot.url("/healthz")).timeout(Duration::from_secs(2)).send().await {
@@ -100,8 +112,19 @@ impl Runbot {
             .unwrap_or_else(|e| panic!("POST {api}: {e}"))
     }
 
+    /// POSTs as the body's `identity`: under `[console] auth = "proxy"` (with the test as the
+    /// trusted proxy) through the proxy's user header; the demo's picker reads the body.
     async fn post_ok(&self, api: &str, body: Value) -> Value {
-        let r = self.post_raw(api, &body).await;
+        let user = body["identity"].as_str().and_then(|i| i.strip_prefix("console:")).unwrap_or_default().to_string();
+        let r = self
+            .http
+            .post(self.url(&format!("/console/api/{api}")))
+            .header(PROXY_USER_HEADER, user)
+            .json(&body)
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {api}: {e}"));
         let status = r.status();
         let text = r.text().await.expect("response body");
         assert!(status.is_success(), "POST {api} {body}: {status} {text}");

@@ -1,10 +1,12 @@
 //! Configuration: the TOML types ([`types`]), secrets by reference ([`secret`]), and
 //! [`Settings`] — the validated form, with every problem reported with its key path.
 
+mod net;
 mod secret;
 mod types;
 mod validate;
 
+pub use net::{IpNet, is_loopback_peer, listen_is_loopback};
 pub use secret::{Redactor, Secret, SecretRef};
 pub use types::*;
 pub use validate::Problem;

@@ -722,7 +722,22 @@ pub struct ConsoleConfig {
     /// Serve the web console at `/console`. Default true.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Identities offered in the console's "acting as" picker.
+    /// How `runbot serve` knows who a console request is from: `loopback` (default) or `proxy`.
+    #[serde(default)]
+    pub auth: ConsoleAuthMode,
+    /// `auth = "loopback"`: the one identity console requests act as. Default: none (the
+    /// console shows messages but takes no commands).
+    #[serde(default)]
+    pub local_identity: Option<String>,
+    /// `auth = "proxy"`: the authenticating proxy's addresses (IPs or CIDRs); only requests
+    /// whose connection comes from one of them are answered.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// `auth = "proxy"`: the request header carrying the authenticated user name. Default
+    /// `X-Forwarded-User`.
+    #[serde(default = "default_user_header")]
+    pub user_header: String,
+    /// Identities offered in the "acting as" picker of `runbot demo` (serve has no picker).
     #[serde(default)]
     pub identities: Vec<String>,
     /// Channels listed in the console. Default `["ops"]`.
@@ -736,8 +751,33 @@ pub struct ConsoleConfig {
 
 impl Default for ConsoleConfig {
     fn default() -> Self {
-        ConsoleConfig { enabled: true, identities: Vec::new(), channels: default_channels(), history: None }
+        ConsoleConfig {
+            enabled: true,
+            auth: ConsoleAuthMode::default(),
+            local_identity: None,
+            trusted_proxies: Vec::new(),
+            user_header: default_user_header(),
+            identities: Vec::new(),
+            channels: default_channels(),
+            history: None,
+        }
     }
+}
+
+/// Where the console's identity comes from under `runbot serve`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleAuthMode {
+    /// Only connections from a loopback address are answered (checked on the socket), acting
+    /// as `local_identity`; runbot refuses to start on a non-loopback `[server] listen`.
+    #[default]
+    Loopback,
+    /// An authenticating proxy at `trusted_proxies` names the user in `user_header`.
+    Proxy,
+}
+
+fn default_user_header() -> String {
+    "X-Forwarded-User".into()
 }
 
 fn yes() -> bool {

@@ -1,7 +1,7 @@
 //! Parsing and validation of the config: each section is deserialized on its own so one bad
 //! section does not hide problems in the others, and every problem carries its key path.
 
-use super::{parse_duration, Config, DiscordMode, Redactor, Settings};
+use super::{parse_duration, Config, ConsoleAuthMode, DiscordMode, Redactor, Settings};
 use crate::model::Identity;
 use crate::runbook::{placeholders, RunbooksFile, TargetKind};
 use crate::steps::{StepKinds, APPROVAL};
@@ -108,6 +108,57 @@ fn identity_problem(id: &str) -> Option<String> {
         .then(|| format!("'{id}' is not an identity; write platform:id with platform slack, discord or console"))
 }
 
+/// `[console]`'s identity source: a loopback console must not listen beyond loopback, and each
+/// mode's keys are well formed and not mixed with the other mode's.
+fn console_auth_problems(config: &Config, p: &mut impl FnMut(String, String)) {
+    let c = &config.console;
+    if let Some(id) = &c.local_identity {
+        if !id.starts_with("console:") || identity_problem(id).is_some() {
+            p("console.local_identity".into(), format!("'{id}' is not a console identity (console:name)"));
+        }
+    }
+    for (i, t) in c.trusted_proxies.iter().enumerate() {
+        if let Err(why) = super::IpNet::parse(t) {
+            p(format!("console.trusted_proxies[{i}]"), why);
+        }
+    }
+    if bad_header_name(&c.user_header) {
+        p("console.user_header".into(), format!("'{}' is not an HTTP header name", c.user_header));
+    }
+    match c.auth {
+        ConsoleAuthMode::Loopback => {
+            if !c.trusted_proxies.is_empty() {
+                p("console.trusted_proxies".into(), "only used with auth = \"proxy\"".into());
+            }
+            let parses = config.server.listen.parse::<std::net::SocketAddr>().is_ok();
+            if c.enabled && parses && !super::listen_is_loopback(&config.server.listen) {
+                p(
+                    "server.listen".into(),
+                    format!(
+                        "'{}' is not a loopback address, and the console (enabled, auth = \"loopback\") answers only this machine: \
+                         listen on 127.0.0.1, set [console] enabled = false, or put it behind an authenticating proxy \
+                         with [console] auth = \"proxy\" and trusted_proxies",
+                        config.server.listen
+                    ),
+                );
+            }
+        }
+        ConsoleAuthMode::Proxy => {
+            if c.trusted_proxies.is_empty() {
+                p("console.trusted_proxies".into(), "auth = \"proxy\" needs the proxy's addresses (IPs or CIDRs)".into());
+            }
+            if c.local_identity.is_some() {
+                p("console.local_identity".into(), "only used with auth = \"loopback\"; behind the proxy each user is console:<user>".into());
+            }
+        }
+    }
+}
+
+/// An HTTP header name is 1–100 token characters (RFC 9110 `tchar`).
+fn bad_header_name(name: &str) -> bool {
+    name.is_empty() || name.len() > 100 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// Cross-checks the parsed config and runbooks and builds [`Settings`].
 pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems: &mut Vec<Problem>) -> Settings {
     let mut p = |path: String, msg: String| problems.push(Problem::new(path, msg));
@@ -156,6 +207,7 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
             p(format!("console.identities[{i}]"), format!("'{id}' is not a console identity (console:name)"));
         }
     }
+    console_auth_problems(&config, &mut p);
 
     let mut adapter_secrets = Vec::new();
     if let Some(slack) = &config.slack {
@@ -795,5 +847,34 @@ mod slack_tests {
         assert_eq!(s.groups_of(&who, &["discord-role:77".into()]), vec!["sre".to_string()]);
         // People still count once across platforms.
         assert_eq!(s.groups_of(&crate::model::Identity::new("slack:U1"), &[]), vec!["ops".to_string()]);
+    }
+
+    #[test]
+    fn a_loopback_console_on_a_non_loopback_listen_address_is_refused_naming_the_keys() {
+        for listen in ["0.0.0.0:8080", "[::]:8080", "10.1.2.3:8080"] {
+            let p = problems(&format!("[server]\nlisten = \"{listen}\"\n"));
+            assert!(
+                p.iter().any(|p| p.starts_with("server.listen:") && p.contains("auth = \"loopback\"") && p.contains("[console] enabled = false")),
+                "{listen}: {p:?}"
+            );
+        }
+        assert!(problems("[server]\nlisten = \"0.0.0.0:8080\"\n[console]\nenabled = false\n").is_empty());
+        let proxied = "[server]\nlisten = \"0.0.0.0:8080\"\n[console]\nauth = \"proxy\"\ntrusted_proxies = [\"10.0.0.5\", \"10.1.0.0/16\"]\n";
+        assert!(problems(proxied).is_empty(), "{:?}", problems(proxied));
+    }
+
+    #[test]
+    fn console_auth_keys_are_checked_for_their_mode() {
+        let p = problems("[console]\nauth = \"proxy\"\n");
+        assert!(p.iter().any(|p| p.starts_with("console.trusted_proxies: auth = \"proxy\" needs")), "{p:?}");
+        let p = problems("[console]\nauth = \"proxy\"\ntrusted_proxies = [\"10.0.0.5/24\", \"proxy\"]\nlocal_identity = \"console:ops\"\nuser_header = \"X User\"\n");
+        for want in ["console.trusted_proxies[0]:", "console.trusted_proxies[1]:", "console.local_identity: only used", "console.user_header:"] {
+            assert!(p.iter().any(|p| p.starts_with(want)), "{want}: {p:?}");
+        }
+        let p = problems("[console]\nlocal_identity = \"slack:U1\"\ntrusted_proxies = [\"10.0.0.5\"]\n");
+        assert!(p.iter().any(|p| p.starts_with("console.local_identity: 'slack:U1' is not a console identity")), "{p:?}");
+        assert!(p.iter().any(|p| p.starts_with("console.trusted_proxies: only used with auth = \"proxy\"")), "{p:?}");
+        assert!(problems("[console]\nauth = \"anyone\"\n").iter().any(|p| p.contains("console")), "an unknown mode is refused");
+        assert!(problems("[console]\nlocal_identity = \"console:ops\"\n").is_empty());
     }
 }
