@@ -293,3 +293,32 @@ async fn demo_deploy_break_and_roll_back() {
     let bad = run("42");
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("is not an execution id"));
 }
+
+/// The console's Approve with its plan fingerprint removed or replaced — a hand-made
+/// `/console/api/action` — is refused and approves nothing; the real button then does.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_without_the_plan_fingerprint_is_refused() {
+    let (bot, _root, state) = demo().await;
+    let reply = bot.command("console:alice", "ops", "/ops run cache-flush promotions").await;
+    assert!(text(&reply).contains("R-1 created"), "{reply}");
+    common::until("R-1 waiting with an Approve button", 20, async || {
+        bot.status("inc-prod", "R-1").await.is_some_and(|m| button(&m, "approve").is_some())
+    })
+    .await;
+    let msg = bot.status("inc-prod", "R-1").await.expect("R-1");
+    let real = button(&msg, "approve").expect("approve");
+    let value = real["value"].as_str().expect("value").to_string();
+    let (head, fp) = value.rsplit_once('|').expect("a value with a fingerprint");
+    for forged in [format!("{head}|"), head.to_string(), format!("{head}|{}", "0".repeat(fp.len()))] {
+        let mut b = real.clone();
+        b["value"] = serde_json::Value::String(forged.clone());
+        let r = bot.click("console:bob", &msg, &b).await;
+        let t = text(&r);
+        assert!(t.contains("carries no plan fingerprint") || t.contains("changed since that message was shown"), "{forged}: {r}");
+    }
+    let now = bot.status("inc-prod", "R-1").await.expect("R-1");
+    assert!(text(&now["message"]).contains("Waiting for approval"), "still waiting: {now}");
+    assert_eq!(cache_files(&state), DEMO_FILES, "nothing ran");
+    let r = bot.click("console:bob", &msg, &real).await;
+    assert!(text(&r).contains("approved"), "{r}");
+}

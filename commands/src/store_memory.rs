@@ -49,6 +49,18 @@ struct Inner {
     artifacts: HashMap<ExecutionId, Vec<(String, String)>>,
 }
 
+impl Inner {
+    /// Links `entry` after the head and appends it.
+    fn append(&mut self, entry: &AuditEntry) -> AuditRecord {
+        let mut entry = entry.clone();
+        entry.at = micros(entry.at);
+        let prev = self.audit.last().map(|r| (r.seq, r.hash.as_str()));
+        let record = audit::link(prev, entry);
+        self.audit.push(record.clone());
+        record
+    }
+}
+
 /// Everything in one mutex; every operation is a single critical section, so each is atomic.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -79,6 +91,10 @@ impl Store for MemoryStore {
     }
 
     async fn create(&self, exec: &Execution, lock_key: Option<&str>) -> Result<(), StoreError> {
+        self.create_audited(exec, lock_key, &[]).await
+    }
+
+    async fn create_audited(&self, exec: &Execution, lock_key: Option<&str>, entries: &[AuditEntry]) -> Result<(), StoreError> {
         let mut inner = self.lock()?;
         if inner.executions.contains_key(&exec.id) {
             return Err(StoreError::Backend(format!("execution {} already exists", exec.id)));
@@ -91,6 +107,9 @@ impl Store for MemoryStore {
         }
         let row = Row { exec: exec.clone(), version: 1, lease_owner: None, lease_until: None };
         inner.executions.insert(exec.id, row);
+        for e in entries {
+            inner.append(e);
+        }
         Ok(())
     }
 
@@ -155,13 +174,7 @@ impl Store for MemoryStore {
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
-        let mut inner = self.lock()?;
-        let mut entry = entry.clone();
-        entry.at = micros(entry.at);
-        let prev = inner.audit.last().map(|r| (r.seq, r.hash.as_str()));
-        let record = audit::link(prev, entry);
-        inner.audit.push(record.clone());
-        Ok(record)
+        Ok(self.lock()?.append(entry))
     }
 
     async fn audit_log(&self) -> Result<(Vec<AuditRecord>, Option<(u64, String)>), StoreError> {

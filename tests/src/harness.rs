@@ -288,6 +288,11 @@ impl World {
         self.engine.sweep().await;
     }
 
+    /// Makes this process's `n`th store write from now fail (see [`KillableStore::fail_write`]).
+    pub fn fail_write(&self, n: i64) {
+        self.live.fail_write(n);
+    }
+
     /// Cuts this process off from the store (`true`: a partition or a long pause) or
     /// reconnects it (`false`); unlike a restart, the process and its tasks live on.
     pub fn partition(&self, down: bool) {

@@ -65,7 +65,7 @@ pub(super) async fn next_id(store: &SqlStore) -> Result<ExecutionId, StoreError>
     exec_id(n)
 }
 
-pub(super) async fn create(store: &SqlStore, exec: &Execution, lock_key: Option<&str>) -> Result<(), StoreError> {
+pub(super) async fn create(store: &SqlStore, exec: &Execution, lock_key: Option<&str>, entries: &[AuditEntry]) -> Result<(), StoreError> {
     let id = db_id(exec.id)?;
     let cols = Columns::of(exec)?;
     let mut tx = store.begin_write().await?;
@@ -120,6 +120,7 @@ pub(super) async fn create(store: &SqlStore, exec: &Execution, lock_key: Option<
         }
         Err(e) => return Err(backend_err("storing an execution")(e)),
     }
+    super::audit::append_in(store.backend, &mut *tx, entries).await?;
     tx.commit("committing a new execution").await
 }
 

@@ -305,7 +305,11 @@ impl Store for SqlStore {
     }
 
     async fn create(&self, exec: &Execution, lock_key: Option<&str>) -> Result<(), StoreError> {
-        executions::create(self, exec, lock_key).await
+        executions::create(self, exec, lock_key, &[]).await
+    }
+
+    async fn create_audited(&self, exec: &Execution, lock_key: Option<&str>, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        executions::create(self, exec, lock_key, entries).await
     }
 
     async fn load(&self, id: ExecutionId) -> Result<Option<Versioned<Execution>>, StoreError> {

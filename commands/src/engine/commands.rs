@@ -43,7 +43,13 @@ impl Engine {
             ));
         }
         if !recorded {
-            self.audit("command", Some(&req.identity), None, self.command_detail(&req)).await;
+            // Nothing is done for a command that is not on the record.
+            let entry = self.audit_entry("command", Some(&req.identity), None, self.command_detail(&req));
+            if let Err(e) = self.store().append_audit(&entry).await {
+                tracing::error!(error = %e, "could not record a command");
+                self.inner.metrics.command(CommandOutcome::Refused);
+                return Reply::private("runbot could not record your command (its state store did not answer), so it did nothing. Try again in a moment.");
+            }
         }
         let parsed = grammar::parse(&req.text);
         let cmd = match parsed {
@@ -319,7 +325,13 @@ impl Engine {
             finished_at: None,
         };
         let lock = plan.mutating.then(|| plan.target.lock_key());
-        match self.store().create(&exec, lock.as_deref()).await {
+        let created = self.audit_entry(
+            "execution",
+            Some(&req.identity),
+            Some(id),
+            json!({"runbook": exec.runbook, "target": exec.target.lock_key(), "fingerprint": exec.fingerprint}),
+        );
+        match self.store().create_audited(&exec, lock.as_deref(), &[created]).await {
             Ok(()) => {}
             Err(StoreError::Locked { key, holder }) => {
                 let about = match self.store().load(holder).await {
@@ -340,8 +352,6 @@ impl Engine {
             }
             Err(e) => return Err(UpdateError::Store(e).reply()),
         }
-        self.audit("execution", Some(&req.identity), Some(id), json!({"runbook": exec.runbook, "target": exec.target.lock_key(), "fingerprint": exec.fingerprint}))
-            .await;
         // The status message is posted before any step runs, and its id stored, so every later
         // update (also after a restart) edits the same message.
         let platform = req.origin.platform.clone();
@@ -370,7 +380,16 @@ impl Engine {
                 {
                     Ok((saved, ())) if !failed.is_empty() => self.publish(&saved),
                     Ok(_) => {}
-                    Err(e) => return Err(e.reply()),
+                    // Created and announced: the reply must not say nothing happened.
+                    Err(e) => {
+                        tracing::error!(execution = %id, error = ?e, "could not record the status message of a new execution");
+                        return Ok((
+                            Reply::private(format!(
+                                "{id} was created and its status message posted, but runbot could not record that message (its state store did not answer); it goes on once the store answers, possibly under a new status message. /ops status {id} shows where it is; /ops cancel {id} stops it."
+                            )),
+                            Some(id),
+                        ));
+                    }
                 }
                 for (p, why) in &failed {
                     self.audit("mirror_failed", None, Some(id), json!({"platform": p, "error": why})).await;
@@ -378,7 +397,7 @@ impl Engine {
                 failed
             }
             Err(why) => {
-                let _ = self
+                let cancelled = self
                     .update(id, |ex| {
                         ex.state = ExecState::Cancelled;
                         ex.finished_at = Some(ex.updated_at);
@@ -387,6 +406,13 @@ impl Engine {
                     })
                     .await;
                 self.audit("error", None, Some(id), json!({"error": why})).await;
+                if let Err(e) = cancelled {
+                    // The execution is stored and could not be stopped: say so, and how to.
+                    tracing::error!(execution = %id, error = ?e, "could not cancel an execution whose status message was not posted");
+                    return Err(Reply::private(format!(
+                        "{id} was created, but runbot could not post its status message ({why}) nor record that it must not run (its state store did not answer). Cancel it with /ops cancel {id}; /ops status {id} shows where it is."
+                    )));
+                }
                 return Err(Reply::private(format!("{id} was not started: runbot could not post its status message ({why}). Nothing was changed.")));
             }
         };

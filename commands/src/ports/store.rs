@@ -46,6 +46,17 @@ pub trait Store: Send + Sync + 'static {
     /// transaction. Fails with [`StoreError::Locked`] naming the holder.
     async fn create(&self, exec: &Execution, lock_key: Option<&str>) -> Result<(), StoreError>;
 
+    /// [`Store::create`] and [`Store::append_audit`] of each entry, in one transaction where
+    /// the backend has them (the SQL store): a new execution and its audit records commit
+    /// together, or neither does.
+    async fn create_audited(&self, exec: &Execution, lock_key: Option<&str>, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        self.create(exec, lock_key).await?;
+        for e in entries {
+            self.append_audit(e).await?;
+        }
+        Ok(())
+    }
+
     async fn load(&self, id: ExecutionId) -> Result<Option<Versioned<Execution>>, StoreError>;
 
     /// Replaces the document if its version is still `expected`; returns the new version. When

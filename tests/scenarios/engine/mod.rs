@@ -3,6 +3,7 @@
 
 mod approvals;
 mod lifecycle;
+mod faults;
 mod mirror;
 mod restart;
 mod surface;

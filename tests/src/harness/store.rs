@@ -8,17 +8,34 @@ use runbot_commands::audit::{AuditEntry, AuditRecord};
 use runbot_commands::model::{Execution, ExecutionId};
 use runbot_commands::ports::{ListFilter, Store, StoreError, Versioned};
 use runbot_commands::store_memory::MemoryStore;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 pub struct KillableStore {
     inner: Arc<MemoryStore>,
     dead: AtomicBool,
+    /// Writes left before one fails (`< 0`: none is made to fail).
+    fail_in: AtomicI64,
 }
 
 impl KillableStore {
     pub fn new(inner: Arc<MemoryStore>) -> Self {
-        KillableStore { inner, dead: AtomicBool::new(false) }
+        KillableStore { inner, dead: AtomicBool::new(false), fail_in: AtomicI64::new(-1) }
+    }
+
+    /// The write `n` writes from now (0: the next one) fails, without changing anything, as a
+    /// store that lost its disk or its connection at that moment; the writes after it work.
+    pub fn fail_write(&self, n: i64) {
+        self.fail_in.store(n, Ordering::SeqCst);
+    }
+
+    /// A write: fails when it is the one [`KillableStore::fail_write`] chose.
+    fn writable(&self) -> Result<&MemoryStore, StoreError> {
+        let inner = self.alive()?;
+        if self.fail_in.fetch_sub(1, Ordering::SeqCst) == 0 {
+            return Err(StoreError::Backend("injected failure: the write did not happen".into()));
+        }
+        Ok(inner)
     }
 
     /// From now on every call fails, as if the process had stopped.
@@ -44,43 +61,46 @@ impl KillableStore {
 #[async_trait]
 impl Store for KillableStore {
     async fn next_id(&self) -> Result<ExecutionId, StoreError> {
-        self.alive()?.next_id().await
+        self.writable()?.next_id().await
     }
     async fn create(&self, exec: &Execution, lock_key: Option<&str>) -> Result<(), StoreError> {
-        self.alive()?.create(exec, lock_key).await
+        self.writable()?.create(exec, lock_key).await
+    }
+    async fn create_audited(&self, exec: &Execution, lock_key: Option<&str>, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        self.writable()?.create_audited(exec, lock_key, entries).await
     }
     async fn load(&self, id: ExecutionId) -> Result<Option<Versioned<Execution>>, StoreError> {
         self.alive()?.load(id).await
     }
     async fn save(&self, exec: &Execution, expected: i64) -> Result<i64, StoreError> {
-        self.alive()?.save(exec, expected).await
+        self.writable()?.save(exec, expected).await
     }
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Execution>, StoreError> {
         self.alive()?.list(filter).await
     }
     async fn claim(&self, id: ExecutionId, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        self.alive()?.claim(id, owner, until, now).await
+        self.writable()?.claim(id, owner, until, now).await
     }
     async fn orphans(&self, owner: &str, now: DateTime<Utc>) -> Result<Vec<ExecutionId>, StoreError> {
         self.alive()?.orphans(owner, now).await
     }
     async fn put_artifact(&self, id: ExecutionId, name: &str, content: &str) -> Result<(), StoreError> {
-        self.alive()?.put_artifact(id, name, content).await
+        self.writable()?.put_artifact(id, name, content).await
     }
     async fn artifacts(&self, id: ExecutionId) -> Result<Vec<(String, String)>, StoreError> {
         self.alive()?.artifacts(id).await
     }
     async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
-        self.alive()?.append_audit(entry).await
+        self.writable()?.append_audit(entry).await
     }
     async fn audit_log(&self) -> Result<(Vec<AuditRecord>, Option<(u64, String)>), StoreError> {
         self.alive()?.audit_log().await
     }
     async fn first_delivery(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        self.alive()?.first_delivery(key, now).await
+        self.writable()?.first_delivery(key, now).await
     }
     async fn append_output(&self, id: ExecutionId, step: usize, text: &str) -> Result<(), StoreError> {
-        self.alive()?.append_output(id, step, text).await
+        self.writable()?.append_output(id, step, text).await
     }
     async fn output(&self, id: ExecutionId, step: usize) -> Result<String, StoreError> {
         self.alive()?.output(id, step).await
