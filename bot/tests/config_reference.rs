@@ -7,7 +7,8 @@
 //!   "required"), and the page documents no section or key the types do not have;
 //! - the runbooks and config of docs/adding-a-runbook.md (its blocks marked `<!-- file: … -->`)
 //!   pass `runbot check-config`, and the check-config output it shows is what runbot prints;
-//! - every shipped step kind is described there;
+//! - every shipped step kind is described there, and listed in the README (which lists no
+//!   kind that is not shipped); the README lists every command of the grammar's table;
 //! - the config and runbooks the Helm chart ships (deploy/helm/runbot/values.yaml) pass
 //!   `runbot check-config`.
 
@@ -322,13 +323,54 @@ fn the_runbook_guide_passes_check_config_as_shown() {
     }
 }
 
+/// The lines of `doc` from the heading `heading` to the next heading of its level.
+fn section<'a>(doc: &'a str, heading: &str) -> Vec<&'a str> {
+    let level = heading.split(' ').next().unwrap_or("##");
+    doc.lines()
+        .skip_while(|l| *l != heading)
+        .skip(1)
+        .take_while(|l| !(l.starts_with(level) && l.as_bytes().get(level.len()) == Some(&b' ')))
+        .collect()
+}
+
+/// Every `backticked` word of `lines`.
+fn backticked<'a>(lines: &[&'a str]) -> BTreeSet<&'a str> {
+    lines.iter().flat_map(|l| l.split('`').skip(1).step_by(2)).collect()
+}
+
 #[test]
 fn every_shipped_step_kind_is_described() {
+    let shipped: BTreeSet<&str> = StepKinds::shipped().names().into_iter().collect();
     let doc = read("docs/adding-a-runbook.md");
-    let described: BTreeSet<&str> = doc.lines().filter_map(|l| l.strip_prefix("| `")).filter_map(|l| l.split('`').next()).collect();
-    for kind in StepKinds::shipped().names() {
-        assert!(described.contains(kind), "docs/adding-a-runbook.md's step kind table lacks `{kind}`");
-    }
+    let table: BTreeSet<&str> = section(&doc, "## Step kinds").into_iter().filter_map(|l| l.strip_prefix("| `")).filter_map(|l| l.split('`').next()).collect();
+    assert_eq!(table, shipped, "docs/adding-a-runbook.md's step kind table and the shipped kinds differ");
+    // The README's list names each shipped kind, and no kind that is not shipped.
+    let readme = read("README.md");
+    let listed = backticked(&section(&readme, "## Runbooks are data"));
+    let missing: Vec<&&str> = shipped.iter().filter(|k| !listed.contains(**k)).collect();
+    assert!(missing.is_empty(), "README's \"Runbooks are data\" does not list {missing:?}");
+    let looks_like_kind = |w: &&str| w.contains('-') && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') && !shipped.contains(*w);
+    let stale: Vec<&&str> = listed.iter().filter(|w| looks_like_kind(w) && !w.ends_with('-')).filter(|w| !readme_runbook(w)).collect();
+    assert!(stale.is_empty(), "README's \"Runbooks are data\" lists kinds that are not shipped: {stale:?}");
+}
+
+/// Names in the README that are runbooks, not step kinds.
+fn readme_runbook(word: &str) -> bool {
+    let builtin = read("commands/runbooks/default.toml");
+    builtin.contains(&format!("[runbooks.{word}]"))
+}
+
+/// The README's command block and `/ops help` come from the same table: every command, no
+/// other.
+#[test]
+fn the_readme_lists_every_command() {
+    let readme = read("README.md");
+    let block = section(&readme, "## Commands");
+    let listed: BTreeSet<&str> = block.iter().filter_map(|l| l.strip_prefix("/ops ")).filter_map(|l| l.split_whitespace().next()).collect();
+    let more: BTreeSet<&str> = block.iter().flat_map(|l| l.split("/ops ").skip(2)).filter_map(|l| l.split_whitespace().next()).collect();
+    let listed: BTreeSet<&str> = listed.union(&more).copied().collect();
+    let commands: BTreeSet<&str> = runbot_commands::grammar::spec::COMMANDS.iter().map(|c| c.name).collect();
+    assert_eq!(listed, commands, "README's command list and the grammar's table differ");
 }
 
 /// A top-level `key: |` block of a YAML file, unindented.

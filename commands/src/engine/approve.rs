@@ -218,7 +218,7 @@ impl Engine {
                 engine.post_to_threads(&exec, &format!("Artifact {name} of {id}:"), &content).await;
             }
         });
-        Reply::private(format!("Posting {} into the thread of {id}. Export: runbot artifacts export {id}", names.join(", ")))
+        Reply::private(format!("Posting {} into the thread of {id}. To keep them as files: runbot artifacts export {id} --config <your runbot.toml> --out <directory>", names.join(", ")))
     }
 
     async fn vote(&self, click: &Click, id: ExecutionId, approve: bool, fp: &str) -> Reply {
