@@ -63,7 +63,7 @@ fn plan(text: &str) -> Message {
         title: "R-42 · restart promotions-api (prod)".into(),
         text: text.into(),
         fields: vec![("Requested by".into(), format!("discord:{ALICE}")), ("Acts on".into(), "promotions-api-7d9f (3 pods)".into())],
-        steps: vec![StepLine { status: "waiting".into(), name: "approve".into(), detail: String::new() }],
+        steps: vec![StepLine { status: runbot_commands::model::StepStatus::Waiting, name: "approve".into(), detail: String::new() }],
         code: None,
         buttons: vec![
             Button { label: "Approve".into(), action_id: "approve".into(), value: "R-42|approve|0123456789abcdef".into(), style: Some(ButtonStyle::Primary) },

@@ -1,6 +1,7 @@
 //! The platform-neutral message model: title, text, fields, step list, code block, buttons.
 //! Adapters render it (Block Kit, Discord components, console HTML) within their limits.
 
+use crate::model::StepStatus;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -14,11 +15,33 @@ pub struct Message {
     pub footer: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One step in a message's step list. Serialized with its status's icon (`icon`), so a
+/// renderer outside Rust (the console page) shows the same one.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct StepLine {
-    pub status: String,
+    pub status: StepStatus,
     pub name: String,
     pub detail: String,
+}
+
+impl StepLine {
+    /// The step as one line of text, numbered from 1: `✅ 1. Diagnose (succeeded) — detail`.
+    pub fn line(&self, index: usize) -> String {
+        let detail = if self.detail.is_empty() { String::new() } else { format!(" — {}", self.detail.replace('\n', " ")) };
+        format!("{} {}. {} ({}){detail}", self.status.icon(), index + 1, self.name, self.status.as_str())
+    }
+}
+
+impl Serialize for StepLine {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("StepLine", 4)?;
+        st.serialize_field("status", &self.status)?;
+        st.serialize_field("icon", self.status.icon())?;
+        st.serialize_field("name", &self.name)?;
+        st.serialize_field("detail", &self.detail)?;
+        st.end()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +81,7 @@ impl Message {
             s.push_str(&format!("{k}: {v}\n"));
         }
         for l in &self.steps {
-            s.push_str(&format!("[{}] {} {}\n", l.status, l.name, l.detail));
+            s.push_str(&format!("[{}] {} {}\n", l.status.as_str(), l.name, l.detail));
         }
         if let Some(c) = &self.code {
             s.push_str(c);

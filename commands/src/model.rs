@@ -96,6 +96,21 @@ pub enum StepStatus {
 }
 
 impl StepStatus {
+    /// The one icon of a status, shown by every renderer (Slack, Discord, the console page,
+    /// which gets it from the console API).
+    pub fn icon(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "▫️",
+            StepStatus::Running => "▶️",
+            StepStatus::Waiting => "⏳",
+            StepStatus::Succeeded => "✅",
+            StepStatus::Failed => "❌",
+            StepStatus::Interrupted => "⚠️",
+            StepStatus::Cancelled => "⊘",
+            StepStatus::Skipped => "↷",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             StepStatus::Pending => "pending",

@@ -154,19 +154,6 @@ fn truncate_chars(s: &str, max: usize) -> String {
     o
 }
 
-fn status_icon(status: &str) -> &'static str {
-    match status {
-        "succeeded" => "✅",
-        "running" => "▶️",
-        "waiting" => "⏳",
-        "failed" => "❌",
-        "interrupted" => "⚠️",
-        "cancelled" => "⊘",
-        "skipped" => "↷",
-        _ => "▫️",
-    }
-}
-
 /// Greedily packs blocks (each ≤ the smallest budget) into texts: the first of at most
 /// `first` characters, the others of at most `rest`.
 fn pack(blocks: Vec<String>, first: usize, rest: usize) -> Vec<String> {
@@ -285,10 +272,7 @@ fn render_embed(msg: &Message) -> Rendered {
             .steps
             .iter()
             .enumerate()
-            .map(|(i, s)| {
-                let detail = if s.detail.is_empty() { String::new() } else { format!(" — {}", s.detail.replace('\n', " ")) };
-                format!("{} {}. {} ({}){detail}\n", status_icon(&s.status), i + 1, s.name, s.status)
-            })
+            .map(|(i, s)| s.line(i) + "\n")
             .collect();
         flow.push((None, lines.trim_end().to_string(), false));
     }
@@ -399,6 +383,7 @@ pub fn unescape(s: &str) -> String {
 mod tests {
     use super::*;
     use runbot_commands::message::{Button, StepLine};
+    use runbot_commands::model::StepStatus;
     use runbot_sandbox::discord::limits::message_problems;
 
     fn plan() -> Message {
@@ -406,7 +391,7 @@ mod tests {
             title: "R-42 · restart promotions-api (prod)".into(),
             text: "⏳ Waiting for approval: 0 of 1 from sre — expires in 30 min.".into(),
             fields: vec![("Requested by".into(), "discord:1001".into()), ("Acts on".into(), "promotions_api-7d9 *bold* <@everyone>".into())],
-            steps: vec![StepLine { status: "succeeded".into(), name: "diagnose".into(), detail: "1 of 3 pods unhealthy".into() }],
+            steps: vec![StepLine { status: StepStatus::Succeeded, name: "diagnose".into(), detail: "1 of 3 pods unhealthy".into() }],
             code: None,
             buttons: vec![
                 Button { label: "Approve".into(), action_id: "approve".into(), value: "R-42|approve|0123456789abcdef".into(), style: Some(ButtonStyle::Primary) },

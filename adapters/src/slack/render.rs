@@ -102,19 +102,6 @@ fn truncate_chars(s: &str, max: usize) -> String {
     o
 }
 
-fn status_icon(status: &str) -> &'static str {
-    match status {
-        "succeeded" => "✅",
-        "running" => "▶️",
-        "waiting" => "⏳",
-        "failed" => "❌",
-        "interrupted" => "⚠️",
-        "cancelled" => "⊘",
-        "skipped" => "↷",
-        _ => "▫️",
-    }
-}
-
 /// Renders a message. The first part carries the header, the state, the fields, the steps
 /// and the buttons; anything past 50 blocks continues in `overflow` (for thread replies).
 pub fn render(msg: &Message) -> Rendered {
@@ -163,10 +150,7 @@ pub fn render(msg: &Message) -> Rendered {
             .steps
             .iter()
             .enumerate()
-            .map(|(i, s)| {
-                let detail = if s.detail.is_empty() { String::new() } else { format!(" — {}", s.detail.replace('\n', " ")) };
-                format!("{} {}. {} ({}){detail}\n", status_icon(&s.status), i + 1, s.name, s.status)
-            })
+            .map(|(i, s)| s.line(i) + "\n")
             .collect();
         for t in escaped_chunks(lines.trim_end(), MAX_SECTION, 0) {
             blocks.push(section(t));
@@ -275,13 +259,14 @@ fn violations(content: &Value) -> Vec<String> {
 mod tests {
     use super::*;
     use runbot_commands::message::{Button, StepLine};
+    use runbot_commands::model::StepStatus;
 
     fn plan() -> Message {
         Message {
             title: "R-42 · restart promotions-api (prod)".into(),
             text: "⏳ Waiting for approval: 0 of 1 from sre — expires in 30 min.".into(),
             fields: vec![("Requested by".into(), "slack:U1".into()), ("Acts on".into(), "promotions-api-7d9 <bad>".into())],
-            steps: vec![StepLine { status: "succeeded".into(), name: "diagnose".into(), detail: "1 of 3 pods unhealthy".into() }],
+            steps: vec![StepLine { status: StepStatus::Succeeded, name: "diagnose".into(), detail: "1 of 3 pods unhealthy".into() }],
             code: None,
             buttons: vec![
                 Button { label: "Approve".into(), action_id: "approve".into(), value: "R-42|approve|abc".into(), style: Some(ButtonStyle::Primary) },

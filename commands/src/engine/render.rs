@@ -70,7 +70,7 @@ pub fn render(exec: &Execution, now: DateTime<Utc>) -> Message {
         .steps
         .iter()
         .map(|s| StepLine {
-            status: s.status.as_str().to_string(),
+            status: s.status,
             name: s.name.clone(),
             detail: s.summary.clone().unwrap_or_else(|| s.action.clone()),
         })
