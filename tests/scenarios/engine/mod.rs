@@ -5,5 +5,6 @@ mod approvals;
 mod lifecycle;
 mod mirror;
 mod restart;
+mod secrets;
 mod surface;
 mod updates;
