@@ -469,6 +469,25 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
                     p(at(format!("params.{pname}.pattern")), "not a regular expression".into());
                 }
             }
+            match (pd.kind, &pd.root) {
+                (crate::runbook::ParamKind::Path, None) => {
+                    p(at(format!("params.{pname}")), "a path parameter needs `root`, the directory it is resolved under".into())
+                }
+                (crate::runbook::ParamKind::Value, Some(_)) => {
+                    p(at(format!("params.{pname}.root")), "only a `type = \"path\"` parameter has a root".into())
+                }
+                (_, Some(root)) => {
+                    for ph in placeholders(root) {
+                        let from_target = config.services.values().flat_map(|s| s.environments.values()).any(|e| e.vars.contains_key(&ph))
+                            || config.databases.values().any(|d| d.vars.contains_key(&ph));
+                        let engine = vars.contains(&ph) && !rb.params.contains_key(&ph) && !ph.starts_with("secret.");
+                        if !(engine || from_target) {
+                            p(at(format!("params.{pname}.root")), format!("unknown variable {{{ph}}} (a root may use the target's variables, not parameters or secrets)"));
+                        }
+                    }
+                }
+                _ => {}
+            }
         }
         for (i, step) in rb.steps.iter().enumerate() {
             let sat = |k: &str| at(format!("steps[{i}]{k}"));
