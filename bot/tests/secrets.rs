@@ -164,9 +164,13 @@ async fn drive(bot: &Runbot) -> (String, Vec<String>) {
     replies.push_str(&r.to_string());
     let envparam = created(&r);
     wait_state(bot, &envparam, "Succeeded").await;
-    until("the note in the thread", 10, async || chat(bot).await.contains("note=")).await;
-    if !chat(bot).await.contains("note={secret.canary}") {
-        wrong.push("the program did not get the literal {secret.canary}".to_string());
+    // The thread (not the status message, which quotes the command) shows what the program got.
+    let thread = async || -> String {
+        bot.messages("ops").await.iter().filter(|m| !m["thread"].is_null()).map(|m| m.to_string()).collect::<Vec<_>>().join("\n")
+    };
+    until("the note in the thread", 10, async || thread().await.contains("note=")).await;
+    if !thread().await.contains("note={secret.canary}") {
+        wrong.push(format!("the program did not get the literal {{secret.canary}}: {}", thread().await));
     }
 
     // The secret itself, or part of it, typed as a parameter: refused, stored nowhere.
