@@ -61,7 +61,9 @@ pub async fn export_artifacts(settings: &Settings, id: &str, out: &Path) -> anyh
             "artifact name '{name}' is not a plain file name"
         );
         let path = out.join(name);
-        std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
+        // Stored redacted; redacted again with today's secrets, like the audit export.
+        let content = settings.redactor.redact(content);
+        std::fs::write(&path, &content).with_context(|| format!("writing {}", path.display()))?;
         println!("{} ({} bytes)", path.display(), content.len());
     }
     Ok(())

@@ -2,7 +2,7 @@
 //! not its whole value, not any 8 characters of it.
 
 use runbot_commands::ports::Store;
-use runbot_tests::harness::{Options, World, created};
+use runbot_tests::harness::{Options, RUNBOOKS, World, created};
 
 const CANARY: &str = "canary-Hk4vT9pQ2xW7mZ3s";
 
@@ -12,7 +12,7 @@ fn leaks(text: &str) -> Vec<String> {
     chars.windows(8).map(|w| w.iter().collect::<String>()).filter(|w| text.contains(w.as_str())).collect()
 }
 
-const RUNBOOKS: &str = r#"
+const KEEP: &str = r#"
 [runbooks.keep]
 summary = "keeps an artifact holding a secret"
 target = "service"
@@ -32,7 +32,7 @@ async fn an_artifact_holding_a_secret_or_half_of_one_is_stored_redacted() {
     std::fs::write(&file, CANARY).expect("write secret");
     let world = World::with(Options {
         extra_config: format!("[secrets]\ncanary = \"file:{}\"\n", file.display()),
-        runbooks: RUNBOOKS.into(),
+        runbooks: format!("{RUNBOOKS}\n{KEEP}"),
         ..Options::default()
     })
     .await;
