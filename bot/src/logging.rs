@@ -77,3 +77,56 @@ impl<W: Write> Drop for Line<W> {
         let _ = self.inner.flush();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runbot_commands::config::SecretRef;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_field_of_a_json_or_text_log_line_is_redacted_even_escaped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("secret");
+        let secret = r#"log"sec\ret-Wq7Zp2Kd"#;
+        std::fs::write(&file, secret).expect("write secret");
+        let resolved = format!("file:{}", file.display()).parse::<SecretRef>().expect("reference").resolve().expect("resolve");
+        redact_with(&Redactor::new(vec![resolved]));
+        for json in [true, false] {
+            let buf = Buf::default();
+            let sink = buf.clone();
+            let builder = tracing_subscriber::fmt().with_ansi(false).with_writer(Redacted(move || sink.clone()));
+            let event = || {
+                let half = &secret[..10];
+                tracing::info!(error = %format!("failed: {secret}"), detail = ?secret, half, "oops {secret}");
+            };
+            if json {
+                tracing::subscriber::with_default(builder.json().finish(), event);
+            } else {
+                tracing::subscriber::with_default(builder.finish(), event);
+            }
+            let out = String::from_utf8(buf.0.lock().unwrap_or_else(|p| p.into_inner()).clone()).expect("utf-8");
+            assert!(out.contains("failed: ***") && out.contains("oops ***"), "{out}");
+            for form in [secret.to_string(), format!("{secret:?}"), serde_json::to_string(secret).expect("json")] {
+                let form = form.trim_matches('"');
+                let chars: Vec<char> = form.chars().collect();
+                for w in chars.windows(8).map(|w| w.iter().collect::<String>()) {
+                    assert!(!out.contains(&w), "'{w}' of the secret is in the log line: {out}");
+                }
+            }
+        }
+    }
+}

@@ -17,11 +17,32 @@ use std::process::Command;
 const CANARY: &str = "canary-7Qx9mZ4tLp2Vw8Kd3R";
 const CANARY_ENV: &str = "RUNBOT_TEST_CANARY";
 
-/// The pieces of the canary a leak would show: the whole value and every 8-character run.
+/// A second secret with characters JSON and Debug formatting escape (`"` and `\\`).
+const QUOTED: &str = r#"qu"ot\ed-Lm3Np8Rs"#;
+const QUOTED_ENV: &str = "RUNBOT_TEST_QUOTED";
+
+/// The pieces of a secret a leak would show: every 8-character run of it as it is, and as JSON
+/// or Debug formatting escapes it.
+fn leaks_of(secret: &str, text: &str) -> Vec<String> {
+    let json = serde_json::to_string(secret).expect("JSON string");
+    let debug = format!("{secret:?}");
+    let forms = [secret, &json[1..json.len() - 1], &debug[1..debug.len() - 1]];
+    let mut found: Vec<String> = Vec::new();
+    for form in forms {
+        let chars: Vec<char> = form.chars().collect();
+        for w in chars.windows(8).map(|w| w.iter().collect::<String>()) {
+            if text.contains(w.as_str()) && !found.contains(&w) {
+                found.push(w);
+            }
+        }
+    }
+    found
+}
+
+/// What of either secret `text` shows.
 fn leaks(text: &str) -> Vec<String> {
-    let chars: Vec<char> = CANARY.chars().collect();
-    let mut found: Vec<String> = chars.windows(8).map(|w| w.iter().collect::<String>()).filter(|w| text.contains(w.as_str())).collect();
-    found.dedup();
+    let mut found = leaks_of(CANARY, text);
+    found.extend(leaks_of(QUOTED, text));
     found
 }
 
@@ -41,6 +62,7 @@ runbooks = "runbooks.toml"
 update_interval_ms = 100
 [secrets]
 canary = "env:{CANARY_ENV}"
+quoted = "env:{QUOTED_ENV}"
 [groups]
 sre = ["console:alice", "console:bob"]
 [[approvals]]
@@ -71,8 +93,8 @@ env = { TOKEN = "{secret.canary}" }
 name = "Fail with it"
 kind = "command"
 idempotent = true
-argv = ["sh", "-c", "echo err:$TOKEN >&2; exit 3"]
-env = { TOKEN = "{secret.canary}" }
+argv = ["sh", "-c", "echo err:$TOKEN >&2; printf '%s\\n' \"quoted:$QUOTED\" >&2; exit 3"]
+env = { TOKEN = "{secret.canary}", QUOTED = "{secret.quoted}" }
 
 [runbooks.envparam]
 summary = "passes a parameter to the program through env"
@@ -125,12 +147,18 @@ async fn serve(config: &Path, port: u16, log: &Path, json_logs: bool) -> Runbot 
         args.push("--log-json".into());
     }
     args.extend(["serve".into(), "--config".into(), config.as_os_str().to_owned()]);
-    Runbot::spawn_with(args, &[(CANARY_ENV, CANARY)], port, log).await
+    Runbot::spawn_with(args, &[(CANARY_ENV, CANARY), (QUOTED_ENV, QUOTED)], port, log).await
 }
 
 /// `runbot <args>` with the canary in the environment; stdout and stderr together.
 fn run_cli(args: &[&str]) -> String {
-    let out = Command::new(common::BIN).args(args).env(CANARY_ENV, CANARY).env_remove("RUNBOT_LOG_JSON").output().expect("run runbot");
+    let out = Command::new(common::BIN)
+        .args(args)
+        .env(CANARY_ENV, CANARY)
+        .env(QUOTED_ENV, QUOTED)
+        .env_remove("RUNBOT_LOG_JSON")
+        .output()
+        .expect("run runbot");
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
@@ -209,7 +237,7 @@ async fn a_canary_secret_reaches_no_sink_whole_or_in_part() {
     let status = bot.terminate();
     assert!(status.success(), "{status}");
     let text_log = std::fs::read_to_string(&log).expect("text log");
-    assert!(text_log.contains("step finished"), "the step lines are logged:\n{text_log}");
+    assert!(text_log.contains("step finished") && text_log.contains("quoted:***"), "the failure is logged, redacted:\n{text_log}");
     sinks.push(("text log".into(), text_log));
 
     // JSON logs, and /metrics.
@@ -223,7 +251,10 @@ async fn a_canary_secret_reaches_no_sink_whole_or_in_part() {
     let status = bot.terminate();
     assert!(status.success(), "{status}");
     let json_log = std::fs::read_to_string(&log).expect("JSON log");
-    assert!(json_log.lines().any(|l| l.contains("step finished") && l.contains("exit code 3")), "the failure is logged:\n{json_log}");
+    assert!(
+        json_log.lines().any(|l| l.contains("step finished") && l.contains("exit code 3: err:*** | quoted:***")),
+        "the failure is logged, redacted:\n{json_log}"
+    );
     sinks.push(("JSON log".into(), json_log));
 
     // The store: every file of the SQLite database, raw.
