@@ -816,3 +816,42 @@ mod slack_tests {
         assert_eq!(s.groups_of(&crate::model::Identity::new("slack:U1"), &[]), vec!["ops".to_string()]);
     }
 }
+
+#[cfg(test)]
+mod param_tests {
+    use crate::config::Settings;
+    use crate::steps::StepKinds;
+
+    /// The problems `check-config` reports for a runbook with parameter `param` (TOML body).
+    fn problems_with_param(param: &str) -> Vec<String> {
+        let dir = std::env::temp_dir().join(format!("runbot-param-test-{}-{}", std::process::id(), param.len()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let runbooks = format!(
+            "[runbooks.r]\nsummary = \"r\"\ntarget = \"service\"\nmutating = false\n[runbooks.r.params.file]\n{param}\n[runbooks.r.params.other]\ndefault = \"x\"\n[[runbooks.r.steps]]\nname = \"s\"\nkind = \"command\"\nargv = [\"cat\", \"{{file}}\"]\n"
+        );
+        std::fs::write(dir.join("runbooks.toml"), runbooks).expect("write");
+        let config = "[engine]\nrunbooks = \"runbooks.toml\"\n[services.svc.environments.prod]\nvars = { reports = \"/srv/reports\" }\n";
+        let out = match Settings::from_toml(config, &dir, &StepKinds::shipped()) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.iter().map(|p| p.to_string()).collect(),
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        out
+    }
+
+    #[test]
+    fn a_path_parameter_needs_a_root_made_of_target_variables() {
+        assert!(problems_with_param("type = \"path\"\nroot = \"{reports}\"").is_empty());
+        assert!(problems_with_param("type = \"path\"\nroot = \"/srv/reports\"").is_empty());
+        let p = problems_with_param("type = \"path\"");
+        assert!(p.iter().any(|p| p.starts_with("runbooks.r.params.file: a path parameter needs `root`")), "{p:?}");
+        let p = problems_with_param("root = \"/srv\"");
+        assert!(p.iter().any(|p| p.starts_with("runbooks.r.params.file.root: only a `type = \"path\"` parameter")), "{p:?}");
+        for bad in ["{other}", "{secret.x}", "{nope}"] {
+            let p = problems_with_param(&format!("type = \"path\"\nroot = \"{bad}\""));
+            assert!(p.iter().any(|p| p.starts_with("runbooks.r.params.file.root: unknown variable")), "{bad}: {p:?}");
+        }
+        let p = problems_with_param("type = \"file\"");
+        assert!(p.iter().any(|p| p.contains("params.file") && p.contains("value") && p.contains("path")), "{p:?}");
+    }
+}
