@@ -35,8 +35,10 @@ pub async fn export(settings: &Settings, out: Option<&Path>) -> anyhow::Result<(
         Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
         None => Box::new(std::io::stdout().lock()),
     };
+    // Records are redacted when written; the export redacts again, with today's secrets (a
+    // secret added since, or a record older than the redaction rules, still leaves nothing).
     for r in &records {
-        writeln!(w, "{}", serde_json::to_string(r)?)?;
+        writeln!(w, "{}", settings.redactor.redact(&serde_json::to_string(r)?))?;
     }
     w.flush()?;
     if out.is_some() {
@@ -59,7 +61,9 @@ pub async fn export_artifacts(settings: &Settings, id: &str, out: &Path) -> anyh
             "artifact name '{name}' is not a plain file name"
         );
         let path = out.join(name);
-        std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
+        // Stored redacted; redacted again with today's secrets, like the audit export.
+        let content = settings.redactor.redact(content);
+        std::fs::write(&path, &content).with_context(|| format!("writing {}", path.display()))?;
         println!("{} ({} bytes)", path.display(), content.len());
     }
     Ok(())

@@ -4,6 +4,7 @@ mod audit_cmd;
 mod catalogs;
 mod clusters;
 mod deploy;
+mod logging;
 mod serve;
 
 use anyhow::Context;
@@ -110,10 +111,12 @@ enum AuditCmd {
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Settings> {
-    Settings::load(path, &StepKinds::shipped()).map_err(|problems| {
+    let settings = Settings::load(path, &StepKinds::shipped()).map_err(|problems| {
         let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
         anyhow::anyhow!("{} has {} problem(s):\n{}", path.display(), problems.len(), lines.join("\n"))
-    })
+    })?;
+    logging::redact_with(&settings.redactor);
+    Ok(settings)
 }
 
 fn main() -> ExitCode {
@@ -130,7 +133,7 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let cli = Cli::parse();
-    init_logging(cli.log_json);
+    logging::init(cli.log_json);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -194,7 +197,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("runbot: {e:#}");
+            eprintln!("runbot: {}", logging::redact(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -216,15 +219,5 @@ fn tls_preflight(cfg: &runbot_commands::config::Config) {
     match runbot_adapters::tls::native_root_count() {
         Ok(n) => println!("TLS: {n} root certificates on this system (for {})", https.join(", ")),
         Err(e) => eprintln!("warning: {e}; {} will fail on this machine (install ca-certificates or set SSL_CERT_FILE)", https.join(", ")),
-    }
-}
-
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUNBOT_LOG").unwrap_or_else(|_| "info,sqlx=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

@@ -103,9 +103,26 @@ pub struct ParamDef {
     #[serde(default)]
     pub default: Option<String>,
     /// The whole value must match this regular expression (it is anchored for you). Default
-    /// `^[A-Za-z0-9_][A-Za-z0-9._/:-]{0,199}$`.
+    /// `^[A-Za-z0-9_][A-Za-z0-9._/:-]{0,199}$` with no `..` segment.
     #[serde(default)]
     pub pattern: Option<String>,
+    /// `value` (default): the text as given. `path`: a file or directory under `root`; the
+    /// variable becomes its canonical absolute path, refused if it escapes `root`.
+    #[serde(default, rename = "type")]
+    pub kind: ParamKind,
+    /// For a `path` parameter: the directory (a template, e.g. `{reports_dir}`) it is resolved
+    /// under.
+    #[serde(default)]
+    pub root: Option<String>,
+}
+
+/// What a parameter's value is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamKind {
+    #[default]
+    Value,
+    Path,
 }
 
 /// A step: a name, a kind, and the kind's own parameters (checked by the kind).
@@ -120,20 +137,27 @@ pub struct StepDef {
     pub params: toml::Table,
 }
 
-/// Substitutes `{name}` with `vars[name]`; `{{` and `}}` are literal braces. Unknown names are
-/// an error naming the variable, so a runbook cannot run with a hole in its argv.
-pub fn render(template: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
-    let mut out = String::with_capacity(template.len());
+/// A template parsed once: literal text and `{name}` placeholders, as the author wrote them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    Text(String),
+    Var(String),
+}
+
+/// Parses a template: `{name}` is a placeholder, `{{` and `}}` are literal braces.
+pub fn parse(template: &str) -> Result<Vec<Piece>, String> {
+    let mut pieces = Vec::new();
+    let mut text = String::new();
     let mut chars = template.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
             '{' if chars.peek() == Some(&'{') => {
                 chars.next();
-                out.push('{');
+                text.push('{');
             }
             '}' if chars.peek() == Some(&'}') => {
                 chars.next();
-                out.push('}');
+                text.push('}');
             }
             '{' => {
                 let mut name = String::new();
@@ -148,13 +172,84 @@ pub fn render(template: &str, vars: &BTreeMap<String, String>) -> Result<String,
                 if !closed {
                     return Err(format!("unclosed '{{' in \"{template}\""));
                 }
-                match vars.get(&name) {
-                    Some(v) => out.push_str(v),
-                    None => return Err(format!("unknown variable {{{name}}} in \"{template}\"")),
+                if !text.is_empty() {
+                    pieces.push(Piece::Text(std::mem::take(&mut text)));
                 }
+                pieces.push(Piece::Var(name));
             }
             '}' => return Err(format!("stray '}}' in \"{template}\"")),
-            c => out.push(c),
+            c => text.push(c),
+        }
+    }
+    if !text.is_empty() {
+        pieces.push(Piece::Text(text));
+    }
+    Ok(pieces)
+}
+
+/// Substitutes `{name}` with `vars[name]` in one pass: a value is inserted as it is and never
+/// read again for placeholders. `{{` and `}}` are literal braces. Unknown names are an error
+/// naming the variable, so a runbook cannot run with a hole in its argv.
+pub fn render(template: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len());
+    for piece in parse(template)? {
+        match piece {
+            Piece::Text(t) => out.push_str(&t),
+            Piece::Var(name) => match vars.get(&name) {
+                Some(v) => out.push_str(v),
+                None => return Err(format!("unknown variable {{{name}}} in \"{template}\"")),
+            },
+        }
+    }
+    Ok(out)
+}
+
+/// `{` and `}` doubled: the text reads as itself in a template.
+pub fn escape(text: &str) -> String {
+    text.replace('{', "{{").replace('}', "}}")
+}
+
+/// Renders the variables of a template whose `{secret.NAME}` placeholders are filled in only
+/// when the step runs: the result is again a template, in which every variable's value is
+/// escaped and the only placeholders left are the secrets the author wrote. A value that came
+/// from a parameter, a chat argument or a program can therefore never name a secret.
+pub fn render_keeping_secrets(template: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len());
+    for piece in parse(template)? {
+        match piece {
+            Piece::Text(t) => out.push_str(&escape(&t)),
+            Piece::Var(name) if name.starts_with("secret.") => {
+                if !vars.contains_key(&name) {
+                    return Err(format!("unknown variable {{{name}}} in \"{template}\" (no such secret under [secrets])"));
+                }
+                out.push('{');
+                out.push_str(&name);
+                out.push('}');
+            }
+            Piece::Var(name) => match vars.get(&name) {
+                Some(v) => out.push_str(&escape(v)),
+                None => return Err(format!("unknown variable {{{name}}} in \"{template}\"")),
+            },
+        }
+    }
+    Ok(out)
+}
+
+/// Fills in a template made by [`render_keeping_secrets`], in one pass: each `{secret.NAME}`
+/// becomes the secret's value, escaped braces become braces. Any other placeholder, or a
+/// secret that is not configured, is an error (naming it, never a value).
+pub fn expand_secrets(template: &str, secrets: &BTreeMap<String, crate::config::Secret>) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len());
+    for piece in parse(template)? {
+        match piece {
+            Piece::Text(t) => out.push_str(&t),
+            Piece::Var(name) => {
+                let secret = name.strip_prefix("secret.").and_then(|n| secrets.get(n));
+                match secret {
+                    Some(s) => out.push_str(s.expose()),
+                    None => return Err(format!("{{{name}}} is not a configured secret")),
+                }
+            }
         }
     }
     Ok(out)
@@ -162,14 +257,14 @@ pub fn render(template: &str, vars: &BTreeMap<String, String>) -> Result<String,
 
 /// The variable names a template refers to.
 pub fn placeholders(template: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = template.replace("{{", "").replace("}}", "");
-    while let Some(start) = rest.find('{') {
-        let Some(end) = rest[start..].find('}') else { break };
-        out.push(rest[start + 1..start + end].to_string());
-        rest = rest[start + end + 1..].to_string();
-    }
-    out
+    parse(template)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Var(name) => Some(name),
+            Piece::Text(_) => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -183,5 +278,23 @@ mod tests {
         assert!(render("{nope}", &vars).unwrap_err().contains("unknown variable {nope}"));
         assert!(render("{service", &vars).is_err());
         assert_eq!(placeholders("a {b} {{c}} {d}"), vec!["b", "d"]);
+    }
+
+    #[test]
+    fn a_value_is_inserted_once_and_never_expanded_again() {
+        let vars: BTreeMap<String, String> = [
+            ("note".to_string(), "{secret.canary}".to_string()),
+            ("secret.canary".to_string(), String::new()),
+        ]
+        .into();
+        assert_eq!(render("n={note}", &vars).unwrap(), "n={secret.canary}");
+        // The author's secret stays a placeholder; the parameter's braces are escaped.
+        let stored = render_keeping_secrets("{note}:{secret.canary}", &vars).unwrap();
+        assert_eq!(stored, "{{secret.canary}}:{secret.canary}");
+        let secret = crate::config::Secret::for_test("canary-value-1234");
+        let secrets: BTreeMap<String, crate::config::Secret> = [("canary".to_string(), secret)].into();
+        assert_eq!(expand_secrets(&stored, &secrets).unwrap(), "{secret.canary}:canary-value-1234");
+        assert!(expand_secrets("{secret.other}", &secrets).unwrap_err().contains("not a configured secret"));
+        assert!(render_keeping_secrets("{secret.other}", &vars).unwrap_err().contains("no such secret"));
     }
 }

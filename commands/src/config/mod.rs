@@ -103,7 +103,15 @@ impl Settings {
             }
         }
         let settings = validate::build(config, runbooks, kinds, &mut problems);
-        if problems.is_empty() { Ok(settings) } else { Err(problems) }
+        if problems.is_empty() {
+            return Ok(settings);
+        }
+        // A problem quotes what it found; never a secret the config resolved.
+        for p in &mut problems {
+            p.message = settings.redactor.redact(&p.message);
+            p.path = settings.redactor.redact(&p.path);
+        }
+        Err(problems)
     }
 
     /// Groups the identity belongs to. `roles` are the memberships the platform vouched for

@@ -521,6 +521,25 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
                     p(at(format!("params.{pname}.pattern")), "not a regular expression".into());
                 }
             }
+            match (pd.kind, &pd.root) {
+                (crate::runbook::ParamKind::Path, None) => {
+                    p(at(format!("params.{pname}")), "a path parameter needs `root`, the directory it is resolved under".into())
+                }
+                (crate::runbook::ParamKind::Value, Some(_)) => {
+                    p(at(format!("params.{pname}.root")), "only a `type = \"path\"` parameter has a root".into())
+                }
+                (_, Some(root)) => {
+                    for ph in placeholders(root) {
+                        let from_target = config.services.values().flat_map(|s| s.environments.values()).any(|e| e.vars.contains_key(&ph))
+                            || config.databases.values().any(|d| d.vars.contains_key(&ph));
+                        let engine = vars.contains(&ph) && !rb.params.contains_key(&ph) && !ph.starts_with("secret.");
+                        if !(engine || from_target) {
+                            p(at(format!("params.{pname}.root")), format!("unknown variable {{{ph}}} (a root may use the target's variables, not parameters or secrets)"));
+                        }
+                    }
+                }
+                _ => {}
+            }
         }
         for (i, step) in rb.steps.iter().enumerate() {
             let sat = |k: &str| at(format!("steps[{i}]{k}"));
@@ -876,5 +895,44 @@ mod slack_tests {
         assert!(p.iter().any(|p| p.starts_with("console.trusted_proxies: only used with auth = \"proxy\"")), "{p:?}");
         assert!(problems("[console]\nauth = \"anyone\"\n").iter().any(|p| p.contains("console")), "an unknown mode is refused");
         assert!(problems("[console]\nlocal_identity = \"console:ops\"\n").is_empty());
+    }
+}
+
+#[cfg(test)]
+mod param_tests {
+    use crate::config::Settings;
+    use crate::steps::StepKinds;
+
+    /// The problems `check-config` reports for a runbook with parameter `param` (TOML body).
+    fn problems_with_param(param: &str) -> Vec<String> {
+        let dir = std::env::temp_dir().join(format!("runbot-param-test-{}-{}", std::process::id(), param.len()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let runbooks = format!(
+            "[runbooks.r]\nsummary = \"r\"\ntarget = \"service\"\nmutating = false\n[runbooks.r.params.file]\n{param}\n[runbooks.r.params.other]\ndefault = \"x\"\n[[runbooks.r.steps]]\nname = \"s\"\nkind = \"command\"\nargv = [\"cat\", \"{{file}}\"]\n"
+        );
+        std::fs::write(dir.join("runbooks.toml"), runbooks).expect("write");
+        let config = "[engine]\nrunbooks = \"runbooks.toml\"\n[services.svc.environments.prod]\nvars = { reports = \"/srv/reports\" }\n";
+        let out = match Settings::from_toml(config, &dir, &StepKinds::shipped()) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.iter().map(|p| p.to_string()).collect(),
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        out
+    }
+
+    #[test]
+    fn a_path_parameter_needs_a_root_made_of_target_variables() {
+        assert!(problems_with_param("type = \"path\"\nroot = \"{reports}\"").is_empty());
+        assert!(problems_with_param("type = \"path\"\nroot = \"/srv/reports\"").is_empty());
+        let p = problems_with_param("type = \"path\"");
+        assert!(p.iter().any(|p| p.starts_with("runbooks.r.params.file: a path parameter needs `root`")), "{p:?}");
+        let p = problems_with_param("root = \"/srv\"");
+        assert!(p.iter().any(|p| p.starts_with("runbooks.r.params.file.root: only a `type = \"path\"` parameter")), "{p:?}");
+        for bad in ["{other}", "{secret.x}", "{nope}"] {
+            let p = problems_with_param(&format!("type = \"path\"\nroot = \"{bad}\""));
+            assert!(p.iter().any(|p| p.starts_with("runbooks.r.params.file.root: unknown variable")), "{bad}: {p:?}");
+        }
+        let p = problems_with_param("type = \"file\"");
+        assert!(p.iter().any(|p| p.contains("params.file") && p.contains("value") && p.contains("path")), "{p:?}");
     }
 }

@@ -5,7 +5,7 @@
 use crate::config::Settings;
 use crate::grammar::{BackupAction, Command, RollbackTo};
 use crate::model::{Identity, PolicySnapshot, StepRecord, StepStatus, Target};
-use crate::runbook::{RunbookDef, TargetKind};
+use crate::runbook::{ParamDef, ParamKind, RunbookDef, TargetKind};
 use crate::steps::{StepKinds, APPROVAL};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -22,8 +22,52 @@ pub struct Plan {
     pub requesters: Vec<String>,
 }
 
-/// Default shape of a `--set` value: no leading `-`, so a value can never pose as an option.
+/// Default shape of a `--set` value: no leading `-`, so a value can never pose as an option,
+/// no leading `/`; and (checked apart, the regex has no look-ahead) no `..` segment.
 const DEFAULT_PARAM_PATTERN: &str = r"^[A-Za-z0-9_][A-Za-z0-9._/:-]{0,199}$";
+
+/// A parameter's value against its declaration: one line of text (no control characters,
+/// whatever the pattern), matching the pattern, and — under the default pattern, for a plain
+/// value — no `..` segment: a parameter is a value, not a path that could climb out of a
+/// directory. A runbook that takes a path declares `type = "path"`.
+fn check_param(name: &str, pd: &ParamDef, value: &str) -> Result<(), String> {
+    if value.chars().any(char::is_control) {
+        return Err(format!("{name} contains a control character; a parameter is one line of text."));
+    }
+    let pattern = pd.pattern.as_deref().unwrap_or(DEFAULT_PARAM_PATTERN);
+    // The whole value must match, whether or not the pattern says ^…$.
+    let ok = regex_lite::Regex::new(&format!("^(?:{pattern})$")).map(|re| re.is_match(value)).unwrap_or(false);
+    if !ok {
+        return Err(format!("{name}='{value}' is not allowed; it must match {pattern}."));
+    }
+    if pd.pattern.is_none() && pd.kind == ParamKind::Value && value.split('/').any(|seg| seg == "..") {
+        return Err(format!(
+            "{name}='{value}' is not allowed: a parameter is a value, not a path, and may not contain a '..' segment."
+        ));
+    }
+    Ok(())
+}
+
+/// A `type = "path"` parameter: `value` joined to the declared root, both canonicalized
+/// (symbolic links followed); the result must be the root or inside it. The variable becomes
+/// that absolute path, so the step acts on exactly what the plan shows.
+fn resolve_path(name: &str, pd: &ParamDef, value: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let Some(template) = &pd.root else {
+        return Err(format!("parameter {name} is a path but its declaration names no root."));
+    };
+    let root = crate::runbook::render(template, vars)?;
+    let root_path = std::path::Path::new(&root);
+    if !root_path.is_absolute() {
+        return Err(format!("parameter {name}'s root '{root}' is not an absolute path."));
+    }
+    let canonical_root = std::fs::canonicalize(root_path).map_err(|e| format!("parameter {name}'s root {root} cannot be resolved: {e}."))?;
+    let full = std::fs::canonicalize(canonical_root.join(value))
+        .map_err(|e| format!("{name}='{value}' does not name anything under {root}: {e}."))?;
+    if !full.starts_with(&canonical_root) {
+        return Err(format!("{name}='{value}' is outside {root}; a path parameter must stay under it (symbolic links included)."));
+    }
+    full.into_os_string().into_string().map_err(|_| format!("{name}='{value}' resolves to a path that is not UTF-8."))
+}
 
 /// The runbook a command runs and its command-specific variables.
 fn runbook_of(cmd: &Command) -> Option<(String, String, Option<String>, BTreeMap<String, String>)> {
@@ -70,9 +114,15 @@ fn runbook_of(cmd: &Command) -> Option<(String, String, Option<String>, BTreeMap
 /// Resolves a runbook command into a plan for execution `id`. Errors are messages for the
 /// requester, naming what is wrong and what would be right.
 pub fn resolve(settings: &Settings, kinds: &StepKinds, cmd: &Command, id: &str, requester: &Identity) -> Result<Plan, String> {
+    // An answer quotes what was typed; never a secret in it.
+    resolve_unredacted(settings, kinds, cmd, id, requester).map_err(|why| settings.redactor.redact(&why))
+}
+
+fn resolve_unredacted(settings: &Settings, kinds: &StepKinds, cmd: &Command, id: &str, requester: &Identity) -> Result<Plan, String> {
     let Some((runbook, target_name, env_flag, mut vars)) = runbook_of(cmd) else {
         return Err(format!("{} is not a runbook command.", cmd.name()));
     };
+    let typed: Vec<String> = vars.keys().cloned().collect();
     let Some(def) = settings.runbooks.get(&runbook) else {
         let mut have: Vec<&str> = settings.runbooks.keys().map(|s| s.as_str()).collect();
         if have.is_empty() {
@@ -104,22 +154,33 @@ pub fn resolve(settings: &Settings, kinds: &StepKinds, cmd: &Command, id: &str, 
             return Err(format!("{runbook} has no parameter '{p}'; it takes: {}.", if known.is_empty() { "none".into() } else { known.join(", ") }));
         }
     }
+    // What the requester typed (parameters and the command's own arguments) never holds a
+    // secret: it would be stored in the execution's variables and shown in the plan.
+    for name in typed {
+        if vars.get(&name).is_some_and(|v| settings.redactor.finds_secret_in(v)) {
+            return Err(format!(
+                "{name} holds (part of) a configured secret; runbot does not take secrets as arguments. A runbook step gets a secret through its env as {{secret.NAME}}."
+            ));
+        }
+    }
     for (name, pd) in &def.params {
         let value = match (vars.get(name), &pd.default) {
             (Some(v), _) => v.clone(),
             (None, Some(d)) => d.clone(),
             (None, None) => return Err(format!("{runbook} needs --set {name}=<value> ({}).", pd.help)),
         };
-        let pattern = pd.pattern.as_deref().unwrap_or(DEFAULT_PARAM_PATTERN);
-        // The whole value must match, whether or not the pattern says ^…$.
-        let ok = regex_lite::Regex::new(&format!("^(?:{pattern})$")).map(|re| re.is_match(&value)).unwrap_or(false);
-        if !ok {
-            return Err(format!("{name}='{value}' is not allowed; it must match {pattern}."));
-        }
+        check_param(name, pd, &value)?;
         vars.insert(name.clone(), value);
     }
     for (k, v) in target_vars {
         vars.entry(k).or_insert(v);
+    }
+    for (name, pd) in &def.params {
+        if pd.kind == ParamKind::Path {
+            let value = vars.get(name).cloned().unwrap_or_default();
+            let resolved = resolve_path(name, pd, &value, &vars)?;
+            vars.insert(name.clone(), resolved);
+        }
     }
     vars.insert("target".into(), target.name.clone());
     vars.insert("env".into(), target.env.clone());

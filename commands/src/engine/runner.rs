@@ -279,7 +279,8 @@ impl Engine {
                 Err(e) => outcome = StepOutcome::Failed(format!("artifact {name} could not be stored: {e}")),
             }
         }
-        tracing::info!(execution = %exec.id, step = i + 1, outcome = ?outcome, "step finished");
+        let logged = self.settings().redactor.redact(&format!("{outcome:?}"));
+        tracing::info!(execution = %exec.id, step = i + 1, outcome = %logged, "step finished");
         self.complete(exec.id, i, outcome, &kept_refs, Some(saved)).await
     }
 
@@ -306,7 +307,8 @@ impl Engine {
         // A process that lost its lease while the step ran must not overwrite what the new
         // holder decided (it will have marked the step interrupted or resumed it).
         if !self.claim(id).await {
-            tracing::warn!(execution = %id, step = i + 1, outcome = ?outcome, "lease lost during the step; its result is not recorded here");
+            let logged = self.settings().redactor.redact(&format!("{outcome:?}"));
+            tracing::warn!(execution = %id, step = i + 1, outcome = %logged, "lease lost during the step; its result is not recorded here");
             return None;
         }
         let settings = self.settings();
@@ -363,7 +365,7 @@ impl Engine {
                     }
                     StepOutcome::Cancelled(why) => {
                         step.status = StepStatus::Cancelled;
-                        step.summary = Some(why.clone());
+                        step.summary = Some(settings.redactor.redact(why));
                         let who = exec.cancel_requested.as_ref().map(|w| w.0.clone()).unwrap_or_else(|| "someone".into());
                         let mut note = format!("Cancelled by {who} during step {} ({}), which was stopped part-way", i + 1, step.name);
                         if !done_before.is_empty() {

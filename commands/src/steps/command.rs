@@ -2,7 +2,7 @@
 //! a timeout, output streamed line by line, and the exit code deciding the outcome.
 
 use super::{Prepared, StepContext, StepKind, StepOutcome};
-use crate::runbook::{placeholders, render};
+use crate::runbook::{expand_secrets, placeholders, render, render_keeping_secrets};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use super::process::{self, Proc};
@@ -15,7 +15,7 @@ use std::time::Duration;
 struct Def {
     /// Program and arguments; each element is a template (`{service}`), never a shell line.
     argv: Vec<String>,
-    /// Extra environment; values may use `{secret.NAME}`.
+    /// Extra environment; values may use `{secret.NAME}`, filled in only where written here.
     #[serde(default)]
     env: BTreeMap<String, String>,
     /// e.g. `30s`, `10m`. Default `10m`.
@@ -65,12 +65,9 @@ impl StepKind for CommandStep {
             if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(format!("env name '{k}' is not a valid variable name"));
             }
-            // Secret placeholders survive preparation and are filled in only when the step runs.
-            let mut with_secrets = vars.clone();
-            for p in placeholders(v).into_iter().filter(|p| p.starts_with("secret.")) {
-                with_secrets.insert(p.clone(), format!("{{{p}}}"));
-            }
-            env.insert(k.clone(), render(v, &with_secrets)?);
+            // Only the secrets the author wrote stay placeholders, filled in when the step runs;
+            // every variable's value is escaped, so a parameter cannot name a secret.
+            env.insert(k.clone(), render_keeping_secrets(v, vars)?);
         }
         let timeout_secs = super::timeout_secs(&def.timeout, DEFAULT_TIMEOUT)?;
         let cwd = def.cwd.as_deref().map(|c| render(c, vars)).transpose()?;
@@ -92,17 +89,13 @@ impl StepKind for CommandStep {
             Ok(p) => p,
             Err(failed) => return failed,
         };
-        let env = p
-            .env
-            .iter()
-            .map(|(k, v)| {
-                let mut value = v.clone();
-                for (name, secret) in &ctx.secrets {
-                    value = value.replace(&format!("{{secret.{name}}}"), secret.expose());
-                }
-                (k.clone(), value)
-            })
-            .collect();
+        let mut env = Vec::with_capacity(p.env.len());
+        for (k, v) in &p.env {
+            match expand_secrets(v, &ctx.secrets) {
+                Ok(value) => env.push((k.clone(), value)),
+                Err(why) => return StepOutcome::Failed(format!("env {k}: {why}")),
+            }
+        }
         let proc = Proc {
             argv: &p.argv,
             env,

@@ -6,5 +6,6 @@ mod lifecycle;
 mod faults;
 mod mirror;
 mod restart;
+mod secrets;
 mod surface;
 mod updates;

@@ -31,7 +31,9 @@ impl Probes {
 /// `counter` (template, required); `outcome` = `ok` (default) | `fail` | `block` (until
 /// cancelled); `hang_runs` = hang forever, ignoring cancel, on the first N runs; `sleep_ms` =
 /// sleep first (tokio time), stopping early when cancelled; `note` (template) is shown in the
-/// action so a test can change the plan; `output` (template) is a line of output to emit.
+/// action so a test can change the plan; `output` (template) is a line of output to emit;
+/// `artifact_secret` names a secret the probe keeps as an artifact (`secret.txt`: the whole
+/// value and its first half, for redaction tests).
 #[derive(Debug, Clone, Default)]
 struct Params {
     counter: String,
@@ -40,6 +42,7 @@ struct Params {
     sleep_ms: u64,
     note: String,
     output: Option<String>,
+    artifact_secret: Option<String>,
 }
 
 impl Params {
@@ -56,6 +59,7 @@ impl Params {
                 "sleep_ms" => p.sleep_ms = num()?,
                 "note" => p.note = text()?,
                 "output" => p.output = Some(text()?),
+                "artifact_secret" => p.artifact_secret = Some(text()?),
                 other => return Err(format!("unknown probe parameter '{other}'")),
             }
         }
@@ -76,6 +80,7 @@ impl Params {
             "sleep_ms": self.sleep_ms,
             "note": self.note,
             "output": self.output,
+            "artifact_secret": self.artifact_secret,
         })
     }
 }
@@ -126,6 +131,11 @@ impl StepKind for Probe {
         let n = self.probes.hit(&p.counter);
         if let Some(line) = &p.output {
             let _ = ctx.output.send(line.clone());
+        }
+        if let Some(secret) = p.artifact_secret.as_deref().and_then(|name| ctx.secrets.get(name)) {
+            let v = secret.expose();
+            let half: String = v.chars().take(v.chars().count() / 2).collect();
+            let _ = ctx.artifacts.send(("secret.txt".into(), format!("whole:{v}\nhalf:{half}\n")));
         }
         if n <= p.hang_runs {
             std::future::pending::<()>().await;
