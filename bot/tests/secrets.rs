@@ -70,7 +70,8 @@ approvers = ["sre"]
 [services.alpha.environments.prod.vars]
 reports = "{d}/reports"
 [console]
-identities = ["console:alice", "console:bob"]
+auth = "proxy"
+trusted_proxies = ["127.0.0.1"]
 history = "console.jsonl"
 "#
         ),

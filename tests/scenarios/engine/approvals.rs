@@ -40,7 +40,7 @@ async fn request_approve_run_with_real_command() {
     // The final message says so, with every step done and no buttons left.
     let fin = world.wait_text(id, "Succeeded: 3 of 3 steps done").await;
     assert!(fin.buttons.is_empty());
-    assert!(fin.steps.iter().all(|s| s.status == "succeeded"));
+    assert!(fin.steps.iter().all(|s| s.status == StepStatus::Succeeded));
 
     // The step's output is a thread reply of the status message.
     let mid = world.status_message_id(id).await;
