@@ -3,6 +3,7 @@
 mod audit_cmd;
 mod catalogs;
 mod clusters;
+mod connections;
 mod deploy;
 mod serve;
 

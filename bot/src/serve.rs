@@ -130,10 +130,18 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
         tracing::info!("Discord endpoint: POST /discord/interactions");
     }
     let metrics = engine.metrics().clone();
+    let limits = crate::connections::Limits {
+        max_connections: engine.settings().config.server.max_connections,
+        header_timeout: Duration::from_secs(engine.settings().config.server.header_timeout_secs),
+    }
+    .fitted();
+    let conn_metrics = Arc::new(crate::connections::ConnectionMetrics::default());
+    let listener_metrics = conn_metrics.clone();
     app = app.route(
         "/metrics",
         get(move || async move {
             let mut text = metrics.render();
+            text.push_str(&listener_metrics.render());
             if let Some(m) = &slack_metrics {
                 text.push_str(&m.render());
             }
@@ -144,12 +152,13 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
         }),
     );
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "runbot serving");
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
+    tracing::info!(addr = %listener.local_addr()?, max_connections = limits.max_connections, header_timeout_s = limits.header_timeout.as_secs(), "runbot serving");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = crate::connections::serve(listener, app, limits, conn_metrics, stop_rx);
+    let mut server = tokio::spawn(async move {
+        server.await;
+        Ok::<(), std::io::Error>(())
     });
-    let mut server = tokio::spawn(async move { server.await });
     let served = tokio::select! {
         r = &mut server => Some(r),
         () = shutdown() => None,
