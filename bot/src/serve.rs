@@ -108,6 +108,7 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
     }
     let ready = Readiness {
         store: store.clone(),
+        writable: tokio::sync::Mutex::new(None),
         adapters,
         socket: socket_mode.as_ref().map(|s| s.connected()),
         gateway: discord_gateway.as_ref().map(|g| g.state()),
@@ -197,6 +198,8 @@ pub async fn serve(settings: Settings, base: PathBuf) -> anyhow::Result<()> {
 /// What `/readyz` checks.
 struct Readiness {
     store: Arc<SqlStore>,
+    /// The last write probe: when, and why it failed (kept [`WRITE_PROBE_TTL`]).
+    writable: tokio::sync::Mutex<Option<(tokio::time::Instant, Result<(), String>)>>,
     /// The chat adapters receiving commands.
     adapters: Vec<&'static str>,
     /// Socket Mode's connection, when configured.
@@ -205,7 +208,12 @@ struct Readiness {
     gateway: Option<tokio::sync::watch::Receiver<GatewayState>>,
 }
 
-/// Ready: the store answers with its migrations applied, some chat adapter receives commands,
+/// How long a store write probe's result is reused: probes of a busy load balancer do not each
+/// write.
+const WRITE_PROBE_TTL: Duration = Duration::from_secs(2);
+
+/// Ready: the store answers with its migrations applied and takes a write (a full disk or a
+/// read-only store is not ready), some chat adapter receives commands,
 /// and Socket Mode and the Discord gateway (when configured) are connected. The body says
 /// which, or what is missing.
 async fn readyz(State(r): State<Arc<Readiness>>) -> (StatusCode, String) {
@@ -214,6 +222,23 @@ async fn readyz(State(r): State<Arc<Readiness>>) -> (StatusCode, String) {
         (Ok(()), Ok(true)) => {}
         (Ok(()), _) => return unavailable("store migrations not applied".into()),
         (Err(e), _) => return unavailable(format!("store unreachable: {e}")),
+    }
+    let writable = {
+        let mut last = r.writable.lock().await;
+        match &*last {
+            Some((at, res)) if at.elapsed() < WRITE_PROBE_TTL => res.clone(),
+            _ => {
+                let res = r.store.write_probe(Duration::from_secs(1)).await.map_err(|e| format!("{e:#}"));
+                if let Err(why) = &res {
+                    tracing::warn!(error = %why, "readiness: the store does not take writes");
+                }
+                *last = Some((tokio::time::Instant::now(), res.clone()));
+                res
+            }
+        }
+    };
+    if let Err(why) = writable {
+        return unavailable(format!("store cannot write: {why}"));
     }
     if r.adapters.is_empty() {
         return unavailable("no chat adapter receives commands: enable [console] or configure [slack] or [discord]".into());

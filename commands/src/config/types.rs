@@ -134,6 +134,15 @@ pub struct SlackConfig {
     /// (Slack allows about one message per second per channel).
     #[serde(default = "default_post_interval")]
     pub post_interval_ms: u64,
+    /// Socket Mode liveness: runbot pings Slack this often, in seconds, and takes a connection
+    /// that sent nothing (no pong, no frame) for twice as long as dead: it reconnects, and
+    /// `/readyz` answers 503 until it is connected again. Default 10.
+    #[serde(default = "default_socket_ping")]
+    pub socket_ping_secs: u64,
+}
+
+fn default_socket_ping() -> u64 {
+    10
 }
 
 fn default_slack_api() -> String {
