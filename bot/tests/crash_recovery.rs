@@ -246,6 +246,15 @@ async fn recorded_process(db: &Path, id: i64, step: usize) -> Option<Value> {
     (!p.is_null()).then_some(p)
 }
 
+/// A runbot with execution R-1 (`text`, requested by alice) approved by bob, so running.
+async fn started_and_approved(config: &Path, port: u16, text: &str) -> Bot {
+    let bot = Bot::start(config, port).await;
+    let r = bot.post("command", json!({"identity": "console:alice", "channel": "ops", "text": text})).await;
+    assert!(r["reply"]["text"].as_str().unwrap_or("").contains("created"), "{r}");
+    assert!(bot.click("console:bob", "R-1", "approve").await.contains("running"));
+    bot
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_mid_step_ends_the_steps_whole_process_group_and_resume_makes_the_side_effect_happen_once() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -253,10 +262,7 @@ async fn sigkill_mid_step_ends_the_steps_whole_process_group_and_resume_makes_th
     let config = write_config(dir.path(), port);
     let marker = dir.path().join("gamma.log");
 
-    let mut bot = Bot::start(&config, port).await;
-    let r = bot.post("command", json!({"identity": "console:alice", "channel": "ops", "text": "/ops run slow-then-write gamma"})).await;
-    assert!(r["reply"]["text"].as_str().unwrap_or("").contains("created"), "{r}");
-    assert!(bot.click("console:bob", "R-1", "approve").await.contains("running"));
+    let mut bot = started_and_approved(&config, port, "/ops run slow-then-write gamma").await;
 
     // The pid and start time are in the execution before the program runs; the program's shell
     // and its `sleep` child are in that process group.
@@ -300,10 +306,7 @@ async fn an_idempotent_step_is_not_resumed_beside_its_earlier_process_which_is_s
     let config = write_config(dir.path(), port);
     let marker = dir.path().join("gamma.log");
 
-    let mut bot = Bot::start(&config, port).await;
-    let r = bot.post("command", json!({"identity": "console:alice", "channel": "ops", "text": "/ops run stubborn gamma"})).await;
-    assert!(r["reply"]["text"].as_str().unwrap_or("").contains("created"), "{r}");
-    assert!(bot.click("console:bob", "R-1", "approve").await.contains("running"));
+    let mut bot = started_and_approved(&config, port, "/ops run stubborn gamma").await;
     let db = dir.path().join("state.db");
     until("the step ran and its process is recorded", 20, async || lines(&marker) == 1 && recorded_process(&db, 1, 1).await.is_some()).await;
     let first = recorded_process(&db, 1, 1).await.expect("recorded")["pid"].as_u64().expect("pid") as u32;
@@ -318,4 +321,30 @@ async fn an_idempotent_step_is_not_resumed_beside_its_earlier_process_which_is_s
     assert!(group_members(first).is_empty(), "the earlier attempt was gone before the step ran again");
     let text = bot.status("R-1").await["message"]["text"].as_str().unwrap_or("").to_string();
     assert!(text.contains(&format!("earlier process (pid {first} on")) && text.contains("was still running; it was stopped"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_mid_step_ends_the_steps_whole_process_group_not_just_its_leader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = write_config(dir.path(), port);
+    let marker = dir.path().join("gamma.log");
+
+    let mut bot = started_and_approved(&config, port, "/ops run slow-then-write gamma").await;
+    let db = dir.path().join("state.db");
+    until("the step's process is recorded", 20, async || recorded_process(&db, 1, 1).await.is_some()).await;
+    let pgid = recorded_process(&db, 1, 1).await.expect("recorded")["pid"].as_u64().expect("pid") as u32;
+    until("the step's shell and its sleep run in the recorded group", 10, async || group_members(pgid).len() >= 2).await;
+
+    let term = Command::new("kill").args(["-TERM", &bot.child.id().to_string()]).status().expect("kill -TERM");
+    assert!(term.success());
+    let t = Instant::now();
+    while bot.child.try_wait().expect("wait").is_none() {
+        assert!(t.elapsed() < Duration::from_secs(15), "runbot did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The shell's `sleep` child too, not only the group's leader.
+    until("the step's whole process group is gone after runbot stopped", 1, async || group_members(pgid).is_empty()).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(lines(&marker), 0, "the stopped step's side effect did not happen after runbot stopped");
 }
