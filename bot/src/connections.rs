@@ -96,6 +96,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, metrics: 
     let mut tasks = JoinSet::new();
     let mut seq = 0u64;
     let mut warned = None;
+    let reporter = tokio::spawn(report_timeouts(metrics.clone(), limits.header_timeout));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -150,7 +151,29 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, metrics: 
         });
     }
     drop(listener);
+    reporter.abort();
     while tasks.join_next().await.is_some() {}
+}
+
+/// Logs, at most every 10 s, how many connections were closed for sending no request in time
+/// (a flood of slow or half-open clients shows in the log, not only in `/metrics`).
+async fn report_timeouts(metrics: Arc<ConnectionMetrics>, timeout: Duration) {
+    let mut reported = (0, 0);
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let now = (metrics.header_timeout.load(Ordering::Relaxed), metrics.idle.load(Ordering::Relaxed));
+        if now.0 > reported.0 {
+            tracing::warn!(
+                closed = now.0 - reported.0,
+                timeout_s = timeout.as_secs(),
+                "closed HTTP connections that sent no complete request headers in time"
+            );
+        }
+        if now.1 > reported.1 {
+            tracing::info!(closed = now.1 - reported.1, timeout_s = timeout.as_secs(), "closed idle kept-alive HTTP connections");
+        }
+        reported = now;
+    }
 }
 
 async fn connection(

@@ -2,7 +2,8 @@
 //! half-open connections (a partial request line, then nothing) held against a runbot whose
 //! open files limit is 1024 — the common default — do not keep `/healthz` from answering
 //! within 100 ms on a fresh connection; the connections beyond the cap and the ones that never
-//! finish their headers are closed and counted in `/metrics`, and so is an idle kept-alive one.
+//! finish their headers are closed, counted in `/metrics` and logged, and so is an idle
+//! kept-alive one.
 
 mod common;
 
@@ -121,4 +122,10 @@ async fn healthz_answers_within_100_ms_while_1100_half_open_connections_are_held
     }
     let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await.expect("closed in time").unwrap_or(0);
     assert_eq!(n, 0, "the idle connection was closed");
+
+    // And the log says so (at most every 10 s).
+    let log = dir.path().join("log");
+    let said = |what: &str| std::fs::read_to_string(&log).unwrap_or_default().contains(what);
+    assert!(said("HTTP connection cap reached"), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    until("the log reports the header timeouts", 15, async || said("closed HTTP connections that sent no complete request headers in time")).await;
 }

@@ -150,10 +150,10 @@ pub(crate) async fn run(p: Proc<'_>, ctx: &StepContext) -> Finished {
     tracing::debug!(pid, "step process recorded");
     // Kept open for the whole step: dropping it (this future dropped at shutdown) ends the group.
     let mut lifeline = child.stdin.take();
-    if let Some(w) = lifeline.as_mut() {
-        if let Err(e) = w.write_all(b"go\n").await {
-            return broken(format!("could not start {program} under its supervisor: {e}"));
-        }
+    if let Some(w) = lifeline.as_mut()
+        && let Err(e) = w.write_all(b"go\n").await
+    {
+        return broken(format!("could not start {program} under its supervisor: {e}"));
     }
     let out = child.stdout.take().map(|s| {
         let tx = p.stream_stdout.then(|| ctx.output.clone());
@@ -177,10 +177,10 @@ pub(crate) async fn run(p: Proc<'_>, ctx: &StepContext) -> Finished {
             }
         }
     };
-    if !matches!(ended, Ended::Exit { .. }) {
-        if let Some(pid) = pid {
-            end_group(pid, &mut child, STOP_GRACE).await;
-        }
+    if !matches!(ended, Ended::Exit { .. })
+        && let Some(pid) = pid
+    {
+        end_group(pid, &mut child, STOP_GRACE).await;
     }
     drop(lifeline);
     let stdout = match out {
