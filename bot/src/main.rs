@@ -3,6 +3,7 @@
 mod audit_cmd;
 mod catalogs;
 mod clusters;
+mod connections;
 mod deploy;
 mod logging;
 mod serve;
@@ -132,7 +133,20 @@ fn main() -> ExitCode {
         let code = run(std::env::args().skip(1).collect());
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    // `runbot --step-supervisor ...`: the parent of one step program (see `steps::process`).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(runbot_commands::steps::SUPERVISOR_FLAG) {
+        let code = runbot_commands::steps::supervise_main(args[1..].to_vec());
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = Cli::parse();
+    if matches!(cli.cmd, Cmd::Serve { .. } | Cmd::Demo { .. }) {
+        // Step programs die with this process: each runs under a supervisor (this binary).
+        match std::env::current_exe() {
+            Ok(exe) => runbot_commands::steps::use_supervisor(exe),
+            Err(e) => eprintln!("runbot: warning: cannot locate its own executable ({e}); step programs will not be ended if runbot is killed"),
+        }
+    }
     logging::init(cli.log_json);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

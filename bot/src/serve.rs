@@ -22,7 +22,6 @@ use runbot_commands::config::Settings;
 use runbot_commands::engine::Engine;
 use runbot_commands::ports::{Chats, Store, SystemClock};
 use runbot_commands::steps::{Connections, StepKinds};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,6 +117,7 @@ pub async fn serve(settings: Settings, base: PathBuf, console_auth: Option<Conso
     }
     let ready = Readiness {
         store: store.clone(),
+        writable: tokio::sync::Mutex::new(None),
         adapters,
         socket: socket_mode.as_ref().map(|s| s.connected()),
         gateway: discord_gateway.as_ref().map(|g| g.state()),
@@ -140,10 +140,18 @@ pub async fn serve(settings: Settings, base: PathBuf, console_auth: Option<Conso
         tracing::info!("Discord endpoint: POST /discord/interactions");
     }
     let metrics = engine.metrics().clone();
+    let limits = crate::connections::Limits {
+        max_connections: engine.settings().config.server.max_connections,
+        header_timeout: Duration::from_secs(engine.settings().config.server.header_timeout_secs),
+    }
+    .fitted();
+    let conn_metrics = Arc::new(crate::connections::ConnectionMetrics::default());
+    let listener_metrics = conn_metrics.clone();
     app = app.route(
         "/metrics",
         get(move || async move {
             let mut text = metrics.render();
+            text.push_str(&listener_metrics.render());
             if let Some(m) = &slack_metrics {
                 text.push_str(&m.render());
             }
@@ -161,14 +169,14 @@ pub async fn serve(settings: Settings, base: PathBuf, console_auth: Option<Conso
         "[server] listen = {listen:?} is not a loopback address and the console ([console] auth = \"loopback\") answers only \
          this machine: listen on 127.0.0.1, set [console] enabled = false, or use [console] auth = \"proxy\" with trusted_proxies"
     );
-    tracing::info!(%addr, "runbot serving");
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    // The peer address of each connection reaches the handlers: the console decides by it.
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
+    tracing::info!(%addr, max_connections = limits.max_connections, header_timeout_s = limits.header_timeout.as_secs(), "runbot serving");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Each request carries its connection's peer address (ConnectInfo): the console decides by it.
+    let server = crate::connections::serve(listener, app, limits, conn_metrics, stop_rx);
+    let mut server = tokio::spawn(async move {
+        server.await;
+        Ok::<(), std::io::Error>(())
     });
-    let mut server = tokio::spawn(async move { server.await });
     let served = tokio::select! {
         r = &mut server => Some(r),
         () = shutdown() => None,
@@ -207,6 +215,8 @@ pub async fn serve(settings: Settings, base: PathBuf, console_auth: Option<Conso
 /// What `/readyz` checks.
 struct Readiness {
     store: Arc<SqlStore>,
+    /// The last write probe: when, and why it failed (kept [`WRITE_PROBE_TTL`]).
+    writable: tokio::sync::Mutex<Option<(tokio::time::Instant, Result<(), String>)>>,
     /// The chat adapters receiving commands.
     adapters: Vec<&'static str>,
     /// Socket Mode's connection, when configured.
@@ -215,7 +225,12 @@ struct Readiness {
     gateway: Option<tokio::sync::watch::Receiver<GatewayState>>,
 }
 
-/// Ready: the store answers with its migrations applied, some chat adapter receives commands,
+/// How long a store write probe's result is reused: probes of a busy load balancer do not each
+/// write.
+const WRITE_PROBE_TTL: Duration = Duration::from_secs(2);
+
+/// Ready: the store answers with its migrations applied and takes a write (a full disk or a
+/// read-only store is not ready), some chat adapter receives commands,
 /// and Socket Mode and the Discord gateway (when configured) are connected. The body says
 /// which, or what is missing.
 async fn readyz(State(r): State<Arc<Readiness>>) -> (StatusCode, String) {
@@ -224,6 +239,23 @@ async fn readyz(State(r): State<Arc<Readiness>>) -> (StatusCode, String) {
         (Ok(()), Ok(true)) => {}
         (Ok(()), _) => return unavailable("store migrations not applied".into()),
         (Err(e), _) => return unavailable(format!("store unreachable: {e}")),
+    }
+    let writable = {
+        let mut last = r.writable.lock().await;
+        match &*last {
+            Some((at, res)) if at.elapsed() < WRITE_PROBE_TTL => res.clone(),
+            _ => {
+                let res = r.store.write_probe(Duration::from_secs(1)).await.map_err(|e| format!("{e:#}"));
+                if let Err(why) = &res {
+                    tracing::warn!(error = %why, "readiness: the store does not take writes");
+                }
+                *last = Some((tokio::time::Instant::now(), res.clone()));
+                res
+            }
+        }
+    };
+    if let Err(why) = writable {
+        return unavailable(format!("store cannot write: {why}"));
     }
     if r.adapters.is_empty() {
         return unavailable("no chat adapter receives commands: enable [console] or configure [slack] or [discord]".into());

@@ -142,6 +142,19 @@ pub struct StepRecord {
     pub finished_at: Option<DateTime<Utc>>,
     /// One line for the status message.
     pub summary: Option<String>,
+    /// The process the step's latest attempt started (the leader of its process group), saved
+    /// before the program runs: before the step runs again, runbot makes sure it is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<StepProcess>,
+}
+
+/// A step's process: the pid and start time (clock ticks since boot, `/proc/PID/stat` field 22,
+/// so a reused pid is not mistaken for it) on the host that started it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepProcess {
+    pub host: String,
+    pub pid: u32,
+    pub start_ticks: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

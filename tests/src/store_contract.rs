@@ -15,7 +15,7 @@ pub use records::{audit_chain, deliveries, save_with_audit, step_output};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use runbot_commands::model::{
-    Approval, ArtifactRef, Decision, FollowUp, ExecState, Execution, ExecutionId, Identity, MessageRef, Origin, PolicySnapshot, StepRecord,
+    Approval, ArtifactRef, Decision, FollowUp, ExecState, Execution, ExecutionId, Identity, MessageRef, Origin, PolicySnapshot, StepProcess, StepRecord,
     StepStatus, Target,
 };
 use runbot_commands::ports::Store;
@@ -84,6 +84,7 @@ pub fn sample(id: ExecutionId, target: &str, state: ExecState) -> Execution {
                 started_at: Some(at),
                 finished_at: Some(at + secs(2)),
                 summary: Some("200 OK in 41 ms — ✓".into()),
+                process: Some(StepProcess { host: "runbot-0".into(), pid: 4242, start_ticks: 1_234_567 }),
             },
             StepRecord {
                 name: "deploy".into(),
@@ -96,6 +97,7 @@ pub fn sample(id: ExecutionId, target: &str, state: ExecState) -> Execution {
                 started_at: None,
                 finished_at: None,
                 summary: None,
+                process: None,
             },
         ],
         current: 1,

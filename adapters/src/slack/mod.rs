@@ -38,6 +38,8 @@ pub struct Metrics {
     pub events: AtomicU64,
     pub duplicate_events: AtomicU64,
     pub socket_connections: AtomicU64,
+    /// Socket Mode connections given up as dead: nothing received for twice the ping interval.
+    pub socket_dead: AtomicU64,
     /// Commands and mentions whose work is in flight (bounded; see [`crate::backlog`]).
     pub backlog: crate::backlog::Backlog,
 }
@@ -54,6 +56,8 @@ impl Metrics {
         self.backlog.render(&mut s, "runbot_slack", "Slack commands and mentions");
         let _ = writeln!(s, "# TYPE runbot_slack_socket_connections_total counter");
         let _ = writeln!(s, "runbot_slack_socket_connections_total {}", g(&self.socket_connections));
+        let _ = writeln!(s, "# TYPE runbot_slack_socket_dead_total counter");
+        let _ = writeln!(s, "runbot_slack_socket_dead_total {}", g(&self.socket_dead));
         s
     }
 }
@@ -74,6 +78,8 @@ pub struct Slack {
     pub metrics: Arc<Metrics>,
     signing_secret: Option<Secret>,
     app_token: Option<Secret>,
+    /// Socket Mode's ping interval (`socket_ping_secs`).
+    socket_ping: Duration,
 }
 
 impl Slack {
@@ -102,7 +108,13 @@ impl Slack {
             invite,
         })
         .map_err(|e| anyhow::anyhow!("slack: {e}"))?;
-        Ok(Slack { chat: Arc::new(chat), metrics: Arc::new(Metrics::default()), signing_secret, app_token })
+        Ok(Slack {
+            chat: Arc::new(chat),
+            metrics: Arc::new(Metrics::default()),
+            signing_secret,
+            app_token,
+            socket_ping: Duration::from_secs(cfg.socket_ping_secs.max(1)),
+        })
     }
 
     /// Bounds the commands in flight differently from [`crate::backlog::DEFAULT_LIMIT`] (tests).
@@ -122,6 +134,6 @@ impl Slack {
 
     /// Starts the Socket Mode client, when an app token is configured.
     pub fn socket_mode(&self, engine: Engine) -> Option<SocketMode> {
-        self.app_token.clone().map(|t| SocketMode::spawn(self.state(engine), t))
+        self.app_token.clone().map(|t| SocketMode::spawn(self.state(engine), t, self.socket_ping))
     }
 }

@@ -1,7 +1,10 @@
 //! The Socket Mode transport: `apps.connections.open` with the app-level token (through the
 //! same Web API client and base URL), a WebSocket to the URL it returns, and for every
 //! envelope the same handler as the HTTP routes, then `{"envelope_id": …}` as the ack.
-//! Reconnects with backoff when Slack says `disconnect` or the connection drops.
+//! Reconnects with backoff when Slack says `disconnect` or the connection drops, and when it
+//! goes silent: runbot pings every `socket_ping_secs`, and a connection that sent nothing (no
+//! pong, no frame) for twice that long is taken as dead, so a half-open TCP connection is
+//! noticed and `/readyz` says "not connected" until the new one is up.
 
 use super::inbound::{Ack, CommandPayload};
 use super::SlackState;
@@ -29,10 +32,10 @@ enum End {
 }
 
 impl SocketMode {
-    pub fn spawn(state: SlackState, app_token: Secret) -> SocketMode {
+    pub fn spawn(state: SlackState, app_token: Secret, ping: Duration) -> SocketMode {
         let (stop, rx) = watch::channel(false);
         let connected = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(run(state, app_token, rx, connected.clone()));
+        let task = tokio::spawn(run(state, app_token, ping, rx, connected.clone()));
         SocketMode { stop, task, connected }
     }
 
@@ -47,10 +50,10 @@ impl SocketMode {
     }
 }
 
-async fn run(state: SlackState, app_token: Secret, mut stop: watch::Receiver<bool>, connected: Arc<AtomicBool>) {
+async fn run(state: SlackState, app_token: Secret, ping: Duration, mut stop: watch::Receiver<bool>, connected: Arc<AtomicBool>) {
     let mut backoff = Duration::from_millis(500);
     loop {
-        let ended = connect_once(&state, &app_token, &mut stop, &connected).await;
+        let ended = connect_once(&state, &app_token, ping, &mut stop, &connected).await;
         connected.store(false, Ordering::Relaxed);
         match ended {
             Ok(End::Stop) => return,
@@ -70,7 +73,13 @@ async fn run(state: SlackState, app_token: Secret, mut stop: watch::Receiver<boo
     }
 }
 
-async fn connect_once(state: &SlackState, app_token: &Secret, stop: &mut watch::Receiver<bool>, connected: &AtomicBool) -> Result<End, String> {
+async fn connect_once(
+    state: &SlackState,
+    app_token: &Secret,
+    ping: Duration,
+    stop: &mut watch::Receiver<bool>,
+    connected: &AtomicBool,
+) -> Result<End, String> {
     let token = SlackApiToken::new(app_token.expose().to_string().into());
     let open = state
         .chat
@@ -84,17 +93,37 @@ async fn connect_once(state: &SlackState, app_token: &Secret, stop: &mut watch::
     let host = open.url.0.host_str().unwrap_or("").to_string();
     let (ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| format!("connecting to {host}: {e}"))?;
     state.metrics.socket_connections.fetch_add(1, Ordering::Relaxed);
-    connected.store(true, Ordering::Relaxed);
-    tracing::info!(host, "Slack Socket Mode connected");
+    tracing::info!(host, "Slack Socket Mode WebSocket open; waiting for hello");
     let (mut tx, mut rx) = ws.split();
+    let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + ping, ping);
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard = tokio::time::Instant::now();
     loop {
         let frame = tokio::select! {
             f = rx.next() => f,
+            _ = pings.tick() => {
+                let silent = heard.elapsed();
+                if silent >= ping * 2 {
+                    state.metrics.socket_dead.fetch_add(1, Ordering::Relaxed);
+                    return Err(format!("nothing from {host} for {} s (no pong to runbot's pings): the connection is dead", silent.as_secs()));
+                }
+                // Bounded: a send stuck on a full socket is silence too.
+                match tokio::time::timeout(ping, tx.send(Ws::Ping(Default::default()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(format!("socket: {e}")),
+                    Err(_) => {
+                        state.metrics.socket_dead.fetch_add(1, Ordering::Relaxed);
+                        return Err(format!("a ping to {host} could not be sent within {} s: the connection is dead", ping.as_secs()));
+                    }
+                }
+                continue;
+            }
             _ = stop.changed() => {
                 let _ = tx.send(Ws::Close(None)).await;
                 return Ok(End::Stop);
             }
         };
+        heard = tokio::time::Instant::now();
         let text = match frame {
             Some(Ok(Ws::Text(t))) => t.to_string(),
             Some(Ok(Ws::Ping(p))) => {
@@ -110,7 +139,11 @@ async fn connect_once(state: &SlackState, app_token: &Secret, stop: &mut watch::
             continue;
         };
         match v["type"].as_str().unwrap_or("") {
-            "hello" => tracing::debug!("Socket Mode hello"),
+            // Connected (for `/readyz`) once Slack has said hello on it.
+            "hello" => {
+                connected.store(true, Ordering::Relaxed);
+                tracing::info!(host, "Slack Socket Mode connected");
+            }
             "disconnect" => {
                 tracing::info!(reason = %v["reason"], "Slack asked to reconnect");
                 return Ok(End::Reconnect);

@@ -202,6 +202,19 @@ impl SqlStore {
         self.backend.name()
     }
 
+    /// Whether the store takes a write now, within `within`: one committed update of the id
+    /// counter that leaves it as it is — a real write, which a full disk, a read-only file or
+    /// database, or a lock held elsewhere makes fail (for `/readyz`).
+    pub async fn write_probe(&self, within: Duration) -> anyhow::Result<()> {
+        let write = sqlx::query("UPDATE id_seq SET n = n WHERE id = 1").execute(&self.pool);
+        match tokio::time::timeout(within, write).await {
+            Ok(Ok(r)) if r.rows_affected() == 1 => Ok(()),
+            Ok(Ok(_)) => bail!("the id counter row is missing"),
+            Ok(Err(e)) => Err(e).context("a test write failed"),
+            Err(_) => bail!("a test write did not finish within {} ms", within.as_millis()),
+        }
+    }
+
     /// Whether every embedded migration for this backend has been applied successfully.
     pub async fn migrations_applied(&self) -> anyhow::Result<bool> {
         let rows = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = TRUE")

@@ -134,6 +134,15 @@ pub struct SlackConfig {
     /// (Slack allows about one message per second per channel).
     #[serde(default = "default_post_interval")]
     pub post_interval_ms: u64,
+    /// Socket Mode liveness: runbot pings Slack this often, in seconds, and takes a connection
+    /// that sent nothing (no pong, no frame) for twice as long as dead: it reconnects, and
+    /// `/readyz` answers 503 until it is connected again. Default 10.
+    #[serde(default = "default_socket_ping")]
+    pub socket_ping_secs: u64,
+}
+
+fn default_socket_ping() -> u64 {
+    10
 }
 
 fn default_slack_api() -> String {
@@ -220,12 +229,30 @@ pub struct ServerConfig {
     /// Listen address. Default `127.0.0.1:8080`.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Open connections at most. At the cap a new connection takes the place of the oldest one
+    /// that has not yet sent a whole request (a slow or half-open client); when every
+    /// connection has, the new one is closed at once. Default 1024.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A request's line and headers must arrive within this many seconds of the connection
+    /// opening (or of the previous response, on a kept-alive connection, which is its idle
+    /// timeout); otherwise the connection is closed. Default 10.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: default_listen() }
+        ServerConfig { listen: default_listen(), max_connections: default_max_connections(), header_timeout_secs: default_header_timeout() }
     }
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn default_header_timeout() -> u64 {
+    10
 }
 
 fn default_listen() -> String {

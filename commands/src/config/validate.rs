@@ -169,6 +169,15 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
     if config.server.listen.parse::<std::net::SocketAddr>().is_err() {
         p("server.listen".into(), format!("'{}' is not an address like 127.0.0.1:8080", config.server.listen));
     }
+    if config.slack.as_ref().is_some_and(|s| s.socket_ping_secs == 0) {
+        p("slack.socket_ping_secs".into(), "must be at least 1".into());
+    }
+    if config.server.max_connections < 16 {
+        p("server.max_connections".into(), "must be at least 16".into());
+    }
+    if config.server.header_timeout_secs == 0 {
+        p("server.header_timeout_secs".into(), "must be at least 1".into());
+    }
     if config.engine.update_interval_ms == 0 {
         p("engine.update_interval_ms".into(), "must be at least 1".into());
     }

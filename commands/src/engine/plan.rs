@@ -329,6 +329,7 @@ fn record(name: &str, kind: &str, idempotent: bool, action: String, params: serd
         started_at: None,
         finished_at: None,
         summary: None,
+        process: None,
     }
 }
 

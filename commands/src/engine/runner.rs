@@ -262,10 +262,20 @@ impl Engine {
             let why = format!("step kind '{}' is not available in this runbot", step.kind);
             return self.complete(exec.id, i, StepOutcome::Failed(why), &[], Some(saved)).await;
         };
+        // Never beside a live process of an earlier attempt (Resume, an idempotent resume).
+        let mut saved = saved;
+        if let Some(old) = &step.process {
+            match self.stop_leftover(exec.id, i, &step.name, old).await {
+                Ok(Some(v)) => saved = v,
+                Ok(None) => {}
+                Err(why) => return self.complete(exec.id, i, StepOutcome::Failed(why), &[], None).await,
+            }
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let pump = self.spawn_output(&exec, i, rx);
         let (artifacts, mut kept) = mpsc::unbounded_channel();
-        let ctx = StepContext { execution: exec.clone(), step: i, output: tx, cancel, secrets: self.settings().secrets.clone(), artifacts };
+        let processes = self.spawn_process_log(exec.id, i);
+        let ctx = StepContext { execution: exec.clone(), step: i, output: tx, cancel, secrets: self.settings().secrets.clone(), artifacts, processes };
         tracing::info!(execution = %exec.id, step = i + 1, kind = %step.kind, "step started");
         let began = tokio::time::Instant::now();
         let outcome = kind.run(&step.params, ctx).instrument(tracing::info_span!("step", step = i + 1, kind = %step.kind)).await;
@@ -282,6 +292,64 @@ impl Engine {
         let logged = self.settings().redactor.redact(&format!("{outcome:?}"));
         tracing::info!(execution = %exec.id, step = i + 1, outcome = %logged, "step finished");
         self.complete(exec.id, i, outcome, &kept_refs, Some(saved)).await
+    }
+
+    /// Ends a step's earlier process if it is still running, and says so in the execution.
+    /// Returns the execution as saved with the note, or why the step must not run again.
+    async fn stop_leftover(
+        &self,
+        id: ExecutionId,
+        i: usize,
+        name: &str,
+        old: &crate::model::StepProcess,
+    ) -> Result<Option<Versioned<Execution>>, String> {
+        let found = crate::steps::process::stop_leftover(old).await;
+        let Some(note) = found.note(i + 1, name, old) else { return Ok(None) };
+        tracing::warn!(execution = %id, step = i + 1, pid = old.pid, found = ?found, "earlier process of the step");
+        if found == crate::steps::process::Leftover::StillRunning {
+            return Err(note);
+        }
+        match self.update_with(id, None, |exec| {
+            exec.notes.push(note.clone());
+            Ok(())
+        }, |_, _| Vec::new()).await {
+            Ok((v, ())) => {
+                self.publish(&v.value);
+                Ok(Some(v))
+            }
+            Err(e) => {
+                tracing::error!(execution = %id, error = ?e, "could not save the note on the step's earlier process");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The engine's side of [`StepContext::processes`]: saves each process the step starts
+    /// into its record (while the step is still the running one) and answers when saved.
+    fn spawn_process_log(&self, id: ExecutionId, i: usize) -> crate::steps::ProcessLog {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(crate::model::StepProcess, tokio::sync::oneshot::Sender<Result<(), String>>)>();
+        let engine = self.clone();
+        tokio::spawn(
+            async move {
+                while let Some((p, ack)) = rx.recv().await {
+                    let saved = engine
+                        .update(id, |exec| {
+                            if exec.current != i || exec.steps.get(i).is_none_or(|s| s.status != StepStatus::Running) {
+                                return Err("the step is no longer running".to_string());
+                            }
+                            exec.steps[i].process = Some(p.clone());
+                            Ok(())
+                        })
+                        .await;
+                    let _ = ack.send(saved.map(|_| ()).map_err(|e| match e {
+                        super::UpdateError::Refused(why) => why,
+                        super::UpdateError::Store(e) => format!("the store: {e}"),
+                    }));
+                }
+            }
+            .in_current_span(),
+        );
+        crate::steps::ProcessLog(tx)
     }
 
     /// Stores an artifact's content (redacted like everything runbot shows); the execution

@@ -104,7 +104,7 @@ impl StepKind for CommandStep {
             stream_stdout: true,
             capture_stdout: false,
         };
-        let done = process::run(proc, &ctx.output, &ctx.cancel).await;
+        let done = process::run(proc, &ctx).await;
         // The plan already shows the argv: the message need not name the program.
         done.outcome(None)
     }

@@ -9,14 +9,15 @@ pub mod integrity;
 pub mod job;
 pub mod k8s;
 pub(crate) mod process;
+pub use process::{supervise_main, use_supervisor, STOP_GRACE, SUPERVISOR_FLAG};
 pub mod restore;
 pub mod writers;
 
-use crate::model::Execution;
+use crate::model::{Execution, StepProcess};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// The kind name of the engine-native approval step.
 pub const APPROVAL: &str = "approval";
@@ -71,6 +72,21 @@ pub struct StepContext {
     /// Artifacts to keep with the execution: (file name, content). Stored by the engine when
     /// the step ends, listed in the status message, viewable from chat, exportable.
     pub artifacts: mpsc::UnboundedSender<(String, String)>,
+    /// Where a step saves each process it starts, before the process does anything.
+    pub processes: ProcessLog,
+}
+
+/// Saves a step's process in the execution (the engine's side of [`StepContext::processes`]).
+#[derive(Clone)]
+pub struct ProcessLog(pub(crate) mpsc::UnboundedSender<(StepProcess, oneshot::Sender<Result<(), String>>)>);
+
+impl ProcessLog {
+    /// Returns once the process is saved, or why it could not be.
+    pub async fn record(&self, p: StepProcess) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.0.send((p, tx)).map_err(|_| "the step has ended".to_string())?;
+        rx.await.unwrap_or_else(|_| Err("the step has ended".into()))
+    }
 }
 
 #[async_trait]

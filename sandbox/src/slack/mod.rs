@@ -123,6 +123,8 @@ struct State {
     next_channel: u64,
     socket: Option<mpsc::UnboundedSender<String>>,
     socket_connections: u64,
+    /// Socket Mode connections neither read nor written (see [`FakeSlack::socket_silence`]).
+    socket_silent: bool,
     next_envelope: u64,
     acks: HashMap<String, Value>,
 }
@@ -356,6 +358,18 @@ impl FakeSlack {
     /// The ack runbot sent for an envelope.
     pub async fn socket_ack(&self, envelope_id: &str) -> Value {
         self.wait("a Socket Mode ack", |f| f.inner.with(|s| s.acks.get(envelope_id).cloned())).await
+    }
+
+    /// Makes Socket Mode go silent (`true`): the open connection and every new one stay open
+    /// but get no hello, no frame and no pong — a dead peer behind a half-open connection.
+    /// `false`: new connections are served again.
+    pub fn socket_silence(&self, on: bool) {
+        self.inner.with(|s| {
+            s.socket_silent = on;
+            if on && let Some(tx) = s.socket.take() {
+                let _ = tx.send(socket::SILENT.to_string());
+            }
+        });
     }
 
     /// Tells the connected client to reconnect (Slack's `disconnect` frame).

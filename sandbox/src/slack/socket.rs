@@ -1,6 +1,8 @@
 //! The Socket Mode side of the fake: a WebSocket listener for the URLs apps.connections.open
 //! hands out. It greets with `hello`, forwards envelopes queued by the test, and records the
-//! acks (`{"envelope_id": …}`) the client sends back.
+//! acks (`{"envelope_id": …}`) the client sends back. Made silent ([`super::FakeSlack::socket_silence`])
+//! it keeps its connections open but neither reads nor writes — no hello, no pong — like a
+//! half-open connection to a Slack that went away.
 
 use super::Inner;
 use futures::{SinkExt, StreamExt};
@@ -15,6 +17,9 @@ pub(super) async fn serve(listener: TcpListener, inner: Arc<Inner>) {
         let inner = inner.clone();
         tokio::spawn(async move {
             let Ok(ws) = tokio_tungstenite::accept_async(stream).await else { return };
+            if inner.with(|s| s.socket_silent) {
+                return hold(ws).await;
+            }
             let (mut tx, mut rx) = ws.split();
             let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
             let hello = json!({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A0RUNBOT"}, "debug_info": {"host": "fake-slack"}});
@@ -28,6 +33,7 @@ pub(super) async fn serve(listener: TcpListener, inner: Arc<Inner>) {
             loop {
                 tokio::select! {
                     out = out_rx.recv() => match out {
+                        Some(frame) if frame == SILENT => return hold(tx.reunite(rx).expect("the halves of one socket")).await,
                         Some(frame) => {
                             let disconnect = frame.contains("\"disconnect\"");
                             if tx.send(Ws::Text(frame.into())).await.is_err() || disconnect {
@@ -54,4 +60,14 @@ pub(super) async fn serve(listener: TcpListener, inner: Arc<Inner>) {
             }
         });
     }
+}
+
+/// Sent on a connection's queue: from now on it says nothing.
+pub(super) const SILENT: &str = "\u{0}silent";
+
+/// Keeps the socket open without reading or writing it (not even a pong) for as long as the
+/// fake runs.
+async fn hold<S>(ws: S) {
+    let _open = ws;
+    std::future::pending::<()>().await
 }

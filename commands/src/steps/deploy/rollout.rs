@@ -161,7 +161,7 @@ pub(crate) async fn perform(c: &DeployConnections, call: &Call, ctx: &StepContex
                 stream_stdout: true,
                 capture_stdout: false,
             };
-            let done = process::run(proc, &ctx.output, &ctx.cancel).await;
+            let done = process::run(proc, &ctx).await;
             match done.outcome(Some(tool)) {
                 StepOutcome::Succeeded(_) => StepOutcome::Succeeded(format!("{tool} {} succeeded in {:.1}s", subcommand(args), done.secs)),
                 other => other,

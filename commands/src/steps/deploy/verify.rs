@@ -183,7 +183,7 @@ pub(crate) async fn docker_capture(c: &DeployConnections, s: &SwarmConfig, args:
     let program = c.tools.get("docker")?;
     let argv: Vec<String> = std::iter::once(program).chain(docker_args(s, args)).collect();
     let proc = Proc { argv: &argv, env: Vec::new(), cwd: None, timeout: Duration::from_secs(60), stream_stdout: false, capture_stdout: true };
-    let done = process::run(proc, &ctx.output, &ctx.cancel).await;
+    let done = process::run(proc, ctx).await;
     match done.outcome(Some("docker")) {
         StepOutcome::Succeeded(_) => Ok(done.stdout),
         other => Err(format!("`docker {}` failed: {}", args.join(" "), other.summary())),
