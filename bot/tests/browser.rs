@@ -140,10 +140,22 @@ impl Browser {
         }
     }
 
-    /// Clicks like a user (the browser's own pointer events).
+    /// Clicks like a user (the browser's own pointer events). The page re-renders lists as
+    /// events arrive, so an element found a moment ago may be replaced before the click: then
+    /// it is found again (WebDriver's "stale element reference"), a few times at most.
     async fn click(&self, css: &str) {
-        let id = self.find(css, 20).await;
-        self.session(reqwest::Method::POST, &format!("/element/{id}/click"), json!({})).await;
+        for _ in 0..5 {
+            let id = self.find(css, 20).await;
+            let url = format!("{}/session/{}/element/{id}/click", self.base, self.session);
+            let r = self.http.post(&url).json(&json!({})).send().await.unwrap_or_else(|e| panic!("WebDriver click {css}: {e}"));
+            let status = r.status();
+            let v: Value = r.json().await.unwrap_or_else(|e| panic!("WebDriver click {css}: not JSON: {e}"));
+            if status.is_success() {
+                return;
+            }
+            assert_eq!(v["value"]["error"], "stale element reference", "WebDriver click {css}: {status} {v}");
+        }
+        panic!("{css} kept being replaced before it could be clicked");
     }
 
     /// Types `text` into the element, key by key, then Enter.
