@@ -31,7 +31,9 @@ pub fn redact(text: &str) -> String {
 /// Installs the global subscriber: `RUNBOT_LOG` filter, text or JSON, redacted stderr.
 pub fn init(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUNBOT_LOG").unwrap_or_else(|_| "info,sqlx=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(Redacted(std::io::stderr));
+    // Colours only for a person at a terminal: a file, a pipe or a log collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(Redacted(std::io::stderr));
     if json {
         builder.json().init();
     } else {

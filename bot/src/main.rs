@@ -160,6 +160,13 @@ fn main() -> ExitCode {
             Cmd::Demo { listen, state_dir } => {
                 let addr: std::net::SocketAddr = listen.parse().context("--listen must be an address like 127.0.0.1:8080")?;
                 anyhow::ensure!(addr.ip().is_loopback(), "the demo console trusts its identity picker, so it listens on loopback only");
+                // Bound before anything is printed: the banner names an address that answers.
+                let bound = tokio::net::TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+                    std::io::ErrorKind::AddrInUse => {
+                        anyhow::anyhow!("{listen} is already in use: start the demo on another port with --listen 127.0.0.1:PORT")
+                    }
+                    _ => anyhow::anyhow!("cannot listen on {listen} ({e}); choose another address with --listen 127.0.0.1:PORT"),
+                })?;
                 let world = runbot_sandbox::demo::start().await.context("starting the sandbox")?;
                 let exe = std::env::current_exe().context("locating the runbot executable")?;
                 let path = runbot_sandbox::demo::prepare(&state_dir, &listen, &world.urls(), &exe)?;
@@ -172,13 +179,13 @@ fn main() -> ExitCode {
                 println!("     /ops deploy promotions v1.2.5 — approve as console:bob; then v1.2.6 (it crashes) and press Rollback");
                 // The demo's console lets loopback users pick who they act as; serve never does.
                 let picker = Some(runbot_adapters::console::ConsoleAuth::Picker);
-                let served = serve::serve(settings, path.parent().map(|p| p.to_path_buf()).unwrap_or_default(), picker).await;
+                let served = serve::serve(settings, path.parent().map(|p| p.to_path_buf()).unwrap_or_default(), picker, Some(bound)).await;
                 world.shutdown().await;
                 served
             }
             Cmd::Serve { config } => {
                 let settings = load(&config)?;
-                serve::serve(settings, config.parent().map(|p| p.to_path_buf()).unwrap_or_default(), None).await
+                serve::serve(settings, config.parent().map(|p| p.to_path_buf()).unwrap_or_default(), None, None).await
             }
             Cmd::CheckConfig { file } => {
                 let s = load(&file)?;

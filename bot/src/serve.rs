@@ -31,7 +31,14 @@ const GRACE: Duration = Duration::from_secs(5);
 
 /// Serves until SIGTERM / Ctrl-C. `console_auth`: how console requests are authenticated —
 /// `runbot demo` passes the identity picker; `None` takes `[console] auth` from the settings.
-pub async fn serve(settings: Settings, base: PathBuf, console_auth: Option<ConsoleAuth>) -> anyhow::Result<()> {
+/// `bound`: a listener the caller bound already (the demo binds before it prints where it
+/// listens); `None` binds `[server] listen`.
+pub async fn serve(
+    settings: Settings,
+    base: PathBuf,
+    console_auth: Option<ConsoleAuth>,
+    bound: Option<tokio::net::TcpListener>,
+) -> anyhow::Result<()> {
     let console_auth = match console_auth {
         Some(a) => a,
         None => ConsoleAuth::from_config(&settings.config.console)?,
@@ -161,7 +168,10 @@ pub async fn serve(settings: Settings, base: PathBuf, console_auth: Option<Conso
             ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
         }),
     );
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?;
+    let listener = match bound {
+        Some(l) => l,
+        None => tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?,
+    };
     let addr = listener.local_addr()?;
     // Validation refuses this config already; checked again on the bound socket.
     anyhow::ensure!(

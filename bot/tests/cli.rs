@@ -336,3 +336,17 @@ fn check_config_says_whether_an_https_api_will_find_root_certificates() {
     let local = check_config(&format!("{slack}api_url = \"http://127.0.0.1:9/api\"\n"), &[], &[]);
     assert!(local.ok && !local.stdout.contains("TLS:") && !local.stderr.contains("TLS"), "{}\n{}", local.stdout, local.stderr);
 }
+
+/// The demo binds before it says where it listens: on a port that is taken it prints no
+/// banner, and its error names `--listen`.
+#[test]
+fn the_demo_on_a_taken_port_names_listen_and_prints_no_banner() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let ran = run(&["demo", "--listen", &addr, "--state-dir", state.to_str().expect("utf-8")], &[], &[]);
+    assert!(!ran.ok, "the demo cannot listen on a taken port");
+    assert!(ran.stderr.contains("already in use") && ran.stderr.contains("--listen 127.0.0.1:PORT"), "{}", ran.stderr);
+    assert!(!ran.stdout.contains("console at"), "no banner for an address that does not answer: {}", ran.stdout);
+}

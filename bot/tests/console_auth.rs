@@ -167,6 +167,7 @@ async fn a_loopback_console_acts_only_as_its_local_identity() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains("console:alice"), "whoami answers alice: {body}");
     assert!(bot.log_text().contains("runbot serve ignores it"), "the unused picker list is warned about");
+    assert!(!bot.log_text().contains('\u{1b}'), "a log written to a file carries no terminal colour codes");
     drop(bot);
 
     // Without local_identity the console shows messages and does nothing.
