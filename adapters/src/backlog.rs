@@ -10,8 +10,8 @@
 //! then is refused with [`BUSY`], recorded nowhere and run nowhere, so the person knows to
 //! retry. Answers ready before the ack (help, whoami) hold their place only for that instant.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -21,8 +21,7 @@ pub const DEFAULT_LIMIT: usize = 512;
 /// (and Discord's) for the acknowledgement.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(2);
 /// What the person is told when their command is refused.
-pub const BUSY: &str =
-    "runbot is busy with many commands right now and did not take yours: nothing was done. Try again in a moment.";
+pub const BUSY: &str = "runbot is busy with many commands right now and did not take yours: nothing was done. Try again in a moment.";
 
 #[derive(Debug)]
 pub struct Backlog {

@@ -27,7 +27,8 @@ fn quoted(table: &str) -> Result<String, String> {
 impl DbChecker for PgChecker {
     async fn run(&self, url: &str, tables: &[TableCheck], checks: &[SqlCheck]) -> Result<Vec<CheckResult>, String> {
         // The URL carries credentials: never echo it.
-        let mut conn = PgConnection::connect(url).await.map_err(|e| format!("cannot connect to the database: {}", e.to_string().replace(url, "***")))?;
+        let mut conn =
+            PgConnection::connect(url).await.map_err(|e| format!("cannot connect to the database: {}", e.to_string().replace(url, "***")))?;
         let mut tx = conn.begin().await.map_err(|e| format!("cannot start a transaction: {e}"))?;
         sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await.map_err(|e| format!("cannot make the transaction read-only: {e}"))?;
         let mut out = Vec::new();

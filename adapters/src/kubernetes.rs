@@ -10,17 +10,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use runbot_commands::ports::HelmRevision;
-use runbot_commands::ports::cluster::{
-    Cluster, ClusterError, ContainerInfo, DeploymentInfo, EventInfo, PodInfo, Rollout, Termination,
-};
+use runbot_commands::ports::cluster::{Cluster, ClusterError, ContainerInfo, DeploymentInfo, EventInfo, PodInfo, Rollout, Termination};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
@@ -83,8 +81,7 @@ impl KubeCluster {
         let timed_out = |progress: String| ClusterError::Timeout(format!("{what}: {progress}"));
         loop {
             let list = self.call(what, api.list(&ListParams::default().labels(selector))).await?;
-            let mut pods: BTreeMap<String, Pod> =
-                list.items.into_iter().map(|p| (p.metadata.name.clone().unwrap_or_default(), p)).collect();
+            let mut pods: BTreeMap<String, Pod> = list.items.into_iter().map(|p| (p.metadata.name.clone().unwrap_or_default(), p)).collect();
             let mut progress = match done(&pods) {
                 Ok(r) => return Ok(r),
                 Err(p) => p,
@@ -170,22 +167,13 @@ fn container_info(c: &ContainerStatus) -> ContainerInfo {
         exit_code: t.exit_code,
         finished_at: time(&t.finished_at),
     });
-    ContainerInfo {
-        name: c.name.clone(),
-        image: c.image.clone(),
-        ready: c.ready,
-        restart_count: c.restart_count,
-        state,
-        last_termination,
-    }
+    ContainerInfo { name: c.name.clone(), image: c.image.clone(), ready: c.ready, restart_count: c.restart_count, state, last_termination }
 }
 
 /// What the runbooks need to know of a pod.
 pub fn pod_info(p: &Pod) -> PodInfo {
     let status = p.status.as_ref();
-    let ready = status
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let ready = status.and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     let mut containers: Vec<ContainerInfo> =
         status.and_then(|s| s.container_statuses.as_ref()).map(|v| v.iter().map(container_info).collect()).unwrap_or_default();
     // Containers without a status yet (just scheduled) still count.
@@ -255,11 +243,7 @@ pub fn rollout_status(d: &Deployment) -> Rollout {
 
 /// Ready, not terminating, not excluded: the names, sorted.
 fn ready_names(pods: &BTreeMap<String, Pod>, exclude: &[String]) -> Vec<String> {
-    pods.values()
-        .map(pod_info)
-        .filter(|p| p.ready && !p.terminating && !exclude.contains(&p.name))
-        .map(|p| p.name)
-        .collect()
+    pods.values().map(pod_info).filter(|p| p.ready && !p.terminating && !exclude.contains(&p.name)).map(|p| p.name).collect()
 }
 
 #[async_trait]
@@ -346,7 +330,10 @@ impl Cluster for KubeCluster {
         let spec = d.spec.unwrap_or_default();
         let labels = spec.selector.match_labels.unwrap_or_default();
         if labels.is_empty() {
-            return Err(ClusterError::Api { code: 422, message: format!("deployment {name} selects its pods without matchLabels; runbot needs them") });
+            return Err(ClusterError::Api {
+                code: 422,
+                message: format!("deployment {name} selects its pods without matchLabels; runbot needs them"),
+            });
         }
         let selector = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
         Ok(DeploymentInfo { replicas: spec.replicas.unwrap_or(1), selector })
@@ -463,7 +450,8 @@ impl Cluster for KubeCluster {
             let Some(data) = s.data.as_ref().and_then(|d| d.get("release")) else {
                 return Err(ClusterError::Api { code: 0, message: format!("Helm release Secret {name} has no `release` key") });
             };
-            let rev = helm::decode_release(&data.0).map_err(|e| ClusterError::Api { code: 0, message: format!("Helm release Secret {name}: {e}") })?;
+            let rev =
+                helm::decode_release(&data.0).map_err(|e| ClusterError::Api { code: 0, message: format!("Helm release Secret {name}: {e}") })?;
             revs.push(rev);
         }
         revs.sort_by_key(|r| r.revision);

@@ -28,8 +28,7 @@ use std::time::{Duration, Instant};
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
 const DOCKER_HUB: &str = "registry-1.docker.io";
-const DOCKER_HUB_ALIASES: &[&str] =
-    &["docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"];
+const DOCKER_HUB_ALIASES: &[&str] = &["docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"];
 
 /// An image name split into the registry host and the repository path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,9 +52,7 @@ pub fn parse_image(image: &str) -> Result<ImageRef, String> {
         return Err(format!("image {image:?}: give host[:port]/path, not a URL"));
     }
     let (host, path) = match image.split_once('/') {
-        Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            (first.to_string(), rest.to_string())
-        }
+        Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => (first.to_string(), rest.to_string()),
         _ => (DOCKER_HUB.to_string(), image.to_string()),
     };
     let host = if DOCKER_HUB_ALIASES.contains(&host.as_str()) { DOCKER_HUB.to_string() } else { host };
@@ -63,14 +60,9 @@ pub fn parse_image(image: &str) -> Result<ImageRef, String> {
     if repository.rsplit('/').next().is_some_and(|last| last.contains(':')) {
         return Err(format!("image {image:?}: give the name without a tag"));
     }
-    let ok_component = |c: &str| {
-        !c.is_empty()
-            && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
-    };
+    let ok_component = |c: &str| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
     if !repository.split('/').all(ok_component) {
-        return Err(format!(
-            "image {image:?}: invalid repository path {repository:?} (lowercase letters, digits, . _ - and /)"
-        ));
+        return Err(format!("image {image:?}: invalid repository path {repository:?} (lowercase letters, digits, . _ - and /)"));
     }
     Ok(ImageRef { host, repository })
 }
@@ -185,9 +177,7 @@ impl RegistryClient {
 
     fn cached_token(&self, host: &str, scope: &str) -> Option<String> {
         let t = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
-        t.get(&(host.to_string(), scope.to_string()))
-            .filter(|(_, until)| Instant::now() < *until)
-            .map(|(t, _)| t.clone())
+        t.get(&(host.to_string(), scope.to_string())).filter(|(_, until)| Instant::now() < *until).map(|(t, _)| t.clone())
     }
 
     async fn head(&self, http: &reqwest::Client, url: &str, auth: &Auth<'_>) -> Result<reqwest::Response, reqwest::Error> {
@@ -202,8 +192,7 @@ impl RegistryClient {
 
     /// A token from the challenge's realm.
     async fn fetch_token(&self, host: &str, realm: &str, service: Option<&str>, scope: &str) -> Result<String, String> {
-        let realm_url =
-            reqwest::Url::parse(realm).map_err(|e| format!("registry {host}: invalid token realm {realm:?}: {e}"))?;
+        let realm_url = reqwest::Url::parse(realm).map_err(|e| format!("registry {host}: invalid token realm {realm:?}: {e}"))?;
         let mut url = realm_url.clone();
         {
             let mut q = url.query_pairs_mut();
@@ -228,18 +217,11 @@ impl RegistryClient {
             }
             rb = rb.basic_auth(&c.user, Some(c.password.expose()));
         }
-        let resp = rb
-            .send()
-            .await
-            .map_err(|e| format!("registry {host}: token service {shown}: {}", describe(&e, self.timeout)))?;
+        let resp = rb.send().await.map_err(|e| format!("registry {host}: token service {shown}: {}", describe(&e, self.timeout)))?;
         let status = resp.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(match self.credentials.get(host) {
-                Some(c) => format!(
-                    "registry {host}: the token service {shown} refused the credentials of {} (HTTP {})",
-                    c.user,
-                    status.as_u16()
-                ),
+                Some(c) => format!("registry {host}: the token service {shown} refused the credentials of {} (HTTP {})", c.user, status.as_u16()),
                 None => format!(
                     "registry {host}: the token service {shown} requires credentials (HTTP {}); no credentials are configured for {host}",
                     status.as_u16()
@@ -249,9 +231,8 @@ impl RegistryClient {
         if !status.is_success() {
             return Err(format!("registry {host}: the token service {shown} answered HTTP {}", status.as_u16()));
         }
-        let body: serde_json::Value = resp.json().await.map_err(|e| {
-            format!("registry {host}: the token service {shown} sent no JSON: {}", describe(&e, self.timeout))
-        })?;
+        let body: serde_json::Value =
+            resp.json().await.map_err(|e| format!("registry {host}: the token service {shown} sent no JSON: {}", describe(&e, self.timeout)))?;
         let token = body
             .get("token")
             .or_else(|| body.get("access_token"))
@@ -261,12 +242,8 @@ impl RegistryClient {
             .to_string();
         let ttl = body.get("expires_in").and_then(|v| v.as_u64()).unwrap_or(60).max(1);
         // Renew a little before the registry would refuse it.
-        let until = Instant::now()
-            + Duration::from_secs(ttl).saturating_sub(Duration::from_secs(5)).max(Duration::from_secs(1));
-        self.tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((host.to_string(), scope.to_string()), (token.clone(), until));
+        let until = Instant::now() + Duration::from_secs(ttl).saturating_sub(Duration::from_secs(5)).max(Duration::from_secs(1));
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner()).insert((host.to_string(), scope.to_string()), (token.clone(), until));
         Ok(token)
     }
 }
@@ -303,9 +280,7 @@ impl Registry for RegistryClient {
 
         let mut auth = match (self.cached_token(&host, &scope), cred) {
             (Some(t), _) => Auth::Bearer(t),
-            (None, Some(c)) if self.basic_hosts.lock().unwrap_or_else(|e| e.into_inner()).contains(&host) => {
-                Auth::Basic(c)
-            }
+            (None, Some(c)) if self.basic_hosts.lock().unwrap_or_else(|e| e.into_inner()).contains(&host) => Auth::Basic(c),
             _ => Auth::None,
         };
         let transport = |e: reqwest::Error| format!("registry {host}: {}", describe(&e, self.timeout));
@@ -313,11 +288,7 @@ impl Registry for RegistryClient {
         let mut resp = self.head(http, &url, &auth).await.map_err(transport)?;
         // One answer to a challenge, then the verdict.
         if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
-            let challenge = resp
-                .headers()
-                .get(reqwest::header::WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .map(parse_challenge);
+            let challenge = resp.headers().get(reqwest::header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(parse_challenge);
             let retry = match (&challenge, &auth) {
                 (Some(Challenge::Basic), Auth::None) => match cred {
                     Some(c) => {
@@ -335,9 +306,7 @@ impl Registry for RegistryClient {
                     if matches!(auth, Auth::Bearer(_)) && error.as_deref() == Some("insufficient_scope") {
                         None
                     } else if realm.is_empty() {
-                        return Err(format!(
-                            "registry {host}: HTTP 401 Unauthorized with a Bearer challenge without a realm"
-                        ));
+                        return Err(format!("registry {host}: HTTP 401 Unauthorized with a Bearer challenge without a realm"));
                     } else {
                         let want = ch_scope.clone().unwrap_or_else(|| scope.clone());
                         let token = self.fetch_token(&host, realm, service.as_deref(), &want).await?;
@@ -345,9 +314,7 @@ impl Registry for RegistryClient {
                     }
                 }
                 (Some(Challenge::Other(s)), _) => {
-                    return Err(format!(
-                        "registry {host}: HTTP 401 Unauthorized with an unsupported authentication scheme {s:?}"
-                    ));
+                    return Err(format!("registry {host}: HTTP 401 Unauthorized with an unsupported authentication scheme {s:?}"));
                 }
                 (None, _) => None,
             };
@@ -367,10 +334,7 @@ impl Registry for RegistryClient {
                         format!("the token for {} grants no pull access to {}", c.user, r.repository)
                     }
                     (Auth::Bearer(_), None) => {
-                        format!(
-                            "an anonymous token grants no pull access to {} (no credentials configured for {host})",
-                            r.repository
-                        )
+                        format!("an anonymous token grants no pull access to {} (no credentials configured for {host})", r.repository)
                     }
                     (Auth::None, Some(_)) => "it refused the request".to_string(),
                     (Auth::None, None) => format!("no credentials are configured for {host}"),
@@ -382,11 +346,7 @@ impl Registry for RegistryClient {
                     r.repository
                 ))
             }
-            code => Err(format!(
-                "registry {host}: HTTP {code} {} for {}:{tag}",
-                status.canonical_reason().unwrap_or(""),
-                r.repository
-            )),
+            code => Err(format!("registry {host}: HTTP {code} {} for {}:{tag}", status.canonical_reason().unwrap_or(""), r.repository)),
         }
     }
 }
@@ -427,12 +387,7 @@ mod tests {
         );
         assert_eq!(
             parse_challenge("Bearer realm=https://ghcr.io/token, service=ghcr.io"),
-            Challenge::Bearer {
-                realm: "https://ghcr.io/token".into(),
-                service: Some("ghcr.io".into()),
-                scope: None,
-                error: None
-            }
+            Challenge::Bearer { realm: "https://ghcr.io/token".into(), service: Some("ghcr.io".into()), scope: None, error: None }
         );
         assert_eq!(parse_challenge("Negotiate"), Challenge::Other("Negotiate".into()));
     }

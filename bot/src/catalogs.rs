@@ -11,9 +11,8 @@ pub fn connect(settings: &Settings) -> anyhow::Result<Catalogs> {
     let mut catalogs = Catalogs::new();
     for (name, db) in &settings.config.databases {
         let Some(b) = &db.backup else { continue };
-        let secret = |s: &str| {
-            settings.secrets.get(s).map(|v| v.expose().to_string()).with_context(|| format!("databases.{name}.backup: no secret '{s}'"))
-        };
+        let secret =
+            |s: &str| settings.secrets.get(s).map(|v| v.expose().to_string()).with_context(|| format!("databases.{name}.backup: no secret '{s}'"));
         let mut config = S3Config::new(b.endpoint.as_deref(), &b.region, &secret(&b.access_key_secret)?, &secret(&b.secret_key_secret)?);
         if let Some(path_style) = b.path_style {
             config.force_path_style = path_style;

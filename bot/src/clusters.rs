@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use runbot_adapters::kubernetes::KubeCluster;
-use runbot_commands::config::{parse_duration, Settings};
+use runbot_commands::config::{Settings, parse_duration};
 use runbot_commands::ports::Clusters;
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! `docker` CLIs (`[tools]`, located once here). Credentials come from `[secrets]`.
 
 use anyhow::Context;
-use runbot_commands::config::{parse_duration, Settings};
+use runbot_commands::config::{Settings, parse_duration};
 use runbot_commands::ports::Clusters;
 use runbot_commands::steps::deploy::{DeployConnections, Tools};
 use std::sync::Arc;
@@ -20,7 +20,8 @@ pub fn connect(settings: &Settings, clusters: &Clusters) -> anyhow::Result<Deplo
         }
         None => None,
     };
-    let mut registry = runbot_adapters::registry::RegistryClient::new(std::time::Duration::from_secs(10)).map_err(|e| anyhow::anyhow!("[registries]: {e}"))?;
+    let mut registry =
+        runbot_adapters::registry::RegistryClient::new(std::time::Duration::from_secs(10)).map_err(|e| anyhow::anyhow!("[registries]: {e}"))?;
     for (host, r) in &settings.config.registries {
         let at = format!("registries.\"{host}\"");
         if let (Some(u), Some(p)) = (&r.username_secret, &r.password_secret) {

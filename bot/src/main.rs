@@ -189,7 +189,13 @@ fn main() -> ExitCode {
             }
             Cmd::CheckConfig { file } => {
                 let s = load(&file)?;
-                println!("{}: ok ({} runbooks, {} groups, {} approval policies)", file.display(), s.runbooks.len(), s.groups.len(), s.config.approvals.len());
+                println!(
+                    "{}: ok ({} runbooks, {} groups, {} approval policies)",
+                    file.display(),
+                    s.runbooks.len(),
+                    s.groups.len(),
+                    s.config.approvals.len()
+                );
                 tls_preflight(&s.config);
                 Ok(())
             }
@@ -206,7 +212,8 @@ fn main() -> ExitCode {
                 };
                 let discord = runbot_adapters::discord::Discord::from_config(cfg)?;
                 let subs = discord.register_commands(scope.as_deref()).await?;
-                let place = scope.map(|g| format!("in guild {g} (available now)")).unwrap_or_else(|| "globally (may take up to an hour to appear)".into());
+                let place =
+                    scope.map(|g| format!("in guild {g} (available now)")).unwrap_or_else(|| "globally (may take up to an hour to appear)".into());
                 println!("registered /ops {place}: {}", subs.join(", "));
                 Ok(())
             }

@@ -10,10 +10,10 @@
 //! Resume / Abort).
 
 use anyhow::Context;
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::Router;
 use runbot_adapters::console::{self, ConsoleAuth, ConsoleChat, ConsoleState};
 use runbot_adapters::discord::{Discord, GatewayState};
 use runbot_adapters::slack::Slack;
@@ -129,10 +129,7 @@ pub async fn serve(
         socket: socket_mode.as_ref().map(|s| s.connected()),
         gateway: discord_gateway.as_ref().map(|g| g.state()),
     };
-    let mut app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .with_state(Arc::new(ready));
+    let mut app = Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(readyz)).with_state(Arc::new(ready));
     if console_on {
         app = app.merge(console::router(ConsoleState { chat: console, engine: engine.clone(), auth: Arc::new(console_auth.clone()) }));
     }

@@ -2,15 +2,15 @@
 //! audit, and the narrow port traits (chat, store, clock, step kinds) that adapters implement.
 //! This crate depends on no SDK crate; a test in `tests/` keeps it that way.
 
-pub mod grammar;
 pub mod audit;
+pub mod config;
+pub mod engine;
+pub mod grammar;
+pub mod limits;
 pub mod message;
+pub mod metrics;
 pub mod model;
 pub mod ports;
-pub mod store_memory;
-pub mod config;
 pub mod runbook;
 pub mod steps;
-pub mod engine;
-pub mod limits;
-pub mod metrics;
+pub mod store_memory;

@@ -29,11 +29,7 @@ fn quota(per_minute: u32) -> Quota {
 
 impl Limits {
     pub fn new(cfg: &LimitsConfig) -> Self {
-        Limits {
-            identity: keyed(cfg.per_identity_per_minute),
-            channel: keyed(cfg.per_channel_per_minute),
-            clock: MonotonicClock,
-        }
+        Limits { identity: keyed(cfg.per_identity_per_minute), channel: keyed(cfg.per_channel_per_minute), clock: MonotonicClock }
     }
 
     /// `Err(wait)` when the identity or the channel is over its quota.

@@ -164,11 +164,7 @@ fn label_text(labels: &[(&'static str, String)], le: Option<&str>) -> String {
     if let Some(le) = le {
         parts.push(format!("le=\"{le}\""));
     }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", parts.join(","))
-    }
+    if parts.is_empty() { String::new() } else { format!("{{{}}}", parts.join(",")) }
 }
 
 fn escape(v: &str) -> String {

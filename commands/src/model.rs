@@ -285,9 +285,7 @@ pub struct Execution {
 impl Execution {
     /// Approvals that count toward the quorum (approve decisions on the current plan).
     pub fn approvals_for_plan(&self) -> impl Iterator<Item = &Approval> {
-        self.approvals
-            .iter()
-            .filter(|a| a.decision == Decision::Approve && a.fingerprint == self.fingerprint)
+        self.approvals.iter().filter(|a| a.decision == Decision::Approve && a.fingerprint == self.fingerprint)
     }
 
     pub fn title(&self) -> String {

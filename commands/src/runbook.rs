@@ -282,11 +282,8 @@ mod tests {
 
     #[test]
     fn a_value_is_inserted_once_and_never_expanded_again() {
-        let vars: BTreeMap<String, String> = [
-            ("note".to_string(), "{secret.canary}".to_string()),
-            ("secret.canary".to_string(), String::new()),
-        ]
-        .into();
+        let vars: BTreeMap<String, String> =
+            [("note".to_string(), "{secret.canary}".to_string()), ("secret.canary".to_string(), String::new())].into();
         assert_eq!(render("n={note}", &vars).unwrap(), "n={secret.canary}");
         // The author's secret stays a placeholder; the parameter's braces are escaped.
         let stored = render_keeping_secrets("{note}:{secret.canary}", &vars).unwrap();

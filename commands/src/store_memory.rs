@@ -145,13 +145,7 @@ impl Store for MemoryStore {
         Ok(if filter.limit == 0 { matching.collect() } else { matching.take(filter.limit as usize).collect() })
     }
 
-    async fn claim(
-        &self,
-        id: ExecutionId,
-        owner: &str,
-        until: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    async fn claim(&self, id: ExecutionId, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let mut inner = self.lock()?;
         let row = inner.executions.get_mut(&id).ok_or(StoreError::NotFound(id))?;
         if !row.lease_available(owner, micros(now)) {

@@ -5,7 +5,7 @@
 #   deploy/helm/render-manifests.sh            # runs `helm template`
 #   deploy/helm/render-manifests.sh FILE       # splits FILE, output of the same helm template
 #
-# sandbox/tests/deploy_manifests.rs checks the result against the chart and the API.
+# sandbox/tests/it/deploy_manifests.rs checks the result against the chart and the API.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."

@@ -293,19 +293,9 @@ impl FakeGitHub {
     /// Records a run of `workflow_file` (which must have been added) and returns its id.
     /// Runs pushed later are newer.
     #[allow(clippy::too_many_arguments)]
-    pub fn push_run(
-        &self,
-        repo: &str,
-        workflow_file: &str,
-        branch: &str,
-        sha: &str,
-        event: &str,
-        status: &str,
-        conclusion: Option<&str>,
-    ) -> u64 {
+    pub fn push_run(&self, repo: &str, workflow_file: &str, branch: &str, sha: &str, event: &str, status: &str, conclusion: Option<&str>) -> u64 {
         let mut st = self.shared.lock();
-        let Some((wid, name)) =
-            st.repos.get(repo).and_then(|r| r.workflows.iter().find(|w| w.file == workflow_file)).map(|w| (w.id, w.name.clone()))
+        let Some((wid, name)) = st.repos.get(repo).and_then(|r| r.workflows.iter().find(|w| w.file == workflow_file)).map(|w| (w.id, w.name.clone()))
         else {
             panic!("FakeGitHub::push_run: no workflow {workflow_file} in {repo} (add_workflow first)");
         };
@@ -413,11 +403,7 @@ impl Reply {
         Reply { status: StatusCode::OK, body: Some(v), link: None }
     }
     fn error(status: StatusCode, message: &str) -> Reply {
-        Reply {
-            status,
-            body: Some(json!({"message": message, "documentation_url": DOCS_URL, "status": status.as_u16().to_string()})),
-            link: None,
-        }
+        Reply { status, body: Some(json!({"message": message, "documentation_url": DOCS_URL, "status": status.as_u16().to_string()})), link: None }
     }
     fn not_found() -> Reply {
         Reply::error(StatusCode::NOT_FOUND, "Not Found")
@@ -466,9 +452,7 @@ fn answer(sh: &Arc<Shared>, method: &Method, uri: &Uri, full_path: &str, headers
     {
         let mut st = sh.lock();
         let hit = st.faults.iter_mut().position(|f| {
-            (f.method.is_empty() || f.method.eq_ignore_ascii_case(method.as_str()))
-                && full_path.contains(&f.path_contains)
-                && f.left != Some(0)
+            (f.method.is_empty() || f.method.eq_ignore_ascii_case(method.as_str())) && full_path.contains(&f.path_contains) && f.left != Some(0)
         });
         if let Some(i) = hit {
             let f = &mut st.faults[i];
@@ -514,11 +498,9 @@ fn answer(sh: &Arc<Shared>, method: &Method, uri: &Uri, full_path: &str, headers
             let list: Vec<Value> = repo.workflows.iter().map(|w| workflow_json(base, full, w)).collect();
             Reply::json(json!({"total_count": list.len(), "workflows": list}))
         }),
-        ["repos", o, r, "actions", "workflows", wf] if get => with_repo(sh, o, r, |base, full, repo, _| {
-            match find_workflow(repo, wf) {
-                Some(w) => Reply::json(workflow_json(base, full, w)),
-                None => Reply::not_found(),
-            }
+        ["repos", o, r, "actions", "workflows", wf] if get => with_repo(sh, o, r, |base, full, repo, _| match find_workflow(repo, wf) {
+            Some(w) => Reply::json(workflow_json(base, full, w)),
+            None => Reply::not_found(),
         }),
         ["repos", o, r, "actions", "workflows", wf, "runs"] if get => with_repo(sh, o, r, |base, full, repo, runs| {
             let Some(w) = find_workflow(repo, wf) else { return Reply::not_found() };
@@ -535,8 +517,7 @@ fn answer(sh: &Arc<Shared>, method: &Method, uri: &Uri, full_path: &str, headers
             let page = q("page").and_then(|p| p.parse::<usize>().ok()).filter(|p| *p > 0).unwrap_or(1);
             let total = list.len();
             let pages = total.div_ceil(per_page).max(1);
-            let items: Vec<Value> =
-                list.iter().skip((page - 1) * per_page).take(per_page).map(|x| run_json(base, full, repo, x)).collect();
+            let items: Vec<Value> = list.iter().skip((page - 1) * per_page).take(per_page).map(|x| run_json(base, full, repo, x)).collect();
             let mut reply = Reply::json(json!({"total_count": total, "workflow_runs": items}));
             if page < pages {
                 let link_to = |n: usize| {
@@ -573,8 +554,8 @@ fn answer(sh: &Arc<Shared>, method: &Method, uri: &Uri, full_path: &str, headers
                 None => Reply::not_found(),
             })
         }
-        ["repos", o, r, "git", "tags", sha] if get => with_repo(sh, o, r, |base, full, repo, _| {
-            match repo.tags.iter().find(|(_, t)| t.object.as_deref() == Some(*sha)) {
+        ["repos", o, r, "git", "tags", sha] if get => {
+            with_repo(sh, o, r, |base, full, repo, _| match repo.tags.iter().find(|(_, t)| t.object.as_deref() == Some(*sha)) {
                 Some((name, t)) => {
                     let api = format!("{base}/repos/{full}");
                     Reply::json(json!({
@@ -589,8 +570,8 @@ fn answer(sh: &Arc<Shared>, method: &Method, uri: &Uri, full_path: &str, headers
                     }))
                 }
                 None => Reply::not_found(),
-            }
-        }),
+            })
+        }
         ["repos", o, r, "actions", "workflows", wf, "dispatches"] if post => dispatch(sh, o, r, wf, body),
         _ => Reply::not_found(),
     }
@@ -664,13 +645,7 @@ fn dispatch(sh: &Arc<Shared>, owner: &str, name: &str, wf: &str, body: &Value) -
 }
 
 /// A dispatched run: queued, in progress (its hook runs), completed.
-async fn progress(
-    sh: std::sync::Weak<Shared>,
-    timing: Timing,
-    id: u64,
-    hook: Option<DispatchHook>,
-    inputs: BTreeMap<String, String>,
-) {
+async fn progress(sh: std::sync::Weak<Shared>, timing: Timing, id: u64, hook: Option<DispatchHook>, inputs: BTreeMap<String, String>) {
     let set = |status: &str, conclusion: Option<&str>| {
         if let Some(sh) = sh.upgrade()
             && let Some(r) = sh.lock().runs.iter_mut().find(|r| r.id == id)

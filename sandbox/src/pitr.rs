@@ -203,8 +203,12 @@ impl PitrWorld {
         runner.own(&work);
         let w = |p: &str| work.join(p).to_str().expect("utf-8").to_owned();
 
-        runner.ok(&pg_bin.join("initdb"), &["-D", &w("primary"), "-U", "postgres", "--auth=trust", "--no-sync", "--no-instructions", "--encoding=UTF8", "--no-locale"]);
-        let archive_command = format!("{} --endpoint-url {} -z {SOURCE} {SERVER} %p", barman_bin.join("barman-cloud-wal-archive").display(), server.url());
+        runner.ok(
+            &pg_bin.join("initdb"),
+            &["-D", &w("primary"), "-U", "postgres", "--auth=trust", "--no-sync", "--no-instructions", "--encoding=UTF8", "--no-locale"],
+        );
+        let archive_command =
+            format!("{} --endpoint-url {} -z {SOURCE} {SERVER} %p", barman_bin.join("barman-cloud-wal-archive").display(), server.url());
         let port = free_port();
         let conf = format!(
             "listen_addresses = ''\nport = {port}\nunix_socket_directories = '{}'\nwal_level = replica\narchive_mode = on\n\

@@ -127,20 +127,11 @@ impl FakeRegistry {
     /// Binds `addr` (127.0.0.1 only; port 0 for a random one) and serves, open (no
     /// credentials) until [`FakeRegistry::require_basic`] or [`FakeRegistry::require_bearer`].
     pub async fn start(addr: SocketAddr) -> anyhow::Result<FakeRegistry> {
-        anyhow::ensure!(
-            addr.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            "the fake registry listens on 127.0.0.1 only, not {addr}"
-        );
+        anyhow::ensure!(addr.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), "the fake registry listens on 127.0.0.1 only, not {addr}");
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let inner = Arc::new(Inner {
-            state: Mutex::new(RegState {
-                repos: BTreeMap::new(),
-                auth: Auth::Open,
-                requests: Vec::new(),
-                tokens: HashMap::new(),
-                token_seq: 0,
-            }),
+            state: Mutex::new(RegState { repos: BTreeMap::new(), auth: Auth::Open, requests: Vec::new(), tokens: HashMap::new(), token_seq: 0 }),
             host: local.to_string(),
         });
         let app = Router::new().fallback(handle).with_state(inner.clone());
@@ -301,13 +292,7 @@ fn errors(code: &str, message: &str, detail: Value) -> Value {
 }
 
 /// A `/v2/` answer: JSON body (or none for HEAD, with the length it would have had).
-fn v2_response(
-    method: &Method,
-    status: StatusCode,
-    content_type: &str,
-    body: Vec<u8>,
-    extra: &[(&str, String)],
-) -> Response {
+fn v2_response(method: &Method, status: StatusCode, content_type: &str, body: Vec<u8>, extra: &[(&str, String)]) -> Response {
     let len = body.len();
     let mut r = if *method == Method::HEAD { Response::new(Body::empty()) } else { Response::new(Body::from(body)) };
     *r.status_mut() = status;
@@ -360,17 +345,10 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     {
-        let auth_scheme = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' ').map(|(s, _)| s.to_string()));
+        let auth_scheme =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.split_once(' ').map(|(s, _)| s.to_string()));
         let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        inner.lock().requests.push(RegistryRequest {
-            method: method.as_str().into(),
-            path: path_q,
-            accept,
-            auth_scheme,
-        });
+        inner.lock().requests.push(RegistryRequest { method: method.as_str().into(), path: path_q, accept, auth_scheme });
     }
     if path == "/token" && method == Method::GET {
         return token(&inner, &headers, &query);
@@ -379,12 +357,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         return (StatusCode::NOT_FOUND, "404 page not found\n").into_response();
     };
     if method != Method::GET && method != Method::HEAD {
-        return json_error(
-            &method,
-            StatusCode::METHOD_NOT_ALLOWED,
-            errors("UNSUPPORTED", "The operation is unsupported.", Value::Null),
-            &[],
-        );
+        return json_error(&method, StatusCode::METHOD_NOT_ALLOWED, errors("UNSUPPORTED", "The operation is unsupported.", Value::Null), &[]);
     }
     enum Op {
         Base,
@@ -410,12 +383,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     if let Some(n) = &repo_name
         && !valid_name(n)
     {
-        return json_error(
-            &method,
-            StatusCode::BAD_REQUEST,
-            errors("NAME_INVALID", "invalid repository name", json!({"Name": n})),
-            &[],
-        );
+        return json_error(&method, StatusCode::BAD_REQUEST, errors("NAME_INVALID", "invalid repository name", json!({"Name": n})), &[]);
     }
     if let Some(refused) = authenticate(&inner, &method, &headers, repo_name.as_deref()) {
         return refused;
@@ -426,13 +394,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         Op::Tags(name) => match st.repos.get(&name) {
             Some(r) => {
                 let body = json!({"name": name, "tags": r.tags.keys().collect::<Vec<_>>()});
-                v2_response(
-                    &method,
-                    StatusCode::OK,
-                    "application/json; charset=utf-8",
-                    body.to_string().into_bytes(),
-                    &[],
-                )
+                v2_response(&method, StatusCode::OK, "application/json; charset=utf-8", body.to_string().into_bytes(), &[])
             }
             None => json_error(
                 &method,
@@ -442,15 +404,8 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             ),
         },
         Op::Blob(name, d) => match st.repos.get(&name).and_then(|r| r.blobs.get(&d)) {
-            Some(b) => {
-                v2_response(&method, StatusCode::OK, &b.media_type, b.bytes.clone(), &[("docker-content-digest", d)])
-            }
-            None => json_error(
-                &method,
-                StatusCode::NOT_FOUND,
-                errors("BLOB_UNKNOWN", "blob unknown to registry", json!(d)),
-                &[],
-            ),
+            Some(b) => v2_response(&method, StatusCode::OK, &b.media_type, b.bytes.clone(), &[("docker-content-digest", d)]),
+            None => json_error(&method, StatusCode::NOT_FOUND, errors("BLOB_UNKNOWN", "blob unknown to registry", json!(d)), &[]),
         },
         Op::Manifest(name, reference) => manifest(&st, &method, &headers, &name, &reference),
     }
@@ -478,13 +433,10 @@ fn authenticate(inner: &Inner, method: &Method, headers: &HeaderMap, repo: Optio
             let granted = bearer_token(headers).and_then(|t| st.tokens.get(&t).cloned());
             match (repo, granted) {
                 (None, Some(_)) => None,
-                (None, None) => {
-                    unauthorized(format!("Bearer realm=\"{realm}\",service=\"{TOKEN_SERVICE}\""), Value::Null)
-                }
+                (None, None) => unauthorized(format!("Bearer realm=\"{realm}\",service=\"{TOKEN_SERVICE}\""), Value::Null),
                 (Some(r), Some(g)) if g.iter().any(|x| x == r) => None,
                 (Some(r), g) => {
-                    let mut challenge =
-                        format!("Bearer realm=\"{realm}\",service=\"{TOKEN_SERVICE}\",scope=\"repository:{r}:pull\"");
+                    let mut challenge = format!("Bearer realm=\"{realm}\",service=\"{TOKEN_SERVICE}\",scope=\"repository:{r}:pull\"");
                     if g.is_some() {
                         challenge.push_str(",error=\"insufficient_scope\"");
                     }
@@ -507,19 +459,11 @@ fn accepted(headers: &HeaderMap) -> Vec<String> {
 }
 
 fn manifest(st: &RegState, method: &Method, headers: &HeaderMap, name: &str, reference: &str) -> Response {
-    let unknown = |detail: Value| {
-        json_error(method, StatusCode::NOT_FOUND, errors("MANIFEST_UNKNOWN", "manifest unknown", detail), &[])
-    };
+    let unknown = |detail: Value| json_error(method, StatusCode::NOT_FOUND, errors("MANIFEST_UNKNOWN", "manifest unknown", detail), &[]);
     let repo = st.repos.get(name);
     let found = |d: &str| -> Response {
         match repo.and_then(|r| r.manifests.get(d)) {
-            Some(b) => v2_response(
-                method,
-                StatusCode::OK,
-                &b.media_type,
-                b.bytes.clone(),
-                &[("docker-content-digest", d.to_string())],
-            ),
+            Some(b) => v2_response(method, StatusCode::OK, &b.media_type, b.bytes.clone(), &[("docker-content-digest", d.to_string())]),
             None => unknown(json!({"Digest": d})),
         }
     };
@@ -527,12 +471,7 @@ fn manifest(st: &RegState, method: &Method, headers: &HeaderMap, name: &str, ref
         return found(reference);
     }
     if !valid_tag(reference) {
-        return json_error(
-            method,
-            StatusCode::BAD_REQUEST,
-            errors("TAG_INVALID", "manifest tag did not match URI", json!({"Tag": reference})),
-            &[],
-        );
+        return json_error(method, StatusCode::BAD_REQUEST, errors("TAG_INVALID", "manifest tag did not match URI", json!({"Tag": reference})), &[]);
     }
     let Some(index_digest) = repo.and_then(|r| r.tags.get(reference)) else {
         return unknown(json!({"Tag": reference}));
@@ -544,16 +483,13 @@ fn manifest(st: &RegState, method: &Method, headers: &HeaderMap, name: &str, ref
     }
     if takes(OCI_MANIFEST) {
         // distribution picks the linux/amd64 entry of an index for clients that cannot read one.
-        let amd64 = repo
-            .and_then(|r| r.manifests.get(index_digest))
-            .and_then(|b| serde_json::from_slice::<Value>(&b.bytes).ok())
-            .and_then(|idx| {
-                idx["manifests"]
-                    .as_array()?
-                    .iter()
-                    .find(|m| m["platform"]["architecture"] == "amd64" && m["platform"]["os"] == "linux")
-                    .and_then(|m| m["digest"].as_str().map(String::from))
-            });
+        let amd64 = repo.and_then(|r| r.manifests.get(index_digest)).and_then(|b| serde_json::from_slice::<Value>(&b.bytes).ok()).and_then(|idx| {
+            idx["manifests"]
+                .as_array()?
+                .iter()
+                .find(|m| m["platform"]["architecture"] == "amd64" && m["platform"]["os"] == "linux")
+                .and_then(|m| m["digest"].as_str().map(String::from))
+        });
         if let Some(d) = amd64 {
             return found(&d);
         }
@@ -577,9 +513,7 @@ fn token(inner: &Inner, headers: &HeaderMap, query: &str) -> Response {
         (None, _) => true,
         (Some((u, p)), Some(g)) => {
             if !same(g, u, p) {
-                let mut r =
-                    (StatusCode::UNAUTHORIZED, json!({"details": "incorrect username or password"}).to_string())
-                        .into_response();
+                let mut r = (StatusCode::UNAUTHORIZED, json!({"details": "incorrect username or password"}).to_string()).into_response();
                 r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 return r;
             }

@@ -37,10 +37,7 @@ impl SmokeServer {
     /// Binds `addr` (127.0.0.1 only; port 0 for a random one) and serves `GET /health` and
     /// `GET /` with `health()`'s answer (`text/plain`). Other paths are 404, other methods 405.
     pub async fn start(addr: SocketAddr, health: Health) -> anyhow::Result<SmokeServer> {
-        anyhow::ensure!(
-            addr.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            "the smoke endpoint listens on 127.0.0.1 only, not {addr}"
-        );
+        anyhow::ensure!(addr.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), "the smoke endpoint listens on 127.0.0.1 only, not {addr}");
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let inner = Arc::new(Inner { health, delay: Mutex::new(Duration::ZERO), hits: AtomicU64::new(0) });
@@ -126,16 +123,11 @@ async fn answer(axum::extract::State(inner): axum::extract::State<Arc<Inner>>) -
 }
 
 fn ready(pod: &Value) -> bool {
-    pod.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    pod.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
 fn images(pod: &Value) -> Vec<&str> {
-    pod.pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .map(|cs| cs.iter().filter_map(|c| c["image"].as_str()).collect())
-        .unwrap_or_default()
+    pod.pointer("/spec/containers").and_then(Value::as_array).map(|cs| cs.iter().filter_map(|c| c["image"].as_str()).collect()).unwrap_or_default()
 }
 
 /// `registry:5000/team/app:1.2` → `1.2`; `app@sha256:ab…` → `sha256:ab…`; `app` → `latest`.
@@ -151,10 +143,7 @@ pub fn image_tag(image: &str) -> &str {
 }
 
 fn judge(ns: &str, deployment: &str, pods: &[Value], healthy: &dyn Fn(&str) -> bool) -> (u16, String) {
-    let serving: Vec<&Value> = pods
-        .iter()
-        .filter(|p| ready(p) && p.pointer("/metadata/deletionTimestamp").is_none_or(Value::is_null))
-        .collect();
+    let serving: Vec<&Value> = pods.iter().filter(|p| ready(p) && p.pointer("/metadata/deletionTimestamp").is_none_or(Value::is_null)).collect();
     if serving.is_empty() {
         return (503, format!("no Ready pod of deployment {ns}/{deployment} ({} pods)", pods.len()));
     }
@@ -211,9 +200,6 @@ mod tests {
         let (c, b) = judge("n", "d", &[pod("a", "r/app:bad", true, true)], &good);
         assert_eq!(c, 503, "a terminating pod does not serve: {b}");
         assert!(b.contains("no Ready pod"), "{b}");
-        assert_eq!(
-            judge("n", "d", &[pod("a", "r/app:1", true, false), pod("b", "r/app:2", true, false)], &good).1,
-            "ok 1,2"
-        );
+        assert_eq!(judge("n", "d", &[pod("a", "r/app:1", true, false), pod("b", "r/app:2", true, false)], &good).1, "ok 1,2");
     }
 }

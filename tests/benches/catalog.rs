@@ -131,10 +131,7 @@ fn main() {
         let (small, large) = (&rows[0], &rows[rows.len() - 1]);
         let grew = large.2.catalog.growth_kib as i64 - small.2.catalog.growth_kib as i64;
         let keys = large.2.keys.growth_kib as i64 - small.2.keys.growth_kib as i64;
-        println!(
-            "catalog peak growth from {} to {} objects: {grew:+} KiB (keeping every key instead: {keys:+} KiB)",
-            small.0, large.0
-        );
+        println!("catalog peak growth from {} to {} objects: {grew:+} KiB (keeping every key instead: {keys:+} KiB)", small.0, large.0);
     }
 }
 
@@ -254,7 +251,12 @@ impl Layout {
         }
         // Another server under the same prefix: not listed by this catalog.
         for segno in FIRST..FIRST + 500 {
-            put(format!("prod/other-db/wals/0000000100000000/{}.gz", WalName { timeline: 1, segno }.file_name(SEG)), Vec::new(), self.uploaded(segno), false);
+            put(
+                format!("prod/other-db/wals/0000000100000000/{}.gz", WalName { timeline: 1, segno }.file_name(SEG)),
+                Vec::new(),
+                self.uploaded(segno),
+                false,
+            );
         }
         listed
     }

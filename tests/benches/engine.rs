@@ -98,8 +98,20 @@ impl StepKind for Noop {
 // The store, counted and timed.
 
 const OPS: [&str; 14] = [
-    "next_id", "create", "load", "save", "list", "claim", "orphans", "append_audit", "audit_log", "first_delivery",
-    "append_output", "output", "ping", "save_audited",
+    "next_id",
+    "create",
+    "load",
+    "save",
+    "list",
+    "claim",
+    "orphans",
+    "append_audit",
+    "audit_log",
+    "first_delivery",
+    "append_output",
+    "output",
+    "ping",
+    "save_audited",
 ];
 
 #[derive(Default)]
@@ -415,16 +427,10 @@ fn store_table(before: &Snapshot, after: &Snapshot, units: f64, unit: &str, wall
         total_ns += ns;
         rows.push((name, calls, ns));
     }
-    rows.sort_by(|a, b| b.2.cmp(&a.2));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.2));
     println!("    {:<14} {:>10} {:>12} {:>14}", "store call", format!("per {unit}"), "mean", format!("ms per {unit}"));
     for (name, calls, ns) in rows {
-        println!(
-            "    {:<14} {:>10.2} {:>9.3} ms {:>11.3} ms",
-            name,
-            calls as f64 / units,
-            ns as f64 / calls as f64 / 1e6,
-            ns as f64 / units / 1e6
-        );
+        println!("    {:<14} {:>10.2} {:>9.3} ms {:>11.3} ms", name, calls as f64 / units, ns as f64 / calls as f64 / 1e6, ns as f64 / units / 1e6);
     }
     println!(
         "    {:<14} {:>10.2} {:>12} {:>11.3} ms   (store time / wall time: {:.0}%)",
@@ -490,7 +496,10 @@ async fn bench(knobs: Knobs, workers: usize) {
     let wal = dir.path().join("runbot.db-wal").exists();
     println!();
     println!("runbot engine benchmark");
-    println!("  machine:  {workers} CPUs (available_parallelism, = nproc); tokio multi-thread runtime, {workers} workers; {} build", if cfg!(debug_assertions) { "DEBUG" } else { "release" });
+    println!(
+        "  machine:  {workers} CPUs (available_parallelism, = nproc); tokio multi-thread runtime, {workers} workers; {} build",
+        if cfg!(debug_assertions) { "DEBUG" } else { "release" }
+    );
     println!("  store:    SqlStore, SQLite file {} (WAL: {}; synchronous: sqlx/SQLite default FULL)", db.display(), if wal { "yes" } else { "NO" });
     println!("  disk:     write 4 KiB + fdatasync in that directory: median {:.3} ms", ms(fsync));
     println!("  ports:    chat fake that only returns ids; SystemClock; bench-only `noop` step kind");
@@ -545,13 +554,12 @@ async fn bench(knobs: Knobs, workers: usize) {
     );
     println!();
     println!("(a) {} executions × {LONG_STEPS} steps in {:.2} s", a_lat.len(), a_wall.as_secs_f64());
+    println!("    per execution: mean {:.1} ms, p50 {:.1} ms, p99 {:.1} ms  (command typed → final state saved)", ms(a.mean), ms(a.p50), ms(a.p99));
     println!(
-        "    per execution: mean {:.1} ms, p50 {:.1} ms, p99 {:.1} ms  (command typed → final state saved)",
-        ms(a.mean),
-        ms(a.p50),
-        ms(a.p99)
+        "    marginal cost of one more step: {:.3} ms  ((mean {LONG_STEPS}-step − mean {SHORT_STEPS}-step execution) / {})",
+        marginal * 1e3,
+        LONG_STEPS - SHORT_STEPS
     );
-    println!("    marginal cost of one more step: {:.3} ms  ((mean {LONG_STEPS}-step − mean {SHORT_STEPS}-step execution) / {})", marginal * 1e3, LONG_STEPS - SHORT_STEPS);
     store_table(&before, &after, a_steps as f64, "step", a_wall);
     println!(
         "(b) sequential: {} executions in {:.2} s; latency mean {:.2} ms, p50 {:.2} ms, p99 {:.2} ms",

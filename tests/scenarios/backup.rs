@@ -4,9 +4,9 @@
 
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use runbot_adapters::backup::{BarmanS3Catalog, S3Config};
+use runbot_adapters::kubernetes::KubeCluster;
 use runbot_commands::message::Message;
 use runbot_commands::ports::backup::WalName;
-use runbot_adapters::kubernetes::KubeCluster;
 use runbot_commands::ports::{Catalogs, Clusters};
 use runbot_sandbox::kube::{FakeCluster, Timing};
 use runbot_sandbox::s3;
@@ -269,7 +269,6 @@ unless = "Restart writers"
 carry = "writer "
 "#;
 
-
 async fn writers_world(outcome: &str) -> (Archive, FakeCluster, World, String) {
     let archive = Archive::new();
     let ended = Utc::now() - TimeDelta::hours(1);
@@ -432,7 +431,10 @@ async fn backup_now_runs_the_cronjob_as_a_job_and_follows_it() {
     assert!(log.contains("created from cronjob promotions-db-backup") && log.contains("done"), "{log}");
 
     // A backup that fails: the step fails with the Job, its log in the thread.
-    cluster.behave_image("registry.local/barman-backup:broken", runbot_sandbox::kube::Behavior::CrashLoop { exit_code: 2, logs: vec!["ERROR: upload to s3 failed".into()] });
+    cluster.behave_image(
+        "registry.local/barman-backup:broken",
+        runbot_sandbox::kube::Behavior::CrashLoop { exit_code: 2, logs: vec!["ERROR: upload to s3 failed".into()] },
+    );
     cluster.put_object(cronjob("registry.local/barman-backup:broken"));
     let id = world.request("console:alice", "/ops backup now promotions-db").await;
     let failed = world.wait_state(id, "failed").await;

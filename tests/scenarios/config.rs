@@ -22,8 +22,8 @@ fn the_example_config_in_deploy_is_valid() {
     let text = text.replace("env:RUNBOT_BACKUP_S3_KEY", &format!("file:{}", other.display()));
     let text = text.replace("env:RUNBOT_BACKUP_S3_SECRET", &format!("file:{}", other.display()));
     let text = text.replace("env:RUNBOT_RESTORED_DB_URL", &format!("file:{}", other.display()));
-    let settings = Settings::from_toml(&text, &repo().join("deploy"), &StepKinds::shipped())
-        .unwrap_or_else(|p| panic!("example config has problems: {p:?}"));
+    let settings =
+        Settings::from_toml(&text, &repo().join("deploy"), &StepKinds::shipped()).unwrap_or_else(|p| panic!("example config has problems: {p:?}"));
     assert!(settings.runbooks.contains_key("rollout-restart"));
     assert!(settings.runbooks.contains_key("purge-cdn"));
     assert_eq!(settings.secrets["cdn_token"].expose(), "s3cr3t-cdn-token");

@@ -17,7 +17,7 @@ use runbot_sandbox::kube::{Behavior, FakeCluster, Timing};
 use runbot_sandbox::registry::FakeRegistry;
 use runbot_sandbox::smoke::SmokeServer;
 use runbot_sandbox::standins::swarm::{SandboxSwarm, SwarmBehavior};
-use runbot_tests::harness::{created, Options, World};
+use runbot_tests::harness::{Options, World, created};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,7 +55,7 @@ fn images(cluster: &FakeCluster) -> Vec<String> {
 
 /// Runs the `helm` stand-in once (the release's first revision, as a team would have it).
 fn helm(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_helm")).args(args).output().expect("helm stand-in")
+    std::process::Command::new(env!("CARGO_BIN_EXE_sandbox-helm")).args(args).output().expect("helm stand-in")
 }
 
 /// A catalog service on driver `driver`: v1.2.4 running (Helm revision 1), v1.2.5 healthy,
@@ -68,13 +68,16 @@ async fn sandbox(driver: &str) -> Sandbox {
     for v in ["v1.2.4", "v1.2.5", "v1.2.6"] {
         registry.push("catalog-api", v);
     }
-    cluster.behave_image(&format!("{image}:v1.2.6"), Behavior::CrashLoop { exit_code: 1, logs: vec!["panic: config key PROMO_RULES missing".into()] });
+    cluster
+        .behave_image(&format!("{image}:v1.2.6"), Behavior::CrashLoop { exit_code: 1, logs: vec!["panic: config key PROMO_RULES missing".into()] });
     let chart = dir.path().join("catalog");
     std::fs::create_dir_all(&chart).expect("chart dir");
     std::fs::write(chart.join("Chart.yaml"), "apiVersion: v2\nname: catalog\nversion: 0.3.1\nappVersion: \"1.2.4\"\n").expect("Chart.yaml");
-    std::fs::write(chart.join("values.yaml"), format!("deployment: {DEP}\nreplicaCount: 2\nimage:\n  repository: {image}\n  tag: v1.2.4\n")).expect("values");
+    std::fs::write(chart.join("values.yaml"), format!("deployment: {DEP}\nreplicaCount: 2\nimage:\n  repository: {image}\n  tag: v1.2.4\n"))
+        .expect("values");
     let chart = chart.display().to_string();
-    let first = helm(&["upgrade", "--install", "catalog-release", &chart, "-n", NS, "--wait", "--timeout", "20s", "--kube-apiserver", &cluster.url()]);
+    let first =
+        helm(&["upgrade", "--install", "catalog-release", &chart, "-n", NS, "--wait", "--timeout", "20s", "--kube-apiserver", &cluster.url()]);
     assert!(first.status.success(), "first release: {}", String::from_utf8_lossy(&first.stderr));
 
     cluster.put_object(serde_json::json!({
@@ -106,7 +109,9 @@ async fn sandbox(driver: &str) -> Sandbox {
         });
         SmokeServer::start("127.0.0.1:0".parse().expect("addr"), health).await.expect("smoke")
     } else {
-        SmokeServer::following_deployment("127.0.0.1:0".parse().expect("addr"), &cluster, NS, DEP, |img| !img.ends_with(":v1.2.6")).await.expect("smoke")
+        SmokeServer::following_deployment("127.0.0.1:0".parse().expect("addr"), &cluster, NS, DEP, |img| !img.ends_with(":v1.2.6"))
+            .await
+            .expect("smoke")
     };
     let compose = dir.path().join("compose.yml");
     std::fs::write(&compose, format!("services:\n  app:\n    image: {image}:${{VERSION}}\n    deploy:\n      replicas: 2\n")).expect("compose");
@@ -177,7 +182,7 @@ timeout = "2s"
         ci: Some(Arc::new(GitHubCi::new(&gh.url(), Some("ghp_sandbox"), Duration::from_secs(5)).expect("github client"))),
         registry: Some(Arc::new(RegistryClient::new(Duration::from_secs(5)).expect("registry client").with_insecure(&registry.host()))),
         http: Some(Arc::new(ReqwestCheck::new().expect("http client"))),
-        tools: Tools { helm: Some(env!("CARGO_BIN_EXE_helm").into()), docker: Some(env!("CARGO_BIN_EXE_docker").into()) },
+        tools: Tools { helm: Some(env!("CARGO_BIN_EXE_sandbox-helm").into()), docker: Some(env!("CARGO_BIN_EXE_sandbox-docker").into()) },
         services: Default::default(),
         databases: Default::default(),
     };
@@ -360,7 +365,11 @@ async fn rollback_to_a_named_version_and_a_second_deploy_is_refused_by_the_lock(
     // --to a revision; a revision the history does not have is refused before approval.
     let rb = w.request("console:alice", "/ops rollback catalog --to 2").await;
     let plan = w.wait_text(rb, "Waiting for approval").await;
-    assert!(field(&plan, "Acts on").contains("from revision 3 · version v1.2.4") && field(&plan, "Acts on").contains("to revision 2 · version v1.2.5"), "{}", field(&plan, "Acts on"));
+    assert!(
+        field(&plan, "Acts on").contains("from revision 3 · version v1.2.4") && field(&plan, "Acts on").contains("to revision 2 · version v1.2.5"),
+        "{}",
+        field(&plan, "Acts on")
+    );
     w.click("console:alice", rb, "reject").await;
     w.wait_state(rb, "rejected").await;
     let rb = w.request("console:alice", "/ops rollback catalog --to 9").await;
@@ -426,7 +435,10 @@ async fn a_green_pipeline_with_crashing_pods_fails_verification_naming_them() {
     let failed = s.world.wait_state(id, "failed").await;
     assert_eq!(failed.current, 4, "the run succeeded, verification failed: {:?}", failed.steps[3]);
     let why = failed.steps[4].summary.clone().unwrap_or_default();
-    assert!(why.contains("did not roll out to v1.2.6 within 10s") && why.contains("catalog-api-") && why.contains("restarts, last exit 1 (Error)"), "{why}");
+    assert!(
+        why.contains("did not roll out to v1.2.6 within 10s") && why.contains("catalog-api-") && why.contains("restarts, last exit 1 (Error)"),
+        "{why}"
+    );
     let msg = s.world.wait_text(id, "Failed at step 5").await;
     assert_eq!(msg.buttons.iter().map(|b| b.label.as_str()).collect::<Vec<_>>(), ["Rollback"]);
 }

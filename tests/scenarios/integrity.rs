@@ -5,7 +5,7 @@
 use runbot_adapters::integrity::PgChecker;
 use runbot_adapters::store_sql;
 use runbot_commands::model::StepStatus;
-use runbot_tests::harness::{Options, World, RUNBOOKS};
+use runbot_tests::harness::{Options, RUNBOOKS, World};
 use sqlx::{Connection, PgConnection};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
@@ -56,7 +56,10 @@ async fn world(scratch: &Scratch, integrity: &str) -> (World, tempfile::TempDir)
     let dir = tempfile::tempdir().expect("tempdir");
     let secret = dir.path().join("db-url");
     std::fs::write(&secret, &scratch.url).expect("secret file");
-    let extra = format!("[secrets]\nrestored_db = \"file:{}\"\n\n[databases.promotions-db.integrity]\nurl_secret = \"restored_db\"\n{integrity}\n", secret.display());
+    let extra = format!(
+        "[secrets]\nrestored_db = \"file:{}\"\n\n[databases.promotions-db.integrity]\nurl_secret = \"restored_db\"\n{integrity}\n",
+        secret.display()
+    );
     let opts = Options { extra_config: extra, runbooks: format!("{RUNBOOKS}\n{VERIFY}"), checker: Some(Arc::new(PgChecker)), ..Options::default() };
     (World::with(opts).await, dir)
 }

@@ -5,7 +5,7 @@
 use runbot_adapters::kubernetes::KubeCluster;
 use runbot_commands::model::{ExecState, ExecutionId, StepStatus};
 use runbot_commands::ports::Clusters;
-use runbot_sandbox::kube::{Behavior, Fault, FakeCluster, Timing};
+use runbot_sandbox::kube::{Behavior, FakeCluster, Fault, Timing};
 use runbot_tests::harness::{Options, World};
 use serde_json::Value;
 use std::sync::Arc;
@@ -97,10 +97,11 @@ async fn crashlooping_pod_is_diagnosed_approved_replaced_and_ready() {
     let Setup { world, cluster } = setup(Duration::from_secs(5)).await;
     let pods: Vec<String> = live_pods(&cluster).iter().map(name).collect();
     let sick = pods[1].clone();
-    cluster.behave_pod(NS, &sick, Behavior::CrashLoop {
-        exit_code: 3,
-        logs: vec!["FATAL: cannot connect to promotions-db:5432".into(), "exiting".into()],
-    });
+    cluster.behave_pod(
+        NS,
+        &sick,
+        Behavior::CrashLoop { exit_code: 3, logs: vec!["FATAL: cannot connect to promotions-db:5432".into(), "exiting".into()] },
+    );
     until("a restart of the sick pod", || {
         live_pods(&cluster).iter().any(|p| name(p) == sick && p["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) >= 1)
     })
@@ -194,12 +195,9 @@ async fn named_pod_is_restarted_even_if_healthy_but_only_a_pod_of_the_service() 
 /// server's reason, nothing is awaiting approval, nothing is deleted.
 #[tokio::test(flavor = "multi_thread")]
 async fn api_errors_fail_the_step_with_a_clear_message() {
-    for (status, hang, expect) in [
-        (403, false, "forbidden"),
-        (404, false, "not found"),
-        (500, false, "API error 500"),
-        (0, true, "no answer from the API server within 1s"),
-    ] {
+    for (status, hang, expect) in
+        [(403, false, "forbidden"), (404, false, "not found"), (500, false, "API error 500"), (0, true, "no answer from the API server within 1s")]
+    {
         let Setup { world, cluster } = setup(Duration::from_secs(1)).await;
         cluster.inject(Fault { method: Some("GET".into()), path_contains: "/namespaces/promotions-ns/pods".into(), status, times: 0, hang });
         let id = world.request("console:alice", "/ops restart promotions-api").await;

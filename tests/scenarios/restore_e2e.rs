@@ -8,24 +8,23 @@
 //! so, and a lost WAL segment makes T unreachable before anyone is asked.
 
 use runbot_adapters::backup::{BarmanS3Catalog, S3Config};
-use runbot_adapters::integrity::PgChecker;
 use runbot_adapters::http_check::ReqwestCheck;
+use runbot_adapters::integrity::PgChecker;
 use runbot_adapters::kubernetes::KubeCluster;
 use runbot_commands::model::StepStatus;
 use runbot_commands::ports::{Catalogs, Clusters};
-use runbot_sandbox::pitr::{free_port, PitrWorld, BUCKET, SERVER, SOURCE};
 use runbot_commands::steps::deploy::DeployConnections;
+use runbot_sandbox::pitr::{BUCKET, PitrWorld, SERVER, SOURCE, free_port};
 use runbot_sandbox::s3;
 use runbot_sandbox::smoke::SmokeServer;
 use runbot_tests::harness::writers::{ready_pods, start_cluster};
-use runbot_tests::harness::{Options, World, RUNBOOKS};
+use runbot_tests::harness::{Options, RUNBOOKS, World};
 use std::sync::Arc;
 use std::time::Duration;
 
 fn s3_config(server: &s3::S3Server) -> S3Config {
     S3Config::new(Some(server.url()), s3::REGION, s3::ACCESS_KEY, s3::SECRET_KEY)
 }
-
 
 /// The database's restore command for the built-in `restore` runbook: the shipped
 /// `deploy/scripts/db-restore.sh` (run as the PITR world's runner), with the S3 keys from
@@ -37,7 +36,20 @@ fn restore_section(pitr: &PitrWorld, pgdata: &str, port: u16) -> String {
     for a in ["--date", "{date}", "--source", "{source}", "--server-name", "{server_name}"] {
         argv.push(q(a));
     }
-    for a in ["--pgdata", pgdata, "--endpoint-url", pitr.s3.url(), "--port", &port.to_string(), "--socket-dir", pitr.work.to_str().expect("utf-8"), "--pg-bin", pitr.pg_bin.to_str().expect("utf-8"), "--timeout", "120"] {
+    for a in [
+        "--pgdata",
+        pgdata,
+        "--endpoint-url",
+        pitr.s3.url(),
+        "--port",
+        &port.to_string(),
+        "--socket-dir",
+        pitr.work.to_str().expect("utf-8"),
+        "--pg-bin",
+        pitr.pg_bin.to_str().expect("utf-8"),
+        "--timeout",
+        "120",
+    ] {
         argv.push(q(a));
     }
     format!(
@@ -136,7 +148,10 @@ body = "ok"
     assert_eq!(done.steps[5].summary.as_deref(), Some("all 3 integrity checks passed"));
     assert!(done.steps[7].summary.clone().unwrap_or_default().contains("/health 200 in"), "the database's smoke test: {:?}", done.steps[7]);
     assert_eq!(restored.psql("select count(*) from items"), "600");
-    assert_eq!(restored.psql("select string_agg(batch || ':' || n, ',' order by batch) from (select batch, count(*) n from items group by batch) s"), "a:200,b:300,seed:100");
+    assert_eq!(
+        restored.psql("select string_agg(batch || ':' || n, ',' order by batch) from (select batch, count(*) n from items group by batch) s"),
+        "a:200,b:300,seed:100"
+    );
     assert_eq!(restored.psql("select count(*) from orders"), "50");
     assert_eq!((ready_pods(&cluster, "promotions-api"), ready_pods(&cluster, "promotions-worker")), (3, 2), "writers back at their counts");
     let log = world.output(id, 4).await;

@@ -11,7 +11,7 @@ pub mod store;
 pub mod writers;
 
 pub use chat::RecordingChat;
-pub use config::{many_steps, CONFIG, RUNBOOKS};
+pub use config::{CONFIG, RUNBOOKS, many_steps};
 pub use probe::{Probe, Probes};
 pub use store::KillableStore;
 
@@ -172,9 +172,7 @@ impl World {
 
     /// The value of a button on the execution's status message, waiting for it to appear.
     pub async fn button(&self, id: ExecutionId, action: &str) -> String {
-        let msg = self
-            .wait_message(id, &format!("a {action} button"), |m| m.buttons.iter().any(|b| b.action_id == action))
-            .await;
+        let msg = self.wait_message(id, &format!("a {action} button"), |m| m.buttons.iter().any(|b| b.action_id == action)).await;
         msg.buttons.into_iter().find(|b| b.action_id == action).map(|b| b.value).unwrap_or_default()
     }
 
@@ -322,8 +320,8 @@ impl World {
     /// The audit log, checked: it must verify.
     pub async fn audit(&self) -> Vec<AuditRecord> {
         let (records, head) = self.store.audit_log().await.expect("audit_log");
-        let n = audit::verify(&records, head.as_ref().map(|(s, h)| (*s, h.as_str())))
-            .unwrap_or_else(|p| panic!("the audit log does not verify: {p:?}"));
+        let n =
+            audit::verify(&records, head.as_ref().map(|(s, h)| (*s, h.as_str()))).unwrap_or_else(|p| panic!("the audit log does not verify: {p:?}"));
         assert_eq!(n as usize, records.len());
         records
     }

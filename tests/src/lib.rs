@@ -1,4 +1,4 @@
 //! Shared helpers for runbot's scenario tests.
 
-pub mod store_contract;
 pub mod harness;
+pub mod store_contract;

@@ -15,8 +15,8 @@ pub use records::{audit_chain, deliveries, save_with_audit, step_output};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use runbot_commands::model::{
-    Approval, ArtifactRef, Decision, FollowUp, ExecState, Execution, ExecutionId, Identity, MessageRef, Origin, PolicySnapshot, StepProcess, StepRecord,
-    StepStatus, Target,
+    Approval, ArtifactRef, Decision, ExecState, Execution, ExecutionId, FollowUp, Identity, MessageRef, Origin, PolicySnapshot, StepProcess,
+    StepRecord, StepStatus, Target,
 };
 use runbot_commands::ports::Store;
 use std::collections::BTreeMap;
@@ -101,12 +101,7 @@ pub fn sample(id: ExecutionId, target: &str, state: ExecState) -> Execution {
             },
         ],
         current: 1,
-        policy: Some(PolicySnapshot {
-            groups: vec!["sre".into()],
-            required: 1,
-            self_approval: false,
-            expiry_secs: 900,
-        }),
+        policy: Some(PolicySnapshot { groups: vec!["sre".into()], required: 1, self_approval: false, expiry_secs: 900 }),
         approvals: vec![Approval {
             person: "bob".into(),
             identity: Identity::new("slack:U024BE7LH"),
@@ -116,15 +111,17 @@ pub fn sample(id: ExecutionId, target: &str, state: ExecState) -> Execution {
         }],
         fingerprint: "fp-1".into(),
         expires_at: Some(at + secs(900)),
-        messages: vec![MessageRef {
-            platform: "console".into(),
-            channel: "ops".into(),
-            id: format!("m-{}", id.0),
-            final_sent: false,
-        }],
+        messages: vec![MessageRef { platform: "console".into(), channel: "ops".into(), id: format!("m-{}", id.0), final_sent: false }],
         notes: vec!["planned".into()],
         artifacts: vec![ArtifactRef { name: "logs-v1.2.6.txt".into(), bytes: 42 }],
-        follow_up: Some(FollowUp { label: "Rollback".into(), runbook: "rollback".into(), after_step: 1, unless_step: None, carry: None, spent: None }),
+        follow_up: Some(FollowUp {
+            label: "Rollback".into(),
+            runbook: "rollback".into(),
+            after_step: 1,
+            unless_step: None,
+            carry: None,
+            spent: None,
+        }),
         cancel_requested: None,
         created_at: at,
         updated_at: at,
@@ -133,12 +130,7 @@ pub fn sample(id: ExecutionId, target: &str, state: ExecState) -> Execution {
 }
 
 /// Allocates an id and stores a sample execution for it.
-pub async fn create_sample(
-    store: &Arc<dyn Store>,
-    target: &str,
-    state: ExecState,
-    lock_key: Option<&str>,
-) -> Execution {
+pub async fn create_sample(store: &Arc<dyn Store>, target: &str, state: ExecState, lock_key: Option<&str>) -> Execution {
     let id = store.next_id().await.expect("next_id");
     let exec = sample(id, target, state);
     store.create(&exec, lock_key).await.expect("create");

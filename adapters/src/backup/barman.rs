@@ -14,9 +14,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::error::DisplayErrorContext;
 use chrono::{DateTime, Utc};
 use runbot_commands::ports::backup::{
-    PrunePlan,
-    BackupCatalog, BaseBackup, CatalogError, CatalogSnapshot, DEFAULT_WAL_SEGMENT_SIZE, TimelineHistory, WalName,
-    WalRunsBuilder,
+    BackupCatalog, BaseBackup, CatalogError, CatalogSnapshot, DEFAULT_WAL_SEGMENT_SIZE, PrunePlan, TimelineHistory, WalName, WalRunsBuilder,
 };
 
 use super::{S3Config, parse_s3_url, storage_error};
@@ -73,9 +71,10 @@ impl BarmanS3Catalog {
             if let Some(t) = token.take() {
                 req = req.continuation_token(t);
             }
-            let page = req.send().await.map_err(|e| {
-                storage_error(&self.location, format!("listing s3://{}/{prefix}: {}", self.bucket, DisplayErrorContext(&e)))
-            })?;
+            let page = req
+                .send()
+                .await
+                .map_err(|e| storage_error(&self.location, format!("listing s3://{}/{prefix}: {}", self.bucket, DisplayErrorContext(&e))))?;
             pages += 1;
             for o in page.contents() {
                 let Some(key) = o.key() else { continue };
@@ -100,15 +99,18 @@ impl BarmanS3Catalog {
 
     /// Downloads a small object, refusing more than [`MAX_SMALL_OBJECT`] bytes.
     async fn get_small(&self, key: &str) -> Result<Vec<u8>, CatalogError> {
-        let out = self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(|e| {
-            storage_error(&self.location, format!("reading s3://{}/{key}: {}", self.bucket, DisplayErrorContext(&e)))
-        })?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| storage_error(&self.location, format!("reading s3://{}/{key}: {}", self.bucket, DisplayErrorContext(&e))))?;
         let mut body = out.body;
         let mut buf = Vec::new();
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|e| storage_error(&self.location, format!("reading s3://{}/{key}: {e}", self.bucket)))?
+        while let Some(chunk) =
+            body.try_next().await.map_err(|e| storage_error(&self.location, format!("reading s3://{}/{key}: {e}", self.bucket)))?
         {
             if buf.len() + chunk.len() > MAX_SMALL_OBJECT {
                 return Err(self.malformed(key, format!("larger than {MAX_SMALL_OBJECT} bytes")));
@@ -123,9 +125,14 @@ impl BarmanS3Catalog {
     }
 
     async fn delete_key(&self, key: &str) -> Result<(), CatalogError> {
-        self.client.delete_object().bucket(&self.bucket).key(key).send().await.map(|_| ()).map_err(|e| {
-            storage_error(&self.location, format!("deleting s3://{}/{key}: {}", self.bucket, DisplayErrorContext(&e)))
-        })
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| storage_error(&self.location, format!("deleting s3://{}/{key}: {}", self.bucket, DisplayErrorContext(&e))))
     }
 
     /// Lists the WAL area and returns how many ListObjectsV2 pages it took (diagnostics, tests).
@@ -266,23 +273,13 @@ impl BackupCatalog for BarmanS3Catalog {
 }
 
 impl BarmanS3Catalog {
-    fn backup_from_info(
-        &self,
-        id: String,
-        key: &str,
-        f: &BTreeMap<String, String>,
-        seg: u64,
-    ) -> Result<BaseBackup, CatalogError> {
+    fn backup_from_info(&self, id: String, key: &str, f: &BTreeMap<String, String>, seg: u64) -> Result<BaseBackup, CatalogError> {
         let get = |k: &str| f.get(k).map(String::as_str).filter(|v| !v.is_empty() && *v != "None");
         let time = |k: &str| -> Result<Option<DateTime<Utc>>, CatalogError> {
-            get(k)
-                .map(|v| parse_barman_time(v).ok_or_else(|| self.malformed(key, format!("{k} {v:?} is not a time with an offset"))))
-                .transpose()
+            get(k).map(|v| parse_barman_time(v).ok_or_else(|| self.malformed(key, format!("{k} {v:?} is not a time with an offset")))).transpose()
         };
         let wal = |k: &str| -> Result<Option<WalName>, CatalogError> {
-            get(k)
-                .map(|v| WalName::parse(v, seg).ok_or_else(|| self.malformed(key, format!("{k} {v:?} is not a WAL name"))))
-                .transpose()
+            get(k).map(|v| WalName::parse(v, seg).ok_or_else(|| self.malformed(key, format!("{k} {v:?} is not a WAL name")))).transpose()
         };
         let status = get("status").ok_or_else(|| self.malformed(key, "no status"))?.to_owned();
         let begin_wal = wal("begin_wal")?;
@@ -304,18 +301,12 @@ impl BarmanS3Catalog {
 }
 
 fn parse_key_values(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect()
+    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect()
 }
 
 /// barman writes `2026-11-27 18:10:51.755441+00:00` (fraction optional).
 fn parse_barman_time(v: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_str(v, "%Y-%m-%d %H:%M:%S%.f%:z")
-        .or_else(|_| DateTime::parse_from_rfc3339(v))
-        .ok()
-        .map(|d| d.with_timezone(&Utc))
+    DateTime::parse_from_str(v, "%Y-%m-%d %H:%M:%S%.f%:z").or_else(|_| DateTime::parse_from_rfc3339(v)).ok().map(|d| d.with_timezone(&Utc))
 }
 
 enum WalKey {
@@ -361,10 +352,7 @@ fn decompress(key: &str, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
     }
     if key.ends_with(".gz") {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(bytes.as_slice())
-            .take(MAX_SMALL_OBJECT as u64 + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("gzip: {e}"))?;
+        flate2::read::GzDecoder::new(bytes.as_slice()).take(MAX_SMALL_OBJECT as u64 + 1).read_to_end(&mut out).map_err(|e| format!("gzip: {e}"))?;
         if out.len() > MAX_SMALL_OBJECT {
             return Err(format!("larger than {MAX_SMALL_OBJECT} bytes uncompressed"));
         }

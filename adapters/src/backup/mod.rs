@@ -84,9 +84,7 @@ impl S3Config {
             return Err("S3 region is empty".into());
         }
         let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring))
             .build_https();
         let c = &self.credentials;
         let mut b = aws_sdk_s3::config::Builder::new()
@@ -112,8 +110,7 @@ impl S3Config {
 pub fn parse_s3_url(url: &str) -> Result<(String, String), String> {
     let rest = url.strip_prefix("s3://").ok_or_else(|| format!("{url:?} is not an s3://bucket/prefix URL"))?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    let valid = (3..=63).contains(&bucket.len())
-        && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    let valid = (3..=63).contains(&bucket.len()) && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
     if !valid {
         return Err(format!("{url:?}: {bucket:?} is not a valid bucket name"));
     }

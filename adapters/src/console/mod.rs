@@ -12,21 +12,21 @@ mod chat;
 pub use chat::{ConsoleChat, ConsoleMessage};
 
 use axum::extract::{ConnectInfo, Extension, Query, State};
-use axum::http::{header, HeaderMap, HeaderName, StatusCode};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::stream::Stream;
-use runbot_commands::config::{is_loopback_peer, ConsoleAuthMode, ConsoleConfig, IpNet};
+use runbot_commands::config::{ConsoleAuthMode, ConsoleConfig, IpNet, is_loopback_peer};
 use runbot_commands::engine::{Click, Engine, Request};
 use runbot_commands::model::{Identity, Origin};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
 
 const PAGE: &str = include_str!("page.html");
 
@@ -147,7 +147,10 @@ fn who(auth: &ConsoleAuth, peer: SocketAddr, headers: &HeaderMap) -> Result<Who,
             let id = value.to_str().ok().map(|v| format!("console:{}", v.trim()));
             match id.filter(|id| Identity::is_well_formed(id)) {
                 Some(id) => Ok(Who::Is(Identity::new(id))),
-                None => Err((StatusCode::FORBIDDEN, format!("the proxy's {header} is not a user name runbot accepts (1-64 letters, digits, '-', '_', '.')"))),
+                None => Err((
+                    StatusCode::FORBIDDEN,
+                    format!("the proxy's {header} is not a user name runbot accepts (1-64 letters, digits, '-', '_', '.')"),
+                )),
             }
         }
     }
@@ -224,6 +227,8 @@ fn bad(status: StatusCode, msg: &str) -> Response {
 }
 
 /// The identity a command or click acts as, and its channel, or the refusal.
+// The refusal is the handler's own response, returned as it is: boxing it would buy nothing.
+#[allow(clippy::result_large_err)]
 fn check(state: &ConsoleState, who: &Who, asked: Option<&str>, channel: &str) -> Result<Identity, Response> {
     let identity = match (who, asked) {
         (Who::Picks, Some(a)) if identities(state).iter().any(|i| i == a) => Identity::new(a),
@@ -249,12 +254,8 @@ async fn api_command(State(state): State<ConsoleState>, Extension(who): Extensio
         Ok(id) => id,
         Err(r) => return r,
     };
-    let req = Request {
-        identity,
-        origin: Origin { platform: "console".into(), channel: body.channel, thread: None },
-        text: body.text,
-        roles: Vec::new(),
-    };
+    let req =
+        Request { identity, origin: Origin { platform: "console".into(), channel: body.channel, thread: None }, text: body.text, roles: Vec::new() };
     let reply = state.engine.handle_command(req).await;
     Json(serde_json::json!({ "reply": reply.message, "ephemeral": reply.ephemeral })).into_response()
 }
@@ -305,7 +306,10 @@ mod tests {
     }
 
     fn proxy(nets: &[&str]) -> ConsoleAuth {
-        ConsoleAuth::Proxy { trusted: nets.iter().map(|n| IpNet::parse(n).expect("net")).collect(), header: HeaderName::from_static("x-forwarded-user") }
+        ConsoleAuth::Proxy {
+            trusted: nets.iter().map(|n| IpNet::parse(n).expect("net")).collect(),
+            header: HeaderName::from_static("x-forwarded-user"),
+        }
     }
 
     #[test]

@@ -21,14 +21,14 @@
 //! - The configured channel `create` makes one text channel per execution in the configured
 //!   guild and category, and mentions the requester and the configured people there.
 
-use super::ratelimit::{secs, Limiter, Observed};
-use super::render::{render, Rendered, MAX_CONTENT};
+use super::ratelimit::{Limiter, Observed, secs};
+use super::render::{MAX_CONTENT, Rendered, render};
 use async_trait::async_trait;
 use runbot_commands::config::Secret;
 use runbot_commands::message::Message;
 use runbot_commands::model::Identity;
 use runbot_commands::ports::{Chat, ChatError};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use serenity::http::{Http, HttpBuilder, LightMethod, Request, Route};
 use serenity::model::id::{ApplicationId, ChannelId, GuildId, MessageId};
 use std::collections::HashMap;
@@ -72,7 +72,11 @@ pub struct DiscordChatOptions {
 enum CallError {
     RateLimited(Duration),
     /// Discord answered with an error: status, its JSON `code`, a readable summary.
-    Api { status: u16, code: i64, summary: String },
+    Api {
+        status: u16,
+        code: i64,
+        summary: String,
+    },
     Other(String),
 }
 
@@ -122,11 +126,15 @@ fn snowflake(s: &str) -> Option<u64> {
 }
 
 fn channel_id(s: &str) -> Result<ChannelId, CallError> {
-    snowflake(s).map(ChannelId::new).ok_or_else(|| CallError::Other(format!("'{}' is not a Discord channel id", s.chars().take(40).collect::<String>())))
+    snowflake(s)
+        .map(ChannelId::new)
+        .ok_or_else(|| CallError::Other(format!("'{}' is not a Discord channel id", s.chars().take(40).collect::<String>())))
 }
 
 fn message_id(s: &str) -> Result<MessageId, CallError> {
-    snowflake(s).map(MessageId::new).ok_or_else(|| CallError::Other(format!("'{}' is not a Discord message id", s.chars().take(40).collect::<String>())))
+    snowflake(s)
+        .map(MessageId::new)
+        .ok_or_else(|| CallError::Other(format!("'{}' is not a Discord message id", s.chars().take(40).collect::<String>())))
 }
 
 /// `CHANNEL/MESSAGE` → (channel, message); a bare message id belongs to `channel`.
@@ -192,7 +200,8 @@ impl DiscordChat {
             .build()
             .map_err(|e| format!("discord: building the HTTP client: {e}"))?;
         // serenity's rate limiter ignores the proxy (the base URL): off, runbot limits itself.
-        let http = HttpBuilder::new(opts.bot_token.expose()).client(client.clone()).proxy(api_url).ratelimiter_disabled(true).application_id(app).build();
+        let http =
+            HttpBuilder::new(opts.bot_token.expose()).client(client.clone()).proxy(api_url).ratelimiter_disabled(true).application_id(app).build();
         Ok(DiscordChat {
             http: Arc::new(http),
             client,
@@ -219,7 +228,15 @@ impl DiscordChat {
     /// One REST call, rate limited: waits while its bucket is empty or a global 429 lasts,
     /// learns from the answer's headers, and treats a 429 as `on429` says. `name` is the route
     /// template (for the limiter and for messages: never the path, which may hold a token).
-    async fn call(&self, method: LightMethod, route: Route<'_>, name: &'static str, major: &str, body: Option<&Value>, on429: On429) -> Result<Value, CallError> {
+    async fn call(
+        &self,
+        method: LightMethod,
+        route: Route<'_>,
+        name: &'static str,
+        major: &str,
+        body: Option<&Value>,
+        on429: On429,
+    ) -> Result<Value, CallError> {
         let bytes = match body {
             Some(b) => Some(serde_json::to_vec(b).map_err(|e| CallError::Other(format!("encoding a Discord request: {e}")))?),
             None => None,
@@ -237,7 +254,11 @@ impl DiscordChat {
             let built = req
                 .build(&self.client, self.http.token(), self.http.proxy.as_deref())
                 .map_err(|_| CallError::Other(format!("building the Discord request {name} failed")))?;
-            let resp = built.timeout(self.timeout).send().await.map_err(|e| CallError::Other(format!("Discord request {name} failed: {}", e.without_url())))?;
+            let resp = built
+                .timeout(self.timeout)
+                .send()
+                .await
+                .map_err(|e| CallError::Other(format!("Discord request {name} failed: {}", e.without_url())))?;
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
             self.limiter.observe(name, major, &Observed::from_headers(&headers), Instant::now());
@@ -253,7 +274,9 @@ impl DiscordChat {
                     .and_then(|f| secs(&f.to_string()))
                     .or_else(|| header("retry-after").and_then(|h| secs(&h)))
                     .unwrap_or(Duration::from_secs(1));
-                let global = v["global"].as_bool() == Some(true) || header("x-ratelimit-scope").as_deref() == Some("global") || header("x-ratelimit-global").is_some();
+                let global = v["global"].as_bool() == Some(true)
+                    || header("x-ratelimit-scope").as_deref() == Some("global")
+                    || header("x-ratelimit-global").is_some();
                 self.limiter.limited(name, major, wait, global, Instant::now());
                 attempt += 1;
                 tracing::warn!(route = name, wait_ms = wait.as_millis() as u64, global, attempt, "Discord rate limited");
@@ -269,7 +292,16 @@ impl DiscordChat {
 
     async fn create_message(&self, channel: &str, body: &Value) -> Result<String, CallError> {
         let cid = channel_id(channel)?;
-        let v = self.call(LightMethod::Post, Route::ChannelMessages { channel_id: cid }, "POST /channels/{channel}/messages", channel, Some(body), On429::Wait).await?;
+        let v = self
+            .call(
+                LightMethod::Post,
+                Route::ChannelMessages { channel_id: cid },
+                "POST /channels/{channel}/messages",
+                channel,
+                Some(body),
+                On429::Wait,
+            )
+            .await?;
         v["id"].as_str().map(str::to_string).ok_or_else(|| CallError::Other("Discord's answer to create message has no id".into()))
     }
 
@@ -285,7 +317,14 @@ impl DiscordChat {
         let name: String = if title.trim().is_empty() { "runbot details".to_string() } else { title.replace('\n', " ").chars().take(100).collect() };
         let body = json!({"name": name, "auto_archive_duration": 1440});
         let id = match self
-            .call(LightMethod::Post, Route::ChannelMessageThreads { channel_id: cid, message_id: mid }, "POST /channels/{channel}/messages/{message}/threads", channel, Some(&body), On429::Wait)
+            .call(
+                LightMethod::Post,
+                Route::ChannelMessageThreads { channel_id: cid, message_id: mid },
+                "POST /channels/{channel}/messages/{message}/threads",
+                channel,
+                Some(&body),
+                On429::Wait,
+            )
             .await
         {
             Ok(v) => v["id"].as_str().map(str::to_string).unwrap_or_else(|| message.to_string()),
@@ -348,17 +387,31 @@ impl DiscordChat {
             s.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect::<String>().trim_matches('-').to_string()
         };
         let num = exec.trim_start_matches(['R', 'r']).trim_start_matches('-').to_string();
-        let name: String = format!("inc-{}-{}-{}", chrono::Utc::now().format("%Y%m%d"), clean(&runbook), clean(&num)).trim_end_matches('-').chars().take(100).collect();
+        let name: String = format!("inc-{}-{}-{}", chrono::Utc::now().format("%Y%m%d"), clean(&runbook), clean(&num))
+            .trim_end_matches('-')
+            .chars()
+            .take(100)
+            .collect();
         let mut body = json!({"name": name, "type": 0, "topic": msg.title.chars().take(1024).collect::<String>()});
         if let Some(c) = &self.category {
             body["parent_id"] = json!(c);
         }
-        let v = self.call(LightMethod::Post, Route::GuildChannels { guild_id: guild }, "POST /guilds/{guild}/channels", &guild.to_string(), Some(&body), On429::Wait).await?;
+        let v = self
+            .call(
+                LightMethod::Post,
+                Route::GuildChannels { guild_id: guild },
+                "POST /guilds/{guild}/channels",
+                &guild.to_string(),
+                Some(&body),
+                On429::Wait,
+            )
+            .await?;
         let Some(channel) = v["id"].as_str().map(str::to_string) else {
             return Err(CallError::Other("Discord's answer to create channel has no id".into()));
         };
         tracing::info!(channel, name, execution = %exec, "incident channel created");
-        let requester = msg.fields.iter().find(|(k, _)| k == "Requested by").and_then(|(_, v)| v.strip_prefix("discord:")).filter(|u| snowflake(u).is_some());
+        let requester =
+            msg.fields.iter().find(|(k, _)| k == "Requested by").and_then(|(_, v)| v.strip_prefix("discord:")).filter(|u| snowflake(u).is_some());
         let mut users: Vec<String> = requester.into_iter().map(str::to_string).chain(self.mention.iter().cloned()).collect();
         users.sort();
         users.dedup();
@@ -481,10 +534,30 @@ impl DiscordChat {
         let major = self.app.to_string();
         let res = match guild {
             Some(g) => {
-                let guild_id = snowflake(g).map(GuildId::new).ok_or_else(|| ChatError::Other(format!("'{}' is not a Discord guild id", g.chars().take(40).collect::<String>())))?;
-                self.call(LightMethod::Put, Route::GuildCommands { application_id: self.app, guild_id }, "PUT /applications/{application}/guilds/{guild}/commands", &major, Some(commands), On429::Wait).await
+                let guild_id = snowflake(g)
+                    .map(GuildId::new)
+                    .ok_or_else(|| ChatError::Other(format!("'{}' is not a Discord guild id", g.chars().take(40).collect::<String>())))?;
+                self.call(
+                    LightMethod::Put,
+                    Route::GuildCommands { application_id: self.app, guild_id },
+                    "PUT /applications/{application}/guilds/{guild}/commands",
+                    &major,
+                    Some(commands),
+                    On429::Wait,
+                )
+                .await
             }
-            None => self.call(LightMethod::Put, Route::Commands { application_id: self.app }, "PUT /applications/{application}/commands", &major, Some(commands), On429::Wait).await,
+            None => {
+                self.call(
+                    LightMethod::Put,
+                    Route::Commands { application_id: self.app },
+                    "PUT /applications/{application}/commands",
+                    &major,
+                    Some(commands),
+                    On429::Wait,
+                )
+                .await
+            }
         };
         res.map_err(ChatError::from)
     }
@@ -525,7 +598,15 @@ impl Chat for DiscordChat {
         let (cid, m) = (channel_id(channel)?, message_id(mid)?);
         let r = render(msg);
         self.remember_title(mid, &msg.title);
-        self.call(LightMethod::Patch, Route::ChannelMessage { channel_id: cid, message_id: m }, "PATCH /channels/{channel}/messages/{message}", channel, Some(&r.main), On429::Return).await?;
+        self.call(
+            LightMethod::Patch,
+            Route::ChannelMessage { channel_id: cid, message_id: m },
+            "PATCH /channels/{channel}/messages/{message}",
+            channel,
+            Some(&r.main),
+            On429::Return,
+        )
+        .await?;
         if !r.overflow.is_empty() {
             let tid = self.thread_for(channel, mid).await?;
             self.post_overflow(&format!("{channel}/{mid}"), &tid, &r).await?;
@@ -544,7 +625,7 @@ impl Chat for DiscordChat {
         if let Some(token) = self.fresh_token(user, channel) {
             match self.followup(&token, &r).await {
                 Ok(()) => return Ok(()),
-                Err(CallError::Api { status, summary, .. }) if matches!(status, 401 | 404) => {
+                Err(CallError::Api { status: 401 | 404, summary, .. }) => {
                     // The token expired or was never acknowledged: answer in the channel.
                     tracing::info!(error = %summary, "interaction token unusable; answering in the channel");
                     self.forget_token(user, channel);
@@ -557,7 +638,7 @@ impl Chat for DiscordChat {
         let mut main = r.main.clone();
         let content = main["content"].as_str().unwrap_or("").to_string();
         let allowed = json!({"parse": [], "users": [user]});
-        if content.chars().count() + mention.chars().count() + 1 <= MAX_CONTENT {
+        if content.chars().count() + mention.chars().count() < MAX_CONTENT {
             main["content"] = json!(if content.is_empty() { mention } else { format!("{mention} {content}") });
             main["allowed_mentions"] = allowed;
         } else {
@@ -583,7 +664,9 @@ impl DiscordChat {
     /// [`GatewayUrlError::Unauthorized`] (connecting again will not help).
     pub(super) async fn gateway_url(&self) -> Result<String, GatewayUrlError> {
         match self.call(LightMethod::Get, Route::GatewayBot, "GET /gateway/bot", "", None, On429::Wait).await {
-            Ok(v) => v["url"].as_str().map(str::to_string).ok_or_else(|| GatewayUrlError::Other("Discord's answer to GET /gateway/bot has no url".into())),
+            Ok(v) => {
+                v["url"].as_str().map(str::to_string).ok_or_else(|| GatewayUrlError::Other("Discord's answer to GET /gateway/bot has no url".into()))
+            }
             Err(CallError::Api { status: 401, summary, .. }) => Err(GatewayUrlError::Unauthorized(summary)),
             Err(e) => Err(GatewayUrlError::Other(ChatError::from(e).to_string())),
         }
@@ -592,11 +675,20 @@ impl DiscordChat {
     /// `POST /interactions/{id}/{token}/callback`: the initial response to an interaction
     /// received over the gateway (the HTTP endpoint answers in its response body instead).
     pub(super) async fn interaction_callback(&self, interaction: &str, token: &str, body: &Value) -> Result<(), ChatError> {
-        let id = snowflake(interaction).map(serenity::model::id::InteractionId::new).ok_or_else(|| ChatError::Other("not a Discord interaction id".into()))?;
-        self.call(LightMethod::Post, Route::InteractionResponse { interaction_id: id, token }, "POST /interactions/{id}/{token}/callback", interaction, Some(body), On429::Wait)
-            .await
-            .map(|_| ())
-            .map_err(ChatError::from)
+        let id = snowflake(interaction)
+            .map(serenity::model::id::InteractionId::new)
+            .ok_or_else(|| ChatError::Other("not a Discord interaction id".into()))?;
+        self.call(
+            LightMethod::Post,
+            Route::InteractionResponse { interaction_id: id, token },
+            "POST /interactions/{id}/{token}/callback",
+            interaction,
+            Some(body),
+            On429::Wait,
+        )
+        .await
+        .map(|_| ())
+        .map_err(ChatError::from)
     }
 }
 

@@ -10,8 +10,8 @@
 //! pods, environments, runbooks and execution ids autocomplete. The repeatable `--set` is one
 //! string option holding space-separated `key=value` pairs.
 
-use runbot_commands::grammar::spec::{ArgKind, CommandSpec, COMMANDS};
-use serde_json::{json, Value};
+use runbot_commands::grammar::spec::{ArgKind, COMMANDS, CommandSpec};
+use serde_json::{Value, json};
 
 /// The registered command's name: `/ops`.
 pub const COMMAND: &str = "ops";
@@ -39,8 +39,10 @@ pub struct OptionSpec {
 
 /// The options of a sub-command, required ones first (otherwise in table order).
 pub fn options_of(c: &CommandSpec) -> Vec<OptionSpec> {
-    let args = c.args.iter().map(|a| OptionSpec { name: a.name, kind: Some(a.kind), required: a.required, help: a.help, flag: false, repeated: false });
-    let flags = c.flags.iter().map(|f| OptionSpec { name: f.name, kind: f.kind, required: f.required, help: f.help, flag: true, repeated: f.repeated });
+    let args =
+        c.args.iter().map(|a| OptionSpec { name: a.name, kind: Some(a.kind), required: a.required, help: a.help, flag: false, repeated: false });
+    let flags =
+        c.flags.iter().map(|f| OptionSpec { name: f.name, kind: f.kind, required: f.required, help: f.help, flag: true, repeated: f.repeated });
     let all: Vec<OptionSpec> = args.chain(flags).collect();
     let (mut req, opt): (Vec<_>, Vec<_>) = all.into_iter().partition(|o| o.required);
     req.extend(opt);
@@ -51,7 +53,14 @@ pub fn options_of(c: &CommandSpec) -> Vec<OptionSpec> {
 pub fn autocompletes(kind: ArgKind) -> bool {
     matches!(
         kind,
-        ArgKind::Service | ArgKind::ServiceOrPod | ArgKind::Database | ArgKind::Target | ArgKind::ExecutionId | ArgKind::Env | ArgKind::Runbook | ArgKind::Topic
+        ArgKind::Service
+            | ArgKind::ServiceOrPod
+            | ArgKind::Database
+            | ArgKind::Target
+            | ArgKind::ExecutionId
+            | ArgKind::Env
+            | ArgKind::Runbook
+            | ArgKind::Topic
     )
 }
 
@@ -119,10 +128,12 @@ fn sub_command(data: &Value) -> Result<(&'static CommandSpec, &[Value]), String>
         return Err(format!("Choose a sub-command of /{COMMAND}, e.g. /{COMMAND} help."));
     };
     let sname = sub["name"].as_str().unwrap_or("");
-    let spec = COMMANDS
-        .iter()
-        .find(|c| c.name == sname)
-        .ok_or_else(|| format!("/{COMMAND} {} is not a runbot command; the registered commands may be out of date (runbot discord register-commands).", sname.chars().take(32).collect::<String>()))?;
+    let spec = COMMANDS.iter().find(|c| c.name == sname).ok_or_else(|| {
+        format!(
+            "/{COMMAND} {} is not a runbot command; the registered commands may be out of date (runbot discord register-commands).",
+            sname.chars().take(32).collect::<String>()
+        )
+    })?;
     Ok((spec, sub["options"].as_array().map(Vec::as_slice).unwrap_or(&[])))
 }
 
@@ -153,7 +164,11 @@ pub fn text_of(data: &Value) -> Result<String, String> {
     for g in given {
         let n = g["name"].as_str().unwrap_or("");
         if !specs.iter().any(|o| o.name == n) {
-            return Err(format!("/{COMMAND} {} has no option {}; the registered commands may be out of date (runbot discord register-commands).", spec.name, n.chars().take(32).collect::<String>()));
+            return Err(format!(
+                "/{COMMAND} {} has no option {}; the registered commands may be out of date (runbot discord register-commands).",
+                spec.name,
+                n.chars().take(32).collect::<String>()
+            ));
         }
     }
     let value = |name: &str| given.iter().find(|g| g["name"] == name).map(|g| &g["value"]);
@@ -198,7 +213,12 @@ pub fn text_of(data: &Value) -> Result<String, String> {
                 }
                 words.push(word(name, s)?);
             }
-            _ => return Err(format!("The option {name} of /{COMMAND} {} has the wrong type; the registered commands may be out of date (runbot discord register-commands).", spec.name)),
+            _ => {
+                return Err(format!(
+                    "The option {name} of /{COMMAND} {} has the wrong type; the registered commands may be out of date (runbot discord register-commands).",
+                    spec.name
+                ));
+            }
         }
     }
     Ok(words.join(" "))
@@ -296,7 +316,10 @@ mod tests {
         let problems = runbot_sandbox::discord::limits::commands_problems(&defs);
         assert!(problems.is_empty(), "{problems:?}");
         let restart = &defs[0]["options"].as_array().expect("subs").iter().find(|s| s["name"] == "restart").expect("restart")["options"];
-        assert_eq!(restart[0], json!({"name": "target", "description": "a configured service, or one of its pods", "required": true, "type": 3, "autocomplete": true}));
+        assert_eq!(
+            restart[0],
+            json!({"name": "target", "description": "a configured service, or one of its pods", "required": true, "type": 3, "autocomplete": true})
+        );
         assert_eq!(restart[2]["type"], BOOLEAN);
         let restore = &defs[0]["options"].as_array().expect("subs").iter().find(|s| s["name"] == "restore").expect("restore")["options"];
         // The required --date comes before the optional flags.
@@ -313,8 +336,14 @@ mod tests {
         assert!(text_of(&data("history", &[("limit", json!("ten"))])).unwrap_err().contains("wrong type"));
         assert!(text_of(&data("restart", &[("target", json!("--env"))])).unwrap_err().contains("cannot start with '-'"));
         assert_eq!(text_of(&data("help", &[("runbook", json!("restart"))])).as_deref(), Ok("/ops help restart"));
-        assert_eq!(text_of(&data("restart", &[("target", json!("promotions-api")), ("dry-run", json!(false))])).as_deref(), Ok("/ops restart promotions-api"));
-        assert_eq!(text_of(&data("run", &[("runbook", json!("x")), ("target", json!("y")), ("set", json!(" a=1  b=2 "))])).as_deref(), Ok("/ops run x y --set a=1 --set b=2"));
+        assert_eq!(
+            text_of(&data("restart", &[("target", json!("promotions-api")), ("dry-run", json!(false))])).as_deref(),
+            Ok("/ops restart promotions-api")
+        );
+        assert_eq!(
+            text_of(&data("run", &[("runbook", json!("x")), ("target", json!("y")), ("set", json!(" a=1  b=2 "))])).as_deref(),
+            Ok("/ops run x y --set a=1 --set b=2")
+        );
         assert_eq!(text_of(&data("help", &[("runbook", json!("two words"))])).as_deref(), Ok("/ops help \"two words\""));
     }
 

@@ -31,16 +31,16 @@ use async_trait::async_trait;
 use futures::{SinkExt, StreamExt};
 use runbot_commands::config::{DiscordConfig, DiscordMode, Secret};
 use runbot_commands::engine::Engine;
-use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
+use serde_json::{Value, json};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// What receives interactions: the interactions endpoint's handler, shared by both modes.
 #[async_trait]
@@ -66,7 +66,12 @@ pub struct GatewayOptions {
 
 impl GatewayOptions {
     pub fn new(token: Secret) -> Self {
-        GatewayOptions { token, intents: 0, reidentify_wait: (Duration::from_secs(1), Duration::from_secs(5)), hello_timeout: Duration::from_secs(20) }
+        GatewayOptions {
+            token,
+            intents: 0,
+            reidentify_wait: (Duration::from_secs(1), Duration::from_secs(5)),
+            hello_timeout: Duration::from_secs(20),
+        }
     }
 }
 
@@ -180,7 +185,12 @@ fn ws_url(base: &str) -> String {
 
 /// What a close code means for the client.
 fn on_close(code: u16, reason: &str) -> End {
-    let fatal = |what: &str| End::Fatal(format!("Discord closed the gateway with {code} ({what}){}", if reason.is_empty() { String::new() } else { format!(": {reason}") }));
+    let fatal = |what: &str| {
+        End::Fatal(format!(
+            "Discord closed the gateway with {code} ({what}){}",
+            if reason.is_empty() { String::new() } else { format!(": {reason}") }
+        ))
+    };
     match code {
         4004 => fatal("authentication failed — check [discord] bot_token"),
         4010 => fatal("invalid shard"),

@@ -4,8 +4,8 @@
 //! check this); the verified interaction goes to [`DiscordState::handle_interaction`] and its
 //! initial response is the response body.
 
-use super::verify::Verifier;
 use super::DiscordState;
+use super::verify::Verifier;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -20,10 +20,7 @@ const MAX_BODY: usize = 1 << 20;
 
 /// The route, verifying with `verifier`.
 pub fn router(state: DiscordState, verifier: Verifier) -> Router {
-    Router::new()
-        .route("/discord/interactions", post(interactions))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state((state, verifier))
+    Router::new().route("/discord/interactions", post(interactions)).layer(DefaultBodyLimit::max(MAX_BODY)).with_state((state, verifier))
 }
 
 async fn interactions(State((state, verifier)): State<(DiscordState, Verifier)>, headers: HeaderMap, body: Bytes) -> Response {

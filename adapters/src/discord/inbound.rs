@@ -17,14 +17,14 @@
 //!   typed: configured services, databases, environments, runbooks, open executions.
 //! - Anything else: an ephemeral message saying runbot does not handle it.
 
-use super::commands;
 use super::DiscordState;
+use super::commands;
 use runbot_commands::audit::AuditEntry;
 use runbot_commands::engine::{Click, Reply, Request};
 use runbot_commands::grammar::spec::{ArgKind, COMMANDS};
 use runbot_commands::model::{Identity, Origin};
 use runbot_commands::ports::{Chat, ListFilter};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -72,7 +72,12 @@ impl Actor {
         if roles.len() > 250 {
             return None;
         }
-        let roles = roles.iter().filter_map(|r| r.as_str()).filter(|r| snowflake(r)).map(|r| format!("{}{r}", runbot_commands::config::DISCORD_ROLE)).collect();
+        let roles = roles
+            .iter()
+            .filter_map(|r| r.as_str())
+            .filter(|r| snowflake(r))
+            .map(|r| format!("{}{r}", runbot_commands::config::DISCORD_ROLE))
+            .collect();
         let guild = p["guild_id"].as_str().filter(|g| snowflake(g)).map(str::to_string);
         Some(Actor { interaction: id.to_string(), token: token.to_string(), user: user.to_string(), channel: channel.to_string(), guild, roles })
     }
@@ -189,7 +194,8 @@ impl DiscordState {
         self.metrics.clicks.fetch_add(1, Ordering::Relaxed);
         let identity = actor.identity();
         let message = p["message"]["id"].as_str().filter(|m| snowflake(m)).map(str::to_string);
-        let detail = json!({"channel": actor.channel, "message": message, "custom_id": custom_id, "interaction": actor.interaction, "roles": actor.roles});
+        let detail =
+            json!({"channel": actor.channel, "message": message, "custom_id": custom_id, "interaction": actor.interaction, "roles": actor.roles});
         if !self.record("discord.click", &identity, detail).await {
             return private(NOT_RECORDED);
         }
@@ -245,7 +251,10 @@ impl DiscordState {
                     Ok(Ok(execs)) => execs
                         .iter()
                         .map(|e| {
-                            let label: String = format!("{} · {} {} ({}) · {}", e.id, e.runbook, e.target.name, e.target.env, e.state.as_str()).chars().take(100).collect();
+                            let label: String = format!("{} · {} {} ({}) · {}", e.id, e.runbook, e.target.name, e.target.env, e.state.as_str())
+                                .chars()
+                                .take(100)
+                                .collect();
                             (label, e.id.to_string())
                         })
                         .collect(),

@@ -22,16 +22,16 @@ pub mod ratelimit;
 pub mod render;
 pub mod verify;
 
-pub use chat::{discord_user, DiscordChat, DiscordChatOptions, CREATE_CHANNEL, DEFAULT_API_URL};
+pub use chat::{CREATE_CHANNEL, DEFAULT_API_URL, DiscordChat, DiscordChatOptions, discord_user};
 pub use gateway::{Gateway, GatewayOptions, GatewayState, InteractionHandler};
-pub use render::{render as render_message, Rendered};
+pub use render::{Rendered, render as render_message};
 pub use verify::{Rejection, Verifier};
 
 use runbot_commands::config::{DiscordConfig, DiscordMode, SecretRef};
 use runbot_commands::engine::Engine;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Counters, exposed in Prometheus text format by [`Metrics::render`].
@@ -135,7 +135,10 @@ impl Discord {
     /// names of the sub-commands Discord stored.
     pub async fn register_commands(&self, guild: Option<&str>) -> anyhow::Result<Vec<String>> {
         let stored = self.chat.register_commands(guild, &commands::definitions()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        let ops = stored.as_array().and_then(|a| a.iter().find(|c| c["name"] == commands::COMMAND)).ok_or_else(|| anyhow::anyhow!("Discord's answer does not list /{}", commands::COMMAND))?;
+        let ops = stored
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["name"] == commands::COMMAND))
+            .ok_or_else(|| anyhow::anyhow!("Discord's answer does not list /{}", commands::COMMAND))?;
         Ok(ops["options"].as_array().into_iter().flatten().filter_map(|o| o["name"].as_str().map(str::to_string)).collect())
     }
 

@@ -16,7 +16,7 @@
 //! `custom_id` is handed back to the engine as the value, which re-checks everything.
 
 use runbot_commands::message::{ButtonStyle, Message};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 pub const MAX_CONTENT: usize = 2000;
 pub const MAX_TITLE: usize = 256;
@@ -223,7 +223,11 @@ fn continued_note(n: usize) -> String {
 
 /// Renders a message (see the module docs for the two shapes).
 pub fn render(msg: &Message) -> Rendered {
-    let plain = msg.title.is_empty() && msg.fields.is_empty() && msg.steps.is_empty() && msg.buttons.is_empty() && msg.footer.as_deref().is_none_or(str::is_empty);
+    let plain = msg.title.is_empty()
+        && msg.fields.is_empty()
+        && msg.steps.is_empty()
+        && msg.buttons.is_empty()
+        && msg.footer.as_deref().is_none_or(str::is_empty);
     if plain { render_plain(msg) } else { render_embed(msg) }
 }
 
@@ -268,12 +272,7 @@ fn render_embed(msg: &Message) -> Rendered {
     }
     // The step list next: it belongs in the main message whenever it fits.
     if !msg.steps.is_empty() {
-        let lines: String = msg
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| s.line(i) + "\n")
-            .collect();
+        let lines: String = msg.steps.iter().enumerate().map(|(i, s)| s.line(i) + "\n").collect();
         flow.push((None, lines.trim_end().to_string(), false));
     }
     let (mut rows, notes) = buttons(msg);
@@ -288,7 +287,12 @@ fn render_embed(msg: &Message) -> Rendered {
         let name = escape(&k.replace('\n', " "));
         let value = if v.trim().is_empty() { "—".to_string() } else { escape(v) };
         let size = len(&name) + len(&value);
-        if fields.len() < MAX_FIELDS && len(&name) <= MAX_FIELD_NAME && !name.is_empty() && len(&value) <= MAX_FIELD_VALUE && used + size <= field_room {
+        if fields.len() < MAX_FIELDS
+            && len(&name) <= MAX_FIELD_NAME
+            && !name.is_empty()
+            && len(&value) <= MAX_FIELD_VALUE
+            && used + size <= field_room
+        {
             let inline = len(v) <= 60 && !v.contains('\n');
             fields.push(json!({"name": name, "value": value, "inline": inline}));
             used += size;
@@ -352,7 +356,11 @@ fn render_embed(msg: &Message) -> Rendered {
         .into_iter()
         .enumerate()
         .map(|(i, d)| {
-            let t = if short_title.is_empty() { format!("(continued, part {} of {n})", i + 2) } else { format!("{short_title} (continued, part {} of {n})", i + 2) };
+            let t = if short_title.is_empty() {
+                format!("(continued, part {} of {n})", i + 2)
+            } else {
+                format!("{short_title} (continued, part {} of {n})", i + 2)
+            };
             body(String::new(), vec![json!({"title": t, "description": d})], Vec::new())
         })
         .collect();
@@ -394,8 +402,18 @@ mod tests {
             steps: vec![StepLine { status: StepStatus::Succeeded, name: "diagnose".into(), detail: "1 of 3 pods unhealthy".into() }],
             code: None,
             buttons: vec![
-                Button { label: "Approve".into(), action_id: "approve".into(), value: "R-42|approve|0123456789abcdef".into(), style: Some(ButtonStyle::Primary) },
-                Button { label: "Reject".into(), action_id: "reject".into(), value: "R-42|reject|0123456789abcdef".into(), style: Some(ButtonStyle::Danger) },
+                Button {
+                    label: "Approve".into(),
+                    action_id: "approve".into(),
+                    value: "R-42|approve|0123456789abcdef".into(),
+                    style: Some(ButtonStyle::Primary),
+                },
+                Button {
+                    label: "Reject".into(),
+                    action_id: "reject".into(),
+                    value: "R-42|reject|0123456789abcdef".into(),
+                    style: Some(ButtonStyle::Danger),
+                },
             ],
             footer: Some("plan 0123456789abcdef".into()),
         }
@@ -478,7 +496,7 @@ mod tests {
         }
         assert_eq!(got.replace('\u{200b}', ""), code);
         // Every character of the long field and of the text, and all 32 fields.
-        let text = unescape(&all.iter().map(|p| runbot_sandbox::discord::content_text(p)).collect::<String>());
+        let text = unescape(&all.iter().map(runbot_sandbox::discord::content_text).collect::<String>());
         assert_eq!(text.matches('ж').count(), 5000);
         assert_eq!(text.matches("intro _text_").count(), 200);
         for i in 0..30 {

@@ -6,7 +6,6 @@
 
 use serenity::interactions_endpoint::Verifier as Ed25519;
 
-
 pub use crate::signature::Rejection;
 use crate::signature::{parse_timestamp, within_window};
 
@@ -58,7 +57,8 @@ mod tests {
     const PUBLIC: &str = "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c";
     const TS: &str = "1700000000";
     const BODY: &str = r#"{"type":1}"#;
-    const SIG: &str = "f7caed702889e902c2cde4a4fb00f601284aa47ff4caf84588d7c8c3d8fe7183fd73e13e30d0c07d1515b6684f7b3cfaa231c421768d9667b104f760cf0da302";
+    const SIG: &str =
+        "f7caed702889e902c2cde4a4fb00f601284aa47ff4caf84588d7c8c3d8fe7183fd73e13e30d0c07d1515b6684f7b3cfaa231c421768d9667b104f760cf0da302";
     const NOW: i64 = 1_700_000_000;
 
     fn v() -> Verifier {
@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn the_sandbox_signs_like_the_vector() {
-        use runbot_sandbox::discord::{public_key_hex, sign, TEST_PUBLIC_KEY, TEST_SEED};
+        use runbot_sandbox::discord::{TEST_PUBLIC_KEY, TEST_SEED, public_key_hex, sign};
         assert_eq!(public_key_hex(&TEST_SEED), PUBLIC);
         assert_eq!(TEST_PUBLIC_KEY, PUBLIC);
         assert_eq!(sign(TS, BODY.as_bytes()), SIG);

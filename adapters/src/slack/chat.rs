@@ -7,7 +7,8 @@
 //! Message ids handed to the engine are `CHANNEL/TS`, so a message posted into a channel
 //! created here is found again when the engine edits it under the configured name.
 
-use super::render::{render, Rendered};
+use super::render::{Rendered, render};
+use crate::tls::LazyHttpsConnector;
 use async_trait::async_trait;
 use runbot_commands::message::Message;
 use runbot_commands::model::Identity;
@@ -15,7 +16,6 @@ use runbot_commands::ports::{Chat, ChatError};
 use serde_json::Value;
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
-use crate::tls::LazyHttpsConnector;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -226,7 +226,8 @@ impl SlackChat {
             return Err(ChatError::Other(format!("could not create an incident channel named {base}: the names are taken")));
         };
         let requester = msg.fields.iter().find(|(k, _)| k == "Requested by").and_then(|(_, v)| v.strip_prefix("slack:"));
-        let mut users: Vec<SlackUserId> = requester.into_iter().chain(self.invite.iter().map(|s| s.as_str())).map(|u| SlackUserId::new(u.to_string())).collect();
+        let mut users: Vec<SlackUserId> =
+            requester.into_iter().chain(self.invite.iter().map(|s| s.as_str())).map(|u| SlackUserId::new(u.to_string())).collect();
         users.sort_by(|a, b| a.0.cmp(&b.0));
         users.dedup();
         if !users.is_empty()

@@ -2,12 +2,12 @@
 //! (401 and a metric otherwise) before parsing anything, then acknowledges at once with what
 //! the shared handler returns.
 
+use super::SlackState;
 use super::inbound::{Ack, CommandPayload};
 use super::verify::{self, Rejection};
-use super::SlackState;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -30,13 +30,9 @@ pub fn router(state: SlackState) -> Router {
 fn check(state: &SlackState, headers: &HeaderMap, body: &[u8]) -> Result<(), Box<Response>> {
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     let res = match &state.signing_secret {
-        Some(secret) => verify::verify(
-            secret.expose().as_bytes(),
-            h("x-slack-signature"),
-            h("x-slack-request-timestamp"),
-            body,
-            chrono::Utc::now().timestamp(),
-        ),
+        Some(secret) => {
+            verify::verify(secret.expose().as_bytes(), h("x-slack-signature"), h("x-slack-request-timestamp"), body, chrono::Utc::now().timestamp())
+        }
         None => Err(Rejection::Missing),
     };
     res.map_err(|r| {

@@ -3,15 +3,15 @@
 //! happen before the acknowledgement (checks, the durable record, event de-duplication) and
 //! spawns the work; the caller acknowledges at once with the returned [`Ack`].
 
-use super::chat::slack_user;
 use super::SlackState;
+use super::chat::slack_user;
 use runbot_commands::audit::AuditEntry;
 use runbot_commands::engine::{Click, Reply, Request};
 use runbot_commands::message::Message;
 use runbot_commands::model::{Identity, Origin};
 use runbot_commands::ports::Chat;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 use std::task::Poll;
 
@@ -104,7 +104,12 @@ impl SlackState {
         };
         let identity = Identity::new(format!("slack:{}", p.user_id));
         let text = format!("/ops {}", p.text.trim());
-        let req = Request { identity: identity.clone(), origin: Origin { platform: "slack".into(), channel: p.channel_id.clone(), thread: None }, text, roles: Vec::new() };
+        let req = Request {
+            identity: identity.clone(),
+            origin: Origin { platform: "slack".into(), channel: p.channel_id.clone(), thread: None },
+            text,
+            roles: Vec::new(),
+        };
         // One durable record per command: the engine's command record, with what Slack sent.
         let mut detail = self.engine.command_detail(&req);
         detail["team"] = json!(p.team_id);
@@ -295,7 +300,12 @@ impl SlackState {
         let identity = Identity::new(format!("slack:{user}"));
         let text = format!("/ops {rest}");
         let thread = ev["thread_ts"].as_str().map(str::to_string);
-        let req = Request { identity: identity.clone(), origin: Origin { platform: "slack".into(), channel: channel.to_string(), thread: thread.clone() }, text, roles: Vec::new() };
+        let req = Request {
+            identity: identity.clone(),
+            origin: Origin { platform: "slack".into(), channel: channel.to_string(), thread: thread.clone() },
+            text,
+            roles: Vec::new(),
+        };
         let mut detail = self.engine.command_detail(&req);
         detail["event_id"] = json!(event_id);
         if !self.record("slack.mention", &identity, detail).await {
@@ -318,7 +328,12 @@ impl SlackState {
         let msg = self.name_created_channel(reply.message);
         let res = if reply.ephemeral {
             let via_url = match &to.response_url {
-                Some(u) => self.chat.respond(u, &msg).await.map_err(|e| tracing::warn!(error = %e, "response_url reply failed; trying chat.postEphemeral")).is_ok(),
+                Some(u) => self
+                    .chat
+                    .respond(u, &msg)
+                    .await
+                    .map_err(|e| tracing::warn!(error = %e, "response_url reply failed; trying chat.postEphemeral"))
+                    .is_ok(),
                 None => false,
             };
             if via_url { Ok(()) } else { self.chat.ephemeral(&to.channel, &to.identity, &msg).await }

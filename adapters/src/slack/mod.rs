@@ -14,17 +14,17 @@ mod render;
 mod socket;
 pub mod verify;
 
-pub use chat::{SlackChat, SlackChatOptions, CREATE_CHANNEL};
+pub use chat::{CREATE_CHANNEL, SlackChat, SlackChatOptions};
 pub use http::router;
 pub use inbound::{Ack, CommandPayload};
-pub use render::{render as render_message, Rendered};
+pub use render::{Rendered, render as render_message};
 pub use socket::SocketMode;
 
 use runbot_commands::config::{Secret, Settings, SlackConfig};
 use runbot_commands::engine::Engine;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Counters, exposed in Prometheus text format by [`Metrics::render`].
@@ -50,7 +50,13 @@ impl Metrics {
         let mut s = String::new();
         self.rejected.render(&mut s, "runbot_slack_rejected_total", "Slack requests refused with 401, by reason.");
         let _ = writeln!(s, "# TYPE runbot_slack_received_total counter");
-        for (kind, c) in [("command", &self.commands), ("click", &self.clicks), ("event", &self.events), ("duplicate_event", &self.duplicate_events), ("unreadable", &self.unreadable)] {
+        for (kind, c) in [
+            ("command", &self.commands),
+            ("click", &self.clicks),
+            ("event", &self.events),
+            ("duplicate_event", &self.duplicate_events),
+            ("unreadable", &self.unreadable),
+        ] {
             let _ = writeln!(s, "runbot_slack_received_total{{kind=\"{kind}\"}} {}", g(c));
         }
         self.backlog.render(&mut s, "runbot_slack", "Slack commands and mentions");

@@ -4,7 +4,7 @@
 //! not fit in the message goes into follow-up messages meant for its thread.
 
 use runbot_commands::message::{ButtonStyle, Message};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 pub const MAX_BLOCKS: usize = 50;
 pub const MAX_SECTION: usize = 3000;
@@ -146,12 +146,7 @@ pub fn render(msg: &Message) -> Rendered {
     }
     flush(&mut fields, &mut blocks);
     if !msg.steps.is_empty() {
-        let lines: String = msg
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| s.line(i) + "\n")
-            .collect();
+        let lines: String = msg.steps.iter().enumerate().map(|(i, s)| s.line(i) + "\n").collect();
         for t in escaped_chunks(lines.trim_end(), MAX_SECTION, 0) {
             blocks.push(section(t));
         }
@@ -198,7 +193,13 @@ pub fn render(msg: &Message) -> Rendered {
     }
     let fallback = {
         let first = msg.text.lines().next().unwrap_or("");
-        let t = if msg.title.is_empty() { first.to_string() } else if first.is_empty() { msg.title.clone() } else { format!("{} — {first}", msg.title) };
+        let t = if msg.title.is_empty() {
+            first.to_string()
+        } else if first.is_empty() {
+            msg.title.clone()
+        } else {
+            format!("{} — {first}", msg.title)
+        };
         let t = if t.is_empty() { msg.code.clone().unwrap_or_default() } else { t };
         truncate_chars(&t, MAX_FALLBACK)
     };
@@ -247,7 +248,9 @@ fn violations(content: &Value) -> Vec<String> {
             v.push("header".into());
         }
         for e in b["elements"].as_array().into_iter().flatten() {
-            if e["type"] == "button" && (len(&e["text"]["text"]) > MAX_BUTTON_TEXT || len(&e["action_id"]) > MAX_ACTION_ID || len(&e["value"]) > MAX_VALUE) {
+            if e["type"] == "button"
+                && (len(&e["text"]["text"]) > MAX_BUTTON_TEXT || len(&e["action_id"]) > MAX_ACTION_ID || len(&e["value"]) > MAX_VALUE)
+            {
                 v.push("button".into());
             }
         }

@@ -6,14 +6,14 @@
 //! pong, no frame) for twice that long is taken as dead, so a half-open TCP connection is
 //! noticed and `/readyz` says "not connected" until the new one is up.
 
-use super::inbound::{Ack, CommandPayload};
 use super::SlackState;
+use super::inbound::{Ack, CommandPayload};
 use futures::{SinkExt, StreamExt};
 use runbot_commands::config::Secret;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use slack_morphism::prelude::*;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

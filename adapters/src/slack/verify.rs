@@ -6,7 +6,6 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-
 pub use crate::signature::Rejection;
 use crate::signature::{parse_timestamp, within_window};
 

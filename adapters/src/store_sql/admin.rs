@@ -35,10 +35,7 @@ pub fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
 
 async fn admin_connection(server_url: &str) -> anyhow::Result<AnyConnection> {
     sqlx::any::install_default_drivers();
-    ensure!(
-        server_url.starts_with("postgres://") || server_url.starts_with("postgresql://"),
-        "database administration needs a postgres:// URL"
-    );
+    ensure!(server_url.starts_with("postgres://") || server_url.starts_with("postgresql://"), "database administration needs a postgres:// URL");
     AnyConnection::connect(server_url).await.context("connecting to the PostgreSQL server")
 }
 
@@ -46,10 +43,7 @@ async fn admin_connection(server_url: &str) -> anyhow::Result<AnyConnection> {
 pub async fn create_database(server_url: &str, name: &str) -> anyhow::Result<String> {
     let url = with_database(server_url, name)?;
     let mut conn = admin_connection(server_url).await?;
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .with_context(|| format!("creating database {name}"))?;
+    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.with_context(|| format!("creating database {name}"))?;
     conn.close().await.context("closing the admin connection")?;
     Ok(url)
 }

@@ -66,8 +66,7 @@ fn decode_record(row: &AnyRow) -> Result<AuditRecord, StoreError> {
         kind: col(row, "kind")?,
         actor: col(row, "actor")?,
         execution: col(row, "execution")?,
-        detail: serde_json::from_str(&detail)
-            .map_err(|e| StoreError::Backend(format!("audit record {seq}: detail is unreadable: {e}")))?,
+        detail: serde_json::from_str(&detail).map_err(|e| StoreError::Backend(format!("audit record {seq}: detail is unreadable: {e}")))?,
     };
     Ok(AuditRecord { seq: seq_from_db(seq)?, entry, prev_hash: col(row, "prev_hash")?, hash: col(row, "hash")? })
 }
@@ -81,8 +80,7 @@ struct Prepared {
 
 fn prepare(mut entry: AuditEntry) -> Result<Prepared, StoreError> {
     entry.at = entry.at.trunc_subsecs(6);
-    let detail = serde_json::to_string(&entry.detail)
-        .map_err(|e| StoreError::Backend(format!("encoding an audit detail: {e}")))?;
+    let detail = serde_json::to_string(&entry.detail).map_err(|e| StoreError::Backend(format!("encoding an audit detail: {e}")))?;
     Ok(Prepared { entry, detail })
 }
 
@@ -108,9 +106,7 @@ fn insert_sql(backend: Backend, rows: usize, commit: bool) -> &'static str {
     let all = cell.get_or_init(|| {
         (0..=INSERT_ROWS.trailing_zeros())
             .map(|p| {
-                let mut s = String::from(
-                    "INSERT INTO audit (seq, at, kind, actor, execution, detail, prev_hash, hash) VALUES ",
-                );
+                let mut s = String::from("INSERT INTO audit (seq, at, kind, actor, execution, detail, prev_hash, hash) VALUES ");
                 for r in 0..1usize << p {
                     s.push_str(if r > 0 { ", (" } else { "(" });
                     for c in 1..=8 {
@@ -146,12 +142,7 @@ enum Wrap {
 /// Links `entries` after the head and writes them, inside the caller's write transaction
 /// (which holds the write lock on SQLite; the head row is locked here on PostgreSQL): one
 /// head read, one multi-row insert per chunk, one head update.
-async fn write_in(
-    backend: Backend,
-    conn: &mut AnyConnection,
-    entries: Vec<Prepared>,
-    wrap: Wrap,
-) -> Result<Vec<AuditRecord>, StoreError> {
+async fn write_in(backend: Backend, conn: &mut AnyConnection, entries: Vec<Prepared>, wrap: Wrap) -> Result<Vec<AuditRecord>, StoreError> {
     if entries.is_empty() {
         return Ok(Vec::new());
     }
@@ -207,21 +198,12 @@ async fn write_in(
         q.execute(&mut *conn).await.map_err(backend_err("appending audit records"))?;
         start += rows;
     }
-    sqlx::query(MOVE_HEAD)
-        .bind(seq_to_db(seq)?)
-        .bind(hash)
-        .execute(&mut *conn)
-        .await
-        .map_err(backend_err("moving the audit head"))?;
+    sqlx::query(MOVE_HEAD).bind(seq_to_db(seq)?).bind(hash).execute(&mut *conn).await.map_err(backend_err("moving the audit head"))?;
     Ok(records)
 }
 
 /// Appends `entries`, in order, inside the caller's write transaction.
-pub(super) async fn append_in(
-    backend: Backend,
-    conn: &mut AnyConnection,
-    entries: &[AuditEntry],
-) -> Result<Vec<AuditRecord>, StoreError> {
+pub(super) async fn append_in(backend: Backend, conn: &mut AnyConnection, entries: &[AuditEntry]) -> Result<Vec<AuditRecord>, StoreError> {
     let prepared = entries.iter().cloned().map(prepare).collect::<Result<Vec<_>, _>>()?;
     write_in(backend, conn, prepared, Wrap::Caller).await
 }
@@ -291,13 +273,15 @@ impl Conn {
         // too — is rolled back here and the connection is not reused.
         let written = match self.backend {
             Backend::Sqlite => write_in(self.backend, &mut conn, entries, Wrap::OwnSqlite).await,
-            Backend::Postgres => async {
-                sqlx::query("BEGIN").execute(&mut *conn).await.map_err(backend_err("starting a write transaction"))?;
-                let records = write_in(self.backend, &mut conn, entries, Wrap::Caller).await?;
-                sqlx::query("COMMIT").execute(&mut *conn).await.map_err(backend_err("committing audit records"))?;
-                Ok(records)
+            Backend::Postgres => {
+                async {
+                    sqlx::query("BEGIN").execute(&mut *conn).await.map_err(backend_err("starting a write transaction"))?;
+                    let records = write_in(self.backend, &mut conn, entries, Wrap::Caller).await?;
+                    sqlx::query("COMMIT").execute(&mut *conn).await.map_err(backend_err("committing audit records"))?;
+                    Ok(records)
+                }
+                .await
             }
-            .await,
         };
         let records = match written {
             Ok(records) => records,
@@ -395,19 +379,15 @@ async fn commit(conn: &mut Conn, batch: Vec<(Prepared, Reply)>) {
     }
 }
 
-pub(super) async fn log(
-    store: &super::SqlStore,
-) -> Result<(Vec<AuditRecord>, Option<(u64, String)>), StoreError> {
+pub(super) async fn log(store: &super::SqlStore) -> Result<(Vec<AuditRecord>, Option<(u64, String)>), StoreError> {
     // One snapshot, so the head and the records agree even while others append.
     let mut tx = store.begin_snapshot().await?;
     let rows = sqlx::query("SELECT seq, at, kind, actor, execution, detail, prev_hash, hash FROM audit ORDER BY seq")
         .fetch_all(&mut *tx)
         .await
         .map_err(backend_err("reading the audit log"))?;
-    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend_err("reading the audit head"))?;
+    let head =
+        sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_optional(&mut *tx).await.map_err(backend_err("reading the audit head"))?;
     tx.commit().await.map_err(backend_err("finishing the audit read"))?;
     let records = rows.iter().map(decode_record).collect::<Result<Vec<_>, _>>()?;
     let head = match head {

@@ -25,14 +25,8 @@ impl Columns {
     fn of(exec: &Execution) -> Result<Self, StoreError> {
         let terminal = exec.state.is_terminal();
         let final_pending = terminal && exec.messages.iter().any(|m| !m.final_sent);
-        let doc = serde_json::to_string(exec)
-            .map_err(|e| StoreError::Backend(format!("encoding execution {}: {e}", exec.id)))?;
-        Ok(Columns {
-            state: exec.state.as_str(),
-            terminal: i64::from(terminal),
-            final_pending: i64::from(final_pending),
-            doc,
-        })
+        let doc = serde_json::to_string(exec).map_err(|e| StoreError::Backend(format!("encoding execution {}: {e}", exec.id)))?;
+        Ok(Columns { state: exec.state.as_str(), terminal: i64::from(terminal), final_pending: i64::from(final_pending), doc })
     }
 }
 
@@ -73,14 +67,13 @@ pub(super) async fn create(store: &SqlStore, exec: &Execution, lock_key: Option<
         let mut taken = false;
         for _ in 0..LOCK_ATTEMPTS {
             // On PostgreSQL this waits for a concurrent holder's transaction to finish.
-            let inserted =
-                sqlx::query("INSERT INTO locks (lock_key, exec_id) VALUES ($1, $2) ON CONFLICT (lock_key) DO NOTHING")
-                    .bind(key)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend_err("taking a target lock"))?
-                    .rows_affected();
+            let inserted = sqlx::query("INSERT INTO locks (lock_key, exec_id) VALUES ($1, $2) ON CONFLICT (lock_key) DO NOTHING")
+                .bind(key)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend_err("taking a target lock"))?
+                .rows_affected();
             if inserted == 1 {
                 taken = true;
                 break;
@@ -120,7 +113,7 @@ pub(super) async fn create(store: &SqlStore, exec: &Execution, lock_key: Option<
         }
         Err(e) => return Err(backend_err("storing an execution")(e)),
     }
-    super::audit::append_in(store.backend, &mut *tx, entries).await?;
+    super::audit::append_in(store.backend, &mut tx, entries).await?;
     tx.commit("committing a new execution").await
 }
 
@@ -157,20 +150,12 @@ pub(super) async fn save(store: &SqlStore, exec: &Execution, expected: i64, entr
     .rows_affected();
     if updated == 0 {
         drop(tx);
-        return Err(if exists(store, id).await? {
-            StoreError::Conflict(exec.id)
-        } else {
-            StoreError::NotFound(exec.id)
-        });
+        return Err(if exists(store, id).await? { StoreError::Conflict(exec.id) } else { StoreError::NotFound(exec.id) });
     }
     if cols.terminal == 1 {
-        sqlx::query("DELETE FROM locks WHERE exec_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend_err("releasing a target lock"))?;
+        sqlx::query("DELETE FROM locks WHERE exec_id = $1").bind(id).execute(&mut *tx).await.map_err(backend_err("releasing a target lock"))?;
     }
-    super::audit::append_in(store.backend, &mut *tx, entries).await?;
+    super::audit::append_in(store.backend, &mut tx, entries).await?;
     tx.commit("committing an execution").await?;
     Ok(expected + 1)
 }
@@ -201,13 +186,7 @@ pub(super) async fn list(store: &SqlStore, filter: &ListFilter) -> Result<Vec<Ex
     rows.iter().map(decode_doc).collect()
 }
 
-pub(super) async fn claim(
-    store: &SqlStore,
-    id: ExecutionId,
-    owner: &str,
-    until: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<bool, StoreError> {
+pub(super) async fn claim(store: &SqlStore, id: ExecutionId, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError> {
     let n = db_id(id)?;
     let updated = sqlx::query(
         "UPDATE executions SET lease_owner = $1, lease_until = $2 WHERE id = $3 \
@@ -237,7 +216,5 @@ pub(super) async fn orphans(store: &SqlStore, owner: &str, now: DateTime<Utc>) -
     .fetch_all(&store.pool)
     .await
     .map_err(backend_err("finding orphaned executions"))?;
-    rows.iter()
-        .map(|r| r.try_get::<i64, _>("id").map_err(backend_err("reading an execution id")).and_then(exec_id))
-        .collect()
+    rows.iter().map(|r| r.try_get::<i64, _>("id").map_err(backend_err("reading an execution id")).and_then(exec_id)).collect()
 }

@@ -11,23 +11,17 @@ fn step_no(step: usize) -> Result<i64, StoreError> {
 }
 
 pub(super) async fn first_delivery(store: &SqlStore, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
-    let inserted =
-        sqlx::query("INSERT INTO deliveries (delivery_key, at) VALUES ($1, $2) ON CONFLICT (delivery_key) DO NOTHING")
-            .bind(key)
-            .bind(ts(now))
-            .execute(&store.pool)
-            .await
-            .map_err(backend_err("recording a delivery"))?
-            .rows_affected();
+    let inserted = sqlx::query("INSERT INTO deliveries (delivery_key, at) VALUES ($1, $2) ON CONFLICT (delivery_key) DO NOTHING")
+        .bind(key)
+        .bind(ts(now))
+        .execute(&store.pool)
+        .await
+        .map_err(backend_err("recording a delivery"))?
+        .rows_affected();
     Ok(inserted == 1)
 }
 
-pub(super) async fn append_output(
-    store: &SqlStore,
-    id: ExecutionId,
-    step: usize,
-    text: &str,
-) -> Result<(), StoreError> {
+pub(super) async fn append_output(store: &SqlStore, id: ExecutionId, step: usize, text: &str) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO step_output (exec_id, step, chunk) VALUES ($1, $2, $3)")
         .bind(db_id(id)?)
         .bind(step_no(step)?)

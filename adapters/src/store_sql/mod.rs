@@ -163,16 +163,13 @@ impl SqlStore {
         let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
         let options = match backend {
             // Every connection to `sqlite::memory:` is its own database: keep exactly one, forever.
-            Backend::Sqlite if in_memory => {
-                options.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
-            }
+            Backend::Sqlite if in_memory => options.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None),
             // Writers are serialised by SQLite anyway; a few connections let reads overlap. A
             // local file connection does not drop like a network one: no ping before each use.
             Backend::Sqlite => options.max_connections(4).test_before_acquire(false),
             Backend::Postgres => options.max_connections(10),
         };
-        let pool =
-            options.connect(&url).await.with_context(|| format!("connecting to the {} store", backend.name()))?;
+        let pool = options.connect(&url).await.with_context(|| format!("connecting to the {} store", backend.name()))?;
         let reported = pool.acquire().await.context("acquiring a store connection")?.backend_name().to_string();
         if reported != backend.driver_name() {
             bail!("store URL selected {} but the driver reports {reported}", backend.driver_name());
@@ -180,11 +177,7 @@ impl SqlStore {
         if backend == Backend::Sqlite && !in_memory {
             enable_wal(&pool).await;
         }
-        backend
-            .migrator()
-            .run(&pool)
-            .await
-            .with_context(|| format!("applying the {} store migrations", backend.name()))?;
+        backend.migrator().run(&pool).await.with_context(|| format!("applying the {} store migrations", backend.name()))?;
         let audit = audit::Writer::spawn(pool.clone(), backend, !in_memory);
         Ok(SqlStore { pool, backend, in_memory, audit })
     }
@@ -221,17 +214,9 @@ impl SqlStore {
             .fetch_all(&self.pool)
             .await
             .context("reading the applied migrations")?;
-        let applied = rows
-            .iter()
-            .map(|r| r.try_get::<i64, _>("version"))
-            .collect::<Result<HashSet<i64>, _>>()
-            .context("decoding the applied migrations")?;
-        Ok(self
-            .backend
-            .migrator()
-            .iter()
-            .filter(|m| !m.migration_type.is_down_migration())
-            .all(|m| applied.contains(&m.version)))
+        let applied =
+            rows.iter().map(|r| r.try_get::<i64, _>("version")).collect::<Result<HashSet<i64>, _>>().context("decoding the applied migrations")?;
+        Ok(self.backend.migrator().iter().filter(|m| !m.migration_type.is_down_migration()).all(|m| applied.contains(&m.version)))
     }
 
     /// Starts a transaction that may write. On SQLite it takes the write lock up front
@@ -296,9 +281,7 @@ fn ts(t: DateTime<Utc>) -> String {
 }
 
 fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| StoreError::Backend(format!("stored time '{s}' is unreadable: {e}")))
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|e| StoreError::Backend(format!("stored time '{s}' is unreadable: {e}")))
 }
 
 fn db_id(id: ExecutionId) -> Result<i64, StoreError> {
@@ -306,9 +289,7 @@ fn db_id(id: ExecutionId) -> Result<i64, StoreError> {
 }
 
 fn exec_id(n: i64) -> Result<ExecutionId, StoreError> {
-    u64::try_from(n)
-        .map(ExecutionId)
-        .map_err(|_| StoreError::Backend(format!("stored execution number {n} is negative")))
+    u64::try_from(n).map(ExecutionId).map_err(|_| StoreError::Backend(format!("stored execution number {n} is negative")))
 }
 
 #[async_trait]
@@ -341,13 +322,7 @@ impl Store for SqlStore {
         executions::list(self, filter).await
     }
 
-    async fn claim(
-        &self,
-        id: ExecutionId,
-        owner: &str,
-        until: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    async fn claim(&self, id: ExecutionId, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError> {
         executions::claim(self, id, owner, until, now).await
     }
 

@@ -74,8 +74,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 impl Settings {
     /// Reads and validates a config file (and the runbooks file it names).
     pub fn load(path: &Path, kinds: &StepKinds) -> Result<Settings, Vec<Problem>> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| vec![Problem::new("", format!("cannot read {}: {e}", path.display()))])?;
+        let text = std::fs::read_to_string(path).map_err(|e| vec![Problem::new("", format!("cannot read {}: {e}", path.display()))])?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::from_toml(&text, base, kinds)
     }
@@ -132,9 +131,7 @@ impl Settings {
         let person = self.person(id);
         let ids: Vec<&String> = self.person_of.iter().filter(|(_, p)| **p == person).map(|(i, _)| i).collect();
         groups.iter().any(|g| {
-            self.groups.get(g).is_some_and(|m| {
-                m.contains(&id.0) || ids.iter().any(|i| m.contains(*i)) || roles.iter().any(|r| m.contains(r))
-            })
+            self.groups.get(g).is_some_and(|m| m.contains(&id.0) || ids.iter().any(|i| m.contains(*i)) || roles.iter().any(|r| m.contains(r)))
         })
     }
 
@@ -153,17 +150,23 @@ impl Settings {
     /// The approval policy for a runbook in an environment: exact match over `*`.
     pub fn policy(&self, runbook: &str, env: &str) -> Option<(PolicySnapshot, Vec<String>)> {
         let score = |p: &PolicyConfig| -> Option<u8> {
-            let r = if p.runbook == runbook { 2 } else if p.runbook == "*" { 0 } else { return None };
-            let e = if p.env == env { 1 } else if p.env == "*" { 0 } else { return None };
+            let r = if p.runbook == runbook {
+                2
+            } else if p.runbook == "*" {
+                0
+            } else {
+                return None;
+            };
+            let e = if p.env == env {
+                1
+            } else if p.env == "*" {
+                0
+            } else {
+                return None;
+            };
             Some(r + e)
         };
-        let best = self
-            .config
-            .approvals
-            .iter()
-            .filter_map(|p| score(p).map(|s| (s, p)))
-            .max_by_key(|(s, _)| *s)?
-            .1;
+        let best = self.config.approvals.iter().filter_map(|p| score(p).map(|s| (s, p))).max_by_key(|(s, _)| *s)?.1;
         let expiry = parse_duration(&best.expiry).unwrap_or(Duration::from_secs(1800));
         // A policy naming the runbook decides alone; a generic one is raised to the runbook's
         // own minimum.

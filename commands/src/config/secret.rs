@@ -45,10 +45,9 @@ impl SecretRef {
     pub fn resolve(&self) -> Result<Secret, String> {
         let v = match self {
             SecretRef::Env(n) => std::env::var(n).map_err(|_| format!("environment variable {n} is not set"))?,
-            SecretRef::File(p) => std::fs::read_to_string(p)
-                .map_err(|e| format!("cannot read secret file {p}: {e}"))?
-                .trim_end_matches(['\n', '\r'])
-                .to_string(),
+            SecretRef::File(p) => {
+                std::fs::read_to_string(p).map_err(|e| format!("cannot read secret file {p}: {e}"))?.trim_end_matches(['\n', '\r']).to_string()
+            }
         };
         if v.is_empty() {
             return Err(format!("secret {self:?} is empty"));

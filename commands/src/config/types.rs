@@ -298,12 +298,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig {
-            instance: None,
-            runbooks: None,
-            update_interval_ms: default_update_interval(),
-            lease_secs: default_lease(),
-        }
+        EngineConfig { instance: None, runbooks: None, update_interval_ms: default_update_interval(), lease_secs: default_lease() }
     }
 }
 
@@ -327,10 +322,7 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig {
-            per_identity_per_minute: default_per_identity(),
-            per_channel_per_minute: default_per_channel(),
-        }
+        LimitsConfig { per_identity_per_minute: default_per_identity(), per_channel_per_minute: default_per_channel() }
     }
 }
 

@@ -1,10 +1,10 @@
 //! Parsing and validation of the config: each section is deserialized on its own so one bad
 //! section does not hide problems in the others, and every problem carries its key path.
 
-use super::{parse_duration, Config, ConsoleAuthMode, DiscordMode, Redactor, Settings};
+use super::{Config, ConsoleAuthMode, DiscordMode, Redactor, Settings, parse_duration};
 use crate::model::Identity;
-use crate::runbook::{placeholders, RunbooksFile, TargetKind};
-use crate::steps::{StepKinds, APPROVAL};
+use crate::runbook::{RunbooksFile, TargetKind, placeholders};
+use crate::steps::{APPROVAL, StepKinds};
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -104,18 +104,17 @@ fn member_problem(m: &str) -> Option<String> {
 }
 
 fn identity_problem(id: &str) -> Option<String> {
-    (!Identity::is_well_formed(id))
-        .then(|| format!("'{id}' is not an identity; write platform:id with platform slack, discord or console"))
+    (!Identity::is_well_formed(id)).then(|| format!("'{id}' is not an identity; write platform:id with platform slack, discord or console"))
 }
 
 /// `[console]`'s identity source: a loopback console must not listen beyond loopback, and each
 /// mode's keys are well formed and not mixed with the other mode's.
 fn console_auth_problems(config: &Config, p: &mut impl FnMut(String, String)) {
     let c = &config.console;
-    if let Some(id) = &c.local_identity {
-        if !id.starts_with("console:") || identity_problem(id).is_some() {
-            p("console.local_identity".into(), format!("'{id}' is not a console identity (console:name)"));
-        }
+    if let Some(id) = &c.local_identity
+        && (!id.starts_with("console:") || identity_problem(id).is_some())
+    {
+        p("console.local_identity".into(), format!("'{id}' is not a console identity (console:name)"));
     }
     for (i, t) in c.trusted_proxies.iter().enumerate() {
         if let Err(why) = super::IpNet::parse(t) {
@@ -220,7 +219,8 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
 
     let mut adapter_secrets = Vec::new();
     if let Some(slack) = &config.slack {
-        let refs = [("bot_token", Some(&slack.bot_token)), ("signing_secret", slack.signing_secret.as_ref()), ("app_token", slack.app_token.as_ref())];
+        let refs =
+            [("bot_token", Some(&slack.bot_token)), ("signing_secret", slack.signing_secret.as_ref()), ("app_token", slack.app_token.as_ref())];
         for (key, r) in refs {
             match r.map(|r| r.resolve()) {
                 Some(Ok(s)) => adapter_secrets.push(s),
@@ -242,7 +242,10 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
             match r.map(|r| r.resolve()) {
                 Some(Ok(s)) => {
                     if key == "public_key" && !(s.expose().trim().len() == 64 && s.expose().trim().bytes().all(|b| b.is_ascii_hexdigit())) {
-                        p("discord.public_key".into(), "not a public key: Discord's is 64 hex digits (Developer Portal → General Information)".into());
+                        p(
+                            "discord.public_key".into(),
+                            "not a public key: Discord's is 64 hex digits (Developer Portal → General Information)".into(),
+                        );
                     }
                     adapter_secrets.push(s);
                 }
@@ -253,7 +256,8 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
         if d.mode == DiscordMode::Http && d.public_key.is_none() {
             p("discord.public_key".into(), "required with mode = \"http\": every interaction is verified with it".into());
         }
-        let ids = [("application_id", Some(&d.application_id)), ("guild_id", d.guild_id.as_ref()), ("incident_category", d.incident_category.as_ref())];
+        let ids =
+            [("application_id", Some(&d.application_id)), ("guild_id", d.guild_id.as_ref()), ("incident_category", d.incident_category.as_ref())];
         for (key, v) in ids {
             if let Some(v) = v.filter(|v| !is_snowflake(v)) {
                 p(format!("discord.{key}"), format!("'{v}' is not a Discord id (a number; Developer Mode → Copy ID)"));
@@ -304,7 +308,9 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
             } else if !e.incident_channel.contains_key(m) {
                 p(
                     at,
-                    format!("mirroring to {m} needs environments.{env}.incident_channel.{m} (a channel, or \"create\" where the platform supports it)"),
+                    format!(
+                        "mirroring to {m} needs environments.{env}.incident_channel.{m} (a channel, or \"create\" where the platform supports it)"
+                    ),
                 );
             }
         }
@@ -395,24 +401,26 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
         if c.context.is_some() && c.kubeconfig.is_none() {
             p(format!("clusters.{name}.context"), "context needs kubeconfig".into());
         }
-        if let Some(u) = &c.url {
-            if !(u.starts_with("http://") || u.starts_with("https://")) || u.contains('@') {
-                p(format!("clusters.{name}.url"), "must be http(s)://host:port without credentials".into());
-            }
+        if let Some(u) = &c.url
+            && (!(u.starts_with("http://") || u.starts_with("https://")) || u.contains('@'))
+        {
+            p(format!("clusters.{name}.url"), "must be http(s)://host:port without credentials".into());
         }
         if let Err(why) = parse_duration(&c.timeout) {
             p(format!("clusters.{name}.timeout"), why);
         }
     }
     for (dname, db) in &config.databases {
-        if let Some(cj) = &db.backup_cronjob {
-            if cj.split_once('/').is_none_or(|(ns, n)| ns.is_empty() || n.is_empty()) {
-                p(format!("databases.{dname}.backup_cronjob"), format!("'{cj}' is not namespace/cronjob"));
-            }
+        if let Some(cj) = &db.backup_cronjob
+            && cj.split_once('/').is_none_or(|(ns, n)| ns.is_empty() || n.is_empty())
+        {
+            p(format!("databases.{dname}.backup_cronjob"), format!("'{cj}' is not namespace/cronjob"));
         }
         for (i, w) in db.writers.iter().enumerate() {
             let ok = w.split_once('/').is_some_and(|(ns, d)| {
-                let name = |s: &str| !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+                let name = |s: &str| {
+                    !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+                };
                 name(ns) && name(d)
             });
             if !ok {
@@ -420,7 +428,9 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
             }
         }
         match &db.cluster {
-            Some(c) if !config.clusters.contains_key(c) => p(format!("databases.{dname}.cluster"), format!("no cluster named '{c}' under [clusters]")),
+            Some(c) if !config.clusters.contains_key(c) => {
+                p(format!("databases.{dname}.cluster"), format!("no cluster named '{c}' under [clusters]"))
+            }
             None if !db.writers.is_empty() && config.clusters.len() > 1 => {
                 p(format!("databases.{dname}.cluster"), "several clusters are configured; name the writers' one".into())
             }
@@ -435,7 +445,11 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
                 p(at("tables"), "name at least one table or check".into());
             }
             for (t, n) in &ic.tables {
-                let ident = |x: &str| !x.is_empty() && x.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && x.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                let ident = |x: &str| {
+                    !x.is_empty()
+                        && x.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                        && x.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                };
                 if t.split('.').count() > 2 || !t.split('.').all(ident) {
                     p(at(&format!("tables.{t}")), "not a table name (table or schema.table)".into());
                 }
@@ -455,17 +469,19 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
         if !bucket.is_some_and(|bk| (3..=63).contains(&bk.len())) {
             p(at("source"), format!("'{}' is not an s3://bucket/prefix location", b.source));
         }
-        if let Some(e) = &b.endpoint {
-            if !(e.starts_with("http://") || e.starts_with("https://")) || e.contains('@') {
-                p(at("endpoint"), "must be http(s)://host[:port] without credentials".into());
-            }
+        if let Some(e) = &b.endpoint
+            && (!(e.starts_with("http://") || e.starts_with("https://")) || e.contains('@'))
+        {
+            p(at("endpoint"), "must be http(s)://host[:port] without credentials".into());
         }
         for (k, name) in [("access_key_secret", &b.access_key_secret), ("secret_key_secret", &b.secret_key_secret)] {
             if !config.secrets.contains_key(name) {
                 p(at(k), format!("no secret named '{name}' under [secrets]"));
             }
         }
-        for (k, v) in [("full_max_age", &b.full_max_age), ("wal_max_age", &b.wal_max_age), ("retention", &b.retention), ("check_every", &b.check_every)] {
+        for (k, v) in
+            [("full_max_age", &b.full_max_age), ("wal_max_age", &b.wal_max_age), ("retention", &b.retention), ("check_every", &b.check_every)]
+        {
             if let Err(why) = parse_duration(v) {
                 p(at(k), why);
             }
@@ -493,10 +509,10 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
                 p(format!("services.{name}.aliases"), format!("'{a}' names another service too"));
             }
         }
-        if let Some(env) = &svc.default_env {
-            if !svc.environments.contains_key(env) {
-                p(format!("services.{name}.default_env"), format!("no environment '{env}' in services.{name}.environments"));
-            }
+        if let Some(env) = &svc.default_env
+            && !svc.environments.contains_key(env)
+        {
+            p(format!("services.{name}.default_env"), format!("no environment '{env}' in services.{name}.environments"));
         }
         if svc.environments.is_empty() {
             p(format!("services.{name}.environments"), "declare at least one environment".into());
@@ -515,8 +531,26 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
         let mut seen_approval = false;
         // Variables the engine provides: the target's, the command's, and the typed target fields.
         let mut vars: BTreeSet<String> = [
-            "target", "env", "requester", "execution", "runbook", "version", "to", "date", "source", "pod",
-            "cluster", "namespace", "selector", "deployment", "configured_source", "server_name", "database", "writers", "backup_cronjob", "backup_retention",
+            "target",
+            "env",
+            "requester",
+            "execution",
+            "runbook",
+            "version",
+            "to",
+            "date",
+            "source",
+            "pod",
+            "cluster",
+            "namespace",
+            "selector",
+            "deployment",
+            "configured_source",
+            "server_name",
+            "database",
+            "writers",
+            "backup_cronjob",
+            "backup_retention",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -525,10 +559,10 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
         vars.extend(rb.params.keys().cloned());
         vars.extend(config.secrets.keys().map(|k| format!("secret.{k}")));
         for (pname, pd) in &rb.params {
-            if let Some(pat) = &pd.pattern {
-                if regex_lite::Regex::new(pat).is_err() {
-                    p(at(format!("params.{pname}.pattern")), "not a regular expression".into());
-                }
+            if let Some(pat) = &pd.pattern
+                && regex_lite::Regex::new(pat).is_err()
+            {
+                p(at(format!("params.{pname}.pattern")), "not a regular expression".into());
             }
             match (pd.kind, &pd.root) {
                 (crate::runbook::ParamKind::Path, None) => {
@@ -543,7 +577,10 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
                             || config.databases.values().any(|d| d.vars.contains_key(&ph));
                         let engine = vars.contains(&ph) && !rb.params.contains_key(&ph) && !ph.starts_with("secret.");
                         if !(engine || from_target) {
-                            p(at(format!("params.{pname}.root")), format!("unknown variable {{{ph}}} (a root may use the target's variables, not parameters or secrets)"));
+                            p(
+                                at(format!("params.{pname}.root")),
+                                format!("unknown variable {{{ph}}} (a root may use the target's variables, not parameters or secrets)"),
+                            );
                         }
                     }
                 }
@@ -589,10 +626,10 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
                     }
                 }
             }
-            if let Err(why) = kind.prepare(&step.params, &probe) {
-                if !why.starts_with("unknown variable") {
-                    p(sat(""), why);
-                }
+            if let Err(why) = kind.prepare(&step.params, &probe)
+                && !why.starts_with("unknown variable")
+            {
+                p(sat(""), why);
             }
         }
         if let Some(f) = &rb.on_failure {
@@ -614,26 +651,16 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
     let mut redact: Vec<_> = secrets.values().cloned().chain(adapter_secrets).collect();
     redact.sort_by(|a, b| a.expose().cmp(b.expose()));
     let instance = config.engine.instance.clone().unwrap_or_else(default_instance);
-    Settings {
-        runbooks: runbooks.runbooks,
-        groups,
-        redactor: Redactor::new(redact),
-        secrets,
-        instance,
-        person_of,
-        aliases,
-        version_patterns,
-        config,
-    }
+    Settings { runbooks: runbooks.runbooks, groups, redactor: Redactor::new(redact), secrets, instance, person_of, aliases, version_patterns, config }
 }
 
 /// The deploy/rollback settings: drivers with their sections, GitHub, registries, smoke.
 fn check_deploy(config: &Config, p: &mut impl FnMut(String, String)) {
     let secret = |p: &mut dyn FnMut(String, String), at: String, name: &Option<String>| {
-        if let Some(n) = name {
-            if !config.secrets.contains_key(n) {
-                p(at, format!("no secret named '{n}' under [secrets]"));
-            }
+        if let Some(n) = name
+            && !config.secrets.contains_key(n)
+        {
+            p(at, format!("no secret named '{n}' under [secrets]"));
         }
     };
     let duration = |p: &mut dyn FnMut(String, String), at: String, v: &str| {
@@ -725,10 +752,10 @@ fn check_deploy(config: &Config, p: &mut impl FnMut(String, String)) {
             if let Some(sm) = &e.smoke {
                 smoke(p, &at("smoke"), sm);
             }
-            if let Some(img) = &e.image {
-                if img.rsplit('/').next().is_some_and(|last| last.contains(':') || last.contains('@')) {
-                    p(at("image"), format!("'{img}' must be the repository without a tag"));
-                }
+            if let Some(img) = &e.image
+                && img.rsplit('/').next().is_some_and(|last| last.contains(':') || last.contains('@'))
+            {
+                p(at("image"), format!("'{img}' must be the repository without a tag"));
             }
         }
     }
@@ -795,9 +822,15 @@ mod slack_tests {
         let env = |body: &str| problems(&format!("[environments.prod]\n{body}\n"));
         assert!(env("incident_channel = { discord = \"900\", console = \"inc\" }\nmirror = [\"discord\", \"console\"]").is_empty());
         let p = env("incident_channel = { discord = \"900\" }\nmirror = [\"discrod\"]");
-        assert!(p.iter().any(|p| p == "environments.prod.mirror[0]: 'discrod' is not a chat platform; write one of slack, discord, console"), "{p:?}");
+        assert!(
+            p.iter().any(|p| p == "environments.prod.mirror[0]: 'discrod' is not a chat platform; write one of slack, discord, console"),
+            "{p:?}"
+        );
         let p = env("mirror = [\"discord\"]");
-        assert!(p.iter().any(|p| p.starts_with("environments.prod.mirror[0]: mirroring to discord needs environments.prod.incident_channel.discord")), "{p:?}");
+        assert!(
+            p.iter().any(|p| p.starts_with("environments.prod.mirror[0]: mirroring to discord needs environments.prod.incident_channel.discord")),
+            "{p:?}"
+        );
         let p = env("incident_channel = { discord = \"900\" }\nmirror = [\"discord\", \"discord\"]");
         assert!(p.iter().any(|p| p == "environments.prod.mirror[1]: 'discord' is listed twice"), "{p:?}");
         let p = env("mirror = true");
@@ -838,7 +871,11 @@ mod slack_tests {
         let key = std::env::temp_dir().join(format!("runbot-discord-key-{}", std::process::id()));
         std::fs::write(&tok, "discord-very-secret-token\n").expect("write");
         std::fs::write(&key, format!("{}\n", "ab".repeat(32))).expect("write");
-        let ok = format!("[discord]\nbot_token = \"file:{}\"\npublic_key = \"file:{}\"\napplication_id = \"1250000000000000001\"\nguild_id = \"1280000000000000001\"\n", tok.display(), key.display());
+        let ok = format!(
+            "[discord]\nbot_token = \"file:{}\"\npublic_key = \"file:{}\"\napplication_id = \"1250000000000000001\"\nguild_id = \"1280000000000000001\"\n",
+            tok.display(),
+            key.display()
+        );
         let s = Settings::from_toml(&ok, Path::new("."), &StepKinds::shipped()).expect("valid");
         let cfg = s.config.discord.as_ref().expect("discord");
         assert_eq!((cfg.api_url.as_str(), cfg.mode), ("https://discord.com/api/v10", DiscordMode::Http));
@@ -846,11 +883,23 @@ mod slack_tests {
         assert!(problems(&format!("{ok}mode = \"gateway\"\n")).is_empty());
         let p = problems(&format!("{ok}mode = \"websocket\"\n"));
         assert!(p.iter().any(|p| p.starts_with("discord") && p.contains("websocket")), "{p:?}");
-        let p = problems(&format!("[discord]\nbot_token = \"file:{}\"\napplication_id = \"app\"\nincident_category = \"12\"\nmention = [\"bob\"]\n", tok.display()));
-        for want in ["discord.public_key: required with mode", "discord.application_id: 'app' is not a Discord id", "discord.incident_category: needs discord.guild_id", "discord.mention[0]: 'bob'"] {
+        let p = problems(&format!(
+            "[discord]\nbot_token = \"file:{}\"\napplication_id = \"app\"\nincident_category = \"12\"\nmention = [\"bob\"]\n",
+            tok.display()
+        ));
+        for want in [
+            "discord.public_key: required with mode",
+            "discord.application_id: 'app' is not a Discord id",
+            "discord.incident_category: needs discord.guild_id",
+            "discord.mention[0]: 'bob'",
+        ] {
             assert!(p.iter().any(|p| p.starts_with(want)), "{want}: {p:?}");
         }
-        let p = problems(&format!("[discord]\nbot_token = \"file:{}\"\npublic_key = \"file:{}\"\napplication_id = \"1\"\n[environments.prod]\nincident_channel = {{ discord = \"create\" }}\n", tok.display(), tok.display()));
+        let p = problems(&format!(
+            "[discord]\nbot_token = \"file:{}\"\npublic_key = \"file:{}\"\napplication_id = \"1\"\n[environments.prod]\nincident_channel = {{ discord = \"create\" }}\n",
+            tok.display(),
+            tok.display()
+        ));
         assert!(p.iter().any(|p| p.starts_with("discord.public_key: not a public key")), "{p:?}");
         assert!(p.iter().any(|p| p.starts_with("environments.prod.incident_channel.discord: \"create\" needs discord.guild_id")), "{p:?}");
         let p = problems("[environments.prod]\nincident_channel = { discord = \"#inc\" }\n");
@@ -867,7 +916,12 @@ mod slack_tests {
 
     #[test]
     fn platform_roles_make_group_members() {
-        let s = Settings::from_toml("[groups]\nsre = [\"discord-role:77\"]\nops = [\"discord:5\"]\n[people]\nana = [\"discord:5\", \"slack:U1\"]\n", Path::new("."), &StepKinds::shipped()).expect("valid");
+        let s = Settings::from_toml(
+            "[groups]\nsre = [\"discord-role:77\"]\nops = [\"discord:5\"]\n[people]\nana = [\"discord:5\", \"slack:U1\"]\n",
+            Path::new("."),
+            &StepKinds::shipped(),
+        )
+        .expect("valid");
         let who = crate::model::Identity::new("discord:9");
         assert!(!s.in_any_group(&who, &[], &["sre".into()]));
         assert!(s.in_any_group(&who, &["discord-role:77".into()], &["sre".into()]));
@@ -895,7 +949,9 @@ mod slack_tests {
     fn console_auth_keys_are_checked_for_their_mode() {
         let p = problems("[console]\nauth = \"proxy\"\n");
         assert!(p.iter().any(|p| p.starts_with("console.trusted_proxies: auth = \"proxy\" needs")), "{p:?}");
-        let p = problems("[console]\nauth = \"proxy\"\ntrusted_proxies = [\"10.0.0.5/24\", \"proxy\"]\nlocal_identity = \"console:ops\"\nuser_header = \"X User\"\n");
+        let p = problems(
+            "[console]\nauth = \"proxy\"\ntrusted_proxies = [\"10.0.0.5/24\", \"proxy\"]\nlocal_identity = \"console:ops\"\nuser_header = \"X User\"\n",
+        );
         for want in ["console.trusted_proxies[0]:", "console.trusted_proxies[1]:", "console.local_identity: only used", "console.user_header:"] {
             assert!(p.iter().any(|p| p.starts_with(want)), "{want}: {p:?}");
         }

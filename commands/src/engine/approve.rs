@@ -150,11 +150,17 @@ impl Engine {
         let filter = ListFilter { active_only: false, target: Some(exec.target.name.clone()), limit: 50 };
         match self.store().list(&filter).await {
             Ok(list) => {
-                let newer = list.iter().find(|e| {
-                    e.id != exec.id && e.target == exec.target && e.mutating && e.created_at >= exec.created_at && acted(e)
-                });
+                let newer =
+                    list.iter().find(|e| e.id != exec.id && e.target == exec.target && e.mutating && e.created_at >= exec.created_at && acted(e));
                 if let Some(n) = newer {
-                    return Some(format!("{} ({} by {}, {}) acted on {} after it", n.id, n.runbook, n.requester, n.state.as_str().replace('_', " "), exec.target.name));
+                    return Some(format!(
+                        "{} ({} by {}, {}) acted on {} after it",
+                        n.id,
+                        n.runbook,
+                        n.requester,
+                        n.state.as_str().replace('_', " "),
+                        exec.target.name
+                    ));
                 }
             }
             Err(e) => return Some(format!("runbot could not read the target's history ({e})")),
@@ -218,7 +224,10 @@ impl Engine {
                 engine.post_to_threads(&exec, &format!("Artifact {name} of {id}:"), &content).await;
             }
         });
-        Reply::private(format!("Posting {} into the thread of {id}. To keep them as files: runbot artifacts export {id} --config <your runbot.toml> --out <directory>", names.join(", ")))
+        Reply::private(format!(
+            "Posting {} into the thread of {id}. To keep them as files: runbot artifacts export {id} --config <your runbot.toml> --out <directory>",
+            names.join(", ")
+        ))
     }
 
     async fn vote(&self, click: &Click, id: ExecutionId, approve: bool, fp: &str) -> Reply {
@@ -260,7 +269,9 @@ impl Engine {
                             exec.steps = steps;
                             exec.fingerprint = new_fp;
                             exec.policy = p.policy.clone();
-                            exec.notes.push(format!("The plan changed since it was shown (configuration reloaded): {voided} approval(s) voided. Review the new plan."));
+                            exec.notes.push(format!(
+                                "The plan changed since it was shown (configuration reloaded): {voided} approval(s) voided. Review the new plan."
+                            ));
                             return Ok(Some(true));
                         }
                     }
@@ -329,7 +340,9 @@ impl Engine {
                     self.count_finished(&exec);
                 }
                 if voided.is_some() {
-                    return Reply::private(format!("The plan of {id} changed since it was shown; earlier approvals were voided. Review the updated message and click again."));
+                    return Reply::private(format!(
+                        "The plan of {id} changed since it was shown; earlier approvals were voided. Review the updated message and click again."
+                    ));
                 }
                 if exec.state == ExecState::Running {
                     self.kick(id);
@@ -403,7 +416,10 @@ impl Engine {
 /// removed or from another plan changes nothing.
 fn plan_shown(exec: &Execution, fp: &str) -> Result<(), String> {
     if fp.is_empty() {
-        return Err(format!("That button of {} carries no plan fingerprint; only the buttons of its status message are accepted. Nothing was changed.", exec.id));
+        return Err(format!(
+            "That button of {} carries no plan fingerprint; only the buttons of its status message are accepted. Nothing was changed.",
+            exec.id
+        ));
     }
     if fp != exec.fingerprint {
         return Err(format!("The plan of {} changed since that message was shown; review the updated message and click again.", exec.id));

@@ -95,10 +95,7 @@ impl Engine {
             }
         }
         let window: Vec<String> = a.window.iter().map(|r| format!("{} → {}", at(r.from), at(r.to))).collect();
-        m.fields.push((
-            "Restorable".into(),
-            if window.is_empty() { "nothing (no usable backup with its WAL)".into() } else { window.join("; ") },
-        ));
+        m.fields.push(("Restorable".into(), if window.is_empty() { "nothing (no usable backup with its WAL)".into() } else { window.join("; ") }));
         if !a.gaps.is_empty() {
             let gaps: Vec<String> = a.gaps.iter().map(|g| format!("{}..{}", g.first_name, g.last_name)).collect();
             m.fields.push(("WAL gaps".into(), gaps.join(", ")));
@@ -108,13 +105,15 @@ impl Engine {
         let expired = snapshot.backups.iter().filter(|b| b.end_time.is_some_and(|t| age(t) > retention)).count();
         m.fields.push((
             "Retention".into(),
-            format!("{} kept; {expired} full backup(s) past it ({} backups in all, {} WAL segments)", human(retention as u64), snapshot.backups.len(), snapshot.wal_segments),
+            format!(
+                "{} kept; {expired} full backup(s) past it ({} backups in all, {} WAL segments)",
+                human(retention as u64),
+                snapshot.backups.len(),
+                snapshot.wal_segments
+            ),
         ));
-        m.text = if problems.is_empty() {
-            "✅ Backups are fresh and the window has no gap.".into()
-        } else {
-            format!("⚠ {}.", problems.join("; "))
-        };
+        m.text =
+            if problems.is_empty() { "✅ Backups are fresh and the window has no gap.".into() } else { format!("⚠ {}.", problems.join("; ")) };
         Ok(Freshness { message: m, problems, key: why.join(":") })
     }
 
@@ -140,15 +139,25 @@ impl Engine {
                 Ok(f) => f,
                 Err(why) => {
                     tracing::warn!(database = %name, error = %why, "backup check failed");
-                    Freshness { message: Message::text(why.clone()).with_title(format!("Backups of {name}")), problems: vec![why], key: format!("{name}:unreadable") }
+                    Freshness {
+                        message: Message::text(why.clone()).with_title(format!("Backups of {name}")),
+                        problems: vec![why],
+                        key: format!("{name}:unreadable"),
+                    }
                 }
             };
             let env = db.env.clone().unwrap_or_else(|| "prod".into());
             let (post, text) = if !f.problems.is_empty() {
                 alerting.insert(name.clone(), f.key.clone());
-                (self.store().first_delivery(&format!("backup-alert:{}", f.key), self.now()).await.unwrap_or(false), format!("⚠ Backups of {name} need attention: {}.", f.problems.join("; ")))
+                (
+                    self.store().first_delivery(&format!("backup-alert:{}", f.key), self.now()).await.unwrap_or(false),
+                    format!("⚠ Backups of {name} need attention: {}.", f.problems.join("; ")),
+                )
             } else if let Some(old) = alerting.remove(name) {
-                (self.store().first_delivery(&format!("backup-recovered:{old}"), self.now()).await.unwrap_or(false), format!("✅ Backups of {name} are healthy again."))
+                (
+                    self.store().first_delivery(&format!("backup-recovered:{old}"), self.now()).await.unwrap_or(false),
+                    format!("✅ Backups of {name} are healthy again."),
+                )
             } else {
                 (false, String::new())
             };

@@ -4,7 +4,7 @@
 
 use super::plan::{self, resolve};
 use super::{Engine, Reply, Request, UpdateError};
-use crate::grammar::{self, help, spec, BackupAction, Command, ExecutionId};
+use crate::grammar::{self, BackupAction, Command, ExecutionId, help, spec};
 use crate::message::Message;
 use crate::metrics::CommandOutcome;
 use crate::model::{Decision, ExecState, Execution, MessageRef};
@@ -36,11 +36,8 @@ impl Engine {
             let secs = wait.as_secs().max(1);
             self.inner.metrics.command(CommandOutcome::RateLimited);
             self.inner.metrics.rate_limited(if who == "you are" { "identity" } else { "channel" });
-            self.audit("limit", Some(&req.identity), None, json!({"channel": req.origin.channel, "retry_after_s": secs}))
-                .await;
-            return Reply::private(format!(
-                "Easy there — {who} sending commands faster than the configured limit. Try again in {secs} s."
-            ));
+            self.audit("limit", Some(&req.identity), None, json!({"channel": req.origin.channel, "retry_after_s": secs})).await;
+            return Reply::private(format!("Easy there — {who} sending commands faster than the configured limit. Try again in {secs} s."));
         }
         if !recorded {
             // Nothing is done for a command that is not on the record.
@@ -48,7 +45,9 @@ impl Engine {
             if let Err(e) = self.store().append_audit(&entry).await {
                 tracing::error!(error = %e, "could not record a command");
                 self.inner.metrics.command(CommandOutcome::Refused);
-                return Reply::private("runbot could not record your command (its state store did not answer), so it did nothing. Try again in a moment.");
+                return Reply::private(
+                    "runbot could not record your command (its state store did not answer), so it did nothing. Try again in a moment.",
+                );
             }
         }
         let parsed = grammar::parse(&req.text);
@@ -59,7 +58,15 @@ impl Engine {
                 return Reply::private(e.to_string());
             }
         };
-        if !matches!(cmd, Command::Help { .. } | Command::Whoami | Command::Status { .. } | Command::History { .. } | Command::Cancel { .. } | Command::Backup { action: BackupAction::Status, .. }) {
+        if !matches!(
+            cmd,
+            Command::Help { .. }
+                | Command::Whoami
+                | Command::Status { .. }
+                | Command::History { .. }
+                | Command::Cancel { .. }
+                | Command::Backup { action: BackupAction::Status, .. }
+        ) {
             let (reply, outcome) = match self.plan_runbook(&req, cmd, Vec::new()).await {
                 Ok((r, _)) => (r, CommandOutcome::Ok),
                 Err(r) => (r, CommandOutcome::Refused),
@@ -89,12 +96,21 @@ impl Engine {
             parts.push(help::command(c));
         }
         if let Some(rb) = settings.runbooks.get(topic) {
-            let mut s = format!("Runbook {topic} ({} {}): {}\n", rb.target.as_str(), if rb.mutating { "· changes things" } else { "· read-only" }, rb.summary);
+            let mut s = format!(
+                "Runbook {topic} ({} {}): {}\n",
+                rb.target.as_str(),
+                if rb.mutating { "· changes things" } else { "· read-only" },
+                rb.summary
+            );
             for (i, st) in rb.steps.iter().enumerate() {
                 s.push_str(&format!("  {}. {} ({})\n", i + 1, st.name, st.kind));
             }
             for (n, p) in &rb.params {
-                s.push_str(&format!("  --set {n}=<value> — {}{}\n", p.help, p.default.as_deref().map(|d| format!(" (default {d})")).unwrap_or_default()));
+                s.push_str(&format!(
+                    "  --set {n}=<value> — {}{}\n",
+                    p.help,
+                    p.default.as_deref().map(|d| format!(" (default {d})")).unwrap_or_default()
+                ));
             }
             parts.push(s.trim_end().to_string());
         }
@@ -133,7 +149,9 @@ impl Engine {
                     appr_in.push(env.as_str());
                 }
             }
-            let line = |v: &[&str]| if v.len() == envs.len() && envs.len() > 1 { format!("{name} (all environments)") } else { format!("{name} ({})", v.join(", ")) };
+            let line = |v: &[&str]| {
+                if v.len() == envs.len() && envs.len() > 1 { format!("{name} (all environments)") } else { format!("{name} ({})", v.join(", ")) }
+            };
             if !req_in.is_empty() {
                 request.push(line(&req_in));
             }
@@ -283,16 +301,22 @@ impl Engine {
             .await;
         if !allowed {
             return Err(Reply::private(if plan.requesters.is_empty() {
-                format!("You ({}) are not in any runbot group, so you cannot run {}. Ask an admin to add you under [groups].", req.identity, plan.runbook)
+                format!(
+                    "You ({}) are not in any runbot group, so you cannot run {}. Ask an admin to add you under [groups].",
+                    req.identity, plan.runbook
+                )
             } else {
-                format!("Running {} in {} needs membership of {}; you ({}) are not a member.", plan.runbook, plan.target.env, plan.requesters.join(" or "), req.identity)
+                format!(
+                    "Running {} in {} needs membership of {}; you ({}) are not a member.",
+                    plan.runbook,
+                    plan.target.env,
+                    plan.requesters.join(" or "),
+                    req.identity
+                )
             }));
         }
         let now = self.now();
-        let incident_channel = settings
-            .incident_channel(&plan.target.env, &req.origin.platform)
-            .unwrap_or(&req.origin.channel)
-            .to_string();
+        let incident_channel = settings.incident_channel(&plan.target.env, &req.origin.platform).unwrap_or(&req.origin.channel).to_string();
         let fp = plan::fingerprint(&plan.runbook, &plan.target, &plan.vars, &plan.steps, &plan.policy, &[]);
         // Checked when the configuration was loaded; a runbook that lost a step keeps no button.
         let follow_up = settings.runbooks.get(&plan.runbook).and_then(|rb| rb.follow_up().ok().flatten());
@@ -428,7 +452,13 @@ impl Engine {
 
 fn ago(d: chrono::TimeDelta) -> String {
     let s = d.num_seconds().max(0);
-    if s < 120 { format!("{s} s") } else if s < 7200 { format!("{} min", s / 60) } else { format!("{} h", s / 3600) }
+    if s < 120 {
+        format!("{s} s")
+    } else if s < 7200 {
+        format!("{} min", s / 60)
+    } else {
+        format!("{} h", s / 3600)
+    }
 }
 
 fn lines(list: &[Execution], now: chrono::DateTime<chrono::Utc>) -> String {

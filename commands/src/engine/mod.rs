@@ -165,13 +165,7 @@ impl Engine {
 
     /// An audit record about `exec`, stamped now.
     fn audit_entry(&self, kind: &str, actor: Option<&Identity>, exec: Option<ExecutionId>, detail: serde_json::Value) -> AuditEntry {
-        AuditEntry {
-            at: self.now(),
-            kind: kind.to_string(),
-            actor: actor.map(|a| a.0.clone()),
-            execution: exec.map(|e| e.to_string()),
-            detail,
-        }
+        AuditEntry { at: self.now(), kind: kind.to_string(), actor: actor.map(|a| a.0.clone()), execution: exec.map(|e| e.to_string()), detail }
     }
 
     /// Appends to the audit log. A failure is logged, never swallowed silently.
@@ -184,11 +178,7 @@ impl Engine {
 
     /// Loads, changes and saves an execution, retrying when someone else saved in between.
     /// The closure returns `Err(reason)` to leave the execution unchanged.
-    async fn update<T>(
-        &self,
-        id: ExecutionId,
-        change: impl FnMut(&mut Execution) -> Result<T, String>,
-    ) -> Result<(Execution, T), UpdateError> {
+    async fn update<T>(&self, id: ExecutionId, change: impl FnMut(&mut Execution) -> Result<T, String>) -> Result<(Execution, T), UpdateError> {
         self.update_with(id, None, change, |_, _| Vec::new()).await.map(|(v, out)| (v.value, out))
     }
 

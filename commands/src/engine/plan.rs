@@ -6,7 +6,7 @@ use crate::config::Settings;
 use crate::grammar::{BackupAction, Command, RollbackTo};
 use crate::model::{Identity, PolicySnapshot, StepRecord, StepStatus, Target};
 use crate::runbook::{ParamDef, ParamKind, RunbookDef, TargetKind};
-use crate::steps::{StepKinds, APPROVAL};
+use crate::steps::{APPROVAL, StepKinds};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
@@ -41,9 +41,7 @@ fn check_param(name: &str, pd: &ParamDef, value: &str) -> Result<(), String> {
         return Err(format!("{name}='{value}' is not allowed; it must match {pattern}."));
     }
     if pd.pattern.is_none() && pd.kind == ParamKind::Value && value.split('/').any(|seg| seg == "..") {
-        return Err(format!(
-            "{name}='{value}' is not allowed: a parameter is a value, not a path, and may not contain a '..' segment."
-        ));
+        return Err(format!("{name}='{value}' is not allowed: a parameter is a value, not a path, and may not contain a '..' segment."));
     }
     Ok(())
 }
@@ -61,16 +59,19 @@ fn resolve_path(name: &str, pd: &ParamDef, value: &str, vars: &BTreeMap<String, 
         return Err(format!("parameter {name}'s root '{root}' is not an absolute path."));
     }
     let canonical_root = std::fs::canonicalize(root_path).map_err(|e| format!("parameter {name}'s root {root} cannot be resolved: {e}."))?;
-    let full = std::fs::canonicalize(canonical_root.join(value))
-        .map_err(|e| format!("{name}='{value}' does not name anything under {root}: {e}."))?;
+    let full =
+        std::fs::canonicalize(canonical_root.join(value)).map_err(|e| format!("{name}='{value}' does not name anything under {root}: {e}."))?;
     if !full.starts_with(&canonical_root) {
         return Err(format!("{name}='{value}' is outside {root}; a path parameter must stay under it (symbolic links included)."));
     }
     full.into_os_string().into_string().map_err(|_| format!("{name}='{value}' resolves to a path that is not UTF-8."))
 }
 
+/// A runbook command's runbook, target, `--env` and command-specific variables.
+type RunbookCall = (String, String, Option<String>, BTreeMap<String, String>);
+
 /// The runbook a command runs and its command-specific variables.
-fn runbook_of(cmd: &Command) -> Option<(String, String, Option<String>, BTreeMap<String, String>)> {
+fn runbook_of(cmd: &Command) -> Option<RunbookCall> {
     let mut vars = BTreeMap::new();
     let (runbook, target, env) = match cmd {
         Command::Deploy { service, version, env, .. } => {
@@ -138,15 +139,15 @@ fn resolve_unredacted(settings: &Settings, kinds: &StepKinds, cmd: &Command, id:
         _ => Vec::new(),
     };
     let (target, target_vars) = resolve_target(settings, def, &runbook, &target_name, env_flag.as_deref(), &mut vars)?;
-    if let Command::Deploy { version, .. } = cmd {
-        if !settings.version_ok(&target.name, &version.0) {
-            return Err(format!(
-                "'{}' does not match {}'s version pattern ({}).",
-                version.0,
-                target.name,
-                settings.config.services.get(&target.name).and_then(|s| s.version_pattern.clone()).unwrap_or_else(|| r"^v\d+\.\d+\.\d+$".into())
-            ));
-        }
+    if let Command::Deploy { version, .. } = cmd
+        && !settings.version_ok(&target.name, &version.0)
+    {
+        return Err(format!(
+            "'{}' does not match {}'s version pattern ({}).",
+            version.0,
+            target.name,
+            settings.config.services.get(&target.name).and_then(|s| s.version_pattern.clone()).unwrap_or_else(|| r"^v\d+\.\d+\.\d+$".into())
+        ));
     }
     for p in &user_params {
         if !def.params.contains_key(p) {
@@ -196,10 +197,7 @@ fn resolve_unredacted(settings: &Settings, kinds: &StepKinds, cmd: &Command, id:
     for (i, s) in def.steps.iter().enumerate() {
         if s.kind == APPROVAL {
             let Some(p) = &policy else {
-                return Err(format!(
-                    "No approval policy covers {runbook} in {}; add an [[approvals]] entry to the config.",
-                    target.env
-                ));
+                return Err(format!("No approval policy covers {runbook} in {}; add an [[approvals]] entry to the config.", target.env));
             };
             steps.push(record(&s.name, APPROVAL, true, approval_action(p), serde_json::Value::Null));
             continue;
@@ -211,9 +209,8 @@ fn resolve_unredacted(settings: &Settings, kinds: &StepKinds, cmd: &Command, id:
         for name in settings.secrets.keys() {
             with_secrets.insert(format!("secret.{name}"), String::new());
         }
-        let prepared = kind
-            .prepare(&s.params, &with_secrets)
-            .map_err(|e| format!("Step {} ({}) of {runbook} cannot be prepared: {e}", i + 1, s.name))?;
+        let prepared =
+            kind.prepare(&s.params, &with_secrets).map_err(|e| format!("Step {} ({}) of {runbook} cannot be prepared: {e}", i + 1, s.name))?;
         let idem = s.idempotent.unwrap_or(kind.default_idempotent());
         steps.push(record(&s.name, &s.kind, idem, prepared.action, prepared.params));
     }
@@ -234,9 +231,11 @@ fn resolve_target(
                 Some((n, s)) => (n.to_string(), s, None),
                 None => {
                     // `restart <pod>`: a pod name starts with its service's name or alias.
-                    let owner = settings.config.services.iter().find(|(n, s)| {
-                        std::iter::once(*n).chain(s.aliases.iter()).any(|a| name.starts_with(&format!("{a}-")))
-                    });
+                    let owner = settings
+                        .config
+                        .services
+                        .iter()
+                        .find(|(n, s)| std::iter::once(*n).chain(s.aliases.iter()).any(|a| name.starts_with(&format!("{a}-"))));
                     match owner {
                         Some((n, s)) if runbook == "restart" => (n.clone(), s, Some(name.to_string())),
                         _ => {
@@ -267,10 +266,16 @@ fn resolve_target(
                 return Err(format!("{svc_name} has no environment '{env}'; it has: {}.", envs.join(", ")));
             };
             vars.insert("service".into(), svc_name.clone());
-            let cluster = env_cfg.cluster.clone().or_else(|| {
-                (settings.config.clusters.len() == 1).then(|| settings.config.clusters.keys().next().cloned()).flatten()
-            });
-            for (k, v) in [("cluster", cluster), ("namespace", env_cfg.namespace.clone()), ("selector", env_cfg.selector.clone()), ("deployment", env_cfg.deployment.clone())] {
+            let cluster = env_cfg
+                .cluster
+                .clone()
+                .or_else(|| (settings.config.clusters.len() == 1).then(|| settings.config.clusters.keys().next().cloned()).flatten());
+            for (k, v) in [
+                ("cluster", cluster),
+                ("namespace", env_cfg.namespace.clone()),
+                ("selector", env_cfg.selector.clone()),
+                ("deployment", env_cfg.deployment.clone()),
+            ] {
                 if let Some(v) = v {
                     vars.insert(k.into(), v);
                 }
@@ -289,15 +294,16 @@ fn resolve_target(
                 ));
             };
             let env = db.env.clone().unwrap_or_else(|| "prod".into());
-            if let Some(e) = env_flag {
-                if e != env {
-                    return Err(format!("{name} lives in {env}, not {e}."));
-                }
+            if let Some(e) = env_flag
+                && e != env
+            {
+                return Err(format!("{name} lives in {env}, not {e}."));
             }
             vars.insert("database".into(), name.to_string());
-            let cluster = db.cluster.clone().or_else(|| {
-                (settings.config.clusters.len() == 1).then(|| settings.config.clusters.keys().next().cloned()).flatten()
-            });
+            let cluster = db
+                .cluster
+                .clone()
+                .or_else(|| (settings.config.clusters.len() == 1).then(|| settings.config.clusters.keys().next().cloned()).flatten());
             if let Some(c) = cluster {
                 vars.insert("cluster".into(), c);
             }

@@ -5,7 +5,7 @@
 //! batches, split to the platform's size, never cut.
 
 use super::Engine;
-use crate::message::{split_text, Message};
+use crate::message::{Message, split_text};
 use crate::model::{Execution, ExecutionId, MessageRef};
 use crate::ports::ChatError;
 use std::collections::HashMap;
@@ -122,42 +122,42 @@ impl Engine {
         let interval = self.inner.publisher.interval;
         tokio::spawn(
             async move {
-            let redactor = engine.settings().redactor.clone();
-            let mut buf = String::new();
-            let mut open = true;
-            let mut first = true;
-            while open {
-                let deadline = tokio::time::sleep(interval);
-                tokio::pin!(deadline);
-                loop {
-                    tokio::select! {
-                        line = rx.recv() => match line {
-                            Some(l) => { buf.push_str(&redactor.redact(&l)); buf.push('\n'); }
-                            None => { open = false; break; }
-                        },
-                        _ = &mut deadline => break,
-                    }
-                }
-                if buf.is_empty() {
-                    continue;
-                }
-                let chunk = std::mem::take(&mut buf);
-                if let Err(e) = engine.store().append_output(id, step, &chunk).await {
-                    tracing::error!(execution = %id, error = %e, "could not store step output");
-                }
-                for r in &refs {
-                    let Some(chat) = engine.chats().get(&r.platform).cloned() else { continue };
-                    let header = if first { format!("Output of step {} ({name}):\n", step + 1) } else { String::new() };
-                    for part in split_text(&chunk, chat.max_text().saturating_sub(100).max(100)) {
-                        let mut m = Message::code(part);
-                        if !header.is_empty() {
-                            m.text = header.clone();
+                let redactor = engine.settings().redactor.clone();
+                let mut buf = String::new();
+                let mut open = true;
+                let mut first = true;
+                while open {
+                    let deadline = tokio::time::sleep(interval);
+                    tokio::pin!(deadline);
+                    loop {
+                        tokio::select! {
+                            line = rx.recv() => match line {
+                                Some(l) => { buf.push_str(&redactor.redact(&l)); buf.push('\n'); }
+                                None => { open = false; break; }
+                            },
+                            _ = &mut deadline => break,
                         }
-                        post_retrying(&engine, chat.as_ref(), &r.channel, &r.id, &m).await;
                     }
+                    if buf.is_empty() {
+                        continue;
+                    }
+                    let chunk = std::mem::take(&mut buf);
+                    if let Err(e) = engine.store().append_output(id, step, &chunk).await {
+                        tracing::error!(execution = %id, error = %e, "could not store step output");
+                    }
+                    for r in &refs {
+                        let Some(chat) = engine.chats().get(&r.platform).cloned() else { continue };
+                        let header = if first { format!("Output of step {} ({name}):\n", step + 1) } else { String::new() };
+                        for part in split_text(&chunk, chat.max_text().saturating_sub(100).max(100)) {
+                            let mut m = Message::code(part);
+                            if !header.is_empty() {
+                                m.text = header.clone();
+                            }
+                            post_retrying(&engine, chat.as_ref(), &r.channel, &r.id, &m).await;
+                        }
+                    }
+                    first = false;
                 }
-                first = false;
-            }
             }
             .in_current_span(),
         )

@@ -69,11 +69,7 @@ pub fn render(exec: &Execution, now: DateTime<Utc>) -> Message {
     let steps = exec
         .steps
         .iter()
-        .map(|s| StepLine {
-            status: s.status,
-            name: s.name.clone(),
-            detail: s.summary.clone().unwrap_or_else(|| s.action.clone()),
-        })
+        .map(|s| StepLine { status: s.status, name: s.name.clone(), detail: s.summary.clone().unwrap_or_else(|| s.action.clone()) })
         .collect();
     let mut buttons = Vec::new();
     match exec.state {
@@ -87,10 +83,10 @@ pub fn render(exec: &Execution, now: DateTime<Utc>) -> Message {
         }
         _ => {}
     }
-    if follow_up_applies(exec) {
-        if let Some(f) = &exec.follow_up {
-            buttons.push(button(exec, &f.label, "follow_up", Some(ButtonStyle::Primary)));
-        }
+    if follow_up_applies(exec)
+        && let Some(f) = &exec.follow_up
+    {
+        buttons.push(button(exec, &f.label, "follow_up", Some(ButtonStyle::Primary)));
     }
     if !exec.artifacts.is_empty() {
         let list: Vec<String> = exec.artifacts.iter().map(|a| format!("{} ({})", a.name, bytes(a.bytes as u64))).collect();

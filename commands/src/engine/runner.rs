@@ -2,11 +2,11 @@
 //! saved before its side effect and its result after; a step found mid-flight after a restart
 //! is resumed only if idempotent, otherwise it waits for [Resume] / [Abort].
 
-use super::plan::fingerprint;
 use super::Engine;
+use super::plan::fingerprint;
 use crate::model::{ExecState, Execution, ExecutionId, StepStatus};
 use crate::ports::Versioned;
-use crate::steps::{StepContext, StepOutcome, APPROVAL};
+use crate::steps::{APPROVAL, StepContext, StepOutcome};
 use chrono::Duration as ChronoDuration;
 use serde_json::json;
 use sha2::Digest as _;
@@ -18,7 +18,8 @@ use tracing::Instrument;
 enum Next {
     Stop,
     Continue,
-    Run(Versioned<Execution>),
+    /// Boxed: an execution is large, and the other two are common.
+    Run(Box<Versioned<Execution>>),
 }
 
 /// An execution this process is driving.
@@ -61,10 +62,10 @@ impl Engine {
 
     /// Tells a locally running step to stop.
     pub(super) fn signal_cancel(&self, id: ExecutionId) {
-        if let Ok(running) = self.inner.running.lock() {
-            if let Some(d) = running.get(&id) {
-                let _ = d.cancel.send(true);
-            }
+        if let Ok(running) = self.inner.running.lock()
+            && let Some(d) = running.get(&id)
+        {
+            let _ = d.cancel.send(true);
         }
     }
 
@@ -149,7 +150,7 @@ impl Engine {
                         first = false;
                         continue;
                     }
-                    Next::Run(exec) => exec,
+                    Next::Run(exec) => *exec,
                 },
             };
             started = self.run_step(exec, cancel.clone()).await;
@@ -165,61 +166,74 @@ impl Engine {
     /// first look after (re)starting to drive: a step found `running` then was interrupted.
     async fn next(&self, id: ExecutionId, fresh: bool) -> Next {
         let res = self
-            .update_with(id, None, |exec| {
-                if exec.state.is_terminal() || exec.state == ExecState::AwaitingApproval {
-                    return Err(String::new());
-                }
-                if let Some(who) = &exec.cancel_requested {
-                    let done: Vec<String> = exec.steps.iter().filter(|s| s.status == StepStatus::Succeeded).map(|s| s.name.clone()).collect();
-                    exec.notes.push(format!("Cancelled by {who}. Completed before that: {}.", if done.is_empty() { "nothing".into() } else { done.join(", ") }));
-                    finish(exec, ExecState::Cancelled);
-                    return Ok(true);
-                }
-                if exec.current >= exec.steps.len() {
-                    finish(exec, ExecState::Succeeded);
-                    return Ok(true);
-                }
-                let now = exec.updated_at;
-                let i = exec.current;
-                let step = &mut exec.steps[i];
-                match (step.kind == APPROVAL, step.status) {
-                    (true, StepStatus::Pending) => {
-                        step.status = StepStatus::Waiting;
-                        exec.state = ExecState::AwaitingApproval;
-                        // The approvers see the plan with what the earlier steps resolved.
-                        exec.fingerprint = fingerprint(&exec.runbook, &exec.target, &exec.vars, &exec.steps, &exec.policy, &exec.resolved);
-                        let secs = exec.policy.as_ref().map(|p| p.expiry_secs).unwrap_or(1800);
-                        exec.expires_at = Some(now + ChronoDuration::seconds(secs as i64));
-                        Ok(true)
+            .update_with(
+                id,
+                None,
+                |exec| {
+                    if exec.state.is_terminal() || exec.state == ExecState::AwaitingApproval {
+                        return Err(String::new());
                     }
-                    (_, StepStatus::Succeeded | StepStatus::Skipped) => {
-                        exec.current += 1;
-                        Ok(false)
+                    if let Some(who) = &exec.cancel_requested {
+                        let done: Vec<String> = exec.steps.iter().filter(|s| s.status == StepStatus::Succeeded).map(|s| s.name.clone()).collect();
+                        exec.notes.push(format!(
+                            "Cancelled by {who}. Completed before that: {}.",
+                            if done.is_empty() { "nothing".into() } else { done.join(", ") }
+                        ));
+                        finish(exec, ExecState::Cancelled);
+                        return Ok(true);
                     }
-                    (false, StepStatus::Running) if fresh && !step.idempotent => {
-                        step.status = StepStatus::Interrupted;
-                        let n = format!("Step {} ({}) was running when runbot stopped; it may have partly run. Resume or Abort?", i + 1, step.name);
-                        exec.notes.push(n);
-                        Ok(true)
+                    if exec.current >= exec.steps.len() {
+                        finish(exec, ExecState::Succeeded);
+                        return Ok(true);
                     }
-                    (false, StepStatus::Pending | StepStatus::Running) => {
-                        if step.status == StepStatus::Running {
-                            exec.notes.push(format!("Step {} ({}) was running when runbot stopped; it is safe to repeat and was resumed.", i + 1, step.name));
+                    let now = exec.updated_at;
+                    let i = exec.current;
+                    let step = &mut exec.steps[i];
+                    match (step.kind == APPROVAL, step.status) {
+                        (true, StepStatus::Pending) => {
+                            step.status = StepStatus::Waiting;
+                            exec.state = ExecState::AwaitingApproval;
+                            // The approvers see the plan with what the earlier steps resolved.
+                            exec.fingerprint = fingerprint(&exec.runbook, &exec.target, &exec.vars, &exec.steps, &exec.policy, &exec.resolved);
+                            let secs = exec.policy.as_ref().map(|p| p.expiry_secs).unwrap_or(1800);
+                            exec.expires_at = Some(now + ChronoDuration::seconds(secs as i64));
+                            Ok(true)
                         }
-                        step.status = StepStatus::Running;
-                        step.attempts += 1;
-                        step.started_at = Some(now);
-                        step.summary = None;
-                        Ok(false)
+                        (_, StepStatus::Succeeded | StepStatus::Skipped) => {
+                            exec.current += 1;
+                            Ok(false)
+                        }
+                        (false, StepStatus::Running) if fresh && !step.idempotent => {
+                            step.status = StepStatus::Interrupted;
+                            let n =
+                                format!("Step {} ({}) was running when runbot stopped; it may have partly run. Resume or Abort?", i + 1, step.name);
+                            exec.notes.push(n);
+                            Ok(true)
+                        }
+                        (false, StepStatus::Pending | StepStatus::Running) => {
+                            if step.status == StepStatus::Running {
+                                exec.notes.push(format!(
+                                    "Step {} ({}) was running when runbot stopped; it is safe to repeat and was resumed.",
+                                    i + 1,
+                                    step.name
+                                ));
+                            }
+                            step.status = StepStatus::Running;
+                            step.attempts += 1;
+                            step.started_at = Some(now);
+                            step.summary = None;
+                            Ok(false)
+                        }
+                        (_, StepStatus::Failed) => {
+                            finish(exec, ExecState::Failed);
+                            Ok(true)
+                        }
+                        // Interrupted or Waiting: a person has to act.
+                        _ => Err(String::new()),
                     }
-                    (_, StepStatus::Failed) => {
-                        finish(exec, ExecState::Failed);
-                        Ok(true)
-                    }
-                    // Interrupted or Waiting: a person has to act.
-                    _ => Err(String::new()),
-                }
-            }, |exec, changed_visible| if *changed_visible || running(exec) { vec![self.state_entry(exec)] } else { Vec::new() })
+                },
+                |exec, changed_visible| if *changed_visible || running(exec) { vec![self.state_entry(exec)] } else { Vec::new() },
+            )
             .await;
         match res {
             Ok((v, changed_visible)) => {
@@ -235,7 +249,7 @@ impl Engine {
                 if exec.steps.get(exec.current).is_some_and(|s| s.status == StepStatus::Interrupted) {
                     return Next::Stop;
                 }
-                if running(exec) { Next::Run(v) } else { Next::Continue }
+                if running(exec) { Next::Run(Box::new(v)) } else { Next::Continue }
             }
             Err(_) => Next::Stop,
         }
@@ -275,7 +289,8 @@ impl Engine {
         let pump = self.spawn_output(&exec, i, rx);
         let (artifacts, mut kept) = mpsc::unbounded_channel();
         let processes = self.spawn_process_log(exec.id, i);
-        let ctx = StepContext { execution: exec.clone(), step: i, output: tx, cancel, secrets: self.settings().secrets.clone(), artifacts, processes };
+        let ctx =
+            StepContext { execution: exec.clone(), step: i, output: tx, cancel, secrets: self.settings().secrets.clone(), artifacts, processes };
         tracing::info!(execution = %exec.id, step = i + 1, kind = %step.kind, "step started");
         let began = tokio::time::Instant::now();
         let outcome = kind.run(&step.params, ctx).instrument(tracing::info_span!("step", step = i + 1, kind = %step.kind)).await;
@@ -309,10 +324,18 @@ impl Engine {
         if found == crate::steps::process::Leftover::StillRunning {
             return Err(note);
         }
-        match self.update_with(id, None, |exec| {
-            exec.notes.push(note.clone());
-            Ok(())
-        }, |_, _| Vec::new()).await {
+        match self
+            .update_with(
+                id,
+                None,
+                |exec| {
+                    exec.notes.push(note.clone());
+                    Ok(())
+                },
+                |_, _| Vec::new(),
+            )
+            .await
+        {
             Ok((v, ())) => {
                 self.publish(&v.value);
                 Ok(Some(v))
@@ -381,81 +404,94 @@ impl Engine {
         }
         let settings = self.settings();
         let res = self
-            .update_with(id, hint, |exec| {
-                let now = exec.updated_at;
-                // The changes made so far: steps done after the approval (steps before it are
-                // read-only by rule), or non-idempotent ones in a runbook without approval.
-                let approval = exec.steps.iter().position(|s| s.kind == APPROVAL);
-                let done_before: Vec<String> = exec.steps[..i]
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, s)| s.status == StepStatus::Succeeded && s.kind != APPROVAL && approval.map_or(!s.idempotent, |a| *j > a))
-                    .map(|(_, s)| s.name.clone())
-                    .collect();
-                for k in kept {
-                    exec.artifacts.retain(|a| a.name != k.listed.name);
-                    exec.artifacts.push(k.listed.clone());
-                }
-                let step = &mut exec.steps[i];
-                step.finished_at = Some(now);
-                match &outcome {
-                    StepOutcome::Succeeded(s) => {
-                        step.status = StepStatus::Succeeded;
-                        step.summary = Some(settings.redactor.redact(s));
-                        exec.current = i + 1;
+            .update_with(
+                id,
+                hint,
+                |exec| {
+                    let now = exec.updated_at;
+                    // The changes made so far: steps done after the approval (steps before it are
+                    // read-only by rule), or non-idempotent ones in a runbook without approval.
+                    let approval = exec.steps.iter().position(|s| s.kind == APPROVAL);
+                    let done_before: Vec<String> = exec.steps[..i]
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, s)| s.status == StepStatus::Succeeded && s.kind != APPROVAL && approval.map_or(!s.idempotent, |a| *j > a))
+                        .map(|(_, s)| s.name.clone())
+                        .collect();
+                    for k in kept {
+                        exec.artifacts.retain(|a| a.name != k.listed.name);
+                        exec.artifacts.push(k.listed.clone());
                     }
-                    StepOutcome::Resolved { summary, targets } => {
-                        step.status = StepStatus::Succeeded;
-                        step.summary = Some(settings.redactor.redact(summary));
-                        exec.resolved = targets.clone();
-                        exec.current = i + 1;
-                    }
-                    StepOutcome::Finished(s) => {
-                        step.status = StepStatus::Succeeded;
-                        step.summary = Some(settings.redactor.redact(s));
-                        for later in &mut exec.steps[i + 1..] {
-                            later.status = StepStatus::Skipped;
-                            later.summary = Some("skipped: nothing to do".into());
+                    let step = &mut exec.steps[i];
+                    step.finished_at = Some(now);
+                    match &outcome {
+                        StepOutcome::Succeeded(s) => {
+                            step.status = StepStatus::Succeeded;
+                            step.summary = Some(settings.redactor.redact(s));
+                            exec.current = i + 1;
                         }
-                        exec.notes.push(format!("{} Nothing was changed.", settings.redactor.redact(s)));
-                        exec.current = exec.steps.len();
-                        finish(exec, ExecState::Succeeded);
-                    }
-                    StepOutcome::Failed(why) => {
-                        step.status = StepStatus::Failed;
-                        step.summary = Some(settings.redactor.redact(why));
-                        let mut note = format!("Step {} ({}) failed: {}", i + 1, step.name, settings.redactor.redact(why));
-                        if !done_before.is_empty() {
-                            note.push_str(&format!(". Already applied before the failure: {} — the target may be partly changed.", done_before.join(", ")));
+                        StepOutcome::Resolved { summary, targets } => {
+                            step.status = StepStatus::Succeeded;
+                            step.summary = Some(settings.redactor.redact(summary));
+                            exec.resolved = targets.clone();
+                            exec.current = i + 1;
                         }
-                        exec.notes.push(note);
-                        finish(exec, ExecState::Failed);
-                    }
-                    StepOutcome::Cancelled(why) => {
-                        step.status = StepStatus::Cancelled;
-                        step.summary = Some(settings.redactor.redact(why));
-                        let who = exec.cancel_requested.as_ref().map(|w| w.0.clone()).unwrap_or_else(|| "someone".into());
-                        let mut note = format!("Cancelled by {who} during step {} ({}), which was stopped part-way", i + 1, step.name);
-                        if !done_before.is_empty() {
-                            note.push_str(&format!("; already applied: {}", done_before.join(", ")));
+                        StepOutcome::Finished(s) => {
+                            step.status = StepStatus::Succeeded;
+                            step.summary = Some(settings.redactor.redact(s));
+                            for later in &mut exec.steps[i + 1..] {
+                                later.status = StepStatus::Skipped;
+                                later.summary = Some("skipped: nothing to do".into());
+                            }
+                            exec.notes.push(format!("{} Nothing was changed.", settings.redactor.redact(s)));
+                            exec.current = exec.steps.len();
+                            finish(exec, ExecState::Succeeded);
                         }
-                        exec.notes.push(note + ".");
-                        finish(exec, ExecState::Cancelled);
+                        StepOutcome::Failed(why) => {
+                            step.status = StepStatus::Failed;
+                            step.summary = Some(settings.redactor.redact(why));
+                            let mut note = format!("Step {} ({}) failed: {}", i + 1, step.name, settings.redactor.redact(why));
+                            if !done_before.is_empty() {
+                                note.push_str(&format!(
+                                    ". Already applied before the failure: {} — the target may be partly changed.",
+                                    done_before.join(", ")
+                                ));
+                            }
+                            exec.notes.push(note);
+                            finish(exec, ExecState::Failed);
+                        }
+                        StepOutcome::Cancelled(why) => {
+                            step.status = StepStatus::Cancelled;
+                            step.summary = Some(settings.redactor.redact(why));
+                            let who = exec.cancel_requested.as_ref().map(|w| w.0.clone()).unwrap_or_else(|| "someone".into());
+                            let mut note = format!("Cancelled by {who} during step {} ({}), which was stopped part-way", i + 1, step.name);
+                            if !done_before.is_empty() {
+                                note.push_str(&format!("; already applied: {}", done_before.join(", ")));
+                            }
+                            exec.notes.push(note + ".");
+                            finish(exec, ExecState::Cancelled);
+                        }
                     }
-                }
-                Ok(start_next(exec))
-            }, |exec, _| {
-                let step = &exec.steps[i];
-                let artifacts = kept.iter().map(|k| {
-                    self.audit_entry("artifact", None, Some(id), json!({"name": k.listed.name, "bytes": k.listed.bytes, "sha256": k.sha256}))
-                });
-                artifacts
-                    .chain([
-                        self.audit_entry("step", None, Some(id), json!({"step": i + 1, "name": step.name, "status": step.status.as_str(), "summary": step.summary})),
-                        self.state_entry(exec),
-                    ])
-                    .collect()
-            })
+                    Ok(start_next(exec))
+                },
+                |exec, _| {
+                    let step = &exec.steps[i];
+                    let artifacts = kept.iter().map(|k| {
+                        self.audit_entry("artifact", None, Some(id), json!({"name": k.listed.name, "bytes": k.listed.bytes, "sha256": k.sha256}))
+                    });
+                    artifacts
+                        .chain([
+                            self.audit_entry(
+                                "step",
+                                None,
+                                Some(id),
+                                json!({"step": i + 1, "name": step.name, "status": step.status.as_str(), "summary": step.summary}),
+                            ),
+                            self.state_entry(exec),
+                        ])
+                        .collect()
+                },
+            )
             .await;
         match res {
             Ok((v, started)) => {

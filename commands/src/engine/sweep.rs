@@ -1,8 +1,8 @@
 //! Background work: picks up executions nobody is driving (after a restart or a lost lease),
 //! re-sends final states that were not delivered, and expires approvals that ran out of time.
 
-use super::runner::finish;
 use super::Engine;
+use super::runner::finish;
 use crate::model::ExecState;
 use crate::ports::ListFilter;
 use serde_json::json;
@@ -45,7 +45,7 @@ impl Engine {
         for e in list.into_iter().filter(|e| e.state == ExecState::AwaitingApproval && e.expires_at.is_some_and(|x| now >= x)) {
             let res = self
                 .update(e.id, |exec| {
-                    if exec.state != ExecState::AwaitingApproval || !exec.expires_at.is_some_and(|x| now >= x) {
+                    if exec.state != ExecState::AwaitingApproval || exec.expires_at.is_none_or(|x| now < x) {
                         return Err(String::new());
                     }
                     let i = exec.current;

@@ -1,6 +1,6 @@
 //! Help text, generated from the same table the parser reads.
 
-use super::spec::{CommandSpec, COMMANDS};
+use super::spec::{COMMANDS, CommandSpec};
 
 /// `/ops help`: every command's usage line and summary. Built once: the table is static.
 pub fn overview() -> String {

@@ -9,6 +9,4 @@ mod tokenize;
 #[cfg(test)]
 mod tests;
 
-pub use parse::{
-    parse, BackupAction, BackupSource, Command, ExecutionId, ParseError, RollbackTo, Version, MAX_INPUT,
-};
+pub use parse::{BackupAction, BackupSource, Command, ExecutionId, MAX_INPUT, ParseError, RollbackTo, Version, parse};

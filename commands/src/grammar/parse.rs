@@ -1,7 +1,7 @@
 //! The pure parser: chat text in, a typed [`Command`] or a specific [`ParseError`] out.
 //! No I/O, no configuration: names are checked for shape here and against config later.
 
-use super::spec::{self, ArgKind, CommandSpec, COMMANDS};
+use super::spec::{self, ArgKind, COMMANDS, CommandSpec};
 use super::tokenize::tokenize;
 use chrono::{DateTime, FixedOffset};
 use std::collections::BTreeMap;
@@ -60,10 +60,8 @@ impl fmt::Display for ExecutionId {
 impl std::str::FromStr for ExecutionId {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let digits = s
-            .strip_prefix("R-")
-            .or_else(|| s.strip_prefix("r-"))
-            .ok_or_else(|| format!("'{s}' is not an execution id; they look like R-42"))?;
+        let digits =
+            s.strip_prefix("R-").or_else(|| s.strip_prefix("r-")).ok_or_else(|| format!("'{s}' is not an execution id; they look like R-42"))?;
         if digits.is_empty() || digits.len() > 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!("'{s}' is not an execution id; they look like R-42"));
         }
@@ -144,20 +142,13 @@ enum Value {
 pub fn parse(input: &str) -> Result<Command, ParseError> {
     if input.len() > MAX_INPUT {
         return Err(ParseError {
-            message: format!(
-                "That command is {} characters long; the limit is {MAX_INPUT}.",
-                input.chars().count()
-            ),
+            message: format!("That command is {} characters long; the limit is {MAX_INPUT}.", input.chars().count()),
             usage: general_usage(),
         });
     }
     if let Some((pos, c)) = input.chars().enumerate().find(|(_, c)| is_forbidden(*c)) {
         return Err(ParseError {
-            message: format!(
-                "The command contains a control character (U+{:04X}) at position {}; type it as plain text.",
-                c as u32,
-                pos + 1
-            ),
+            message: format!("The command contains a control character (U+{:04X}) at position {}; type it as plain text.", c as u32, pos + 1),
             usage: general_usage(),
         });
     }
@@ -169,10 +160,7 @@ pub fn parse(input: &str) -> Result<Command, ParseError> {
         return Ok(Command::Help { topic: None });
     };
     let Some(spec) = spec::find(&name.to_ascii_lowercase()) else {
-        return Err(ParseError {
-            message: format!("Unknown command '{}'.", shorten(&name)),
-            usage: general_usage(),
-        });
+        return Err(ParseError { message: format!("Unknown command '{}'.", shorten(&name)), usage: general_usage() });
     };
     let (args, flags) = bind(spec, &tokens[1..]).map_err(|message| ParseError { message, usage: spec.usage() })?;
     build(spec, args, flags).map_err(|message| ParseError { message, usage: spec.usage() })
@@ -180,16 +168,11 @@ pub fn parse(input: &str) -> Result<Command, ParseError> {
 
 /// Control characters and the bidirectional overrides used to disguise text.
 fn is_forbidden(c: char) -> bool {
-    (c.is_control() && c != ' ')
-        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200B}' | '\u{FEFF}')
+    (c.is_control() && c != ' ') || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200B}' | '\u{FEFF}')
 }
 
 fn shorten(s: &str) -> String {
-    if s.chars().count() > 40 {
-        format!("{}…", s.chars().take(40).collect::<String>())
-    } else {
-        s.to_string()
-    }
+    if s.chars().count() > 40 { format!("{}…", s.chars().take(40).collect::<String>()) } else { s.to_string() }
 }
 
 type Flags = BTreeMap<&'static str, Vec<Value>>;
@@ -208,11 +191,8 @@ fn bind(spec: &'static CommandSpec, tokens: &[String]) -> Result<(Vec<Value>, Fl
             };
             let Some(fspec) = spec.flags.iter().find(|f| f.name == fname) else {
                 let known: Vec<String> = spec.flags.iter().map(|f| format!("--{}", f.name)).collect();
-                let hint = if known.is_empty() {
-                    format!("{} takes no flags", spec.name)
-                } else {
-                    format!("{} accepts {}", spec.name, known.join(", "))
-                };
+                let hint =
+                    if known.is_empty() { format!("{} takes no flags", spec.name) } else { format!("{} accepts {}", spec.name, known.join(", ")) };
                 return Err(format!("Unknown flag '--{}'; {hint}.", shorten(fname)));
             };
             if flags.contains_key(fspec.name) && !fspec.repeated {
@@ -233,11 +213,7 @@ fn bind(spec: &'static CommandSpec, tokens: &[String]) -> Result<(Vec<Value>, Fl
                             match tokens.get(i) {
                                 Some(v) if !v.starts_with("--") => v.clone(),
                                 _ => {
-                                    return Err(format!(
-                                        "--{} needs a value: <{}>.",
-                                        fspec.name,
-                                        kind.placeholder()
-                                    ));
+                                    return Err(format!("--{} needs a value: <{}>.", fspec.name, kind.placeholder()));
                                 }
                             }
                         }
@@ -248,12 +224,7 @@ fn bind(spec: &'static CommandSpec, tokens: &[String]) -> Result<(Vec<Value>, Fl
             flags.entry(fspec.name).or_default().push(value);
         } else {
             let Some(aspec) = spec.args.get(args.len()) else {
-                return Err(format!(
-                    "Unexpected extra argument '{}': {} takes {}.",
-                    shorten(tok),
-                    spec.name,
-                    count_args(spec)
-                ));
+                return Err(format!("Unexpected extra argument '{}': {} takes {}.", shorten(tok), spec.name, count_args(spec)));
             };
             let v = check(aspec.kind, tok).map_err(|e| format!("<{}>: {e}", aspec.name))?;
             args.push(v);
@@ -282,9 +253,7 @@ fn count_args(spec: &CommandSpec) -> String {
 /// Checks one raw value against its kind.
 fn check(kind: ArgKind, raw: &str) -> Result<Value, String> {
     match kind {
-        ArgKind::Service | ArgKind::Database | ArgKind::Env | ArgKind::Runbook | ArgKind::Target | ArgKind::Topic => {
-            name(raw, 63).map(Value::Text)
-        }
+        ArgKind::Service | ArgKind::Database | ArgKind::Env | ArgKind::Runbook | ArgKind::Target | ArgKind::Topic => name(raw, 63).map(Value::Text),
         ArgKind::ServiceOrPod => name(raw, 253).map(Value::Text),
         ArgKind::Version => version(raw).map(Value::Version),
         ArgKind::VersionOrRevision => {
@@ -298,12 +267,9 @@ fn check(kind: ArgKind, raw: &str) -> Result<Value, String> {
                 version(raw).map(|v| Value::Rollback(RollbackTo::Version(v)))
             }
         }
-        ArgKind::Date => DateTime::parse_from_rfc3339(raw).map(Value::Date).map_err(|e| {
-            format!(
-                "'{}' is not an RFC 3339 date ({e}); write it like 2023-10-27T10:00:00Z.",
-                shorten(raw)
-            )
-        }),
+        ArgKind::Date => DateTime::parse_from_rfc3339(raw)
+            .map(Value::Date)
+            .map_err(|e| format!("'{}' is not an RFC 3339 date ({e}); write it like 2023-10-27T10:00:00Z.", shorten(raw))),
         ArgKind::Source => source(raw).map(Value::Source),
         ArgKind::ExecutionId => raw.parse().map(Value::Id),
         ArgKind::Limit => raw
@@ -319,9 +285,7 @@ fn check(kind: ArgKind, raw: &str) -> Result<Value, String> {
             _ => Err(format!("'{}' is not a backup action; use status, now or prune.", shorten(raw))),
         },
         ArgKind::Param => {
-            let (k, v) = raw
-                .split_once('=')
-                .ok_or_else(|| format!("'{}' is not key=value.", shorten(raw)))?;
+            let (k, v) = raw.split_once('=').ok_or_else(|| format!("'{}' is not key=value.", shorten(raw)))?;
             let key_ok = !k.is_empty()
                 && k.len() <= 63
                 && k.starts_with(|c: char| c.is_ascii_lowercase())
@@ -346,21 +310,13 @@ fn name(raw: &str, max: usize) -> Result<String, String> {
     if ok {
         Ok(raw.to_string())
     } else {
-        Err(format!(
-            "'{}' is not a valid name (lowercase letters, digits and '-', at most {max} characters).",
-            shorten(raw)
-        ))
+        Err(format!("'{}' is not a valid name (lowercase letters, digits and '-', at most {max} characters).", shorten(raw)))
     }
 }
 
 /// `v1.2.5`, `1.2.5`, `v2.0.0-rc.1`, `v1.2.5+build.7`.
 fn version(raw: &str) -> Result<Version, String> {
-    let bad = || {
-        format!(
-            "'{}' is not a version; versions look like v1.2.5 (optionally -rc.1).",
-            shorten(raw)
-        )
-    };
+    let bad = || format!("'{}' is not a version; versions look like v1.2.5 (optionally -rc.1).", shorten(raw));
     if raw.len() > 128 {
         return Err(bad());
     }
@@ -370,15 +326,10 @@ fn version(raw: &str) -> Result<Version, String> {
         None => (body, ""),
     };
     let parts: Vec<&str> = core.split('.').collect();
-    let core_ok = parts.len() == 3
-        && parts.iter().all(|p| !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit()));
-    let rest_ok = rest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+'))
-        && (body.len() == core.len() || !rest.is_empty());
-    if core_ok && rest_ok {
-        Ok(Version(raw.to_string()))
-    } else {
-        Err(bad())
-    }
+    let core_ok = parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit()));
+    let rest_ok =
+        rest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+')) && (body.len() == core.len() || !rest.is_empty());
+    if core_ok && rest_ok { Ok(Version(raw.to_string())) } else { Err(bad()) }
 }
 
 fn source(raw: &str) -> Result<BackupSource, String> {
@@ -397,11 +348,7 @@ fn source(raw: &str) -> Result<BackupSource, String> {
     if prefix.split('/').any(|seg| seg == "..") {
         return Err(bad("'..' is not allowed in the prefix"));
     }
-    Ok(BackupSource {
-        scheme: scheme.to_string(),
-        bucket: bucket.to_string(),
-        prefix: prefix.trim_end_matches('/').to_string(),
-    })
+    Ok(BackupSource { scheme: scheme.to_string(), bucket: bucket.to_string(), prefix: prefix.trim_end_matches('/').to_string() })
 }
 
 /// Turns bound values into the typed command.
@@ -462,10 +409,10 @@ fn build(spec: &CommandSpec, args: Vec<Value>, mut flags: Flags) -> Result<Comma
             let target = text().unwrap_or_default();
             let mut params = BTreeMap::new();
             for v in flags.remove("set").unwrap_or_default() {
-                if let Value::Param(k, val) = v {
-                    if params.insert(k.clone(), val).is_some() {
-                        return Err(format!("parameter '{k}' is set more than once."));
-                    }
+                if let Value::Param(k, val) = v
+                    && params.insert(k.clone(), val).is_some()
+                {
+                    return Err(format!("parameter '{k}' is set more than once."));
                 }
             }
             Command::Run { runbook, target, params, env, dry_run }

@@ -111,10 +111,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "deploy",
         summary: "Deploy a version of a service (CI gate, approval, roll out, verify, smoke test)",
-        args: &[
-            arg("service", ArgKind::Service, "a configured service"),
-            arg("version", ArgKind::Version, "the version to deploy, e.g. v1.2.5"),
-        ],
+        args: &[arg("service", ArgKind::Service, "a configured service"), arg("version", ArgKind::Version, "the version to deploy, e.g. v1.2.5")],
         flags: &[ENV, DRY_RUN],
         mutating: true,
     },
@@ -122,11 +119,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "rollback",
         summary: "Roll a service back to its previous stable version",
         args: &[arg("service", ArgKind::Service, "a configured service")],
-        flags: &[
-            flag("to", ArgKind::VersionOrRevision, "target version or revision (default: previous stable)"),
-            ENV,
-            DRY_RUN,
-        ],
+        flags: &[flag("to", ArgKind::VersionOrRevision, "target version or revision (default: previous stable)"), ENV, DRY_RUN],
         mutating: true,
     },
     CommandSpec {
@@ -156,10 +149,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "backup",
         summary: "Backup status, an on-demand backup, or pruning past retention",
-        args: &[
-            arg("action", ArgKind::BackupAction, "status, now or prune"),
-            arg("database", ArgKind::Database, "a configured database"),
-        ],
+        args: &[arg("action", ArgKind::BackupAction, "status, now or prune"), arg("database", ArgKind::Database, "a configured database")],
         flags: &[],
         mutating: true,
     },
@@ -204,13 +194,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         flags: &[flag("limit", ArgKind::Limit, "how many (1-200, default 10)")],
         mutating: false,
     },
-    CommandSpec {
-        name: "whoami",
-        summary: "Your identity and the groups you belong to",
-        args: &[],
-        flags: &[],
-        mutating: false,
-    },
+    CommandSpec { name: "whoami", summary: "Your identity and the groups you belong to", args: &[], flags: &[], mutating: false },
     CommandSpec {
         name: "help",
         summary: "This help, or the steps of one runbook",

@@ -44,12 +44,7 @@ fn accepts_the_whole_command_surface() {
 fn typed_values_come_out_typed() {
     assert_eq!(
         parse("/ops deploy promotions v1.2.5 --env prod").unwrap(),
-        Command::Deploy {
-            service: "promotions".into(),
-            version: Version("v1.2.5".into()),
-            env: Some("prod".into()),
-            dry_run: false
-        }
+        Command::Deploy { service: "promotions".into(), version: Version("v1.2.5".into()), env: Some("prod".into()), dry_run: false }
     );
     assert_eq!(
         parse("rollback promotions --to 7").unwrap(),

@@ -51,12 +51,7 @@ mod tests {
 
     #[test]
     fn quotes_group_words_and_smart_quotes_work() {
-        assert_eq!(tokenize(r#"restore db --date "2023-10-27T10:00:00Z""#).unwrap(), vec![
-            "restore",
-            "db",
-            "--date",
-            "2023-10-27T10:00:00Z"
-        ]);
+        assert_eq!(tokenize(r#"restore db --date "2023-10-27T10:00:00Z""#).unwrap(), vec!["restore", "db", "--date", "2023-10-27T10:00:00Z"]);
         assert_eq!(tokenize("a “b c” ‘d’").unwrap(), vec!["a", "b c", "d"]);
         assert_eq!(tokenize("  a   b ").unwrap(), vec!["a", "b"]);
         assert!(tokenize("a \"b").unwrap_err().contains("not closed"));

@@ -355,12 +355,9 @@ impl fmt::Display for Unreachable {
         let t = |d: &DateTime<Utc>| d.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string();
         match self {
             Unreachable::NoBackup => write!(f, "no usable base backup in the catalog"),
-            Unreachable::BeforeFirstBackup { target, earliest } => write!(
-                f,
-                "{} is before the end of the oldest usable base backup; the earliest restorable time is {}",
-                t(target),
-                t(earliest)
-            ),
+            Unreachable::BeforeFirstBackup { target, earliest } => {
+                write!(f, "{} is before the end of the oldest usable base backup; the earliest restorable time is {}", t(target), t(earliest))
+            }
             Unreachable::InGap { target, gap, resumes, reach_before } => {
                 write!(f, "{} is behind a WAL gap: the archive is contiguous only up to {}", t(target), t(reach_before))?;
                 if let Some(g) = gap {
@@ -371,12 +368,9 @@ impl fmt::Display for Unreachable {
                 }
                 Ok(())
             }
-            Unreachable::AfterLatest { target, latest } => write!(
-                f,
-                "{} is after the newest archived WAL (uploaded {}); use the latest point instead",
-                t(target),
-                t(latest)
-            ),
+            Unreachable::AfterLatest { target, latest } => {
+                write!(f, "{} is after the newest archived WAL (uploaded {}); use the latest point instead", t(target), t(latest))
+            }
         }
     }
 }
@@ -451,11 +445,15 @@ impl CatalogSnapshot {
                 continue;
             };
             if !on_path(&path, begin) {
-                reaches.push(unusable(b, end_time, format!(
+                reaches.push(unusable(
+                    b,
+                    end_time,
+                    format!(
                         "taken on timeline {} which is not an ancestor of the newest timeline {}",
                         b.timeline,
                         path.last().map(|p| p.0).unwrap_or(b.timeline)
-                    )));
+                    ),
+                ));
                 continue;
             }
             let walked = walk(&path, &runs, begin.segno);
@@ -484,14 +482,7 @@ impl CatalogSnapshot {
 
         // Gaps: holes on the path from the oldest backup's begin to the newest segment.
         let mut gaps = Vec::new();
-        let start = self
-            .backups
-            .iter()
-            .filter(|b| b.is_done())
-            .filter_map(|b| b.begin_wal)
-            .filter(|w| on_path(&path, *w))
-            .map(|w| w.segno)
-            .min();
+        let start = self.backups.iter().filter(|b| b.is_done()).filter_map(|b| b.begin_wal).filter(|w| on_path(&path, *w)).map(|w| w.segno).min();
         let newest_on_path = path_end(&path, &self.wal_runs);
         if let (Some(mut n), Some(end)) = (start, newest_on_path) {
             while n <= end {
@@ -532,12 +523,7 @@ impl CatalogSnapshot {
             }
         }
 
-        let newest_backup = self
-            .backups
-            .iter()
-            .filter(|b| b.is_done() && b.end_time.is_some())
-            .max_by_key(|b| b.end_time)
-            .cloned();
+        let newest_backup = self.backups.iter().filter(|b| b.is_done() && b.end_time.is_some()).max_by_key(|b| b.end_time).cloned();
         CatalogAnalysis { timeline_path: path, reaches, gaps, window, newest_backup, newest_wal: self.newest_wal.clone() }
     }
 }
@@ -550,10 +536,7 @@ impl CatalogAnalysis {
         if usable.is_empty() {
             return Err(Unreachable::NoBackup);
         }
-        let best = usable
-            .iter()
-            .filter(|r| r.end_time < target && r.reach_time.is_some_and(|t| target <= t))
-            .max_by_key(|r| r.end_time);
+        let best = usable.iter().filter(|r| r.end_time < target && r.reach_time.is_some_and(|t| target <= t)).max_by_key(|r| r.end_time);
         if let Some(r) = best {
             return Ok(RestorePoint {
                 target,
@@ -600,18 +583,18 @@ fn timeline_at(path: &[(u32, u64)], segno: u64) -> u32 {
 fn on_path(path: &[(u32, u64)], w: WalName) -> bool {
     // The segment belongs to the path if the path reads it from this timeline, or it is the
     // branch segment of an older timeline on the path (read from the child instead).
-    path.iter().enumerate().any(|(i, (tli, begin))| {
-        *tli == w.timeline && w.segno >= *begin && path.get(i + 1).is_none_or(|(_, next)| w.segno <= *next)
-    })
+    path.iter()
+        .enumerate()
+        .any(|(i, (tli, begin))| *tli == w.timeline && w.segno >= *begin && path.get(i + 1).is_none_or(|(_, next)| w.segno <= *next))
 }
 
 /// The highest segment present on the path.
 fn path_end(path: &[(u32, u64)], runs: &[WalRun]) -> Option<u64> {
     runs.iter()
         .filter(|r| {
-            path.iter().enumerate().any(|(i, (tli, begin))| {
-                *tli == r.timeline && r.last >= *begin && path.get(i + 1).is_none_or(|(_, next)| r.first < *next)
-            })
+            path.iter()
+                .enumerate()
+                .any(|(i, (tli, begin))| *tli == r.timeline && r.last >= *begin && path.get(i + 1).is_none_or(|(_, next)| r.first < *next))
         })
         .map(|r| {
             // Clip to the part the path reads from that timeline.

@@ -115,7 +115,14 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Waits (watching, not polling blindly) until `count` pods matching `selector` are Ready,
     /// none of them named in `exclude`; returns the Ready pods' names.
-    async fn wait_ready(&self, namespace: &str, selector: &str, count: usize, exclude: &[String], timeout: Duration) -> Result<Vec<String>, ClusterError>;
+    async fn wait_ready(
+        &self,
+        namespace: &str,
+        selector: &str,
+        count: usize,
+        exclude: &[String],
+        timeout: Duration,
+    ) -> Result<Vec<String>, ClusterError>;
 
     async fn rollout(&self, namespace: &str, deployment: &str) -> Result<Rollout, ClusterError>;
 
@@ -177,10 +184,7 @@ impl Clusters {
     pub fn get(&self, name: &str) -> Result<&std::sync::Arc<dyn Cluster>, String> {
         self.by_name.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.by_name.keys().map(|s| s.as_str()).collect();
-            format!(
-                "no cluster named '{name}' is connected (configured: {})",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
-            )
+            format!("no cluster named '{name}' is connected (configured: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") })
         })
     }
     pub fn names(&self) -> Vec<&str> {

@@ -3,15 +3,15 @@
 
 pub mod backup;
 pub mod chat;
-pub mod cluster;
 pub mod clock;
+pub mod cluster;
 pub mod deploy;
 pub mod integrity;
 pub mod store;
 
 pub use backup::{BackupCatalog, CatalogError, CatalogSnapshot, Catalogs};
 pub use chat::{Chat, ChatError, Chats};
+pub use clock::{Clock, SystemClock, TokioClock};
 pub use cluster::{Cluster, ClusterError, Clusters, PodInfo, Rollout};
 pub use deploy::{Ci, HelmRevision, HttpAnswer, HttpCheck, Registry, RunQuery, WorkflowRun};
-pub use clock::{Clock, SystemClock, TokioClock};
 pub use store::{ListFilter, Store, StoreError, Versioned};

@@ -77,8 +77,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Takes or renews the lease on an execution for `owner` until `until`; succeeds when the
     /// lease is free, expired at `now`, or already `owner`'s.
-    async fn claim(&self, id: ExecutionId, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>)
-        -> Result<bool, StoreError>;
+    async fn claim(&self, id: ExecutionId, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError>;
 
     /// Non-terminal executions whose lease is free, expired at `now`, or held by `owner` — the
     /// work a (re)started process should pick up — plus terminal ones whose final message was

@@ -178,7 +178,9 @@ impl StepKind for PruneStep {
         let retention = vars.get("backup_retention").cloned().unwrap_or_default();
         let retention_secs = if retention.is_empty() { 0 } else { crate::config::parse_duration(&retention)?.as_secs() };
         let action = match self.op {
-            PruneOp::Plan => format!("list what in {database}'s archive is older than its retention ({retention}) and not needed by a restore inside it"),
+            PruneOp::Plan => {
+                format!("list what in {database}'s archive is older than its retention ({retention}) and not needed by a restore inside it")
+            }
             PruneOp::Apply => format!("delete exactly the approved base backups and WAL from {database}'s archive"),
         };
         Ok(Prepared { action, params: serde_json::to_value(PruneParams { database, retention_secs }).map_err(|e| e.to_string())? })
@@ -226,7 +228,10 @@ impl StepKind for PruneStep {
                     return StepOutcome::Failed(format!("the archive changed since the approval: '{extra}' was not approved; nothing was deleted"));
                 }
                 match catalog.prune(&plan).await {
-                    Ok(n) => StepOutcome::Succeeded(format!("deleted {n} objects: {}", if lines.is_empty() { "nothing left to delete".into() } else { lines.join("; ") })),
+                    Ok(n) => StepOutcome::Succeeded(format!(
+                        "deleted {n} objects: {}",
+                        if lines.is_empty() { "nothing left to delete".into() } else { lines.join("; ") }
+                    )),
                     Err(e) => StepOutcome::Failed(format!("deleting failed part-way: {e}")),
                 }
             }

@@ -1,11 +1,11 @@
 //! The `command` step kind: a local process with a templated argv (no shell), extra env,
 //! a timeout, output streamed line by line, and the exit code deciding the outcome.
 
+use super::process::{self, Proc};
 use super::{Prepared, StepContext, StepKind, StepOutcome};
 use crate::runbook::{expand_secrets, placeholders, render, render_keeping_secrets};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use super::process::{self, Proc};
 use std::collections::BTreeMap;
 use std::time::Duration;
 

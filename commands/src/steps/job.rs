@@ -66,7 +66,8 @@ impl StepKind for JobFromCronJob {
             _ => return Err(format!("'{cronjob}' is not namespace/cronjob")),
         };
         let timeout_secs = super::timeout_secs(&def.timeout, DEFAULT_TIMEOUT_SECS)?;
-        let action = format!("create a Job from cronjob {namespace}/{name} on cluster {cluster}, follow its log, wait up to {timeout_secs}s for it to finish");
+        let action =
+            format!("create a Job from cronjob {namespace}/{name} on cluster {cluster}, follow its log, wait up to {timeout_secs}s for it to finish");
         Ok(Prepared { action, params: serde_json::to_value(Params { cluster, namespace, cronjob: name, timeout_secs }).map_err(|e| e.to_string())? })
     }
 

@@ -14,7 +14,7 @@
 //! Where a step acts is the target's `cluster`, `namespace` and `selector` (configured per
 //! service environment), overridable per step with templated parameters of the same names.
 
-use super::{unless_cancelled, Prepared, StepContext, StepKind, StepOutcome};
+use super::{Prepared, StepContext, StepKind, StepOutcome, unless_cancelled};
 use crate::ports::cluster::{Cluster, ClusterError, Clusters, EventInfo, PodInfo};
 use crate::runbook::render;
 use async_trait::async_trait;
@@ -123,9 +123,7 @@ fn valid_name(s: &str, dots: bool, max: usize) -> bool {
 }
 
 fn valid_selector(s: &str) -> bool {
-    !s.trim().is_empty()
-        && s.len() <= 1024
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b" ._/-=!,()".contains(&b))
+    !s.trim().is_empty() && s.len() <= 1024 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b" ._/-=!,()".contains(&b))
 }
 
 #[async_trait]
@@ -167,10 +165,10 @@ impl StepKind for K8sStep {
             Op::Diagnose => vars.get("pod").filter(|p| !p.is_empty()).cloned(),
             _ => None,
         };
-        if let Some(p) = &pod {
-            if !valid_name(p, true, 253) {
-                return Err(format!("'{p}' is not a valid pod name"));
-            }
+        if let Some(p) = &pod
+            && !valid_name(p, true, 253)
+        {
+            return Err(format!("'{p}' is not a valid pod name"));
         }
         let timeout_secs = super::timeout_secs(&def.timeout, DEFAULT_TIMEOUT_SECS)?;
         let grace_secs = match &def.grace {
@@ -187,9 +185,9 @@ impl StepKind for K8sStep {
             (Op::Diagnose, None) => format!(
                 "list pods {selector} {at}; describe the unhealthy ones (not Ready, failing liveness, CrashLoopBackOff; pods starting for under {grace_secs}s are left alone): container states, restarts, last termination, last {events} events, last {log_lines} log lines"
             ),
-            (Op::DeletePods, _) => format!(
-                "delete the diagnosed pods {at} one at a time, each after the previous replacement is Ready (up to {timeout_secs}s each)"
-            ),
+            (Op::DeletePods, _) => {
+                format!("delete the diagnosed pods {at} one at a time, each after the previous replacement is Ready (up to {timeout_secs}s each)")
+            }
             (Op::WaitReady, _) => format!("wait up to {timeout_secs}s until every pod {selector} {at} is Ready and none of the deleted ones remains"),
         };
         let params = Params { cluster, namespace, selector, pod, log_lines, events, timeout_secs, grace_secs };
@@ -246,7 +244,9 @@ async fn diagnose(c: &dyn Cluster, p: &Params, ctx: &StepContext) -> StepOutcome
             for pod in live.iter().copied().filter(|x| x.unhealthy()) {
                 let young = pod.created_at.is_some_and(|t| (now - t).num_seconds() < p.grace_secs as i64);
                 let crashed = pod.containers.iter().any(|ct| {
-                    ct.restart_count > 0 || ct.last_termination.is_some() || (ct.state.starts_with("waiting") && !STARTING.iter().any(|r| ct.state.ends_with(r)))
+                    ct.restart_count > 0
+                        || ct.last_termination.is_some()
+                        || (ct.state.starts_with("waiting") && !STARTING.iter().any(|r| ct.state.ends_with(r)))
                 });
                 if young && !crashed {
                     let ev = c.events(ns, &pod.name).await;

@@ -9,7 +9,7 @@ pub mod integrity;
 pub mod job;
 pub mod k8s;
 pub(crate) mod process;
-pub use process::{supervise_main, use_supervisor, STOP_GRACE, SUPERVISOR_FLAG};
+pub use process::{STOP_GRACE, SUPERVISOR_FLAG, supervise_main, use_supervisor};
 pub mod restore;
 pub mod writers;
 

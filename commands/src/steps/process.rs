@@ -213,10 +213,7 @@ fn signal_group(pgid: u32, sig: rustix::process::Signal) {
 
 /// This host's name, to tell whether a recorded pid means anything here.
 fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).or_else(|_| std::env::var("HOSTNAME")).unwrap_or_default()
 }
 
 /// When a process started, in clock ticks since boot (`/proc/PID/stat` field 22): with the
@@ -257,9 +254,7 @@ impl Leftover {
         let what = format!("step {step} ({name})'s earlier process (pid {} on {})", p.pid, p.host);
         match self {
             Leftover::Gone => None,
-            Leftover::Elsewhere(_) => {
-                Some(format!("Before running it again: {what} ran on another host and could not be checked from {}.", host()))
-            }
+            Leftover::Elsewhere(_) => Some(format!("Before running it again: {what} ran on another host and could not be checked from {}.", host())),
             Leftover::Stopped { forced: false } => {
                 Some(format!("Before running it again: {what} was still running; it was stopped (SIGTERM) first."))
             }
@@ -385,12 +380,7 @@ async fn stop_own_group(child: &mut tokio::process::Child, grace: Duration) -> i
 
 /// Forwards each line (when `tx` is set); keeps the last `keep` lines and, with `capture`,
 /// the whole text (bounded).
-async fn pump(
-    stream: impl AsyncRead + Unpin,
-    tx: Option<mpsc::UnboundedSender<String>>,
-    keep: usize,
-    capture: bool,
-) -> (VecDeque<String>, String) {
+async fn pump(stream: impl AsyncRead + Unpin, tx: Option<mpsc::UnboundedSender<String>>, keep: usize, capture: bool) -> (VecDeque<String>, String) {
     let mut lines = BufReader::new(stream).lines();
     let mut tail = VecDeque::new();
     let mut all = String::new();

@@ -11,8 +11,8 @@
 
 use axum::body::Bytes;
 use axum::http::header;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 fn main() -> std::process::ExitCode {
     let Some(addr) = std::env::args().nth(1) else {

@@ -60,7 +60,10 @@ pub async fn start() -> anyhow::Result<World> {
     let cluster = start_cluster_with(Timing::demo(), &format!("{image}:{}", VERSIONS[0])).await?;
     cluster.behave_image(
         &format!("{image}:{CRASHING}"),
-        Behavior::CrashLoop { exit_code: 1, logs: vec!["INFO  promotions-api v1.2.6 starting".into(), "panic: config key PROMO_RULES is missing".into()] },
+        Behavior::CrashLoop {
+            exit_code: 1,
+            logs: vec!["INFO  promotions-api v1.2.6 starting".into(), "panic: config key PROMO_RULES is missing".into()],
+        },
     );
     let github = FakeGitHub::start(([127, 0, 0, 1], 0).into(), github::Timing::demo()).await.context("starting the sandbox GitHub")?;
     github.add_workflow(REPO, "ci.yml", "CI", &[]);
@@ -83,8 +86,7 @@ pub async fn start_cluster_with(timing: Timing, image: &str) -> anyhow::Result<F
     cluster.deploy(NAMESPACE, DEPLOYMENT, image, 3);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let first = loop {
-        let mut names: Vec<String> =
-            cluster.pods(NAMESPACE).iter().filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string)).collect();
+        let mut names: Vec<String> = cluster.pods(NAMESPACE).iter().filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string)).collect();
         names.sort();
         if names.len() == 3 {
             break names.remove(0);
@@ -110,9 +112,8 @@ pub async fn start_cluster_with(timing: Timing, image: &str) -> anyhow::Result<F
             p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
         };
         let others_ready = pods.iter().filter(|p| p["metadata"]["name"] != first.as_str() && ready(p)).count() == 2;
-        let sick_running = pods
-            .iter()
-            .any(|p| p["metadata"]["name"] == first.as_str() && !p["status"]["containerStatuses"][0]["state"]["running"].is_null());
+        let sick_running =
+            pods.iter().any(|p| p["metadata"]["name"] == first.as_str() && !p["status"]["containerStatuses"][0]["state"]["running"].is_null());
         if others_ready && sick_running {
             break;
         }

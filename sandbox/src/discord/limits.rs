@@ -10,7 +10,7 @@
 //! 1–100, ≤ 25 options, ≤ 25 choices (string value ≤ 100), sub-command nesting, required
 //! options before optional ones, no `autocomplete` together with `choices`, unique names.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 use std::collections::HashSet;
 
 /// One broken rule: where, Discord's error code, its message.
@@ -96,10 +96,18 @@ pub fn message_problems(body: &Value) -> Vec<Problem> {
             check(&mut out, "description", &e["description"], 4096);
             total += chars(&e["title"]) + chars(&e["description"]) + chars(&e["footer"]["text"]) + chars(&e["author"]["name"]);
             if chars(&e["footer"]["text"]) > 2048 {
-                out.push(Problem { path: vec!["embeds".into(), i.clone(), "footer".into(), "text".into()], code: "BASE_TYPE_MAX_LENGTH", message: "Must be 2048 or fewer in length.".into() });
+                out.push(Problem {
+                    path: vec!["embeds".into(), i.clone(), "footer".into(), "text".into()],
+                    code: "BASE_TYPE_MAX_LENGTH",
+                    message: "Must be 2048 or fewer in length.".into(),
+                });
             }
             if chars(&e["author"]["name"]) > 256 {
-                out.push(Problem { path: vec!["embeds".into(), i.clone(), "author".into(), "name".into()], code: "BASE_TYPE_MAX_LENGTH", message: "Must be 256 or fewer in length.".into() });
+                out.push(Problem {
+                    path: vec!["embeds".into(), i.clone(), "author".into(), "name".into()],
+                    code: "BASE_TYPE_MAX_LENGTH",
+                    message: "Must be 256 or fewer in length.".into(),
+                });
             }
             if let Some(fields) = e["fields"].as_array() {
                 if fields.len() > 25 {
@@ -146,7 +154,11 @@ pub fn message_problems(body: &Value) -> Vec<Problem> {
             for (j, b) in els.iter().enumerate() {
                 let j = j.to_string();
                 if b["type"] != 2 {
-                    out.push(p(&["components", &i, "components", &j, "type"], "COMPONENT_TYPE_INVALID", "Only buttons are used by runbot's messages."));
+                    out.push(p(
+                        &["components", &i, "components", &j, "type"],
+                        "COMPONENT_TYPE_INVALID",
+                        "Only buttons are used by runbot's messages.",
+                    ));
                     continue;
                 }
                 let style = b["style"].as_u64().unwrap_or(0);
@@ -159,10 +171,18 @@ pub fn message_problems(body: &Value) -> Vec<Problem> {
                 }
                 if style == 5 {
                     if chars(&b["url"]) == 0 || chars(&b["url"]) > 512 {
-                        out.push(p(&["components", &i, "components", &j, "url"], "BASE_TYPE_REQUIRED", "A link button needs a url of at most 512 characters."));
+                        out.push(p(
+                            &["components", &i, "components", &j, "url"],
+                            "BASE_TYPE_REQUIRED",
+                            "A link button needs a url of at most 512 characters.",
+                        ));
                     }
                     if !b["custom_id"].is_null() {
-                        out.push(p(&["components", &i, "components", &j, "custom_id"], "COMPONENT_LINK_CUSTOM_ID", "A link button cannot have a custom id."));
+                        out.push(p(
+                            &["components", &i, "components", &j, "custom_id"],
+                            "COMPONENT_LINK_CUSTOM_ID",
+                            "A link button cannot have a custom id.",
+                        ));
                     }
                     continue;
                 }
@@ -170,7 +190,11 @@ pub fn message_problems(body: &Value) -> Vec<Problem> {
                 if n == 0 || n > 100 {
                     out.push(p(&["components", &i, "components", &j, "custom_id"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."));
                 } else if !ids.insert(b["custom_id"].as_str().unwrap_or("").to_string()) {
-                    out.push(p(&["components", &i, "components", &j, "custom_id"], "COMPONENT_CUSTOM_ID_DUPLICATED", "Component custom id cannot be duplicated"));
+                    out.push(p(
+                        &["components", &i, "components", &j, "custom_id"],
+                        "COMPONENT_CUSTOM_ID_DUPLICATED",
+                        "Component custom id cannot be duplicated",
+                    ));
                 }
             }
         }
@@ -225,7 +249,11 @@ fn check_options(out: &mut Vec<Problem>, path: &[String], options: &Value, depth
     if subs > 0 && subs != opts.len() {
         let mut pth = path.to_vec();
         pth.push("options".into());
-        out.push(Problem { path: pth, code: "APPLICATION_COMMAND_OPTIONS_TYPE_INVALID", message: "Sub-command and sub-command group option types are mutually exclusive to all other types".into() });
+        out.push(Problem {
+            path: pth,
+            code: "APPLICATION_COMMAND_OPTIONS_TYPE_INVALID",
+            message: "Sub-command and sub-command group option types are mutually exclusive to all other types".into(),
+        });
     }
     for (i, o) in opts.iter().enumerate() {
         let name = o["name"].as_str().unwrap_or("");
@@ -233,7 +261,11 @@ fn check_options(out: &mut Vec<Problem>, path: &[String], options: &Value, depth
             out.push(Problem { path: at(i, "name"), code: "APPLICATION_COMMAND_INVALID_NAME", message: "Command name is invalid".into() });
         }
         if !names.insert(name.to_string()) {
-            out.push(Problem { path: at(i, "name"), code: "APPLICATION_COMMAND_OPTIONS_NAME_ALREADY_EXISTS", message: "Option name already exists".into() });
+            out.push(Problem {
+                path: at(i, "name"),
+                code: "APPLICATION_COMMAND_OPTIONS_NAME_ALREADY_EXISTS",
+                message: "Option name already exists".into(),
+            });
         }
         check_description(out, &at(i, ""), &o["description"]);
         let kind = o["type"].as_u64().unwrap_or(0);
@@ -241,30 +273,54 @@ fn check_options(out: &mut Vec<Problem>, path: &[String], options: &Value, depth
             out.push(Problem { path: at(i, "type"), code: "BASE_TYPE_CHOICES", message: "Value must be one of {1, …, 11}.".into() });
         }
         match kind {
-            2 if depth > 0 => out.push(Problem { path: at(i, "type"), code: "APPLICATION_COMMAND_OPTIONS_TYPE_INVALID", message: "A sub-command group cannot be nested".into() }),
-            1 if depth > 1 => out.push(Problem { path: at(i, "type"), code: "APPLICATION_COMMAND_OPTIONS_TYPE_INVALID", message: "Sub-commands nest at most in one group".into() }),
+            2 if depth > 0 => out.push(Problem {
+                path: at(i, "type"),
+                code: "APPLICATION_COMMAND_OPTIONS_TYPE_INVALID",
+                message: "A sub-command group cannot be nested".into(),
+            }),
+            1 if depth > 1 => out.push(Problem {
+                path: at(i, "type"),
+                code: "APPLICATION_COMMAND_OPTIONS_TYPE_INVALID",
+                message: "Sub-commands nest at most in one group".into(),
+            }),
             1 | 2 => {
                 // Recurse into `…options.i.options`.
                 let mut here = path.to_vec();
                 here.push("options".into());
                 here.push(i.to_string());
                 if kind == 2 && o["options"].as_array().is_some_and(|a| a.iter().any(|x| x["type"] != 1)) {
-                    out.push(Problem { path: at(i, "options"), code: "APPLICATION_COMMAND_OPTIONS_TYPE_INVALID", message: "A sub-command group holds sub-commands only".into() });
+                    out.push(Problem {
+                        path: at(i, "options"),
+                        code: "APPLICATION_COMMAND_OPTIONS_TYPE_INVALID",
+                        message: "A sub-command group holds sub-commands only".into(),
+                    });
                 }
                 check_options(out, &here, &o["options"], depth + 1 + usize::from(kind == 1));
             }
             _ => {
                 let required = o["required"].as_bool().unwrap_or(false);
                 if required && seen_optional {
-                    out.push(Problem { path: at(i, "required"), code: "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID", message: "Required options must be placed before non-required options".into() });
+                    out.push(Problem {
+                        path: at(i, "required"),
+                        code: "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID",
+                        message: "Required options must be placed before non-required options".into(),
+                    });
                 }
                 seen_optional |= !required;
                 if let Some(choices) = o["choices"].as_array() {
                     if choices.len() > 25 {
-                        out.push(Problem { path: at(i, "choices"), code: "BASE_TYPE_BAD_LENGTH", message: "Must be between 0 and 25 in length.".into() });
+                        out.push(Problem {
+                            path: at(i, "choices"),
+                            code: "BASE_TYPE_BAD_LENGTH",
+                            message: "Must be between 0 and 25 in length.".into(),
+                        });
                     }
                     if o["autocomplete"].as_bool() == Some(true) && !choices.is_empty() {
-                        out.push(Problem { path: at(i, "autocomplete"), code: "APPLICATION_COMMAND_AUTOCOMPLETE_INVALID", message: "Autocomplete cannot be set with choices".into() });
+                        out.push(Problem {
+                            path: at(i, "autocomplete"),
+                            code: "APPLICATION_COMMAND_AUTOCOMPLETE_INVALID",
+                            message: "Autocomplete cannot be set with choices".into(),
+                        });
                     }
                     for (j, c) in choices.iter().enumerate() {
                         let n = chars(&c["name"]);
@@ -281,7 +337,11 @@ fn check_options(out: &mut Vec<Problem>, path: &[String], options: &Value, depth
                     }
                 }
                 if o["autocomplete"].as_bool() == Some(true) && !matches!(kind, 3 | 4 | 10) {
-                    out.push(Problem { path: at(i, "autocomplete"), code: "APPLICATION_COMMAND_AUTOCOMPLETE_INVALID", message: "Autocomplete is for string, integer and number options".into() });
+                    out.push(Problem {
+                        path: at(i, "autocomplete"),
+                        code: "APPLICATION_COMMAND_AUTOCOMPLETE_INVALID",
+                        message: "Autocomplete is for string, integer and number options".into(),
+                    });
                 }
             }
         }
@@ -305,10 +365,18 @@ pub fn commands_problems(body: &Value) -> Vec<Problem> {
         let name = c["name"].as_str().unwrap_or("");
         let name_ok = if kind == 1 { valid_name(name) } else { (1..=32).contains(&name.chars().count()) };
         if !name_ok {
-            out.push(Problem { path: vec![i.to_string(), "name".into()], code: "APPLICATION_COMMAND_INVALID_NAME", message: "Command name is invalid".into() });
+            out.push(Problem {
+                path: vec![i.to_string(), "name".into()],
+                code: "APPLICATION_COMMAND_INVALID_NAME",
+                message: "Command name is invalid".into(),
+            });
         }
         if !names.insert((kind, name.to_string())) {
-            out.push(Problem { path: vec![i.to_string(), "name".into()], code: "APPLICATION_COMMANDS_DUPLICATE_NAME", message: format!("Application command names must be unique ({name})") });
+            out.push(Problem {
+                path: vec![i.to_string(), "name".into()],
+                code: "APPLICATION_COMMANDS_DUPLICATE_NAME",
+                message: format!("Application command names must be unique ({name})"),
+            });
         }
         if kind == 1 {
             check_description(&mut out, &path, &c["description"]);
@@ -340,8 +408,18 @@ mod tests {
         assert!(message_problems(&json!({"content": "x".repeat(2000), "components": [row(5), row(4), row(3), row(2), row(1)]})).is_empty());
         assert!(!message_problems(&json!({"components": [row(6)]})).is_empty());
         assert!(!message_problems(&json!({"components": [row(1), row(2), row(3), row(4), row(5), row(1)]})).is_empty());
-        assert!(!message_problems(&json!({"components": [{"type": 1, "components": [{"type": 2, "style": 1, "label": "l", "custom_id": "c".repeat(101)}]}]})).is_empty());
-        assert!(!message_problems(&json!({"components": [{"type": 1, "components": [{"type": 2, "style": 1, "label": "l".repeat(81), "custom_id": "c"}]}]})).is_empty());
+        assert!(
+            !message_problems(
+                &json!({"components": [{"type": 1, "components": [{"type": 2, "style": 1, "label": "l", "custom_id": "c".repeat(101)}]}]})
+            )
+            .is_empty()
+        );
+        assert!(
+            !message_problems(
+                &json!({"components": [{"type": 1, "components": [{"type": 2, "style": 1, "label": "l".repeat(81), "custom_id": "c"}]}]})
+            )
+            .is_empty()
+        );
         assert!(!message_problems(&json!({"embeds": [{"description": "d".repeat(4097)}]})).is_empty());
         assert!(!message_problems(&json!({"embeds": (0..11).map(|_| json!({"title": "t"})).collect::<Vec<_>>()})).is_empty());
         let big = json!({"embeds": [{"description": "d".repeat(4000)}, {"description": "d".repeat(2001)}]});

@@ -36,7 +36,7 @@ mod rest;
 pub use gateway::GatewayStats;
 
 use ed25519_dalek::{Signer, SigningKey};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -463,7 +463,18 @@ impl FakeDiscord {
         Some(self.object_of(&p))
     }
     fn object_of(&self, p: &Posted) -> Value {
-        objects::message(&p.id, &p.channel_id, Some(&self.inner.guild_id), &self.inner.app_id, &self.inner.bot_user, &p.author, &p.content, p.flags, p.edited.as_deref(), &p.created)
+        objects::message(
+            &p.id,
+            &p.channel_id,
+            Some(&self.inner.guild_id),
+            &self.inner.app_id,
+            &self.inner.bot_user,
+            &p.author,
+            &p.content,
+            p.flags,
+            p.edited.as_deref(),
+            &p.created,
+        )
     }
     /// The thread started from a message: `(id, name, parent)`.
     pub fn thread_of(&self, message: &str) -> Option<(String, String, String)> {
@@ -509,7 +520,10 @@ impl FakeDiscord {
     // ---- interaction payloads ----------------------------------------------------------
 
     fn member_json(&self, user_id: &str) -> Value {
-        let (name, roles) = self.inner.with(|s| s.members.get(user_id).cloned()).unwrap_or_else(|| (format!("user{}", &user_id[user_id.len().saturating_sub(4)..]), Vec::new()));
+        let (name, roles) = self
+            .inner
+            .with(|s| s.members.get(user_id).cloned())
+            .unwrap_or_else(|| (format!("user{}", &user_id[user_id.len().saturating_sub(4)..]), Vec::new()));
         objects::member(objects::user(user_id, &name, false), &roles)
     }
 
@@ -526,11 +540,28 @@ impl FakeDiscord {
             let token = format!("aW50ZXJhY3Rpb246{id}OmZha2UtZGlzY29yZC10b2tlbi1mb3ItdGVzdHM");
             s.interactions.insert(
                 id.clone(),
-                Issued { token: token.clone(), channel: channel.to_string(), at: Instant::now(), expired: false, acked: None, message: message.map(|m| m.id.clone()), original: None },
+                Issued {
+                    token: token.clone(),
+                    channel: channel.to_string(),
+                    at: Instant::now(),
+                    expired: false,
+                    acked: None,
+                    message: message.map(|m| m.id.clone()),
+                    original: None,
+                },
             );
             (id, token)
         });
-        let mut v = objects::interaction(kind, &id, &self.inner.app_id, &token, &self.inner.guild_id, &self.channel_json(channel), self.member_json(user), data);
+        let mut v = objects::interaction(
+            kind,
+            &id,
+            &self.inner.app_id,
+            &token,
+            &self.inner.guild_id,
+            &self.channel_json(channel),
+            self.member_json(user),
+            data,
+        );
         if let Some(m) = message {
             v["message"] = self.object_of(m);
         }
@@ -570,7 +601,9 @@ impl FakeDiscord {
         let id = self
             .inner
             .with(|s| {
-                [Some(guild.clone()), None].iter().find_map(|g| s.commands.get(g).and_then(|cs| cs.iter().find(|c| c["name"] == command)).and_then(|c| c["id"].as_str().map(str::to_string)))
+                [Some(guild.clone()), None].iter().find_map(|g| {
+                    s.commands.get(g).and_then(|cs| cs.iter().find(|c| c["name"] == command)).and_then(|c| c["id"].as_str().map(str::to_string))
+                })
             })
             .unwrap_or_else(|| "1270000000000000001".to_string());
         json!({"id": id, "name": command, "type": 1, "guild_id": guild, "options": opts})

@@ -2,7 +2,7 @@
 //! commands and interactions), with every field serenity 0.12.5 requires — including
 //! `attachment_size_limit` on interactions, without which its `Interaction` refuses to parse.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// When the fake's objects say they were created.
 pub const EPOCH: &str = "2026-01-05T09:00:00.000000+00:00";
@@ -106,7 +106,18 @@ pub enum Author {
 
 /// A message object as Discord returns it, from the stored content fields.
 #[allow(clippy::too_many_arguments)]
-pub fn message(id: &str, channel: &str, guild: Option<&str>, app: &str, bot_user: &Value, author: &Author, content: &Value, flags: u64, edited: Option<&str>, created: &str) -> Value {
+pub fn message(
+    id: &str,
+    channel: &str,
+    guild: Option<&str>,
+    app: &str,
+    bot_user: &Value,
+    author: &Author,
+    content: &Value,
+    flags: u64,
+    edited: Option<&str>,
+    created: &str,
+) -> Value {
     let mut m = json!({
         "id": id,
         "channel_id": channel,

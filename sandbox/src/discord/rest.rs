@@ -4,12 +4,12 @@
 use super::limits::{commands_problems, errors_json, is_empty_message, message_problems};
 use super::objects::{self, Author};
 use super::{Call, Chan, Inner, Posted, Route, State, Window};
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State as AxState;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -81,7 +81,9 @@ fn parse(method: &Method, path: &str) -> Option<Target> {
         ("POST", ["guilds", g, "channels"]) => Target::CreateChannel { guild: g.to_string() },
         ("POST", ["interactions", id, tok, "callback"]) => Target::Callback { interaction: id.to_string(), token: tok.to_string() },
         ("POST", ["webhooks", app, tok]) => Target::Followup { app: app.to_string(), token: tok.to_string() },
-        ("PATCH", ["webhooks", app, tok, "messages", id]) => Target::EditWebhook { app: app.to_string(), token: tok.to_string(), message: id.to_string() },
+        ("PATCH", ["webhooks", app, tok, "messages", id]) => {
+            Target::EditWebhook { app: app.to_string(), token: tok.to_string(), message: id.to_string() }
+        }
         ("PUT", ["applications", app, "commands"]) => Target::Commands { app: app.to_string(), guild: None },
         ("PUT", ["applications", app, "guilds", g, "commands"]) => Target::Commands { app: app.to_string(), guild: Some(g.to_string()) },
         ("GET", ["gateway", "bot"]) => Target::GatewayBot,
@@ -93,7 +95,9 @@ fn parse(method: &Method, path: &str) -> Option<Target> {
 /// The path with interaction tokens replaced, for the call log.
 fn loggable(path: &str, t: Option<&Target>) -> String {
     match t {
-        Some(Target::Callback { token, .. } | Target::Followup { token, .. } | Target::EditWebhook { token, .. }) => path.replace(token.as_str(), "{token}"),
+        Some(Target::Callback { token, .. } | Target::Followup { token, .. } | Target::EditWebhook { token, .. }) => {
+            path.replace(token.as_str(), "{token}")
+        }
         _ => path.to_string(),
     }
 }
@@ -115,11 +119,21 @@ fn no_content() -> Answer {
 }
 
 fn error(status: u16, code: i64, message: &str) -> Answer {
-    Answer { status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), body: Some(json!({"message": message, "code": code})), code: Some(code), extra: Vec::new() }
+    Answer {
+        status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        body: Some(json!({"message": message, "code": code})),
+        code: Some(code),
+        extra: Vec::new(),
+    }
 }
 
 fn invalid_form(errors: Value) -> Answer {
-    Answer { status: StatusCode::BAD_REQUEST, body: Some(json!({"code": 50035, "errors": errors, "message": "Invalid Form Body"})), code: Some(50035), extra: Vec::new() }
+    Answer {
+        status: StatusCode::BAD_REQUEST,
+        body: Some(json!({"code": 50035, "errors": errors, "message": "Invalid Form Body"})),
+        code: Some(50035),
+        extra: Vec::new(),
+    }
 }
 
 fn epoch_secs(after: Duration) -> f64 {
@@ -332,7 +346,18 @@ fn edit(p: &mut Posted, changes: &Value) {
 }
 
 fn object(inner: &Inner, p: &Posted) -> Value {
-    objects::message(&p.id, &p.channel_id, Some(&inner.guild_id), &inner.app_id, &inner.bot_user, &p.author, &p.content, p.flags, p.edited.as_deref(), &p.created)
+    objects::message(
+        &p.id,
+        &p.channel_id,
+        Some(&inner.guild_id),
+        &inner.app_id,
+        &inner.bot_user,
+        &p.author,
+        &p.content,
+        p.flags,
+        p.edited.as_deref(),
+        &p.created,
+    )
 }
 
 /// Checks an interaction token: known, not expired, of this application.
@@ -403,11 +428,19 @@ fn act(inner: &Inner, target: &Target, body: &Value) -> Answer {
             let name = body["name"].as_str().unwrap_or("");
             let n = name.chars().count();
             if n == 0 || n > 100 {
-                return invalid_form(errors_json(&[super::limits::Problem { path: vec!["name".into()], code: "BASE_TYPE_BAD_LENGTH", message: "Must be between 1 and 100 in length.".into() }]));
+                return invalid_form(errors_json(&[super::limits::Problem {
+                    path: vec!["name".into()],
+                    code: "BASE_TYPE_BAD_LENGTH",
+                    message: "Must be between 1 and 100 in length.".into(),
+                }]));
             }
             let archive = body["auto_archive_duration"].as_u64().unwrap_or(4320);
             if ![60, 1440, 4320, 10080].contains(&archive) {
-                return invalid_form(errors_json(&[super::limits::Problem { path: vec!["auto_archive_duration".into()], code: "BASE_TYPE_CHOICES", message: "Value must be one of {60, 1440, 4320, 10080}.".into() }]));
+                return invalid_form(errors_json(&[super::limits::Problem {
+                    path: vec!["auto_archive_duration".into()],
+                    code: "BASE_TYPE_CHOICES",
+                    message: "Value must be one of {60, 1440, 4320, 10080}.".into(),
+                }]));
             }
             let res = inner.with(|s| {
                 match s.chan(channel) {
@@ -440,20 +473,36 @@ fn act(inner: &Inner, target: &Target, body: &Value) -> Answer {
             let mut probs = Vec::new();
             let n = name.chars().count();
             if n == 0 || n > 100 {
-                probs.push(super::limits::Problem { path: vec!["name".into()], code: "BASE_TYPE_BAD_LENGTH", message: "Must be between 1 and 100 in length.".into() });
+                probs.push(super::limits::Problem {
+                    path: vec!["name".into()],
+                    code: "BASE_TYPE_BAD_LENGTH",
+                    message: "Must be between 1 and 100 in length.".into(),
+                });
             }
             if kind != 0 {
-                probs.push(super::limits::Problem { path: vec!["type".into()], code: "BASE_TYPE_CHOICES", message: "runbot creates text channels (type 0) only.".into() });
+                probs.push(super::limits::Problem {
+                    path: vec!["type".into()],
+                    code: "BASE_TYPE_CHOICES",
+                    message: "runbot creates text channels (type 0) only.".into(),
+                });
             }
             if body["topic"].as_str().is_some_and(|t| t.chars().count() > 1024) {
-                probs.push(super::limits::Problem { path: vec!["topic".into()], code: "BASE_TYPE_MAX_LENGTH", message: "Must be 1024 or fewer in length.".into() });
+                probs.push(super::limits::Problem {
+                    path: vec!["topic".into()],
+                    code: "BASE_TYPE_MAX_LENGTH",
+                    message: "Must be 1024 or fewer in length.".into(),
+                });
             }
             let parent = body["parent_id"].as_str().map(str::to_string);
             let res = inner.with(|s| {
                 if let Some(pid) = &parent
                     && s.chan(pid).is_none_or(|c| c.kind != 4)
                 {
-                    probs.push(super::limits::Problem { path: vec!["parent_id".into()], code: "CHANNEL_PARENT_INVALID", message: "Not a category".into() });
+                    probs.push(super::limits::Problem {
+                        path: vec!["parent_id".into()],
+                        code: "CHANNEL_PARENT_INVALID",
+                        message: "Not a category".into(),
+                    });
                 }
                 if !probs.is_empty() {
                     return Err(invalid_form(errors_json(&probs)));
@@ -487,17 +536,29 @@ fn act(inner: &Inner, target: &Target, body: &Value) -> Answer {
                 5 | 6 => {
                     let flags = data["flags"].as_u64().unwrap_or(0);
                     if flags & !64 != 0 {
-                        return invalid_form(errors_json(&[super::limits::Problem { path: vec!["data".into(), "flags".into()], code: "INTERACTION_RESPONSE_FLAGS_INVALID", message: "Only the EPHEMERAL flag is allowed".into() }]));
+                        return invalid_form(errors_json(&[super::limits::Problem {
+                            path: vec!["data".into(), "flags".into()],
+                            code: "INTERACTION_RESPONSE_FLAGS_INVALID",
+                            message: "Only the EPHEMERAL flag is allowed".into(),
+                        }]));
                     }
                 }
                 8 => {
                     if data["choices"].as_array().is_none_or(|c| c.len() > 25) {
-                        return invalid_form(errors_json(&[super::limits::Problem { path: vec!["data".into(), "choices".into()], code: "BASE_TYPE_BAD_LENGTH", message: "Must be between 0 and 25 in length.".into() }]));
+                        return invalid_form(errors_json(&[super::limits::Problem {
+                            path: vec!["data".into(), "choices".into()],
+                            code: "BASE_TYPE_BAD_LENGTH",
+                            message: "Must be between 0 and 25 in length.".into(),
+                        }]));
                     }
                 }
                 1 | 9 => {}
                 _ => {
-                    return invalid_form(errors_json(&[super::limits::Problem { path: vec!["type".into()], code: "BASE_TYPE_CHOICES", message: "Value must be one of {1, 4, 5, 6, 7, 8, 9}.".into() }]));
+                    return invalid_form(errors_json(&[super::limits::Problem {
+                        path: vec!["type".into()],
+                        code: "BASE_TYPE_CHOICES",
+                        message: "Value must be one of {1, 4, 5, 6, 7, 8, 9}.".into(),
+                    }]));
                 }
             }
             let app = inner.app_id.clone();
@@ -567,7 +628,8 @@ fn act(inner: &Inner, target: &Target, body: &Value) -> Answer {
             let res = inner.with(|s| {
                 let iid = interaction_for(s, Some(app), None, token, &app_id)?;
                 let x = s.interactions.get(&iid).cloned().ok_or_else(|| error(404, 10015, "Unknown Webhook"))?;
-                let mid = if message == "@original" { x.original.clone().ok_or_else(|| error(404, 10008, "Unknown Message"))? } else { message.clone() };
+                let mid =
+                    if message == "@original" { x.original.clone().ok_or_else(|| error(404, 10008, "Unknown Message"))? } else { message.clone() };
                 let Some(p) = s.messages.iter_mut().find(|m| m.id == mid && m.interaction.as_deref() == Some(iid.as_str())) else {
                     return Err(error(404, 10008, "Unknown Message"));
                 };
@@ -598,7 +660,11 @@ fn act(inner: &Inner, target: &Target, body: &Value) -> Answer {
                     .iter()
                     .map(|c| {
                         // A command keeps its id when overwritten under the same name.
-                        let id = old.iter().find(|o| o["name"] == c["name"]).and_then(|o| o["id"].as_str().map(str::to_string)).unwrap_or_else(|| s.snowflake());
+                        let id = old
+                            .iter()
+                            .find(|o| o["name"] == c["name"])
+                            .and_then(|o| o["id"].as_str().map(str::to_string))
+                            .unwrap_or_else(|| s.snowflake());
                         objects::command(&id, app, g.as_deref(), c)
                     })
                     .collect();

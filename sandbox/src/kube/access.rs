@@ -42,10 +42,7 @@ pub struct Rule {
 
 impl Rule {
     pub fn parse(verb: &str, resource: &str, namespace: &str) -> Rule {
-        let text = format!(
-            "{verb} {resource} in {}",
-            if namespace == "*" { "every namespace".to_string() } else { format!("{namespace:?}") }
-        );
+        let text = format!("{verb} {resource} in {}", if namespace == "*" { "every namespace".to_string() } else { format!("{namespace:?}") });
         if resource.starts_with('/') {
             return Rule {
                 verb: verb.into(),
@@ -65,15 +62,7 @@ impl Rule {
             "*" => ("*", "*"),
             _ => rg.split_once('.').unwrap_or((rg, "")),
         };
-        Rule {
-            verb: verb.into(),
-            path: None,
-            group: group.into(),
-            resource: res.into(),
-            sub,
-            namespace: namespace.into(),
-            text,
-        }
+        Rule { verb: verb.into(), path: None, group: group.into(), resource: res.into(), sub, namespace: namespace.into(), text }
     }
 
     fn matches(&self, a: &Attributes) -> bool {
@@ -148,11 +137,7 @@ impl Policy {
 
     pub fn decide(&self, a: &Attributes) -> Decision {
         if let Some(r) = self.deny.iter().find(|r| r.matches(a)) {
-            return Decision {
-                allowed: false,
-                denied: true,
-                reason: format!("denied by the sandbox's access policy (deny {})", r.text),
-            };
+            return Decision { allowed: false, denied: true, reason: format!("denied by the sandbox's access policy (deny {})", r.text) };
         }
         match &self.allow_only {
             None => Decision {
@@ -178,9 +163,7 @@ pub fn review(policy: &Policy, body: &Value) -> Result<Value, ApiError> {
         && !k.is_empty()
         && k != "SelfSubjectAccessReview"
     {
-        return Err(ApiError::bad_request(format!(
-            "the object provided is unrecognized (must be of type SelfSubjectAccessReview): kind {k:?}"
-        )));
+        return Err(ApiError::bad_request(format!("the object provided is unrecognized (must be of type SelfSubjectAccessReview): kind {k:?}")));
     }
     if let Some(v) = body.get("apiVersion").and_then(Value::as_str)
         && !v.is_empty()
@@ -194,12 +177,7 @@ pub fn review(policy: &Policy, body: &Value) -> Result<Value, ApiError> {
     let ra = spec.get("resourceAttributes").filter(|v| v.is_object());
     let nra = spec.get("nonResourceAttributes").filter(|v| v.is_object());
     let invalid = |field: &str, value: &str, why: &str| {
-        ApiError::invalid(
-            "SelfSubjectAccessReview",
-            "authorization.k8s.io",
-            "",
-            vec![Cause::invalid(field, value, why)],
-        )
+        ApiError::invalid("SelfSubjectAccessReview", "authorization.k8s.io", "", vec![Cause::invalid(field, value, why)])
     };
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let attrs = match (ra, nra) {
@@ -213,11 +191,7 @@ pub fn review(policy: &Policy, body: &Value) -> Result<Value, ApiError> {
         },
         (None, Some(nra)) => Attributes { verb: s(nra, "verb"), path: Some(s(nra, "path")), ..Default::default() },
         (Some(_), Some(_)) => {
-            return Err(invalid(
-                "spec.nonResourceAttributes",
-                "\"{...}\"",
-                "cannot be specified in combination with resourceAttributes",
-            ));
+            return Err(invalid("spec.nonResourceAttributes", "\"{...}\"", "cannot be specified in combination with resourceAttributes"));
         }
         (None, None) => {
             return Err(invalid(
@@ -260,14 +234,7 @@ mod tests {
     use super::*;
 
     fn attrs(verb: &str, group: &str, resource: &str, sub: Option<&str>, ns: &str) -> Attributes {
-        Attributes {
-            verb: verb.into(),
-            path: None,
-            group: group.into(),
-            resource: resource.into(),
-            sub: sub.map(String::from),
-            namespace: ns.into(),
-        }
+        Attributes { verb: verb.into(), path: None, group: group.into(), resource: resource.into(), sub: sub.map(String::from), namespace: ns.into() }
     }
 
     #[test]

@@ -90,9 +90,7 @@ fn deleting(obj: &Value) -> bool {
 }
 
 pub fn pod_ready(pod: &Value) -> bool {
-    at(pod, &["status", "conditions"])
-        .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    at(pod, &["status", "conditions"]).and_then(Value::as_array).is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
 fn phase(pod: &Value) -> &str {
@@ -130,8 +128,7 @@ fn omit_zero(status: &mut Value, keys: &[&str]) {
 // ------------------------------------------------------------------ namespaces & GC
 
 fn namespaces(st: &mut State) {
-    let doomed: Vec<String> =
-        st.store.list(NAMESPACES, None).filter(|n| deleting(n)).map(|n| meta_str(n, "name").to_string()).collect();
+    let doomed: Vec<String> = st.store.list(NAMESPACES, None).filter(|n| deleting(n)).map(|n| meta_str(n, "name").to_string()).collect();
     for ns in doomed {
         for (id, r) in RESOURCES.iter().enumerate() {
             if !r.namespaced {
@@ -189,35 +186,19 @@ fn replicasets(st: &mut State) {
         }
         let (ns, uid) = (meta_str(&rs, "namespace").to_string(), meta_str(&rs, "uid").to_string());
         let want = int(&rs, &["spec", "replicas"]);
-        let mut active: Vec<Value> = owned(st, PODS, &ns, &uid)
-            .into_iter()
-            .filter(|p| !deleting(p) && phase(p) != "Succeeded" && phase(p) != "Failed")
-            .collect();
+        let mut active: Vec<Value> =
+            owned(st, PODS, &ns, &uid).into_iter().filter(|p| !deleting(p) && phase(p) != "Succeeded" && phase(p) != "Failed").collect();
         let have = active.len() as i64;
         if have < want {
             let template = at(&rs, &["spec", "template"]).cloned().unwrap_or(json!({}));
             for _ in 0..(want - have).min(500) {
                 match registry::create(st, PODS, &ns, pod_from_template(&rs, &template), false) {
                     Ok(p) => {
-                        event(
-                            st,
-                            &rs,
-                            "Normal",
-                            "SuccessfulCreate",
-                            format!("Created pod: {}", meta_str(&p, "name")),
-                            "replicaset-controller",
-                        );
+                        event(st, &rs, "Normal", "SuccessfulCreate", format!("Created pod: {}", meta_str(&p, "name")), "replicaset-controller");
                         active.push(p);
                     }
                     Err(e) => {
-                        event(
-                            st,
-                            &rs,
-                            "Warning",
-                            "FailedCreate",
-                            format!("Error creating: {}", e.message),
-                            "replicaset-controller",
-                        );
+                        event(st, &rs, "Warning", "FailedCreate", format!("Error creating: {}", e.message), "replicaset-controller");
                         break;
                     }
                 }
@@ -239,14 +220,7 @@ fn replicasets(st: &mut State) {
             for p in doomed {
                 let name = meta_str(&p, "name").to_string();
                 if registry::delete(st, PODS, &ns, &name, &DeleteOpts::default(), false).is_ok() {
-                    event(
-                        st,
-                        &rs,
-                        "Normal",
-                        "SuccessfulDelete",
-                        format!("Deleted pod: {name}"),
-                        "replicaset-controller",
-                    );
+                    event(st, &rs, "Normal", "SuccessfulDelete", format!("Deleted pod: {name}"), "replicaset-controller");
                 }
             }
         }
@@ -304,42 +278,19 @@ fn scale_rs(st: &mut State, d: &Value, rs_name: &str, ns: &str, to: i64, desired
     let from = int(&rs, &["spec", "replicas"]);
     let mut new = rs.clone();
     new["spec"]["replicas"] = json!(to);
-    set(
-        &mut new,
-        &["metadata", "annotations", "deployment.kubernetes.io/desired-replicas"],
-        json!(desired.to_string()),
-    );
-    set(
-        &mut new,
-        &["metadata", "annotations", "deployment.kubernetes.io/max-replicas"],
-        json!((desired + surge).to_string()),
-    );
+    set(&mut new, &["metadata", "annotations", "deployment.kubernetes.io/desired-replicas"], json!(desired.to_string()));
+    set(&mut new, &["metadata", "annotations", "deployment.kubernetes.io/max-replicas"], json!((desired + surge).to_string()));
     if new == rs {
         return;
     }
     // Through the registry so that generation is bumped like a client's update.
     if registry::replace(st, REPLICASETS, ns, rs_name, new, Target::Main, false).is_ok() && from != to {
         let dir = if to > from { "up" } else { "down" };
-        event(
-            st,
-            d,
-            "Normal",
-            "ScalingReplicaSet",
-            format!("Scaled {dir} replica set {rs_name} from {from} to {to}"),
-            "deployment-controller",
-        );
+        event(st, d, "Normal", "ScalingReplicaSet", format!("Scaled {dir} replica set {rs_name} from {from} to {to}"), "deployment-controller");
     }
 }
 
-fn new_replica_set(
-    st: &mut State,
-    d: &Value,
-    hash: &str,
-    replicas: i64,
-    rev: i64,
-    desired: i64,
-    surge: i64,
-) -> Option<Value> {
+fn new_replica_set(st: &mut State, d: &Value, hash: &str, replicas: i64, rev: i64, desired: i64, surge: i64) -> Option<Value> {
     let (ns, name) = (meta_str(d, "namespace"), meta_str(d, "name"));
     let mut template = at(d, &["spec", "template"]).cloned().unwrap_or(json!({}));
     set(&mut template, &["metadata", "labels", "pod-template-hash"], json!(hash));
@@ -432,8 +383,7 @@ fn deployment(st: &mut State, mut d: Value) {
         v.sort_by_key(|r| (revision(r), meta_str(r, "creationTimestamp").to_string()));
         v
     };
-    let is_new =
-        |r: &Value| at(r, &["metadata", "labels", "pod-template-hash"]).and_then(Value::as_str) == Some(hash.as_str());
+    let is_new = |r: &Value| at(r, &["metadata", "labels", "pod-template-hash"]).and_then(Value::as_str) == Some(hash.as_str());
 
     let rss = by_rev(st);
     let max_rev = rss.iter().map(revision).max().unwrap_or(0);
@@ -470,10 +420,8 @@ fn deployment(st: &mut State, mut d: Value) {
     let new_name = new_rs.as_ref().map(|r| meta_str(r, "name").to_string());
 
     if !paused && let Some(new_name) = &new_name {
-        let spec_of =
-            |st: &State, n: &str| st.store.get(REPLICASETS, &ns, n).map_or(0, |r| int(r, &["spec", "replicas"]));
-        let olds =
-            |st: &State| -> Vec<Value> { by_rev(st).into_iter().filter(|r| meta_str(r, "name") != new_name).collect() };
+        let spec_of = |st: &State, n: &str| st.store.get(REPLICASETS, &ns, n).map_or(0, |r| int(r, &["spec", "replicas"]));
+        let olds = |st: &State| -> Vec<Value> { by_rev(st).into_iter().filter(|r| meta_str(r, "name") != new_name).collect() };
         if recreate {
             let old = olds(st);
             let mut any_old = false;
@@ -544,10 +492,7 @@ fn deployment(st: &mut State, mut d: Value) {
         }
         // Old ReplicaSets beyond revisionHistoryLimit (scaled to zero, no pods) are pruned.
         let limit = at(&d, &["spec", "revisionHistoryLimit"]).and_then(Value::as_i64).unwrap_or(10).max(0) as usize;
-        let idle: Vec<Value> = olds(st)
-            .into_iter()
-            .filter(|o| int(o, &["spec", "replicas"]) == 0 && int(o, &["status", "replicas"]) == 0)
-            .collect();
+        let idle: Vec<Value> = olds(st).into_iter().filter(|o| int(o, &["spec", "replicas"]) == 0 && int(o, &["status", "replicas"]) == 0).collect();
         if idle.len() > limit {
             for o in &idle[..idle.len() - limit] {
                 let _ = registry::delete(st, REPLICASETS, &ns, meta_str(o, "name"), &DeleteOpts::default(), false);
@@ -569,15 +514,7 @@ fn deployment(st: &mut State, mut d: Value) {
     let rs_label = new_name.clone().unwrap_or_default();
 
     if available >= desired - unavail {
-        set_condition(
-            &mut conds,
-            "Available",
-            "True",
-            "MinimumReplicasAvailable",
-            "Deployment has minimum availability.".into(),
-            &now_s,
-            false,
-        );
+        set_condition(&mut conds, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.".into(), &now_s, false);
     } else {
         set_condition(
             &mut conds,
@@ -599,15 +536,7 @@ fn deployment(st: &mut State, mut d: Value) {
     });
     let cur_reason = condition(&old_status, "Progressing").and_then(|c| c["reason"].as_str()).map(String::from);
     if paused {
-        set_condition(
-            &mut conds,
-            "Progressing",
-            "Unknown",
-            "DeploymentPaused",
-            "Deployment is paused".into(),
-            &now_s,
-            false,
-        );
+        set_condition(&mut conds, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused".into(), &now_s, false);
     } else {
         if created_new {
             set_condition(
@@ -620,30 +549,13 @@ fn deployment(st: &mut State, mut d: Value) {
                 false,
             );
         } else if cur_reason.is_none() && new_name.is_some() {
-            set_condition(
-                &mut conds,
-                "Progressing",
-                "True",
-                "FoundNewReplicaSet",
-                format!("Found new replica set \"{rs_label}\""),
-                &now_s,
-                false,
-            );
+            set_condition(&mut conds, "Progressing", "True", "FoundNewReplicaSet", format!("Found new replica set \"{rs_label}\""), &now_s, false);
         } else if cur_reason.as_deref() == Some("DeploymentPaused") {
-            set_condition(
-                &mut conds,
-                "Progressing",
-                "True",
-                "DeploymentResumed",
-                "Deployment is resumed".into(),
-                &now_s,
-                false,
-            );
+            set_condition(&mut conds, "Progressing", "True", "DeploymentResumed", "Deployment is resumed".into(), &now_s, false);
         }
         // syncRolloutStatus
         let cur = conds.iter().find(|c| c["type"] == "Progressing").cloned();
-        let complete_already =
-            replicas == updated && cur.as_ref().is_some_and(|c| c["reason"] == "NewReplicaSetAvailable");
+        let complete_already = replicas == updated && cur.as_ref().is_some_and(|c| c["reason"] == "NewReplicaSetAvailable");
         if !complete_already && !created_new {
             let complete = updated == desired && replicas == desired && available == desired;
             let old_old = int(&old_status, &["replicas"]) - int(&old_status, &["updatedReplicas"]);
@@ -654,10 +566,7 @@ fn deployment(st: &mut State, mut d: Value) {
             let deadline = at(&d, &["spec", "progressDeadlineSeconds"]).and_then(Value::as_i64);
             let timed_out = match (&cur, deadline) {
                 (Some(c), _) if c["reason"] == "ProgressDeadlineExceeded" => true,
-                (Some(c), Some(secs)) => c["lastUpdateTime"]
-                    .as_str()
-                    .and_then(parse_time)
-                    .is_some_and(|t| t + chrono::Duration::seconds(secs) < now),
+                (Some(c), Some(secs)) => c["lastUpdateTime"].as_str().and_then(parse_time).is_some_and(|t| t + chrono::Duration::seconds(secs) < now),
                 _ => false,
             };
             if complete {
@@ -695,26 +604,16 @@ fn deployment(st: &mut State, mut d: Value) {
     }
     conds.sort_by_key(|c| if c["type"] == "Available" { 0 } else { 1 });
     new_status["conditions"] = json!(conds);
-    omit_zero(
-        &mut new_status,
-        &[
-            "replicas",
-            "updatedReplicas",
-            "readyReplicas",
-            "availableReplicas",
-            "unavailableReplicas",
-            "observedGeneration",
-        ],
-    );
+    omit_zero(&mut new_status, &["replicas", "updatedReplicas", "readyReplicas", "availableReplicas", "unavailableReplicas", "observedGeneration"]);
     put_status(st, DEPLOYMENTS, &d, new_status);
 }
 
 // ------------------------------------------------------------------ Jobs & CronJobs
 
 fn job_finished(job: &Value) -> bool {
-    at(job, &["status", "conditions"]).and_then(Value::as_array).is_some_and(|cs| {
-        cs.iter().any(|c| (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True")
-    })
+    at(job, &["status", "conditions"])
+        .and_then(Value::as_array)
+        .is_some_and(|cs| cs.iter().any(|c| (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True"))
 }
 
 fn job_cond(t: &str, reason: &str, message: &str, now: &str) -> Value {
@@ -730,8 +629,7 @@ fn jobs(st: &mut State) {
         }
         let (ns, uid) = (meta_str(&job, "namespace").to_string(), meta_str(&job, "uid").to_string());
         let pods = owned(st, PODS, &ns, &uid);
-        let active: Vec<&Value> =
-            pods.iter().filter(|p| !deleting(p) && phase(p) != "Succeeded" && phase(p) != "Failed").collect();
+        let active: Vec<&Value> = pods.iter().filter(|p| !deleting(p) && phase(p) != "Succeeded" && phase(p) != "Failed").collect();
         let succeeded = pods.iter().filter(|p| phase(p) == "Succeeded").count() as i64;
         let failed = pods.iter().filter(|p| phase(p) == "Failed").count() as i64;
         let completions = at(&job, &["spec", "completions"]).and_then(Value::as_i64).unwrap_or(1);
@@ -748,12 +646,7 @@ fn jobs(st: &mut State) {
         let mut n_active = active.len() as i64;
         if succeeded >= completions {
             let mut conds = status.get("conditions").and_then(Value::as_array).cloned().unwrap_or_default();
-            conds.push(job_cond(
-                "SuccessCriteriaMet",
-                "CompletionsReached",
-                "Reached expected number of succeeded pods",
-                &now,
-            ));
+            conds.push(job_cond("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods", &now));
             conds.push(job_cond("Complete", "CompletionsReached", "Reached expected number of succeeded pods", &now));
             status["conditions"] = json!(conds);
             status["completionTime"] = json!(now);
@@ -764,47 +657,21 @@ fn jobs(st: &mut State) {
             }
             n_active = 0;
             let mut conds = status.get("conditions").and_then(Value::as_array).cloned().unwrap_or_default();
-            conds.push(job_cond(
-                "FailureTarget",
-                "BackoffLimitExceeded",
-                "Job has reached the specified backoff limit",
-                &now,
-            ));
+            conds.push(job_cond("FailureTarget", "BackoffLimitExceeded", "Job has reached the specified backoff limit", &now));
             conds.push(job_cond("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit", &now));
             status["conditions"] = json!(conds);
-            event(
-                st,
-                &job,
-                "Warning",
-                "BackoffLimitExceeded",
-                "Job has reached the specified backoff limit".into(),
-                "job-controller",
-            );
+            event(st, &job, "Warning", "BackoffLimitExceeded", "Job has reached the specified backoff limit".into(), "job-controller");
         } else if !suspended {
             let want = parallelism.min(completions - succeeded);
             let template = at(&job, &["spec", "template"]).cloned().unwrap_or(json!({}));
             for _ in 0..(want - n_active).max(0) {
                 match registry::create(st, PODS, &ns, pod_from_template(&job, &template), false) {
                     Ok(p) => {
-                        event(
-                            st,
-                            &job,
-                            "Normal",
-                            "SuccessfulCreate",
-                            format!("Created pod: {}", meta_str(&p, "name")),
-                            "job-controller",
-                        );
+                        event(st, &job, "Normal", "SuccessfulCreate", format!("Created pod: {}", meta_str(&p, "name")), "job-controller");
                         n_active += 1;
                     }
                     Err(e) => {
-                        event(
-                            st,
-                            &job,
-                            "Warning",
-                            "FailedCreate",
-                            format!("Error creating: {}", e.message),
-                            "job-controller",
-                        );
+                        event(st, &job, "Warning", "FailedCreate", format!("Error creating: {}", e.message), "job-controller");
                         break;
                     }
                 }
@@ -853,9 +720,10 @@ fn cronjobs(st: &mut State) {
                 }
                 v
             };
-            let same = status.get("active").and_then(Value::as_array).is_some_and(|cur| {
-                cur.len() == active.len() && cur.iter().zip(&active).all(|(a, b)| strip(a) == strip(b))
-            });
+            let same = status
+                .get("active")
+                .and_then(Value::as_array)
+                .is_some_and(|cur| cur.len() == active.len() && cur.iter().zip(&active).all(|(a, b)| strip(a) == strip(b)));
             if !same {
                 status["active"] = json!(active);
             }
@@ -873,8 +741,7 @@ mod tests {
 
     #[test]
     fn fenceposts_round_like_the_controller() {
-        let d =
-            |s: Value, u: Value| json!({"spec": {"strategy": {"rollingUpdate": {"maxSurge": s, "maxUnavailable": u}}}});
+        let d = |s: Value, u: Value| json!({"spec": {"strategy": {"rollingUpdate": {"maxSurge": s, "maxUnavailable": u}}}});
         assert_eq!(fenceposts(&d(json!("25%"), json!("25%")), 3), (1, 0));
         assert_eq!(fenceposts(&d(json!("25%"), json!("25%")), 4), (1, 1));
         assert_eq!(fenceposts(&d(json!("25%"), json!("25%")), 10), (3, 2));

@@ -49,9 +49,8 @@ async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
 }
 
 fn take_fault(faults: &mut Vec<(Fault, u32)>, method: &str, path_q: &str) -> Option<Fault> {
-    let i = faults.iter().position(|(f, _)| {
-        path_q.contains(&f.path_contains) && f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
-    })?;
+    let i =
+        faults.iter().position(|(f, _)| path_q.contains(&f.path_contains) && f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method)))?;
     let f = faults[i].0.clone();
     if f.times > 0 {
         faults[i].1 -= 1;
@@ -166,11 +165,7 @@ fn forbidden(rt: &ResRoute, verb: &str) -> ApiError {
     ApiError::new(
         403,
         "Forbidden",
-        format!(
-            "{named} is forbidden: User \"{}\" cannot {verb} resource \"{resource}\" in API group \"{}\" {scope}",
-            access::USER,
-            rr.group
-        ),
+        format!("{named} is forbidden: User \"{}\" cannot {verb} resource \"{resource}\" in API group \"{}\" {scope}", access::USER, rr.group),
     )
     .with_details(d)
 }
@@ -253,13 +248,7 @@ fn parse_route(path: &str) -> ApiResult<Route> {
         {
             return Err(ApiError::no_route());
         }
-        return Ok(Route::Res(ResRoute {
-            id,
-            ns: Some((*ns).to_string()),
-            name: name.map(String::from),
-            sub: sub.map(String::from),
-            watch_prefix,
-        }));
+        return Ok(Route::Res(ResRoute { id, ns: Some((*ns).to_string()), name: name.map(String::from), sub: sub.map(String::from), watch_prefix }));
     }
     // {resource}[/{name}[/{sub}]] — cluster-scoped types, or all namespaces (list/watch only).
     let (r, name, sub) = match rest {
@@ -294,9 +283,7 @@ impl Query {
     fn num<T: std::str::FromStr>(&self, k: &str) -> ApiResult<Option<T>> {
         match self.get(k) {
             None | Some("") => Ok(None),
-            Some(v) => {
-                v.parse().map(Some).map_err(|_| ApiError::bad_request(format!("invalid {k} {v:?}: must be an integer")))
-            }
+            Some(v) => v.parse().map(Some).map_err(|_| ApiError::bad_request(format!("invalid {k} {v:?}: must be an integer"))),
         }
     }
 }
@@ -359,9 +346,7 @@ async fn read_body(body: Body) -> ApiResult<Value> {
         return Ok(Value::Null);
     }
     serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request(format!(
-            "couldn't get version/kind; json parse error: {e} (the sandbox API server accepts JSON bodies only)"
-        ))
+        ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e} (the sandbox API server accepts JSON bodies only)"))
     })
 }
 
@@ -391,10 +376,8 @@ fn metadata_only(headers: &HeaderMap, want: &str) -> ApiResult<bool> {
         if mt.contains("protobuf") || mt.contains("cbor") {
             continue;
         }
-        let params: HashMap<String, String> = parts
-            .filter_map(|p| p.split_once('='))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string()))
-            .collect();
+        let params: HashMap<String, String> =
+            parts.filter_map(|p| p.split_once('=')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string())).collect();
         match params.get("as").map(String::as_str) {
             None => return Ok(false),
             Some("Table") => return Ok(false),
@@ -427,14 +410,7 @@ fn dry_run(q: &Query) -> ApiResult<bool> {
     }
 }
 
-async fn resource(
-    sh: &Arc<Shared>,
-    r: ResRoute,
-    method: &Method,
-    q: &Query,
-    headers: &HeaderMap,
-    body: Body,
-) -> ApiResult<Response> {
+async fn resource(sh: &Arc<Shared>, r: ResRoute, method: &Method, q: &Query, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
     let id = r.id;
     let ns = r.ns.clone().unwrap_or_default();
     let watch = r.watch_prefix || q.flag("watch");
@@ -466,10 +442,7 @@ async fn resource(
                 return ok_json(200, &streams::partial_metadata(&obj));
             }
             match tbl {
-                Some(inc) => ok_json(
-                    200,
-                    &table(id, &[&obj], inc, true, json!({"resourceVersion": meta_str(&obj, "resourceVersion")})),
-                ),
+                Some(inc) => ok_json(200, &table(id, &[&obj], inc, true, json!({"resourceVersion": meta_str(&obj, "resourceVersion")}))),
                 None => ok_json(200, &obj),
             }
         }
@@ -517,8 +490,7 @@ async fn resource(
                 ok_json(200, &registry::patch_scale(&mut sh.lock(), id, &ns, n, pt, &patch, dry)?)
             } else {
                 let target = if sub == Some("status") { Target::Status } else { Target::Main };
-                let (out, created) =
-                    registry::patch(&mut sh.lock(), id, &ns, n, pt, &patch, target, q.get("fieldManager"), dry)?;
+                let (out, created) = registry::patch(&mut sh.lock(), id, &ns, n, pt, &patch, target, q.get("fieldManager"), dry)?;
                 ok_json(if created { 201 } else { 200 }, &out)
             }
         }
@@ -545,20 +517,10 @@ async fn resource(
 }
 
 fn selectors(r: &ResRoute, q: &Query) -> ApiResult<(LabelSelector, FieldSelector)> {
-    Ok((
-        LabelSelector::parse(q.get("labelSelector").unwrap_or(""))?,
-        FieldSelector::parse(q.get("fieldSelector").unwrap_or(""), res(r.id))?,
-    ))
+    Ok((LabelSelector::parse(q.get("labelSelector").unwrap_or(""))?, FieldSelector::parse(q.get("fieldSelector").unwrap_or(""), res(r.id))?))
 }
 
-fn watch_req(
-    sh: &Arc<Shared>,
-    r: &ResRoute,
-    q: &Query,
-    tbl: Option<Include>,
-    name: Option<&str>,
-    metadata: bool,
-) -> ApiResult<Response> {
+fn watch_req(sh: &Arc<Shared>, r: &ResRoute, q: &Query, tbl: Option<Include>, name: Option<&str>, metadata: bool) -> ApiResult<Response> {
     let (labels, mut fields) = selectors(r, q)?;
     if let Some(n) = name {
         if !fields.is_empty() {
@@ -624,11 +586,9 @@ fn list(sh: &Arc<Shared>, r: &ResRoute, q: &Query, tbl: Option<Include>, metadat
         None => st.store.rv(),
     };
     let matching: Vec<&Value> = match &cont {
-        Some((_, cns, cname)) => st
-            .store
-            .list_after(r.id, ns, (cns.clone(), cname.clone()))
-            .filter(|o| labels.matches(o) && fields.matches(o))
-            .collect(),
+        Some((_, cns, cname)) => {
+            st.store.list_after(r.id, ns, (cns.clone(), cname.clone())).filter(|o| labels.matches(o) && fields.matches(o)).collect()
+        }
         None => st.store.list(r.id, ns).filter(|o| labels.matches(o) && fields.matches(o)).collect(),
     };
     let mut meta = json!({"resourceVersion": list_rv.to_string()});
@@ -648,10 +608,7 @@ fn list(sh: &Arc<Shared>, r: &ResRoute, q: &Query, tbl: Option<Include>, metadat
     }
     if metadata {
         let items: Vec<Value> = page.iter().map(|o| streams::partial_metadata(o)).collect();
-        return ok_json(
-            200,
-            &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}),
-        );
+        return ok_json(200, &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}));
     }
     let items: Vec<Value> = page
         .iter()
@@ -664,10 +621,7 @@ fn list(sh: &Arc<Shared>, r: &ResRoute, q: &Query, tbl: Option<Include>, metadat
             o
         })
         .collect();
-    ok_json(
-        200,
-        &json!({"kind": format!("{}List", rr.kind), "apiVersion": rr.api_version(), "metadata": meta, "items": items}),
-    )
+    ok_json(200, &json!({"kind": format!("{}List", rr.kind), "apiVersion": rr.api_version(), "metadata": meta, "items": items}))
 }
 
 fn delete_collection(sh: &Arc<Shared>, r: &ResRoute, q: &Query, opts: &DeleteOpts, dry: bool) -> ApiResult<Response> {
@@ -689,10 +643,7 @@ fn delete_collection(sh: &Arc<Shared>, r: &ResRoute, q: &Query, opts: &DeleteOpt
         }
     }
     let rv = st.store.rv().to_string();
-    ok_json(
-        200,
-        &json!({"kind": format!("{}List", rr.kind), "apiVersion": rr.api_version(), "metadata": {"resourceVersion": rv}, "items": items}),
-    )
+    ok_json(200, &json!({"kind": format!("{}List", rr.kind), "apiVersion": rr.api_version(), "metadata": {"resourceVersion": rv}, "items": items}))
 }
 
 #[cfg(test)]
@@ -710,10 +661,7 @@ mod tests {
     #[test]
     fn routes() {
         let r = res_route("/api/v1/namespaces/ns/pods/p1/log");
-        assert_eq!(
-            (r.id, r.ns.as_deref(), r.name.as_deref(), r.sub.as_deref()),
-            (PODS, Some("ns"), Some("p1"), Some("log"))
-        );
+        assert_eq!((r.id, r.ns.as_deref(), r.name.as_deref(), r.sub.as_deref()), (PODS, Some("ns"), Some("p1"), Some("log")));
         let r = res_route("/apis/apps/v1/namespaces/ns/deployments/web/scale");
         assert_eq!((r.id, r.sub.as_deref()), (DEPLOYMENTS, Some("scale")));
         let r = res_route("/api/v1/pods");
@@ -724,13 +672,7 @@ mod tests {
         assert_eq!((r.id, r.name.as_deref(), r.sub.as_deref()), (NAMESPACES, Some("ns"), Some("status")));
         let r = res_route("/api/v1/watch/namespaces/ns/pods");
         assert!(r.watch_prefix);
-        for bad in [
-            "/api/v1/namespaces/ns/pods/p/frob",
-            "/api/v1/nothing",
-            "/apis/apps/v2/deployments",
-            "/api/v1/pods/p",
-            "/x",
-        ] {
+        for bad in ["/api/v1/namespaces/ns/pods/p/frob", "/api/v1/nothing", "/apis/apps/v2/deployments", "/api/v1/pods/p", "/x"] {
             assert!(parse_route(bad).is_err(), "{bad}");
         }
     }
@@ -744,10 +686,7 @@ mod tests {
 
     #[test]
     fn faults_count_down() {
-        let mut f = vec![(
-            Fault { path_contains: "/pods".into(), status: 500, times: 2, method: Some("get".into()), hang: false },
-            2,
-        )];
+        let mut f = vec![(Fault { path_contains: "/pods".into(), status: 500, times: 2, method: Some("get".into()), hang: false }, 2)];
         assert!(take_fault(&mut f, "POST", "/api/v1/namespaces/a/pods").is_none());
         assert!(take_fault(&mut f, "GET", "/api/v1/namespaces/a/pods").is_some());
         assert!(take_fault(&mut f, "GET", "/api/v1/namespaces/a/pods?x").is_some());

@@ -94,11 +94,7 @@ fn startup_lines(b: &Behavior) -> Vec<String> {
 
 impl Kubelet {
     fn behavior_for(&self, ns: &str, pod: &str, image: &str) -> Behavior {
-        self.pod_behaviors
-            .get(&(ns.to_string(), pod.to_string()))
-            .or_else(|| self.image_behaviors.get(image))
-            .cloned()
-            .unwrap_or(Behavior::Healthy)
+        self.pod_behaviors.get(&(ns.to_string(), pod.to_string())).or_else(|| self.image_behaviors.get(image)).cloned().unwrap_or(Behavior::Healthy)
     }
 
     /// The log of a container (`previous` = the instance before the last restart).
@@ -111,9 +107,7 @@ impl Kubelet {
         let cname = match container {
             Some(c) if !c.is_empty() => c.to_string(),
             _ => {
-                if let Some(d) = at(pod, &["metadata", "annotations", "kubectl.kubernetes.io/default-container"])
-                    .and_then(Value::as_str)
-                {
+                if let Some(d) = at(pod, &["metadata", "annotations", "kubectl.kubernetes.io/default-container"]).and_then(Value::as_str) {
                     d.to_string()
                 } else if names.len() == 1 {
                     names[0].clone()
@@ -131,9 +125,7 @@ impl Kubelet {
         let rt = self.pods.get(meta_str(pod, "uid"));
         let ctr = rt.and_then(|r| r.containers.iter().find(|c| c.name == cname));
         let Some(ctr) = ctr else {
-            return Err(ApiError::bad_request(format!(
-                "container \"{cname}\" in pod \"{name}\" is waiting to start: ContainerCreating"
-            )));
+            return Err(ApiError::bad_request(format!("container \"{cname}\" in pod \"{name}\" is waiting to start: ContainerCreating")));
         };
         if previous {
             return match &ctr.prev_log {
@@ -144,15 +136,13 @@ impl Kubelet {
                     instance: ctr.instance.wrapping_sub(1),
                     running: false,
                 }),
-                None => Err(ApiError::bad_request(format!(
-                    "previous terminated container \"{cname}\" in pod \"{name}\" not found"
-                ))),
+                None => Err(ApiError::bad_request(format!("previous terminated container \"{cname}\" in pod \"{name}\" not found"))),
             };
         }
         match ctr.stage {
-            Stage::Creating { .. } => Err(ApiError::bad_request(format!(
-                "container \"{cname}\" in pod \"{name}\" is waiting to start: ContainerCreating"
-            ))),
+            Stage::Creating { .. } => {
+                Err(ApiError::bad_request(format!("container \"{cname}\" in pod \"{name}\" is waiting to start: ContainerCreating")))
+            }
             Stage::Running { .. } => Ok(LogSnapshot {
                 container: cname.clone(),
                 uid: meta_str(pod, "uid").into(),
@@ -185,17 +175,7 @@ impl Kubelet {
 }
 
 fn kubelet_event(st: &mut State, pod: &Value, type_: &str, reason: &str, message: String, container: Option<&str>) {
-    emit_event(
-        st,
-        pod,
-        EventSpec {
-            type_,
-            reason,
-            message,
-            component: "kubelet",
-            field_path: container.map(|c| format!("spec.containers{{{c}}}")),
-        },
-    );
+    emit_event(st, pod, EventSpec { type_, reason, message, component: "kubelet", field_path: container.map(|c| format!("spec.containers{{{c}}}")) });
 }
 
 /// Plans a freshly started container instance.
@@ -214,14 +194,10 @@ fn plan(b: &Behavior, t: &Timing, run_to_completion: bool, now: Instant, pod_cre
             let ready_at = if first { (pod_created + *d).max(now) } else { now + *d };
             Stage::Running { ready_at: Some(ready_at), end_at: None, next_probe: None }
         }
-        Behavior::CrashLoop { .. } => {
-            Stage::Running { ready_at: None, end_at: Some(now + t.crash_every), next_probe: None }
+        Behavior::CrashLoop { .. } => Stage::Running { ready_at: None, end_at: Some(now + t.crash_every), next_probe: None },
+        Behavior::LivenessFailing { .. } => {
+            Stage::Running { ready_at: None, end_at: Some(now + t.crash_every), next_probe: Some(now + t.crash_every / 3) }
         }
-        Behavior::LivenessFailing { .. } => Stage::Running {
-            ready_at: None,
-            end_at: Some(now + t.crash_every),
-            next_probe: Some(now + t.crash_every / 3),
-        },
     }
 }
 
@@ -253,25 +229,12 @@ fn start_container(st: &mut State, pod: &Value, uid: &str, i: usize, now: Instan
     c.stage = plan(&c.behavior, &timing, rtc, now, created, first);
     c.log = startup_lines(&c.behavior).into_iter().map(|l| (wall, l)).collect();
     let (name, image) = (c.name.clone(), c.image.clone());
-    kubelet_event(
-        st,
-        pod,
-        "Normal",
-        "Pulled",
-        format!("Container image \"{image}\" already present on machine"),
-        Some(&name),
-    );
+    kubelet_event(st, pod, "Normal", "Pulled", format!("Container image \"{image}\" already present on machine"), Some(&name));
     kubelet_event(st, pod, "Normal", "Created", format!("Created container: {name}"), Some(&name));
     kubelet_event(st, pod, "Normal", "Started", format!("Started container {name}"), Some(&name));
 }
 
-fn terminated(
-    exit_code: i32,
-    reason: &str,
-    started: Option<DateTime<Utc>>,
-    finished: DateTime<Utc>,
-    cid: &str,
-) -> Value {
+fn terminated(exit_code: i32, reason: &str, started: Option<DateTime<Utc>>, finished: DateTime<Utc>, cid: &str) -> Value {
     json!({
         "exitCode": exit_code,
         "reason": reason,
@@ -376,14 +339,7 @@ fn finish_instance(st: &mut State, pod: &Value, uid: &str, i: usize, b: &Behavio
     c.prev_log = Some(std::mem::take(&mut c.log));
     if liveness {
         kubelet_event(st, pod, "Warning", "Unhealthy", UNHEALTHY.into(), Some(&cname));
-        kubelet_event(
-            st,
-            pod,
-            "Normal",
-            "Killing",
-            format!("Container {cname} failed liveness probe, will be restarted"),
-            Some(&cname),
-        );
+        kubelet_event(st, pod, "Normal", "Killing", format!("Container {cname} failed liveness probe, will be restarted"), Some(&cname));
         start_container(st, pod, uid, i, now, wall);
     } else {
         if let Some(c) = st.kubelet.pods.get_mut(uid).and_then(|r| r.containers.get_mut(i)) {
@@ -444,8 +400,7 @@ fn render_status(st: &mut State, pod: &Value, uid: &str, wall: DateTime<Utc>) ->
     let qos = qos_class(pod.get("spec").unwrap_or(&Value::Null));
     let (pname, pns) = (meta_str(pod, "name").to_string(), meta_str(pod, "namespace").to_string());
     let rt = st.kubelet.pods.get_mut(uid)?;
-    let statuses: Vec<Value> =
-        rt.containers.iter().map(|c| container_status(c, &pname, &pns, uid, backoff_secs)).collect();
+    let statuses: Vec<Value> = rt.containers.iter().map(|c| container_status(c, &pname, &pns, uid, backoff_secs)).collect();
     let all_started_once = rt.containers.iter().all(|c| c.started_wall.is_some());
     let all_terminated = rt.containers.iter().all(|c| matches!(c.stage, Stage::Terminated { .. }));
     let all_ok = rt.containers.iter().all(|c| matches!(c.stage, Stage::Terminated { exit_code: 0, .. }));
@@ -576,12 +531,8 @@ pub fn sync(st: &mut State) {
             match rt.deleting {
                 None => {
                     rt.deleting = Some(now);
-                    let running: Vec<String> = rt
-                        .containers
-                        .iter()
-                        .filter(|c| matches!(c.stage, Stage::Running { .. }))
-                        .map(|c| c.name.clone())
-                        .collect();
+                    let running: Vec<String> =
+                        rt.containers.iter().filter(|c| matches!(c.stage, Stage::Running { .. })).map(|c| c.name.clone()).collect();
                     for c in running {
                         kubelet_event(st, &pod, "Normal", "Killing", format!("Stopping container {c}"), Some(&c));
                     }

@@ -257,13 +257,7 @@ impl FakeCluster {
             }
         });
         let controller = tokio::spawn(controller::run(shared.clone()));
-        Ok(FakeCluster {
-            shared,
-            url: format!("http://{addr}"),
-            stop,
-            server: Some(server),
-            controller: Some(controller),
-        })
+        Ok(FakeCluster { shared, url: format!("http://{addr}"), stop, server: Some(server), controller: Some(controller) })
     }
 
     /// The live state, for the other sandbox servers that follow the cluster (the smoke

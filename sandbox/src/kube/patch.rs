@@ -153,9 +153,7 @@ fn strategic(target: &Value, patch: &Value, field: &str) -> Value {
 fn merge_list(mut cur: Vec<Value>, items: &[Value], key: &str, field: &str) -> Value {
     // `[{"$patch": "replace"}, ...]` replaces the whole list.
     if items.iter().any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace")) {
-        return Value::Array(
-            items.iter().filter(|i| i.get("$patch").and_then(Value::as_str) != Some("replace")).cloned().collect(),
-        );
+        return Value::Array(items.iter().filter(|i| i.get("$patch").and_then(Value::as_str) != Some("replace")).cloned().collect());
     }
     if key.is_empty() {
         for i in items {
@@ -267,31 +265,18 @@ pub fn json_patch(target: &Value, patch: &Value) -> Result<Value, PatchError> {
     };
     let mut doc = target.clone();
     for op in ops {
-        let name = op
-            .get("op")
-            .and_then(Value::as_str)
-            .ok_or_else(|| PatchError::Malformed("operation without \"op\"".into()))?;
-        let path = op
-            .get("path")
-            .and_then(Value::as_str)
-            .ok_or_else(|| PatchError::Malformed(format!("{name} operation without \"path\"")))?;
-        let value = || {
-            op.get("value").cloned().ok_or_else(|| PatchError::Malformed(format!("{name} operation without \"value\"")))
-        };
-        let from = || {
-            op.get("from")
-                .and_then(Value::as_str)
-                .ok_or_else(|| PatchError::Malformed(format!("{name} operation without \"from\"")))
-        };
+        let name = op.get("op").and_then(Value::as_str).ok_or_else(|| PatchError::Malformed("operation without \"op\"".into()))?;
+        let path = op.get("path").and_then(Value::as_str).ok_or_else(|| PatchError::Malformed(format!("{name} operation without \"path\"")))?;
+        let value = || op.get("value").cloned().ok_or_else(|| PatchError::Malformed(format!("{name} operation without \"value\"")));
+        let from = || op.get("from").and_then(Value::as_str).ok_or_else(|| PatchError::Malformed(format!("{name} operation without \"from\"")));
         match name {
             "add" => add(&mut doc, path, value()?)?,
             "remove" => {
                 remove(&mut doc, path)?;
             }
             "replace" => {
-                remove(&mut doc, path).map_err(|_| {
-                    PatchError::DoesNotApply(format!("replace operation does not apply: doc is missing key: {path}"))
-                })?;
+                remove(&mut doc, path)
+                    .map_err(|_| PatchError::DoesNotApply(format!("replace operation does not apply: doc is missing key: {path}")))?;
                 add(&mut doc, path, value()?)?;
             }
             "move" => {
@@ -300,9 +285,7 @@ pub fn json_patch(target: &Value, patch: &Value) -> Result<Value, PatchError> {
             }
             "copy" => {
                 let f = from()?;
-                let v = get_at(&doc, &pointer(f)?)
-                    .cloned()
-                    .ok_or_else(|| PatchError::DoesNotApply(format!("missing path {f:?}")))?;
+                let v = get_at(&doc, &pointer(f)?).cloned().ok_or_else(|| PatchError::DoesNotApply(format!("missing path {f:?}")))?;
                 add(&mut doc, path, v)?;
             }
             "test" => {
@@ -361,9 +344,7 @@ mod tests {
         let env: Vec<&str> = cs[0]["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
         assert_eq!(env, ["Y", "Z"]);
         assert_eq!(out["metadata"]["finalizers"], json!(["b"]));
-        let r =
-            apply(PatchType::Strategic, &json!({"m": {"a": 1, "b": 2}}), &json!({"m": {"$patch": "replace", "c": 3}}))
-                .unwrap();
+        let r = apply(PatchType::Strategic, &json!({"m": {"a": 1, "b": 2}}), &json!({"m": {"$patch": "replace", "c": 3}})).unwrap();
         assert_eq!(r, json!({"m": {"c": 3}}));
     }
 
@@ -380,14 +361,8 @@ mod tests {
             {"op": "test", "path": "/x~1y", "value": 5}
         ]);
         assert_eq!(json_patch(&t, &p).unwrap(), json!({"a": {"b": [0, 1, 2, 3]}, "x/y": 5, "d": [0, 1, 2, 3]}));
-        assert!(matches!(
-            json_patch(&t, &json!([{"op": "test", "path": "/x~1y", "value": 9}])),
-            Err(PatchError::DoesNotApply(_))
-        ));
-        assert!(matches!(
-            json_patch(&t, &json!([{"op": "replace", "path": "/nope", "value": 9}])),
-            Err(PatchError::DoesNotApply(_))
-        ));
+        assert!(matches!(json_patch(&t, &json!([{"op": "test", "path": "/x~1y", "value": 9}])), Err(PatchError::DoesNotApply(_))));
+        assert!(matches!(json_patch(&t, &json!([{"op": "replace", "path": "/nope", "value": 9}])), Err(PatchError::DoesNotApply(_))));
         assert!(matches!(json_patch(&t, &json!([{"op": "frob", "path": "/a"}])), Err(PatchError::Malformed(_))));
         assert!(matches!(json_patch(&t, &json!({"op": "add"})), Err(PatchError::Malformed(_))));
     }

@@ -7,9 +7,7 @@
 
 use super::State;
 use super::patch::{self, PatchError, PatchType};
-use super::resources::{
-    self, CRONJOBS, DEPLOYMENTS, EVENTS, JOBS, NAMESPACES, NODES, PODS, REPLICASETS, ResId, SECRETS, res,
-};
+use super::resources::{self, CRONJOBS, DEPLOYMENTS, EVENTS, JOBS, NAMESPACES, NODES, PODS, REPLICASETS, ResId, SECRETS, res};
 use super::select::LabelSelector;
 use super::status::{ApiError, ApiResult, Cause, success};
 use super::util::{at, b64_encode, fmt_time, meta_str, new_uid, rand_suffix, set};
@@ -97,11 +95,7 @@ fn validate_pod_spec(spec: Option<&Value>, prefix: &str, causes: &mut Vec<Cause>
                 if name.is_empty() {
                     causes.push(Cause::required(&format!("{prefix}.containers[{i}].name"), ""));
                 } else if !is_dns_label(name) {
-                    causes.push(Cause::invalid(
-                        &format!("{prefix}.containers[{i}].name"),
-                        format!("{name:?}"),
-                        LABEL_MSG,
-                    ));
+                    causes.push(Cause::invalid(&format!("{prefix}.containers[{i}].name"), format!("{name:?}"), LABEL_MSG));
                 }
                 if c.get("image").and_then(Value::as_str).unwrap_or("").trim().is_empty() {
                     causes.push(Cause::required(&format!("{prefix}.containers[{i}].image"), ""));
@@ -112,10 +106,7 @@ fn validate_pod_spec(spec: Option<&Value>, prefix: &str, causes: &mut Vec<Cause>
 }
 
 fn labels_map(v: Option<&Value>) -> String {
-    let mut parts: Vec<String> = v
-        .and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| format!("{k:?}:{}", v)).collect())
-        .unwrap_or_default();
+    let mut parts: Vec<String> = v.and_then(Value::as_object).map(|m| m.iter().map(|(k, v)| format!("{k:?}:{}", v)).collect()).unwrap_or_default();
     parts.sort();
     format!("map[string]string{{{}}}", parts.join(", "))
 }
@@ -131,7 +122,11 @@ fn validate_replicated(obj: &Value, causes: &mut Vec<Cause>) {
         Some(sel) => {
             let s = LabelSelector::from_object(sel);
             if s.is_empty() {
-                causes.push(Cause::invalid("spec.selector", "v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}", "empty selector is invalid for deployment"));
+                causes.push(Cause::invalid(
+                    "spec.selector",
+                    "v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}",
+                    "empty selector is invalid for deployment",
+                ));
             }
             let tpl = at(obj, &["spec", "template"]).cloned().unwrap_or(Value::Null);
             if !s.matches(&tpl) {
@@ -207,11 +202,7 @@ fn validate(id: ResId, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
             if at(obj, &["spec", "schedule"]).and_then(Value::as_str).unwrap_or("").is_empty() {
                 causes.push(Cause::required("spec.schedule", ""));
             }
-            validate_pod_spec(
-                at(obj, &["spec", "jobTemplate", "spec", "template", "spec"]),
-                "spec.jobTemplate.spec.template.spec",
-                &mut causes,
-            );
+            validate_pod_spec(at(obj, &["spec", "jobTemplate", "spec", "template", "spec"]), "spec.jobTemplate.spec.template.spec", &mut causes);
         }
         _ => {}
     }
@@ -255,11 +246,7 @@ fn default_pod_spec(spec: &mut Value) {
                 let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
                 let tag = image.rsplit('/').next().unwrap_or("");
                 let latest = !tag.contains(':') || tag.ends_with(":latest");
-                default(
-                    c,
-                    "imagePullPolicy",
-                    json!(if latest && !image.contains('@') { "Always" } else { "IfNotPresent" }),
-                );
+                default(c, "imagePullPolicy", json!(if latest && !image.contains('@') { "Always" } else { "IfNotPresent" }));
                 default(c, "terminationMessagePath", json!("/dev/termination-log"));
                 default(c, "terminationMessagePolicy", json!("File"));
                 default(c, "resources", json!({}));
@@ -295,8 +282,7 @@ pub fn qos_class(spec: &Value) -> &'static str {
         let req = at(c, &["resources", "requests"]).and_then(Value::as_object).filter(|m| !m.is_empty());
         let lim = at(c, &["resources", "limits"]).and_then(Value::as_object).filter(|m| !m.is_empty());
         any |= req.is_some() || lim.is_some();
-        let full =
-            |m: Option<&Map<String, Value>>| m.is_some_and(|m| m.contains_key("cpu") && m.contains_key("memory"));
+        let full = |m: Option<&Map<String, Value>>| m.is_some_and(|m| m.contains_key("cpu") && m.contains_key("memory"));
         if !(full(lim) && (req.is_none() || req == lim)) {
             guaranteed = false;
         }
@@ -428,10 +414,7 @@ fn check_type(id: ResId, body: &Value) -> ApiResult<()> {
     if let Some(k) = body.get("kind").and_then(Value::as_str)
         && k != r.kind
     {
-        return Err(ApiError::bad_request(format!(
-            "the kind in the data ({k}) does not match the expected kind ({})",
-            r.kind
-        )));
+        return Err(ApiError::bad_request(format!("the kind in the data ({k}) does not match the expected kind ({})", r.kind)));
     }
     Ok(())
 }
@@ -447,9 +430,7 @@ fn check_namespace(id: ResId, obj: &mut Value, url_ns: &str) -> ApiResult<()> {
     if body_ns.is_empty() {
         set(obj, &["metadata", "namespace"], json!(url_ns));
     } else if body_ns != url_ns {
-        return Err(ApiError::bad_request(
-            "the namespace of the provided object does not match the namespace sent on the request",
-        ));
+        return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
     }
     Ok(())
 }
@@ -521,9 +502,7 @@ pub fn create(st: &mut State, id: ResId, url_ns: &str, body: Value, dry_run: boo
         return Err(ApiError::new(
             403,
             "Forbidden",
-            format!(
-                "pods \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated"
-            ),
+            format!("pods \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated"),
         ));
     }
     if dry_run {
@@ -555,14 +534,7 @@ pub fn write(st: &mut State, id: ResId, obj: Value) -> Value {
 
 /// Common tail of PUT and PATCH: keeps what the client may not change, checks the
 /// resourceVersion precondition, defaults, validates, bumps generation, writes.
-fn finish_update(
-    st: &mut State,
-    id: ResId,
-    old: Value,
-    mut new: Value,
-    target: Target,
-    dry_run: bool,
-) -> ApiResult<Value> {
+fn finish_update(st: &mut State, id: ResId, old: Value, mut new: Value, target: Target, dry_run: bool) -> ApiResult<Value> {
     let r = res(id);
     let name = meta_str(&old, "name").to_string();
     if !new.is_object() {
@@ -581,9 +553,7 @@ fn finish_update(
         if !new.get("metadata").is_some_and(Value::is_object) {
             new["metadata"] = json!({});
         }
-        for k in
-            ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "generation"]
-        {
+        for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "generation"] {
             match old["metadata"].get(k) {
                 Some(v) => new["metadata"][k] = v.clone(),
                 None => {
@@ -618,30 +588,18 @@ fn finish_update(
 }
 
 /// PUT.
-pub fn replace(
-    st: &mut State,
-    id: ResId,
-    ns: &str,
-    name: &str,
-    body: Value,
-    target: Target,
-    dry_run: bool,
-) -> ApiResult<Value> {
+pub fn replace(st: &mut State, id: ResId, ns: &str, name: &str, body: Value, target: Target, dry_run: bool) -> ApiResult<Value> {
     if !body.is_object() {
         return Err(ApiError::bad_request(format!("Object 'Kind' is missing in '{body}'")));
     }
     check_type(id, &body)?;
     let body_name = meta_str(&body, "name");
     if body_name != name {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({body_name}) does not match the name on the URL ({name})"
-        )));
+        return Err(ApiError::bad_request(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")));
     }
     let body_ns = meta_str(&body, "namespace");
     if res(id).namespaced && !body_ns.is_empty() && body_ns != ns {
-        return Err(ApiError::bad_request(
-            "the namespace of the provided object does not match the namespace sent on the request",
-        ));
+        return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
     }
     let old = get_existing(st, id, ns, name)?;
     finish_update(st, id, old, body, target, dry_run)
@@ -671,12 +629,7 @@ pub fn patch(
     dry_run: bool,
 ) -> ApiResult<(Value, bool)> {
     if pt == PatchType::Apply && field_manager.is_none_or(str::is_empty) {
-        return Err(ApiError::invalid(
-            "PatchOptions",
-            "meta.k8s.io",
-            "",
-            vec![Cause::required("fieldManager", "is required for apply patch")],
-        ));
+        return Err(ApiError::invalid("PatchOptions", "meta.k8s.io", "", vec![Cause::required("fieldManager", "is required for apply patch")]));
     }
     let Some(old) = st.store.get(id, ns, name).cloned() else {
         if pt == PatchType::Apply && target == Target::Main {
@@ -686,9 +639,7 @@ pub fn patch(
             }
             let bn = meta_str(&obj, "name");
             if !bn.is_empty() && bn != name {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({bn}) does not match the name on the URL ({name})"
-                )));
+                return Err(ApiError::bad_request(format!("the name of the object ({bn}) does not match the name on the URL ({name})")));
             }
             set(&mut obj, &["metadata", "name"], json!(name));
             return create(st, id, ns, obj, dry_run).map(|o| (o, true));
@@ -708,11 +659,7 @@ pub fn patch(
         m.insert("resourceVersion".into(), old["metadata"]["resourceVersion"].clone());
     }
     if meta_str(&patched, "name") != name {
-        return Err(invalid(
-            id,
-            name,
-            vec![Cause::invalid("metadata.name", format!("{:?}", meta_str(&patched, "name")), "field is immutable")],
-        ));
+        return Err(invalid(id, name, vec![Cause::invalid("metadata.name", format!("{:?}", meta_str(&patched, "name")), "field is immutable")]));
     }
     finish_update(st, id, old, patched, target, dry_run).map(|o| (o, false))
 }
@@ -752,9 +699,7 @@ fn set_scale(st: &mut State, id: ResId, ns: &str, name: &str, scale: Value, dry_
     }
     let replicas = match at(&scale, &["spec", "replicas"]) {
         None | Some(Value::Null) => 0,
-        Some(v) => {
-            v.as_i64().ok_or_else(|| ApiError::bad_request(format!("spec.replicas: expected an integer, got {v}")))?
-        }
+        Some(v) => v.as_i64().ok_or_else(|| ApiError::bad_request(format!("spec.replicas: expected an integer, got {v}")))?,
     };
     if replicas < 0 {
         return Err(ApiError::invalid(
@@ -773,22 +718,12 @@ fn set_scale(st: &mut State, id: ResId, ns: &str, name: &str, scale: Value, dry_
 pub fn replace_scale(st: &mut State, id: ResId, ns: &str, name: &str, body: Value, dry_run: bool) -> ApiResult<Value> {
     let bn = meta_str(&body, "name");
     if !bn.is_empty() && bn != name {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({bn}) does not match the name on the URL ({name})"
-        )));
+        return Err(ApiError::bad_request(format!("the name of the object ({bn}) does not match the name on the URL ({name})")));
     }
     set_scale(st, id, ns, name, body, dry_run)
 }
 
-pub fn patch_scale(
-    st: &mut State,
-    id: ResId,
-    ns: &str,
-    name: &str,
-    pt: PatchType,
-    body: &Value,
-    dry_run: bool,
-) -> ApiResult<Value> {
+pub fn patch_scale(st: &mut State, id: ResId, ns: &str, name: &str, pt: PatchType, body: &Value, dry_run: bool) -> ApiResult<Value> {
     let cur = get_scale(st, id, ns, name)?;
     let patched = patch::apply(pt, &cur, body).map_err(|e| patch_err(id, name, e))?;
     set_scale(st, id, ns, name, patched, dry_run)
@@ -820,14 +755,7 @@ impl DeleteOpts {
 /// with `deletionTimestamp`; the kubelet removes it after `Timing::terminate_after`); objects
 /// with finalizers likewise wait; everything else goes at once and the answer is a Success
 /// `Status`, as for the real registries.
-pub fn delete(
-    st: &mut State,
-    id: ResId,
-    ns: &str,
-    name: &str,
-    opts: &DeleteOpts,
-    dry_run: bool,
-) -> ApiResult<(u16, Value)> {
+pub fn delete(st: &mut State, id: ResId, ns: &str, name: &str, opts: &DeleteOpts, dry_run: bool) -> ApiResult<(u16, Value)> {
     let r = res(id);
     let old = get_existing(st, id, ns, name)?;
     for (want, field, label) in [(&opts.uid, "uid", "UID"), (&opts.resource_version, "resourceVersion", "ResourceVersion")] {
@@ -852,8 +780,7 @@ pub fn delete(
     if id == PODS {
         let phase = at(&old, &["status", "phase"]).and_then(Value::as_str).unwrap_or("");
         let unscheduled = at(&old, &["spec", "nodeName"]).and_then(Value::as_str).unwrap_or("").is_empty();
-        let grace =
-            opts.grace_period.or_else(|| int_at(&old, &["spec", "terminationGracePeriodSeconds"])).unwrap_or(30);
+        let grace = opts.grace_period.or_else(|| int_at(&old, &["spec", "terminationGracePeriodSeconds"])).unwrap_or(30);
         let immediate = grace <= 0 || unscheduled || phase == "Succeeded" || phase == "Failed";
         if immediate {
             let gone = st.store.remove(id, ns, name).unwrap_or(old);
@@ -1008,8 +935,7 @@ pub fn deploy(st: &mut State, ns: &str, name: &str, image: &str, replicas: i32) 
 pub fn put(st: &mut State, obj: Value) -> ApiResult<Value> {
     let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
-    let id = resources::find_kind(av, kind)
-        .ok_or_else(|| ApiError::bad_request(format!("the fake cluster does not serve {av} {kind}")))?;
+    let id = resources::find_kind(av, kind).ok_or_else(|| ApiError::bad_request(format!("the fake cluster does not serve {av} {kind}")))?;
     let ns = if res(id).namespaced {
         let n = meta_str(&obj, "namespace");
         if n.is_empty() { "default".to_string() } else { n.to_string() }

@@ -399,10 +399,7 @@ mod tests {
     fn access_reviews_are_discoverable_as_create_only_and_cluster_scoped() {
         let groups = api_group_list();
         assert!(groups["groups"].as_array().unwrap().iter().any(|g| g["name"] == "authorization.k8s.io"));
-        assert_eq!(
-            api_group("authorization.k8s.io").unwrap()["preferredVersion"]["groupVersion"],
-            "authorization.k8s.io/v1"
-        );
+        assert_eq!(api_group("authorization.k8s.io").unwrap()["preferredVersion"]["groupVersion"], "authorization.k8s.io/v1");
         let list = resource_list("authorization.k8s.io", "v1").unwrap();
         let r = &list["resources"].as_array().unwrap()[0];
         assert_eq!(

@@ -36,9 +36,7 @@ fn valid_key(k: &str) -> bool {
         None => (None, k),
     };
     if let Some(p) = prefix
-        && (p.is_empty()
-            || p.len() > 253
-            || !p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'))
+        && (p.is_empty() || p.len() > 253 || !p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'))
     {
         return false;
     }
@@ -48,8 +46,7 @@ fn valid_key(k: &str) -> bool {
 fn valid_value(v: &str) -> bool {
     v.len() <= 63
         && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        && (v.is_empty()
-            || (v.starts_with(|c: char| c.is_ascii_alphanumeric()) && v.ends_with(|c: char| c.is_ascii_alphanumeric())))
+        && (v.is_empty() || (v.starts_with(|c: char| c.is_ascii_alphanumeric()) && v.ends_with(|c: char| c.is_ascii_alphanumeric())))
 }
 
 fn bad(sel: &str, why: &str) -> ApiError {
@@ -86,10 +83,7 @@ fn split_top(s: &str) -> Option<Vec<&str>> {
 
 fn parse_set(sel: &str, rest: &str) -> ApiResult<Vec<String>> {
     let rest = rest.trim();
-    let inner = rest
-        .strip_prefix('(')
-        .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| bad(sel, "expected a parenthesised set of values"))?;
+    let inner = rest.strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(|| bad(sel, "expected a parenthesised set of values"))?;
     let vals: Vec<String> = inner.split(',').map(|v| v.trim().to_string()).collect();
     for v in &vals {
         if !valid_value(v) {
@@ -120,12 +114,10 @@ impl LabelSelector {
             } else if let Some((k, v)) = p.split_once('=') {
                 Requirement { key: k.trim().to_string(), op: LabelOp::Eq(v.trim().to_string()) }
             } else if let Some((k, v)) = p.split_once('>') {
-                let n =
-                    v.trim().parse().map_err(|_| bad(sel, "for 'Gt', 'Lt' operators, the value must be an integer"))?;
+                let n = v.trim().parse().map_err(|_| bad(sel, "for 'Gt', 'Lt' operators, the value must be an integer"))?;
                 Requirement { key: k.trim().to_string(), op: LabelOp::Gt(n) }
             } else if let Some((k, v)) = p.split_once('<') {
-                let n =
-                    v.trim().parse().map_err(|_| bad(sel, "for 'Gt', 'Lt' operators, the value must be an integer"))?;
+                let n = v.trim().parse().map_err(|_| bad(sel, "for 'Gt', 'Lt' operators, the value must be an integer"))?;
                 Requirement { key: k.trim().to_string(), op: LabelOp::Lt(n) }
             } else if let Some(idx) = p.find(" notin ").or_else(|| p.find(" notin(")) {
                 Requirement { key: p[..idx].trim().to_string(), op: LabelOp::NotIn(parse_set(sel, &p[idx + 6..])?) }
@@ -259,9 +251,7 @@ fn unescape(s: &str) -> ApiResult<String> {
             match chars.next() {
                 Some(n @ ('\\' | ',' | '=' | '!')) => out.push(n),
                 Some(n) => {
-                    return Err(ApiError::bad_request(format!(
-                        "invalid field selector: invalid escape sequence: \\{n}"
-                    )));
+                    return Err(ApiError::bad_request(format!("invalid field selector: invalid escape sequence: \\{n}")));
                 }
                 None => return Err(ApiError::bad_request("invalid field selector: trailing backslash")),
             }
@@ -306,8 +296,7 @@ impl FieldSelector {
         }
         for part in split_unescaped(sel, ',') {
             let p = part.trim();
-            let (idx, op) = find_op(p)
-                .ok_or_else(|| ApiError::bad_request(format!("invalid selector: '{sel}'; can't understand '{p}'")))?;
+            let (idx, op) = find_op(p).ok_or_else(|| ApiError::bad_request(format!("invalid selector: '{sel}'; can't understand '{p}'")))?;
             let field = unescape(p[..idx].trim())?;
             let value = unescape(p[idx + op.len()..].trim())?;
             if field != "metadata.name" && field != "metadata.namespace" && !res.fields.contains(&field.as_str()) {
@@ -427,10 +416,7 @@ mod tests {
         assert!(ok("status.phase!=Pending"));
         assert!(!ok("status.phase=Pending"));
         assert!(ok("spec.nodeName="));
-        assert_eq!(
-            FieldSelector::parse("spec.foo=x", pods).unwrap_err().message,
-            "field label not supported: spec.foo"
-        );
+        assert_eq!(FieldSelector::parse("spec.foo=x", pods).unwrap_err().message, "field label not supported: spec.foo");
         assert_eq!(FieldSelector::parse("nonsense", pods).unwrap_err().code, 400);
 
         let ev = json!({"metadata": {"name": "e"}, "involvedObject": {"name": "a,b", "uid": "u"}, "source": {"component": "kubelet"}});

@@ -53,8 +53,7 @@ impl ApiError {
 
     /// `pods "x" not found`
     pub fn not_found(res: &Resource, name: &str) -> ApiError {
-        ApiError::new(404, "NotFound", format!("{} \"{name}\" not found", res.group_resource()))
-            .with_details(details(res, name))
+        ApiError::new(404, "NotFound", format!("{} \"{name}\" not found", res.group_resource())).with_details(details(res, name))
     }
 
     /// Unknown URL.
@@ -65,8 +64,7 @@ impl ApiError {
     }
 
     pub fn already_exists(res: &Resource, name: &str) -> ApiError {
-        ApiError::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", res.group_resource()))
-            .with_details(details(res, name))
+        ApiError::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", res.group_resource())).with_details(details(res, name))
     }
 
     /// Stale `metadata.resourceVersion` on update.

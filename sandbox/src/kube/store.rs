@@ -98,19 +98,11 @@ impl Store {
     /// Objects of a type, in one namespace or all, ordered by namespace then name.
     pub fn list<'a>(&'a self, id: ResId, ns: Option<&'a str>) -> impl Iterator<Item = &'a Value> + 'a {
         let start = Key { res: id, ns: ns.unwrap_or("").to_string(), name: String::new() };
-        self.objects
-            .range(start..)
-            .take_while(move |(k, _)| k.res == id && ns.is_none_or(|n| k.ns == n))
-            .map(|(_, v)| v)
+        self.objects.range(start..).take_while(move |(k, _)| k.res == id && ns.is_none_or(|n| k.ns == n)).map(|(_, v)| v)
     }
 
     /// Like [`Store::list`] but starting after `after` (`ns`, `name`) — for `continue`.
-    pub fn list_after<'a>(
-        &'a self,
-        id: ResId,
-        ns: Option<&'a str>,
-        after: (String, String),
-    ) -> impl Iterator<Item = &'a Value> + 'a {
+    pub fn list_after<'a>(&'a self, id: ResId, ns: Option<&'a str>, after: (String, String)) -> impl Iterator<Item = &'a Value> + 'a {
         let start = Key { res: id, ns: after.0, name: after.1 };
         self.objects
             .range((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
@@ -210,8 +202,7 @@ mod tests {
         s.insert(CRONJOBS, pod("a", "c"));
         assert_eq!(a["kind"], "Pod");
         assert_eq!(a["metadata"]["resourceVersion"], "2");
-        let names: Vec<String> =
-            s.list(PODS, None).map(|p| format!("{}/{}", meta_str(p, "namespace"), meta_str(p, "name"))).collect();
+        let names: Vec<String> = s.list(PODS, None).map(|p| format!("{}/{}", meta_str(p, "namespace"), meta_str(p, "name"))).collect();
         assert_eq!(names, ["a/x", "a/y", "b/x"]);
         assert_eq!(s.list(PODS, Some("a")).count(), 2);
         assert_eq!(s.list_after(PODS, None, ("a".into(), "x".into())).count(), 2);

@@ -144,12 +144,7 @@ pub fn watch(sh: &Arc<Shared>, w: WatchReq) -> Result<Response, ApiError> {
     let since: Option<u64> = match w.resource_version.as_deref() {
         None | Some("") | Some("0") => None,
         Some(s) => Some(s.parse().map_err(|_| {
-            ApiError::invalid(
-                "WatchOptions",
-                "",
-                "",
-                vec![super::status::Cause::invalid("resourceVersion", format!("{s:?}"), "must be an integer")],
-            )
+            ApiError::invalid("WatchOptions", "", "", vec![super::status::Cause::invalid("resourceVersion", format!("{s:?}"), "must be an integer")])
         })?),
     };
     // `sendInitialEvents=true` (with `resourceVersionMatch=NotOlderThan`): the current state
@@ -163,8 +158,7 @@ pub fn watch(sh: &Arc<Shared>, w: WatchReq) -> Result<Response, ApiError> {
         let cur = st.store.rv();
         match since {
             Some(rv) if rv < st.store.compacted() => {
-                let _ = tx
-                    .try_send(Ok(gone_event(format!("too old resource version: {rv} ({})", st.store.compacted() + 1))));
+                let _ = tx.try_send(Ok(gone_event(format!("too old resource version: {rv} ({})", st.store.compacted() + 1))));
                 return Ok(resp);
             }
             Some(rv) => {
@@ -254,13 +248,7 @@ fn render_lines(lines: &[(chrono::DateTime<chrono::Utc>, String)], timestamps: b
 }
 
 /// `GET .../pods/{name}/log`.
-pub fn logs(
-    sh: &Arc<Shared>,
-    pod: &Value,
-    container: Option<&str>,
-    previous: bool,
-    q: LogReq,
-) -> Result<Response, ApiError> {
+pub fn logs(sh: &Arc<Shared>, pod: &Value, container: Option<&str>, previous: bool, q: LogReq) -> Result<Response, ApiError> {
     let snap = sh.lock().kubelet.logs(pod, container, previous)?;
     let mut lines = snap.lines.clone();
     if let Some(s) = q.since_seconds {

@@ -136,12 +136,7 @@ fn columns(id: ResId) -> Vec<Col> {
             ("Container-Runtime", "string", "", 1),
         ],
         "ConfigMap" => vec![("Name", "string", "name", 0), ("Data", "integer", "", 0), ("Age", "string", "", 0)],
-        "Secret" => vec![
-            ("Name", "string", "name", 0),
-            ("Type", "string", "", 0),
-            ("Data", "integer", "", 0),
-            ("Age", "string", "", 0),
-        ],
+        "Secret" => vec![("Name", "string", "name", 0), ("Type", "string", "", 0), ("Data", "integer", "", 0), ("Age", "string", "", 0)],
         "Lease" => vec![("Name", "string", "name", 0), ("Holder", "string", "", 0), ("Age", "string", "", 0)],
         "Service" => vec![
             ("Name", "string", "name", 0),
@@ -170,8 +165,7 @@ fn pod_cells(pod: &Value, now: DateTime<Utc>) -> Vec<Value> {
     let mut last_restart: Option<DateTime<Utc>> = None;
     for c in statuses.iter().rev() {
         restarts += c["restartCount"].as_i64().unwrap_or(0);
-        if let Some(t) = at(c, &["lastState", "terminated", "finishedAt"]).and_then(Value::as_str).and_then(parse_time)
-        {
+        if let Some(t) = at(c, &["lastState", "terminated", "finishedAt"]).and_then(Value::as_str).and_then(parse_time) {
             last_restart = Some(last_restart.map_or(t, |l| l.max(t)));
         }
         let waiting = at(c, &["state", "waiting", "reason"]).and_then(Value::as_str).filter(|r| !r.is_empty());
@@ -183,11 +177,7 @@ fn pod_cells(pod: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 Some(r) => reason = r.to_string(),
                 None => {
                     let sig = t["signal"].as_i64().unwrap_or(0);
-                    reason = if sig != 0 {
-                        format!("Signal:{sig}")
-                    } else {
-                        format!("ExitCode:{}", t["exitCode"].as_i64().unwrap_or(0))
-                    };
+                    reason = if sig != 0 { format!("Signal:{sig}") } else { format!("ExitCode:{}", t["exitCode"].as_i64().unwrap_or(0)) };
                 }
             }
         } else if c["ready"] == true && at(c, &["state", "running"]).is_some() {
@@ -274,17 +264,12 @@ fn cells(id: ResId, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
         "Job" => {
             let (c, i) = containers_images(at(obj, &["spec", "template", "spec"]));
             let start = at(obj, &["status", "startTime"]).and_then(Value::as_str).and_then(parse_time);
-            let end =
-                at(obj, &["status", "completionTime"]).and_then(Value::as_str).and_then(parse_time).unwrap_or(now);
+            let end = at(obj, &["status", "completionTime"]).and_then(Value::as_str).and_then(parse_time).unwrap_or(now);
             let duration = start.map_or(String::new(), |s| human_duration(end - s));
             vec![
                 name,
                 json!(job_status(obj)),
-                json!(format!(
-                    "{}/{}",
-                    int(obj, &["status", "succeeded"]),
-                    at(obj, &["spec", "completions"]).and_then(Value::as_i64).unwrap_or(1)
-                )),
+                json!(format!("{}/{}", int(obj, &["status", "succeeded"]), at(obj, &["spec", "completions"]).and_then(Value::as_i64).unwrap_or(1))),
                 json!(duration),
                 json!(age(obj, now)),
                 json!(c),
@@ -294,9 +279,7 @@ fn cells(id: ResId, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
         }
         "CronJob" => {
             let (c, i) = containers_images(at(obj, &["spec", "jobTemplate", "spec", "template", "spec"]));
-            let last = at(obj, &["status", "lastScheduleTime"])
-                .and_then(Value::as_str)
-                .map_or("<none>".to_string(), |t| ts_since(t, now));
+            let last = at(obj, &["status", "lastScheduleTime"]).and_then(Value::as_str).map_or("<none>".to_string(), |t| ts_since(t, now));
             vec![
                 name,
                 json!(s(at(obj, &["spec", "schedule"]))),
@@ -311,10 +294,7 @@ fn cells(id: ResId, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
             ]
         }
         "Event" => {
-            let last = at(obj, &["lastTimestamp"])
-                .and_then(Value::as_str)
-                .or_else(|| at(obj, &["eventTime"]).and_then(Value::as_str))
-                .unwrap_or("");
+            let last = at(obj, &["lastTimestamp"]).and_then(Value::as_str).or_else(|| at(obj, &["eventTime"]).and_then(Value::as_str)).unwrap_or("");
             let first = at(obj, &["firstTimestamp"]).and_then(Value::as_str).unwrap_or(last);
             let io = obj.get("involvedObject").cloned().unwrap_or(json!({}));
             vec![
@@ -337,9 +317,7 @@ fn cells(id: ResId, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
             let roles: Vec<String> = at(obj, &["metadata", "labels"])
                 .and_then(Value::as_object)
-                .map(|m| {
-                    m.keys().filter_map(|k| k.strip_prefix("node-role.kubernetes.io/").map(String::from)).collect()
-                })
+                .map(|m| m.keys().filter_map(|k| k.strip_prefix("node-role.kubernetes.io/").map(String::from)).collect())
                 .unwrap_or_default();
             let ip = at(obj, &["status", "addresses"])
                 .and_then(Value::as_array)
@@ -371,17 +349,7 @@ fn cells(id: ResId, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
         "Service" => {
             let ports: Vec<String> = at(obj, &["spec", "ports"])
                 .and_then(Value::as_array)
-                .map(|ps| {
-                    ps.iter()
-                        .map(|p| {
-                            format!(
-                                "{}/{}",
-                                s(p.get("port")),
-                                p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
-                            )
-                        })
-                        .collect()
-                })
+                .map(|ps| ps.iter().map(|p| format!("{}/{}", s(p.get("port")), p.get("protocol").and_then(Value::as_str).unwrap_or("TCP"))).collect())
                 .unwrap_or_default();
             let sel: Vec<String> = at(obj, &["spec", "selector"])
                 .and_then(Value::as_object)
@@ -439,9 +407,7 @@ pub fn table(id: ResId, objs: &[&Value], include: Include, headers: bool, list_m
     let cols: Vec<Value> = if headers {
         columns(id)
             .into_iter()
-            .map(|(n, t, f, p)| {
-                json!({"name": n, "type": t, "format": f, "description": format!("{} of the {}", n, res(id).kind), "priority": p})
-            })
+            .map(|(n, t, f, p)| json!({"name": n, "type": t, "format": f, "description": format!("{} of the {}", n, res(id).kind), "priority": p}))
             .collect()
     } else {
         Vec::new()

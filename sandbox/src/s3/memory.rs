@@ -201,9 +201,8 @@ async fn receive(
     let md5 = md5.finalize();
     if let Some(expected) = content_md5 {
         use base64::Engine as _;
-        let expected = base64::engine::general_purpose::STANDARD
-            .decode(expected)
-            .map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not base64"))?;
+        let expected =
+            base64::engine::general_purpose::STANDARD.decode(expected).map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not base64"))?;
         if expected != md5 {
             return Err(s3_error!(BadDigest, "Content-MD5 mismatch"));
         }
@@ -211,10 +210,7 @@ async fn receive(
     let mut declared = declared;
     if let Some(headers) = trailers.and_then(|t| t.take()) {
         let get = |name: &str| -> S3Result<Option<String>> {
-            headers
-                .get(name)
-                .map(|v| v.to_str().map(str::to_owned).map_err(|_| s3_error!(InvalidArgument, "trailer {name}")))
-                .transpose()
+            headers.get(name).map(|v| v.to_str().map(str::to_owned).map_err(|_| s3_error!(InvalidArgument, "trailer {name}"))).transpose()
         };
         if let Some(v) = get("x-amz-checksum-crc32")? {
             declared.checksum_crc32 = Some(v);
@@ -464,11 +460,7 @@ impl S3 for MemoryStore {
             .read()
             .buckets
             .iter()
-            .map(|(name, b)| s3s::dto::Bucket {
-                name: Some(name.clone()),
-                creation_date: Some(Timestamp::from(b.created)),
-                bucket_region: None,
-            })
+            .map(|(name, b)| s3s::dto::Bucket { name: Some(name.clone()), creation_date: Some(Timestamp::from(b.created)), bucket_region: None })
             .collect();
         Ok(S3Response::new(ListBucketsOutput { buckets: Some(buckets), ..Default::default() }))
     }
@@ -491,7 +483,8 @@ impl S3 for MemoryStore {
             checksum_crc64nvme: input.checksum_crc64nvme,
             ..Default::default()
         };
-        let got = receive(input.body, input.content_md5.as_deref(), input.checksum_algorithm.as_ref(), declared, req.trailing_headers.as_ref()).await?;
+        let got =
+            receive(input.body, input.content_md5.as_deref(), input.checksum_algorithm.as_ref(), declared, req.trailing_headers.as_ref()).await?;
         let attrs = Attrs {
             content_type: input.content_type,
             content_encoding: input.content_encoding,
@@ -533,7 +526,13 @@ impl S3 for MemoryStore {
             return Err(s3_error!(NotImplemented, "GetObject by part number"));
         }
         let o = self.object(&input.bucket, &input.key)?;
-        check_read_conditions(&o, input.if_match.as_ref(), input.if_none_match.as_ref(), input.if_modified_since.as_ref(), input.if_unmodified_since.as_ref())?;
+        check_read_conditions(
+            &o,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
         let len = o.body.len() as u64;
         let (body, content_range) = match &input.range {
             None => (o.body.clone(), None),
@@ -574,7 +573,13 @@ impl S3 for MemoryStore {
             return Err(s3_error!(NotImplemented, "HeadObject by part number"));
         }
         let o = self.object(&input.bucket, &input.key)?;
-        check_read_conditions(&o, input.if_match.as_ref(), input.if_none_match.as_ref(), input.if_modified_since.as_ref(), input.if_unmodified_since.as_ref())?;
+        check_read_conditions(
+            &o,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
         let len = o.body.len() as u64;
         let (content_length, content_range) = match &input.range {
             None => (len, None),
@@ -725,10 +730,9 @@ impl S3 for MemoryStore {
         }
         state.next_upload += 1;
         let id = format!("mem-{:016x}", state.next_upload);
-        state.uploads.insert(
-            id.clone(),
-            Upload { bucket: input.bucket.clone(), key: input.key.clone(), attrs: attrs.boxed(), parts: BTreeMap::new() },
-        );
+        state
+            .uploads
+            .insert(id.clone(), Upload { bucket: input.bucket.clone(), key: input.key.clone(), attrs: attrs.boxed(), parts: BTreeMap::new() });
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
@@ -751,7 +755,8 @@ impl S3 for MemoryStore {
             checksum_crc64nvme: input.checksum_crc64nvme,
             ..Default::default()
         };
-        let got = receive(input.body, input.content_md5.as_deref(), input.checksum_algorithm.as_ref(), declared, req.trailing_headers.as_ref()).await?;
+        let got =
+            receive(input.body, input.content_md5.as_deref(), input.checksum_algorithm.as_ref(), declared, req.trailing_headers.as_ref()).await?;
         let etag = hex::encode(got.md5);
         {
             let mut state = self.write();

@@ -26,9 +26,9 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use anyhow::{Context, anyhow, bail};
-use memory::MemoryStore;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use memory::MemoryStore;
 use tokio::sync::oneshot;
 
 /// The test access key id the server accepts.
@@ -56,9 +56,7 @@ enum Backend {
 /// Starts a server whose buckets are the directories of `root` (which must exist).
 /// Returns once the port is bound: requests can be sent right away.
 pub fn start(root: &Path) -> anyhow::Result<S3Server> {
-    let root = root
-        .canonicalize()
-        .with_context(|| format!("S3 root directory {}", root.display()))?;
+    let root = root.canonicalize().with_context(|| format!("S3 root directory {}", root.display()))?;
     let fs = s3s_fs::FileSystem::new(&root).map_err(|e| anyhow!("s3s-fs on {}: {e:?}", root.display()))?;
     serve(fs, Backend::Dir(root))
 }
@@ -83,11 +81,7 @@ fn serve(s3: impl s3s::S3, backend: Backend) -> anyhow::Result<S3Server> {
     let addr = listener.local_addr().context("S3 listener address")?;
     let (shutdown, mut stop) = oneshot::channel::<()>();
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .thread_name("sandbox-s3")
-        .build()
-        .context("S3 server runtime")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().thread_name("sandbox-s3").build().context("S3 server runtime")?;
     let thread = std::thread::Builder::new()
         .name(format!("sandbox-s3-{}", addr.port()))
         .spawn(move || {
@@ -122,13 +116,7 @@ fn serve(s3: impl s3s::S3, backend: Backend) -> anyhow::Result<S3Server> {
         })
         .context("spawn the S3 server thread")?;
 
-    Ok(S3Server {
-        addr,
-        url: format!("http://{addr}"),
-        backend,
-        shutdown: Some(shutdown),
-        thread: Some(thread),
-    })
+    Ok(S3Server { addr, url: format!("http://{addr}"), backend, shutdown: Some(shutdown), thread: Some(thread) })
 }
 
 impl S3Server {

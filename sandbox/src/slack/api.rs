@@ -3,11 +3,11 @@
 use super::{Call, Inner, Posted};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -99,7 +99,13 @@ async fn method(State(inner): State<Arc<Inner>>, Path(method): Path<String>, hea
                 s.next_ts += 1;
                 let ts = format!("1700000000.{:06}", s.next_ts);
                 let thread = body["thread_ts"].as_str().map(str::to_string);
-                s.messages.push(Posted { channel: channel.clone(), ts: ts.clone(), thread_ts: thread.clone(), content: content.clone(), versions: vec![content.clone()] });
+                s.messages.push(Posted {
+                    channel: channel.clone(),
+                    ts: ts.clone(),
+                    thread_ts: thread.clone(),
+                    content: content.clone(),
+                    versions: vec![content.clone()],
+                });
                 (ts, thread)
             });
             let mut m = json!({"type": "message", "ts": ts, "text": content["text"], "blocks": content["blocks"], "bot_id": "B0RUNBOT"});
@@ -201,5 +207,9 @@ async fn hook(State(inner): State<Arc<Inner>>, Path(n): Path<u64>, headers: Head
         s.responses.push((n, body.clone()));
         true
     });
-    if known { (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{\"ok\":true}").into_response() } else { (StatusCode::NOT_FOUND, "no_such_hook").into_response() }
+    if known {
+        (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{\"ok\":true}").into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "no_such_hook").into_response()
+    }
 }

@@ -15,13 +15,13 @@ mod socket;
 pub use limits::violations;
 
 use hmac::{Hmac, Mac};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use sha2::Sha256;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 /// `v0=<hex>`: Slack's request signature over `v0:{ts}:{body}` (written independently of
@@ -350,7 +350,8 @@ impl FakeSlack {
             s.next_envelope += 1;
             format!("env-{}", s.next_envelope)
         });
-        let frame = json!({"envelope_id": id, "type": kind, "payload": payload, "accepts_response_payload": accepts, "retry_attempt": 0, "retry_reason": ""});
+        let frame =
+            json!({"envelope_id": id, "type": kind, "payload": payload, "accepts_response_payload": accepts, "retry_attempt": 0, "retry_reason": ""});
         let _ = tx.send(frame.to_string());
         id
     }

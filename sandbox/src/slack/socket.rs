@@ -6,7 +6,7 @@
 
 use super::Inner;
 use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -22,7 +22,8 @@ pub(super) async fn serve(listener: TcpListener, inner: Arc<Inner>) {
             }
             let (mut tx, mut rx) = ws.split();
             let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
-            let hello = json!({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A0RUNBOT"}, "debug_info": {"host": "fake-slack"}});
+            let hello =
+                json!({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A0RUNBOT"}, "debug_info": {"host": "fake-slack"}});
             if tx.send(Ws::Text(hello.to_string().into())).await.is_err() {
                 return;
             }

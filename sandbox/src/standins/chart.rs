@@ -23,33 +23,19 @@ impl Chart {
             }
             return Err(match reference.split_once('/') {
                 Some((repo, _)) => format!("repo {repo} not found"),
-                None => format!(
-                    "non-absolute URLs should be in form of repo_name/path_to_chart, got: {reference}"
-                ),
+                None => format!("non-absolute URLs should be in form of repo_name/path_to_chart, got: {reference}"),
             });
         }
         if !p.is_dir() {
-            return Err(format!(
-                "the sandbox helm stand-in loads chart directories only, not packaged charts: {reference}"
-            ));
+            return Err(format!("the sandbox helm stand-in loads chart directories only, not packaged charts: {reference}"));
         }
-        let meta_text = std::fs::read_to_string(p.join("Chart.yaml"))
-            .map_err(|_| "Chart.yaml file is missing".to_string())?;
-        let mut meta =
-            super::yaml::parse(&meta_text).map_err(|e| format!("cannot load Chart.yaml: {e}"))?;
+        let meta_text = std::fs::read_to_string(p.join("Chart.yaml")).map_err(|_| "Chart.yaml file is missing".to_string())?;
+        let mut meta = super::yaml::parse(&meta_text).map_err(|e| format!("cannot load Chart.yaml: {e}"))?;
         let Some(m) = meta.as_object_mut() else {
             return Err("cannot load Chart.yaml: not a mapping".into());
         };
         // helm coerces numeric versions (`appVersion: 1.16`) to strings.
-        for k in [
-            "name",
-            "version",
-            "appVersion",
-            "apiVersion",
-            "kubeVersion",
-            "description",
-            "type",
-        ] {
+        for k in ["name", "version", "appVersion", "apiVersion", "kubeVersion", "description", "type"] {
             if let Some(v) = m.get_mut(k)
                 && !v.is_string()
                 && !v.is_null()
@@ -68,14 +54,9 @@ impl Chart {
         };
         let values = if values.is_null() { json!({}) } else { values };
         if !values.is_object() {
-            return Err(
-                "cannot load values.yaml: error converting YAML to JSON: not a mapping".into(),
-            );
+            return Err("cannot load values.yaml: error converting YAML to JSON: not a mapping".into());
         }
-        Ok(Chart {
-            metadata: meta,
-            values,
-        })
+        Ok(Chart { metadata: meta, values })
     }
 
     /// The release document's `chart`.
@@ -86,36 +67,24 @@ impl Chart {
 
 /// The user-supplied values (`config`): `-f` files, then `--set`, then `--set-string`
 /// (helm applies them in that order).
-pub(crate) fn user_values(
-    files: &[String],
-    sets: &[String],
-    set_strings: &[String],
-) -> Result<Value, String> {
+pub(crate) fn user_values(files: &[String], sets: &[String], set_strings: &[String]) -> Result<Value, String> {
     let mut base = json!({});
     for f in files {
-        let text =
-            std::fs::read_to_string(f).map_err(|e| format!("open {f}: {}", go_io_error(&e)))?;
+        let text = std::fs::read_to_string(f).map_err(|e| format!("open {f}: {}", go_io_error(&e)))?;
         let v = super::yaml::parse(&text).map_err(|e| format!("failed to parse {f}: {e}"))?;
         match v {
             Value::Null => {}
             Value::Object(_) => merge_maps(&mut base, &v),
             _ => {
-                return Err(format!(
-                    "failed to parse {f}: error unmarshaling JSON: expected a mapping"
-                ));
+                return Err(format!("failed to parse {f}: error unmarshaling JSON: expected a mapping"));
             }
         }
     }
     for (list, typed) in [(sets, true), (set_strings, false)] {
         for s in list {
             for (k, v) in split_set(s)? {
-                let val = if typed {
-                    typed_value(&v)
-                } else {
-                    Value::String(v)
-                };
-                set_dotted(&mut base, &k, val)
-                    .map_err(|e| format!("failed parsing --set data: {e}"))?;
+                let val = if typed { typed_value(&v) } else { Value::String(v) };
+                set_dotted(&mut base, &k, val).map_err(|e| format!("failed parsing --set data: {e}"))?;
             }
         }
     }
@@ -155,9 +124,7 @@ fn split_set(s: &str) -> Result<Vec<(String, String)>, String> {
         .filter(|p| !p.is_empty())
         .map(|p| match p.split_once('=') {
             Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => Err(format!(
-                "failed parsing --set data: key \"{p}\" has no value"
-            )),
+            _ => Err(format!("failed parsing --set data: key \"{p}\" has no value")),
         })
         .collect()
 }
@@ -169,19 +136,14 @@ fn typed_value(v: &str) -> Value {
         "false" => Value::Bool(false),
         "null" => Value::Null,
         "0" => Value::from(0),
-        _ if !v.starts_with('0') && !v.starts_with("-0") => v
-            .parse::<i64>()
-            .map(Value::from)
-            .unwrap_or(Value::String(v.into())),
+        _ if !v.starts_with('0') && !v.starts_with("-0") => v.parse::<i64>().map(Value::from).unwrap_or(Value::String(v.into())),
         _ => Value::String(v.into()),
     }
 }
 
 fn set_dotted(root: &mut Value, key: &str, val: Value) -> Result<(), String> {
     if key.contains('[') {
-        return Err(format!(
-            "list indexes in --set keys are not supported by the sandbox helm stand-in: {key}"
-        ));
+        return Err(format!("list indexes in --set keys are not supported by the sandbox helm stand-in: {key}"));
     }
     let parts: Vec<&str> = key.split('.').collect();
     let mut cur = root;
@@ -189,9 +151,7 @@ fn set_dotted(root: &mut Value, key: &str, val: Value) -> Result<(), String> {
         if p.is_empty() {
             return Err(format!("key \"{key}\" has an empty part"));
         }
-        let m = cur
-            .as_object_mut()
-            .ok_or_else(|| format!("key \"{key}\": parent is not a map"))?;
+        let m = cur.as_object_mut().ok_or_else(|| format!("key \"{key}\": parent is not a map"))?;
         if i == parts.len() - 1 {
             m.insert(p.to_string(), val);
             return Ok(());
@@ -211,9 +171,7 @@ pub(crate) fn merge_maps(base: &mut Value, over: &Value) {
         (Some(b), Some(o)) => {
             for (k, v) in o {
                 match b.get_mut(k) {
-                    Some(existing) if existing.is_object() && v.is_object() => {
-                        merge_maps(existing, v)
-                    }
+                    Some(existing) if existing.is_object() && v.is_object() => merge_maps(existing, v),
                     _ => {
                         b.insert(k.clone(), v.clone());
                     }
@@ -257,12 +215,7 @@ impl Workload {
     /// - `container` — the container to set it on (default: the first one);
     /// - `replicaCount` — replicas, used only when the Deployment does not exist yet
     ///   (default 1).
-    pub fn from_values(
-        release: &str,
-        chart_name: &str,
-        metadata: &Value,
-        values: &Value,
-    ) -> Result<Workload, String> {
+    pub fn from_values(release: &str, chart_name: &str, metadata: &Value, values: &Value) -> Result<Workload, String> {
         let s = |p: &str| -> Option<String> {
             match values.pointer(p)? {
                 Value::String(s) if !s.is_empty() => Some(s.clone()),
@@ -271,25 +224,13 @@ impl Workload {
             }
         };
         let tpl = format!("template: {chart_name}/templates/deployment.yaml");
-        let repo = s("/image/repository").ok_or_else(|| {
-            format!("{tpl}: image.repository is required (sandbox chart convention)")
-        })?;
+        let repo = s("/image/repository").ok_or_else(|| format!("{tpl}: image.repository is required (sandbox chart convention)"))?;
         let tag = s("/image/tag")
-            .or_else(|| {
-                metadata
-                    .get("appVersion")
-                    .and_then(Value::as_str)
-                    .filter(|v| !v.is_empty())
-                    .map(String::from)
-            })
-            .ok_or_else(|| {
-                format!("{tpl}: image.tag is required when the chart has no appVersion")
-            })?;
+            .or_else(|| metadata.get("appVersion").and_then(Value::as_str).filter(|v| !v.is_empty()).map(String::from))
+            .ok_or_else(|| format!("{tpl}: image.tag is required when the chart has no appVersion"))?;
         let replicas = match values.get("replicaCount") {
             None | Some(Value::Null) => 1,
-            Some(v) => v
-                .as_i64()
-                .ok_or_else(|| format!("{tpl}: replicaCount must be an integer, not {v}"))?,
+            Some(v) => v.as_i64().ok_or_else(|| format!("{tpl}: replicaCount must be an integer, not {v}"))?,
         };
         Ok(Workload {
             deployment: s("/deployment").unwrap_or_else(|| release.to_string()),
@@ -319,38 +260,16 @@ mod tests {
 
     #[test]
     fn set_values_typed_like_strvals() {
-        let v = user_values(
-            &[],
-            &[
-                "image.tag=1.2.4,replicaCount=3".into(),
-                "a.b=true,c=007".into(),
-            ],
-            &["d=5".into()],
-        )
-        .unwrap();
-        assert_eq!(
-            v,
-            json!({"image": {"tag": "1.2.4"}, "replicaCount": 3, "a": {"b": true}, "c": "007", "d": "5"})
-        );
+        let v = user_values(&[], &["image.tag=1.2.4,replicaCount=3".into(), "a.b=true,c=007".into()], &["d=5".into()]).unwrap();
+        assert_eq!(v, json!({"image": {"tag": "1.2.4"}, "replicaCount": 3, "a": {"b": true}, "c": "007", "d": "5"}));
     }
 
     #[test]
     fn convention_defaults() {
         let meta = json!({"name": "promotions", "appVersion": "1.2.3"});
-        let vals = coalesce(
-            &json!({"image": {"repository": "r/p", "tag": "x"}, "deployment": "api"}),
-            &json!({"image": {"tag": null}}),
-        );
+        let vals = coalesce(&json!({"image": {"repository": "r/p", "tag": "x"}, "deployment": "api"}), &json!({"image": {"tag": null}}));
         let w = Workload::from_values("rel", "promotions", &meta, &vals).unwrap();
-        assert_eq!(
-            w,
-            Workload {
-                deployment: "api".into(),
-                image: "r/p:1.2.3".into(),
-                container: None,
-                replicas: 1
-            }
-        );
+        assert_eq!(w, Workload { deployment: "api".into(), image: "r/p:1.2.3".into(), container: None, replicas: 1 });
         assert!(Workload::from_values("rel", "promotions", &meta, &json!({})).is_err());
     }
 }

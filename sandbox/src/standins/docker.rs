@@ -6,9 +6,7 @@
 //! variable (or its file) there is no daemon, and the CLI says so.
 
 use super::docker_progress::wait_converged;
-use super::docker_service::{
-    service_inspect, service_ls, service_ps, service_rollback, service_update,
-};
+use super::docker_service::{service_inspect, service_ls, service_ps, service_rollback, service_update};
 use super::gotemplate;
 use super::swarm::{NO_DAEMON, SandboxSwarm};
 use super::{Flag, Parsed, flag, parse_flags};
@@ -107,10 +105,7 @@ fn run(args: &[String], out: &mut Out) -> Result<(), Fail> {
                 continue;
             }
         }
-        let takes = matches!(
-            args[i].as_str(),
-            "-H" | "--host" | "-c" | "--context" | "-l" | "--log-level" | "--config"
-        );
+        let takes = matches!(args[i].as_str(), "-H" | "--host" | "-c" | "--context" | "-l" | "--log-level" | "--config");
         i += if takes { 2 } else { 1 };
     }
     let rest = &args[(i + 1).min(args.len())..];
@@ -118,10 +113,7 @@ fn run(args: &[String], out: &mut Out) -> Result<(), Fail> {
         Some("version") => version(rest, out),
         Some("stack") => match rest.first().map(String::as_str) {
             Some("deploy" | "up") => stack_deploy(&rest[1..], out),
-            _ => Err(Fail::Usage(
-                "the sandbox docker stand-in knows `docker stack deploy` only".into(),
-                "stack".into(),
-            )),
+            _ => Err(Fail::Usage("the sandbox docker stand-in knows `docker stack deploy` only".into(), "stack".into())),
         },
         Some("service") => {
             let sub = &rest[1.min(rest.len())..];
@@ -131,19 +123,11 @@ fn run(args: &[String], out: &mut Out) -> Result<(), Fail> {
                 Some("ls" | "list") => service_ls(sub, out),
                 Some("update") => service_update(sub, out),
                 Some("rollback") => service_rollback(sub, out),
-                _ => Err(Fail::Usage(
-                    "the sandbox docker stand-in knows `docker service inspect|ps|ls|update|rollback`".into(),
-                    "service".into(),
-                )),
+                _ => Err(Fail::Usage("the sandbox docker stand-in knows `docker service inspect|ps|ls|update|rollback`".into(), "service".into())),
             }
         }
-        Some(other) => Err(Fail::Error(format!(
-            "docker: '{other}' is not a docker command.\nSee 'docker --help'"
-        ))),
-        None => Err(Fail::Usage(
-            "the sandbox docker stand-in needs a command".into(),
-            "".into(),
-        )),
+        Some(other) => Err(Fail::Error(format!("docker: '{other}' is not a docker command.\nSee 'docker --help'"))),
+        None => Err(Fail::Usage("the sandbox docker stand-in needs a command".into(), "".into())),
     }
 }
 
@@ -151,10 +135,7 @@ fn version(args: &[String], out: &mut Out) -> Result<(), Fail> {
     let p = parse(args, &[flag("format", Some('f'), true)], "version")?;
     let client = json!({"Platform": {"Name": ""}, "Version": VERSION, "ApiVersion": API, "DefaultAPIVersion": API,
         "GitCommit": "sandbox", "GoVersion": "go1.20.10", "Os": "linux", "Arch": "amd64", "Context": "default"});
-    let st = swarm().and_then(|s| {
-        s.with(|st, _| Ok(st.server_version.clone()))
-            .map_err(Fail::Error)
-    });
+    let st = swarm().and_then(|s| s.with(|st, _| Ok(st.server_version.clone())).map_err(Fail::Error));
     let server = st.as_ref().ok().map(|v| {
         json!({"Platform": {"Name": "Docker Engine - Community"}, "Version": v, "ApiVersion": API, "MinAPIVersion": "1.12",
             "GitCommit": "sandbox", "GoVersion": "go1.20.10", "Os": "linux", "Arch": "amd64", "KernelVersion": "sandbox"})
@@ -202,11 +183,7 @@ fn interpolate(s: &str) -> Result<String, String> {
                 }
                 let (name, op, arg) = match expr.find([':', '-', '?']) {
                     Some(i) => {
-                        let op_len = if expr[i..].starts_with(":-") || expr[i..].starts_with(":?") {
-                            2
-                        } else {
-                            1
-                        };
+                        let op_len = if expr[i..].starts_with(":-") || expr[i..].starts_with(":?") { 2 } else { 1 };
                         (&expr[..i], &expr[i..i + op_len], &expr[i + op_len..])
                     }
                     None => (expr.as_str(), "", ""),
@@ -214,15 +191,11 @@ fn interpolate(s: &str) -> Result<String, String> {
                 let val = std::env::var(name).ok();
                 out.push_str(&match (op, val) {
                     ("", v) => v.unwrap_or_default(),
-                    (":-", v) => v
-                        .filter(|v| !v.is_empty())
-                        .unwrap_or_else(|| arg.to_string()),
+                    (":-", v) => v.filter(|v| !v.is_empty()).unwrap_or_else(|| arg.to_string()),
                     ("-", v) => v.unwrap_or_else(|| arg.to_string()),
                     (":?" | "?", Some(v)) if op == "?" || !v.is_empty() => v,
                     (":?" | "?", _) => {
-                        return Err(format!(
-                            "required variable {name} is missing a value: {arg}"
-                        ));
+                        return Err(format!("required variable {name} is missing a value: {arg}"));
                     }
                     _ => return Err(format!("invalid interpolation format for {s:?}")),
                 });
@@ -259,16 +232,11 @@ fn stack_deploy(args: &[String], out: &mut Out) -> Result<(), Fail> {
         "stack deploy",
     )?;
     let [stack] = p.args.as_slice() else {
-        return Err(Fail::Usage(
-            "\"docker stack deploy\" requires exactly 1 argument.".into(),
-            "stack deploy".into(),
-        ));
+        return Err(Fail::Usage("\"docker stack deploy\" requires exactly 1 argument.".into(), "stack deploy".into()));
     };
     let files = p.values("compose-file");
     if files.is_empty() {
-        return Err(Fail::Error(
-            "Please specify only one compose file (with --compose-file).".into(),
-        ));
+        return Err(Fail::Error("Please specify only one compose file (with --compose-file).".into()));
     }
     let mut services = serde_json::Map::new();
     for f in &files {
@@ -291,9 +259,7 @@ fn stack_deploy(args: &[String], out: &mut Out) -> Result<(), Fail> {
             .ok_or_else(|| format!("service {name} has neither an image nor a build context specified: invalid compose project"))?;
         let replicas = match svc.pointer("/deploy/replicas") {
             None | Some(Value::Null) => 1,
-            Some(v) => v
-                .as_u64()
-                .ok_or_else(|| format!("services.{name}.deploy.replicas must be a integer"))?,
+            Some(v) => v.as_u64().ok_or_else(|| format!("services.{name}.deploy.replicas must be a integer"))?,
         };
         wanted.push((format!("{stack}_{name}"), image.to_string(), replicas));
     }
@@ -301,21 +267,14 @@ fn stack_deploy(args: &[String], out: &mut Out) -> Result<(), Fail> {
     let (lines, changed) = sw.with(|st, now| {
         let mut lines = Vec::new();
         let mut changed = Vec::new();
-        if !st
-            .services
-            .values()
-            .any(|s| s.stack.as_deref() == Some(stack.as_str()))
-        {
+        if !st.services.values().any(|s| s.stack.as_deref() == Some(stack.as_str())) {
             lines.push(format!("Creating network {stack}_default"));
         }
         if p.on("prune") {
             let gone: Vec<String> = st
                 .services
                 .values()
-                .filter(|s| {
-                    s.stack.as_deref() == Some(stack.as_str())
-                        && !wanted.iter().any(|(n, _, _)| *n == s.name)
-                })
+                .filter(|s| s.stack.as_deref() == Some(stack.as_str()) && !wanted.iter().any(|(n, _, _)| *n == s.name))
                 .map(|s| s.name.clone())
                 .collect();
             for g in gone {
@@ -354,10 +313,7 @@ mod tests {
     #[test]
     fn compose_interpolation() {
         // Only variables that are certainly unset.
-        assert_eq!(
-            interpolate("a:${RUNBOT_TEST_UNSET_X:-v1.2.4} $$HOME").unwrap(),
-            "a:v1.2.4 $HOME"
-        );
+        assert_eq!(interpolate("a:${RUNBOT_TEST_UNSET_X:-v1.2.4} $$HOME").unwrap(), "a:v1.2.4 $HOME");
         assert!(interpolate("${RUNBOT_TEST_UNSET_X:?need it}").is_err());
     }
 }

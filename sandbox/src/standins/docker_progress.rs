@@ -21,12 +21,7 @@ struct Snapshot {
 /// change, as on a non-terminal): `overall progress: …`, `N/M: running [====>]`, then
 /// `verify: Service converged`. A paused update is an error; so is no convergence within
 /// max(2 min, 60·d per replica).
-pub(super) fn wait_converged(
-    sw: &SandboxSwarm,
-    name: &str,
-    out: &mut Out,
-    quiet: bool,
-) -> Result<(), Fail> {
+pub(super) fn wait_converged(sw: &SandboxSwarm, name: &str, out: &mut Out, quiet: bool) -> Result<(), Fail> {
     let mut said: Vec<String> = Vec::new();
     let mut say = |out: &mut Out, key: usize, line: String| {
         if said.len() <= key {
@@ -44,16 +39,11 @@ pub(super) fn wait_converged(
     loop {
         let snap = sw.with(|st, now| {
             let d = st.converge_ms;
-            let svc = st
-                .find(name)
-                .ok_or_else(|| format!("Error response from daemon: service {name} not found"))?;
+            let svc = st.find(name).ok_or_else(|| format!("Error response from daemon: service {name} not found"))?;
             let mut slots = Vec::new();
             let mut running = 0;
             for slot in 1..=svc.spec.replicas {
-                let t = svc
-                    .tasks
-                    .iter()
-                    .find(|t| t.slot == slot && t.image == svc.spec.image);
+                let t = svc.tasks.iter().find(|t| t.slot == slot && t.image == svc.spec.image);
                 let s = match t {
                     Some(t) => match t.error(now, d) {
                         Some(e) => e,
@@ -72,20 +62,10 @@ pub(super) fn wait_converged(
                 slots,
                 running,
                 converged: svc.converged(now, d),
-                paused: u.filter(|u| u.state.ends_with("paused")).map(|u| {
-                    format!(
-                        "service {} paused: {}",
-                        if u.state.starts_with("rollback") {
-                            "rollback"
-                        } else {
-                            "update"
-                        },
-                        u.message
-                    )
-                }),
-                rollback_message: u
-                    .filter(|u| u.state.starts_with("rollback"))
-                    .map(|u| u.message.clone()),
+                paused: u
+                    .filter(|u| u.state.ends_with("paused"))
+                    .map(|u| format!("service {} paused: {}", if u.state.starts_with("rollback") { "rollback" } else { "update" }, u.message)),
+                rollback_message: u.filter(|u| u.state.starts_with("rollback")).map(|u| u.message.clone()),
                 monitor_ms: d / 2,
             })
         })?;
@@ -95,25 +75,10 @@ pub(super) fn wait_converged(
         if let Some(p) = snap.paused {
             return Err(Fail::Error(p));
         }
-        let verb = if snap.rollback_message.is_some() {
-            "rolling back update: "
-        } else {
-            ""
-        };
-        say(
-            out,
-            1,
-            format!(
-                "overall progress: {verb}{} out of {} tasks",
-                snap.running, snap.replicas
-            ),
-        );
+        let verb = if snap.rollback_message.is_some() { "rolling back update: " } else { "" };
+        say(out, 1, format!("overall progress: {verb}{} out of {} tasks", snap.running, snap.replicas));
         for (i, s) in snap.slots.iter().enumerate() {
-            say(
-                out,
-                3 + i,
-                format!("{}/{}: {}", i + 1, snap.replicas, progress_cell(s)),
-            );
+            say(out, 3 + i, format!("{}/{}: {}", i + 1, snap.replicas, progress_cell(s)));
         }
         if snap.converged {
             let at = *converged_at.get_or_insert_with(std::time::Instant::now);
@@ -123,29 +88,15 @@ pub(super) fn wait_converged(
                 }
                 return Ok(());
             }
-            say(
-                out,
-                2,
-                format!(
-                    "verify: Waiting {} seconds to verify that tasks are stable...",
-                    snap.monitor_ms / 1000 + 1
-                ),
-            );
+            say(out, 2, format!("verify: Waiting {} seconds to verify that tasks are stable...", snap.monitor_ms / 1000 + 1));
         } else if converged_at.take().is_some() {
             say(out, 2, "verify: Detected task failure".into());
         }
-        let limit = Duration::from_secs(120).max(Duration::from_millis(
-            (snap.monitor_ms * 2 * 60) as u64 * snap.replicas.max(1),
-        ));
+        let limit = Duration::from_secs(120).max(Duration::from_millis((snap.monitor_ms * 2 * 60) as u64 * snap.replicas.max(1)));
         if started.elapsed() > limit {
-            return Err(Fail::Error(format!(
-                "Error: timed out after {}s waiting for service {name} to converge",
-                limit.as_secs()
-            )));
+            return Err(Fail::Error(format!("Error: timed out after {}s waiting for service {name} to converge", limit.as_secs())));
         }
-        std::thread::sleep(Duration::from_millis(
-            (snap.monitor_ms / 4).clamp(20, 200) as u64
-        ));
+        std::thread::sleep(Duration::from_millis((snap.monitor_ms / 4).clamp(20, 200) as u64));
     }
 }
 

@@ -17,11 +17,7 @@ fn api_time(ms: i64) -> String {
             match s.split_once('.') {
                 Some((a, b)) => {
                     let frac = b.trim_end_matches('Z').trim_end_matches('0');
-                    if frac.is_empty() {
-                        format!("{a}Z")
-                    } else {
-                        format!("{a}.{frac}Z")
-                    }
+                    if frac.is_empty() { format!("{a}Z") } else { format!("{a}.{frac}Z") }
                 }
                 None => s,
             }
@@ -67,8 +63,7 @@ fn service_json(svc: &Service) -> Value {
         v["PreviousSpec"] = spec_json(svc, prev);
     }
     if let Some(u) = &svc.update {
-        let mut s =
-            json!({"State": u.state, "StartedAt": api_time(u.started_at), "Message": u.message});
+        let mut s = json!({"State": u.state, "StartedAt": api_time(u.started_at), "Message": u.message});
         if let Some(c) = u.completed_at {
             s["CompletedAt"] = json!(api_time(c));
         }
@@ -80,25 +75,15 @@ fn service_json(svc: &Service) -> Value {
 fn pretty_json(v: &Value) -> String {
     use serde::Serialize;
     let mut buf = Vec::new();
-    let mut ser = serde_json::Serializer::with_formatter(
-        &mut buf,
-        serde_json::ser::PrettyFormatter::with_indent(b"    "),
-    );
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, serde_json::ser::PrettyFormatter::with_indent(b"    "));
     let _ = v.serialize(&mut ser);
     String::from_utf8(buf).unwrap_or_default()
 }
 
 pub(super) fn service_inspect(args: &[String], out: &mut Out) -> Result<(), Fail> {
-    let p = parse(
-        args,
-        &[flag("format", Some('f'), true), flag("pretty", None, false)],
-        "service inspect",
-    )?;
+    let p = parse(args, &[flag("format", Some('f'), true), flag("pretty", None, false)], "service inspect")?;
     if p.args.is_empty() {
-        return Err(Fail::Usage(
-            "\"docker service inspect\" requires at least 1 argument.".into(),
-            "service inspect".into(),
-        ));
+        return Err(Fail::Usage("\"docker service inspect\" requires at least 1 argument.".into(), "service inspect".into()));
     }
     let sw = swarm()?;
     let (found, missing) = sw.with(|st, _| {
@@ -158,25 +143,14 @@ fn human_duration(ms: i64) -> String {
 
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-        .unwrap_or_default()
+    c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
 }
 
 /// text/tabwriter as the docker CLI configures it (min width 10, padding 3).
 fn tabwrite(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|i| {
-            (rows
-                .iter()
-                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
-                .max()
-                .unwrap_or(0)
-                + 3)
-            .max(10)
-        })
-        .collect();
+    let widths: Vec<usize> =
+        (0..cols).map(|i| (rows.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0) + 3).max(10)).collect();
     let mut out = String::new();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -204,30 +178,19 @@ pub(super) fn service_ps(args: &[String], out: &mut Out) -> Result<(), Fail> {
         "service ps",
     )?;
     if p.args.is_empty() {
-        return Err(Fail::Usage(
-            "\"docker service ps\" requires at least 1 argument.".into(),
-            "service ps".into(),
-        ));
+        return Err(Fail::Usage("\"docker service ps\" requires at least 1 argument.".into(), "service ps".into()));
     }
     let mut desired: Option<String> = None;
     for f in p.values("filter") {
         match f.split_once('=') {
             Some(("desired-state", v)) if matches!(v, "running" | "shutdown" | "accepted") => {
-                desired = Some(if v == "accepted" {
-                    "running".into()
-                } else {
-                    v.to_string()
-                });
+                desired = Some(if v == "accepted" { "running".into() } else { v.to_string() });
             }
             Some(("desired-state", v)) => {
-                return Err(Fail::Error(format!(
-                    "Error response from daemon: invalid filter 'desired-state={v}'"
-                )));
+                return Err(Fail::Error(format!("Error response from daemon: invalid filter 'desired-state={v}'")));
             }
             _ => {
-                return Err(Fail::Error(format!(
-                    "Error response from daemon: invalid filter '{f}'"
-                )));
+                return Err(Fail::Error(format!("Error response from daemon: invalid filter '{f}'")));
             }
         }
     }
@@ -282,57 +245,19 @@ pub(super) fn service_ps(args: &[String], out: &mut Out) -> Result<(), Fail> {
         }
         return Ok(());
     }
-    let mut table = vec![
-        [
-            "ID",
-            "NAME",
-            "IMAGE",
-            "NODE",
-            "DESIRED STATE",
-            "CURRENT STATE",
-            "ERROR",
-            "PORTS",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
+    let mut table = vec![["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"].map(String::from).to_vec()];
     for (r, first) in &rows {
         let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
-        let name = if *first {
-            s("Name")
-        } else {
-            format!(" \\_ {}", s("Name"))
-        };
-        table.push(vec![
-            s("ID"),
-            name,
-            s("Image"),
-            s("Node"),
-            s("DesiredState"),
-            s("CurrentState"),
-            s("Error"),
-            s("Ports"),
-        ]);
+        let name = if *first { s("Name") } else { format!(" \\_ {}", s("Name")) };
+        table.push(vec![s("ID"), name, s("Image"), s("Node"), s("DesiredState"), s("CurrentState"), s("Error"), s("Ports")]);
     }
     out.text(&tabwrite(&table));
     Ok(())
 }
 
 pub(super) fn service_ls(args: &[String], out: &mut Out) -> Result<(), Fail> {
-    let p = parse(
-        args,
-        &[
-            flag("format", None, true),
-            flag("quiet", Some('q'), false),
-            flag("filter", Some('f'), true),
-        ],
-        "service ls",
-    )?;
-    let names: Vec<String> = p
-        .values("filter")
-        .iter()
-        .filter_map(|f| f.strip_prefix("name=").map(String::from))
-        .collect();
+    let p = parse(args, &[flag("format", None, true), flag("quiet", Some('q'), false), flag("filter", Some('f'), true)], "service ls")?;
+    let names: Vec<String> = p.values("filter").iter().filter_map(|f| f.strip_prefix("name=").map(String::from)).collect();
     let sw = swarm()?;
     let rows = sw.with(|st, now| {
         let d = st.converge_ms;
@@ -348,8 +273,7 @@ pub(super) fn service_ls(args: &[String], out: &mut Out) -> Result<(), Fail> {
             .collect::<Vec<_>>())
     })?;
     if p.on("quiet") {
-        rows.iter()
-            .for_each(|r| out.line(r["ID"].as_str().unwrap_or("")));
+        rows.iter().for_each(|r| out.line(r["ID"].as_str().unwrap_or("")));
         return Ok(());
     }
     if let Some(f) = p.value("format").filter(|f| !f.starts_with("table")) {
@@ -358,18 +282,9 @@ pub(super) fn service_ls(args: &[String], out: &mut Out) -> Result<(), Fail> {
         }
         return Ok(());
     }
-    let mut table = vec![
-        ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]
-            .map(String::from)
-            .to_vec(),
-    ];
+    let mut table = vec![["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"].map(String::from).to_vec()];
     for r in &rows {
-        table.push(
-            ["ID", "Name", "Mode", "Replicas", "Image", "Ports"]
-                .iter()
-                .map(|k| r[*k].as_str().unwrap_or("").to_string())
-                .collect(),
-        );
+        table.push(["ID", "Name", "Mode", "Replicas", "Image", "Ports"].iter().map(|k| r[*k].as_str().unwrap_or("").to_string()).collect());
     }
     out.text(&tabwrite(&table));
     Ok(())
@@ -389,20 +304,12 @@ const UPDATE_FLAGS: [Flag; 8] = [
 pub(super) fn service_update(args: &[String], out: &mut Out) -> Result<(), Fail> {
     let p = parse(args, &UPDATE_FLAGS, "service update")?;
     let [name] = p.args.as_slice() else {
-        return Err(Fail::Usage(
-            "\"docker service update\" requires exactly 1 argument.".into(),
-            "service update".into(),
-        ));
+        return Err(Fail::Usage("\"docker service update\" requires exactly 1 argument.".into(), "service update".into()));
     };
     let replicas = match p.value("replicas") {
         None => None,
         Some(r) => Some(r.parse::<u64>().map_err(|_| {
-            Fail::Usage(
-                format!(
-                    "invalid argument \"{r}\" for \"--replicas\" flag: invalid replicas value {r}"
-                ),
-                "service update".into(),
-            )
+            Fail::Usage(format!("invalid argument \"{r}\" for \"--replicas\" flag: invalid replicas value {r}"), "service update".into())
         })?),
     };
     if p.on("rollback") {
@@ -410,14 +317,9 @@ pub(super) fn service_update(args: &[String], out: &mut Out) -> Result<(), Fail>
     }
     let sw = swarm()?;
     let svc_name = sw.with(|st, now| {
-        let svc_name = st
-            .find_name(name)
-            .ok_or_else(|| format!("Error response from daemon: service {name} not found"))?;
+        let svc_name = st.find_name(name).ok_or_else(|| format!("Error response from daemon: service {name} not found"))?;
         let svc = &st.services[&svc_name];
-        let image = p
-            .value("image")
-            .map(String::from)
-            .unwrap_or_else(|| svc.spec.image.clone());
+        let image = p.value("image").map(String::from).unwrap_or_else(|| svc.spec.image.clone());
         let replicas = replicas.unwrap_or(svc.spec.replicas);
         st.change_service(&svc_name, &image, replicas, now, false, p.on("force"));
         Ok(svc_name)
@@ -430,19 +332,9 @@ pub(super) fn service_update(args: &[String], out: &mut Out) -> Result<(), Fail>
 }
 
 pub(super) fn service_rollback(args: &[String], out: &mut Out) -> Result<(), Fail> {
-    let p = parse(
-        args,
-        &[
-            flag("detach", Some('d'), false),
-            flag("quiet", Some('q'), false),
-        ],
-        "service rollback",
-    )?;
+    let p = parse(args, &[flag("detach", Some('d'), false), flag("quiet", Some('q'), false)], "service rollback")?;
     let [name] = p.args.as_slice() else {
-        return Err(Fail::Usage(
-            "\"docker service rollback\" requires exactly 1 argument.".into(),
-            "service rollback".into(),
-        ));
+        return Err(Fail::Usage("\"docker service rollback\" requires exactly 1 argument.".into(), "service rollback".into()));
     };
     rollback(name, &p, out)
 }
@@ -483,10 +375,7 @@ mod tests {
 
     #[test]
     fn tables_pad_like_tabwriter() {
-        let t = tabwrite(&[
-            vec!["ID".into(), "NAME".into()],
-            vec!["abc".into(), "x".into()],
-        ]);
+        let t = tabwrite(&[vec!["ID".into(), "NAME".into()], vec!["abc".into(), "x".into()]]);
         assert_eq!(t, "ID        NAME\nabc       x\n");
     }
 }

@@ -13,14 +13,8 @@ pub(crate) fn render(tmpl: &str, data: &Value) -> Result<String, String> {
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| format!("template: :1: unclosed action in {tmpl:?}"))?;
-        let action = after[..end]
-            .trim()
-            .trim_start_matches('-')
-            .trim_end_matches('-')
-            .trim();
+        let end = after.find("}}").ok_or_else(|| format!("template: :1: unclosed action in {tmpl:?}"))?;
+        let action = after[..end].trim().trim_start_matches('-').trim_end_matches('-').trim();
         out.push_str(&action_value(action, data, tmpl)?);
         rest = &after[end + 2..];
     }
@@ -33,10 +27,7 @@ fn action_value(action: &str, data: &Value, tmpl: &str) -> Result<String, String
     match words.as_slice() {
         ["json", path] => Ok(serde_json::to_string(lookup(data, path, tmpl)?).unwrap_or_default()),
         [path] if path.starts_with('.') => Ok(plain(lookup(data, path, tmpl)?)),
-        _ => Err(format!(
-            "template parsing error: template: :1: function {:?} not defined",
-            words.first().unwrap_or(&"")
-        )),
+        _ => Err(format!("template parsing error: template: :1: function {:?} not defined", words.first().unwrap_or(&""))),
     }
 }
 
@@ -50,10 +41,7 @@ fn lookup<'a>(data: &'a Value, path: &str, tmpl: &str) -> Result<&'a Value, Stri
             Value::Object(m) => m.get(field).unwrap_or(&Value::Null),
             Value::Null => &Value::Null,
             _ => {
-                return Err(format!(
-                    "template: {tmpl}:1: executing \"\" at <{path}>: can't evaluate field {field} in type {}",
-                    go_type(v)
-                ));
+                return Err(format!("template: {tmpl}:1: executing \"\" at <{path}>: can't evaluate field {field} in type {}", go_type(v)));
             }
         };
     }
@@ -78,13 +66,7 @@ fn plain(v: &Value) -> String {
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
         Value::Array(a) => format!("[{}]", a.iter().map(plain).collect::<Vec<_>>().join(" ")),
-        Value::Object(m) => format!(
-            "map[{}]",
-            m.iter()
-                .map(|(k, v)| format!("{k}:{}", plain(v)))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
+        Value::Object(m) => format!("map[{}]", m.iter().map(|(k, v)| format!("{k}:{}", plain(v))).collect::<Vec<_>>().join(" ")),
     }
 }
 
@@ -95,8 +77,7 @@ mod tests {
 
     #[test]
     fn fields_and_json() {
-        let d =
-            json!({"Server": {"Version": "24.0.7"}, "Spec": {"Name": "s", "Labels": {"a": "b"}}});
+        let d = json!({"Server": {"Version": "24.0.7"}, "Spec": {"Name": "s", "Labels": {"a": "b"}}});
         assert_eq!(render("{{.Server.Version}}", &d).unwrap(), "24.0.7");
         assert_eq!(render("v={{ .Server.Version }}!", &d).unwrap(), "v=24.0.7!");
         assert_eq!(render("{{json .Spec.Labels}}", &d).unwrap(), r#"{"a":"b"}"#);

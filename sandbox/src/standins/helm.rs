@@ -48,10 +48,7 @@ pub(super) struct Failure {
 
 impl From<String> for Failure {
     fn from(message: String) -> Failure {
-        Failure {
-            stdout: String::new(),
-            message,
-        }
+        Failure { stdout: String::new(), message }
     }
 }
 
@@ -73,11 +70,8 @@ fn run(args: &[String]) -> Result<String, Failure> {
     // The command is the first argument that is neither a flag nor a global flag's value.
     let mut i = 0;
     while i < args.len() && args[i].starts_with('-') {
-        let takes_value = GLOBAL.iter().any(|f| {
-            f.takes_value
-                && (args[i] == format!("--{}", f.long)
-                    || f.short.is_some_and(|c| args[i] == format!("-{c}")))
-        });
+        let takes_value =
+            GLOBAL.iter().any(|f| f.takes_value && (args[i] == format!("--{}", f.long) || f.short.is_some_and(|c| args[i] == format!("-{c}"))));
         i += if takes_value { 2 } else { 1 };
     }
     let Some(cmd) = args.get(i).cloned() else {
@@ -90,24 +84,16 @@ fn run(args: &[String]) -> Result<String, Failure> {
         "rollback" => rollback(&rest).map_err(Failure::from),
         "history" | "hist" => history(&rest).map_err(Failure::from),
         "status" => status(&rest).map_err(Failure::from),
-        other => Err(format!(
-            "unknown command \"{other}\" for \"helm\"\nRun 'helm --help' for usage."
-        )
-        .into()),
+        other => Err(format!("unknown command \"{other}\" for \"helm\"\nRun 'helm --help' for usage.").into()),
     }
 }
 
 fn version(args: &[String]) -> Result<String, String> {
-    let p = parse_flags(
-        args,
-        &flags(&[flag("short", None, false), flag("template", None, true)]),
-    )?;
+    let p = parse_flags(args, &flags(&[flag("short", None, false), flag("template", None, true)]))?;
     if p.on("short") {
         return Ok(format!("{VERSION}+gsandbox\n"));
     }
-    Ok(format!(
-        "version.BuildInfo{{Version:\"{VERSION}\", GitCommit:\"sandbox\", GitTreeState:\"clean\", GoVersion:\"go1.24.9\"}}\n"
-    ))
+    Ok(format!("version.BuildInfo{{Version:\"{VERSION}\", GitCommit:\"sandbox\", GitTreeState:\"clean\", GoVersion:\"go1.24.9\"}}\n"))
 }
 
 /// The connection, namespace and history limit every release command needs.
@@ -123,59 +109,41 @@ fn env(name: &str) -> Option<String> {
 
 pub(super) fn ctx(p: &Parsed) -> Result<Ctx, String> {
     let target = Target {
-        api_server: p
-            .value("kube-apiserver")
-            .map(String::from)
-            .or_else(|| env("HELM_KUBEAPISERVER")),
-        token: p
-            .value("kube-token")
-            .map(String::from)
-            .or_else(|| env("HELM_KUBETOKEN")),
+        api_server: p.value("kube-apiserver").map(String::from).or_else(|| env("HELM_KUBEAPISERVER")),
+        token: p.value("kube-token").map(String::from).or_else(|| env("HELM_KUBETOKEN")),
         kubeconfig: p.value("kubeconfig").map(String::from),
-        context: p
-            .value("kube-context")
-            .map(String::from)
-            .or_else(|| env("HELM_KUBECONTEXT")),
+        context: p.value("kube-context").map(String::from).or_else(|| env("HELM_KUBECONTEXT")),
     };
     let max_history = match p.value("history-max").map(String::from).or_else(|| env("HELM_MAX_HISTORY")) {
         None => 10,
-        Some(v) => v.parse().map_err(|_| format!("invalid argument \"{v}\" for \"--history-max\" flag: strconv.ParseInt: parsing \"{v}\": invalid syntax"))?,
+        Some(v) => v
+            .parse()
+            .map_err(|_| format!("invalid argument \"{v}\" for \"--history-max\" flag: strconv.ParseInt: parsing \"{v}\": invalid syntax"))?,
     };
     Ok(Ctx {
         kube: Kube::connect(&target)?,
-        namespace: p
-            .value("namespace")
-            .map(String::from)
-            .or_else(|| env("HELM_NAMESPACE"))
-            .unwrap_or_else(|| "default".into()),
+        namespace: p.value("namespace").map(String::from).or_else(|| env("HELM_NAMESPACE")).unwrap_or_else(|| "default".into()),
         max_history,
     })
 }
 
 impl Ctx {
     pub fn storage(&self) -> Storage<'_> {
-        Storage {
-            kube: &self.kube,
-            namespace: self.namespace.clone(),
-            max_history: self.max_history,
-        }
+        Storage { kube: &self.kube, namespace: self.namespace.clone(), max_history: self.max_history }
     }
 }
 
 pub(super) fn timeout(p: &Parsed) -> Result<Duration, String> {
     match p.value("timeout") {
         None => Ok(Duration::from_secs(300)),
-        Some(t) => parse_go_duration(t)
-            .map_err(|e| format!("invalid argument \"{t}\" for \"--timeout\" flag: {e}")),
+        Some(t) => parse_go_duration(t).map_err(|e| format!("invalid argument \"{t}\" for \"--timeout\" flag: {e}")),
     }
 }
 
 pub(super) fn validate_release_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 53
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if ok {
@@ -204,27 +172,17 @@ pub(super) fn status_block(r: &Release) -> String {
 }
 
 fn history(args: &[String]) -> Result<String, String> {
-    let p = parse_flags(
-        args,
-        &flags(&[flag("output", Some('o'), true), flag("max", None, true)]),
-    )?;
+    let p = parse_flags(args, &flags(&[flag("output", Some('o'), true), flag("max", None, true)]))?;
     let [name] = p.args.as_slice() else {
-        return Err(
-            "\"helm history\" requires 1 argument\n\nUsage:  helm history RELEASE_NAME [flags]"
-                .into(),
-        );
+        return Err("\"helm history\" requires 1 argument\n\nUsage:  helm history RELEASE_NAME [flags]".into());
     };
     let max: usize = match p.value("max") {
         None => 256,
-        Some(m) => m
-            .parse()
-            .map_err(|_| format!("invalid argument \"{m}\" for \"--max\" flag"))?,
+        Some(m) => m.parse().map_err(|_| format!("invalid argument \"{m}\" for \"--max\" flag"))?,
     };
     let output = p.value("output").unwrap_or("table").to_string();
     if !matches!(output.as_str(), "table" | "json" | "yaml") {
-        return Err(format!(
-            "invalid argument \"{output}\" for \"-o, --output\" flag: invalid format type"
-        ));
+        return Err(format!("invalid argument \"{output}\" for \"-o, --output\" flag: invalid format type"));
     }
     let c = ctx(&p)?;
     let rt = super::runtime().map_err(|e| e.to_string())?;
@@ -279,14 +237,7 @@ fn history(args: &[String]) -> Result<String, String> {
 /// gosuri/uitable as helm configures it: cells padded to the column width, `\t` between.
 fn uitable(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|i| {
-            rows.iter()
-                .map(|r| r.get(i).map_or(0, |c| c.chars().count().min(60)))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
+    let widths: Vec<usize> = (0..cols).map(|i| rows.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count().min(60))).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for r in rows {
         let cells: Vec<String> = r
@@ -304,18 +255,9 @@ fn uitable(rows: &[Vec<String>]) -> String {
 }
 
 fn status(args: &[String]) -> Result<String, String> {
-    let p = parse_flags(
-        args,
-        &flags(&[
-            flag("revision", None, true),
-            flag("output", Some('o'), true),
-        ]),
-    )?;
+    let p = parse_flags(args, &flags(&[flag("revision", None, true), flag("output", Some('o'), true)]))?;
     let [name] = p.args.as_slice() else {
-        return Err(
-            "\"helm status\" requires 1 argument\n\nUsage:  helm status RELEASE_NAME [flags]"
-                .into(),
-        );
+        return Err("\"helm status\" requires 1 argument\n\nUsage:  helm status RELEASE_NAME [flags]".into());
     };
     let c = ctx(&p)?;
     let rt = super::runtime().map_err(|e| e.to_string())?;
@@ -329,10 +271,7 @@ fn status(args: &[String]) -> Result<String, String> {
     }
     .ok_or_else(|| "release: not found".to_string())?;
     if p.value("output") == Some("json") {
-        return Ok(format!(
-            "{}\n",
-            serde_json::to_value(rel).unwrap_or(Value::Null)
-        ));
+        return Ok(format!("{}\n", serde_json::to_value(rel).unwrap_or(Value::Null)));
     }
     Ok(status_block(rel))
 }

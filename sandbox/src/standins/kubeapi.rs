@@ -46,15 +46,10 @@ impl Kube {
             None => from_kubeconfig(t)?,
         };
         if base.starts_with("https://") {
-            return Err(format!(
-                "Kubernetes cluster unreachable: the sandbox helm stand-in speaks plain HTTP only, not {base}"
-            ));
+            return Err(format!("Kubernetes cluster unreachable: the sandbox helm stand-in speaks plain HTTP only, not {base}"));
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let http =
+            reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())?;
         Ok(Kube { base, token, http })
     }
 
@@ -84,10 +79,7 @@ impl Kube {
             req = req.query(&[("labelSelector", labels)]);
         }
         let v = self.send(req, &url).await?;
-        Ok(v.get("items")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default())
+        Ok(v.get("items").and_then(Value::as_array).cloned().unwrap_or_default())
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, KubeError> {
@@ -103,11 +95,7 @@ impl Kube {
     /// A strategic-merge patch.
     pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, KubeError> {
         let url = format!("{}{path}", self.base);
-        let req = self
-            .http
-            .patch(&url)
-            .header("content-type", "application/strategic-merge-patch+json")
-            .body(body.to_string());
+        let req = self.http.patch(&url).header("content-type", "application/strategic-merge-patch+json").body(body.to_string());
         self.send(req, &url).await
     }
 
@@ -120,31 +108,16 @@ impl Kube {
     }
 
     async fn send(&self, mut req: reqwest::RequestBuilder, url: &str) -> Result<Value, KubeError> {
-        req = req
-            .header("accept", "application/json")
-            .header("user-agent", "helm/v3.21.4 (sandbox)");
+        req = req.header("accept", "application/json").header("user-agent", "helm/v3.21.4 (sandbox)");
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let method = req
-            .try_clone()
-            .and_then(|r| r.build().ok())
-            .map(|r| r.method().to_string())
-            .unwrap_or_default();
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| KubeError::Unreachable(transport_error(&method, url, &e)))?;
+        let method = req.try_clone().and_then(|r| r.build().ok()).map(|r| r.method().to_string()).unwrap_or_default();
+        let resp = req.send().await.map_err(|e| KubeError::Unreachable(transport_error(&method, url, &e)))?;
         let code = resp.status().as_u16();
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| KubeError::Unreachable(transport_error(&method, url, &e)))?;
+        let body = resp.text().await.map_err(|e| KubeError::Unreachable(transport_error(&method, url, &e)))?;
         if (200..300).contains(&code) {
-            return serde_json::from_str(&body).map_err(|e| KubeError::Api {
-                code,
-                message: format!("the server sent an invalid JSON body: {e}"),
-            });
+            return serde_json::from_str(&body).map_err(|e| KubeError::Api { code, message: format!("the server sent an invalid JSON body: {e}") });
         }
         let message = serde_json::from_str::<Value>(&body)
             .ok()
@@ -159,26 +132,16 @@ fn transport_error(method: &str, url: &str, e: &reqwest::Error) -> String {
     let verb = {
         let m = method.to_ascii_lowercase();
         let mut c = m.chars();
-        c.next()
-            .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-            .unwrap_or_default()
+        c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
     };
     let host = reqwest::Url::parse(url)
         .ok()
-        .map(|u| {
-            format!(
-                "{}:{}",
-                u.host_str().unwrap_or(""),
-                u.port_or_known_default().unwrap_or(80)
-            )
-        })
+        .map(|u| format!("{}:{}", u.host_str().unwrap_or(""), u.port_or_known_default().unwrap_or(80)))
         .unwrap_or_default();
     if e.is_connect() {
         format!("{verb} \"{url}\": dial tcp {host}: connect: connection refused")
     } else if e.is_timeout() {
-        format!(
-            "{verb} \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
-        )
+        format!("{verb} \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)")
     } else {
         format!("{verb} \"{url}\": {e}")
     }
@@ -189,21 +152,11 @@ fn from_kubeconfig(t: &Target) -> Result<(String, Option<String>), String> {
     let path = t
         .kubeconfig
         .clone()
-        .or_else(|| {
-            std::env::var("KUBECONFIG")
-                .ok()
-                .and_then(|k| k.split(':').next().map(String::from))
-        })
+        .or_else(|| std::env::var("KUBECONFIG").ok().and_then(|k| k.split(':').next().map(String::from)))
         .filter(|p| !p.is_empty())
-        .or_else(|| {
-            std::env::var("HOME")
-                .ok()
-                .map(|h| format!("{h}/.kube/config"))
-        });
-    let unreachable = || {
-        "Kubernetes cluster unreachable: Get \"http://localhost:8080/version\": dial tcp 127.0.0.1:8080: connect: connection refused"
-            .to_string()
-    };
+        .or_else(|| std::env::var("HOME").ok().map(|h| format!("{h}/.kube/config")));
+    let unreachable =
+        || "Kubernetes cluster unreachable: Get \"http://localhost:8080/version\": dial tcp 127.0.0.1:8080: connect: connection refused".to_string();
     let Some(path) = path else {
         return Err(unreachable());
     };
@@ -212,51 +165,17 @@ fn from_kubeconfig(t: &Target) -> Result<(String, Option<String>), String> {
         Err(_) if t.kubeconfig.is_none() => return Err(unreachable()),
         Err(e) => return Err(format!("Kubernetes cluster unreachable: stat {path}: {e}")),
     };
-    let cfg = super::yaml::parse(&text).map_err(|e| {
-        format!("Kubernetes cluster unreachable: error loading config file \"{path}\": {e}")
-    })?;
-    let ctx_name = t
-        .context
-        .clone()
-        .or_else(|| {
-            cfg.get("current-context")
-                .and_then(Value::as_str)
-                .map(String::from)
-        })
-        .unwrap_or_default();
+    let cfg = super::yaml::parse(&text).map_err(|e| format!("Kubernetes cluster unreachable: error loading config file \"{path}\": {e}"))?;
+    let ctx_name = t.context.clone().or_else(|| cfg.get("current-context").and_then(Value::as_str).map(String::from)).unwrap_or_default();
     let named = |list: &str, name: &str| -> Option<Value> {
-        cfg.get(list)?
-            .as_array()?
-            .iter()
-            .find(|e| e.get("name").and_then(Value::as_str) == Some(name))
-            .cloned()
+        cfg.get(list)?.as_array()?.iter().find(|e| e.get("name").and_then(Value::as_str) == Some(name)).cloned()
     };
-    let ctx = named("contexts", &ctx_name).ok_or_else(|| {
-        format!("Kubernetes cluster unreachable: context \"{ctx_name}\" does not exist")
-    })?;
-    let cluster = ctx
-        .pointer("/context/cluster")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let ctx = named("contexts", &ctx_name).ok_or_else(|| format!("Kubernetes cluster unreachable: context \"{ctx_name}\" does not exist"))?;
+    let cluster = ctx.pointer("/context/cluster").and_then(Value::as_str).unwrap_or("");
     let server = named("clusters", cluster)
-        .and_then(|c| {
-            c.pointer("/cluster/server")
-                .and_then(Value::as_str)
-                .map(String::from)
-        })
-        .ok_or_else(|| {
-            format!("Kubernetes cluster unreachable: cluster \"{cluster}\" has no server")
-        })?;
-    let user = ctx
-        .pointer("/context/user")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let token = t.token.clone().or_else(|| {
-        named("users", user).and_then(|u| {
-            u.pointer("/user/token")
-                .and_then(Value::as_str)
-                .map(String::from)
-        })
-    });
+        .and_then(|c| c.pointer("/cluster/server").and_then(Value::as_str).map(String::from))
+        .ok_or_else(|| format!("Kubernetes cluster unreachable: cluster \"{cluster}\" has no server"))?;
+    let user = ctx.pointer("/context/user").and_then(Value::as_str).unwrap_or("");
+    let token = t.token.clone().or_else(|| named("users", user).and_then(|u| u.pointer("/user/token").and_then(Value::as_str).map(String::from)));
     Ok((server.trim_end_matches('/').to_string(), token))
 }

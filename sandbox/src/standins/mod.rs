@@ -61,11 +61,7 @@ pub(crate) struct Flag {
 }
 
 pub(crate) const fn flag(long: &'static str, short: Option<char>, takes_value: bool) -> Flag {
-    Flag {
-        long,
-        short,
-        takes_value,
-    }
+    Flag { long, short, takes_value }
 }
 
 /// Parsed command line: flags by long name (each occurrence kept, in order) and positionals.
@@ -78,10 +74,7 @@ pub(crate) struct Parsed {
 impl Parsed {
     /// The last value given for `long`.
     pub fn value(&self, long: &str) -> Option<&str> {
-        self.flags
-            .get(long)
-            .and_then(|v| v.last())
-            .map(String::as_str)
+        self.flags.get(long).and_then(|v| v.last()).map(String::as_str)
     }
     /// Every value given for `long`, in order.
     pub fn values(&self, long: &str) -> Vec<String> {
@@ -110,34 +103,21 @@ pub(crate) fn parse_flags(args: &[String], known: &[Flag]) -> Result<Parsed, Str
                 Some((n, v)) => (n, Some(v.to_string())),
                 None => (long, None),
             };
-            let f = known
-                .iter()
-                .find(|f| f.long == name)
-                .ok_or_else(|| format!("unknown flag: --{name}"))?;
+            let f = known.iter().find(|f| f.long == name).ok_or_else(|| format!("unknown flag: --{name}"))?;
             let v = take_value(f, inline, args, &mut i, &format!("--{name}"))?;
             p.flags.entry(f.long.to_string()).or_default().push(v);
         } else if a.len() > 1 && a.starts_with('-') {
             let mut chars = a[1..].chars();
             while let Some(c) = chars.next() {
-                let f = known
-                    .iter()
-                    .find(|f| f.short == Some(c))
-                    .ok_or_else(|| format!("unknown shorthand flag: '{c}' in {a}"))?;
+                let f = known.iter().find(|f| f.short == Some(c)).ok_or_else(|| format!("unknown shorthand flag: '{c}' in {a}"))?;
                 if f.takes_value {
                     let rest: String = chars.collect();
-                    let inline = if rest.is_empty() {
-                        None
-                    } else {
-                        Some(rest.trim_start_matches('=').to_string())
-                    };
+                    let inline = if rest.is_empty() { None } else { Some(rest.trim_start_matches('=').to_string()) };
                     let v = take_value(f, inline, args, &mut i, &format!("-{c}"))?;
                     p.flags.entry(f.long.to_string()).or_default().push(v);
                     break;
                 }
-                p.flags
-                    .entry(f.long.to_string())
-                    .or_default()
-                    .push("true".into());
+                p.flags.entry(f.long.to_string()).or_default().push("true".into());
             }
         } else {
             p.args.push(a.clone());
@@ -146,29 +126,19 @@ pub(crate) fn parse_flags(args: &[String], known: &[Flag]) -> Result<Parsed, Str
     Ok(p)
 }
 
-fn take_value(
-    f: &Flag,
-    inline: Option<String>,
-    args: &[String],
-    i: &mut usize,
-    shown: &str,
-) -> Result<String, String> {
+fn take_value(f: &Flag, inline: Option<String>, args: &[String], i: &mut usize, shown: &str) -> Result<String, String> {
     if !f.takes_value {
         return match inline.as_deref() {
             None => Ok("true".into()),
             Some("true" | "1" | "t" | "T" | "TRUE" | "True") => Ok("true".into()),
             Some("false" | "0" | "f" | "F" | "FALSE" | "False") => Ok("false".into()),
-            Some(v) => Err(format!(
-                "invalid argument \"{v}\" for \"{shown}\" flag: strconv.ParseBool: parsing \"{v}\": invalid syntax"
-            )),
+            Some(v) => Err(format!("invalid argument \"{v}\" for \"{shown}\" flag: strconv.ParseBool: parsing \"{v}\": invalid syntax")),
         };
     }
     if let Some(v) = inline {
         return Ok(v);
     }
-    let v = args
-        .get(*i)
-        .ok_or_else(|| format!("flag needs an argument: {shown}"))?;
+    let v = args.get(*i).ok_or_else(|| format!("flag needs an argument: {shown}"))?;
     *i += 1;
     Ok(v.clone())
 }
@@ -185,17 +155,13 @@ pub(crate) fn parse_go_duration(s: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
         if num_end == 0 {
             return Err(bad());
         }
         let n: f64 = rest[..num_end].parse().map_err(|_| bad())?;
         rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let secs = match &rest[..unit_end] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -213,9 +179,7 @@ pub(crate) fn parse_go_duration(s: &str) -> Result<Duration, String> {
 
 /// A current-thread runtime for a CLI's async work.
 pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
 #[cfg(test)]
@@ -228,57 +192,23 @@ mod tests {
 
     #[test]
     fn flags_like_pflag() {
-        let known = [
-            flag("namespace", Some('n'), true),
-            flag("wait", None, false),
-            flag("set", None, true),
-        ];
-        let p = parse_flags(
-            &s(&[
-                "upgrade",
-                "-n",
-                "ns",
-                "r",
-                "--wait",
-                "--set=a=b",
-                "--set",
-                "c=d",
-                "-nother",
-            ]),
-            &known,
-        )
-        .unwrap();
+        let known = [flag("namespace", Some('n'), true), flag("wait", None, false), flag("set", None, true)];
+        let p = parse_flags(&s(&["upgrade", "-n", "ns", "r", "--wait", "--set=a=b", "--set", "c=d", "-nother"]), &known).unwrap();
         assert_eq!(p.args, s(&["upgrade", "r"]));
         assert_eq!(p.value("namespace"), Some("other"));
         assert!(p.on("wait"));
         assert_eq!(p.values("set"), s(&["a=b", "c=d"]));
-        assert_eq!(
-            parse_flags(&s(&["--nope"]), &known).unwrap_err(),
-            "unknown flag: --nope"
-        );
-        assert_eq!(
-            parse_flags(&s(&["-n"]), &known).unwrap_err(),
-            "flag needs an argument: -n"
-        );
-        assert!(
-            !parse_flags(&s(&["--wait=false"]), &known)
-                .unwrap()
-                .on("wait")
-        );
+        assert_eq!(parse_flags(&s(&["--nope"]), &known).unwrap_err(), "unknown flag: --nope");
+        assert_eq!(parse_flags(&s(&["-n"]), &known).unwrap_err(), "flag needs an argument: -n");
+        assert!(!parse_flags(&s(&["--wait=false"]), &known).unwrap().on("wait"));
     }
 
     #[test]
     fn go_durations() {
         assert_eq!(parse_go_duration("5m0s").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_go_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(
-            parse_go_duration("500ms").unwrap(),
-            Duration::from_millis(500)
-        );
-        assert_eq!(
-            parse_go_duration("2.5s").unwrap(),
-            Duration::from_millis(2500)
-        );
+        assert_eq!(parse_go_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_go_duration("2.5s").unwrap(), Duration::from_millis(2500));
         assert!(parse_go_duration("5").is_err());
         assert!(parse_go_duration("").is_err());
         assert!(parse_go_duration("3x").is_err());

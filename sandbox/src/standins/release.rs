@@ -26,15 +26,10 @@ pub fn encode_release(json: &Value) -> String {
 
 /// The reverse of [`encode_release`]; like helm, accepts un-gzipped JSON too.
 pub(crate) fn decode_release(text: &[u8]) -> Result<Release, String> {
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(text.trim_ascii())
-        .map_err(|e| e.to_string())?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(text.trim_ascii()).map_err(|e| e.to_string())?;
     let json = if raw.starts_with(&[0x1f, 0x8b, 0x08]) {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .take(64 << 20)
-            .read_to_end(&mut out)
-            .map_err(|e| e.to_string())?;
+        flate2::read::GzDecoder::new(&raw[..]).take(64 << 20).read_to_end(&mut out).map_err(|e| e.to_string())?;
         out
     } else {
         raw
@@ -47,16 +42,9 @@ pub(crate) fn go_time(t: DateTime<Local>) -> String {
     let s = t.to_rfc3339_opts(SecondsFormat::Nanos, true);
     match s.find('.') {
         Some(dot) => {
-            let tz_at = s[dot..]
-                .find(['Z', '+', '-'])
-                .map(|i| i + dot)
-                .unwrap_or(s.len());
+            let tz_at = s[dot..].find(['Z', '+', '-']).map(|i| i + dot).unwrap_or(s.len());
             let frac = s[dot + 1..tz_at].trim_end_matches('0');
-            if frac.is_empty() {
-                format!("{}{}", &s[..dot], &s[tz_at..])
-            } else {
-                format!("{}.{frac}{}", &s[..dot], &s[tz_at..])
-            }
+            if frac.is_empty() { format!("{}{}", &s[..dot], &s[tz_at..]) } else { format!("{}.{frac}{}", &s[..dot], &s[tz_at..]) }
         }
         None => s,
     }
@@ -64,13 +52,7 @@ pub(crate) fn go_time(t: DateTime<Local>) -> String {
 
 /// Go's `time.ANSIC` (`Mon Jan  2 15:04:05 2006`), as `helm status`/`history` print times.
 pub(crate) fn ansic(t: &str) -> String {
-    DateTime::parse_from_rfc3339(t)
-        .map(|d| {
-            d.with_timezone(&Local)
-                .format("%a %b %e %H:%M:%S %Y")
-                .to_string()
-        })
-        .unwrap_or_default()
+    DateTime::parse_from_rfc3339(t).map(|d| d.with_timezone(&Local).format("%a %b %e %H:%M:%S %Y").to_string()).unwrap_or_default()
 }
 
 /// A release document (helm's `release.Release`, JSON keys as helm writes them).
@@ -109,27 +91,14 @@ pub(crate) struct Info {
 
 impl Release {
     pub fn chart_name(&self) -> &str {
-        self.chart
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
+        self.chart.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
     }
     /// `name-version`, as `helm history` shows it.
     pub fn chart_label(&self) -> String {
-        format!(
-            "{}-{}",
-            self.chart_name(),
-            self.chart
-                .pointer("/metadata/version")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-        )
+        format!("{}-{}", self.chart_name(), self.chart.pointer("/metadata/version").and_then(Value::as_str).unwrap_or(""))
     }
     pub fn app_version(&self) -> &str {
-        self.chart
-            .pointer("/metadata/appVersion")
-            .and_then(Value::as_str)
-            .unwrap_or("")
+        self.chart.pointer("/metadata/appVersion").and_then(Value::as_str).unwrap_or("")
     }
     pub fn set_status(&mut self, status: &str, description: &str) {
         self.info.status = status.to_string();
@@ -156,32 +125,18 @@ impl Storage<'_> {
 
     /// Every revision of `name`, oldest first.
     pub async fn history(&self, name: &str) -> Result<Vec<Release>, String> {
-        let items = self
-            .kube
-            .list(&self.path(), &format!("owner=helm,name={name}"))
-            .await
-            .map_err(|e| format!("query: failed to query with labels: {e}"))?;
+        let items =
+            self.kube.list(&self.path(), &format!("owner=helm,name={name}")).await.map_err(|e| format!("query: failed to query with labels: {e}"))?;
         let mut out = Vec::new();
         for s in items {
             if s.get("type").and_then(Value::as_str) != Some("helm.sh/release.v1") {
                 continue;
             }
-            let sname = s
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let data = s
-                .pointer("/data/release")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let helm_text = base64::engine::general_purpose::STANDARD
-                .decode(data)
-                .map_err(|e| format!("query: failed to decode data {sname:?}: {e}"))?;
-            out.push(
-                decode_release(&helm_text)
-                    .map_err(|e| format!("query: failed to decode data {sname:?}: {e}"))?,
-            );
+            let sname = s.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+            let data = s.pointer("/data/release").and_then(Value::as_str).unwrap_or("");
+            let helm_text =
+                base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| format!("query: failed to decode data {sname:?}: {e}"))?;
+            out.push(decode_release(&helm_text).map_err(|e| format!("query: failed to decode data {sname:?}: {e}"))?);
         }
         out.sort_by_key(|r| r.version);
         Ok(out)
@@ -213,18 +168,11 @@ impl Storage<'_> {
     /// `Storage.Create`: prune, then create the revision's Secret.
     pub async fn create(&self, r: &Release, history: &[Release]) -> Result<(), String> {
         if self.max_history > 0 {
-            self.remove_least_recent(history, self.max_history - 1)
-                .await?;
+            self.remove_least_recent(history, self.max_history - 1).await?;
         }
-        match self
-            .kube
-            .post(&self.path(), &self.secret(r, "createdAt"))
-            .await
-        {
+        match self.kube.post(&self.path(), &self.secret(r, "createdAt")).await {
             Ok(_) => Ok(()),
-            Err(KubeError::Api { code: 409, .. }) => {
-                Err("create: failed to create: release: already exists".to_string())
-            }
+            Err(KubeError::Api { code: 409, .. }) => Err("create: failed to create: release: already exists".to_string()),
             Err(e) => Err(format!("create: failed to create: {e}")),
         }
     }
@@ -232,22 +180,14 @@ impl Storage<'_> {
     /// `Storage.Update` (`recordRelease`): replaces the revision's Secret.
     pub async fn update(&self, r: &Release) -> Result<(), String> {
         let path = format!("{}/{}", self.path(), key(&r.name, r.version));
-        self.kube
-            .put(&path, &self.secret(r, "modifiedAt"))
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("update: failed to update: {e}"))
+        self.kube.put(&path, &self.secret(r, "modifiedAt")).await.map(|_| ()).map_err(|e| format!("update: failed to update: {e}"))
     }
 
     async fn remove_least_recent(&self, history: &[Release], max: usize) -> Result<(), String> {
         if history.len() <= max {
             return Ok(());
         }
-        let last_deployed = history
-            .iter()
-            .rev()
-            .find(|r| r.info.status == "deployed")
-            .map(|r| r.version);
+        let last_deployed = history.iter().rev().find(|r| r.info.status == "deployed").map(|r| r.version);
         let mut doomed = Vec::new();
         for r in history {
             if history.len() - doomed.len() == max {
@@ -259,10 +199,7 @@ impl Storage<'_> {
         }
         for v in doomed {
             let path = format!("{}/{}", self.path(), key(&history[0].name, v));
-            self.kube
-                .delete(&path)
-                .await
-                .map_err(|e| format!("delete: failed to delete release: {e}"))?;
+            self.kube.delete(&path).await.map_err(|e| format!("delete: failed to delete release: {e}"))?;
         }
         Ok(())
     }

@@ -77,9 +77,7 @@ impl SandboxSwarm {
     /// Creates (or resets) the Swarm at `path`: no services, every image healthy, converge
     /// delay 1 s.
     pub fn create(path: impl AsRef<Path>) -> anyhow::Result<SandboxSwarm> {
-        let s = SandboxSwarm {
-            path: path.as_ref().to_path_buf(),
-        };
+        let s = SandboxSwarm { path: path.as_ref().to_path_buf() };
         let st = State {
             server_version: "24.0.7".into(),
             node_id: new_id(0, "node"),
@@ -97,9 +95,7 @@ impl SandboxSwarm {
 
     /// An existing Swarm file.
     pub fn open(path: impl AsRef<Path>) -> SandboxSwarm {
-        SandboxSwarm {
-            path: path.as_ref().to_path_buf(),
-        }
+        SandboxSwarm { path: path.as_ref().to_path_buf() }
     }
 
     pub fn path(&self) -> &Path {
@@ -130,13 +126,7 @@ impl SandboxSwarm {
     pub fn deploy_service(&self, name: &str, image: &str, replicas: u64) -> anyhow::Result<()> {
         self.with(|st, now| {
             let stack = name.split_once('_').map(|(s, _)| s.to_string());
-            st.create_service(
-                name,
-                stack.as_deref(),
-                image,
-                replicas,
-                now - 2 * st.converge_ms,
-            );
+            st.create_service(name, stack.as_deref(), image, replicas, now - 2 * st.converge_ms);
             Ok(())
         })
         .map_err(anyhow::Error::msg)
@@ -144,21 +134,14 @@ impl SandboxSwarm {
 
     /// The service now, `None` if there is none.
     pub fn service(&self, name: &str) -> anyhow::Result<Option<ServiceView>> {
-        self.with(|st, now| Ok(st.find(name).map(|s| s.view(now, st.converge_ms))))
-            .map_err(anyhow::Error::msg)
+        self.with(|st, now| Ok(st.find(name).map(|s| s.view(now, st.converge_ms)))).map_err(anyhow::Error::msg)
     }
 
     /// The images of the service's tasks that are running now (desired and actual), by slot.
     pub fn running_images(&self, service: &str) -> anyhow::Result<Vec<String>> {
         Ok(self
             .service(service)?
-            .map(|v| {
-                v.tasks
-                    .into_iter()
-                    .filter(|t| t.state == "running" && t.desired_state == "running")
-                    .map(|t| t.image)
-                    .collect()
-            })
+            .map(|v| v.tasks.into_iter().filter(|t| t.state == "running" && t.desired_state == "running").map(|t| t.image).collect())
             .unwrap_or_default())
     }
 
@@ -170,8 +153,7 @@ impl SandboxSwarm {
             .write(true)
             .open(&lock_path)
             .map_err(|e| format!("cannot open the swarm lock {lock_path}: {e}"))?;
-        f.lock()
-            .map_err(|e| format!("cannot lock {lock_path}: {e}"))?;
+        f.lock().map_err(|e| format!("cannot lock {lock_path}: {e}"))?;
         Ok(f)
     }
 
@@ -179,20 +161,15 @@ impl SandboxSwarm {
         let tmp = format!("{}.tmp.{}", self.path.display(), std::process::id());
         let text = serde_json::to_string_pretty(st).map_err(|e| e.to_string())?;
         std::fs::write(&tmp, text).map_err(|e| format!("cannot write {tmp}: {e}"))?;
-        std::fs::rename(&tmp, &self.path)
-            .map_err(|e| format!("cannot replace {}: {e}", self.path.display()))
+        std::fs::rename(&tmp, &self.path).map_err(|e| format!("cannot replace {}: {e}", self.path.display()))
     }
 
     /// Locks, loads, catches up to now, runs `f`, saves. A missing file is a daemon that is
     /// not there.
-    pub(crate) fn with<T>(
-        &self,
-        f: impl FnOnce(&mut State, i64) -> Result<T, String>,
-    ) -> Result<T, String> {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut State, i64) -> Result<T, String>) -> Result<T, String> {
         let _lock = self.lock()?;
         let text = std::fs::read_to_string(&self.path).map_err(|_| NO_DAEMON.to_string())?;
-        let mut st: State = serde_json::from_str(&text)
-            .map_err(|e| format!("corrupt swarm state {}: {e}", self.path.display()))?;
+        let mut st: State = serde_json::from_str(&text).map_err(|e| format!("corrupt swarm state {}: {e}", self.path.display()))?;
         let now = now_ms();
         st.advance(now);
         let r = f(&mut st, now);
@@ -204,25 +181,15 @@ impl SandboxSwarm {
 pub(crate) const NO_DAEMON: &str = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?";
 
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// A Docker-style object ID: 25 characters of `[a-z0-9]`.
 fn new_id(seq: u64, salt: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let digest = Sha256::digest(format!("{seq}/{salt}/{nanos}/{}", std::process::id()));
     const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    digest
-        .iter()
-        .take(25)
-        .map(|b| ALPHABET[(*b as usize) % 36] as char)
-        .collect()
+    digest.iter().take(25).map(|b| ALPHABET[(*b as usize) % 36] as char).collect()
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -299,10 +266,7 @@ pub(crate) struct Task {
 impl Task {
     pub fn fails_at(&self, d: i64) -> Option<i64> {
         let f = self.created + d + d / 4;
-        self.crash
-            .as_ref()
-            .map(|_| f)
-            .filter(|f| self.shutdown_at.is_none_or(|s| s > *f))
+        self.crash.as_ref().map(|_| f).filter(|f| self.shutdown_at.is_none_or(|s| s > *f))
     }
 
     /// The state at `t` and since when.
@@ -331,9 +295,7 @@ impl Task {
     }
 
     pub fn error(&self, t: i64, d: i64) -> Option<String> {
-        (self.state(t, d).0 == "failed")
-            .then(|| self.crash.clone())
-            .flatten()
+        (self.state(t, d).0 == "failed").then(|| self.crash.clone()).flatten()
     }
 }
 
@@ -345,11 +307,9 @@ enum Event {
 
 impl State {
     pub fn find(&self, name_or_id: &str) -> Option<&Service> {
-        self.services.get(name_or_id).or_else(|| {
-            self.services.values().find(|s| {
-                s.id == name_or_id || (name_or_id.len() >= 3 && s.id.starts_with(name_or_id))
-            })
-        })
+        self.services
+            .get(name_or_id)
+            .or_else(|| self.services.values().find(|s| s.id == name_or_id || (name_or_id.len() >= 3 && s.id.starts_with(name_or_id))))
     }
 
     pub fn find_name(&self, name_or_id: &str) -> Option<String> {
@@ -367,21 +327,11 @@ impl State {
     }
 
     fn crash_for(&self, image: &str) -> Option<String> {
-        let tag = image
-            .rsplit_once(':')
-            .filter(|(_, t)| !t.contains('/'))
-            .map(|(_, t)| t);
-        let b = self
-            .behaviors
-            .get(image)
-            .or_else(|| tag.and_then(|t| self.behaviors.get(t)))?;
+        let tag = image.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map(|(_, t)| t);
+        let b = self.behaviors.get(image).or_else(|| tag.and_then(|t| self.behaviors.get(t)))?;
         match b {
             SwarmBehavior::Healthy => None,
-            SwarmBehavior::Crash { exit_code, error } => Some(
-                error
-                    .clone()
-                    .unwrap_or_else(|| format!("task: non-zero exit ({exit_code})")),
-            ),
+            SwarmBehavior::Crash { exit_code, error } => Some(error.clone().unwrap_or_else(|| format!("task: non-zero exit ({exit_code})"))),
         }
     }
 
@@ -398,22 +348,13 @@ impl State {
         }
     }
 
-    pub fn create_service(
-        &mut self,
-        name: &str,
-        stack: Option<&str>,
-        image: &str,
-        replicas: u64,
-        at: i64,
-    ) {
+    pub fn create_service(&mut self, name: &str, stack: Option<&str>, image: &str, replicas: u64, at: i64) {
         let mut labels = BTreeMap::new();
         if let Some(s) = stack {
             labels.insert("com.docker.stack.image".to_string(), image.to_string());
             labels.insert("com.docker.stack.namespace".to_string(), s.to_string());
         }
-        let tasks = (1..=replicas)
-            .map(|slot| self.new_task(slot, image, at))
-            .collect();
+        let tasks = (1..=replicas).map(|slot| self.new_task(slot, image, at)).collect();
         let svc = Service {
             id: self.next_id("service"),
             name: name.to_string(),
@@ -421,11 +362,7 @@ impl State {
             created_at: at,
             updated_at: at,
             version: self.bump(),
-            spec: Spec {
-                image: image.to_string(),
-                replicas,
-                labels,
-            },
+            spec: Spec { image: image.to_string(), replicas, labels },
             previous_spec: None,
             update: None,
             tasks,
@@ -436,15 +373,7 @@ impl State {
     /// Changes the service's image and/or replicas at `now`: a rolling update for a new
     /// image or when `force`d (a rollback when `rollback`), tasks added or stopped for new
     /// replicas. An unchanged spec only bumps the version, as Swarm does.
-    pub fn change_service(
-        &mut self,
-        name: &str,
-        image: &str,
-        replicas: u64,
-        now: i64,
-        rollback: bool,
-        force: bool,
-    ) {
+    pub fn change_service(&mut self, name: &str, image: &str, replicas: u64, now: i64, rollback: bool, force: bool) {
         let d = self.converge_ms;
         let Some(mut svc) = self.services.remove(name) else {
             return;
@@ -454,9 +383,7 @@ impl State {
         new_spec.image = image.to_string();
         new_spec.replicas = replicas;
         if svc.stack.is_some() {
-            new_spec
-                .labels
-                .insert("com.docker.stack.image".into(), image.to_string());
+            new_spec.labels.insert("com.docker.stack.image".into(), image.to_string());
         }
         if new_spec == svc.spec && !force {
             svc.version = self.bump();
@@ -482,20 +409,10 @@ impl State {
         }
         if image_changed || force {
             svc.update = Some(Update {
-                state: if rollback {
-                    "rollback_started"
-                } else {
-                    "updating"
-                }
-                .into(),
+                state: if rollback { "rollback_started" } else { "updating" }.into(),
                 started_at: now,
                 completed_at: None,
-                message: if rollback {
-                    "manually requested rollback"
-                } else {
-                    "update in progress"
-                }
-                .into(),
+                message: if rollback { "manually requested rollback" } else { "update in progress" }.into(),
                 slot: 0,
                 task: None,
                 last_slot: old_replicas.min(replicas),
@@ -512,19 +429,9 @@ impl State {
         let slot = u.slot + 1;
         if slot > u.last_slot {
             let rb = u.rollback();
-            u.state = if rb {
-                "rollback_completed"
-            } else {
-                "completed"
-            }
-            .into();
+            u.state = if rb { "rollback_completed" } else { "completed" }.into();
             u.completed_at = Some(at);
-            u.message = if rb {
-                "rollback completed"
-            } else {
-                "update completed"
-            }
-            .into();
+            u.message = if rb { "rollback completed" } else { "update completed" }.into();
             u.task = None;
             return;
         }
@@ -576,10 +483,7 @@ impl State {
             }
         }
         if let Some(u) = svc.update.as_ref().filter(|u| u.in_progress())
-            && let Some(t) = u
-                .task
-                .as_ref()
-                .and_then(|id| svc.tasks.iter().find(|t| &t.id == id))
+            && let Some(t) = u.task.as_ref().and_then(|id| svc.tasks.iter().find(|t| &t.id == id))
             && t.fails_at(d).is_none()
         {
             offer(t.created + d + d / 2, 2, Event::SlotDone);
@@ -597,17 +501,10 @@ impl State {
                     t.restart_at = Some(at + (d / 2).max(1));
                 }
                 let id = t.id.clone();
-                if let Some(u) = svc
-                    .update
-                    .as_mut()
-                    .filter(|u| u.in_progress() && u.task.as_deref() == Some(id.as_str()))
-                {
+                if let Some(u) = svc.update.as_mut().filter(|u| u.in_progress() && u.task.as_deref() == Some(id.as_str())) {
                     let rb = u.rollback();
                     u.state = if rb { "rollback_paused" } else { "paused" }.into();
-                    u.message = format!(
-                        "{} paused due to failure or early termination of task {id}",
-                        if rb { "rollback" } else { "update" }
-                    );
+                    u.message = format!("{} paused due to failure or early termination of task {id}", if rb { "rollback" } else { "update" });
                 }
             }
             Event::Restart(i) => {
@@ -627,12 +524,7 @@ impl State {
 /// Swarm's task history limit: at most 5 tasks per slot, dropping the oldest ended ones.
 fn prune(svc: &mut Service, now: i64, d: i64) {
     let mut per_slot: BTreeMap<u64, usize> = BTreeMap::new();
-    svc.tasks.sort_by(|a, b| {
-        a.slot
-            .cmp(&b.slot)
-            .then(b.created.cmp(&a.created))
-            .then(b.id.cmp(&a.id))
-    });
+    svc.tasks.sort_by(|a, b| a.slot.cmp(&b.slot).then(b.created.cmp(&a.created)).then(b.id.cmp(&a.id)));
     svc.tasks.retain(|t| {
         let n = per_slot.entry(t.slot).or_default();
         *n += 1;
@@ -658,12 +550,7 @@ impl Service {
                     id: t.id.clone(),
                     slot: t.slot,
                     image: t.image.clone(),
-                    desired_state: if t.live(now, d) {
-                        "running"
-                    } else {
-                        "shutdown"
-                    }
-                    .into(),
+                    desired_state: if t.live(now, d) { "running" } else { "shutdown" }.into(),
                     state: t.state(now, d).0.into(),
                     error: t.error(now, d),
                 })
@@ -674,16 +561,10 @@ impl Service {
     /// Every slot has a live task on the current image that is running, and no update is in
     /// progress or paused.
     pub fn converged(&self, now: i64, d: i64) -> bool {
-        let update_ok = self
-            .update
-            .as_ref()
-            .is_none_or(|u| u.state.ends_with("completed"));
+        let update_ok = self.update.as_ref().is_none_or(|u| u.state.ends_with("completed"));
         update_ok
-            && (1..=self.spec.replicas).all(|slot| {
-                self.tasks.iter().any(|t| {
-                    t.slot == slot && t.image == self.spec.image && t.state(now, d).0 == "running"
-                })
-            })
+            && (1..=self.spec.replicas)
+                .all(|slot| self.tasks.iter().any(|t| t.slot == slot && t.image == self.spec.image && t.state(now, d).0 == "running"))
     }
 }
 
@@ -727,36 +608,18 @@ mod tests {
     #[test]
     fn crashing_update_pauses_and_restarts_forever() {
         let mut st = world(100);
-        st.behaviors.insert(
-            "v2".into(),
-            SwarmBehavior::Crash {
-                exit_code: 1,
-                error: None,
-            },
-        );
+        st.behaviors.insert("v2".into(), SwarmBehavior::Crash { exit_code: 1, error: None });
         st.create_service("s_app", Some("s"), "app:v1", 2, 0);
         st.change_service("s_app", "app:v2", 2, 1000, false, false);
         st.advance(2000);
         let s = &st.services["s_app"];
         let u = s.update.as_ref().unwrap();
         assert_eq!(u.state, "paused");
-        assert!(
-            u.message
-                .starts_with("update paused due to failure or early termination of task ")
-        );
+        assert!(u.message.starts_with("update paused due to failure or early termination of task "));
         let slot1: Vec<_> = s.tasks.iter().filter(|t| t.slot == 1).collect();
         assert_eq!(slot1.len(), 5, "history limit");
-        assert!(
-            slot1
-                .iter()
-                .filter(|t| t.image == "app:v2")
-                .all(|t| t.crash.as_deref() == Some("task: non-zero exit (1)"))
-        );
-        assert!(
-            s.tasks
-                .iter()
-                .any(|t| t.slot == 2 && t.image == "app:v1" && t.live(2000, 100))
-        );
+        assert!(slot1.iter().filter(|t| t.image == "app:v2").all(|t| t.crash.as_deref() == Some("task: non-zero exit (1)")));
+        assert!(s.tasks.iter().any(|t| t.slot == 2 && t.image == "app:v1" && t.live(2000, 100)));
         assert!(!s.converged(2000, 100));
     }
 }

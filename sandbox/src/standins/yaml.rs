@@ -22,10 +22,7 @@ pub(crate) fn parse(src: &str) -> Result<Value, String> {
         }
         if trimmed == "---" || trimmed.starts_with("--- ") {
             if started {
-                return Err(format!(
-                    "line {}: only one YAML document is supported",
-                    no + 1
-                ));
+                return Err(format!("line {}: only one YAML document is supported", no + 1));
             }
             continue;
         }
@@ -35,16 +32,9 @@ pub(crate) fn parse(src: &str) -> Result<Value, String> {
         started = true;
         let indent = trimmed.len() - trimmed.trim_start_matches(' ').len();
         if trimmed[indent..].starts_with('\t') {
-            return Err(format!(
-                "line {}: found a tab character where an indentation space is expected",
-                no + 1
-            ));
+            return Err(format!("line {}: found a tab character where an indentation space is expected", no + 1));
         }
-        lines.push(Line {
-            no,
-            indent,
-            text: trimmed[indent..].to_string(),
-        });
+        lines.push(Line { no, indent, text: trimmed[indent..].to_string() });
     }
     let mut p = Parser { raw, lines, pos: 0 };
     if p.lines.is_empty() {
@@ -52,11 +42,7 @@ pub(crate) fn parse(src: &str) -> Result<Value, String> {
     }
     let v = p.node(0)?;
     if let Some(l) = p.lines.get(p.pos) {
-        return Err(format!(
-            "line {}: unexpected content (bad indentation?): {}",
-            l.no + 1,
-            l.text
-        ));
+        return Err(format!("line {}: unexpected content (bad indentation?): {}", l.no + 1, l.text));
     }
     Ok(v)
 }
@@ -99,8 +85,7 @@ impl Parser<'_> {
         } else {
             let text = l.text.clone();
             self.pos += 1;
-            scalar_or_flow(&text)
-                .map_err(|e| format!("line {}: {e}", self.lines[self.pos - 1].no + 1))
+            scalar_or_flow(&text).map_err(|e| format!("line {}: {e}", self.lines[self.pos - 1].no + 1))
         }
     }
 
@@ -188,10 +173,7 @@ impl Parser<'_> {
         let folded = header.starts_with('>');
         let chomp = &header[1..];
         if !matches!(chomp, "" | "-" | "+") {
-            return Err(format!(
-                "line {}: unsupported block scalar header {header:?}",
-                no + 1
-            ));
+            return Err(format!("line {}: unsupported block scalar header {header:?}", no + 1));
         }
         let mut body: Vec<&str> = Vec::new();
         let mut block_indent = None;
@@ -222,11 +204,7 @@ impl Parser<'_> {
             let mut out = String::new();
             for (i, l) in body.iter().enumerate() {
                 if i > 0 {
-                    out.push(if l.is_empty() || body[i - 1].is_empty() {
-                        '\n'
-                    } else {
-                        ' '
-                    });
+                    out.push(if l.is_empty() || body[i - 1].is_empty() { '\n' } else { ' ' });
                 }
                 out.push_str(l);
             }
@@ -316,10 +294,7 @@ fn find_closing_quote(t: &str, q: char) -> Option<usize> {
 fn scalar_or_flow(t: &str) -> Result<Value, String> {
     let t = t.trim();
     if t.starts_with('[') || t.starts_with('{') {
-        let mut f = Flow {
-            s: t.as_bytes(),
-            i: 0,
-        };
+        let mut f = Flow { s: t.as_bytes(), i: 0 };
         let v = f.value()?;
         f.ws();
         if f.i != t.len() {
@@ -334,15 +309,11 @@ fn scalar_or_flow(t: &str) -> Result<Value, String> {
 fn scalar(t: &str) -> Result<Value, String> {
     let t = t.trim();
     if let Some(inner) = t.strip_prefix('"') {
-        let inner = inner
-            .strip_suffix('"')
-            .ok_or_else(|| format!("unterminated double-quoted string: {t}"))?;
+        let inner = inner.strip_suffix('"').ok_or_else(|| format!("unterminated double-quoted string: {t}"))?;
         return unescape_double(inner).map(Value::String);
     }
     if let Some(inner) = t.strip_prefix('\'') {
-        let inner = inner
-            .strip_suffix('\'')
-            .ok_or_else(|| format!("unterminated single-quoted string: {t}"))?;
+        let inner = inner.strip_suffix('\'').ok_or_else(|| format!("unterminated single-quoted string: {t}"))?;
         return Ok(Value::String(inner.replace("''", "'")));
     }
     if t.starts_with('&') || t.starts_with('*') || t.starts_with('!') {
@@ -355,19 +326,13 @@ fn scalar(t: &str) -> Result<Value, String> {
         _ => {
             if let Ok(i) = t.parse::<i64>() {
                 Value::from(i)
-            } else if let Some(h) = t
-                .strip_prefix("0x")
-                .and_then(|h| i64::from_str_radix(h, 16).ok())
-            {
+            } else if let Some(h) = t.strip_prefix("0x").and_then(|h| i64::from_str_radix(h, 16).ok()) {
                 Value::from(h)
             } else if t.chars().any(|c| c.is_ascii_digit())
-                && t.chars()
-                    .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'))
+                && t.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'))
                 && let Ok(f) = t.parse::<f64>()
             {
-                serde_json::Number::from_f64(f)
-                    .map(Value::Number)
-                    .unwrap_or(Value::String(t.into()))
+                serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::String(t.into()))
             } else {
                 Value::String(t.to_string())
             }
@@ -394,15 +359,11 @@ fn unescape_double(s: &str) -> Result<String, String> {
             Some(' ') => out.push(' '),
             Some('u') => {
                 let h: String = it.by_ref().take(4).collect();
-                let n = u32::from_str_radix(&h, 16)
-                    .map_err(|_| format!("bad \\u escape in \"{s}\""))?;
+                let n = u32::from_str_radix(&h, 16).map_err(|_| format!("bad \\u escape in \"{s}\""))?;
                 out.push(char::from_u32(n).ok_or_else(|| format!("bad \\u escape in \"{s}\""))?);
             }
             other => {
-                return Err(format!(
-                    "unsupported escape \\{} in \"{s}\"",
-                    other.unwrap_or(' ')
-                ));
+                return Err(format!("unsupported escape \\{} in \"{s}\"", other.unwrap_or(' ')));
             }
         }
     }
@@ -462,10 +423,7 @@ impl Flow<'_> {
                 }
             }
             Some(_) => self.atom(false),
-            None => Err(
-                "unterminated flow collection (multi-line flow collections are not supported)"
-                    .into(),
-            ),
+            None => Err("unterminated flow collection (multi-line flow collections are not supported)".into()),
         }
     }
 
@@ -521,7 +479,10 @@ mod tests {
                    "enabled": true, "empty": null, "list": ["a", "b c"], "flow": [1, "two", "3"], "obj": {"a": 1, "b": "x"},
                    "url": "http://x:80/#frag"})
         );
-        let c = parse("version: \"3.8\"\nservices:\n  app:\n    image: myrpo/app:v1.2.4\n    ports:\n      - \"8080:80\"\n    deploy:\n      replicas: 3\n").unwrap();
+        let c = parse(
+            "version: \"3.8\"\nservices:\n  app:\n    image: myrpo/app:v1.2.4\n    ports:\n      - \"8080:80\"\n    deploy:\n      replicas: 3\n",
+        )
+        .unwrap();
         assert_eq!(c["services"]["app"]["image"], "myrpo/app:v1.2.4");
         assert_eq!(c["services"]["app"]["ports"][0], "8080:80");
         assert_eq!(c["services"]["app"]["deploy"]["replicas"], 3);
@@ -533,10 +494,7 @@ mod tests {
             "apiVersion: v1\nclusters:\n- cluster:\n    server: http://127.0.0.1:6443\n  name: sandbox\ncontexts:\n  - name: ctx\n    context:\n      cluster: sandbox\ncurrent-context: ctx\nnotes: |\n  line one\n  # not a comment\n\n  line three\nfolded: >-\n  a\n  b\nafter: 1\n",
         )
         .unwrap();
-        assert_eq!(
-            k["clusters"][0]["cluster"]["server"],
-            "http://127.0.0.1:6443"
-        );
+        assert_eq!(k["clusters"][0]["cluster"]["server"], "http://127.0.0.1:6443");
         assert_eq!(k["clusters"][0]["name"], "sandbox");
         assert_eq!(k["contexts"][0]["context"]["cluster"], "sandbox");
         assert_eq!(k["notes"], "line one\n# not a comment\n\nline three\n");

@@ -2,7 +2,7 @@
 //! person, repeated deliveries, rejection, and approvals bound to the plan they were shown.
 
 use runbot_commands::model::{Decision, ExecState, StepStatus};
-use runbot_tests::harness::{World, RUNBOOKS};
+use runbot_tests::harness::{RUNBOOKS, World};
 
 /// alice asks to greet promotions; she cannot approve her own request; bob can; the real
 /// `echo` runs, its output lands in the status message's thread, and the audit log verifies.

@@ -2,7 +2,7 @@
 //! lock, and cancelling a step that is running.
 
 use runbot_commands::model::{ExecState, StepStatus};
-use runbot_tests::harness::{created, Options, World};
+use runbot_tests::harness::{Options, World, created};
 use std::time::Duration;
 
 fn paused() -> Options {

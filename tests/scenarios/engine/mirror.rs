@@ -4,7 +4,7 @@
 //! platforms; a mirror that cannot be posted is said, and the origin carries on.
 
 use runbot_commands::model::{ExecState, ExecutionId};
-use runbot_tests::harness::{Options, World, CONFIG};
+use runbot_tests::harness::{CONFIG, Options, World};
 
 /// The Slack channel commands are typed in; the Discord incident channel of `prod`.
 const OPS: &str = "C0OPS";
@@ -13,10 +13,7 @@ const DISCORD_INC: &str = "900100";
 /// ana and bruno each have a Slack and a Discord identity; carla is only on Discord.
 fn mirrored_world_config() -> String {
     CONFIG
-        .replace(
-            "[groups]\nsre = [",
-            "[groups]\nsre = [\"slack:UANA\", \"discord:1001\", \"slack:UBRUNO\", \"discord:1002\", \"discord:1003\", ",
-        )
+        .replace("[groups]\nsre = [", "[groups]\nsre = [\"slack:UANA\", \"discord:1001\", \"slack:UBRUNO\", \"discord:1002\", \"discord:1003\", ")
         .replace("[people]\n", "[people]\nana = [\"slack:UANA\", \"discord:1001\"]\nbruno = [\"slack:UBRUNO\", \"discord:1002\"]\n")
         .replace(
             "[environments.prod]\n",

@@ -2,8 +2,8 @@
 //! used in a channel, and asserts the outcome that would break if the feature broke.
 
 mod approvals;
-mod lifecycle;
 mod faults;
+mod lifecycle;
 mod mirror;
 mod restart;
 mod secrets;

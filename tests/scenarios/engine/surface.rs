@@ -61,7 +61,11 @@ async fn malformed_and_unknown_input() {
     assert_eq!(r.message.text, "'nosuch' is not a configured service. Configured: billing, promotions.");
     // deploy is built in; a service without a driver is refused, saying what to configure.
     let r = world.cmd("console:alice", "/ops deploy promotions v1.2.5").await;
-    assert!(r.message.text.contains("has no deploy driver") && r.message.text.contains("services.promotions.environments.prod"), "{}", r.message.text);
+    assert!(
+        r.message.text.contains("has no deploy driver") && r.message.text.contains("services.promotions.environments.prod"),
+        "{}",
+        r.message.text
+    );
     let r = world.cmd("console:alice", "/ops run nosuch promotions").await;
     assert!(r.message.text.contains("not installed") && r.message.text.contains("hello"), "{}", r.message.text);
     let r = world.cmd("console:alice", "/ops run hello promotions --env qa").await;

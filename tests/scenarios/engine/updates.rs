@@ -1,7 +1,7 @@
 //! Live updates: one status message, edited in place, at most once per interval however fast
 //! the state changes; 429s are waited out and the final state always arrives.
 
-use runbot_tests::harness::{many_steps, Options, World, RUNBOOKS};
+use runbot_tests::harness::{Options, RUNBOOKS, World, many_steps};
 use std::time::Duration;
 
 async fn world() -> World {
@@ -31,11 +31,7 @@ async fn edits_are_coalesced_and_the_final_state_is_sent() {
     let updates = world.chat.updates_of(&mid);
     let last = updates.last().expect("at least one edit");
     let elapsed = last.at.duration_since(t0).as_secs_f64();
-    assert!(
-        updates.len() as f64 <= elapsed.ceil() + 2.0,
-        "{} edits in {elapsed:.1} s: not coalesced to one per second",
-        updates.len()
-    );
+    assert!(updates.len() as f64 <= elapsed.ceil() + 2.0, "{} edits in {elapsed:.1} s: not coalesced to one per second", updates.len());
     for pair in updates.windows(2) {
         let gap = pair[1].at.duration_since(pair[0].at);
         assert!(gap >= Duration::from_millis(999), "two edits {gap:?} apart");

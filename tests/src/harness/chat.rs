@@ -179,12 +179,7 @@ impl Chat for RecordingChat {
                 _ => return Err(ChatError::Other(format!("message_not_found: {channel}/{id}"))),
             }
         }
-        guard(&self.log).updates.push(Updated {
-            channel: channel.to_string(),
-            id: id.to_string(),
-            message: msg.clone(),
-            at: Instant::now(),
-        });
+        guard(&self.log).updates.push(Updated { channel: channel.to_string(), id: id.to_string(), message: msg.clone(), at: Instant::now() });
         Ok(())
     }
 

@@ -218,9 +218,7 @@ pub fn many_steps(n: usize, sleep_ms: u64) -> String {
          [[runbooks.many.steps]]\nname = \"approve\"\nkind = \"approval\"\n",
     );
     for i in 1..=n {
-        s.push_str(&format!(
-            "\n[[runbooks.many.steps]]\nname = \"step-{i}\"\nkind = \"probe\"\ncounter = \"many\"\nsleep_ms = {sleep_ms}\n"
-        ));
+        s.push_str(&format!("\n[[runbooks.many.steps]]\nname = \"step-{i}\"\nkind = \"probe\"\ncounter = \"many\"\nsleep_ms = {sleep_ms}\n"));
     }
     s
 }

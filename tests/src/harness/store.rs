@@ -8,8 +8,8 @@ use runbot_commands::audit::{AuditEntry, AuditRecord};
 use runbot_commands::model::{Execution, ExecutionId};
 use runbot_commands::ports::{ListFilter, Store, StoreError, Versioned};
 use runbot_commands::store_memory::MemoryStore;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 pub struct KillableStore {
     inner: Arc<MemoryStore>,
@@ -50,11 +50,7 @@ impl KillableStore {
     }
 
     fn alive(&self) -> Result<&MemoryStore, StoreError> {
-        if self.dead.load(Ordering::SeqCst) {
-            Err(StoreError::Backend("this process has stopped".into()))
-        } else {
-            Ok(&self.inner)
-        }
+        if self.dead.load(Ordering::SeqCst) { Err(StoreError::Backend("this process has stopped".into())) } else { Ok(&self.inner) }
     }
 }
 

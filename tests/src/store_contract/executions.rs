@@ -174,8 +174,7 @@ pub async fn concurrent_creates(store: Arc<dyn Store>) {
 /// Newest first, the active and target filters, and the limit.
 pub async fn list_filters(store: Arc<dyn Store>) {
     let target = "list-svc";
-    let states =
-        [ExecState::Running, ExecState::Succeeded, ExecState::AwaitingApproval, ExecState::Failed, ExecState::Running];
+    let states = [ExecState::Running, ExecState::Succeeded, ExecState::AwaitingApproval, ExecState::Failed, ExecState::Running];
     let mut created = Vec::new();
     for s in states {
         created.push(create_sample(&store, target, s, None).await);

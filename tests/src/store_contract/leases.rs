@@ -65,11 +65,7 @@ pub async fn orphans(store: Arc<dyn Store>) {
 
     assert_eq!(found("p1", t).await, vec![free.id, own.id, expired.id, pending.id]);
     assert_eq!(found("p2", t).await, vec![free.id, other.id, expired.id, pending.id]);
-    assert_eq!(
-        found("p1", t + secs(61)).await,
-        vec![free.id, other.id, own.id, expired.id, pending.id],
-        "expired leases are orphans"
-    );
+    assert_eq!(found("p1", t + secs(61)).await, vec![free.id, other.id, own.id, expired.id, pending.id], "expired leases are orphans");
 
     // Delivering the final message takes a terminal execution off the list.
     let (mut doc, v) = must_load(&store, pending.id).await;

@@ -56,8 +56,7 @@ pub async fn audit_chain(store: Arc<dyn Store>) {
         let stored = &records[(r.seq - 1) as usize];
         assert_eq!(stored, r, "what append_audit returned is what was stored");
     }
-    let seen: BTreeSet<u64> =
-        records[before as usize..].iter().filter_map(|r| r.entry.detail.get("i").and_then(|v| v.as_u64())).collect();
+    let seen: BTreeSet<u64> = records[before as usize..].iter().filter_map(|r| r.entry.detail.get("i").and_then(|v| v.as_u64())).collect();
     assert_eq!(seen, (0..ENTRIES).collect::<BTreeSet<_>>(), "every entry is in the log exactly once");
 
     let mut tampered = records.clone();
@@ -130,13 +129,8 @@ pub async fn save_with_audit(store: Arc<dyn Store>) {
     let mut x = create_sample(&store, "audited-svc", ExecState::Running, None).await;
     let (_, v1) = super::must_load(&store, x.id).await;
     let (before, _) = store.audit_log().await.expect("audit_log");
-    let entry = |n: u64| AuditEntry {
-        at: t0(),
-        kind: "step".into(),
-        actor: None,
-        execution: Some(x.id.to_string()),
-        detail: serde_json::json!({ "n": n }),
-    };
+    let entry =
+        |n: u64| AuditEntry { at: t0(), kind: "step".into(), actor: None, execution: Some(x.id.to_string()), detail: serde_json::json!({ "n": n }) };
 
     x.notes.push("audited".into());
     let v2 = store.save_audited(&x, v1, &[entry(1), entry(2)]).await.expect("save_audited");

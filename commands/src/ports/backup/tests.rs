@@ -31,15 +31,7 @@ fn snapshot(backups: Vec<BaseBackup>, segs: &[(u32, u64)], histories: Vec<Timeli
         b.add(w(tli, n), t(100 * tli + 10 * n as u32));
     }
     let wal_segments = b.segments();
-    CatalogSnapshot {
-        location: "test".into(),
-        wal_segment_size: SEG,
-        backups,
-        wal_runs: b.finish(),
-        wal_segments,
-        histories,
-        newest_wal: None,
-    }
+    CatalogSnapshot { location: "test".into(), wal_segment_size: SEG, backups, wal_runs: b.finish(), wal_segments, histories, newest_wal: None }
 }
 
 #[test]
@@ -80,8 +72,7 @@ fn runs_merge_in_any_order_and_count_each_segment_once() {
 
 #[test]
 fn history_files_parse_and_bad_lines_are_named() {
-    let h = TimelineHistory::parse(3, "1\t0/5022A88\tbefore 2026-11-27 18:18:41.96802+00\n\n2\t0/7000000\tno recovery target specified\n")
-        .unwrap();
+    let h = TimelineHistory::parse(3, "1\t0/5022A88\tbefore 2026-11-27 18:18:41.96802+00\n\n2\t0/7000000\tno recovery target specified\n").unwrap();
     assert_eq!(h.switches.len(), 2);
     assert_eq!(h.switches[0], TimelineSwitch { parent: 1, switch_lsn: 0x5022A88, reason: "before 2026-11-27 18:18:41.96802+00".into() });
     let err = TimelineHistory::parse(2, "1\tzz\tx\n").unwrap_err();
@@ -131,8 +122,11 @@ fn a_missing_segment_splits_the_window_and_is_reported() {
     assert!(bx.problem.as_deref().unwrap().contains("000000010000000000000006"), "{bx:?}");
     // Past the reach of every usable backup, but the archive goes on after the hole.
     let e = a.restore_point(t(180)).unwrap_err();
-    assert!(matches!(&e, Unreachable::InGap { reach_before, resumes: None, gap: Some(g), .. }
-        if *reach_before == t(140) && g.first_name == "000000010000000000000005"), "{e:?}");
+    assert!(
+        matches!(&e, Unreachable::InGap { reach_before, resumes: None, gap: Some(g), .. }
+        if *reach_before == t(140) && g.first_name == "000000010000000000000005"),
+        "{e:?}"
+    );
 
     // A target between the ranges is in the gap.
     let mut s = snapshot(vec![backup("b1", 1, 2, 2, 25), backup("b2", 1, 7, 7, 175)], &segs, vec![]);

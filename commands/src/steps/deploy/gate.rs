@@ -199,7 +199,12 @@ impl StepKind for CiGate {
         let run = match gh.runs(&ci.repo, &ci.workflow, &q).await {
             Ok(runs) => match runs.into_iter().next() {
                 Some(r) => r,
-                None => return StepOutcome::Failed(format!("{} has never run on {} in {}: nothing proves the build is green", ci.workflow, ci.branch, ci.repo)),
+                None => {
+                    return StepOutcome::Failed(format!(
+                        "{} has never run on {} in {}: nothing proves the build is green",
+                        ci.workflow, ci.branch, ci.repo
+                    ));
+                }
             },
             Err(e) => return StepOutcome::Failed(format!("could not read CI runs: {e}")),
         };
@@ -236,7 +241,10 @@ impl StepKind for CiGate {
                     ));
                 }
                 Ok(Some(_)) => {
-                    return StepOutcome::Succeeded(format!("CI green on {} (#{}), on the commit of tag {} — {}", ci.branch, run.run_number, p.version, run.html_url));
+                    return StepOutcome::Succeeded(format!(
+                        "CI green on {} (#{}), on the commit of tag {} — {}",
+                        ci.branch, run.run_number, p.version, run.html_url
+                    ));
                 }
                 Ok(None) => {
                     let _ = ctx.output.send(format!("{} is not a git tag in {}: only the branch's run was checked", p.version, ci.repo));

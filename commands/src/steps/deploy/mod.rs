@@ -158,7 +158,12 @@ impl DeployTarget {
         let need = |v: &Option<String>, k: &str| {
             v.clone().ok_or_else(|| format!("{} has no `{k}`: set it under services.{}.environments.{}", self.where_(), self.service, self.env))
         };
-        Ok((need(&self.cluster, "cluster")?, need(&self.namespace, "namespace")?, need(&self.deployment, "deployment")?, need(&self.selector, "selector")?))
+        Ok((
+            need(&self.cluster, "cluster")?,
+            need(&self.namespace, "namespace")?,
+            need(&self.deployment, "deployment")?,
+            need(&self.selector, "selector")?,
+        ))
     }
 
     /// The connected cluster the service runs on, its namespace, Deployment and selector.

@@ -1,8 +1,8 @@
 //! `rollback-target`, `rollback-evidence` and `rollback-apply`.
 
-use super::rollout::{perform, secs, swarm_update, Call};
+use super::rollout::{Call, perform, secs, swarm_update};
 use super::verify::swarm_inspect;
-use super::{parse_to, resolved_to, DeployConnections, DeployTarget};
+use super::{DeployConnections, DeployTarget, parse_to, resolved_to};
 use crate::model::Execution;
 use crate::ports::HelmRevision;
 use crate::steps::{Prepared, StepContext, StepKind, StepOutcome};
@@ -54,12 +54,11 @@ fn line(r: &HelmRevision, tag_key: &str) -> String {
 /// (`deployed` or `superseded`) with another version than the current one.
 pub(crate) fn pick<'a>(history: &'a [HelmRevision], tag_key: &str, to: &str) -> Result<(&'a HelmRevision, &'a HelmRevision), String> {
     let current = history.last().ok_or("the release has no history")?;
-    let earlier = history.iter().rev().filter(|r| r.revision < current.revision);
+    let mut earlier = history.iter().rev().filter(|r| r.revision < current.revision);
     let target = if to.is_empty() {
         let cur = version_of(current, tag_key);
         earlier
-            .filter(|r| matches!(r.status.as_str(), "superseded" | "deployed") && version_of(r, tag_key) != cur)
-            .next()
+            .find(|r| matches!(r.status.as_str(), "superseded" | "deployed") && version_of(r, tag_key) != cur)
             .ok_or_else(|| format!("no earlier revision was deployed successfully with another version than {cur}"))?
     } else if let Ok(n) = to.parse::<u32>() {
         if n == current.revision {
@@ -238,7 +237,8 @@ fn rollback_call(t: &DeployTarget, revision: &str, version: &str) -> Result<Call
             }
             let ns = t.namespace.clone().unwrap_or_default();
             let timeout = secs(&h.timeout)?;
-            let mut args: Vec<String> = ["rollback", &h.release, revision, "--namespace", &ns, "--wait", "--timeout", &format!("{timeout}s")].map(String::from).to_vec();
+            let mut args: Vec<String> =
+                ["rollback", &h.release, revision, "--namespace", &ns, "--wait", "--timeout", &format!("{timeout}s")].map(String::from).to_vec();
             args.extend(h.args.iter().cloned());
             Ok(Call::Cli { tool: "helm".into(), args, env: Vec::new(), timeout_secs: timeout + 30 })
         }
@@ -337,7 +337,9 @@ impl StepKind for Evidence {
             }
             _ => {
                 let (cluster, ns, _, sel) = t.k8s()?;
-                format!("keep the last {lines} log lines (current and previous container) of the pods {sel} in {ns} on cluster {cluster} not running the target version, as an artifact")
+                format!(
+                    "keep the last {lines} log lines (current and previous container) of the pods {sel} in {ns} on cluster {cluster} not running the target version, as an artifact"
+                )
             }
         };
         super::prepared(action, EvidenceParams { target: t, lines })
@@ -373,7 +375,10 @@ impl StepKind for Evidence {
             .filter(|p| p.containers.iter().any(|c| if from.is_empty() { tag(&c.image) != target } else { tag(&c.image) == from }))
             .collect();
         if failing.is_empty() {
-            return StepOutcome::Succeeded(format!("no pod runs {} any more: no logs to keep", if from.is_empty() { "the failing version" } else { &from }));
+            return StepOutcome::Succeeded(format!(
+                "no pod runs {} any more: no logs to keep",
+                if from.is_empty() { "the failing version" } else { &from }
+            ));
         }
         let mut text = String::new();
         let mut count = 0;

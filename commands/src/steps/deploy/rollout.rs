@@ -1,11 +1,11 @@
 //! `deploy-rollout`: the new version rolled out by the service's driver.
 
 use super::{DeployConnections, DeployTarget};
-use crate::config::{parse_duration, SwarmConfig};
+use crate::config::{SwarmConfig, parse_duration};
 use crate::ports::{RunQuery, WorkflowRun};
 use crate::runbook::render;
 use crate::steps::process::{self, Proc};
-use crate::steps::{unless_cancelled, Prepared, StepContext, StepKind, StepOutcome};
+use crate::steps::{Prepared, StepContext, StepKind, StepOutcome, unless_cancelled};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -104,7 +104,12 @@ pub(crate) fn docker_args(s: &SwarmConfig, rest: &[&str]) -> Vec<String> {
 /// compose file, and every Swarm rollback.
 pub(crate) fn swarm_update(s: &SwarmConfig, version: &str, timeout_secs: u64) -> Call {
     let image = format!("{}:{version}", s.image);
-    Call::Cli { tool: "docker".into(), args: docker_args(s, &["service", "update", "--detach", "--image", &image, &s.service]), env: Vec::new(), timeout_secs }
+    Call::Cli {
+        tool: "docker".into(),
+        args: docker_args(s, &["service", "update", "--detach", "--image", &image, &s.service]),
+        env: Vec::new(),
+        timeout_secs,
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,7 +166,7 @@ pub(crate) async fn perform(c: &DeployConnections, call: &Call, ctx: &StepContex
                 stream_stdout: true,
                 capture_stdout: false,
             };
-            let done = process::run(proc, &ctx).await;
+            let done = process::run(proc, ctx).await;
             match done.outcome(Some(tool)) {
                 StepOutcome::Succeeded(_) => StepOutcome::Succeeded(format!("{tool} {} succeeded in {:.1}s", subcommand(args), done.secs)),
                 other => other,
@@ -174,7 +179,9 @@ pub(crate) async fn perform(c: &DeployConnections, call: &Call, ctx: &StepContex
                 None => StepOutcome::Cancelled("cancelled while following the deploy run (the run itself goes on in GitHub)".into()),
                 Some(Err(_)) => StepOutcome::Failed(format!("the deploy run did not finish within {timeout_secs}s")),
                 Some(Ok(Err(why))) => StepOutcome::Failed(why),
-                Some(Ok(Ok(run))) if run.succeeded() => StepOutcome::Succeeded(format!("deploy run #{} succeeded — {}", run.run_number, run.html_url)),
+                Some(Ok(Ok(run))) if run.succeeded() => {
+                    StepOutcome::Succeeded(format!("deploy run #{} succeeded — {}", run.run_number, run.html_url))
+                }
                 Some(Ok(Ok(run))) => StepOutcome::Failed(format!("deploy run #{} ended {} — {}", run.run_number, run.state(), run.html_url)),
             }
         }
@@ -193,7 +200,8 @@ async fn follow_pipeline(
     ctx: &StepContext,
 ) -> Result<WorkflowRun, String> {
     let q = RunQuery { branch: Some(git_ref.to_string()), event: Some("workflow_dispatch".into()), per_page: 30 };
-    let before: Vec<u64> = gh.runs(repo, workflow, &q).await.map_err(|e| format!("could not list the deploy runs: {e}"))?.into_iter().map(|r| r.id).collect();
+    let before: Vec<u64> =
+        gh.runs(repo, workflow, &q).await.map_err(|e| format!("could not list the deploy runs: {e}"))?.into_iter().map(|r| r.id).collect();
     gh.dispatch(repo, workflow, git_ref, inputs).await.map_err(|e| format!("could not dispatch {workflow}: {e}"))?;
     let _ = ctx.output.send(format!("dispatched {workflow} on {git_ref}"));
     let run = loop {

@@ -1,11 +1,11 @@
 //! `deploy-verify` and `smoke-test`: is the new (or rolled-back-to) version really serving?
 
 use super::rollout::{docker_args, secs};
+use super::{DeployConnections, DeployTarget, parse_to, resolved_to};
 use crate::config::SwarmConfig;
-use super::{parse_to, resolved_to, DeployConnections, DeployTarget};
 use crate::ports::cluster::{PodInfo, Rollout};
 use crate::steps::process::{self, Proc};
-use crate::steps::{unless_cancelled, Prepared, StepContext, StepKind, StepOutcome};
+use crate::steps::{Prepared, StepContext, StepKind, StepOutcome, unless_cancelled};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
