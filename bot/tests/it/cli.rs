@@ -111,31 +111,7 @@ fn secrets_must_be_references_that_resolve() {
 /// A config (and runbooks file) in `dir` with its SQLite store at `dir/state.db`.
 fn write_config(dir: &Path, port: u16) -> PathBuf {
     let d = dir.display();
-    std::fs::write(
-        dir.join("runbot.toml"),
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:{port}"
-[store]
-url = "sqlite://{d}/state.db"
-[engine]
-instance = "audit-test"
-runbooks = "runbooks.toml"
-update_interval_ms = 100
-[groups]
-sre = ["console:alice", "console:bob"]
-[[approvals]]
-approvers = ["sre"]
-[services.alpha.environments.prod.vars]
-marker = "{d}/alpha.marker"
-[console]
-auth = "proxy"
-trusted_proxies = ["127.0.0.1"]
-"#
-        ),
-    )
-    .expect("write config");
+    crate::common::serve_config(dir, port, "audit-test", "", &format!("[services.alpha.environments.prod.vars]\nmarker = \"{d}/alpha.marker\""));
     std::fs::write(
         dir.join("runbooks.toml"),
         r#"

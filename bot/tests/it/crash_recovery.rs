@@ -26,37 +26,15 @@ fn free_port() -> u16 {
 
 fn write_config(dir: &Path, port: u16) -> PathBuf {
     let d = dir.display();
-    std::fs::write(
-        dir.join("runbot.toml"),
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:{port}"
-[store]
-url = "sqlite://{d}/state.db"
-[engine]
-instance = "crash-test"
-runbooks = "runbooks.toml"
-update_interval_ms = 100
-lease_secs = 3
-[groups]
-sre = ["console:alice", "console:bob"]
-[[approvals]]
-approvers = ["sre"]
-[services.alpha.environments.prod.vars]
-marker = "{d}/alpha.log"
-[services.beta.environments.prod.vars]
-marker = "{d}/beta.log"
-[services.gamma.environments.prod.vars]
-marker = "{d}/gamma.log"
-[console]
-auth = "proxy"
-trusted_proxies = ["127.0.0.1"]
-history = "console.jsonl"
-"#
+    crate::common::serve_config(
+        dir,
+        port,
+        "crash-test",
+        "lease_secs = 3",
+        &format!(
+            "[services.alpha.environments.prod.vars]\nmarker = \"{d}/alpha.log\"\n[services.beta.environments.prod.vars]\nmarker = \"{d}/beta.log\"\n[services.gamma.environments.prod.vars]\nmarker = \"{d}/gamma.log\""
         ),
-    )
-    .expect("write config");
+    );
     let step = |name: &str, idem: bool| {
         format!(
             r#"

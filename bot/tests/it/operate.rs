@@ -146,35 +146,13 @@ const SECRET: &str = "s3cr3t-Zq9-marmalade-7781";
 /// two runbooks: `leak` echoes the secret (through env) and `slow` sleeps `sleep` seconds.
 fn write_config(dir: &Path, port: u16) -> PathBuf {
     let d = dir.display();
-    std::fs::write(
-        dir.join("runbot.toml"),
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:{port}"
-[store]
-url = "sqlite://{d}/state.db"
-[engine]
-instance = "operate-test"
-runbooks = "runbooks.toml"
-update_interval_ms = 100
-lease_secs = 3
-[secrets]
-api_token = "env:RUNBOT_TEST_API_TOKEN"
-[groups]
-sre = ["console:alice", "console:bob"]
-[[approvals]]
-approvers = ["sre"]
-[services.alpha.environments.prod.vars]
-marker = "{d}/alpha.log"
-[console]
-auth = "proxy"
-trusted_proxies = ["127.0.0.1"]
-history = "console.jsonl"
-"#
-        ),
-    )
-    .expect("write config");
+    crate::common::serve_config(
+        dir,
+        port,
+        "operate-test",
+        "lease_secs = 3",
+        &format!("[secrets]\napi_token = \"env:RUNBOT_TEST_API_TOKEN\"\n[services.alpha.environments.prod.vars]\nmarker = \"{d}/alpha.log\""),
+    );
     std::fs::write(
         dir.join("runbooks.toml"),
         r#"

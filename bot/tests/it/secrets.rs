@@ -46,35 +46,15 @@ fn leaks(text: &str) -> Vec<String> {
 
 fn write_config(dir: &Path, port: u16) -> PathBuf {
     let d = dir.display();
-    std::fs::write(
-        dir.join("runbot.toml"),
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:{port}"
-[store]
-url = "sqlite://{d}/state.db"
-[engine]
-instance = "secrets-test"
-runbooks = "runbooks.toml"
-update_interval_ms = 100
-[secrets]
-canary = "env:{CANARY_ENV}"
-quoted = "env:{QUOTED_ENV}"
-[groups]
-sre = ["console:alice", "console:bob"]
-[[approvals]]
-approvers = ["sre"]
-[services.alpha.environments.prod.vars]
-reports = "{d}/reports"
-[console]
-auth = "proxy"
-trusted_proxies = ["127.0.0.1"]
-history = "console.jsonl"
-"#
+    crate::common::serve_config(
+        dir,
+        port,
+        "secrets-test",
+        "",
+        &format!(
+            "[secrets]\ncanary = \"env:{CANARY_ENV}\"\nquoted = \"env:{QUOTED_ENV}\"\n[services.alpha.environments.prod.vars]\nreports = \"{d}/reports\""
         ),
-    )
-    .expect("write config");
+    );
     std::fs::write(
         dir.join("runbooks.toml"),
         r#"

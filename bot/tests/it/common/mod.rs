@@ -284,3 +284,36 @@ pub fn button(message: &Value, action_id: &str) -> Option<Value> {
 pub fn text(message: &Value) -> &str {
     message["text"].as_str().unwrap_or("")
 }
+
+/// Writes a `runbot serve` config to `dir/runbot.toml` and returns its path: listening on
+/// `port`, the SQLite store in `dir`, runbooks from `dir/runbooks.toml`, `sre` (alice, bob)
+/// approving everything, the console behind this test as its trusted proxy (history in
+/// `console.jsonl`). `engine` adds keys to `[engine]`; `rest` adds sections.
+pub fn serve_config(dir: &Path, port: u16, instance: &str, engine: &str, rest: &str) -> PathBuf {
+    let d = dir.display();
+    let path = dir.join("runbot.toml");
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+[store]
+url = "sqlite://{d}/state.db"
+[engine]
+instance = "{instance}"
+runbooks = "runbooks.toml"
+update_interval_ms = 100
+{engine}
+[groups]
+sre = ["console:alice", "console:bob"]
+[[approvals]]
+approvers = ["sre"]
+[console]
+auth = "proxy"
+trusted_proxies = ["127.0.0.1"]
+history = "console.jsonl"
+{rest}
+"#
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
