@@ -30,7 +30,7 @@ impl Chart {
             return Err(format!("the sandbox helm stand-in loads chart directories only, not packaged charts: {reference}"));
         }
         let meta_text = std::fs::read_to_string(p.join("Chart.yaml")).map_err(|_| "Chart.yaml file is missing".to_string())?;
-        let mut meta = super::yaml::parse(&meta_text).map_err(|e| format!("cannot load Chart.yaml: {e}"))?;
+        let mut meta = super::yaml(&meta_text).map_err(|e| format!("cannot load Chart.yaml: {e}"))?;
         let Some(m) = meta.as_object_mut() else {
             return Err("cannot load Chart.yaml: not a mapping".into());
         };
@@ -49,7 +49,7 @@ impl Chart {
             }
         }
         let values = match std::fs::read_to_string(p.join("values.yaml")) {
-            Ok(t) => super::yaml::parse(&t).map_err(|e| format!("cannot load values.yaml: {e}"))?,
+            Ok(t) => super::yaml(&t).map_err(|e| format!("cannot load values.yaml: {e}"))?,
             Err(_) => Value::Null,
         };
         let values = if values.is_null() { json!({}) } else { values };
@@ -71,7 +71,7 @@ pub(crate) fn user_values(files: &[String], sets: &[String], set_strings: &[Stri
     let mut base = json!({});
     for f in files {
         let text = std::fs::read_to_string(f).map_err(|e| format!("open {f}: {}", go_io_error(&e)))?;
-        let v = super::yaml::parse(&text).map_err(|e| format!("failed to parse {f}: {e}"))?;
+        let v = super::yaml(&text).map_err(|e| format!("failed to parse {f}: {e}"))?;
         match v {
             Value::Null => {}
             Value::Object(_) => merge_maps(&mut base, &v),

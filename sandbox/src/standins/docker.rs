@@ -241,7 +241,7 @@ fn stack_deploy(args: &[String], out: &mut Out) -> Result<(), Fail> {
     let mut services = serde_json::Map::new();
     for f in &files {
         let text = std::fs::read_to_string(f).map_err(|e| format!("open {f}: {e}"))?;
-        let doc = super::yaml::parse(&interpolate(&text)?).map_err(|e| format!("{f}: {e}"))?;
+        let doc = super::yaml(&interpolate(&text)?).map_err(|e| format!("{f}: {e}"))?;
         if let Some(m) = doc.get("services").and_then(Value::as_object) {
             for (k, v) in m {
                 let mut merged = services.get(k).cloned().unwrap_or(json!({}));

@@ -165,7 +165,7 @@ fn from_kubeconfig(t: &Target) -> Result<(String, Option<String>), String> {
         Err(_) if t.kubeconfig.is_none() => return Err(unreachable()),
         Err(e) => return Err(format!("Kubernetes cluster unreachable: stat {path}: {e}")),
     };
-    let cfg = super::yaml::parse(&text).map_err(|e| format!("Kubernetes cluster unreachable: error loading config file \"{path}\": {e}"))?;
+    let cfg = super::yaml(&text).map_err(|e| format!("Kubernetes cluster unreachable: error loading config file \"{path}\": {e}"))?;
     let ctx_name = t.context.clone().or_else(|| cfg.get("current-context").and_then(Value::as_str).map(String::from)).unwrap_or_default();
     let named = |list: &str, name: &str| -> Option<Value> {
         cfg.get(list)?.as_array()?.iter().find(|e| e.get("name").and_then(Value::as_str) == Some(name)).cloned()

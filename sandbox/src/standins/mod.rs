@@ -15,7 +15,7 @@
 //!   `docker_service.rs`: `service inspect|ps|ls|update|rollback`; `docker_progress.rs`: the
 //!   convergence display of attached updates; `swarm.rs`: the Swarm's state and how it moves
 //!   with time ([`swarm::SandboxSwarm`]); `gotemplate.rs`: Go templates for `--format`.
-//! - `yaml.rs`: the YAML subset the charts, values files, kubeconfigs and compose files use.
+//! - YAML (charts, values files, kubeconfigs, compose files) is read with `serde_yaml_ng` ([`yaml`]).
 //! - Here: flag parsing as cobra/pflag do it, Go durations.
 //!
 //! # The sandbox chart convention
@@ -42,7 +42,6 @@ mod helm;
 mod helm_deploy;
 mod kubeapi;
 mod release;
-mod yaml;
 
 pub use docker::docker_main;
 pub use helm::helm_main;
@@ -50,6 +49,15 @@ pub use release::encode_release;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// One YAML document (a chart's `Chart.yaml` and `values.yaml`, `-f` values files, kubeconfigs,
+/// compose files) as JSON. An empty document, or one of comments only, is `null`.
+pub(crate) fn yaml(src: &str) -> Result<serde_json::Value, String> {
+    if src.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---") {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_yaml_ng::from_str(src).map_err(|e| e.to_string())
+}
 
 /// One flag a command accepts.
 #[derive(Clone, Copy)]
