@@ -209,7 +209,7 @@ impl Client {
     }
 
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = crate::backoff::Reconnect::new(Duration::from_secs(60));
         loop {
             let ended = self.connect_once(&mut stop).await;
             // A session that came up earns an immediate reconnect; a connection that never got
@@ -218,14 +218,10 @@ impl Client {
             let wait = match ended {
                 Ok(End::Stop) => break,
                 Ok(End::Resume) if was_up => {
-                    backoff = Duration::from_millis(500);
+                    backoff.reset();
                     Duration::ZERO
                 }
-                Ok(End::Resume) => {
-                    let w = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
-                    w
-                }
+                Ok(End::Resume) => backoff.next_wait(),
                 Ok(End::Reidentify(wait)) => {
                     self.resume = None;
                     self.seq = None;
@@ -238,10 +234,9 @@ impl Client {
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Discord gateway connection failed");
-                    let w = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
-                    w
+                    let wait = backoff.next_wait();
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "Discord gateway connection failed");
+                    wait
                 }
             };
             self.connected.store(false, Ordering::Relaxed);

@@ -51,20 +51,24 @@ impl SocketMode {
 }
 
 async fn run(state: SlackState, app_token: Secret, ping: Duration, mut stop: watch::Receiver<bool>, connected: Arc<AtomicBool>) {
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = crate::backoff::Reconnect::new(Duration::from_secs(30));
     loop {
         let ended = connect_once(&state, &app_token, ping, &mut stop, &connected).await;
         connected.store(false, Ordering::Relaxed);
-        match ended {
+        let wait = match ended {
             Ok(End::Stop) => return,
-            Ok(End::Reconnect) => backoff = Duration::from_millis(500),
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Slack Socket Mode connection failed");
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+            Ok(End::Reconnect) => {
+                backoff.reset();
+                backoff.next_wait()
             }
-        }
+            Err(e) => {
+                let wait = backoff.next_wait();
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "Slack Socket Mode connection failed");
+                wait
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
         if *stop.borrow() {
