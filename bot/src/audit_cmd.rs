@@ -3,18 +3,31 @@
 use anyhow::Context;
 use runbot_adapters::store_sql::SqlStore;
 use runbot_commands::audit;
-use runbot_commands::config::Settings;
+use runbot_commands::config::{Redactor, Settings};
 use runbot_commands::ports::Store;
 use std::io::Write;
 use std::path::Path;
 
-async fn log(settings: &Settings) -> anyhow::Result<(Vec<audit::AuditRecord>, Option<(u64, String)>)> {
-    let store = SqlStore::connect(&settings.config.store.url).await?;
+async fn log(store_url: &str) -> anyhow::Result<(Vec<audit::AuditRecord>, Option<(u64, String)>)> {
+    let store = SqlStore::connect(store_url).await?;
     Ok(store.audit_log().await?)
 }
 
-pub async fn verify(settings: &Settings) -> anyhow::Result<()> {
-    let (records, head) = log(settings).await?;
+/// The `[store] url` of a config file, read without the rest of the config: the audit commands
+/// only read the store, so a secret that does not resolve here (an incident laptop, a copy of
+/// the store) must not stop them.
+pub fn store_url(config: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let table: toml::Table = toml::from_str(&text).with_context(|| format!("{} is not valid TOML", config.display()))?;
+    match table.get("store").and_then(|s| s.get("url")) {
+        None => Ok(runbot_commands::config::StoreConfig::default().url),
+        Some(toml::Value::String(url)) => Ok(url.clone()),
+        Some(_) => anyhow::bail!("{}: store.url must be a string", config.display()),
+    }
+}
+
+pub async fn verify(store_url: &str) -> anyhow::Result<()> {
+    let (records, head) = log(store_url).await?;
     match audit::verify(&records, head.as_ref().map(|(s, h)| (*s, h.as_str()))) {
         Ok(n) => {
             println!("audit trail intact: {n} records, head {}", head.map(|(_, h)| h).unwrap_or_else(|| audit::GENESIS.into()));
@@ -29,8 +42,10 @@ pub async fn verify(settings: &Settings) -> anyhow::Result<()> {
     }
 }
 
-pub async fn export(settings: &Settings, out: Option<&Path>) -> anyhow::Result<()> {
-    let (records, _) = log(settings).await?;
+/// Writes the audit trail as JSON lines. `redactor`: today's secrets, when the config's
+/// secrets resolve (records were redacted when written; this redacts again).
+pub async fn export(store_url: &str, redactor: Option<&Redactor>, out: Option<&Path>) -> anyhow::Result<()> {
+    let (records, _) = log(store_url).await?;
     let mut w: Box<dyn Write> = match out {
         Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
         None => Box::new(std::io::stdout().lock()),
@@ -38,7 +53,8 @@ pub async fn export(settings: &Settings, out: Option<&Path>) -> anyhow::Result<(
     // Records are redacted when written; the export redacts again, with today's secrets (a
     // secret added since, or a record older than the redaction rules, still leaves nothing).
     for r in &records {
-        writeln!(w, "{}", settings.redactor.redact(&serde_json::to_string(r)?))?;
+        let line = serde_json::to_string(r)?;
+        writeln!(w, "{}", redactor.map(|x| x.redact(&line)).unwrap_or(line))?;
     }
     w.flush()?;
     if out.is_some() {

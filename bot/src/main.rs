@@ -199,8 +199,18 @@ fn main() -> ExitCode {
                 tls_preflight(&s.config);
                 Ok(())
             }
-            Cmd::Audit { cmd: AuditCmd::Verify { config } } => audit_cmd::verify(&load(&config)?).await,
-            Cmd::Audit { cmd: AuditCmd::Export { config, out } } => audit_cmd::export(&load(&config)?, out.as_deref()).await,
+            // Only the store is read: the rest of the config need not resolve.
+            Cmd::Audit { cmd: AuditCmd::Verify { config } } => audit_cmd::verify(&audit_cmd::store_url(&config)?).await,
+            Cmd::Audit { cmd: AuditCmd::Export { config, out } } => {
+                let redactor = match load(&config) {
+                    Ok(settings) => Some(settings.redactor.clone()),
+                    Err(e) => {
+                        eprintln!("runbot: the config does not fully load ({e}); exporting the records as stored (redacted when written)");
+                        None
+                    }
+                };
+                audit_cmd::export(&audit_cmd::store_url(&config)?, redactor.as_ref(), out.as_deref()).await
+            }
             Cmd::Artifacts { cmd: ArtifactsCmd::Export { config, id, out } } => audit_cmd::export_artifacts(&load(&config)?, &id, &out).await,
             Cmd::Discord { cmd: DiscordCmd::RegisterCommands { config, guild, global } } => {
                 let settings = load(&config)?;

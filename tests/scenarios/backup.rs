@@ -150,7 +150,10 @@ async fn status_shows_backup_wal_window_and_a_gap() {
     assert!(last.starts_with("20261129T080000 — ended") && last.contains("2h ago") && last.ends_with(", 3.0 MiB"), "{m:#?}");
     assert!(field(m, "Newest WAL").starts_with("000000010000000000000006"), "{m:#?}");
     assert_eq!(field(m, "WAL gaps"), "000000010000000000000004..000000010000000000000004");
-    assert!(field(m, "Restorable").contains(" → "), "{m:#?}");
+    // The window to the second: its start is the backup's end, as a restore's --date needs it.
+    let window = field(m, "Restorable");
+    let from = ended.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    assert!(window.starts_with(&format!("{from} → ")) && window.ends_with(" UTC"), "{window} should start at {from}");
     assert!(field(m, "Archive").starts_with("s3://backups-bucket/prod/promotions-db"), "{m:#?}");
     assert!(field(m, "Retention").contains("30d kept; 0 full backup(s) past it"), "{m:#?}");
     assert!(m.text.starts_with("⚠") && m.text.contains("1 WAL gap(s)"), "{}", m.text);

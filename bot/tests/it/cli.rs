@@ -325,3 +325,29 @@ fn the_demo_on_a_taken_port_names_listen_and_prints_no_banner() {
     assert!(ran.stderr.contains("already in use") && ran.stderr.contains("--listen 127.0.0.1:PORT"), "{}", ran.stderr);
     assert!(!ran.stdout.contains("console at"), "no banner for an address that does not answer: {}", ran.stdout);
 }
+
+/// `audit verify` and `audit export` read only the store: a config whose secrets do not
+/// resolve where the auditor runs them still names the store, and both work.
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_commands_need_only_the_store() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let port = crate::common::free_port();
+    let config = write_config(root.path(), port);
+    let bot = Runbot::serve(&config, port, &root.path().join("runbot.log")).await;
+    let r = bot.command("console:alice", "ops", "/ops run touch alpha --dry-run").await;
+    assert!(text(&r).contains("Dry run"), "{r}");
+    bot.terminate();
+    // The same config with a secret that does not resolve on this machine.
+    let text = std::fs::read_to_string(&config).expect("config");
+    let unresolved = root.path().join("elsewhere.toml");
+    std::fs::write(&unresolved, format!("{text}\n[secrets]\nmissing = \"env:RUNBOT_TEST_NOT_SET_ANYWHERE\"\n")).expect("write");
+    let check = run(&["check-config", unresolved.to_str().expect("utf-8")], &[], &["RUNBOT_TEST_NOT_SET_ANYWHERE"]);
+    assert!(!check.ok, "the full config does not load here: {}", check.stdout);
+    let v = audit(&["verify"], &unresolved);
+    assert!(v.ok && v.stdout.contains("intact"), "verify needs only the store:\n{}{}", v.stdout, v.stderr);
+    let out = root.path().join("audit.jsonl");
+    let ex = audit(&["export", "--out", out.to_str().expect("utf-8")], &unresolved);
+    assert!(ex.ok, "export needs only the store:\n{}", ex.stderr);
+    assert!(ex.stderr.contains("exporting the records as stored"), "{}", ex.stderr);
+    assert!(std::fs::read_to_string(&out).expect("export").lines().count() >= 2);
+}

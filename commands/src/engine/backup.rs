@@ -20,8 +20,9 @@ fn human(secs: u64) -> String {
     }
 }
 
+/// To the second: a restore's `--date` needs the exact earliest instant, not its minute.
 fn at(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M UTC").to_string()
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
 /// A database's archive as read now: the status message and what is wrong with it.
