@@ -84,7 +84,7 @@ impl Engine {
         }
         let label = exec.follow_up.as_ref().map(|f| f.label.clone()).unwrap_or_default();
         if let Some(spent) = exec.follow_up.as_ref().and_then(|f| f.spent.clone()) {
-            self.publish(&exec);
+            // Its message lost the button when it was spent: nothing to edit.
             return self.click_refused(click, id, format!("The [{label}] of {id} was {spent}; it works once. Nothing was started.")).await;
         }
         let Some(f) = exec.follow_up.clone().filter(|_| super::render::follow_up_applies(&exec)) else {
@@ -403,11 +403,7 @@ impl Engine {
                 }
                 Reply::private(if resume { format!("Resuming {id}.") } else { format!("Aborted {id}.") })
             }
-            Err(e) => {
-                let reply = e.reply();
-                self.audit("click_refused", Some(&who), Some(id), json!({"reason": reply.message.text})).await;
-                reply
-            }
+            Err(e) => self.click_refused(click, id, e.reply().message.text).await,
         }
     }
 }
