@@ -34,8 +34,14 @@
 #   7. max throughput: $BENCH_CONNS connections for $BENCH_DURATION s, as fast as acks come back,
 #   8. peak RSS (the kernel's VmHWM, plus VmRSS sampled every 100 ms during step 7),
 #   9. stops runbot and counts the durable `slack.command` audit rows in the SQLite file against
-#      the commands runbot counted (/metrics) and the 2xx answers wrk saw,
-#  10. prints the figures next to the targets, PASS/FAIL each; exits 1 if any target fails.
+#      the commands runbot counted (/metrics) and the 2xx answers wrk saw, and the inbox: one
+#      entry per recorded command, every one of them processed (none left undone),
+#  10. runs the peer in the same way on the same core: Slack's Bolt for JavaScript
+#      ($BENCH_BOLT_DIR, default ../shared/bench/bolt-js beside the project; `npm ci` into a
+#      copy), the same signed requests against its /slack/events, idle RSS, fixed rate, max
+#      throughput, peak RSS (BENCH_BOLT=0 skips it, and the ratio target with it),
+#  11. prints the figures next to the targets and the ratio to Bolt, PASS/FAIL each; exits 1 if
+#      any target fails.
 #
 # The load generator and the sink run on the other core (taskset -c $BENCH_CLIENT_CPU, default 1).
 # Each request is signed with a fresh timestamp just before its phase (Slack's 5-minute window);
@@ -43,7 +49,8 @@
 #
 # Knobs (environment): BENCH_DURATION (10), BENCH_RATE (1000), BENCH_RATE_CONNS (50),
 # BENCH_CONNS (64), BENCH_SERVER_CPU (0), BENCH_CLIENT_CPU (1), BENCH_SKIP_BUILD (0), BENCH_SINK (1), BENCH_TEXT (help),
-# BENCH_RUNBOT_LOG (runbot's default filter), BENCH_KEEP (keep the temp dir), CARGO_TARGET_DIR.
+# BENCH_RUNBOT_LOG (runbot's default filter), BENCH_KEEP (keep the temp dir), CARGO_TARGET_DIR,
+# BENCH_BOLT (1), BENCH_BOLT_DIR.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -60,8 +67,10 @@ USER_ID=U0BENCH01
 CHANNEL_ID=C0BENCH01
 TEXT=${BENCH_TEXT:-help}
 
-# Targets (issue): acks/s, p99 at the fixed rate (ms), idle and peak RSS (MB).
+# Targets (issue): acks/s, the ratio to Bolt at $CONNS connections, p99 at the fixed rate (ms),
+# idle and peak RSS (MB).
 T_RPS=20000
+T_RATIO=5
 T_P99_MS=2
 T_IDLE_MB=15
 T_PEAK_MB=40
@@ -98,9 +107,11 @@ WORK=$(mktemp -d /var/tmp/runbot-bench.XXXXXX)
 RUNBOT_PID=""
 SAMPLER_PID=""
 SINK_PID=""
+BOLT_PID=""
 cleanup() {
     local rc=$?
     [ -n "$SAMPLER_PID" ] && kill "$SAMPLER_PID" 2>/dev/null || true
+    [ -n "$BOLT_PID" ] && kill "$BOLT_PID" 2>/dev/null || true
     [ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null || true
     if [ -n "$RUNBOT_PID" ] && kill -0 "$RUNBOT_PID" 2>/dev/null; then
         kill -TERM "$RUNBOT_PID" 2>/dev/null || true
@@ -114,6 +125,15 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 source "$ROOT/scripts/bench/slack-world.sh"
+# wait_port PORT PID TRIES: until PORT on loopback takes connections, while PID lives.
+wait_port() {
+    for _ in $(seq "$3"); do
+        python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1" 2>/dev/null && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
 PORT=$(free_port)
 SLACK_PORT=$(free_port)  # the sink, or (BENCH_SINK=0) nothing: Slack as an unreachable host
 BASE="http://127.0.0.1:$PORT"
@@ -125,11 +145,7 @@ if [ "$USE_SINK" = 1 ]; then
     log "starting slack-sink on $SLACK_BASE pinned to CPU $CLIENT_CPU"
     taskset -c "$CLIENT_CPU" "$SINK_BIN" "127.0.0.1:$SLACK_PORT" > "$WORK/sink.out" 2>&1 &
     SINK_PID=$!
-    for _ in $(seq 100); do
-        python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$SLACK_PORT" 2>/dev/null && break
-        kill -0 "$SINK_PID" 2>/dev/null || { cat "$WORK/sink.out" >&2; die "slack-sink exited"; }
-        sleep 0.1
-    done
+    wait_port "$SLACK_PORT" "$SINK_PID" 100 || { cat "$WORK/sink.out" >&2; die "slack-sink exited"; }
 fi
 
 # --- 4. start, pinned -----------------------------------------------------------------------
@@ -175,11 +191,15 @@ PY
 log "the answer to /ops $TEXT: $ANSWER"
 
 
-run_wrk() { # name connections delay_ms duration -> prints the RESULT line
-    local name=$1 conns=$2 delay=$3 dur=$4
-    python3 "$SIGN" "$WORK/signing_secret" "$WORK/signed.tsv" 1000 "$USER_ID" "$CHANNEL_ID" "$TEXT" "$SLACK_BASE"
-    BENCH_SIGNED="$WORK/signed.tsv" BENCH_DELAY_MS="$delay" \
-        taskset -c "$CLIENT_CPU" wrk -t1 -c"$conns" -d"${dur}s" --timeout 10s -s "$LUA" "$BASE/slack/commands" \
+run_wrk() { # name connections delay_ms duration [url] -> prints the RESULT line
+    local name=$1 conns=$2 delay=$3 dur=$4 url=${5:-$BASE/slack/commands}
+    # One distinct signed command per request (a repeated trigger_id is a duplicate delivery,
+    # not acted on again): enough for the phase at up to 45,000 req/s, or the paced rate.
+    local n=$(( 45000 * dur ))
+    [ "$delay" -gt 0 ] && n=$(( conns * 1000 * dur * 2 / (delay + 1) + 1000 ))
+    BENCH_TAG="$name" python3 "$SIGN" "$WORK/signing_secret" "$WORK/signed.tsv" "$n" "$USER_ID" "$CHANNEL_ID" "$TEXT" "$SLACK_BASE"
+    BENCH_SIGNED="$WORK/signed.tsv" BENCH_DELAY_MS="$delay" BENCH_PATH="/${url#http://*/}" \
+        taskset -c "$CLIENT_CPU" wrk -t1 -c"$conns" -d"${dur}s" --timeout 10s -s "$LUA" "$url" \
         > "$WORK/wrk-$name.txt" 2>&1 || { cat "$WORK/wrk-$name.txt" >&2; die "wrk failed ($name)"; }
     grep '^RESULT ' "$WORK/wrk-$name.txt" | tail -1
 }
@@ -234,22 +254,61 @@ db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
 print(db.execute("SELECT count(*) FROM audit WHERE kind = 'slack.command'").fetchone()[0])
 PY
 )
+# The inbox: "entries unprocessed", "entries" (one per recorded command).
+INBOX=$(python3 - "$WORK/runbot.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+print(db.execute("SELECT count(*) FROM inbox WHERE done = 0").fetchone()[0], db.execute("SELECT count(*) FROM inbox").fetchone()[0])
+PY
+)
 REPLIES=none
 if [ -n "$SINK_PID" ]; then
     kill -TERM "$SINK_PID"; wait "$SINK_PID" 2>/dev/null || true; SINK_PID=""
     REPLIES=$(sed -n 's/^requests=//p' "$WORK/sink.out")
 fi
-NOT_RECORDED=$(grep -c 'could not record a Slack request' "$WORK/runbot.log" || true)
+NOT_RECORDED=$(grep -c 'could not record a received command' "$WORK/runbot.log" || true)
 REFUSED=$(grep -c 'Slack request refused' "$WORK/runbot.log" || true)
 LOG_LINES=$(wc -l < "$WORK/runbot.log")
 
-# --- 10. report -----------------------------------------------------------------------------
+# --- 10. the peer: Bolt for JavaScript, same requests, same core ----------------------------
+BOLT_FIXED=""; BOLT_PEAK=""; BOLT_IDLE_KB=0; BOLT_PEAK_KB=0
+if [ "${BENCH_BOLT:-1}" = 1 ]; then
+    BOLT_SRC=${BENCH_BOLT_DIR:-$ROOT/../shared/bench/bolt-js}
+    [ -f "$BOLT_SRC/app.js" ] || die "no Bolt app at $BOLT_SRC (set BENCH_BOLT_DIR, or BENCH_BOLT=0 to skip the comparison)"
+    command -v node >/dev/null && command -v npm >/dev/null || die "node and npm are needed for the Bolt comparison (BENCH_BOLT=0 skips it)"
+    log "installing Bolt for JavaScript (npm ci) into $WORK/bolt"
+    mkdir -p "$WORK/bolt" && cp "$BOLT_SRC"/app.js "$BOLT_SRC"/package.json "$BOLT_SRC"/package-lock.json "$WORK/bolt/"
+    (cd "$WORK/bolt" && npm ci --silent --no-audit --no-fund >/dev/null 2>"$WORK/npm.err") || { cat "$WORK/npm.err" >&2; die "npm ci failed"; }
+    BOLT_PORT=$(free_port)
+    log "starting Bolt on 127.0.0.1:$BOLT_PORT pinned to CPU $SERVER_CPU"
+    SLACK_SIGNING_SECRET=$(cat "$WORK/signing_secret") PORT=$BOLT_PORT taskset -c "$SERVER_CPU" node "$WORK/bolt/app.js" > "$WORK/bolt.log" 2>&1 &
+    BOLT_PID=$!
+    wait_port "$BOLT_PORT" "$BOLT_PID" 200 || { cat "$WORK/bolt.log" >&2; die "Bolt exited"; }
+    BOLT_URL="http://127.0.0.1:$BOLT_PORT/slack/events"
+    sleep 3
+    BOLT_IDLE_KB=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$BOLT_PID/status")
+    log "Bolt idle RSS: $BOLT_IDLE_KB kB; warm-up"
+    run_wrk bolt-warmup 4 20 2 "$BOLT_URL" >/dev/null
+    sleep 1
+    log "Bolt fixed rate: ~$RATE req/s for ${DURATION}s"
+    BOLT_FIXED=$(run_wrk bolt-fixed "$RATE_CONNS" "$DELAY_MS" "$DURATION" "$BOLT_URL")
+    sleep 2
+    log "Bolt max throughput: $CONNS connections for ${DURATION}s"
+    BOLT_PEAK=$(run_wrk bolt-peak "$CONNS" 0 "$DURATION" "$BOLT_URL")
+    BOLT_PEAK_KB=$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$BOLT_PID/status")
+    kill "$BOLT_PID" 2>/dev/null || true; wait "$BOLT_PID" 2>/dev/null || true; BOLT_PID=""
+fi
+
+# --- 11. report -----------------------------------------------------------------------------
 python3 - "$FIXED" "$PEAK" "$IDLE_KB" "$HWM_KB" "$SAMPLED_KB" "$AFTER_KB" "$COUNTED" "$RECORDED" \
     "$NOT_RECORDED" "$REFUSED" "$LOG_LINES" "$RATE" "$CONNS" "$RATE_CONNS" "$T_RPS" "$T_P99_MS" "$T_IDLE_MB" "$T_PEAK_MB" \
-    "$(wc -l < "$WORK/wrk-warmup.txt")" "$WORK/wrk-warmup.txt" "${REPLIES:-none}" "$TEXT" "$ANSWER" <<'PY'
+    "$(wc -l < "$WORK/wrk-warmup.txt")" "$WORK/wrk-warmup.txt" "${REPLIES:-none}" "$TEXT" "$ANSWER" \
+    "$INBOX" "$BOLT_FIXED" "$BOLT_PEAK" "$BOLT_IDLE_KB" "$BOLT_PEAK_KB" "$T_RATIO" <<'PY'
 import re, sys
 (fixed, peak, idle_kb, hwm_kb, sampled_kb, after_kb, counted, recorded, not_recorded, refused,
- log_lines, rate, conns, rate_conns, t_rps, t_p99, t_idle, t_peak, _, warm_file, replies, text, answer) = sys.argv[1:24]
+ log_lines, rate, conns, rate_conns, t_rps, t_p99, t_idle, t_peak, _, warm_file, replies, text, answer,
+ inbox, bolt_fixed, bolt_peak, bolt_idle_kb, bolt_peak_kb, t_ratio) = sys.argv[1:30]
+inbox_open, inbox_rows = (int(x) for x in inbox.split())
 
 def parse(line):
     return {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", line)}
@@ -271,9 +330,19 @@ counted, recorded = int(counted), int(recorded)
 durable = (int(not_recorded) == 0 and recorded >= answered and sent_non2xx == 0 and int(refused) == 0)
 idle_mb = int(idle_kb) / 1024
 peak_mb = max(int(hwm_kb), int(sampled_kb)) / 1024
+bolt = bool(bolt_peak)
+if bolt:
+    bf, bp = parse(bolt_fixed), parse(bolt_peak)
+    bolt_rps = ok(bp) / (bp["duration_us"] / 1e6)
+    ratio = peak_rps / bolt_rps if bolt_rps else float("inf")
 rows = [
     ("acks/s, max throughput (%s conns)" % conns, f"{peak_rps:,.0f}", f">= {int(t_rps):,}", peak_rps >= int(t_rps)),
+]
+if bolt:
+    rows.append(("ratio to Bolt at %s conns" % conns, f"{peak_rps:,.0f} / {bolt_rps:,.0f} = {ratio:.2f}x", f">= {t_ratio}x", ratio >= float(t_ratio)))
+rows += [
     ("every command durably recorded", f"{recorded:,} rows / {counted:,} taken / {answered:,} acked", "all", durable),
+    ("inbox: one entry each, all processed", f"{inbox_rows:,} entries, {inbox_open} unprocessed", "all", inbox_rows == recorded and inbox_open == 0),
     ("p99 at fixed %s req/s (ms)" % rate, f"{f['p99_us'] / 1000:.3f}", f"<= {t_p99}", f["p99_us"] / 1000 <= float(t_p99)),
     ("idle RSS (MB)", f"{idle_mb:.1f}", f"<= {t_idle}", idle_mb <= float(t_idle)),
     ("peak RSS (MB)", f"{peak_mb:.1f}", f"<= {t_peak}", peak_mb <= float(t_peak)),
@@ -301,7 +370,12 @@ print("  replies      : " + (f"{int(replies):,} received by slack-sink (response
 print(f"  audit        : {recorded:,} slack.command rows, {counted:,} commands counted by runbot, {answered:,} 2xx seen by wrk "
       f"(incl. warm-up; rows - 2xx = {recorded - answered} answered after wrk stopped reading, taken - rows = {counted - recorded} "
       f"dropped unacked when wrk closed its connections), {int(not_recorded)} 'could not record', {int(refused)} refused signatures, {int(log_lines):,} log lines")
-print("  for scale    : Slack's Bolt for JavaScript acks about 4,000/s on one core of these machines, idling at 73 MB")
+if bolt:
+    print(f"  Bolt (peer)  : max thrpt {bolt_rps:,.0f} req/s (p99 {bp['p99_us']/1000:.3f} ms, non-2xx {int(bp['status_errors'])}, "
+          f"socket errors {errs(bp)}); fixed rate p99 {bf['p99_us']/1000:.3f} ms (runbot {f['p99_us']/1000:.3f}); "
+          f"RSS idle {int(bolt_idle_kb)/1024:.1f} MB (runbot {idle_mb:.1f}), peak {int(bolt_peak_kb)/1024:.1f} MB (runbot {peak_mb:.1f})")
+else:
+    print("  Bolt (peer)  : not run (BENCH_BOLT=0)")
 print()
 sys.exit(0 if all(r[3] for r in rows) else 1)
 PY

@@ -10,6 +10,7 @@ pub mod console;
 pub mod discord;
 pub mod github;
 pub mod http_check;
+pub mod inbound;
 pub mod integrity;
 pub mod kubernetes;
 pub mod overflow;

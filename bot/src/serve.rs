@@ -15,7 +15,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use runbot_adapters::console::{self, ConsoleAuth, ConsoleChat, ConsoleState};
-use runbot_adapters::discord::{Discord, GatewayState};
+use runbot_adapters::discord::Discord;
+use runbot_adapters::inbound::{ChatAdapter, Pipeline};
 use runbot_adapters::slack::Slack;
 use runbot_adapters::store_sql::SqlStore;
 use runbot_commands::config::Settings;
@@ -82,9 +83,25 @@ pub async fn serve(
     });
     let engine = Engine::new(settings, store_dyn, chats, Arc::new(SystemClock), kinds);
     engine.set_catalogs(catalogs);
-    // Pick up work a previous process left behind before taking new commands.
+    // Every chat platform's deliveries take one path: recorded in the inbox, acknowledged,
+    // acted on once (runbot_adapters::inbound).
+    let pipeline = Pipeline::new(engine.clone());
+    let mut adapters: Vec<Box<dyn ChatAdapter>> = Vec::new();
+    if let Some(s) = slack {
+        adapters.push(Box::new(s.start(&pipeline)));
+    }
+    if let (Some(d), Some(cfg)) = (discord, engine.settings().config.discord.as_ref()) {
+        adapters.push(Box::new(d.start(cfg, &pipeline)?));
+    }
+    // Pick up work a previous process left behind before taking new commands: executions,
+    // and commands recorded but not acted on.
     engine.sweep().await;
+    let recovered = pipeline.recover(true).await;
+    if recovered > 0 {
+        tracing::info!(recovered, "received commands left unprocessed by the previous run are being handled");
+    }
     let sweeper = engine.spawn_sweeper(sweep_every);
+    let inbox_sweeper = pipeline.spawn_sweeper(sweep_every);
     // The backup monitor, at the most frequent configured interval.
     let monitor_every = engine
         .settings()
@@ -96,53 +113,25 @@ pub async fn serve(
         .min();
     let monitor = monitor_every.map(|every| engine.spawn_backup_monitor(every.max(Duration::from_secs(1))));
 
-    let socket_mode = slack.as_ref().and_then(|s| s.socket_mode(engine.clone()));
-    let slack_routes = slack.as_ref().and_then(|s| s.router(engine.clone()));
-    let discord_routes = discord.as_ref().and_then(|d| d.router(engine.clone()));
-    // `[discord] mode = "gateway"`: interactions arrive over the Gateway, same handler.
-    let discord_gateway = match (&discord, engine.settings().config.discord.as_ref()) {
-        (Some(d), Some(cfg)) => d.gateway(cfg, engine.clone())?,
-        _ => None,
-    };
-    // What /readyz waits for besides the store: at least one way to receive commands, and a
-    // Socket Mode connection when that transport is configured.
-    let mut adapters = Vec::new();
+    // What /readyz waits for besides the store: at least one way to receive commands, and
+    // each adapter's socket transport connected.
+    let mut transports = Vec::new();
     if console_on {
-        adapters.push("console");
+        transports.push("console");
     }
-    if slack_routes.is_some() {
-        adapters.push("slack (HTTP)");
-    }
-    if socket_mode.is_some() {
-        adapters.push("slack (Socket Mode)");
-    }
-    if discord_routes.is_some() {
-        adapters.push("discord (HTTP)");
-    }
-    if discord_gateway.is_some() {
-        adapters.push("discord (gateway)");
-    }
-    let ready = Readiness {
-        store: store.clone(),
-        writable: tokio::sync::Mutex::new(None),
-        adapters,
-        socket: socket_mode.as_ref().map(|s| s.connected()),
-        gateway: discord_gateway.as_ref().map(|g| g.state()),
-    };
+    transports.extend(adapters.iter().flat_map(|a| a.transports()));
+    let adapters = Arc::new(adapters);
+    let ready = Readiness { store: store.clone(), writable: tokio::sync::Mutex::new(None), transports, adapters: adapters.clone() };
     let mut app = Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(readyz)).with_state(Arc::new(ready));
     if console_on {
         app = app.merge(console::router(ConsoleState { chat: console, engine: engine.clone(), auth: Arc::new(console_auth.clone()) }));
     }
-    let slack_metrics = slack.as_ref().map(|s| s.metrics.clone());
-    if let Some(r) = slack_routes {
-        app = app.merge(r);
-        tracing::info!("Slack endpoints: POST /slack/commands, /slack/interactions, /slack/events");
+    for a in adapters.iter() {
+        if let Some(r) = a.routes() {
+            app = app.merge(r);
+        }
     }
-    let discord_metrics = discord.as_ref().map(|d| d.metrics.clone());
-    if let Some(r) = discord_routes {
-        app = app.merge(r);
-        tracing::info!("Discord endpoint: POST /discord/interactions");
-    }
+    tracing::info!(transports = ?adapters.iter().flat_map(|a| a.transports()).collect::<Vec<_>>(), "chat adapters started");
     let metrics = engine.metrics().clone();
     let limits = crate::connections::Limits {
         max_connections: engine.settings().config.server.max_connections,
@@ -151,16 +140,15 @@ pub async fn serve(
     .fitted();
     let conn_metrics = Arc::new(crate::connections::ConnectionMetrics::default());
     let listener_metrics = conn_metrics.clone();
+    let metered = (adapters.clone(), pipeline.clone());
     app = app.route(
         "/metrics",
         get(move || async move {
             let mut text = metrics.render();
             text.push_str(&listener_metrics.render());
-            if let Some(m) = &slack_metrics {
-                text.push_str(&m.render());
-            }
-            if let Some(m) = &discord_metrics {
-                text.push_str(&m.render());
+            metered.1.render_metrics(&mut text);
+            for a in metered.0.iter() {
+                a.render_metrics(&mut text);
             }
             ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
         }),
@@ -191,6 +179,7 @@ pub async fn serve(
     // No new connections from here; background work that starts side effects stops.
     let _ = stop_tx.send(true);
     sweeper.abort();
+    inbox_sweeper.abort();
     if let Some(m) = monitor {
         m.abort();
     }
@@ -205,11 +194,13 @@ pub async fn serve(
             }
         },
     };
-    if let Some(sm) = socket_mode {
-        sm.shutdown().await;
+    for a in adapters.iter() {
+        a.shutdown().await;
     }
-    if let Some(gw) = discord_gateway {
-        gw.shutdown().await;
+    // Commands acknowledged and being acted on finish (within the grace period); the others
+    // stay in the inbox, recorded, and the next start acts on them or says nothing was done.
+    if !pipeline.drain(GRACE).await {
+        tracing::warn!(in_flight = pipeline.in_flight(), "commands still being acted on after the grace period; the next start takes them over");
     }
     if tokio::time::timeout(GRACE, store.close()).await.is_err() {
         tracing::warn!(grace_s = GRACE.as_secs(), "store writes still in progress after the grace period; they roll back");
@@ -224,12 +215,10 @@ struct Readiness {
     store: Arc<SqlStore>,
     /// The last write probe: when, and why it failed (kept [`WRITE_PROBE_TTL`]).
     writable: tokio::sync::Mutex<Option<(tokio::time::Instant, Result<(), String>)>>,
-    /// The chat adapters receiving commands.
-    adapters: Vec<&'static str>,
-    /// Socket Mode's connection, when configured.
-    socket: Option<Arc<std::sync::atomic::AtomicBool>>,
-    /// The Discord gateway client's state, in mode `gateway`.
-    gateway: Option<tokio::sync::watch::Receiver<GatewayState>>,
+    /// The ways commands arrive (the console, each chat adapter's transports).
+    transports: Vec<&'static str>,
+    /// The chat adapters, each saying whether it can receive now.
+    adapters: Arc<Vec<Box<dyn ChatAdapter>>>,
 }
 
 /// How long a store write probe's result is reused: probes of a busy load balancer do not each
@@ -264,18 +253,13 @@ async fn readyz(State(r): State<Arc<Readiness>>) -> (StatusCode, String) {
     if let Err(why) = writable {
         return unavailable(format!("store cannot write: {why}"));
     }
-    if r.adapters.is_empty() {
+    if r.transports.is_empty() {
         return unavailable("no chat adapter receives commands: enable [console] or configure [slack] or [discord]".into());
     }
-    if r.socket.as_ref().is_some_and(|c| !c.load(std::sync::atomic::Ordering::Relaxed)) {
-        return unavailable("Slack Socket Mode is not connected".into());
+    if let Some(why) = r.adapters.iter().find_map(|a| a.not_ready()) {
+        return unavailable(why);
     }
-    match r.gateway.as_ref().map(|g| g.borrow().clone()) {
-        None | Some(GatewayState::Connected { .. }) => {}
-        Some(GatewayState::Failed(why)) => return unavailable(format!("the Discord gateway stopped: {why}")),
-        Some(_) => return unavailable("the Discord gateway is not connected".into()),
-    }
-    (StatusCode::OK, format!("ready: store, {}", r.adapters.join(", ")))
+    (StatusCode::OK, format!("ready: store, {}", r.transports.join(", ")))
 }
 
 async fn shutdown() {

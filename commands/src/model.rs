@@ -276,6 +276,11 @@ pub struct Execution {
     /// its rollout), fixed at plan time.
     #[serde(default)]
     pub follow_up: Option<FollowUp>,
+    /// The chat inbox entry (the received command) this execution was created from: creating
+    /// the execution marks that entry processed in the same transaction, so a command is
+    /// acted on once however often it is recovered (see `ports::store::Inbound`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbox: Option<String>,
     pub cancel_requested: Option<Identity>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

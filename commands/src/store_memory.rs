@@ -3,7 +3,7 @@
 
 use crate::audit::{self, AuditEntry, AuditRecord};
 use crate::model::{Execution, ExecutionId};
-use crate::ports::store::{ListFilter, Store, StoreError, Versioned};
+use crate::ports::store::{Inbound, InboxClaim, ListFilter, Store, StoreError, Versioned};
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -43,6 +43,8 @@ struct Inner {
     locks: HashMap<String, ExecutionId>,
     audit: Vec<AuditRecord>,
     deliveries: HashSet<String>,
+    /// Received chat commands by key, and whether each was processed.
+    inbox: BTreeMap<String, (Inbound, bool)>,
     /// (execution, step) → the output so far.
     output: HashMap<(ExecutionId, usize), String>,
     /// execution → its artifacts in the order kept.
@@ -99,6 +101,11 @@ impl Store for MemoryStore {
         if inner.executions.contains_key(&exec.id) {
             return Err(StoreError::Backend(format!("execution {} already exists", exec.id)));
         }
+        if let Some(key) = &exec.inbox
+            && inner.inbox.get(key).is_some_and(|(_, done)| *done)
+        {
+            return Err(StoreError::AlreadyProcessed(key.clone()));
+        }
         if let Some(key) = lock_key {
             if let Some(holder) = inner.locks.get(key) {
                 return Err(StoreError::Locked { key: key.to_string(), holder: *holder });
@@ -107,6 +114,9 @@ impl Store for MemoryStore {
         }
         let row = Row { exec: exec.clone(), version: 1, lease_owner: None, lease_until: None };
         inner.executions.insert(exec.id, row);
+        if let Some((_, done)) = exec.inbox.as_ref().and_then(|k| inner.inbox.get_mut(k)) {
+            *done = true;
+        }
         for e in entries {
             inner.append(e);
         }
@@ -175,6 +185,46 @@ impl Store for MemoryStore {
         let inner = self.lock()?;
         let head = inner.audit.last().map(|r| (r.seq, r.hash.clone()));
         Ok((inner.audit.clone(), head))
+    }
+
+    async fn record_inbound(&self, item: &Inbound, audit: &AuditEntry) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        if inner.inbox.contains_key(&item.key) {
+            return Ok(false);
+        }
+        let mut item = item.clone();
+        item.received_at = micros(item.received_at);
+        item.lease_until = micros(item.lease_until);
+        inner.inbox.insert(item.key.clone(), (item, false));
+        inner.append(audit);
+        Ok(true)
+    }
+
+    async fn inbound_done(&self, keys: &[String]) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        for k in keys {
+            if let Some((_, done)) = inner.inbox.get_mut(k) {
+                *done = true;
+            }
+        }
+        Ok(())
+    }
+
+    async fn claim_inbound(&self, c: &InboxClaim) -> Result<Vec<Inbound>, StoreError> {
+        let mut inner = self.lock()?;
+        let (owner, own, until) = (c.owner.as_str(), c.own, c.until);
+        let (now, forget_before) = (micros(c.now), micros(c.forget_before));
+        inner.inbox.retain(|_, (item, done)| !(*done && item.received_at < forget_before));
+        let mut taken = Vec::new();
+        for (item, done) in inner.inbox.values_mut() {
+            if !*done && (item.lease_until < now || (own && item.owner == owner)) {
+                item.owner = owner.to_string();
+                item.lease_until = micros(until);
+                taken.push(item.clone());
+            }
+        }
+        taken.sort_by(|a, b| a.received_at.cmp(&b.received_at).then_with(|| a.key.cmp(&b.key)));
+        Ok(taken)
     }
 
     async fn first_delivery(&self, key: &str, _now: DateTime<Utc>) -> Result<bool, StoreError> {

@@ -1,5 +1,6 @@
 -- wrk script for scripts/bench-slack-acks.sh: POSTs pre-signed Slack slash commands to
--- /slack/commands, rotating through distinct bodies (one trigger_id each).
+-- BENCH_PATH (default /slack/commands), each body once while they last (one trigger_id each:
+-- the file holds more than the phase sends), then from the start again.
 --
 --   BENCH_SIGNED    file of "timestamp<TAB>v0=signature<TAB>form body" lines (made by
 --                   scripts/bench/sign.py shortly before the run: Slack signatures are only
@@ -19,7 +20,7 @@ function init(args)
   for line in io.lines(path) do
     local ts, sig, body = line:match("^(%d+)\t(%S+)\t(.*)$")
     if ts then
-      reqs[#reqs + 1] = wrk.format("POST", "/slack/commands", {
+      reqs[#reqs + 1] = wrk.format("POST", os.getenv("BENCH_PATH") or "/slack/commands", {
         ["Content-Type"] = "application/x-www-form-urlencoded",
         ["X-Slack-Request-Timestamp"] = ts,
         ["X-Slack-Signature"] = sig,
@@ -29,8 +30,7 @@ function init(args)
   if #reqs == 0 then
     error("no signed requests in " .. tostring(path))
   end
-  -- Threads start at different offsets so they do not send the same bodies in step.
-  i = math.random(#reqs)
+  i = 0
 end
 
 function request()

@@ -28,7 +28,7 @@ use runbot_commands::config::Settings;
 use runbot_commands::engine::{Engine, Request};
 use runbot_commands::message::Message;
 use runbot_commands::model::{Execution, ExecutionId, Identity, Origin};
-use runbot_commands::ports::{Chat, ChatError, Chats, ListFilter, Store, StoreError, SystemClock, Versioned};
+use runbot_commands::ports::{Chat, ChatError, Chats, Inbound, InboxClaim, ListFilter, Store, StoreError, SystemClock, Versioned};
 use runbot_commands::steps::{Prepared, StepContext, StepKind, StepKinds, StepOutcome};
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -252,6 +252,18 @@ impl Store for Timed {
     }
     async fn first_delivery(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
         self.timed(9, self.inner.first_delivery(key, now)).await
+    }
+    async fn create_audited(&self, exec: &Execution, lock_key: Option<&str>, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        self.timed(1, self.inner.create_audited(exec, lock_key, entries)).await
+    }
+    async fn record_inbound(&self, item: &Inbound, audit: &AuditEntry) -> Result<bool, StoreError> {
+        self.inner.record_inbound(item, audit).await
+    }
+    async fn inbound_done(&self, keys: &[String]) -> Result<(), StoreError> {
+        self.inner.inbound_done(keys).await
+    }
+    async fn claim_inbound(&self, c: &InboxClaim) -> Result<Vec<Inbound>, StoreError> {
+        self.inner.claim_inbound(c).await
     }
     async fn append_output(&self, id: ExecutionId, step: usize, text: &str) -> Result<(), StoreError> {
         self.timed(10, self.inner.append_output(id, step, text)).await

@@ -6,10 +6,12 @@
 //! executions it created.
 
 mod executions;
+mod inbox;
 mod leases;
 mod records;
 
 pub use executions::{concurrent_creates, create_load_roundtrip, ids, list_filters, locks, optimistic_save};
+pub use inbox::{inbound_consumed_by_one_execution, inbound_recorded_once, inbound_taken_over};
 pub use leases::{claims, orphans};
 pub use records::{audit_chain, deliveries, save_with_audit, step_output};
 
@@ -41,6 +43,9 @@ pub async fn run_all(store: Arc<dyn Store>) {
     step_output(store.clone()).await;
     records::artifacts(store.clone()).await;
     save_with_audit(store.clone()).await;
+    inbound_recorded_once(store.clone()).await;
+    inbound_consumed_by_one_execution(store.clone()).await;
+    inbound_taken_over(store.clone()).await;
     store.ping().await.expect("ping after the suite");
 }
 
@@ -122,6 +127,7 @@ pub fn sample(id: ExecutionId, target: &str, state: ExecState) -> Execution {
             carry: None,
             spent: None,
         }),
+        inbox: None,
         cancel_requested: None,
         created_at: at,
         updated_at: at,

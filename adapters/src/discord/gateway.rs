@@ -30,7 +30,6 @@ use super::{Discord, DiscordState};
 use async_trait::async_trait;
 use futures::{SinkExt, StreamExt};
 use runbot_commands::config::{DiscordConfig, DiscordMode, Secret};
-use runbot_commands::engine::Engine;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -436,12 +435,12 @@ impl Discord {
     /// In mode `gateway`, starts the gateway client feeding [`DiscordState::handle_interaction`];
     /// `None` in mode `http`. The bot token is resolved again from `cfg` (never kept in the
     /// adapter outside the REST client).
-    pub fn gateway(&self, cfg: &DiscordConfig, engine: Engine) -> anyhow::Result<Option<Gateway>> {
+    pub fn gateway(&self, cfg: &DiscordConfig, pipeline: &Arc<crate::inbound::Pipeline>) -> anyhow::Result<Option<Gateway>> {
         if self.mode != DiscordMode::Gateway {
             return Ok(None);
         }
         let token = cfg.bot_token.resolve().map_err(|why| anyhow::anyhow!("discord.bot_token: {why}"))?;
-        let handler: Arc<dyn InteractionHandler> = Arc::new(self.state(engine));
+        let handler: Arc<dyn InteractionHandler> = Arc::new(self.state(pipeline));
         Ok(Some(Gateway::spawn(self.chat.clone(), GatewayOptions::new(token), handler)))
     }
 }

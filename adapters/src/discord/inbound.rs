@@ -6,20 +6,23 @@
 //!
 //! - PING (1) → PONG (1).
 //! - APPLICATION_COMMAND (2): the `/ops` sub-command and its typed options become the `/ops …`
-//!   text ([`super::commands::text_of`]); recorded durably (`discord.command`, carrying
-//!   `Engine::command_detail`, the command's only audit record); answered with 5 (deferred,
-//!   EPHEMERAL); the engine's reply then replaces the "thinking" response (`@original`).
-//! - MESSAGE_COMPONENT (3): a button; recorded (`discord.click`); answered with 6 (deferred
-//!   update: the status message stays as the engine keeps it); `Engine::handle_click` as
-//!   `discord:<user id>`, with the member's roles and the interaction id as delivery id (a
-//!   repeated delivery changes nothing); its reply is an ephemeral follow-up.
+//!   text ([`super::commands::text_of`]); handed to the shared inbound pipeline
+//!   ([`crate::inbound`]: de-duplicated by interaction id, recorded durably as
+//!   `discord.command`, carrying `Engine::command_detail`, the command's only audit record);
+//!   answered with 5 (deferred, EPHEMERAL); the engine's reply then replaces the "thinking"
+//!   response (`@original`).
+//! - MESSAGE_COMPONENT (3): a button; through the same pipeline (`discord.click`); answered
+//!   with 6 (deferred update: the status message stays as the engine keeps it);
+//!   `Engine::handle_click` as `discord:<user id>`, with the member's roles (a repeated
+//!   delivery, same interaction id, changes nothing); its reply is an ephemeral follow-up.
 //! - APPLICATION_COMMAND_AUTOCOMPLETE (4): 8 with up to 25 choices starting with what was
 //!   typed: configured services, databases, environments, runbooks, open executions.
 //! - Anything else: an ephemeral message saying runbot does not handle it.
 
 use super::DiscordState;
 use super::commands;
-use runbot_commands::audit::AuditEntry;
+use crate::inbound::{Outcome, Received, Replies, Work};
+use async_trait::async_trait;
 use runbot_commands::engine::{Click, Reply, Request};
 use runbot_commands::grammar::spec::{ArgKind, COMMANDS};
 use runbot_commands::model::{Identity, Origin};
@@ -123,18 +126,12 @@ impl DiscordState {
         private(UNREADABLE)
     }
 
-    async fn record(&self, kind: &str, actor: &Identity, detail: Value) -> bool {
-        let entry = AuditEntry { at: self.engine.now(), kind: kind.to_string(), actor: Some(actor.0.clone()), execution: None, detail };
-        match self.engine.store().append_audit(&entry).await {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::error!(error = %e, kind, "could not record a Discord interaction");
-                false
-            }
-        }
+    /// Where the answer to `actor` goes, kept with the inbox entry.
+    fn reply_to(actor: &Actor, original: bool) -> Value {
+        json!({"user": actor.user, "channel": actor.channel, "token": actor.token, "original": original})
     }
 
-    /// A slash command: rebuilt, recorded durably, deferred, then run.
+    /// A slash command: rebuilt, handed to the inbound pipeline, deferred.
     async fn on_command(&self, p: &Value) -> Value {
         let Some(actor) = Actor::read(p) else { return self.unreadable() };
         let text = match commands::text_of(&p["data"]) {
@@ -150,41 +147,34 @@ impl DiscordState {
         let Some(place) = self.metrics.backlog.admit().await else {
             return private(crate::backlog::BUSY);
         };
-        // A signed command replayed within the signature window is still one command.
-        match self.engine.store().first_delivery(&format!("discord-interaction:{}", actor.interaction), self.engine.now()).await {
-            Ok(true) => {}
-            Ok(false) => {
-                self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
-                return private("runbot already received this command; it was not run again.");
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not record a Discord interaction id");
-                return private(NOT_RECORDED);
-            }
-        }
         self.metrics.commands.fetch_add(1, Ordering::Relaxed);
-        let identity = actor.identity();
-        let req = Request { identity: identity.clone(), origin: actor.origin(), text, roles: actor.roles.clone() };
+        let req = Request { identity: actor.identity(), origin: actor.origin(), text, roles: actor.roles.clone() };
         // One durable record per command: the engine's command record, with what Discord sent.
-        let mut detail = self.engine.command_detail(&req);
+        let mut detail = self.engine().command_detail(&req);
         detail["interaction"] = json!(actor.interaction);
         detail["guild"] = json!(actor.guild);
         detail["roles"] = json!(actor.roles);
-        if !self.record("discord.command", &identity, detail).await {
-            return private(NOT_RECORDED);
-        }
         self.chat.remember_interaction(&actor.user, &actor.channel, &actor.token);
-        let state = self.clone();
-        tokio::spawn(async move {
-            tokio::task::yield_now().await;
-            let reply = state.engine.handle_recorded_command(req).await;
-            state.deliver(reply, &actor, true).await;
-            drop(place);
-        });
-        json!({"type": 5, "data": {"flags": 64}})
+        let received = Received {
+            platform: "discord",
+            // A signed command replayed within the signature window is still one command.
+            key: format!("discord:{}", actor.interaction),
+            work: Work::Command(req),
+            reply_to: Self::reply_to(&actor, true),
+            audit_kind: "discord.command",
+            audit_detail: detail,
+        };
+        match self.pipeline.receive(received, Some(place), false).await {
+            Outcome::Accepted | Outcome::Answered(_) => json!({"type": 5, "data": {"flags": 64}}),
+            Outcome::Duplicate => {
+                self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+                private("runbot already received this command; it was not run again.")
+            }
+            Outcome::NotRecorded => private(NOT_RECORDED),
+        }
     }
 
-    /// A button: recorded, acknowledged without changing the message, then the engine.
+    /// A button: handed to the inbound pipeline, acknowledged without changing the message.
     async fn on_click(&self, p: &Value) -> Value {
         let Some(actor) = Actor::read(p) else { return self.unreadable() };
         let custom_id = p["data"]["custom_id"].as_str().unwrap_or("");
@@ -192,28 +182,34 @@ impl DiscordState {
             return self.unreadable();
         }
         self.metrics.clicks.fetch_add(1, Ordering::Relaxed);
-        let identity = actor.identity();
         let message = p["message"]["id"].as_str().filter(|m| snowflake(m)).map(str::to_string);
         let detail =
             json!({"channel": actor.channel, "message": message, "custom_id": custom_id, "interaction": actor.interaction, "roles": actor.roles});
-        if !self.record("discord.click", &identity, detail).await {
-            return private(NOT_RECORDED);
-        }
         self.chat.remember_interaction(&actor.user, &actor.channel, &actor.token);
         let click = Click {
-            identity,
+            identity: actor.identity(),
             origin: actor.origin(),
             value: super::render::button_value(custom_id),
-            delivery: Some(format!("discord:{}", actor.interaction)),
+            // The inbox de-duplicates the delivery by interaction id.
+            delivery: None,
             roles: actor.roles.clone(),
         };
-        let state = self.clone();
-        tokio::spawn(async move {
-            tokio::task::yield_now().await;
-            let reply = state.engine.handle_click(click).await;
-            state.deliver(reply, &actor, false).await;
-        });
-        json!({"type": 6})
+        let received = Received {
+            platform: "discord",
+            key: format!("discord:{}", actor.interaction),
+            work: Work::Clicks { clicks: vec![click] },
+            reply_to: Self::reply_to(&actor, false),
+            audit_kind: "discord.click",
+            audit_detail: detail,
+        };
+        match self.pipeline.receive(received, None, false).await {
+            Outcome::Accepted | Outcome::Answered(_) => json!({"type": 6}),
+            Outcome::Duplicate => {
+                self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+                json!({"type": 6})
+            }
+            Outcome::NotRecorded => private(NOT_RECORDED),
+        }
     }
 
     /// Autocomplete: what the option being typed may be, starting with what was typed.
@@ -231,7 +227,7 @@ impl DiscordState {
     /// case), at most 25. Open executions are read with a 2-second bound (the answer cannot be
     /// deferred).
     async fn choices(&self, kind: ArgKind, typed: &str) -> Vec<(String, String)> {
-        let settings = self.engine.settings();
+        let settings = self.engine().settings();
         let names = |it: &mut dyn Iterator<Item = &String>| -> Vec<(String, String)> { it.map(|n| (n.clone(), n.clone())).collect() };
         let mut all: Vec<(String, String)> = match kind {
             ArgKind::Service | ArgKind::ServiceOrPod => names(&mut settings.config.services.keys()),
@@ -247,7 +243,7 @@ impl DiscordState {
             }
             ArgKind::ExecutionId => {
                 let filter = ListFilter { active_only: true, target: None, limit: 100 };
-                match tokio::time::timeout(Duration::from_secs(2), self.engine.store().list(&filter)).await {
+                match tokio::time::timeout(Duration::from_secs(2), self.engine().store().list(&filter)).await {
                     Ok(Ok(execs)) => execs
                         .iter()
                         .map(|e| {
@@ -272,34 +268,46 @@ impl DiscordState {
         all.truncate(MAX_CHOICES);
         all
     }
+}
 
+/// Where an answer goes, as kept with the inbox entry.
+#[derive(serde::Deserialize)]
+struct ReplyTo {
+    user: String,
+    channel: String,
+    token: String,
+    /// A command's answer replaces its deferred response; a click's is a follow-up.
+    original: bool,
+}
+
+#[async_trait]
+impl Replies for DiscordState {
     /// Shows the engine's reply to the person who acted: a command's replaces its deferred
     /// ("thinking") response, a click's is an ephemeral follow-up. A public reply goes into
-    /// the channel. When the token is unusable, [`Chat::ephemeral`] mentions them instead.
-    async fn deliver(&self, reply: Reply, actor: &Actor, original: bool) {
+    /// the channel. When the token is unusable (expired after 15 minutes, e.g. a command
+    /// answered after a restart), [`Chat::ephemeral`] mentions them instead.
+    async fn deliver(&self, reply: Reply, to: &Value) {
+        let Ok(to) = serde_json::from_value::<ReplyTo>(to.clone()) else {
+            tracing::error!("a Discord reply address is unreadable; the reply was not delivered");
+            return;
+        };
+        let identity = Identity::new(format!("discord:{}", to.user));
         let mut msg = reply.message;
-        // "R-7 created — follow it in #create": name the channel created for it.
-        let placeholder = format!("#{}", super::CREATE_CHANNEL);
-        if msg.text.contains(&placeholder)
-            && let Some(id) = msg.text.split_whitespace().next().filter(|w| w.starts_with("R-"))
-            && let Some(c) = self.chat.created_channel(id)
-        {
-            msg.text = msg.text.replace(&placeholder, &format!("#{c}"));
-        }
+        crate::inbound::name_created_channel(&mut msg, super::CREATE_CHANNEL, |id| self.chat.created_channel(id));
         let res = if !reply.ephemeral {
-            match self.chat.post(&actor.channel, None, &msg).await {
-                Ok(_) if original => self.chat.respond(&actor.token, &runbot_commands::message::Message::text("Posted in the channel.")).await,
+            match self.chat.post(&to.channel, None, &msg).await {
+                Ok(_) if to.original => self.chat.respond(&to.token, &runbot_commands::message::Message::text("Posted in the channel.")).await,
                 Ok(_) => Ok(()),
                 Err(e) => Err(e),
             }
-        } else if original {
-            self.chat.respond(&actor.token, &msg).await
+        } else if to.original {
+            self.chat.respond(&to.token, &msg).await
         } else {
-            self.chat.tell(&actor.token, &msg).await
+            self.chat.tell(&to.token, &msg).await
         };
         if let Err(e) = res {
             tracing::warn!(error = %e, "answering the Discord interaction failed; answering in the channel");
-            if let Err(e) = self.chat.ephemeral(&actor.channel, &actor.identity(), &msg).await {
+            if let Err(e) = self.chat.ephemeral(&to.channel, &identity, &msg).await {
                 tracing::error!(error = %e, "could not deliver a reply in Discord");
             }
         }

@@ -27,6 +27,8 @@ pub use gateway::{Gateway, GatewayOptions, GatewayState, InteractionHandler};
 pub use render::{Rendered, render as render_message};
 pub use verify::{Rejection, Verifier};
 
+use crate::inbound::{ChatAdapter, Pipeline};
+use async_trait::async_trait;
 use runbot_commands::config::{DiscordConfig, DiscordMode, SecretRef};
 use runbot_commands::engine::Engine;
 use std::fmt::Write as _;
@@ -74,7 +76,7 @@ impl Metrics {
 /// What the interaction handlers share. Cheap to clone.
 #[derive(Clone)]
 pub struct DiscordState {
-    pub engine: Engine,
+    pub pipeline: Arc<Pipeline>,
     pub chat: Arc<DiscordChat>,
     pub metrics: Arc<Metrics>,
 }
@@ -126,8 +128,19 @@ impl Discord {
         self
     }
 
-    pub fn state(&self, engine: Engine) -> DiscordState {
-        DiscordState { engine, chat: self.chat.clone(), metrics: self.metrics.clone() }
+    /// The handlers' state; registers Discord's replies with `pipeline`.
+    pub fn state(&self, pipeline: &Arc<Pipeline>) -> DiscordState {
+        let state = DiscordState { pipeline: pipeline.clone(), chat: self.chat.clone(), metrics: self.metrics.clone() };
+        pipeline.register("discord", Arc::new(state.clone()));
+        state
+    }
+
+    /// Starts the configured transport on `pipeline` (the endpoint, or the gateway): the
+    /// platform as `runbot serve` wires it.
+    pub fn start(self, cfg: &DiscordConfig, pipeline: &Arc<Pipeline>) -> anyhow::Result<DiscordAdapter> {
+        let routes = self.router(pipeline);
+        let gateway = self.gateway(cfg, pipeline)?;
+        Ok(DiscordAdapter { metrics: self.metrics, routes, state: gateway.as_ref().map(|g| g.state()), gateway: tokio::sync::Mutex::new(gateway) })
     }
 
     /// Bulk-overwrites the application's commands with `/ops` as generated from the grammar
@@ -143,10 +156,54 @@ impl Discord {
     }
 
     /// `POST /discord/interactions`, in mode `http`.
-    pub fn router(&self, engine: Engine) -> Option<axum::Router> {
+    pub fn router(&self, pipeline: &Arc<Pipeline>) -> Option<axum::Router> {
         match (&self.verifier, self.mode) {
-            (Some(v), DiscordMode::Http) => Some(http::router(self.state(engine), v.clone())),
+            (Some(v), DiscordMode::Http) => Some(http::router(self.state(pipeline), v.clone())),
             _ => None,
+        }
+    }
+}
+
+impl DiscordState {
+    pub fn engine(&self) -> &Engine {
+        self.pipeline.engine()
+    }
+}
+
+/// Discord with its transport started.
+pub struct DiscordAdapter {
+    metrics: Arc<Metrics>,
+    routes: Option<axum::Router>,
+    /// The gateway client's state, in mode `gateway`.
+    state: Option<tokio::sync::watch::Receiver<GatewayState>>,
+    gateway: tokio::sync::Mutex<Option<Gateway>>,
+}
+
+#[async_trait]
+impl ChatAdapter for DiscordAdapter {
+    fn transports(&self) -> Vec<&'static str> {
+        crate::inbound::transports_on(&[(self.routes.is_some(), "discord (HTTP)"), (self.state.is_some(), "discord (gateway)")])
+    }
+
+    fn routes(&self) -> Option<axum::Router> {
+        self.routes.clone()
+    }
+
+    fn not_ready(&self) -> Option<String> {
+        match self.state.as_ref().map(|g| g.borrow().clone()) {
+            None | Some(GatewayState::Connected { .. }) => None,
+            Some(GatewayState::Failed(why)) => Some(format!("the Discord gateway stopped: {why}")),
+            Some(_) => Some("the Discord gateway is not connected".into()),
+        }
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        out.push_str(&self.metrics.render());
+    }
+
+    async fn shutdown(&self) {
+        if let Some(gw) = self.gateway.lock().await.take() {
+            gw.shutdown().await;
         }
     }
 }

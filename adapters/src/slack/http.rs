@@ -58,12 +58,24 @@ fn unreadable(state: &SlackState) -> Response {
     reply(Ack::Message("runbot could not read this request from Slack, so it did nothing.".into()))
 }
 
+/// The delivery's own key, for a command or click without a trigger: the hash of the signed
+/// timestamp and body (a replay of the same signed request has the same one).
+fn body_key(headers: &HeaderMap, body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let ts = headers.get("x-slack-request-timestamp").map(|v| v.as_bytes()).unwrap_or_default();
+    let mut h = Sha256::new();
+    h.update(ts);
+    h.update(b":");
+    h.update(body);
+    hex::encode(&h.finalize()[..16])
+}
+
 async fn commands(State(state): State<SlackState>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = check(&state, &headers, &body) {
         return *r;
     }
     match serde_urlencoded::from_bytes::<CommandPayload>(&body) {
-        Ok(p) => reply(state.on_command(p, true).await),
+        Ok(p) => reply(state.on_command(p, true, Some(&body_key(&headers, &body))).await),
         Err(_) => unreadable(&state),
     }
 }
@@ -79,7 +91,7 @@ async fn interactions(State(state): State<SlackState>, headers: HeaderMap, body:
     }
     let payload = serde_urlencoded::from_bytes::<InteractionForm>(&body).ok().and_then(|f| serde_json::from_str(&f.payload).ok());
     match payload {
-        Some(p) => reply(state.on_interaction(p).await),
+        Some(p) => reply(state.on_interaction(p, Some(&body_key(&headers, &body))).await),
         None => unreadable(&state),
     }
 }

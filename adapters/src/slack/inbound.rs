@@ -1,11 +1,18 @@
 //! What Slack sends, handled the same way whether it came over HTTP or Socket Mode: a slash
-//! command, a block_actions click, an Events API event. Each handler does only what must
-//! happen before the acknowledgement (checks, the durable record, event de-duplication) and
-//! spawns the work; the caller acknowledges at once with the returned [`Ack`].
+//! command, a block_actions click, an Events API event. Each handler checks what it received,
+//! reads it into a [`Received`] and hands it to the shared inbound pipeline
+//! ([`crate::inbound::Pipeline::receive`]: de-duplicated, recorded durably, then acted on);
+//! the caller acknowledges at once with the returned [`Ack`]. Answers go back through
+//! [`SlackState`]'s [`Replies`]: the response_url, else `chat.postEphemeral`, or the channel.
+//!
+//! De-duplication keys: a command's and a click's `trigger_id` (unique per invocation), else
+//! the transport's own delivery key (the signed body's hash over HTTP, the Socket Mode
+//! envelope id); an event's `event_id`.
 
 use super::SlackState;
 use super::chat::slack_user;
-use runbot_commands::audit::AuditEntry;
+use crate::inbound::{Outcome, Received, Replies, Work};
+use async_trait::async_trait;
 use runbot_commands::engine::{Click, Reply, Request};
 use runbot_commands::message::Message;
 use runbot_commands::model::{Identity, Origin};
@@ -13,7 +20,6 @@ use runbot_commands::ports::Chat;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
-use std::task::Poll;
 
 /// The acknowledgement to send back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,30 +71,43 @@ fn valid_key(s: &str) -> bool {
 const UNREADABLE: &str = "runbot could not read this request from Slack, so it did nothing.";
 const NOT_RECORDED: &str = "runbot could not record your command (its state store is unreachable), so it did nothing. Try again in a moment.";
 
-/// Where a reply goes: the actor, and how to reach them privately.
-#[derive(Debug, Clone)]
+/// Where a reply goes: the actor, and how to reach them privately (kept with the inbox entry).
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
 struct ReplyTo {
-    identity: Identity,
+    user: String,
     channel: String,
+    #[serde(default)]
     thread: Option<String>,
+    #[serde(default)]
     response_url: Option<String>,
 }
 
+/// The inbox key of a command or click: its trigger, else the transport's delivery key, else
+/// (nothing stable to go by) a key of its own.
+fn delivery_key(kind: &str, trigger: Option<&str>, fallback: Option<&str>) -> String {
+    match (trigger.filter(|t| valid_key(t)), fallback.filter(|f| valid_key(f))) {
+        (Some(t), _) => format!("slack:{kind}:{t}"),
+        (None, Some(f)) => format!("slack:{kind}:d:{f}"),
+        (None, None) => {
+            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let at = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+            format!("slack:{kind}:u:{at}-{}", N.fetch_add(1, Ordering::Relaxed))
+        }
+    }
+}
+
 impl SlackState {
-    async fn record(&self, kind: &str, actor: &Identity, detail: Value) -> bool {
-        let entry = AuditEntry { at: self.engine.now(), kind: kind.to_string(), actor: Some(actor.0.clone()), execution: None, detail };
-        match self.engine.store().append_audit(&entry).await {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::error!(error = %e, kind, "could not record a Slack request");
-                false
-            }
+    fn ack(&self, outcome: Outcome) -> Ack {
+        match outcome {
+            Outcome::Accepted | Outcome::Duplicate => Ack::Empty,
+            Outcome::Answered(body) => Ack::Reply(body),
+            Outcome::NotRecorded => Ack::Message(NOT_RECORDED.into()),
         }
     }
 
-    /// A slash command: recorded durably, acknowledged, then run. `inline`: the transport can
-    /// carry an answer in the ack (HTTP; Socket Mode when the envelope accepts a payload).
-    pub async fn on_command(&self, p: CommandPayload, inline: bool) -> Ack {
+    /// A slash command. `inline`: the transport can carry an answer in the ack (HTTP; Socket
+    /// Mode when the envelope accepts a payload). `fallback`: the transport's delivery key.
+    pub async fn on_command(&self, p: CommandPayload, inline: bool, fallback: Option<&str>) -> Ack {
         if p.ssl_check.is_some() && p.user_id.is_empty() {
             return Ack::Empty;
         }
@@ -102,86 +121,32 @@ impl SlackState {
         let Some(place) = self.metrics.backlog.admit().await else {
             return Ack::Message(crate::backlog::BUSY.into());
         };
-        let identity = Identity::new(format!("slack:{}", p.user_id));
-        let text = format!("/ops {}", p.text.trim());
         let req = Request {
-            identity: identity.clone(),
+            identity: Identity::new(format!("slack:{}", p.user_id)),
             origin: Origin { platform: "slack".into(), channel: p.channel_id.clone(), thread: None },
-            text,
+            text: format!("/ops {}", p.text.trim()),
             roles: Vec::new(),
         };
         // One durable record per command: the engine's command record, with what Slack sent.
-        let mut detail = self.engine.command_detail(&req);
+        let mut detail = self.engine().command_detail(&req);
         detail["team"] = json!(p.team_id);
         detail["command"] = json!(p.command);
         detail["trigger_id"] = json!(p.trigger_id);
-        if !self.record("slack.command", &identity, detail).await {
-            return Ack::Message(NOT_RECORDED.into());
-        }
-        let to = ReplyTo { identity, channel: p.channel_id, thread: None, response_url: p.response_url };
-        // Boxed: the engine's future (every command's path) is large, and a spawned task is
-        // moved whole; this keeps the task small to spawn.
-        let engine = self.engine.clone();
-        let mut work = Box::pin(async move { engine.handle_recorded_command(req).await });
-        // Polled once here: help, whoami and bad input are answered from memory, so the answer
-        // is ready at once and goes back in the ack itself (Slack's "immediate response") — no
-        // second request, nothing to wait for. Anything that waits (the store, a cluster, a
-        // chat call) goes on after the ack, in its own task, and answers via the response_url.
-        // (A future may move to another task between polls; the next poll brings its waker.)
-        if inline && let Poll::Ready(mut reply) = futures::poll!(work.as_mut()) {
-            let state = self.clone();
-            return match state.inline_answer(&mut reply) {
-                Some(body) => Ack::Reply(body),
-                None => {
-                    tokio::spawn(async move {
-                        state.deliver(reply, &to).await;
-                        drop(place);
-                    });
-                    Ack::Empty
-                }
-            };
-        }
-        let state = self.clone();
-        tokio::spawn(async move {
-            after_acks().await;
-            let reply = work.await;
-            state.deliver(reply, &to).await;
-            drop(place);
-        });
-        Ack::Empty
-    }
-
-    /// "R-7 created — follow it in #create": names the channel that was created for it.
-    fn name_created_channel(&self, mut msg: Message) -> Message {
-        let placeholder = format!("#{}", super::chat::CREATE_CHANNEL);
-        if msg.text.contains(&placeholder)
-            && let Some(id) = msg.text.split_whitespace().next().filter(|w| w.starts_with("R-"))
-            && let Some(c) = self.chat.created_channel(id)
-        {
-            msg.text = msg.text.replace(&placeholder, &format!("#{c}"));
-        }
-        msg
-    }
-
-    /// An answer ready before the ack, as the ack's body: a private message that renders
-    /// within one message (no overflow replies). `None`: deliver `reply` as usual.
-    fn inline_answer(&self, reply: &mut Reply) -> Option<Value> {
-        if !reply.ephemeral {
-            return None;
-        }
-        reply.message = self.name_created_channel(std::mem::take(&mut reply.message));
-        let rendered = super::render::render(&reply.message);
-        if !rendered.overflow.is_empty() {
-            return None;
-        }
-        let mut body = rendered.main;
-        let Value::Object(m) = &mut body else { return None };
-        m.insert("response_type".into(), Value::String("ephemeral".into()));
-        Some(body)
+        let to = ReplyTo { user: p.user_id, channel: p.channel_id, thread: None, response_url: p.response_url };
+        let received = Received {
+            platform: "slack",
+            key: delivery_key("command", p.trigger_id.as_deref(), fallback),
+            work: Work::Command(req),
+            reply_to: json!(to),
+            audit_kind: "slack.command",
+            audit_detail: detail,
+        };
+        let outcome = self.pipeline.receive(received, Some(place), inline).await;
+        self.ack(outcome)
     }
 
     /// An interaction: block_actions clicks go to the engine, which re-reads everything.
-    pub async fn on_interaction(&self, payload: Value) -> Ack {
+    pub async fn on_interaction(&self, payload: Value, fallback: Option<&str>) -> Ack {
         if payload["type"] != "block_actions" {
             tracing::debug!(kind = %payload["type"], "interaction type not handled");
             return Ack::Empty;
@@ -205,52 +170,36 @@ impl SlackState {
         self.metrics.clicks.fetch_add(1, Ordering::Relaxed);
         let identity = Identity::new(format!("slack:{user}"));
         let message_ts = payload["container"]["message_ts"].as_str().or_else(|| payload["message"]["ts"].as_str()).map(str::to_string);
-        let recorded = self
-            .record(
-                "slack.click",
-                &identity,
-                json!({"channel": channel, "actions": actions.iter().map(|a| a["action_id"].clone()).collect::<Vec<_>>(), "trigger_id": trigger}),
-            )
-            .await;
-        if !recorded {
-            return Ack::Message(NOT_RECORDED.into());
-        }
+        let clicks = actions
+            .iter()
+            .map(|a| Click {
+                identity: identity.clone(),
+                origin: Origin { platform: "slack".into(), channel: channel.to_string(), thread: message_ts.clone() },
+                value: a["value"].as_str().unwrap_or("").to_string(),
+                // The inbox de-duplicates the delivery.
+                delivery: None,
+                roles: Vec::new(),
+            })
+            .collect();
         let to = ReplyTo {
-            identity: identity.clone(),
+            user: user.to_string(),
             channel: channel.to_string(),
             thread: None,
             response_url: payload["response_url"].as_str().map(str::to_string),
         };
-        let state = self.clone();
-        let channel = channel.to_string();
-        tokio::spawn(async move {
-            after_acks().await;
-            for a in actions {
-                let action_id = a["action_id"].as_str().unwrap_or("").to_string();
-                let action_ts = a["action_ts"].as_str().unwrap_or("").to_string();
-                // A delivery key: the trigger (unique per delivery) and the button.
-                let delivery = if !trigger.is_empty() {
-                    Some(format!("slack:{trigger}:{action_id}"))
-                } else if valid_key(&action_ts) {
-                    Some(format!("slack:{user_key}:{action_ts}:{action_id}", user_key = identity.0))
-                } else {
-                    None
-                };
-                let click = Click {
-                    identity: identity.clone(),
-                    origin: Origin { platform: "slack".into(), channel: channel.clone(), thread: message_ts.clone() },
-                    value: a["value"].as_str().unwrap_or("").to_string(),
-                    delivery,
-                    roles: Vec::new(),
-                };
-                let reply = state.engine.handle_click(click).await;
-                state.deliver(reply, &to).await;
-            }
-        });
-        Ack::Empty
+        let received = Received {
+            platform: "slack",
+            key: delivery_key("click", Some(&trigger), fallback),
+            work: Work::Clicks { clicks },
+            reply_to: json!(to),
+            audit_kind: "slack.click",
+            audit_detail: json!({"channel": channel, "actions": actions.iter().map(|a| a["action_id"].clone()).collect::<Vec<_>>(), "trigger_id": trigger}),
+        };
+        let outcome = self.pipeline.receive(received, None, false).await;
+        self.ack(outcome)
     }
 
-    /// An Events API envelope. `url_verification` is answered; every `event_callback` is
+    /// An Events API envelope. `url_verification` is answered; an `app_mention` is a command,
     /// handled once per `event_id`, however often Slack retries it.
     pub async fn on_event(&self, envelope: Value) -> Ack {
         match envelope["type"].as_str() {
@@ -268,22 +217,6 @@ impl SlackState {
             self.metrics.unreadable.fetch_add(1, Ordering::Relaxed);
             return Ack::Empty;
         };
-        // Too much in flight: not recorded as delivered, so Slack's retry is handled later.
-        let Some(place) = self.metrics.backlog.admit().await else {
-            return Ack::Unavailable;
-        };
-        match self.engine.store().first_delivery(&format!("slack-event:{event_id}"), self.engine.now()).await {
-            Ok(true) => {}
-            Ok(false) => {
-                self.metrics.duplicate_events.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(event_id, "repeated Slack event ignored");
-                return Ack::Empty;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, event_id, "could not record a Slack event; asking Slack to retry");
-                return Ack::Unavailable;
-            }
-        }
         self.metrics.events.fetch_add(1, Ordering::Relaxed);
         let ev = &envelope["event"];
         if ev["type"] != "app_mention" || ev.get("bot_id").is_some_and(|b| !b.is_null()) {
@@ -294,37 +227,58 @@ impl SlackState {
         if !valid_id(user) || !valid_id(channel) {
             return Ack::Empty;
         }
+        // Too much in flight: not recorded, so Slack's retry is handled later.
+        let Some(place) = self.metrics.backlog.admit().await else {
+            return Ack::Unavailable;
+        };
         // "@runbot restart promotions-api" is "/ops restart promotions-api".
-        let raw = ev["text"].as_str().unwrap_or("");
-        let rest = strip_mentions(raw);
-        let identity = Identity::new(format!("slack:{user}"));
-        let text = format!("/ops {rest}");
+        let rest = strip_mentions(ev["text"].as_str().unwrap_or(""));
         let thread = ev["thread_ts"].as_str().map(str::to_string);
         let req = Request {
-            identity: identity.clone(),
+            identity: Identity::new(format!("slack:{user}")),
             origin: Origin { platform: "slack".into(), channel: channel.to_string(), thread: thread.clone() },
-            text,
+            text: format!("/ops {rest}"),
             roles: Vec::new(),
         };
-        let mut detail = self.engine.command_detail(&req);
+        let mut detail = self.engine().command_detail(&req);
         detail["event_id"] = json!(event_id);
-        if !self.record("slack.mention", &identity, detail).await {
-            return Ack::Unavailable;
+        let to = ReplyTo { user: user.to_string(), channel: channel.to_string(), thread, response_url: None };
+        let received = Received {
+            platform: "slack",
+            key: format!("slack:event:{event_id}"),
+            work: Work::Command(req),
+            reply_to: json!(to),
+            audit_kind: "slack.mention",
+            audit_detail: detail,
+        };
+        match self.pipeline.receive(received, Some(place), false).await {
+            Outcome::Duplicate => {
+                self.metrics.duplicate_events.fetch_add(1, Ordering::Relaxed);
+                Ack::Empty
+            }
+            // Not recorded: Slack retries the event.
+            Outcome::NotRecorded => Ack::Unavailable,
+            Outcome::Accepted | Outcome::Answered(_) => Ack::Empty,
         }
-        let to = ReplyTo { identity, channel: channel.to_string(), thread, response_url: None };
-        let state = self.clone();
-        tokio::spawn(async move {
-            after_acks().await;
-            let reply = state.engine.handle_recorded_command(req).await;
-            state.deliver(reply, &to).await;
-            drop(place);
-        });
-        Ack::Empty
     }
 
+    /// "R-7 created — follow it in #create": names the channel that was created for it.
+    fn name_created_channel(&self, mut msg: Message) -> Message {
+        crate::inbound::name_created_channel(&mut msg, super::chat::CREATE_CHANNEL, |id| self.chat.created_channel(id));
+        msg
+    }
+}
+
+#[async_trait]
+impl Replies for SlackState {
     /// Shows the engine's reply to the person who acted: privately through the response_url
     /// (or chat.postEphemeral), or in the channel when the reply is public.
-    async fn deliver(&self, reply: Reply, to: &ReplyTo) {
+    async fn deliver(&self, reply: Reply, to: &Value) {
+        let Ok(to) = serde_json::from_value::<ReplyTo>(to.clone()) else {
+            tracing::error!("a Slack reply address is unreadable; the reply was not delivered");
+            return;
+        };
+        let identity = Identity::new(format!("slack:{}", to.user));
         let msg = self.name_created_channel(reply.message);
         let res = if reply.ephemeral {
             let via_url = match &to.response_url {
@@ -336,21 +290,31 @@ impl SlackState {
                     .is_ok(),
                 None => false,
             };
-            if via_url { Ok(()) } else { self.chat.ephemeral(&to.channel, &to.identity, &msg).await }
+            if via_url { Ok(()) } else { self.chat.ephemeral(&to.channel, &identity, &msg).await }
         } else {
             self.chat.post(&to.channel, to.thread.as_deref(), &msg).await.map(|_| ())
         };
         if let Err(e) = res {
-            tracing::error!(error = %e, user = slack_user(&to.identity).unwrap_or(""), "could not deliver a reply in Slack");
+            tracing::error!(error = %e, user = slack_user(&identity).unwrap_or(""), "could not deliver a reply in Slack");
         }
     }
-}
 
-/// Lets the acknowledgements that are ready go out before the work they started: a task
-/// spawned by a handler would otherwise run next on its thread, ahead of the other requests
-/// already waiting for their ack.
-async fn after_acks() {
-    tokio::task::yield_now().await;
+    /// An answer ready before the ack, as the ack's body: a private message that renders
+    /// within one message (no overflow replies).
+    fn inline_answer(&self, reply: &mut Reply) -> Option<Value> {
+        if !reply.ephemeral {
+            return None;
+        }
+        reply.message = self.name_created_channel(std::mem::take(&mut reply.message));
+        let rendered = super::render::render(&reply.message);
+        if !rendered.overflow.is_empty() {
+            return None;
+        }
+        let mut body = rendered.main;
+        let Value::Object(m) = &mut body else { return None };
+        m.insert("response_type".into(), Value::String("ephemeral".into()));
+        Some(body)
+    }
 }
 
 /// Removes leading `<@U…>` mentions.

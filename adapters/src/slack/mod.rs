@@ -3,9 +3,11 @@
 //! feeding the same handlers, and [`SlackChat`] — the Web API (via slack-morphism) rendering
 //! the neutral message model as Block Kit.
 //!
-//! Files by role: `verify.rs` (v0 signatures), `inbound.rs` (commands, clicks, events — shared
-//! by both transports), `http.rs` (the axum routes), `socket.rs` (the Socket Mode client),
-//! `render.rs` (Block Kit within Slack's limits), `chat.rs` (the Web API as a `Chat`).
+//! Files by role: `verify.rs` (v0 signatures), `inbound.rs` (commands, clicks, events read
+//! into the shared inbound pipeline — both transports — and the replies), `http.rs` (the axum
+//! routes), `socket.rs` (the Socket Mode client), `render.rs` (Block Kit within Slack's
+//! limits), `chat.rs` (the Web API as a `Chat`). [`SlackAdapter`] is the platform as
+//! `runbot serve` wires it ([`crate::inbound::ChatAdapter`]).
 
 mod chat;
 mod http;
@@ -20,6 +22,8 @@ pub use inbound::{Ack, CommandPayload};
 pub use render::{Rendered, render as render_message};
 pub use socket::SocketMode;
 
+use crate::inbound::{ChatAdapter, Pipeline};
+use async_trait::async_trait;
 use runbot_commands::config::{Secret, Settings, SlackConfig};
 use runbot_commands::engine::Engine;
 use std::fmt::Write as _;
@@ -71,7 +75,7 @@ impl Metrics {
 /// What the handlers share. Cheap to clone.
 #[derive(Clone)]
 pub struct SlackState {
-    pub engine: Engine,
+    pub pipeline: Arc<Pipeline>,
     pub chat: Arc<SlackChat>,
     pub metrics: Arc<Metrics>,
     /// Verifies HTTP requests; `None` when only Socket Mode is configured.
@@ -129,17 +133,73 @@ impl Slack {
         self
     }
 
-    pub fn state(&self, engine: Engine) -> SlackState {
-        SlackState { engine, chat: self.chat.clone(), metrics: self.metrics.clone(), signing_secret: self.signing_secret.clone() }
+    /// The handlers' state; registers Slack's replies with `pipeline`.
+    pub fn state(&self, pipeline: &Arc<Pipeline>) -> SlackState {
+        let state = SlackState {
+            pipeline: pipeline.clone(),
+            chat: self.chat.clone(),
+            metrics: self.metrics.clone(),
+            signing_secret: self.signing_secret.clone(),
+        };
+        pipeline.register("slack", Arc::new(state.clone()));
+        state
     }
 
     /// The HTTP routes, when a signing secret is configured.
-    pub fn router(&self, engine: Engine) -> Option<axum::Router> {
-        self.signing_secret.is_some().then(|| router(self.state(engine)))
+    pub fn router(&self, pipeline: &Arc<Pipeline>) -> Option<axum::Router> {
+        self.signing_secret.is_some().then(|| router(self.state(pipeline)))
     }
 
     /// Starts the Socket Mode client, when an app token is configured.
-    pub fn socket_mode(&self, engine: Engine) -> Option<SocketMode> {
-        self.app_token.clone().map(|t| SocketMode::spawn(self.state(engine), t, self.socket_ping))
+    pub fn socket_mode(&self, pipeline: &Arc<Pipeline>) -> Option<SocketMode> {
+        self.app_token.clone().map(|t| SocketMode::spawn(self.state(pipeline), t, self.socket_ping))
+    }
+
+    /// Starts the configured transports on `pipeline`: the platform as `runbot serve` wires it.
+    pub fn start(self, pipeline: &Arc<Pipeline>) -> SlackAdapter {
+        let routes = self.router(pipeline);
+        let socket = self.socket_mode(pipeline);
+        SlackAdapter { metrics: self.metrics, routes, connected: socket.as_ref().map(|s| s.connected()), socket: tokio::sync::Mutex::new(socket) }
+    }
+}
+
+impl SlackState {
+    pub fn engine(&self) -> &Engine {
+        self.pipeline.engine()
+    }
+}
+
+/// Slack with its transports started.
+pub struct SlackAdapter {
+    metrics: Arc<Metrics>,
+    routes: Option<axum::Router>,
+    /// Socket Mode's connection state, when it is configured.
+    connected: Option<Arc<std::sync::atomic::AtomicBool>>,
+    socket: tokio::sync::Mutex<Option<SocketMode>>,
+}
+
+#[async_trait]
+impl ChatAdapter for SlackAdapter {
+    fn transports(&self) -> Vec<&'static str> {
+        crate::inbound::transports_on(&[(self.routes.is_some(), "slack (HTTP)"), (self.connected.is_some(), "slack (Socket Mode)")])
+    }
+
+    fn routes(&self) -> Option<axum::Router> {
+        self.routes.clone()
+    }
+
+    fn not_ready(&self) -> Option<String> {
+        let connected = self.connected.as_ref().map(|c| c.load(Ordering::Relaxed));
+        (connected == Some(false)).then(|| "Slack Socket Mode is not connected".to_string())
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        out.push_str(&self.metrics.render());
+    }
+
+    async fn shutdown(&self) {
+        if let Some(sm) = self.socket.lock().await.take() {
+            sm.shutdown().await;
+        }
     }
 }

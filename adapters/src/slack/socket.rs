@@ -158,10 +158,10 @@ async fn connect_once(
                 let accepts = v["accepts_response_payload"].as_bool().unwrap_or(false);
                 let ack = match kind {
                     "slash_commands" => match serde_json::from_value::<CommandPayload>(payload) {
-                        Ok(p) => state.on_command(p, accepts).await,
+                        Ok(p) => state.on_command(p, accepts, Some(&envelope_id)).await,
                         Err(_) => Ack::Message("runbot could not read this request from Slack, so it did nothing.".into()),
                     },
-                    "interactive" => state.on_interaction(payload).await,
+                    "interactive" => state.on_interaction(payload, Some(&envelope_id)).await,
                     _ => state.on_event(payload).await,
                 };
                 let mut out = json!({"envelope_id": envelope_id});

@@ -14,7 +14,7 @@
 use super::{Backend, backend_err, parse_ts, ts};
 use chrono::SubsecRound;
 use runbot_commands::audit::{self, AuditEntry, AuditRecord};
-use runbot_commands::ports::store::StoreError;
+use runbot_commands::ports::store::{Inbound, StoreError};
 use sqlx::any::AnyRow;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Row};
@@ -137,6 +137,9 @@ enum Wrap {
     /// Its own on SQLite, in two calls to SQLite's thread instead of five: `BEGIN IMMEDIATE`
     /// with the head read, the head move and `COMMIT` with the last insert.
     OwnSqlite,
+    /// Its own on SQLite, already begun (received commands were written first): the head read
+    /// alone, then `COMMIT` with the last insert.
+    OwnSqliteBegun,
 }
 
 /// Links `entries` after the head and writes them, inside the caller's write transaction
@@ -149,7 +152,7 @@ async fn write_in(backend: Backend, conn: &mut AnyConnection, entries: Vec<Prepa
     let head_sql = match (backend, wrap) {
         (Backend::Postgres, _) => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
         // BEGIN IMMEDIATE holds SQLite's single write lock.
-        (Backend::Sqlite, Wrap::Caller) => "SELECT seq, hash FROM audit_head WHERE id = 1",
+        (Backend::Sqlite, Wrap::Caller | Wrap::OwnSqliteBegun) => "SELECT seq, hash FROM audit_head WHERE id = 1",
         (Backend::Sqlite, Wrap::OwnSqlite) => "BEGIN IMMEDIATE; SELECT seq, hash FROM audit_head WHERE id = 1",
     };
     // fetch_all: sqlx's SQLite fetch_optional stops after the first statement's result, which
@@ -172,7 +175,7 @@ async fn write_in(backend: Backend, conn: &mut AnyConnection, entries: Vec<Prepa
         details.push(p.detail);
     }
     let (seq, hash) = prev.unwrap_or_default();
-    let own = wrap == Wrap::OwnSqlite;
+    let own = matches!(wrap, Wrap::OwnSqlite | Wrap::OwnSqliteBegun);
     let mut start = 0;
     while start < records.len() {
         let left = records.len() - start;
@@ -212,8 +215,17 @@ type Reply = oneshot::Sender<Result<AuditRecord, StoreError>>;
 
 enum Job {
     Append(AuditEntry, Reply),
+    /// A received command and its audit record: both written, unless its key is stored
+    /// already (then neither; the answer is `false`).
+    Inbound(Box<Inbound>, AuditEntry, oneshot::Sender<Result<bool, StoreError>>),
+    /// Received commands acted on.
+    Done(Vec<String>, oneshot::Sender<Result<(), StoreError>>),
     /// Commit everything queued before, then stop.
     Close(oneshot::Sender<()>),
+}
+
+fn closed() -> StoreError {
+    StoreError::Backend("writing to the store: it is closed".into())
 }
 
 /// The group-committing audit writer (see the module docs). Cheap to share; the task stops
@@ -235,8 +247,22 @@ impl Writer {
     /// Appends one entry; returns once its record is committed.
     pub(super) async fn append(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let closed = || StoreError::Backend("appending an audit record: the store is closed".into());
         self.jobs.send(Job::Append(entry.clone(), reply)).await.map_err(|_| closed())?;
+        answer.await.unwrap_or_else(|_| Err(closed()))
+    }
+
+    /// Records a received command with its audit record; returns once committed, `false` when
+    /// its key was recorded before (nothing written).
+    pub(super) async fn record_inbound(&self, item: &Inbound, entry: &AuditEntry) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Job::Inbound(Box::new(item.clone()), entry.clone(), reply)).await.map_err(|_| closed())?;
+        answer.await.unwrap_or_else(|_| Err(closed()))
+    }
+
+    /// Marks received commands done, in the next group commit.
+    pub(super) async fn inbound_done(&self, keys: &[String]) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Job::Done(keys.to_vec(), reply)).await.map_err(|_| closed())?;
         answer.await.unwrap_or_else(|_| Err(closed()))
     }
 
@@ -258,9 +284,28 @@ struct Conn {
     held: Option<(PoolConnection<Any>, Instant)>,
 }
 
+/// What one group commit writes.
+#[derive(Default)]
+struct Batch {
+    /// Received commands to record; `entries` holds each one's audit record.
+    inbound: Vec<Inbound>,
+    /// Received commands acted on.
+    done: Vec<String>,
+    /// Audit records in arrival order; `Some(i)`: `inbound[i]`'s, written only with it.
+    entries: Vec<(Prepared, Option<usize>)>,
+}
+
+/// What one group commit wrote: whether each received command was new, and each audit
+/// entry's record (`None`: it belonged to a repeated command and was not written).
+struct Written {
+    recorded: Vec<bool>,
+    records: Vec<Option<AuditRecord>>,
+}
+
 impl Conn {
-    /// One group commit's transaction: links and writes `entries`, commits.
-    async fn write(&mut self, entries: Vec<Prepared>) -> Result<Vec<AuditRecord>, StoreError> {
+    /// One group commit's transaction: records the received commands, marks the done ones,
+    /// links and writes the audit entries (those of repeated commands left out), commits.
+    async fn write(&mut self, batch: Batch) -> Result<Written, StoreError> {
         // A connection kept busy is used as it is; one that sat idle goes back to the pool,
         // which checks it on the next acquire (a server may have closed it meanwhile).
         let held = self.held.take().filter(|(_, since)| since.elapsed() < HOLD_IDLE).map(|(c, _)| c);
@@ -271,20 +316,33 @@ impl Conn {
         // The transaction is begun and committed by runbot's own statements (on SQLite riding
         // on write_in's first and last); sqlx does not track it, so a failure — the commit's
         // too — is rolled back here and the connection is not reused.
-        let written = match self.backend {
-            Backend::Sqlite => write_in(self.backend, &mut conn, entries, Wrap::OwnSqlite).await,
-            Backend::Postgres => {
-                async {
-                    sqlx::query("BEGIN").execute(&mut *conn).await.map_err(backend_err("starting a write transaction"))?;
-                    let records = write_in(self.backend, &mut conn, entries, Wrap::Caller).await?;
-                    sqlx::query("COMMIT").execute(&mut *conn).await.map_err(backend_err("committing audit records"))?;
-                    Ok(records)
-                }
-                .await
+        let backend = self.backend;
+        let written = async {
+            let simple = batch.inbound.is_empty() && batch.done.is_empty();
+            if !(simple && backend == Backend::Sqlite) {
+                let begin = if backend == Backend::Sqlite { "BEGIN IMMEDIATE" } else { "BEGIN" };
+                sqlx::query(begin).execute(&mut *conn).await.map_err(backend_err("starting a write transaction"))?;
             }
-        };
-        let records = match written {
-            Ok(records) => records,
+            let recorded = super::inbox::record_in(backend, &mut conn, &batch.inbound).await?;
+            super::inbox::done_in(backend, &mut conn, &batch.done).await?;
+            let keep: Vec<bool> = batch.entries.iter().map(|(_, of)| of.is_none_or(|i| recorded[i])).collect();
+            let entries: Vec<Prepared> = batch.entries.into_iter().zip(&keep).filter(|(_, k)| **k).map(|((p, _), _)| p).collect();
+            let wrap = match backend {
+                Backend::Sqlite if simple => Wrap::OwnSqlite,
+                Backend::Sqlite => Wrap::OwnSqliteBegun,
+                Backend::Postgres => Wrap::Caller,
+            };
+            let committed = wrap != Wrap::Caller && !entries.is_empty();
+            let mut records = write_in(backend, &mut conn, entries, wrap).await?.into_iter();
+            if !committed {
+                sqlx::query("COMMIT").execute(&mut *conn).await.map_err(backend_err("committing audit records"))?;
+            }
+            let records = keep.iter().map(|k| if *k { records.next() } else { None }).collect();
+            Ok(Written { recorded, records })
+        }
+        .await;
+        let written = match written {
+            Ok(w) => w,
             Err(e) => {
                 let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
                 conn.close_on_drop();
@@ -296,8 +354,14 @@ impl Conn {
         if self.hold {
             self.held = Some((conn, Instant::now()));
         }
-        Ok(records)
+        Ok(written)
     }
+}
+
+/// Who waits for an entry of a group commit.
+enum Waiter {
+    Append(Reply),
+    Inbound(oneshot::Sender<Result<bool, StoreError>>),
 }
 
 async fn run(mut conn: Conn, mut rx: mpsc::Receiver<Job>) {
@@ -323,31 +387,46 @@ async fn run(mut conn: Conn, mut rx: mpsc::Receiver<Job>) {
             }
         }
         let mut closing = None;
-        let mut batch = Vec::with_capacity(jobs.len());
+        let mut batch = Batch::default();
+        let mut waiters = Vec::with_capacity(jobs.len());
+        let mut done_waiters = Vec::new();
         for job in jobs.drain(..) {
             match job {
-                Job::Append(entry, reply) if closing.is_none() => match prepare(entry) {
-                    Ok(p) => batch.push((p, reply)),
+                Job::Close(done) => closing = Some(done),
+                job if closing.is_some() => refuse(job),
+                Job::Append(entry, reply) => match prepare(entry) {
+                    Ok(p) => {
+                        batch.entries.push((p, None));
+                        waiters.push(Waiter::Append(reply));
+                    }
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
                 },
-                Job::Append(_, reply) => {
-                    let _ = reply.send(Err(StoreError::Backend("appending an audit record: the store is closed".into())));
+                Job::Inbound(item, entry, reply) => match prepare(entry) {
+                    Ok(p) => {
+                        batch.entries.push((p, Some(batch.inbound.len())));
+                        batch.inbound.push(*item);
+                        waiters.push(Waiter::Inbound(reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                },
+                Job::Done(keys, reply) => {
+                    batch.done.extend(keys);
+                    done_waiters.push(reply);
                 }
-                Job::Close(done) => closing = Some(done),
             }
         }
-        if !batch.is_empty() {
-            commit(&mut conn, batch).await;
+        if !waiters.is_empty() || !done_waiters.is_empty() {
+            commit(&mut conn, batch, waiters, done_waiters).await;
         }
         if let Some(done) = closing {
             conn.held = None;
             rx.close();
             while let Ok(job) = rx.try_recv() {
-                if let Job::Append(_, reply) = job {
-                    let _ = reply.send(Err(StoreError::Backend("appending an audit record: the store is closed".into())));
-                }
+                refuse(job);
             }
             let _ = done.send(());
             return;
@@ -355,15 +434,43 @@ async fn run(mut conn: Conn, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
-/// One group commit: every entry of `batch` in one transaction, then every caller answered.
-async fn commit(conn: &mut Conn, batch: Vec<(Prepared, Reply)>) {
-    let (entries, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+/// Answers a job that arrived after the store began closing.
+fn refuse(job: Job) {
+    match job {
+        Job::Append(_, reply) => {
+            let _ = reply.send(Err(closed()));
+        }
+        Job::Inbound(_, _, reply) => {
+            let _ = reply.send(Err(closed()));
+        }
+        Job::Done(_, reply) => {
+            let _ = reply.send(Err(closed()));
+        }
+        Job::Close(done) => {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// One group commit: the whole batch in one transaction, then every waiter answered.
+async fn commit(conn: &mut Conn, batch: Batch, waiters: Vec<Waiter>, done_waiters: Vec<oneshot::Sender<Result<(), StoreError>>>) {
     let started = Instant::now();
-    match conn.write(entries).await {
-        Ok(records) => {
+    match conn.write(batch).await {
+        Ok(Written { recorded, records }) => {
             tracing::trace!(entries = records.len(), us = started.elapsed().as_micros() as u64, "audit records group-committed");
-            for (record, reply) in records.into_iter().zip(replies) {
-                let _ = reply.send(Ok(record));
+            let mut recorded = recorded.into_iter();
+            for (record, waiter) in records.into_iter().zip(waiters) {
+                match waiter {
+                    Waiter::Append(reply) => {
+                        let _ = reply.send(record.ok_or_else(|| StoreError::Backend("an audit record was not written".into())));
+                    }
+                    Waiter::Inbound(reply) => {
+                        let _ = reply.send(Ok(recorded.next().unwrap_or(false)));
+                    }
+                }
+            }
+            for reply in done_waiters {
+                let _ = reply.send(Ok(()));
             }
         }
         Err(e) => {
@@ -371,8 +478,14 @@ async fn commit(conn: &mut Conn, batch: Vec<(Prepared, Reply)>) {
                 StoreError::Backend(why) => why,
                 other => other.to_string(),
             };
-            tracing::error!(error = %why, entries = replies.len(), "could not commit audit records");
-            for reply in replies {
+            tracing::error!(error = %why, entries = waiters.len(), "could not commit audit records");
+            for waiter in waiters {
+                let _ = match waiter {
+                    Waiter::Append(reply) => reply.send(Err(StoreError::Backend(why.clone()))).is_ok(),
+                    Waiter::Inbound(reply) => reply.send(Err(StoreError::Backend(why.clone()))).is_ok(),
+                };
+            }
+            for reply in done_waiters {
                 let _ = reply.send(Err(StoreError::Backend(why.clone())));
             }
         }

@@ -113,6 +113,9 @@ pub(super) async fn create(store: &SqlStore, exec: &Execution, lock_key: Option<
         }
         Err(e) => return Err(backend_err("storing an execution")(e)),
     }
+    if let Some(key) = &exec.inbox {
+        super::inbox::consume_in(&mut tx, key).await?;
+    }
     super::audit::append_in(store.backend, &mut tx, entries).await?;
     tx.commit("committing a new execution").await
 }

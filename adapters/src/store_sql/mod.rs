@@ -7,6 +7,7 @@
 mod admin;
 mod audit;
 mod executions;
+mod inbox;
 mod misc;
 
 pub use admin::{create_database, drop_database, with_database};
@@ -16,7 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use runbot_commands::audit::{AuditEntry, AuditRecord};
 use runbot_commands::model::{Execution, ExecutionId};
-use runbot_commands::ports::store::{ListFilter, Store, StoreError, Versioned};
+use runbot_commands::ports::store::{Inbound, InboxClaim, ListFilter, Store, StoreError, Versioned};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
@@ -340,6 +341,21 @@ impl Store for SqlStore {
 
     async fn first_delivery(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
         misc::first_delivery(self, key, now).await
+    }
+
+    async fn record_inbound(&self, item: &Inbound, audit: &AuditEntry) -> Result<bool, StoreError> {
+        self.audit.record_inbound(item, audit).await
+    }
+
+    async fn inbound_done(&self, keys: &[String]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.audit.inbound_done(keys).await
+    }
+
+    async fn claim_inbound(&self, c: &InboxClaim) -> Result<Vec<Inbound>, StoreError> {
+        inbox::claim(self, c).await
     }
 
     async fn put_artifact(&self, id: ExecutionId, name: &str, content: &str) -> Result<(), StoreError> {

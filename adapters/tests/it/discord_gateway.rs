@@ -164,7 +164,8 @@ api_url = "{api}/api/v10"
     let discord = Discord::from_config(&cfg).expect("discord adapter");
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&settings.config.store.url).await.expect("store"));
     let engine = Engine::new(settings, store, Chats::new().with(discord.chat.clone()), Arc::new(SystemClock), kinds);
-    let gw = discord.gateway(&cfg, engine.clone()).expect("gateway").expect("mode gateway starts a client");
+    let pipeline = runbot_adapters::inbound::Pipeline::new(engine.clone());
+    let gw = discord.gateway(&cfg, &pipeline).expect("gateway").expect("mode gateway starts a client");
     state_is(&gw, "connected", connected).await;
     assert!(gw.connected().load(Ordering::Relaxed));
 

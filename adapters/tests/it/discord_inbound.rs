@@ -114,7 +114,8 @@ api_url = "{api}/api/v10"
         }
         let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&settings.config.store.url).await.expect("store"));
         let engine = Engine::new(settings, store, Chats::new().with(adapter.chat.clone()), Arc::new(SystemClock), kinds);
-        let router = adapter.router(engine.clone()).expect("mode http serves the endpoint");
+        let pipeline = runbot_adapters::inbound::Pipeline::new(engine.clone());
+        let router = adapter.router(&pipeline).expect("mode http serves the endpoint");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let endpoint = format!("http://{}/discord/interactions", listener.local_addr().expect("addr"));
         tokio::spawn(async move {

@@ -83,7 +83,8 @@ api_url = "{discord_api}/api/v10"
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&settings.config.store.url).await.expect("store"));
     let chats = Chats::new().with(slack_adapter.chat.clone()).with(discord_adapter.chat.clone());
     let engine = Engine::new(settings, store, chats, Arc::new(SystemClock), kinds);
-    let app = slack_adapter.router(engine.clone()).expect("slack routes").merge(discord_adapter.router(engine.clone()).expect("discord route"));
+    let pipeline = runbot_adapters::inbound::Pipeline::new(engine.clone());
+    let app = slack_adapter.router(&pipeline).expect("slack routes").merge(discord_adapter.router(&pipeline).expect("discord route"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move {

@@ -109,15 +109,16 @@ post_interval_ms = 20
         }
         let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&settings.config.store.url).await.expect("store"));
         let engine = Engine::new(settings, store, Chats::new().with(adapter.chat.clone()), Arc::new(SystemClock), kinds);
+        let pipeline = runbot_adapters::inbound::Pipeline::new(engine.clone());
         let mut base = String::new();
-        if let Some(router) = adapter.router(engine.clone()) {
+        if let Some(router) = adapter.router(&pipeline) {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
             base = format!("http://{}", listener.local_addr().expect("addr"));
             tokio::spawn(async move {
                 let _ = axum::serve(listener, router).await;
             });
         }
-        let socket = adapter.socket_mode(engine.clone());
+        let socket = adapter.socket_mode(&pipeline);
         World { slack, cluster, engine, adapter, base, http: reqwest::Client::new(), socket, _dir: dir }
     }
 

@@ -11,6 +11,7 @@ mod console_auth;
 mod crash_recovery;
 mod discord;
 mod discord_gateway;
+mod inbox;
 mod liveness;
 mod operate;
 mod secrets;

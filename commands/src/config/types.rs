@@ -294,12 +294,27 @@ pub struct EngineConfig {
     /// Lease duration in seconds; renewed at a third of it. Default 30.
     #[serde(default = "default_lease")]
     pub lease_secs: u64,
+    /// A received command that runbot recorded but had not acted on when it stopped is acted
+    /// on at the next start (or by another replica) if it is at most this old, in seconds;
+    /// older, it is answered "nothing was done" instead. Default 300; 0 never acts late.
+    #[serde(default = "default_inbox_max_age")]
+    pub inbox_max_age_secs: u64,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { instance: None, runbooks: None, update_interval_ms: default_update_interval(), lease_secs: default_lease() }
+        EngineConfig {
+            instance: None,
+            runbooks: None,
+            update_interval_ms: default_update_interval(),
+            lease_secs: default_lease(),
+            inbox_max_age_secs: default_inbox_max_age(),
+        }
     }
+}
+
+fn default_inbox_max_age() -> u64 {
+    300
 }
 
 fn default_update_interval() -> u64 {

@@ -121,7 +121,7 @@ impl Engine {
             text: format!("/ops run {} {} --env {} (from {id})", f.runbook, exec.target.name, exec.target.env),
             roles: click.roles.clone(),
         };
-        match self.plan_runbook(&req, cmd, seed).await {
+        match self.plan_runbook(&req, cmd, seed, None).await {
             Ok((reply, Some(new))) => {
                 let used = format!("used by {new} ({})", click.identity);
                 self.spend_follow_up(id, &used).await;

@@ -14,14 +14,23 @@ use serde_json::json;
 impl Engine {
     /// Handles one typed command. The command is in the audit log before this returns.
     pub async fn handle_command(&self, req: Request) -> Reply {
-        self.handle(req, false).await
+        self.handle(req, false, None).await
     }
 
     /// [`Engine::handle_command`] for a command its adapter already recorded durably before
     /// acknowledging it, with [`Engine::command_detail`] in the record (e.g. `slack.command`):
     /// that record is the command's audit record, so none is appended again.
     pub async fn handle_recorded_command(&self, req: Request) -> Reply {
-        self.handle(req, true).await
+        self.handle(req, true, None).await
+    }
+
+    /// [`Engine::handle_recorded_command`] for a command kept in the chat inbox under `key`
+    /// (`Store::record_inbound`): an execution it creates consumes that entry in the same
+    /// transaction. `None`: the entry was consumed already — the command was acted on (by
+    /// another process, or before a restart) and its answer given there; nothing was done now.
+    pub async fn handle_inbound_command(&self, req: Request, key: &str) -> Option<Reply> {
+        let reply = self.handle(req, true, Some(key)).await;
+        (reply != already_processed()).then_some(reply)
     }
 
     /// What the audit log keeps about a typed command: its text (the first 1,000 characters,
@@ -31,7 +40,7 @@ impl Engine {
         json!({"text": self.settings().redactor.redact(&text), "platform": req.origin.platform, "channel": req.origin.channel, "ok": grammar::parse(&req.text).is_ok()})
     }
 
-    async fn handle(&self, req: Request, recorded: bool) -> Reply {
+    async fn handle(&self, req: Request, recorded: bool, inbox: Option<&str>) -> Reply {
         if let Err((who, wait)) = self.inner.limits.check(&req.identity.0, &req.origin.channel) {
             let secs = wait.as_secs().max(1);
             self.inner.metrics.command(CommandOutcome::RateLimited);
@@ -67,7 +76,7 @@ impl Engine {
                 | Command::Cancel { .. }
                 | Command::Backup { action: BackupAction::Status, .. }
         ) {
-            let (reply, outcome) = match self.plan_runbook(&req, cmd, Vec::new()).await {
+            let (reply, outcome) = match self.plan_runbook(&req, cmd, Vec::new(), inbox).await {
                 Ok((r, _)) => (r, CommandOutcome::Ok),
                 Err(r) => (r, CommandOutcome::Refused),
             };
@@ -82,7 +91,7 @@ impl Engine {
             Command::History { service, limit } => self.history(service, limit).await,
             Command::Cancel { id } => self.cancel(&req, id).await,
             Command::Backup { action: BackupAction::Status, database } => self.backup_status(&database).await,
-            other => self.request_runbook(&req, other).await,
+            other => self.request_runbook(&req, other, inbox).await,
         }
     }
 
@@ -251,8 +260,8 @@ impl Engine {
         }
     }
 
-    async fn request_runbook(&self, req: &Request, cmd: Command) -> Reply {
-        match self.plan_runbook(req, cmd, Vec::new()).await {
+    async fn request_runbook(&self, req: &Request, cmd: Command, inbox: Option<&str>) -> Reply {
+        match self.plan_runbook(req, cmd, Vec::new(), inbox).await {
             Ok((r, _)) | Err(r) => r,
         }
     }
@@ -260,8 +269,15 @@ impl Engine {
     /// Plans a runbook command and, unless it is a dry run, creates its execution, whose
     /// resolved targets start as `seed` (what an earlier execution recorded, e.g. writer
     /// counts, shown to and approved by the approvers). `Ok` carries the new execution's id
-    /// (none for a dry run); `Err` is a refusal (nothing was created).
-    pub(super) async fn plan_runbook(&self, req: &Request, cmd: Command, seed: Vec<String>) -> Result<(Reply, Option<ExecutionId>), Reply> {
+    /// (none for a dry run); `Err` is a refusal (nothing was created). `inbox`: the received
+    /// command's inbox key, consumed by the creation (see [`Engine::handle_inbound_command`]).
+    pub(super) async fn plan_runbook(
+        &self,
+        req: &Request,
+        cmd: Command,
+        seed: Vec<String>,
+        inbox: Option<&str>,
+    ) -> Result<(Reply, Option<ExecutionId>), Reply> {
         let settings = self.settings();
         let dry_run = matches!(
             cmd,
@@ -343,6 +359,7 @@ impl Engine {
             notes: Vec::new(),
             artifacts: Vec::new(),
             follow_up,
+            inbox: inbox.map(str::to_string),
             cancel_requested: None,
             created_at: now,
             updated_at: now,
@@ -373,6 +390,10 @@ impl Engine {
                     "{} {} ({}) is busy: {about} is already working on it. Wait for it to finish, or see /ops status {holder}.",
                     plan.target.kind, plan.target.name, plan.target.env
                 )));
+            }
+            Err(StoreError::AlreadyProcessed(key)) => {
+                tracing::info!(execution = %id, inbox = %key, "the received command was already acted on elsewhere; nothing created");
+                return Err(already_processed());
             }
             Err(e) => return Err(UpdateError::Store(e).reply()),
         }
@@ -448,6 +469,11 @@ impl Engine {
         }
         Ok((Reply::private(text), Some(id)))
     }
+}
+
+/// The (never shown) answer of a command whose inbox entry another process consumed first.
+fn already_processed() -> Reply {
+    Reply::private("runbot already acted on this command.")
 }
 
 fn ago(d: chrono::TimeDelta) -> String {

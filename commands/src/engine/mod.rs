@@ -28,26 +28,29 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// A command typed by someone.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Request {
     pub identity: Identity,
     pub origin: Origin,
     pub text: String,
     /// Memberships the platform vouches for in this (signed) request, e.g. the Discord
     /// member's roles as `discord-role:<id>`; matched against group members. Empty elsewhere.
+    #[serde(default)]
     pub roles: Vec<String>,
 }
 
 /// A button pressed by someone. Nothing in it is trusted beyond "this person pressed this".
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Click {
     pub identity: Identity,
     pub origin: Origin,
     /// The button's value as delivered (`R-42|approve|<fingerprint>`).
     pub value: String,
     /// A platform delivery id; a repeated delivery changes nothing.
+    #[serde(default)]
     pub delivery: Option<String>,
     /// Memberships the platform vouches for in this click (see [`Request::roles`]).
+    #[serde(default)]
     pub roles: Vec<String>,
 }
 

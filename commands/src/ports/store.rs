@@ -16,6 +16,10 @@ pub enum StoreError {
     Conflict(ExecutionId),
     #[error("execution {0} not found")]
     NotFound(ExecutionId),
+    /// The inbox entry a new execution would consume was processed already (by another
+    /// process that recovered it, or before a restart): nothing was created.
+    #[error("the received command {0} was already acted on")]
+    AlreadyProcessed(String),
     #[error("store: {0}")]
     Backend(String),
 }
@@ -25,6 +29,38 @@ pub enum StoreError {
 pub struct Versioned<T> {
     pub value: T,
     pub version: i64,
+}
+
+/// A command or click received from a chat platform, recorded durably before it is
+/// acknowledged (the inbox): processed exactly once — by the process that acknowledged it, or,
+/// when that process died first, by whichever recovers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inbound {
+    /// The platform's de-duplication key (a Slack trigger or event id, a Discord interaction
+    /// id): a second delivery with the same key is not recorded again.
+    pub key: String,
+    pub platform: String,
+    pub received_at: DateTime<Utc>,
+    /// The process working on it (`Settings::instance`) ...
+    pub owner: String,
+    /// ... until then; past it, another process may take it over.
+    pub lease_until: DateTime<Utc>,
+    /// What processing needs: the work and where to answer (the chat pipeline's encoding).
+    pub payload: serde_json::Value,
+}
+
+/// Which unprocessed inbox entries [`Store::claim_inbound`] takes over, and for how long.
+#[derive(Debug, Clone)]
+pub struct InboxClaim {
+    /// The process taking them (`Settings::instance`).
+    pub owner: String,
+    /// Also those `owner` holds already: a previous run of this process (at start-up only).
+    pub own: bool,
+    /// Their new lease.
+    pub until: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+    /// Done entries received before this are forgotten on the way.
+    pub forget_before: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -48,14 +84,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// [`Store::create`] and [`Store::append_audit`] of each entry, in one transaction where
     /// the backend has them (the SQL store): a new execution and its audit records commit
-    /// together, or neither does.
-    async fn create_audited(&self, exec: &Execution, lock_key: Option<&str>, entries: &[AuditEntry]) -> Result<(), StoreError> {
-        self.create(exec, lock_key).await?;
-        for e in entries {
-            self.append_audit(e).await?;
-        }
-        Ok(())
-    }
+    /// together, or neither does. When `exec.inbox` names a received item, that item is marked
+    /// processed in the same transaction, and the call fails with
+    /// [`StoreError::AlreadyProcessed`] (nothing written) when it was processed already.
+    async fn create_audited(&self, exec: &Execution, lock_key: Option<&str>, entries: &[AuditEntry]) -> Result<(), StoreError>;
 
     async fn load(&self, id: ExecutionId) -> Result<Option<Versioned<Execution>>, StoreError>;
 
@@ -89,6 +121,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// The whole audit log in sequence order, and the stored head `(seq, hash)`.
     async fn audit_log(&self) -> Result<(Vec<AuditRecord>, Option<(u64, String)>), StoreError>;
+
+    /// Records a received command (`item`) and its audit record in one transaction, unless an
+    /// item with the same key was recorded before: then nothing is written and the answer is
+    /// `false`. Under load, records share group commits with other audit appends.
+    async fn record_inbound(&self, item: &Inbound, audit: &AuditEntry) -> Result<bool, StoreError>;
+
+    /// Marks received items processed (idempotent; unknown keys are ignored). An execution
+    /// created from one (`Execution::inbox`) marks it in its own transaction instead.
+    async fn inbound_done(&self, keys: &[String]) -> Result<(), StoreError>;
+
+    /// Takes over unprocessed items for `c.owner` until `c.until`, oldest first: those whose
+    /// lease expired at `c.now` and, with `c.own`, those already `c.owner`'s. Done items
+    /// received before `c.forget_before` are deleted on the way.
+    async fn claim_inbound(&self, c: &InboxClaim) -> Result<Vec<Inbound>, StoreError>;
 
     /// Records a delivery key (Slack `event_id`, a click's id); false if it was seen before.
     async fn first_delivery(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError>;

@@ -3,6 +3,7 @@
 
 mod approvals;
 mod faults;
+mod inbox;
 mod lifecycle;
 mod mirror;
 mod restart;

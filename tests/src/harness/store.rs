@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use runbot_commands::audit::{AuditEntry, AuditRecord};
 use runbot_commands::model::{Execution, ExecutionId};
-use runbot_commands::ports::{ListFilter, Store, StoreError, Versioned};
+use runbot_commands::ports::{Inbound, InboxClaim, ListFilter, Store, StoreError, Versioned};
 use runbot_commands::store_memory::MemoryStore;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -94,6 +94,15 @@ impl Store for KillableStore {
     }
     async fn first_delivery(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
         self.writable()?.first_delivery(key, now).await
+    }
+    async fn record_inbound(&self, item: &Inbound, audit: &AuditEntry) -> Result<bool, StoreError> {
+        self.writable()?.record_inbound(item, audit).await
+    }
+    async fn inbound_done(&self, keys: &[String]) -> Result<(), StoreError> {
+        self.writable()?.inbound_done(keys).await
+    }
+    async fn claim_inbound(&self, c: &InboxClaim) -> Result<Vec<Inbound>, StoreError> {
+        self.writable()?.claim_inbound(c).await
     }
     async fn append_output(&self, id: ExecutionId, step: usize, text: &str) -> Result<(), StoreError> {
         self.writable()?.append_output(id, step, text).await

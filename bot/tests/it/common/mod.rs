@@ -88,6 +88,15 @@ impl Runbot {
         bot
     }
 
+    /// Waits for the process to exit (after a signal), at most `within`.
+    pub async fn wait_exit(&mut self, within: Duration) {
+        let t = Instant::now();
+        while self.child.try_wait().expect("wait").is_none() {
+            assert!(t.elapsed() < within, "runbot did not exit within {within:?}:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
