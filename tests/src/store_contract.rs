@@ -122,6 +122,7 @@ pub fn sample(id: ExecutionId, target: &str, state: ExecState) -> Execution {
             carry: None,
             spent: None,
         }),
+        rollback: None,
         cancel_requested: None,
         created_at: at,
         updated_at: at,

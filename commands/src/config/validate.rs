@@ -1,7 +1,7 @@
 //! Parsing and validation of the config: each section is deserialized on its own so one bad
 //! section does not hide problems in the others, and every problem carries its key path.
 
-use super::{Config, ConsoleAuthMode, DiscordMode, Redactor, Settings, parse_duration};
+use super::{Config, ConsoleAuthMode, DiscordMode, Driver, Redactor, Settings, parse_duration};
 use crate::model::Identity;
 use crate::runbook::{RunbooksFile, TargetKind, placeholders};
 use crate::steps::{APPROVAL, StepKinds};
@@ -816,15 +816,16 @@ fn check_env_deploy(
     e: &super::TargetEnvConfig,
     p: &mut impl FnMut(String, String),
 ) {
-    match e.driver.as_deref() {
-        None => {}
-        Some("helm") if e.helm.is_none() => p(at("helm"), "driver \"helm\" needs this section (release, chart)".into()),
-        Some("swarm") if e.swarm.is_none() => p(at("swarm"), "driver \"swarm\" needs this section (stack, service, image)".into()),
-        Some("pipeline") if e.pipeline.is_none() => p(at("pipeline"), "driver \"pipeline\" needs this section (workflow)".into()),
-        Some("helm" | "swarm" | "pipeline") => {}
-        Some(other) => p(at("driver"), format!("unknown driver '{other}'; use helm, pipeline or swarm")),
+    let missing = match e.driver {
+        Some(Driver::Helm) if e.helm.is_none() => Some("(release, chart)"),
+        Some(Driver::Swarm) if e.swarm.is_none() => Some("(stack, service, image)"),
+        Some(Driver::Pipeline) if e.pipeline.is_none() => Some("(workflow)"),
+        _ => None,
+    };
+    if let (Some(d), Some(keys)) = (e.driver, missing) {
+        p(at(d.as_str()), format!("driver \"{d}\" needs this section {keys}"));
     }
-    if matches!(e.driver.as_deref(), Some("helm")) && (e.namespace.is_none() || e.deployment.is_none()) {
+    if e.driver == Some(Driver::Helm) && (e.namespace.is_none() || e.deployment.is_none()) {
         p(at("namespace"), "driver \"helm\" verifies the rollout: set namespace and deployment".into());
     }
     if let Some(h) = &e.helm {
@@ -961,6 +962,22 @@ mod slack_tests {
         assert!(p.iter().any(|p| p == "environments.prod.mirror[1]: 'discord' is listed twice"), "{p:?}");
         let p = env("mirror = true");
         assert!(p.iter().any(|p| p.starts_with("environments.prod.mirror")), "{p:?}");
+    }
+
+    /// `driver` is one of three names (the config format is unchanged), and a driver needs its
+    /// section; both named by key path.
+    #[test]
+    fn a_driver_is_one_of_three_names_and_needs_its_section() {
+        let env = |body: &str| problems(&format!("[services.svc.environments.prod]\n{body}\n"));
+        let p = env("driver = \"kubectl\"");
+        assert!(p.iter().any(|p| p == "services.svc.environments.prod.driver: unknown driver 'kubectl'; use helm, pipeline or swarm"), "{p:?}");
+        let p = env("driver = \"swarm\"");
+        assert!(p.iter().any(|p| p == "services.svc.environments.prod.swarm: driver \"swarm\" needs this section (stack, service, image)"), "{p:?}");
+        let p = env("driver = \"helm\"");
+        assert!(p.iter().any(|p| p.starts_with("services.svc.environments.prod.helm: driver \"helm\" needs this section")), "{p:?}");
+        assert!(p.iter().any(|p| p.starts_with("services.svc.environments.prod.namespace: driver \"helm\" verifies the rollout")), "{p:?}");
+        let swarm = "driver = \"swarm\"\n[services.svc.environments.prod.swarm]\nstack = \"s\"\nservice = \"s_api\"\nimage = \"r.local/api\"";
+        assert!(env(swarm).is_empty(), "{:?}", env(swarm));
     }
 
     #[test]
