@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use octocrab::Octocrab;
 use octocrab::models::repos::Object;
 use octocrab::params::repos::Reference;
-use runbot_commands::ports::{Ci, RunQuery, WorkflowRun};
+use runbot_commands::ports::{Ci, CiError, RunQuery, WorkflowRun};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -132,11 +132,24 @@ impl GitHubCi {
     }
 
     /// Runs one request under the timeout, mapping every failure to a sentence.
-    async fn call<T>(&self, what: &str, fut: impl Future<Output = octocrab::Result<T>>) -> Result<T, String> {
+    async fn call<T>(&self, what: &str, fut: impl Future<Output = octocrab::Result<T>>) -> Result<T, CiError> {
         match tokio::time::timeout(self.timeout, fut).await {
-            Err(_) => Err(format!("GitHub did not answer {what} within {} s", self.timeout.as_secs_f64())),
+            Err(_) => Err(self.timed_out(what)),
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.scrub(describe(&e, what))),
+            Ok(Err(e)) => Err(self.failed(&e, what)),
+        }
+    }
+
+    fn timed_out(&self, what: &str) -> CiError {
+        CiError::Timeout(format!("GitHub did not answer {what} within {} s", self.timeout.as_secs_f64()))
+    }
+
+    /// The error of a request that got an error back, its text scrubbed of the token.
+    fn failed(&self, e: &octocrab::Error, what: &str) -> CiError {
+        let text = self.scrub(describe(e, what));
+        match e {
+            octocrab::Error::GitHub { source, .. } => CiError::Api { status: source.status_code.as_u16(), message: text },
+            _ => CiError::Transport(text),
         }
     }
 
@@ -196,21 +209,33 @@ fn chain(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
+/// The same error, its text followed by `note`.
+fn annotate(e: CiError, note: &str) -> CiError {
+    let more = |m: String| format!("{m} {note}");
+    match e {
+        CiError::Invalid(m) => CiError::Invalid(more(m)),
+        CiError::Api { status, message } => CiError::Api { status, message: more(message) },
+        CiError::Timeout(m) => CiError::Timeout(more(m)),
+        CiError::Transport(m) => CiError::Transport(more(m)),
+        CiError::Unexpected(m) => CiError::Unexpected(more(m)),
+    }
+}
+
 fn is_status(e: &octocrab::Error, status: u16) -> bool {
     matches!(e, octocrab::Error::GitHub { source, .. } if source.status_code.as_u16() == status)
 }
 
 /// `owner/name`, each made of letters, digits, `-`, `_` and `.`.
-fn split_repo(repo: &str) -> Result<(&str, &str), String> {
+fn split_repo(repo: &str) -> Result<(&str, &str), CiError> {
     let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     match repo.split_once('/') {
         Some((o, n)) if ok(o) && ok(n) && n != "." && n != ".." => Ok((o, n)),
-        _ => Err(format!("{repo:?} is not a GitHub repository (expected owner/name)")),
+        _ => Err(CiError::Invalid(format!("{repo:?} is not a GitHub repository (expected owner/name)"))),
     }
 }
 
 /// A workflow's file name (`ci.yml`) or numeric id.
-fn check_workflow(workflow: &str) -> Result<(), String> {
+fn check_workflow(workflow: &str) -> Result<(), CiError> {
     if !workflow.is_empty()
         && workflow != "."
         && workflow != ".."
@@ -218,7 +243,7 @@ fn check_workflow(workflow: &str) -> Result<(), String> {
     {
         Ok(())
     } else {
-        Err(format!("{workflow:?} is not a workflow file name (like ci.yml) or id"))
+        Err(CiError::Invalid(format!("{workflow:?} is not a workflow file name (like ci.yml) or id")))
     }
 }
 
@@ -238,7 +263,7 @@ fn encode_ref_path(name: &str) -> String {
 #[async_trait]
 impl Ci for GitHubCi {
     /// `query.per_page` 0 leaves GitHub's default (30); more than 100 is sent as 100.
-    async fn runs(&self, repo: &str, workflow: &str, query: &RunQuery) -> Result<Vec<WorkflowRun>, String> {
+    async fn runs(&self, repo: &str, workflow: &str, query: &RunQuery) -> Result<Vec<WorkflowRun>, CiError> {
         let (o, r) = split_repo(repo)?;
         check_workflow(workflow)?;
         let route = format!("/repos/{o}/{r}/actions/workflows/{workflow}/runs");
@@ -254,24 +279,24 @@ impl Ci for GitHubCi {
         Ok(runs)
     }
 
-    async fn run(&self, repo: &str, id: u64) -> Result<WorkflowRun, String> {
+    async fn run(&self, repo: &str, id: u64) -> Result<WorkflowRun, CiError> {
         let (o, r) = split_repo(repo)?;
         let route = format!("/repos/{o}/{r}/actions/runs/{id}");
         let run: RunWire = self.call(&format!("GET {route}"), self.crab.get(&route, None::<&()>)).await?;
         Ok(run.into())
     }
 
-    async fn tag_commit(&self, repo: &str, tag: &str) -> Result<Option<String>, String> {
+    async fn tag_commit(&self, repo: &str, tag: &str) -> Result<Option<String>, CiError> {
         let (o, r) = split_repo(repo)?;
         let tag = tag.strip_prefix("refs/tags/").unwrap_or(tag);
         if tag.is_empty() || tag.starts_with('/') || tag.ends_with('/') || tag.split('/').any(|p| p == "." || p == "..") {
-            return Err(format!("{tag:?} is not a tag name"));
+            return Err(CiError::Invalid(format!("{tag:?} is not a tag name")));
         }
         let encoded = encode_ref_path(tag);
         let what = format!("GET /repos/{o}/{r}/git/ref/tags/{encoded}");
         let git = self.crab.git(o, r);
         let found = match tokio::time::timeout(self.timeout, git.get_ref(&Reference::Tag(encoded.clone()))).await {
-            Err(_) => return Err(format!("GitHub did not answer {what} within {} s", self.timeout.as_secs_f64())),
+            Err(_) => return Err(self.timed_out(&what)),
             Ok(Ok(reference)) => reference,
             Ok(Err(e)) if is_status(&e, 404) => {
                 // No such tag — or no such repository (or one the token cannot see).
@@ -279,10 +304,10 @@ impl Ci for GitHubCi {
                 let repo_check = format!("GET {route}");
                 self.call(&repo_check, self.crab.get::<serde_json::Value, _, ()>(&route, None))
                     .await
-                    .map_err(|e| format!("{e} (so the tag {tag} cannot be looked up)"))?;
+                    .map_err(|e| annotate(e, &format!("(so the tag {tag} cannot be looked up)")))?;
                 return Ok(None);
             }
-            Ok(Err(e)) => return Err(self.scrub(describe(&e, &what))),
+            Ok(Err(e)) => return Err(self.failed(&e, &what)),
         };
         let mut object = found.object;
         for _ in 0..MAX_TAG_DEPTH {
@@ -291,27 +316,27 @@ impl Ci for GitHubCi {
                 Object::Tag { sha, .. } => {
                     let tag_obj = self.call(&format!("GET /repos/{o}/{r}/git/tags/{sha}"), git.get_tag(sha.clone())).await?;
                     let Some(target) = tag_obj.object else {
-                        return Err(format!("GitHub's tag object {sha} for {tag} names no object"));
+                        return Err(CiError::Unexpected(format!("GitHub's tag object {sha} for {tag} names no object")));
                     };
                     object = match target.r#type.as_str() {
                         "commit" => Object::Commit { sha: target.sha, url: target.url },
                         "tag" => Object::Tag { sha: target.sha, url: target.url },
-                        other => return Err(format!("tag {tag} points at a {other}, not a commit")),
+                        other => return Err(CiError::Unexpected(format!("tag {tag} points at a {other}, not a commit"))),
                     };
                 }
-                Object::Tree { .. } => return Err(format!("tag {tag} points at a tree, not a commit")),
-                Object::Blob { .. } => return Err(format!("tag {tag} points at a blob, not a commit")),
-                _ => return Err(format!("tag {tag} points at an object that is not a commit")),
+                Object::Tree { .. } => return Err(CiError::Unexpected(format!("tag {tag} points at a tree, not a commit"))),
+                Object::Blob { .. } => return Err(CiError::Unexpected(format!("tag {tag} points at a blob, not a commit"))),
+                _ => return Err(CiError::Unexpected(format!("tag {tag} points at an object that is not a commit"))),
             }
         }
-        Err(format!("tag {tag} is nested deeper than {MAX_TAG_DEPTH} tag objects"))
+        Err(CiError::Unexpected(format!("tag {tag} is nested deeper than {MAX_TAG_DEPTH} tag objects")))
     }
 
-    async fn dispatch(&self, repo: &str, workflow: &str, git_ref: &str, inputs: &BTreeMap<String, String>) -> Result<(), String> {
+    async fn dispatch(&self, repo: &str, workflow: &str, git_ref: &str, inputs: &BTreeMap<String, String>) -> Result<(), CiError> {
         let (o, r) = split_repo(repo)?;
         check_workflow(workflow)?;
         if git_ref.trim().is_empty() {
-            return Err("a workflow dispatch needs a ref (branch or tag)".to_string());
+            return Err(CiError::Invalid("a workflow dispatch needs a ref (branch or tag)".to_string()));
         }
         let what = format!("POST /repos/{o}/{r}/actions/workflows/{workflow}/dispatches");
         let actions = self.crab.actions();
@@ -332,6 +357,7 @@ mod tests {
     #[test]
     fn repo_and_workflow_names_are_checked() {
         assert_eq!(split_repo("acme/promotions"), Ok(("acme", "promotions")));
+        assert!(matches!(split_repo("acme"), Err(CiError::Invalid(_))), "refused before anything is sent");
         assert!(split_repo("acme").is_err());
         assert!(split_repo("acme/pro/motions").is_err());
         assert!(split_repo("acme/..").is_err());

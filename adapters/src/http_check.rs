@@ -4,7 +4,7 @@
 //! (refused, timed out, TLS, DNS) and name the URL without its credentials or query.
 
 use async_trait::async_trait;
-use runbot_commands::ports::{HttpAnswer, HttpCheck};
+use runbot_commands::ports::{HttpAnswer, HttpCheck, HttpCheckError};
 use std::error::Error as _;
 use std::time::{Duration, Instant};
 
@@ -31,32 +31,36 @@ impl ReqwestCheck {
 
 #[async_trait]
 impl HttpCheck for ReqwestCheck {
-    async fn get(&self, url: &str, timeout: Duration) -> Result<HttpAnswer, String> {
+    async fn get(&self, url: &str, timeout: Duration) -> Result<HttpAnswer, HttpCheckError> {
         let shown = display_url(url);
-        let parsed = reqwest::Url::parse(url).map_err(|e| format!("GET {shown}: not a valid URL: {e}"))?;
+        let parsed = reqwest::Url::parse(url).map_err(|e| HttpCheckError::InvalidUrl(format!("GET {shown}: not a valid URL: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!("GET {shown}: only http and https URLs can be checked"));
+            return Err(HttpCheckError::InvalidUrl(format!("GET {shown}: only http and https URLs can be checked")));
         }
+        let failed = |e: &reqwest::Error, during: &str| {
+            let text = format!("GET {shown}: {during}{}", describe(e, timeout));
+            if timed_out(e) { HttpCheckError::Timeout(text) } else { HttpCheckError::Transport(text) }
+        };
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut resp = self
             .client
             .client()
-            .map_err(|e| format!("GET {shown}: {e}"))?
+            .map_err(|e| HttpCheckError::Transport(format!("GET {shown}: {e}")))?
             .get(parsed)
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| format!("GET {shown}: {}", describe(&e, timeout)))?;
+            .map_err(|e| failed(&e, ""))?;
         let status = resp.status().as_u16();
         let mut body = Vec::new();
         while body.len() < BODY_LIMIT {
             let chunk = match tokio::time::timeout_at(deadline, resp.chunk()).await {
                 Err(_) => {
-                    return Err(format!("GET {shown}: timed out after {timeout:?} reading the body (HTTP {status})"));
+                    return Err(HttpCheckError::Timeout(format!("GET {shown}: timed out after {timeout:?} reading the body (HTTP {status})")));
                 }
                 Ok(Err(e)) => {
-                    return Err(format!("GET {shown}: reading the body (HTTP {status}): {}", describe(&e, timeout)));
+                    return Err(failed(&e, &format!("reading the body (HTTP {status}): ")));
                 }
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(c))) => c,
@@ -94,6 +98,20 @@ fn chain(e: &reqwest::Error) -> String {
         src = s.source();
     }
     if parts.is_empty() { e.to_string() } else { parts.join(": ") }
+}
+
+/// Whether the request ran out of time (reqwest's own timeout, or the socket's).
+fn timed_out(e: &reqwest::Error) -> bool {
+    let mut src: Option<&dyn std::error::Error> = e.source();
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        src = s.source();
+    }
+    e.is_timeout()
 }
 
 /// What went wrong, in words an operator acts on: `connection refused`, `timed out after

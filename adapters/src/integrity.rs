@@ -2,7 +2,7 @@
 //! counts of critical tables (names validated and quoted) and SQL checks that must return true.
 
 use async_trait::async_trait;
-use runbot_commands::ports::integrity::{CheckResult, DbChecker, SqlCheck, TableCheck};
+use runbot_commands::ports::integrity::{CheckResult, DbCheckError, DbChecker, SqlCheck, TableCheck};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 
 pub struct PgChecker;
@@ -25,12 +25,14 @@ fn quoted(table: &str) -> Result<String, String> {
 
 #[async_trait]
 impl DbChecker for PgChecker {
-    async fn run(&self, url: &str, tables: &[TableCheck], checks: &[SqlCheck]) -> Result<Vec<CheckResult>, String> {
+    async fn run(&self, url: &str, tables: &[TableCheck], checks: &[SqlCheck]) -> Result<Vec<CheckResult>, DbCheckError> {
         // The URL carries credentials: never echo it.
-        let mut conn =
-            PgConnection::connect(url).await.map_err(|e| format!("cannot connect to the database: {}", e.to_string().replace(url, "***")))?;
-        let mut tx = conn.begin().await.map_err(|e| format!("cannot start a transaction: {e}"))?;
-        sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await.map_err(|e| format!("cannot make the transaction read-only: {e}"))?;
+        let mut conn = PgConnection::connect(url).await.map_err(|e| DbCheckError::Connect(e.to_string().replace(url, "***")))?;
+        let mut tx = conn.begin().await.map_err(|e| DbCheckError::Transaction(format!("cannot start a transaction: {e}")))?;
+        sqlx::query("SET TRANSACTION READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| DbCheckError::Transaction(format!("cannot make the transaction read-only: {e}")))?;
         let mut out = Vec::new();
         for t in tables {
             let name = format!("rows in {}", t.table);
@@ -48,8 +50,8 @@ impl DbChecker for PgChecker {
             // A failed statement aborts a PostgreSQL transaction: start a fresh one.
             if !out.last().is_some_and(|r| r.ok) {
                 drop(tx);
-                tx = conn.begin().await.map_err(|e| format!("cannot start a transaction: {e}"))?;
-                sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await.map_err(|e| format!("{e}"))?;
+                tx = conn.begin().await.map_err(|e| DbCheckError::Transaction(format!("cannot start a transaction: {e}")))?;
+                sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await.map_err(|e| DbCheckError::Transaction(e.to_string()))?;
             }
         }
         for c in checks {
@@ -64,8 +66,8 @@ impl DbChecker for PgChecker {
             out.push(result);
             if failed {
                 drop(tx);
-                tx = conn.begin().await.map_err(|e| format!("cannot start a transaction: {e}"))?;
-                sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await.map_err(|e| format!("{e}"))?;
+                tx = conn.begin().await.map_err(|e| DbCheckError::Transaction(format!("cannot start a transaction: {e}")))?;
+                sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await.map_err(|e| DbCheckError::Transaction(e.to_string()))?;
             }
         }
         let _ = tx.rollback().await;

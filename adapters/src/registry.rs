@@ -19,7 +19,7 @@
 use crate::http_check::{describe, display_url};
 use async_trait::async_trait;
 use runbot_commands::config::Secret;
-use runbot_commands::ports::Registry;
+use runbot_commands::ports::{Registry, RegistryError};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -191,8 +191,9 @@ impl RegistryClient {
     }
 
     /// A token from the challenge's realm.
-    async fn fetch_token(&self, host: &str, realm: &str, service: Option<&str>, scope: &str) -> Result<String, String> {
-        let realm_url = reqwest::Url::parse(realm).map_err(|e| format!("registry {host}: invalid token realm {realm:?}: {e}"))?;
+    async fn fetch_token(&self, host: &str, realm: &str, service: Option<&str>, scope: &str) -> Result<String, RegistryError> {
+        let realm_url =
+            reqwest::Url::parse(realm).map_err(|e| RegistryError::Protocol(format!("registry {host}: invalid token realm {realm:?}: {e}")))?;
         let mut url = realm_url.clone();
         {
             let mut q = url.query_pairs_mut();
@@ -202,7 +203,7 @@ impl RegistryClient {
             q.append_pair("scope", scope);
         }
         let shown = display_url(realm);
-        let mut rb = self.http.client()?.get(url).timeout(self.timeout);
+        let mut rb = self.http.client().map_err(RegistryError::Transport)?.get(url).timeout(self.timeout);
         if let Some(c) = self.credentials.get(host) {
             let realm_host = realm_url.host_str().unwrap_or("");
             let realm_hp = match realm_url.port() {
@@ -210,35 +211,39 @@ impl RegistryClient {
                 None => realm_host.to_string(),
             };
             if realm_url.scheme() != "https" && !self.plain_http_ok(&realm_hp, realm_host) {
-                return Err(format!(
+                return Err(RegistryError::Protocol(format!(
                     "registry {host}: its token service {shown} is plain HTTP; refusing to send the credentials of {} there",
                     c.user
-                ));
+                )));
             }
             rb = rb.basic_auth(&c.user, Some(c.password.expose()));
         }
-        let resp = rb.send().await.map_err(|e| format!("registry {host}: token service {shown}: {}", describe(&e, self.timeout)))?;
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| RegistryError::Transport(format!("registry {host}: token service {shown}: {}", describe(&e, self.timeout))))?;
         let status = resp.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-            return Err(match self.credentials.get(host) {
+            return Err(RegistryError::Unauthorized(match self.credentials.get(host) {
                 Some(c) => format!("registry {host}: the token service {shown} refused the credentials of {} (HTTP {})", c.user, status.as_u16()),
                 None => format!(
                     "registry {host}: the token service {shown} requires credentials (HTTP {}); no credentials are configured for {host}",
                     status.as_u16()
                 ),
-            });
+            }));
         }
         if !status.is_success() {
-            return Err(format!("registry {host}: the token service {shown} answered HTTP {}", status.as_u16()));
+            return Err(RegistryError::Protocol(format!("registry {host}: the token service {shown} answered HTTP {}", status.as_u16())));
         }
-        let body: serde_json::Value =
-            resp.json().await.map_err(|e| format!("registry {host}: the token service {shown} sent no JSON: {}", describe(&e, self.timeout)))?;
+        let body: serde_json::Value = resp.json().await.map_err(|e| {
+            RegistryError::Protocol(format!("registry {host}: the token service {shown} sent no JSON: {}", describe(&e, self.timeout)))
+        })?;
         let token = body
             .get("token")
             .or_else(|| body.get("access_token"))
             .and_then(|t| t.as_str())
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| format!("registry {host}: the token service {shown} sent no token"))?
+            .ok_or_else(|| RegistryError::Protocol(format!("registry {host}: the token service {shown} sent no token")))?
             .to_string();
         let ttl = body.get("expires_in").and_then(|v| v.as_u64()).unwrap_or(60).max(1);
         // Renew a little before the registry would refuse it.
@@ -264,14 +269,14 @@ fn host_name(host: &str) -> &str {
 
 #[async_trait]
 impl Registry for RegistryClient {
-    async fn tag_exists(&self, image: &str, tag: &str) -> Result<bool, String> {
-        let r = parse_image(image)?;
+    async fn tag_exists(&self, image: &str, tag: &str) -> Result<bool, RegistryError> {
+        let r = parse_image(image).map_err(RegistryError::Invalid)?;
         if tag.is_empty()
             || tag.len() > 128
             || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
             || tag.starts_with(['.', '-'])
         {
-            return Err(format!("invalid tag {tag:?}"));
+            return Err(RegistryError::Invalid(format!("invalid tag {tag:?}")));
         }
         let host = r.host.to_ascii_lowercase();
         let url = format!("{}://{}/v2/{}/manifests/{}", self.scheme(&host), host, r.repository, tag);
@@ -283,8 +288,8 @@ impl Registry for RegistryClient {
             (None, Some(c)) if self.basic_hosts.lock().unwrap_or_else(|e| e.into_inner()).contains(&host) => Auth::Basic(c),
             _ => Auth::None,
         };
-        let transport = |e: reqwest::Error| format!("registry {host}: {}", describe(&e, self.timeout));
-        let http = self.http.client().map_err(|e| format!("registry {host}: {e}"))?;
+        let transport = |e: reqwest::Error| RegistryError::Transport(format!("registry {host}: {}", describe(&e, self.timeout)));
+        let http = self.http.client().map_err(|e| RegistryError::Transport(format!("registry {host}: {e}")))?;
         let mut resp = self.head(http, &url, &auth).await.map_err(transport)?;
         // One answer to a challenge, then the verdict.
         if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
@@ -296,9 +301,9 @@ impl Registry for RegistryClient {
                         Some(Auth::Basic(c))
                     }
                     None => {
-                        return Err(format!(
+                        return Err(RegistryError::Unauthorized(format!(
                             "registry {host}: HTTP 401 Unauthorized: it requires credentials (Basic); no credentials are configured for {host}"
-                        ));
+                        )));
                     }
                 },
                 (Some(Challenge::Basic), _) => None,
@@ -306,7 +311,9 @@ impl Registry for RegistryClient {
                     if matches!(auth, Auth::Bearer(_)) && error.as_deref() == Some("insufficient_scope") {
                         None
                     } else if realm.is_empty() {
-                        return Err(format!("registry {host}: HTTP 401 Unauthorized with a Bearer challenge without a realm"));
+                        return Err(RegistryError::Protocol(format!(
+                            "registry {host}: HTTP 401 Unauthorized with a Bearer challenge without a realm"
+                        )));
                     } else {
                         let want = ch_scope.clone().unwrap_or_else(|| scope.clone());
                         let token = self.fetch_token(&host, realm, service.as_deref(), &want).await?;
@@ -314,7 +321,9 @@ impl Registry for RegistryClient {
                     }
                 }
                 (Some(Challenge::Other(s)), _) => {
-                    return Err(format!("registry {host}: HTTP 401 Unauthorized with an unsupported authentication scheme {s:?}"));
+                    return Err(RegistryError::Protocol(format!(
+                        "registry {host}: HTTP 401 Unauthorized with an unsupported authentication scheme {s:?}"
+                    )));
                 }
                 (None, _) => None,
             };
@@ -339,14 +348,18 @@ impl Registry for RegistryClient {
                     (Auth::None, Some(_)) => "it refused the request".to_string(),
                     (Auth::None, None) => format!("no credentials are configured for {host}"),
                 };
-                Err(format!(
+                Err(RegistryError::Unauthorized(format!(
                     "registry {host}: HTTP {} {} for {}:{tag}: {why}",
                     status.as_u16(),
                     status.canonical_reason().unwrap_or(""),
                     r.repository
-                ))
+                )))
             }
-            code => Err(format!("registry {host}: HTTP {code} {} for {}:{tag}", status.canonical_reason().unwrap_or(""), r.repository)),
+            code => Err(RegistryError::Protocol(format!(
+                "registry {host}: HTTP {code} {} for {}:{tag}",
+                status.canonical_reason().unwrap_or(""),
+                r.repository
+            ))),
         }
     }
 }

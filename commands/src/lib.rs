@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod model;
 pub mod ports;
 pub mod runbook;
+pub mod setup;
 pub mod steps;
 pub mod store_memory;

@@ -218,6 +218,22 @@ pub struct ArtifactRef {
     pub bytes: usize,
 }
 
+/// What a rollback goes from and back to, as its `rollback-target` step resolved it before the
+/// approval: the later steps (`rollback-apply`, `deploy-verify`, `rollback-evidence`) act on
+/// this, while the approvers see it as the execution's resolved lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackTarget {
+    pub from: Deployed,
+    pub to: Deployed,
+}
+
+/// One deployed state of a service: its version and, for a Helm release, the revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployed {
+    pub revision: Option<u32>,
+    pub version: String,
+}
+
 /// A follow-up button a failed or cancelled execution offers: it starts runbook `runbook` on
 /// the same target, under that runbook's own approval policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,6 +281,9 @@ pub struct Execution {
     /// part of the plan the approvers see.
     #[serde(default)]
     pub resolved: Vec<String>,
+    /// A rollback's target in structured form, resolved with (and shown as) `resolved`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackTarget>,
     pub expires_at: Option<DateTime<Utc>>,
     pub messages: Vec<MessageRef>,
     /// Notable events shown under the steps (voided approvals, resumed after restart, ...).

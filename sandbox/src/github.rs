@@ -31,6 +31,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
+use runbot_commands::setup::{SetupResult, ensure};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -204,11 +205,10 @@ impl Drop for FakeGitHub {
 impl FakeGitHub {
     /// Binds `listen` (port 0 for a random port; only 127.0.0.1 is accepted) and serves.
     /// No token is required until [`FakeGitHub::set_token`].
-    pub async fn start(listen: SocketAddr, timing: Timing) -> anyhow::Result<FakeGitHub> {
-        anyhow::ensure!(
-            listen.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            "the fake GitHub listens on 127.0.0.1 only, not {listen}"
-        );
+    pub async fn start(listen: SocketAddr, timing: Timing) -> SetupResult<FakeGitHub> {
+        ensure(listen.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), || {
+            format!("the fake GitHub listens on 127.0.0.1 only, not {listen}")
+        })?;
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {

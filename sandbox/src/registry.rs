@@ -36,6 +36,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use runbot_commands::setup::{SetupResult, ensure};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -126,8 +127,10 @@ pub struct FakeRegistry {
 impl FakeRegistry {
     /// Binds `addr` (127.0.0.1 only; port 0 for a random one) and serves, open (no
     /// credentials) until [`FakeRegistry::require_basic`] or [`FakeRegistry::require_bearer`].
-    pub async fn start(addr: SocketAddr) -> anyhow::Result<FakeRegistry> {
-        anyhow::ensure!(addr.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), "the fake registry listens on 127.0.0.1 only, not {addr}");
+    pub async fn start(addr: SocketAddr) -> SetupResult<FakeRegistry> {
+        ensure(addr.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), || {
+            format!("the fake registry listens on 127.0.0.1 only, not {addr}")
+        })?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let inner = Arc::new(Inner {

@@ -8,6 +8,7 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use runbot_commands::setup::{SetupResult, ensure};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,8 +37,10 @@ pub struct SmokeServer {
 impl SmokeServer {
     /// Binds `addr` (127.0.0.1 only; port 0 for a random one) and serves `GET /health` and
     /// `GET /` with `health()`'s answer (`text/plain`). Other paths are 404, other methods 405.
-    pub async fn start(addr: SocketAddr, health: Health) -> anyhow::Result<SmokeServer> {
-        anyhow::ensure!(addr.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), "the smoke endpoint listens on 127.0.0.1 only, not {addr}");
+    pub async fn start(addr: SocketAddr, health: Health) -> SetupResult<SmokeServer> {
+        ensure(addr.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), || {
+            format!("the smoke endpoint listens on 127.0.0.1 only, not {addr}")
+        })?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let inner = Arc::new(Inner { health, delay: Mutex::new(Duration::ZERO), hits: AtomicU64::new(0) });
@@ -66,7 +69,7 @@ impl SmokeServer {
         ns: &str,
         deployment: &str,
         healthy: impl Fn(&str) -> bool + Send + Sync + 'static,
-    ) -> anyhow::Result<SmokeServer> {
+    ) -> SetupResult<SmokeServer> {
         let shared = cluster.shared();
         let (ns, deployment) = (ns.to_string(), deployment.to_string());
         let health: Health = Arc::new(move || match shared.deployment_pods(&ns, &deployment) {

@@ -45,7 +45,7 @@ fn the_demo_world_is_valid() {
     let settings = Settings::load(&path, &StepKinds::shipped()).unwrap_or_else(|p| panic!("demo config: {p:?}"));
     assert!(settings.runbooks.contains_key("cache-flush"));
     assert!(settings.runbooks.contains_key("deploy") && settings.runbooks.contains_key("rollback"));
-    assert_eq!(settings.config.services["promotions"].environments["prod"].driver.as_deref(), Some("helm"));
+    assert_eq!(settings.config.services["promotions"].environments["prod"].driver, Some(runbot_commands::config::Driver::Helm));
     assert!(dir.path().join("bin/helm").is_symlink() && dir.path().join("charts/promotions/Chart.yaml").is_file());
     assert!(settings.config.store.url.starts_with("sqlite://"));
 }

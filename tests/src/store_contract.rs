@@ -128,6 +128,7 @@ pub fn sample(id: ExecutionId, target: &str, state: ExecState) -> Execution {
             spent: None,
         }),
         inbox: None,
+        rollback: None,
         cancel_requested: None,
         created_at: at,
         updated_at: at,

@@ -45,11 +45,12 @@ impl ConsoleChat {
 
     /// A console that keeps its messages in `path` (JSON lines; the last line for an id wins).
     /// Unreadable lines are skipped with a warning, never fatal.
-    pub fn with_history(path: PathBuf) -> anyhow::Result<Self> {
+    pub fn with_history(path: PathBuf) -> Result<Self, runbot_commands::setup::SetupError> {
+        use runbot_commands::setup::{Doing, SetupError};
         let chat = ConsoleChat { history: Some(path.clone()), ..Self::in_memory() };
         if path.exists() {
-            let text = std::fs::read_to_string(&path)?;
-            let mut st = chat.state.lock().map_err(|_| anyhow::anyhow!("console state poisoned"))?;
+            let text = std::fs::read_to_string(&path).doing(format_args!("reading the console history {}", path.display()))?;
+            let mut st = chat.state.lock().map_err(|_| SetupError("console state poisoned".into()))?;
             for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
                 match serde_json::from_str::<ConsoleMessage>(line) {
                     Ok(m) => {

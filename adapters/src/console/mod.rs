@@ -52,12 +52,13 @@ pub enum ConsoleAuth {
 
 impl ConsoleAuth {
     /// `runbot serve`'s console authentication, from validated settings.
-    pub fn from_config(c: &ConsoleConfig) -> anyhow::Result<ConsoleAuth> {
+    pub fn from_config(c: &ConsoleConfig) -> Result<ConsoleAuth, runbot_commands::setup::SetupError> {
+        use runbot_commands::setup::{Doing, SetupError};
         Ok(match c.auth {
             ConsoleAuthMode::Loopback => ConsoleAuth::Loopback(c.local_identity.clone().map(Identity::new)),
             ConsoleAuthMode::Proxy => ConsoleAuth::Proxy {
-                trusted: c.trusted_proxies.iter().map(|t| IpNet::parse(t).map_err(anyhow::Error::msg)).collect::<anyhow::Result<_>>()?,
-                header: HeaderName::try_from(c.user_header.as_str())?,
+                trusted: c.trusted_proxies.iter().map(|t| IpNet::parse(t).map_err(SetupError)).collect::<Result<_, _>>()?,
+                header: HeaderName::try_from(c.user_header.as_str()).doing("console.user_header")?,
             },
         })
     }

@@ -435,11 +435,15 @@ impl Discord {
     /// In mode `gateway`, starts the gateway client feeding [`DiscordState::handle_interaction`];
     /// `None` in mode `http`. The bot token is resolved again from `cfg` (never kept in the
     /// adapter outside the REST client).
-    pub fn gateway(&self, cfg: &DiscordConfig, pipeline: &Arc<crate::inbound::Pipeline>) -> anyhow::Result<Option<Gateway>> {
+    pub fn gateway(
+        &self,
+        cfg: &DiscordConfig,
+        pipeline: &Arc<crate::inbound::Pipeline>,
+    ) -> Result<Option<Gateway>, runbot_commands::setup::SetupError> {
         if self.mode != DiscordMode::Gateway {
             return Ok(None);
         }
-        let token = cfg.bot_token.resolve().map_err(|why| anyhow::anyhow!("discord.bot_token: {why}"))?;
+        let token = runbot_commands::setup::Doing::doing(cfg.bot_token.resolve(), "discord.bot_token")?;
         let handler: Arc<dyn InteractionHandler> = Arc::new(self.state(pipeline));
         Ok(Some(Gateway::spawn(self.chat.clone(), GatewayOptions::new(token), handler)))
     }

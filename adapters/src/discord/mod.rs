@@ -31,6 +31,7 @@ use crate::inbound::{ChatAdapter, Pipeline};
 use async_trait::async_trait;
 use runbot_commands::config::{DiscordConfig, DiscordMode, SecretRef};
 use runbot_commands::engine::Engine;
+use runbot_commands::setup::{Doing, SetupError};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,15 +100,15 @@ pub fn api_base(api_url: &str) -> String {
 
 impl Discord {
     /// Resolves the secrets and builds the REST client. Errors name the key, never a value.
-    pub fn from_config(cfg: &DiscordConfig) -> anyhow::Result<Discord> {
-        let resolve = |key: &str, r: &SecretRef| r.resolve().map_err(|why| anyhow::anyhow!("discord.{key}: {why}"));
+    pub fn from_config(cfg: &DiscordConfig) -> Result<Discord, SetupError> {
+        let resolve = |key: &str, r: &SecretRef| r.resolve().doing(format_args!("discord.{key}"));
         let bot_token = resolve("bot_token", &cfg.bot_token)?;
         let verifier = match &cfg.public_key {
-            Some(r) => Some(Verifier::new(resolve("public_key", r)?.expose()).map_err(|why| anyhow::anyhow!("discord.public_key: {why}"))?),
+            Some(r) => Some(Verifier::new(resolve("public_key", r)?.expose()).doing("discord.public_key")?),
             None => None,
         };
         if cfg.mode == DiscordMode::Http && verifier.is_none() {
-            anyhow::bail!("discord.public_key: required with mode = \"http\"");
+            return Err(SetupError("discord.public_key: required with mode = \"http\"".into()));
         }
         let chat = DiscordChat::new(DiscordChatOptions {
             api_url: api_base(&cfg.api_url),
@@ -118,7 +119,7 @@ impl Discord {
             mention: cfg.mention.clone(),
             timeout: Duration::from_secs(10),
         })
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(SetupError)?;
         Ok(Discord { chat: Arc::new(chat), metrics: Arc::new(Metrics::default()), mode: cfg.mode, verifier })
     }
 
@@ -137,7 +138,7 @@ impl Discord {
 
     /// Starts the configured transport on `pipeline` (the endpoint, or the gateway): the
     /// platform as `runbot serve` wires it.
-    pub fn start(self, cfg: &DiscordConfig, pipeline: &Arc<Pipeline>) -> anyhow::Result<DiscordAdapter> {
+    pub fn start(self, cfg: &DiscordConfig, pipeline: &Arc<Pipeline>) -> Result<DiscordAdapter, runbot_commands::setup::SetupError> {
         let routes = self.router(pipeline);
         let gateway = self.gateway(cfg, pipeline)?;
         Ok(DiscordAdapter { metrics: self.metrics, routes, state: gateway.as_ref().map(|g| g.state()), gateway: tokio::sync::Mutex::new(gateway) })
@@ -146,12 +147,12 @@ impl Discord {
     /// Bulk-overwrites the application's commands with `/ops` as generated from the grammar
     /// ([`commands::definitions`]): in `guild` (instant), or globally when `None`. Returns the
     /// names of the sub-commands Discord stored.
-    pub async fn register_commands(&self, guild: Option<&str>) -> anyhow::Result<Vec<String>> {
-        let stored = self.chat.register_commands(guild, &commands::definitions()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    pub async fn register_commands(&self, guild: Option<&str>) -> Result<Vec<String>, SetupError> {
+        let stored = self.chat.register_commands(guild, &commands::definitions()).await.map_err(|e| SetupError(e.to_string()))?;
         let ops = stored
             .as_array()
             .and_then(|a| a.iter().find(|c| c["name"] == commands::COMMAND))
-            .ok_or_else(|| anyhow::anyhow!("Discord's answer does not list /{}", commands::COMMAND))?;
+            .ok_or_else(|| SetupError(format!("Discord's answer does not list /{}", commands::COMMAND)))?;
         Ok(ops["options"].as_array().into_iter().flatten().filter_map(|o| o["name"].as_str().map(str::to_string)).collect())
     }
 

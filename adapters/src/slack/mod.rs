@@ -94,8 +94,9 @@ pub struct Slack {
 
 impl Slack {
     /// Resolves the secrets and builds the Web API client. Errors name the key, never a value.
-    pub fn from_config(cfg: &SlackConfig, settings: &Settings) -> anyhow::Result<Slack> {
-        let resolve = |key: &str, r: &runbot_commands::config::SecretRef| r.resolve().map_err(|why| anyhow::anyhow!("slack.{key}: {why}"));
+    pub fn from_config(cfg: &SlackConfig, settings: &Settings) -> Result<Slack, runbot_commands::setup::SetupError> {
+        use runbot_commands::setup::Doing;
+        let resolve = |key: &str, r: &runbot_commands::config::SecretRef| r.resolve().doing(format_args!("slack.{key}"));
         let bot_token = resolve("bot_token", &cfg.bot_token)?;
         let signing_secret = cfg.signing_secret.as_ref().map(|r| resolve("signing_secret", r)).transpose()?;
         let app_token = cfg.app_token.as_ref().map(|r| resolve("app_token", r)).transpose()?;
@@ -117,7 +118,7 @@ impl Slack {
             post_interval: Duration::from_millis(cfg.post_interval_ms),
             invite,
         })
-        .map_err(|e| anyhow::anyhow!("slack: {e}"))?;
+        .doing("slack")?;
         Ok(Slack {
             chat: Arc::new(chat),
             metrics: Arc::new(Metrics::default()),

@@ -12,12 +12,12 @@ mod misc;
 
 pub use admin::{create_database, drop_database, with_database};
 
-use anyhow::{Context, bail};
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use runbot_commands::audit::{AuditEntry, AuditRecord};
 use runbot_commands::model::{Execution, ExecutionId};
 use runbot_commands::ports::store::{Inbound, InboxClaim, ListFilter, Store, StoreError, Versioned};
+use runbot_commands::setup::{Doing, SetupError};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
@@ -148,14 +148,14 @@ impl std::fmt::Debug for SqlStore {
 impl SqlStore {
     /// Connects to `sqlite:<path>` (the file is created if missing), `sqlite::memory:`, or
     /// `postgres://…`, and applies the backend's migrations.
-    pub async fn connect(url: &str) -> anyhow::Result<SqlStore> {
+    pub async fn connect(url: &str) -> Result<SqlStore, SetupError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres
         } else {
-            bail!("unsupported store URL: expected sqlite:<path> or postgres://…");
+            return Err(SetupError("unsupported store URL: expected sqlite:<path> or postgres://…".into()));
         };
         let (url, in_memory) = match backend {
             Backend::Sqlite => sqlite_url(url),
@@ -170,15 +170,15 @@ impl SqlStore {
             Backend::Sqlite => options.max_connections(4).test_before_acquire(false),
             Backend::Postgres => options.max_connections(10),
         };
-        let pool = options.connect(&url).await.with_context(|| format!("connecting to the {} store", backend.name()))?;
-        let reported = pool.acquire().await.context("acquiring a store connection")?.backend_name().to_string();
+        let pool = options.connect(&url).await.doing(format_args!("connecting to the {} store", backend.name()))?;
+        let reported = pool.acquire().await.doing("acquiring a store connection")?.backend_name().to_string();
         if reported != backend.driver_name() {
-            bail!("store URL selected {} but the driver reports {reported}", backend.driver_name());
+            return Err(SetupError(format!("store URL selected {} but the driver reports {reported}", backend.driver_name())));
         }
         if backend == Backend::Sqlite && !in_memory {
             enable_wal(&pool).await;
         }
-        backend.migrator().run(&pool).await.with_context(|| format!("applying the {} store migrations", backend.name()))?;
+        backend.migrator().run(&pool).await.doing(format_args!("applying the {} store migrations", backend.name()))?;
         let audit = audit::Writer::spawn(pool.clone(), backend, !in_memory);
         Ok(SqlStore { pool, backend, in_memory, audit })
     }
@@ -199,24 +199,24 @@ impl SqlStore {
     /// Whether the store takes a write now, within `within`: one committed update of the id
     /// counter that leaves it as it is — a real write, which a full disk, a read-only file or
     /// database, or a lock held elsewhere makes fail (for `/readyz`).
-    pub async fn write_probe(&self, within: Duration) -> anyhow::Result<()> {
+    pub async fn write_probe(&self, within: Duration) -> Result<(), SetupError> {
         let write = sqlx::query("UPDATE id_seq SET n = n WHERE id = 1").execute(&self.pool);
         match tokio::time::timeout(within, write).await {
             Ok(Ok(r)) if r.rows_affected() == 1 => Ok(()),
-            Ok(Ok(_)) => bail!("the id counter row is missing"),
-            Ok(Err(e)) => Err(e).context("a test write failed"),
-            Err(_) => bail!("a test write did not finish within {} ms", within.as_millis()),
+            Ok(Ok(_)) => Err(SetupError("the id counter row is missing".into())),
+            Ok(Err(e)) => Err(e).doing("a test write failed"),
+            Err(_) => Err(SetupError(format!("a test write did not finish within {} ms", within.as_millis()))),
         }
     }
 
     /// Whether every embedded migration for this backend has been applied successfully.
-    pub async fn migrations_applied(&self) -> anyhow::Result<bool> {
+    pub async fn migrations_applied(&self) -> Result<bool, SetupError> {
         let rows = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
             .fetch_all(&self.pool)
             .await
-            .context("reading the applied migrations")?;
+            .doing("reading the applied migrations")?;
         let applied =
-            rows.iter().map(|r| r.try_get::<i64, _>("version")).collect::<Result<HashSet<i64>, _>>().context("decoding the applied migrations")?;
+            rows.iter().map(|r| r.try_get::<i64, _>("version")).collect::<Result<HashSet<i64>, _>>().doing("decoding the applied migrations")?;
         Ok(self.backend.migrator().iter().filter(|m| !m.migration_type.is_down_migration()).all(|m| applied.contains(&m.version)))
     }
 

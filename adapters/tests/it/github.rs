@@ -4,7 +4,7 @@
 
 use futures::FutureExt;
 use runbot_adapters::github::GitHubCi;
-use runbot_commands::ports::{Ci, RunQuery, WorkflowRun};
+use runbot_commands::ports::{Ci, CiError, RunQuery, WorkflowRun};
 use runbot_sandbox::github::{DispatchHook, FakeGitHub, Timing};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -92,10 +92,14 @@ async fn latest_runs_on_a_branch_newest_first() {
 
     // An unknown workflow is GitHub's 404, named.
     let e = ci.runs(REPO, "nope.yml", &query(Some("main"), None, 5)).await.unwrap_err();
-    assert_eq!(e, "GitHub answered 404 Not Found for GET /repos/acme/promotions/actions/workflows/nope.yml/runs");
+    assert_eq!(
+        e,
+        CiError::Api { status: 404, message: "GitHub answered 404 Not Found for GET /repos/acme/promotions/actions/workflows/nope.yml/runs".into() }
+    );
     // Names that are not a repository or a workflow never reach GitHub.
     let before = gh.calls().len();
-    assert!(ci.runs("acme", "ci.yml", &query(None, None, 5)).await.unwrap_err().contains("owner/name"));
+    let e = ci.runs("acme", "ci.yml", &query(None, None, 5)).await.unwrap_err();
+    assert!(matches!(&e, CiError::Invalid(m) if m.contains("owner/name")), "{e:?}");
     assert!(ci.runs(REPO, "../x", &query(None, None, 5)).await.is_err());
     assert_eq!(gh.calls().len(), before);
     gh.shutdown().await;
@@ -118,7 +122,10 @@ async fn a_run_by_id() {
     assert!(ci.run(REPO, id).await.expect("run").succeeded(), "the state is read again, not cached");
 
     let e = ci.run(REPO, id + 1000).await.unwrap_err();
-    assert_eq!(e, format!("GitHub answered 404 Not Found for GET /repos/acme/promotions/actions/runs/{}", id + 1000));
+    assert_eq!(
+        e,
+        CiError::Api { status: 404, message: format!("GitHub answered 404 Not Found for GET /repos/acme/promotions/actions/runs/{}", id + 1000) }
+    );
     gh.shutdown().await;
 }
 
@@ -141,7 +148,7 @@ async fn tags_lightweight_and_annotated_are_peeled_to_commits() {
     assert_eq!(ci.tag_commit(REPO, "v9.9.9").await.expect("no tag"), None);
     // A repository that does not exist (or that the token cannot see) is not "no such tag".
     let e = ci.tag_commit("acme/ghost", "v1.4.0").await.unwrap_err();
-    assert!(e.contains("404 Not Found for GET /repos/acme/ghost"), "{e}");
+    assert!(matches!(e, CiError::Api { status: 404, .. }) && e.to_string().contains("404 Not Found for GET /repos/acme/ghost"), "{e}");
     gh.shutdown().await;
 }
 
@@ -216,12 +223,13 @@ async fn refused_dispatches_come_back_as_clear_errors() {
     let bad = BTreeMap::from([("environment".to_string(), "prod".to_string()), ("force".to_string(), "yes".to_string())]);
     let e = ci.dispatch(REPO, "deploy.yml", "main", &bad).await.unwrap_err();
     assert_eq!(
-        e,
+        e.to_string(),
         r#"GitHub answered 422 Unexpected inputs provided: ["force"] for POST /repos/acme/promotions/actions/workflows/deploy.yml/dispatches"#
     );
-    let e = ci.dispatch(REPO, "deploy.yml", "no-such-branch", &BTreeMap::new()).await.unwrap_err();
+    assert!(matches!(e, CiError::Api { status: 422, .. }), "{e:?}");
+    let e = ci.dispatch(REPO, "deploy.yml", "no-such-branch", &BTreeMap::new()).await.unwrap_err().to_string();
     assert!(e.starts_with("GitHub answered 422 No ref found for: no-such-branch for POST "), "{e}");
-    let e = ci.dispatch(REPO, "gone.yml", "main", &BTreeMap::new()).await.unwrap_err();
+    let e = ci.dispatch(REPO, "gone.yml", "main", &BTreeMap::new()).await.unwrap_err().to_string();
     assert!(e.starts_with("GitHub answered 404 Not Found for POST /repos/acme/promotions/actions/workflows/gone.yml"), "{e}");
     assert!(gh.runs(REPO).is_empty(), "no run was created");
     gh.shutdown().await;
@@ -235,13 +243,19 @@ async fn a_wrong_token_is_a_401_that_does_not_echo_the_token() {
     let wrong = "ghp_WrongToken1111111111111111111111";
     let ci = client(&gh, Some(wrong));
     let e = ci.runs(REPO, "ci.yml", &query(Some("main"), None, 1)).await.unwrap_err();
-    assert_eq!(e, "GitHub answered 401 Bad credentials for GET /repos/acme/promotions/actions/workflows/ci.yml/runs");
-    let e = ci.dispatch(REPO, "deploy.yml", "main", &BTreeMap::new()).await.unwrap_err();
+    assert_eq!(
+        e,
+        CiError::Api {
+            status: 401,
+            message: "GitHub answered 401 Bad credentials for GET /repos/acme/promotions/actions/workflows/ci.yml/runs".into()
+        }
+    );
+    let e = ci.dispatch(REPO, "deploy.yml", "main", &BTreeMap::new()).await.unwrap_err().to_string();
     assert!(e.contains("401 Bad credentials") && !e.contains(wrong), "{e}");
     assert!(!format!("{ci:?}").contains(wrong));
     // Without a token at all.
     let anon = client(&gh, None);
-    let e = anon.run(REPO, 1).await.unwrap_err();
+    let e = anon.run(REPO, 1).await.unwrap_err().to_string();
     assert!(e.contains("401 Requires authentication"), "{e}");
     // The right token works, sent as a bearer token.
     let ok = client(&gh, Some("ghp_RightToken0000000000000000000000"));
@@ -257,14 +271,17 @@ async fn a_server_error_surfaces_and_is_not_retried() {
     let ci = client(&gh, None);
     gh.fail_next("GET", "/actions/runs/", 500, 1);
     let e = ci.run(REPO, id).await.unwrap_err();
-    assert_eq!(e, format!("GitHub answered 500 Server Error for GET /repos/acme/promotions/actions/runs/{id}"));
+    assert_eq!(
+        e,
+        CiError::Api { status: 500, message: format!("GitHub answered 500 Server Error for GET /repos/acme/promotions/actions/runs/{id}") }
+    );
     let tries = gh.calls().iter().filter(|c| c.path.contains("/actions/runs/")).count();
     assert_eq!(tries, 1, "not retried behind the caller's back");
     assert!(ci.run(REPO, id).await.expect("the next one").succeeded());
 
     // A dispatch refused by a 503 is an error too (and was sent once).
     gh.fail_next("post", "/dispatches", 503, 1);
-    let e = ci.dispatch(REPO, "deploy.yml", "main", &BTreeMap::new()).await.unwrap_err();
+    let e = ci.dispatch(REPO, "deploy.yml", "main", &BTreeMap::new()).await.unwrap_err().to_string();
     assert!(e.starts_with("GitHub answered 503 Service Unavailable for POST"), "{e}");
     assert_eq!(gh.calls().iter().filter(|c| c.method == "POST").count(), 1);
     gh.shutdown().await;
@@ -285,7 +302,7 @@ async fn silence_and_refusal_are_bounded_and_named() {
     let started = std::time::Instant::now();
     let e = ci.run(REPO, 1).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(3), "bounded by the timeout");
-    assert_eq!(e, "GitHub did not answer GET /repos/acme/promotions/actions/runs/1 within 0.3 s");
+    assert_eq!(e, CiError::Timeout("GitHub did not answer GET /repos/acme/promotions/actions/runs/1 within 0.3 s".into()));
     holder.abort();
 
     // Nothing listening.
@@ -294,7 +311,10 @@ async fn silence_and_refusal_are_bounded_and_named() {
     drop(closed);
     let ci = GitHubCi::new(&format!("http://{addr}/api/v3"), None, Duration::from_secs(2)).expect("client");
     let e = ci.tag_commit(REPO, "v1").await.unwrap_err();
-    assert!(e.starts_with("GitHub could not be reached for GET /repos/acme/promotions/git/ref/tags/v1"), "{e}");
+    assert!(
+        matches!(&e, CiError::Transport(m) if m.starts_with("GitHub could not be reached for GET /repos/acme/promotions/git/ref/tags/v1")),
+        "{e}"
+    );
 }
 
 /// The fake speaks GitHub's wire format: octocrab's own typed models read it, and every

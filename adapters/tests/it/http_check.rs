@@ -2,7 +2,7 @@
 //! including one that follows a Deployment of the fake cluster.
 
 use runbot_adapters::http_check::ReqwestCheck;
-use runbot_commands::ports::HttpCheck;
+use runbot_commands::ports::{HttpCheck, HttpCheckError};
 use runbot_sandbox::kube::{FakeCluster, Timing};
 use runbot_sandbox::smoke::{Health, SmokeServer};
 use std::sync::Arc;
@@ -36,6 +36,8 @@ async fn status_body_and_elapsed() {
     assert!(a.elapsed >= Duration::from_millis(300), "{:?}", a.elapsed);
     let t = Instant::now();
     let err = check.get(&format!("{}/health", ok.url()), Duration::from_millis(100)).await.expect_err("timeout");
+    assert!(matches!(err, HttpCheckError::Timeout(_)), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("timed out after 100ms") && err.contains("/health"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(1));
 
@@ -56,15 +58,23 @@ async fn no_answer_at_all_is_an_error_saying_why() {
         l.local_addr().expect("addr").port()
     };
     let err = check.get(&format!("http://127.0.0.1:{port}/health"), T).await.expect_err("refused");
+    assert!(matches!(err, HttpCheckError::Transport(_)), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("connection refused") && err.contains(&format!("127.0.0.1:{port}")), "{err}");
     // The URL is shown without credentials or query.
     let err = check.get(&format!("http://user:pw@127.0.0.1:{port}/health?token=abc"), T).await.expect_err("refused");
+    assert!(matches!(err, HttpCheckError::Transport(_)), "{err:?}");
+    let err = err.to_string();
     assert!(!err.contains("pw") && !err.contains("abc"), "{err}");
     // TLS to a plain-HTTP port: a TLS error, not a hang.
     let plain = SmokeServer::start(addr(), Arc::new(|| (200, "ok".to_string()))).await.expect("smoke");
     let err = check.get(&plain.url().replace("http://", "https://"), T).await.expect_err("not TLS");
+    assert!(matches!(err, HttpCheckError::Transport(_)), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("TLS") || err.contains("tls") || err.contains("ssl"), "{err}");
     let err = check.get("ftp://127.0.0.1/x", T).await.expect_err("scheme");
+    assert!(matches!(err, HttpCheckError::InvalidUrl(_)), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("http"), "{err}");
     plain.shutdown().await;
 }

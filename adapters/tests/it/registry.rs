@@ -4,7 +4,7 @@
 
 use runbot_adapters::registry::{MANIFEST_ACCEPT, RegistryClient};
 use runbot_commands::config::{Secret, SecretRef};
-use runbot_commands::ports::Registry;
+use runbot_commands::ports::{Registry, RegistryError};
 use runbot_sandbox::registry::FakeRegistry;
 use sha2::Digest as _;
 use std::time::{Duration, Instant};
@@ -129,6 +129,8 @@ async fn basic_credentials_good_and_bad() {
 
     // None configured: the registry's 401, named, with what is missing.
     let err = client().tag_exists(&image, "1.0").await.expect_err("no credentials");
+    assert!(matches!(err, RegistryError::Unauthorized(_)), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains(&reg.host()) && err.contains("401") && err.contains("no credentials"), "{err}");
 
     let good = client().with_credentials(&reg.host(), "ci", secret(&dir, PASSWORD));
@@ -140,6 +142,8 @@ async fn basic_credentials_good_and_bad() {
 
     let bad = client().with_credentials(&reg.host(), "ci", secret(&dir, "wrong-password"));
     let err = bad.tag_exists(&image, "1.0").await.expect_err("refused");
+    assert!(matches!(err, RegistryError::Unauthorized(_)), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains(&reg.host()) && err.contains("401") && err.contains("credentials of ci were refused"), "{err}");
     assert!(!err.contains("wrong-password"), "never the password: {err}");
     reg.shutdown().await;
@@ -175,9 +179,13 @@ async fn bearer_token_flow() {
     assert_eq!(token_req.auth_scheme.as_deref(), Some("Basic"));
 
     let err = client().tag_exists(&image, "1.0").await.expect_err("anonymous token has no access");
+    assert!(matches!(err, RegistryError::Unauthorized(_)), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("401") && err.contains("no pull access") && err.contains("team/app"), "{err}");
     let bad = client().with_credentials(&reg.host(), "robot", secret(&dir, "nope-nope"));
     let err = bad.tag_exists(&image, "1.0").await.expect_err("refused");
+    assert!(matches!(err, RegistryError::Unauthorized(_)), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("refused the credentials of robot") && err.contains("401"), "{err}");
     assert!(!err.contains("nope-nope"), "{err}");
     reg.shutdown().await;
@@ -191,6 +199,8 @@ async fn unreachable_and_silent_registries() {
         l.local_addr().expect("addr").port()
     };
     let err = client().tag_exists(&format!("127.0.0.1:{port}/team/app"), "1.0").await.expect_err("refused");
+    assert!(matches!(err, RegistryError::Transport(_)), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("connection refused"), "{err}");
 
     // Accepts and never answers: the timeout, not a hang.
@@ -205,6 +215,8 @@ async fn unreachable_and_silent_registries() {
     let c = RegistryClient::new(Duration::from_millis(300)).expect("client");
     let t = Instant::now();
     let err = c.tag_exists(&format!("{addr}/team/app"), "1.0").await.expect_err("timeout");
+    assert!(matches!(err, RegistryError::Transport(_)), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("timed out") && err.contains(&addr.to_string()), "{err}");
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     holder.abort();

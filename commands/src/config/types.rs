@@ -195,6 +195,45 @@ pub enum DiscordMode {
     Gateway,
 }
 
+/// How a service environment is deployed and rolled back; written as its lower-case name
+/// (`driver = "helm"`), and stored so in each deploy step's parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum Driver {
+    /// `helm upgrade --install` of the `[..helm]` release.
+    Helm,
+    /// A GitHub Actions workflow dispatched and followed (`[..pipeline]`).
+    Pipeline,
+    /// Docker Swarm: `docker stack deploy` or `docker service update` (`[..swarm]`).
+    Swarm,
+}
+
+impl Driver {
+    pub const ALL: [Driver; 3] = [Driver::Helm, Driver::Pipeline, Driver::Swarm];
+
+    /// The name written in the config (and the name of the driver's section).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Helm => "helm",
+            Driver::Pipeline => "pipeline",
+            Driver::Swarm => "swarm",
+        }
+    }
+}
+
+impl TryFrom<String> for Driver {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Driver::ALL.into_iter().find(|d| d.as_str() == s).ok_or_else(|| format!("unknown driver '{s}'; use helm, pipeline or swarm"))
+    }
+}
+
+impl std::fmt::Display for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 fn default_discord_api() -> String {
     "https://discord.com/api/v10".into()
 }
@@ -732,7 +771,7 @@ pub struct TargetEnvConfig {
     /// How `deploy` and `rollback` act: `helm`, `pipeline` or `swarm` (with the section of
     /// that name). Default: none (then those runbooks refuse).
     #[serde(default)]
-    pub driver: Option<String>,
+    pub driver: Option<Driver>,
     /// The image repository without tag (`registry.local/promotions-api`): the preflight
     /// checks the version's tag exists, and pods must run `image:version`. Default: none.
     #[serde(default)]

@@ -1,7 +1,7 @@
 //! Parsing and validation of the config: each section is deserialized on its own so one bad
 //! section does not hide problems in the others, and every problem carries its key path.
 
-use super::{Config, ConsoleAuthMode, DiscordMode, Redactor, Settings, parse_duration};
+use super::{Config, ConsoleAuthMode, DiscordMode, Driver, Redactor, Settings, parse_duration};
 use crate::model::Identity;
 use crate::runbook::{RunbooksFile, TargetKind, placeholders};
 use crate::steps::{APPROVAL, StepKinds};
@@ -158,10 +158,40 @@ fn bad_header_name(name: &str) -> bool {
     name.is_empty() || name.len() > 100 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// Cross-checks the parsed config and runbooks and builds [`Settings`].
+/// Cross-checks the parsed config and runbooks and builds [`Settings`]. Each section is checked
+/// by a function of its own, in the order the problems are reported.
 pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems: &mut Vec<Problem>) -> Settings {
     let mut p = |path: String, msg: String| problems.push(Problem::new(path, msg));
+    check_server(&config, &mut p);
+    let (groups, person_of) = check_people(&config, &mut p);
+    console_auth_problems(&config, &mut p);
+    let mut adapter_secrets = check_slack(&config, &mut p);
+    adapter_secrets.extend(check_discord(&config, &mut p));
+    check_environments(&config, &mut p);
+    let secrets = resolve_secrets(&config, &mut p);
+    for (i, pol) in config.approvals.iter().enumerate() {
+        check_approval(&config, &runbooks, &groups, &person_of, i, pol, &mut p);
+    }
+    check_clusters(&config, &mut p);
+    for (dname, db) in &config.databases {
+        check_database(&config, dname, db, &mut p);
+    }
+    check_service_clusters(&config, &mut p);
+    check_deploy(&config, &mut p);
+    let (aliases, version_patterns) = check_services(&config, &mut p);
+    let vars = engine_vars(&config);
+    for (rname, rb) in &runbooks.runbooks {
+        check_runbook(&config, &runbooks, kinds, &vars, rname, rb, &mut p);
+    }
 
+    let mut redact: Vec<_> = secrets.values().cloned().chain(adapter_secrets).collect();
+    redact.sort_by(|a, b| a.expose().cmp(b.expose()));
+    let instance = config.engine.instance.clone().unwrap_or_else(default_instance);
+    Settings { runbooks: runbooks.runbooks, groups, redactor: Redactor::new(redact), secrets, instance, person_of, aliases, version_patterns, config }
+}
+
+/// `[store]`, `[server]`, `[engine]`, `[limits]` and the Slack ping: addresses and lower bounds.
+fn check_server(config: &Config, p: &mut impl FnMut(String, String)) {
     if !(config.store.url.starts_with("sqlite:") || config.store.url.starts_with("postgres://") || config.store.url.starts_with("postgresql://")) {
         p("store.url".into(), "must start with sqlite: or postgres://".into());
     }
@@ -189,7 +219,10 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
     if config.limits.per_channel_per_minute == 0 {
         p("limits.per_channel_per_minute".into(), "must be at least 1".into());
     }
+}
 
+/// Who is who: the groups (by member), the people (by identity) and `[console]`'s identities.
+fn check_people(config: &Config, p: &mut impl FnMut(String, String)) -> (BTreeMap<String, BTreeSet<String>>, BTreeMap<String, String>) {
     let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (g, members) in &config.groups {
         for (i, m) in members.iter().enumerate() {
@@ -215,67 +248,77 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
             p(format!("console.identities[{i}]"), format!("'{id}' is not a console identity (console:name)"));
         }
     }
-    console_auth_problems(&config, &mut p);
+    (groups, person_of)
+}
 
-    let mut adapter_secrets = Vec::new();
-    if let Some(slack) = &config.slack {
-        let refs =
-            [("bot_token", Some(&slack.bot_token)), ("signing_secret", slack.signing_secret.as_ref()), ("app_token", slack.app_token.as_ref())];
-        for (key, r) in refs {
-            match r.map(|r| r.resolve()) {
-                Some(Ok(s)) => adapter_secrets.push(s),
-                Some(Err(why)) => p(format!("slack.{key}"), why),
-                None => {}
-            }
-        }
-        if slack.signing_secret.is_none() && slack.app_token.is_none() {
-            p("slack".into(), "set signing_secret (HTTP endpoints) or app_token (Socket Mode), or both".into());
-        }
-        let u = &slack.api_url;
-        if !(u.starts_with("http://") || u.starts_with("https://")) || u.contains('@') || u.contains(['?', '#']) {
-            p("slack.api_url".into(), format!("'{u}' is not an http(s) URL like https://slack.com/api"));
+/// An API base URL of a chat platform: http(s), no credentials, no query or fragment.
+fn bad_api_url(u: &str) -> bool {
+    !(u.starts_with("http://") || u.starts_with("https://")) || u.contains('@') || u.contains(['?', '#'])
+}
+
+/// `[slack]`: its secrets resolve (returned, for redaction), one way in is set, the API URL.
+fn check_slack(config: &Config, p: &mut impl FnMut(String, String)) -> Vec<super::Secret> {
+    let mut resolved = Vec::new();
+    let Some(slack) = &config.slack else { return resolved };
+    let refs = [("bot_token", Some(&slack.bot_token)), ("signing_secret", slack.signing_secret.as_ref()), ("app_token", slack.app_token.as_ref())];
+    for (key, r) in refs {
+        match r.map(|r| r.resolve()) {
+            Some(Ok(s)) => resolved.push(s),
+            Some(Err(why)) => p(format!("slack.{key}"), why),
+            None => {}
         }
     }
-    if let Some(d) = &config.discord {
-        let refs = [("bot_token", Some(&d.bot_token)), ("public_key", d.public_key.as_ref())];
-        for (key, r) in refs {
-            match r.map(|r| r.resolve()) {
-                Some(Ok(s)) => {
-                    if key == "public_key" && !(s.expose().trim().len() == 64 && s.expose().trim().bytes().all(|b| b.is_ascii_hexdigit())) {
-                        p(
-                            "discord.public_key".into(),
-                            "not a public key: Discord's is 64 hex digits (Developer Portal → General Information)".into(),
-                        );
-                    }
-                    adapter_secrets.push(s);
+    if slack.signing_secret.is_none() && slack.app_token.is_none() {
+        p("slack".into(), "set signing_secret (HTTP endpoints) or app_token (Socket Mode), or both".into());
+    }
+    if bad_api_url(&slack.api_url) {
+        p("slack.api_url".into(), format!("'{}' is not an http(s) URL like https://slack.com/api", slack.api_url));
+    }
+    resolved
+}
+
+/// `[discord]`: its secrets resolve (returned, for redaction), the public key's shape, the ids.
+fn check_discord(config: &Config, p: &mut impl FnMut(String, String)) -> Vec<super::Secret> {
+    let mut resolved = Vec::new();
+    let Some(d) = &config.discord else { return resolved };
+    let refs = [("bot_token", Some(&d.bot_token)), ("public_key", d.public_key.as_ref())];
+    for (key, r) in refs {
+        match r.map(|r| r.resolve()) {
+            Some(Ok(s)) => {
+                if key == "public_key" && !(s.expose().trim().len() == 64 && s.expose().trim().bytes().all(|b| b.is_ascii_hexdigit())) {
+                    p("discord.public_key".into(), "not a public key: Discord's is 64 hex digits (Developer Portal → General Information)".into());
                 }
-                Some(Err(why)) => p(format!("discord.{key}"), why),
-                None => {}
+                resolved.push(s);
             }
-        }
-        if d.mode == DiscordMode::Http && d.public_key.is_none() {
-            p("discord.public_key".into(), "required with mode = \"http\": every interaction is verified with it".into());
-        }
-        let ids =
-            [("application_id", Some(&d.application_id)), ("guild_id", d.guild_id.as_ref()), ("incident_category", d.incident_category.as_ref())];
-        for (key, v) in ids {
-            if let Some(v) = v.filter(|v| !is_snowflake(v)) {
-                p(format!("discord.{key}"), format!("'{v}' is not a Discord id (a number; Developer Mode → Copy ID)"));
-            }
-        }
-        if d.incident_category.is_some() && d.guild_id.is_none() {
-            p("discord.incident_category".into(), "needs discord.guild_id (the server the category is in)".into());
-        }
-        for (i, m) in d.mention.iter().enumerate() {
-            if !is_snowflake(m) {
-                p(format!("discord.mention[{i}]"), format!("'{m}' is not a Discord user id (a number)"));
-            }
-        }
-        let u = &d.api_url;
-        if !(u.starts_with("http://") || u.starts_with("https://")) || u.contains('@') || u.contains(['?', '#']) {
-            p("discord.api_url".into(), format!("'{u}' is not an http(s) URL like https://discord.com/api/v10"));
+            Some(Err(why)) => p(format!("discord.{key}"), why),
+            None => {}
         }
     }
+    if d.mode == DiscordMode::Http && d.public_key.is_none() {
+        p("discord.public_key".into(), "required with mode = \"http\": every interaction is verified with it".into());
+    }
+    let ids = [("application_id", Some(&d.application_id)), ("guild_id", d.guild_id.as_ref()), ("incident_category", d.incident_category.as_ref())];
+    for (key, v) in ids {
+        if let Some(v) = v.filter(|v| !is_snowflake(v)) {
+            p(format!("discord.{key}"), format!("'{v}' is not a Discord id (a number; Developer Mode → Copy ID)"));
+        }
+    }
+    if d.incident_category.is_some() && d.guild_id.is_none() {
+        p("discord.incident_category".into(), "needs discord.guild_id (the server the category is in)".into());
+    }
+    for (i, m) in d.mention.iter().enumerate() {
+        if !is_snowflake(m) {
+            p(format!("discord.mention[{i}]"), format!("'{m}' is not a Discord user id (a number)"));
+        }
+    }
+    if bad_api_url(&d.api_url) {
+        p("discord.api_url".into(), format!("'{}' is not an http(s) URL like https://discord.com/api/v10", d.api_url));
+    }
+    resolved
+}
+
+/// `[environments.*]`: incident channels per platform and the mirrors that need them.
+fn check_environments(config: &Config, p: &mut impl FnMut(String, String)) {
     for (env, e) in &config.environments {
         if let Some(c) = e.incident_channel.get("discord") {
             let at = format!("environments.{env}.incident_channel.discord");
@@ -315,7 +358,10 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
             }
         }
     }
+}
 
+/// `[secrets]`: every reference resolves now, so a missing file or variable is found at start.
+fn resolve_secrets(config: &Config, p: &mut impl FnMut(String, String)) -> BTreeMap<String, super::Secret> {
     let mut secrets = BTreeMap::new();
     for (name, r) in &config.secrets {
         match r.resolve() {
@@ -325,74 +371,90 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
             Err(why) => p(format!("secrets.{name}"), why),
         }
     }
+    secrets
+}
 
-    for (i, pol) in config.approvals.iter().enumerate() {
-        let at = |k: &str| format!("approvals[{i}].{k}");
-        if pol.runbook != "*" && !runbooks.runbooks.contains_key(&pol.runbook) {
-            p(at("runbook"), format!("no runbook named '{}'", pol.runbook));
-        }
-        if pol.env != "*" && !config.environments.contains_key(&pol.env) {
-            p(at("env"), format!("no environment named '{}' under [environments]", pol.env));
-        }
-        if pol.approvers.is_empty() {
-            p(at("approvers"), "name at least one group".into());
-        }
-        let mut eligible = BTreeSet::new();
-        for g in pol.approvers.iter().chain(&pol.requesters) {
-            if !groups.contains_key(g) {
-                p(at("approvers"), format!("no group named '{g}'"));
-            }
-        }
-        for g in &pol.approvers {
-            for m in groups.get(g).into_iter().flatten() {
-                eligible.insert(person_of.get(m).cloned().unwrap_or_else(|| m.clone()));
-            }
-        }
-        // A generic policy also serves runbooks that ask for more approvals than it does
-        // (`approvals_required`, e.g. the built-in restore), when no policy names them and
-        // there is something for them to act on.
-        let floor = (pol.runbook == "*")
-            .then(|| {
-                runbooks
-                    .runbooks
-                    .iter()
-                    .filter(|(name, rb)| {
-                        let has_targets = match rb.target {
-                            TargetKind::Service => !config.services.is_empty(),
-                            TargetKind::Database => !config.databases.is_empty(),
-                        };
-                        has_targets && !config.approvals.iter().any(|q| &q.runbook == *name)
-                    })
-                    .filter_map(|(name, rb)| rb.approvals_required.map(|n| (n, name)))
-                    .max()
-            })
-            .flatten()
-            .filter(|(n, _)| *n > pol.required);
-        let needed = floor.map(|(n, _)| n).unwrap_or(pol.required);
-        if pol.required == 0 {
-            p(at("required"), "must be at least 1".into());
-        } else if !pol.approvers.is_empty()
-            && !eligible.iter().any(|m| m.starts_with(super::DISCORD_ROLE))
-            && (eligible.len() as u32) < needed + u32::from(!pol.self_approval)
-        {
-            let why = match floor {
-                Some((n, name)) => format!(" (runbook {name} asks for {n} unless a policy names it)"),
-                None => String::new(),
+/// The approvals a generic policy (`runbook = "*"`) must also supply: the largest
+/// `approvals_required` of a runbook no policy names and that has something to act on (e.g. the
+/// built-in restore), when it exceeds the policy's own count.
+fn approval_floor<'a>(config: &Config, runbooks: &'a RunbooksFile, pol: &super::PolicyConfig) -> Option<(u32, &'a String)> {
+    if pol.runbook != "*" {
+        return None;
+    }
+    runbooks
+        .runbooks
+        .iter()
+        .filter(|(name, rb)| {
+            let has_targets = match rb.target {
+                TargetKind::Service => !config.services.is_empty(),
+                TargetKind::Database => !config.databases.is_empty(),
             };
-            p(
-                at("required"),
-                format!(
-                    "{needed} approvals needed{why} but the approver groups have {} people; with self-approval off \
-                     someone other than the requester must always be able to approve",
-                    eligible.len()
-                ),
-            );
-        }
-        if let Err(why) = parse_duration(&pol.expiry) {
-            p(at("expiry"), why);
+            has_targets && !config.approvals.iter().any(|q| &q.runbook == *name)
+        })
+        .filter_map(|(name, rb)| rb.approvals_required.map(|n| (n, name)))
+        .max()
+        .filter(|(n, _)| *n > pol.required)
+}
+
+/// One `[[approvals]]` policy: what it names exists, and its groups hold enough people to approve.
+fn check_approval(
+    config: &Config,
+    runbooks: &RunbooksFile,
+    groups: &BTreeMap<String, BTreeSet<String>>,
+    person_of: &BTreeMap<String, String>,
+    i: usize,
+    pol: &super::PolicyConfig,
+    p: &mut impl FnMut(String, String),
+) {
+    let at = |k: &str| format!("approvals[{i}].{k}");
+    if pol.runbook != "*" && !runbooks.runbooks.contains_key(&pol.runbook) {
+        p(at("runbook"), format!("no runbook named '{}'", pol.runbook));
+    }
+    if pol.env != "*" && !config.environments.contains_key(&pol.env) {
+        p(at("env"), format!("no environment named '{}' under [environments]", pol.env));
+    }
+    if pol.approvers.is_empty() {
+        p(at("approvers"), "name at least one group".into());
+    }
+    let mut eligible = BTreeSet::new();
+    for g in pol.approvers.iter().chain(&pol.requesters) {
+        if !groups.contains_key(g) {
+            p(at("approvers"), format!("no group named '{g}'"));
         }
     }
+    for g in &pol.approvers {
+        for m in groups.get(g).into_iter().flatten() {
+            eligible.insert(person_of.get(m).cloned().unwrap_or_else(|| m.clone()));
+        }
+    }
+    let floor = approval_floor(config, runbooks, pol);
+    let needed = floor.map(|(n, _)| n).unwrap_or(pol.required);
+    if pol.required == 0 {
+        p(at("required"), "must be at least 1".into());
+    } else if !pol.approvers.is_empty()
+        && !eligible.iter().any(|m| m.starts_with(super::DISCORD_ROLE))
+        && (eligible.len() as u32) < needed + u32::from(!pol.self_approval)
+    {
+        let why = match floor {
+            Some((n, name)) => format!(" (runbook {name} asks for {n} unless a policy names it)"),
+            None => String::new(),
+        };
+        p(
+            at("required"),
+            format!(
+                "{needed} approvals needed{why} but the approver groups have {} people; with self-approval off \
+                 someone other than the requester must always be able to approve",
+                eligible.len()
+            ),
+        );
+    }
+    if let Err(why) = parse_duration(&pol.expiry) {
+        p(at("expiry"), why);
+    }
+}
 
+/// `[clusters.*]`: exactly one way to reach each, and its keys well formed.
+fn check_clusters(config: &Config, p: &mut impl FnMut(String, String)) {
     for (name, c) in &config.clusters {
         let ways = usize::from(c.url.is_some()) + usize::from(c.kubeconfig.is_some()) + usize::from(c.in_cluster);
         if ways != 1 {
@@ -410,83 +472,96 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
             p(format!("clusters.{name}.timeout"), why);
         }
     }
-    for (dname, db) in &config.databases {
-        if let Some(cj) = &db.backup_cronjob
-            && cj.split_once('/').is_none_or(|(ns, n)| ns.is_empty() || n.is_empty())
-        {
-            p(format!("databases.{dname}.backup_cronjob"), format!("'{cj}' is not namespace/cronjob"));
-        }
-        for (i, w) in db.writers.iter().enumerate() {
-            let ok = w.split_once('/').is_some_and(|(ns, d)| {
-                let name = |s: &str| {
-                    !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-                };
-                name(ns) && name(d)
-            });
-            if !ok {
-                p(format!("databases.{dname}.writers[{i}]"), format!("'{w}' is not namespace/deployment"));
-            }
-        }
-        match &db.cluster {
-            Some(c) if !config.clusters.contains_key(c) => {
-                p(format!("databases.{dname}.cluster"), format!("no cluster named '{c}' under [clusters]"))
-            }
-            None if !db.writers.is_empty() && config.clusters.len() > 1 => {
-                p(format!("databases.{dname}.cluster"), "several clusters are configured; name the writers' one".into())
-            }
-            _ => {}
-        }
-        if let Some(ic) = &db.integrity {
-            let at = |k: &str| format!("databases.{dname}.integrity.{k}");
-            if !config.secrets.contains_key(&ic.url_secret) {
-                p(at("url_secret"), format!("no secret named '{}' under [secrets]", ic.url_secret));
-            }
-            if ic.tables.is_empty() && ic.checks.is_empty() {
-                p(at("tables"), "name at least one table or check".into());
-            }
-            for (t, n) in &ic.tables {
-                let ident = |x: &str| {
-                    !x.is_empty()
-                        && x.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                        && x.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                };
-                if t.split('.').count() > 2 || !t.split('.').all(ident) {
-                    p(at(&format!("tables.{t}")), "not a table name (table or schema.table)".into());
-                }
-                if *n < 0 {
-                    p(at(&format!("tables.{t}")), "the minimum row count cannot be negative".into());
-                }
-            }
-            for (i, c) in ic.checks.iter().enumerate() {
-                if c.name.trim().is_empty() || c.sql.trim().is_empty() {
-                    p(at(&format!("checks[{i}]")), "a check needs a name and sql".into());
-                }
-            }
-        }
-        let Some(b) = &db.backup else { continue };
-        let at = |k: &str| format!("databases.{dname}.backup.{k}");
-        let bucket = b.source.strip_prefix("s3://").map(|r| r.split('/').next().unwrap_or(""));
-        if !bucket.is_some_and(|bk| (3..=63).contains(&bk.len())) {
-            p(at("source"), format!("'{}' is not an s3://bucket/prefix location", b.source));
-        }
-        if let Some(e) = &b.endpoint
-            && (!(e.starts_with("http://") || e.starts_with("https://")) || e.contains('@'))
-        {
-            p(at("endpoint"), "must be http(s)://host[:port] without credentials".into());
-        }
-        for (k, name) in [("access_key_secret", &b.access_key_secret), ("secret_key_secret", &b.secret_key_secret)] {
-            if !config.secrets.contains_key(name) {
-                p(at(k), format!("no secret named '{name}' under [secrets]"));
-            }
-        }
-        for (k, v) in
-            [("full_max_age", &b.full_max_age), ("wal_max_age", &b.wal_max_age), ("retention", &b.retention), ("check_every", &b.check_every)]
-        {
-            if let Err(why) = parse_duration(v) {
-                p(at(k), why);
-            }
+}
+
+/// One `[databases.*]`: its writers and cluster, then its integrity and backup subsections.
+fn check_database(config: &Config, dname: &str, db: &super::DatabaseConfig, p: &mut impl FnMut(String, String)) {
+    if let Some(cj) = &db.backup_cronjob
+        && cj.split_once('/').is_none_or(|(ns, n)| ns.is_empty() || n.is_empty())
+    {
+        p(format!("databases.{dname}.backup_cronjob"), format!("'{cj}' is not namespace/cronjob"));
+    }
+    for (i, w) in db.writers.iter().enumerate() {
+        let ok = w.split_once('/').is_some_and(|(ns, d)| {
+            let name = |s: &str| {
+                !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            };
+            name(ns) && name(d)
+        });
+        if !ok {
+            p(format!("databases.{dname}.writers[{i}]"), format!("'{w}' is not namespace/deployment"));
         }
     }
+    match &db.cluster {
+        Some(c) if !config.clusters.contains_key(c) => p(format!("databases.{dname}.cluster"), format!("no cluster named '{c}' under [clusters]")),
+        None if !db.writers.is_empty() && config.clusters.len() > 1 => {
+            p(format!("databases.{dname}.cluster"), "several clusters are configured; name the writers' one".into())
+        }
+        _ => {}
+    }
+    if let Some(ic) = &db.integrity {
+        check_integrity(config, dname, ic, p);
+    }
+    if let Some(b) = &db.backup {
+        check_backup(config, dname, b, p);
+    }
+}
+
+/// `[databases.*.integrity]`: its URL secret exists, its tables and checks are well formed.
+fn check_integrity(config: &Config, dname: &str, ic: &super::IntegrityConfig, p: &mut impl FnMut(String, String)) {
+    let at = |k: &str| format!("databases.{dname}.integrity.{k}");
+    if !config.secrets.contains_key(&ic.url_secret) {
+        p(at("url_secret"), format!("no secret named '{}' under [secrets]", ic.url_secret));
+    }
+    if ic.tables.is_empty() && ic.checks.is_empty() {
+        p(at("tables"), "name at least one table or check".into());
+    }
+    for (t, n) in &ic.tables {
+        let ident = |x: &str| {
+            !x.is_empty()
+                && x.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && x.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        if t.split('.').count() > 2 || !t.split('.').all(ident) {
+            p(at(&format!("tables.{t}")), "not a table name (table or schema.table)".into());
+        }
+        if *n < 0 {
+            p(at(&format!("tables.{t}")), "the minimum row count cannot be negative".into());
+        }
+    }
+    for (i, c) in ic.checks.iter().enumerate() {
+        if c.name.trim().is_empty() || c.sql.trim().is_empty() {
+            p(at(&format!("checks[{i}]")), "a check needs a name and sql".into());
+        }
+    }
+}
+
+/// `[databases.*.backup]`: the S3 location and endpoint, its secrets, its durations.
+fn check_backup(config: &Config, dname: &str, b: &super::BackupConfig, p: &mut impl FnMut(String, String)) {
+    let at = |k: &str| format!("databases.{dname}.backup.{k}");
+    let bucket = b.source.strip_prefix("s3://").map(|r| r.split('/').next().unwrap_or(""));
+    if !bucket.is_some_and(|bk| (3..=63).contains(&bk.len())) {
+        p(at("source"), format!("'{}' is not an s3://bucket/prefix location", b.source));
+    }
+    if let Some(e) = &b.endpoint
+        && (!(e.starts_with("http://") || e.starts_with("https://")) || e.contains('@'))
+    {
+        p(at("endpoint"), "must be http(s)://host[:port] without credentials".into());
+    }
+    for (k, name) in [("access_key_secret", &b.access_key_secret), ("secret_key_secret", &b.secret_key_secret)] {
+        if !config.secrets.contains_key(name) {
+            p(at(k), format!("no secret named '{name}' under [secrets]"));
+        }
+    }
+    for (k, v) in [("full_max_age", &b.full_max_age), ("wal_max_age", &b.wal_max_age), ("retention", &b.retention), ("check_every", &b.check_every)] {
+        if let Err(why) = parse_duration(v) {
+            p(at(k), why);
+        }
+    }
+}
+
+/// Each service environment names a configured cluster, or needs none.
+fn check_service_clusters(config: &Config, p: &mut impl FnMut(String, String)) {
     for (sname, svc) in &config.services {
         for (ename, e) in &svc.environments {
             if let Some(c) = &e.cluster {
@@ -498,9 +573,12 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
             }
         }
     }
+}
 
-    check_deploy(&config, &mut p);
-
+/// `[services.*]`: aliases unique across services, environments, version patterns. Returns the
+/// alias map and the compiled version patterns.
+#[allow(clippy::type_complexity)]
+fn check_services(config: &Config, p: &mut impl FnMut(String, String)) -> (BTreeMap<String, String>, BTreeMap<String, regex_lite::Regex>) {
     let mut aliases = BTreeMap::new();
     let mut version_patterns = BTreeMap::new();
     for (name, svc) in &config.services {
@@ -525,188 +603,192 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
             Err(e) => p(format!("services.{name}.version_pattern"), format!("not a regular expression: {e}")),
         }
     }
+    (aliases, version_patterns)
+}
 
-    for (rname, rb) in &runbooks.runbooks {
-        let at = |k: String| format!("runbooks.{rname}.{k}");
-        let mut seen_approval = false;
-        // Variables the engine provides: the target's, the command's, and the typed target fields.
-        let mut vars: BTreeSet<String> = [
-            "target",
-            "env",
-            "requester",
-            "execution",
-            "runbook",
-            "version",
-            "to",
-            "date",
-            "source",
-            "pod",
-            "cluster",
-            "namespace",
-            "selector",
-            "deployment",
-            "configured_source",
-            "server_name",
-            "database",
-            "writers",
-            "backup_cronjob",
-            "backup_retention",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        vars.insert(rb.target.as_str().to_string());
-        vars.extend(rb.params.keys().cloned());
-        vars.extend(config.secrets.keys().map(|k| format!("secret.{k}")));
-        for (pname, pd) in &rb.params {
-            if let Some(pat) = &pd.pattern
-                && regex_lite::Regex::new(pat).is_err()
-            {
-                p(at(format!("params.{pname}.pattern")), "not a regular expression".into());
-            }
-            match (pd.kind, &pd.root) {
-                (crate::runbook::ParamKind::Path, None) => {
-                    p(at(format!("params.{pname}")), "a path parameter needs `root`, the directory it is resolved under".into())
-                }
-                (crate::runbook::ParamKind::Value, Some(_)) => {
-                    p(at(format!("params.{pname}.root")), "only a `type = \"path\"` parameter has a root".into())
-                }
-                (_, Some(root)) => {
-                    for ph in placeholders(root) {
-                        let from_target = config.services.values().flat_map(|s| s.environments.values()).any(|e| e.vars.contains_key(&ph))
-                            || config.databases.values().any(|d| d.vars.contains_key(&ph));
-                        let engine = vars.contains(&ph) && !rb.params.contains_key(&ph) && !ph.starts_with("secret.");
-                        if !(engine || from_target) {
-                            p(
-                                at(format!("params.{pname}.root")),
-                                format!("unknown variable {{{ph}}} (a root may use the target's variables, not parameters or secrets)"),
-                            );
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        for (i, step) in rb.steps.iter().enumerate() {
-            let sat = |k: &str| at(format!("steps[{i}]{k}"));
-            if step.kind == APPROVAL {
-                seen_approval = true;
-                if !step.params.is_empty() {
-                    p(sat(""), "approval steps take no parameters; the policy comes from [[approvals]]".into());
-                }
-                continue;
-            }
-            let Some(kind) = kinds.get(&step.kind) else {
-                p(sat(".kind"), format!("unknown step kind '{}'; known kinds: {}", step.kind, kinds.names().join(", ")));
-                continue;
-            };
-            let idempotent = step.idempotent.unwrap_or(kind.default_idempotent());
-            if !seen_approval && rb.mutating && !idempotent {
-                p(sat(""), "a step before the approval must be idempotent (read-only); mark it idempotent or move it after the approval".into());
-            }
-            // Every variable a step refers to must be one the engine can provide: the target
-            // variables, parameters, secrets, or vars configured on some target.
-            let mut probe: BTreeMap<String, String> = vars.iter().map(|v| (v.clone(), String::new())).collect();
-            for svc in config.services.values() {
-                for e in svc.environments.values() {
-                    probe.extend(e.vars.keys().map(|k| (k.clone(), String::new())));
-                }
-            }
-            for db in config.databases.values() {
-                probe.extend(db.vars.keys().map(|k| (k.clone(), String::new())));
-            }
-            let mut templates = Vec::new();
-            for v in step.params.values() {
-                strings(v, &mut templates);
-            }
-            for tmpl in templates {
-                for ph in placeholders(tmpl) {
-                    if !probe.contains_key(&ph) {
-                        p(sat(""), format!("unknown variable {{{ph}}}"));
-                    }
-                }
-            }
-            if let Err(why) = kind.prepare(&step.params, &probe)
-                && !why.starts_with("unknown variable")
-            {
-                p(sat(""), why);
-            }
-        }
-        if let Some(f) = &rb.on_failure {
-            if let Err(why) = rb.follow_up() {
-                p(at("on_failure".into()), why);
-            }
-            if !runbooks.runbooks.contains_key(&f.runbook) {
-                p(at("on_failure.runbook".into()), format!("no runbook named '{}'", f.runbook));
-            }
-        }
-        if rb.mutating && !seen_approval {
-            p(at("steps".into()), "a mutating runbook needs an approval step".into());
-        }
-        if rb.steps.is_empty() {
-            p(at("steps".into()), "a runbook needs at least one step".into());
+/// The variables the engine provides to every runbook: the target's, the command's, the typed
+/// target fields, and `secret.<name>` for each configured secret.
+fn engine_vars(config: &Config) -> BTreeSet<String> {
+    let mut vars: BTreeSet<String> = [
+        "target",
+        "env",
+        "requester",
+        "execution",
+        "runbook",
+        "version",
+        "to",
+        "date",
+        "source",
+        "pod",
+        "cluster",
+        "namespace",
+        "selector",
+        "deployment",
+        "configured_source",
+        "server_name",
+        "database",
+        "writers",
+        "backup_cronjob",
+        "backup_retention",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    vars.extend(config.secrets.keys().map(|k| format!("secret.{k}")));
+    vars
+}
+
+/// One runbook: its parameters, its steps (kinds, idempotence before the approval, variables),
+/// its follow-up, and that a mutating runbook has an approval.
+fn check_runbook(
+    config: &Config,
+    runbooks: &RunbooksFile,
+    kinds: &StepKinds,
+    engine: &BTreeSet<String>,
+    rname: &str,
+    rb: &crate::runbook::RunbookDef,
+    p: &mut impl FnMut(String, String),
+) {
+    let at = |k: String| format!("runbooks.{rname}.{k}");
+    let mut vars = engine.clone();
+    vars.insert(rb.target.as_str().to_string());
+    vars.extend(rb.params.keys().cloned());
+    check_params(config, &vars, rname, rb, p);
+    // Every variable a step refers to must be one the engine can provide: the target
+    // variables, parameters, secrets, or vars configured on some target.
+    let mut probe: BTreeMap<String, String> = vars.iter().map(|v| (v.clone(), String::new())).collect();
+    for svc in config.services.values() {
+        for e in svc.environments.values() {
+            probe.extend(e.vars.keys().map(|k| (k.clone(), String::new())));
         }
     }
+    for db in config.databases.values() {
+        probe.extend(db.vars.keys().map(|k| (k.clone(), String::new())));
+    }
+    let mut seen_approval = false;
+    for (i, step) in rb.steps.iter().enumerate() {
+        seen_approval |= step.kind == APPROVAL;
+        check_step(kinds, &probe, rb.mutating, seen_approval, &|k| at(format!("steps[{i}]{k}")), step, p);
+    }
+    if let Some(f) = &rb.on_failure {
+        if let Err(why) = rb.follow_up() {
+            p(at("on_failure".into()), why);
+        }
+        if !runbooks.runbooks.contains_key(&f.runbook) {
+            p(at("on_failure.runbook".into()), format!("no runbook named '{}'", f.runbook));
+        }
+    }
+    if rb.mutating && !seen_approval {
+        p(at("steps".into()), "a mutating runbook needs an approval step".into());
+    }
+    if rb.steps.is_empty() {
+        p(at("steps".into()), "a runbook needs at least one step".into());
+    }
+}
 
-    let mut redact: Vec<_> = secrets.values().cloned().chain(adapter_secrets).collect();
-    redact.sort_by(|a, b| a.expose().cmp(b.expose()));
-    let instance = config.engine.instance.clone().unwrap_or_else(default_instance);
-    Settings { runbooks: runbooks.runbooks, groups, redactor: Redactor::new(redact), secrets, instance, person_of, aliases, version_patterns, config }
+/// A runbook's parameters: patterns compile, and a path parameter's root uses only target
+/// variables (not parameters or secrets).
+fn check_params(config: &Config, vars: &BTreeSet<String>, rname: &str, rb: &crate::runbook::RunbookDef, p: &mut impl FnMut(String, String)) {
+    let at = |k: String| format!("runbooks.{rname}.{k}");
+    for (pname, pd) in &rb.params {
+        if let Some(pat) = &pd.pattern
+            && regex_lite::Regex::new(pat).is_err()
+        {
+            p(at(format!("params.{pname}.pattern")), "not a regular expression".into());
+        }
+        match (pd.kind, &pd.root) {
+            (crate::runbook::ParamKind::Path, None) => {
+                p(at(format!("params.{pname}")), "a path parameter needs `root`, the directory it is resolved under".into())
+            }
+            (crate::runbook::ParamKind::Value, Some(_)) => {
+                p(at(format!("params.{pname}.root")), "only a `type = \"path\"` parameter has a root".into())
+            }
+            (_, Some(root)) => {
+                for ph in placeholders(root) {
+                    let from_target = config.services.values().flat_map(|s| s.environments.values()).any(|e| e.vars.contains_key(&ph))
+                        || config.databases.values().any(|d| d.vars.contains_key(&ph));
+                    let engine = vars.contains(&ph) && !rb.params.contains_key(&ph) && !ph.starts_with("secret.");
+                    if !(engine || from_target) {
+                        p(
+                            at(format!("params.{pname}.root")),
+                            format!("unknown variable {{{ph}}} (a root may use the target's variables, not parameters or secrets)"),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One runbook step: a known kind, idempotent before the approval of a mutating runbook, every
+/// placeholder one the engine can fill (`probe`), and parameters its kind accepts.
+fn check_step(
+    kinds: &StepKinds,
+    probe: &BTreeMap<String, String>,
+    mutating: bool,
+    seen_approval: bool,
+    sat: &dyn Fn(&str) -> String,
+    step: &crate::runbook::StepDef,
+    p: &mut impl FnMut(String, String),
+) {
+    if step.kind == APPROVAL {
+        if !step.params.is_empty() {
+            p(sat(""), "approval steps take no parameters; the policy comes from [[approvals]]".into());
+        }
+        return;
+    }
+    let Some(kind) = kinds.get(&step.kind) else {
+        p(sat(".kind"), format!("unknown step kind '{}'; known kinds: {}", step.kind, kinds.names().join(", ")));
+        return;
+    };
+    let idempotent = step.idempotent.unwrap_or(kind.default_idempotent());
+    if !seen_approval && mutating && !idempotent {
+        p(sat(""), "a step before the approval must be idempotent (read-only); mark it idempotent or move it after the approval".into());
+    }
+    let mut templates = Vec::new();
+    for v in step.params.values() {
+        strings(v, &mut templates);
+    }
+    for tmpl in templates {
+        for ph in placeholders(tmpl) {
+            if !probe.contains_key(&ph) {
+                p(sat(""), format!("unknown variable {{{ph}}}"));
+            }
+        }
+    }
+    if let Err(why) = kind.prepare(&step.params, probe)
+        && !why.starts_with("unknown variable")
+    {
+        p(sat(""), why);
+    }
 }
 
 /// The deploy/rollback settings: drivers with their sections, GitHub, registries, smoke.
 fn check_deploy(config: &Config, p: &mut impl FnMut(String, String)) {
-    let secret = |p: &mut dyn FnMut(String, String), at: String, name: &Option<String>| {
-        if let Some(n) = name
-            && !config.secrets.contains_key(n)
-        {
-            p(at, format!("no secret named '{n}' under [secrets]"));
-        }
-    };
-    let duration = |p: &mut dyn FnMut(String, String), at: String, v: &str| {
-        if let Err(why) = parse_duration(v) {
-            p(at, why);
-        }
-    };
-    let url = |p: &mut dyn FnMut(String, String), at: String, v: &str| {
-        if !(v.starts_with("http://") || v.starts_with("https://")) || v.contains('@') || v.contains(char::is_whitespace) {
-            p(at, format!("'{v}' is not an http(s) URL without credentials"));
-        }
-    };
-    let smoke = |p: &mut dyn FnMut(String, String), at: &str, sm: &crate::config::SmokeConfig| {
-        url(p, format!("{at}.url"), &sm.url);
-        duration(p, format!("{at}.backoff"), &sm.backoff);
-        duration(p, format!("{at}.timeout"), &sm.timeout);
-        if !(100..=599).contains(&sm.status) {
-            p(format!("{at}.status"), format!("{} is not an HTTP status", sm.status));
-        }
-        if sm.attempts == 0 {
-            p(format!("{at}.attempts"), "at least 1".into());
-        }
-    };
     for (name, db) in &config.databases {
         if let Some(sm) = &db.smoke {
-            smoke(p, &format!("databases.{name}.smoke"), sm);
+            check_smoke(&format!("databases.{name}.smoke"), sm, p);
         }
         if let Some(r) = &db.restore {
-            duration(p, format!("databases.{name}.restore.timeout"), &r.timeout);
+            check_duration(format!("databases.{name}.restore.timeout"), &r.timeout, p);
             if r.argv.first().is_none_or(|a| a.is_empty()) {
                 p(format!("databases.{name}.restore.argv"), "must name a program".into());
             }
         }
     }
     if let Some(g) = &config.github {
-        url(p, "github.api_url".into(), &g.api_url);
-        secret(p, "github.token_secret".into(), &g.token_secret);
-        duration(p, "github.timeout".into(), &g.timeout);
+        check_url("github.api_url".into(), &g.api_url, p);
+        check_secret(config, "github.token_secret".into(), &g.token_secret, p);
+        check_duration("github.timeout".into(), &g.timeout, p);
     }
     for (host, r) in &config.registries {
         let at = |k: &str| format!("registries.\"{host}\".{k}");
         if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
             p(format!("registries.\"{host}\""), "must be a registry host[:port], e.g. registry.example.com".into());
         }
-        secret(p, at("username_secret"), &r.username_secret);
-        secret(p, at("password_secret"), &r.password_secret);
+        check_secret(config, at("username_secret"), &r.username_secret, p);
+        check_secret(config, at("password_secret"), &r.password_secret, p);
         if r.username_secret.is_some() != r.password_secret.is_some() {
             p(at("password_secret"), "give both username_secret and password_secret, or neither".into());
         }
@@ -721,43 +803,88 @@ fn check_deploy(config: &Config, p: &mut impl FnMut(String, String)) {
             }
         }
         for (ename, e) in &svc.environments {
-            let at = |k: &str| format!("services.{sname}.environments.{ename}.{k}");
-            match e.driver.as_deref() {
-                None => {}
-                Some("helm") if e.helm.is_none() => p(at("helm"), "driver \"helm\" needs this section (release, chart)".into()),
-                Some("swarm") if e.swarm.is_none() => p(at("swarm"), "driver \"swarm\" needs this section (stack, service, image)".into()),
-                Some("pipeline") if e.pipeline.is_none() => p(at("pipeline"), "driver \"pipeline\" needs this section (workflow)".into()),
-                Some("helm" | "swarm" | "pipeline") => {}
-                Some(other) => p(at("driver"), format!("unknown driver '{other}'; use helm, pipeline or swarm")),
-            }
-            if matches!(e.driver.as_deref(), Some("helm")) && (e.namespace.is_none() || e.deployment.is_none()) {
-                p(at("namespace"), "driver \"helm\" verifies the rollout: set namespace and deployment".into());
-            }
-            if let Some(h) = &e.helm {
-                duration(p, at("helm.timeout"), &h.timeout);
-            }
-            if let Some(s) = &e.swarm {
-                duration(p, at("swarm.timeout"), &s.timeout);
-            }
-            if let Some(pl) = &e.pipeline {
-                duration(p, at("pipeline.timeout"), &pl.timeout);
-                duration(p, at("pipeline.poll"), &pl.poll);
-                if config.github.is_none() {
-                    p(at("pipeline"), "driver \"pipeline\" needs a [github] section".into());
-                }
-                if pl.repo.is_none() && svc.ci.is_none() {
-                    p(at("pipeline.repo"), "name the repository here or in the service's [ci]".into());
-                }
-            }
-            if let Some(sm) = &e.smoke {
-                smoke(p, &at("smoke"), sm);
-            }
-            if let Some(img) = &e.image
-                && img.rsplit('/').next().is_some_and(|last| last.contains(':') || last.contains('@'))
-            {
-                p(at("image"), format!("'{img}' must be the repository without a tag"));
-            }
+            check_env_deploy(config, svc, &|k| format!("services.{sname}.environments.{ename}.{k}"), e, p);
         }
+    }
+}
+
+/// One service environment's deploy settings: the driver and its section, smoke, image.
+fn check_env_deploy(
+    config: &Config,
+    svc: &super::ServiceConfig,
+    at: &dyn Fn(&str) -> String,
+    e: &super::TargetEnvConfig,
+    p: &mut impl FnMut(String, String),
+) {
+    let missing = match e.driver {
+        Some(Driver::Helm) if e.helm.is_none() => Some("(release, chart)"),
+        Some(Driver::Swarm) if e.swarm.is_none() => Some("(stack, service, image)"),
+        Some(Driver::Pipeline) if e.pipeline.is_none() => Some("(workflow)"),
+        _ => None,
+    };
+    if let (Some(d), Some(keys)) = (e.driver, missing) {
+        p(at(d.as_str()), format!("driver \"{d}\" needs this section {keys}"));
+    }
+    if e.driver == Some(Driver::Helm) && (e.namespace.is_none() || e.deployment.is_none()) {
+        p(at("namespace"), "driver \"helm\" verifies the rollout: set namespace and deployment".into());
+    }
+    if let Some(h) = &e.helm {
+        check_duration(at("helm.timeout"), &h.timeout, p);
+    }
+    if let Some(s) = &e.swarm {
+        check_duration(at("swarm.timeout"), &s.timeout, p);
+    }
+    if let Some(pl) = &e.pipeline {
+        check_duration(at("pipeline.timeout"), &pl.timeout, p);
+        check_duration(at("pipeline.poll"), &pl.poll, p);
+        if config.github.is_none() {
+            p(at("pipeline"), "driver \"pipeline\" needs a [github] section".into());
+        }
+        if pl.repo.is_none() && svc.ci.is_none() {
+            p(at("pipeline.repo"), "name the repository here or in the service's [ci]".into());
+        }
+    }
+    if let Some(sm) = &e.smoke {
+        check_smoke(&at("smoke"), sm, p);
+    }
+    if let Some(img) = &e.image
+        && img.rsplit('/').next().is_some_and(|last| last.contains(':') || last.contains('@'))
+    {
+        p(at("image"), format!("'{img}' must be the repository without a tag"));
+    }
+}
+
+/// A `[..smoke]` section: its URL, durations, expected status and attempts.
+fn check_smoke(at: &str, sm: &super::SmokeConfig, p: &mut impl FnMut(String, String)) {
+    check_url(format!("{at}.url"), &sm.url, p);
+    check_duration(format!("{at}.backoff"), &sm.backoff, p);
+    check_duration(format!("{at}.timeout"), &sm.timeout, p);
+    if !(100..=599).contains(&sm.status) {
+        p(format!("{at}.status"), format!("{} is not an HTTP status", sm.status));
+    }
+    if sm.attempts == 0 {
+        p(format!("{at}.attempts"), "at least 1".into());
+    }
+}
+
+/// A key naming a secret, when set, names one under `[secrets]`.
+fn check_secret(config: &Config, at: String, name: &Option<String>, p: &mut impl FnMut(String, String)) {
+    if let Some(n) = name
+        && !config.secrets.contains_key(n)
+    {
+        p(at, format!("no secret named '{n}' under [secrets]"));
+    }
+}
+
+fn check_duration(at: String, v: &str, p: &mut impl FnMut(String, String)) {
+    if let Err(why) = parse_duration(v) {
+        p(at, why);
+    }
+}
+
+fn check_url(at: String, v: &str, p: &mut impl FnMut(String, String)) {
+    if !(v.starts_with("http://") || v.starts_with("https://")) || v.contains('@') || v.contains(char::is_whitespace) {
+        p(at, format!("'{v}' is not an http(s) URL without credentials"));
     }
 }
 
@@ -835,6 +962,22 @@ mod slack_tests {
         assert!(p.iter().any(|p| p == "environments.prod.mirror[1]: 'discord' is listed twice"), "{p:?}");
         let p = env("mirror = true");
         assert!(p.iter().any(|p| p.starts_with("environments.prod.mirror")), "{p:?}");
+    }
+
+    /// `driver` is one of three names (the config format is unchanged), and a driver needs its
+    /// section; both named by key path.
+    #[test]
+    fn a_driver_is_one_of_three_names_and_needs_its_section() {
+        let env = |body: &str| problems(&format!("[services.svc.environments.prod]\n{body}\n"));
+        let p = env("driver = \"kubectl\"");
+        assert!(p.iter().any(|p| p == "services.svc.environments.prod.driver: unknown driver 'kubectl'; use helm, pipeline or swarm"), "{p:?}");
+        let p = env("driver = \"swarm\"");
+        assert!(p.iter().any(|p| p == "services.svc.environments.prod.swarm: driver \"swarm\" needs this section (stack, service, image)"), "{p:?}");
+        let p = env("driver = \"helm\"");
+        assert!(p.iter().any(|p| p.starts_with("services.svc.environments.prod.helm: driver \"helm\" needs this section")), "{p:?}");
+        assert!(p.iter().any(|p| p.starts_with("services.svc.environments.prod.namespace: driver \"helm\" verifies the rollout")), "{p:?}");
+        let swarm = "driver = \"swarm\"\n[services.svc.environments.prod.swarm]\nstack = \"s\"\nservice = \"s_api\"\nimage = \"r.local/api\"";
+        assert!(env(swarm).is_empty(), "{:?}", env(swarm));
     }
 
     #[test]

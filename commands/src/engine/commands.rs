@@ -354,6 +354,7 @@ impl Engine {
             approvals: Vec::new(),
             fingerprint: fp,
             resolved: seed,
+            rollback: None,
             expires_at: None,
             messages: Vec::new(),
             notes: Vec::new(),

@@ -430,10 +430,13 @@ impl Engine {
                             step.summary = Some(settings.redactor.redact(s));
                             exec.current = i + 1;
                         }
-                        StepOutcome::Resolved { summary, targets } => {
+                        StepOutcome::Resolved { summary, targets, rollback } => {
                             step.status = StepStatus::Succeeded;
                             step.summary = Some(settings.redactor.redact(summary));
                             exec.resolved = targets.clone();
+                            if rollback.is_some() {
+                                exec.rollback = rollback.clone();
+                            }
                             exec.current = i + 1;
                         }
                         StepOutcome::Finished(s) => {

@@ -51,18 +51,73 @@ pub struct RunQuery {
     pub per_page: u8,
 }
 
+/// Why GitHub Actions gave no usable answer. Each text is a sentence for a chat channel that
+/// names the request (method and path) and never the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CiError {
+    /// Refused before anything was sent: not `owner/name`, not a workflow or tag name, no ref.
+    #[error("{0}")]
+    Invalid(String),
+    /// GitHub answered with an error status (401, 404, 422, 5xx, ...).
+    #[error("{message}")]
+    Api { status: u16, message: String },
+    /// No answer within the configured timeout.
+    #[error("{0}")]
+    Timeout(String),
+    /// GitHub could not be reached, or its answer could not be read.
+    #[error("{0}")]
+    Transport(String),
+    /// The answer does not hold what was asked for (e.g. a tag that names no commit).
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+/// Why a registry could not say whether a tag exists. Each text names the registry host and
+/// never a password or token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// Not an image name runbot accepts, or not a tag.
+    #[error("{0}")]
+    Invalid(String),
+    /// The registry (or its token service) wants credentials runbot does not have, or refused
+    /// the ones it has (HTTP 401/403).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Any other answer that is not a verdict: an unexpected status, a challenge or token
+    /// answer runbot cannot use.
+    #[error("{0}")]
+    Protocol(String),
+    /// Unreachable: refused, timed out, TLS, DNS.
+    #[error("{0}")]
+    Transport(String),
+}
+
+/// Why an HTTP GET got no answer. Each text names the URL without credentials or query.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpCheckError {
+    /// Not an http(s) URL.
+    #[error("{0}")]
+    InvalidUrl(String),
+    /// No (complete) answer within the timeout.
+    #[error("{0}")]
+    Timeout(String),
+    /// Refused, reset, TLS, DNS, too many redirects.
+    #[error("{0}")]
+    Transport(String),
+}
+
 /// GitHub Actions for one configured API endpoint and token.
 #[async_trait]
 pub trait Ci: Send + Sync + 'static {
     /// Runs of `workflow` (its file name, e.g. `ci.yml`, or numeric id) in `repo`
     /// (`owner/name`), newest first.
-    async fn runs(&self, repo: &str, workflow: &str, query: &RunQuery) -> Result<Vec<WorkflowRun>, String>;
+    async fn runs(&self, repo: &str, workflow: &str, query: &RunQuery) -> Result<Vec<WorkflowRun>, CiError>;
     /// One run by id.
-    async fn run(&self, repo: &str, id: u64) -> Result<WorkflowRun, String>;
+    async fn run(&self, repo: &str, id: u64) -> Result<WorkflowRun, CiError>;
     /// The commit a tag points at, annotated tags peeled; `None` when there is no such tag.
-    async fn tag_commit(&self, repo: &str, tag: &str) -> Result<Option<String>, String>;
+    async fn tag_commit(&self, repo: &str, tag: &str) -> Result<Option<String>, CiError>;
     /// Dispatches `workflow` on `git_ref` with `inputs` (a `workflow_dispatch` event).
-    async fn dispatch(&self, repo: &str, workflow: &str, git_ref: &str, inputs: &BTreeMap<String, String>) -> Result<(), String>;
+    async fn dispatch(&self, repo: &str, workflow: &str, git_ref: &str, inputs: &BTreeMap<String, String>) -> Result<(), CiError>;
 }
 
 /// Container registries (HTTP API v2), by registry host.
@@ -70,7 +125,7 @@ pub trait Ci: Send + Sync + 'static {
 pub trait Registry: Send + Sync + 'static {
     /// Does `image` (`registry.example.com/team/app`) have `tag`? `Err` when the registry
     /// cannot be asked (unreachable, credentials refused), with the reason.
-    async fn tag_exists(&self, image: &str, tag: &str) -> Result<bool, String>;
+    async fn tag_exists(&self, image: &str, tag: &str) -> Result<bool, RegistryError>;
 }
 
 /// The answer to one HTTP GET.
@@ -86,7 +141,7 @@ pub struct HttpAnswer {
 #[async_trait]
 pub trait HttpCheck: Send + Sync + 'static {
     /// `Err` when there is no HTTP answer at all (refused, timed out, TLS), with the reason.
-    async fn get(&self, url: &str, timeout: Duration) -> Result<HttpAnswer, String>;
+    async fn get(&self, url: &str, timeout: Duration) -> Result<HttpAnswer, HttpCheckError>;
 }
 
 /// One revision of a Helm release, read from Helm's release storage.

@@ -28,9 +28,21 @@ pub struct CheckResult {
     pub detail: String,
 }
 
+/// Why the checks could not run at all (a failing check is a [`CheckResult`], not an error).
+/// The texts never hold the database URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DbCheckError {
+    /// The database cannot be reached or refused the login.
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    /// A read-only transaction could not be started.
+    #[error("{0}")]
+    Transaction(String),
+}
+
 #[async_trait]
 pub trait DbChecker: Send + Sync + 'static {
     /// Runs every check (read-only) against the database at `url`; `Err` only when the
     /// database cannot be reached at all.
-    async fn run(&self, url: &str, tables: &[TableCheck], checks: &[SqlCheck]) -> Result<Vec<CheckResult>, String>;
+    async fn run(&self, url: &str, tables: &[TableCheck], checks: &[SqlCheck]) -> Result<Vec<CheckResult>, DbCheckError>;
 }

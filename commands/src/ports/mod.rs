@@ -13,5 +13,5 @@ pub use backup::{BackupCatalog, CatalogError, CatalogSnapshot, Catalogs};
 pub use chat::{Chat, ChatError, Chats};
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use cluster::{Cluster, ClusterError, Clusters, PodInfo, Rollout};
-pub use deploy::{Ci, HelmRevision, HttpAnswer, HttpCheck, Registry, RunQuery, WorkflowRun};
+pub use deploy::{Ci, CiError, HelmRevision, HttpAnswer, HttpCheck, HttpCheckError, Registry, RegistryError, RunQuery, WorkflowRun};
 pub use store::{Inbound, InboxClaim, ListFilter, Store, StoreError, Versioned};

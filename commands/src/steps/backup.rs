@@ -117,6 +117,7 @@ impl StepKind for RestorePointStep {
                     at(rp.reach_time)
                 ),
                 targets: vec![format!("{} at {} from base backup {}", p.database, at(rp.target), rp.backup_id)],
+                rollback: None,
             },
             Err(why) => StepOutcome::Failed(format!("{} cannot be restored: {why}. Nothing was changed.", at(target))),
         }
@@ -220,6 +221,7 @@ impl StepKind for PruneStep {
                         if plan.wal_before.is_some() { " and the WAL before it" } else { "" }
                     ),
                     targets: lines,
+                    rollback: None,
                 }
             }
             PruneOp::Apply => {

@@ -358,7 +358,7 @@ async fn diagnose(c: &dyn Cluster, p: &Params, ctx: &StepContext) -> StepOutcome
         Some(_) => format!("named pod: {}", shown.join("; ")),
         None => format!("{} of {} pods unhealthy: {}", targets.len(), live.len(), shown.join("; ")),
     };
-    StepOutcome::Resolved { summary, targets: names }
+    StepOutcome::Resolved { summary, targets: names, rollback: None }
 }
 
 fn restarts(pod: &PodInfo) -> i32 {

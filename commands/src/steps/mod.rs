@@ -8,6 +8,7 @@ pub mod deploy;
 pub mod integrity;
 pub mod job;
 pub mod k8s;
+pub(crate) mod pace;
 pub(crate) mod process;
 pub use process::{STOP_GRACE, SUPERVISOR_FLAG, supervise_main, use_supervisor};
 pub mod restore;
@@ -37,8 +38,9 @@ pub enum StepOutcome {
     /// Done; a one-line summary for the status message.
     Succeeded(String),
     /// Done, and it resolved what the following steps act on (e.g. the pods to restart); the
-    /// targets become part of the plan the approvers see.
-    Resolved { summary: String, targets: Vec<String> },
+    /// targets become part of the plan the approvers see. A rollback's target comes with its
+    /// structured form, which the steps after it act on.
+    Resolved { summary: String, targets: Vec<String>, rollback: Option<crate::model::RollbackTarget> },
     /// Done, and there is nothing left to do: the remaining steps are skipped and the
     /// execution succeeds with this summary (e.g. "no unhealthy pods").
     Finished(String),

@@ -140,7 +140,7 @@ impl StepKind for WritersStep {
                     Err(e) => return StepOutcome::Failed(format!("reading writer {w} failed: {e}")),
                 }
             }
-            return StepOutcome::Resolved { summary: format!("writers recorded: {}", counts.join(", ")), targets };
+            return StepOutcome::Resolved { summary: format!("writers recorded: {}", counts.join(", ")), targets, rollback: None };
         }
         let writers = match recorded(&ctx.execution.resolved) {
             Ok(w) if !w.is_empty() => w,

@@ -13,7 +13,7 @@ use crate::github::{self, FakeGitHub};
 use crate::kube::{Behavior, FakeCluster, Timing};
 use crate::registry::FakeRegistry;
 use crate::smoke::SmokeServer;
-use anyhow::Context;
+use runbot_commands::setup::{Doing, SetupError, SetupResult, ensure};
 use std::path::{Path, PathBuf};
 
 const CONFIG: &str = include_str!("config.toml");
@@ -51,8 +51,8 @@ impl World {
 }
 
 /// Starts the demo world on free loopback ports with human-watchable timing.
-pub async fn start() -> anyhow::Result<World> {
-    let registry = FakeRegistry::start(([127, 0, 0, 1], 0).into()).await.context("starting the sandbox registry")?;
+pub async fn start() -> SetupResult<World> {
+    let registry = FakeRegistry::start(([127, 0, 0, 1], 0).into()).await.doing("starting the sandbox registry")?;
     for v in VERSIONS {
         registry.push("promotions-api", v);
     }
@@ -65,7 +65,7 @@ pub async fn start() -> anyhow::Result<World> {
             logs: vec!["INFO  promotions-api v1.2.6 starting".into(), "panic: config key PROMO_RULES is missing".into()],
         },
     );
-    let github = FakeGitHub::start(([127, 0, 0, 1], 0).into(), github::Timing::demo()).await.context("starting the sandbox GitHub")?;
+    let github = FakeGitHub::start(([127, 0, 0, 1], 0).into(), github::Timing::demo()).await.doing("starting the sandbox GitHub")?;
     github.add_workflow(REPO, "ci.yml", "CI", &[]);
     github.set_branch(REPO, "main", COMMIT);
     for v in VERSIONS {
@@ -75,13 +75,13 @@ pub async fn start() -> anyhow::Result<World> {
     let bad = format!(":{CRASHING}");
     let smoke = SmokeServer::following_deployment(([127, 0, 0, 1], 0).into(), &cluster, NAMESPACE, DEPLOYMENT, move |img| !img.ends_with(&bad))
         .await
-        .context("starting the sandbox health endpoint")?;
+        .doing("starting the sandbox health endpoint")?;
     Ok(World { cluster, github, registry, smoke })
 }
 
 /// The demo cluster on a free loopback port with `timing`: `promotions-api` on `image` with 3
 /// replicas, one of which fails its liveness probe (tests use [`Timing::fast`]).
-pub async fn start_cluster_with(timing: Timing, image: &str) -> anyhow::Result<FakeCluster> {
+pub async fn start_cluster_with(timing: Timing, image: &str) -> SetupResult<FakeCluster> {
     let cluster = FakeCluster::start(([127, 0, 0, 1], 0).into(), timing.clone()).await?;
     cluster.deploy(NAMESPACE, DEPLOYMENT, image, 3);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -91,7 +91,7 @@ pub async fn start_cluster_with(timing: Timing, image: &str) -> anyhow::Result<F
         if names.len() == 3 {
             break names.remove(0);
         }
-        anyhow::ensure!(std::time::Instant::now() < deadline, "the sandbox cluster did not create the demo pods");
+        ensure(std::time::Instant::now() < deadline, || "the sandbox cluster did not create the demo pods".to_string())?;
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     cluster.behave_pod(
@@ -117,7 +117,7 @@ pub async fn start_cluster_with(timing: Timing, image: &str) -> anyhow::Result<F
         if others_ready && sick_running {
             break;
         }
-        anyhow::ensure!(std::time::Instant::now() < deadline, "the sandbox cluster did not start the demo pods");
+        ensure(std::time::Instant::now() < deadline, || "the sandbox cluster did not start the demo pods".to_string())?;
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     tokio::time::sleep(timing.crash_every / 3 + std::time::Duration::from_millis(200)).await;
@@ -141,12 +141,12 @@ impl World {
 
 /// Prepares `state_dir` and returns the path of the demo config to serve, acting on the
 /// sandbox at `urls`; `runbot` is the runbot executable, linked as the demo's `helm`.
-pub fn prepare(state_dir: &Path, listen: &str, urls: &Urls, runbot: &Path) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
+pub fn prepare(state_dir: &Path, listen: &str, urls: &Urls, runbot: &Path) -> SetupResult<PathBuf> {
+    std::fs::create_dir_all(state_dir).doing(format!("creating {}", state_dir.display()))?;
     let state = std::fs::canonicalize(state_dir)?;
-    let state_str = state.to_str().context("the state directory path is not UTF-8")?;
+    let state_str = state.to_str().ok_or_else(|| SetupError("the state directory path is not UTF-8".into()))?;
     if state_str.contains(['"', '\\', '\n']) {
-        anyhow::bail!("the state directory path must not contain quotes, backslashes or newlines");
+        return Err(SetupError("the state directory path must not contain quotes, backslashes or newlines".to_string()));
     }
     let cache = state.join("cache/promotions");
     std::fs::create_dir_all(&cache)?;
@@ -167,7 +167,7 @@ pub fn prepare(state_dir: &Path, listen: &str, urls: &Urls, runbot: &Path) -> an
     std::fs::create_dir_all(&bin)?;
     let helm = bin.join("helm");
     let _ = std::fs::remove_file(&helm);
-    std::os::unix::fs::symlink(runbot, &helm).with_context(|| format!("linking {} as {}", runbot.display(), helm.display()))?;
+    std::os::unix::fs::symlink(runbot, &helm).doing(format!("linking {} as {}", runbot.display(), helm.display()))?;
     let config = CONFIG
         .replace("@STATE@", state_str)
         .replace("@LISTEN@", listen)
@@ -183,7 +183,7 @@ pub fn prepare(state_dir: &Path, listen: &str, urls: &Urls, runbot: &Path) -> an
 
 /// Installs the promotions release (revision 1, the version running at start) with the demo's
 /// `helm`, as a team would have it before runbot arrives.
-pub fn install_release(state_dir: &Path, kube_url: &str) -> anyhow::Result<()> {
+pub fn install_release(state_dir: &Path, kube_url: &str) -> SetupResult<()> {
     let state = std::fs::canonicalize(state_dir)?;
     let chart = state.join("charts/promotions");
     let out = std::process::Command::new(state.join("bin/helm"))
@@ -191,8 +191,8 @@ pub fn install_release(state_dir: &Path, kube_url: &str) -> anyhow::Result<()> {
         .arg(&chart)
         .args(["--namespace", NAMESPACE, "--kube-apiserver", kube_url])
         .output()
-        .context("running the demo's helm")?;
-    anyhow::ensure!(out.status.success(), "installing {RELEASE}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        .doing("running the demo's helm")?;
+    ensure(out.status.success(), || format!("installing {RELEASE}: {}", String::from_utf8_lossy(&out.stderr).trim()))?;
     Ok(())
 }
 

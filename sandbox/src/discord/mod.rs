@@ -28,6 +28,7 @@
 //! The Gateway (`GET /gateway/bot` → a `ws://127.0.0.1` URL: HELLO, heartbeats, IDENTIFY,
 //! READY, RESUME, interactions dispatched by the test) is in [`gateway`].
 
+use runbot_commands::setup::SetupResult;
 mod gateway;
 pub mod limits;
 pub mod objects;
@@ -317,7 +318,7 @@ pub const GUILD_ID: &str = "1280000000000000001";
 
 impl FakeDiscord {
     /// Starts the REST API on a free loopback port; bot routes require `Bot <bot_token>`.
-    pub async fn start(bot_token: &str, application_id: &str) -> anyhow::Result<FakeDiscord> {
+    pub async fn start(bot_token: &str, application_id: &str) -> SetupResult<FakeDiscord> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
         let mut limits = HashMap::new();

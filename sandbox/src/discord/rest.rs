@@ -375,303 +375,263 @@ fn interaction_for(s: &State, app: Option<&str>, id: Option<&str>, token: &str, 
     Ok(iid.clone())
 }
 
+/// Applies a routed, authorised, rate-limited request: one handler per endpoint, each checking
+/// the body as Discord does before touching the state.
 fn act(inner: &Inner, target: &Target, body: &Value) -> Answer {
-    let guild = inner.guild_id.clone();
-    match target {
-        Target::GatewayBot => ok(200, super::gateway::bot_answer(inner)),
-        Target::CreateMessage { channel } => {
-            if let Err(a) = check_message(body) {
-                return a;
-            }
-            if is_empty_message(body) {
-                return error(400, 50006, "Cannot send an empty message");
-            }
-            let posted = inner.with(|s| match s.chan(channel) {
-                Some(c) if c.kind == 0 || c.kind == 11 => Some(new_message(s, channel, Author::Bot, 0, None, content_of(body))),
-                _ => None,
-            });
-            match posted {
-                Some(p) => ok(200, object(inner, &p)),
-                None => error(404, 10003, "Unknown Channel"),
-            }
+    let done = match target {
+        Target::GatewayBot => Ok(ok(200, super::gateway::bot_answer(inner))),
+        Target::CreateMessage { channel } => create_message(inner, channel, body),
+        Target::EditMessage { channel, message } => edit_message(inner, channel, message, body),
+        Target::CreateThread { channel, message } => create_thread(inner, channel, message, body),
+        Target::CreateChannel { guild } => create_channel(inner, guild, body),
+        Target::Callback { interaction, token } => callback(inner, interaction, token, body),
+        Target::Followup { app, token } => followup(inner, app, token, body),
+        Target::EditWebhook { app, token, message } => edit_webhook(inner, app, token, message, body),
+        Target::Commands { app, guild } => bulk_commands(inner, app, guild, body),
+    };
+    done.unwrap_or_else(|refused| refused)
+}
+
+/// A 400 naming one invalid field, as Discord's form validation reports it.
+fn invalid_field(path: &[&str], code: &'static str, message: &str) -> Answer {
+    let path = path.iter().map(|p| p.to_string()).collect();
+    invalid_form(errors_json(&[super::limits::Problem { path, code, message: message.into() }]))
+}
+
+fn check_not_empty(body: &Value) -> Result<(), Answer> {
+    if is_empty_message(body) { Err(error(400, 50006, "Cannot send an empty message")) } else { Ok(()) }
+}
+
+/// `POST /channels/{channel}/messages`: in a text channel or a thread.
+fn create_message(inner: &Inner, channel: &str, body: &Value) -> Result<Answer, Answer> {
+    check_message(body)?;
+    check_not_empty(body)?;
+    let posted = inner.with(|s| match s.chan(channel) {
+        Some(c) if c.kind == 0 || c.kind == 11 => Some(new_message(s, channel, Author::Bot, 0, None, content_of(body))),
+        _ => None,
+    });
+    let p = posted.ok_or_else(|| error(404, 10003, "Unknown Channel"))?;
+    Ok(ok(200, object(inner, &p)))
+}
+
+/// `PATCH /channels/{channel}/messages/{message}`: the bot's own message, not emptied.
+fn edit_message(inner: &Inner, channel: &str, message: &str, body: &Value) -> Result<Answer, Answer> {
+    check_message(body)?;
+    let p = inner.with(|s| {
+        if s.chan(channel).is_none() {
+            return Err(error(404, 10003, "Unknown Channel"));
         }
-        Target::EditMessage { channel, message } => {
-            if let Err(a) = check_message(body) {
-                return a;
-            }
-            let res = inner.with(|s| {
-                if s.chan(channel).is_none() {
-                    return Err(error(404, 10003, "Unknown Channel"));
-                }
-                let Some(p) = s.messages.iter_mut().find(|m| m.id == *message && m.channel_id == *channel) else {
-                    return Err(error(404, 10008, "Unknown Message"));
-                };
-                if p.author != Author::Bot {
-                    return Err(error(403, 50005, "Cannot edit a message authored by another user"));
-                }
-                let mut after = p.content.clone();
-                for (k, v) in content_of(body).as_object().into_iter().flatten() {
-                    after[k.as_str()] = v.clone();
-                }
-                if is_empty_message(&after) {
-                    return Err(error(400, 50006, "Cannot send an empty message"));
-                }
-                edit(p, &content_of(body));
-                Ok(p.clone())
-            });
-            match res {
-                Ok(p) => ok(200, object(inner, &p)),
-                Err(a) => a,
-            }
+        let Some(p) = s.messages.iter_mut().find(|m| m.id == message && m.channel_id == channel) else {
+            return Err(error(404, 10008, "Unknown Message"));
+        };
+        if p.author != Author::Bot {
+            return Err(error(403, 50005, "Cannot edit a message authored by another user"));
         }
-        Target::CreateThread { channel, message } => {
-            let name = body["name"].as_str().unwrap_or("");
-            let n = name.chars().count();
-            if n == 0 || n > 100 {
-                return invalid_form(errors_json(&[super::limits::Problem {
-                    path: vec!["name".into()],
-                    code: "BASE_TYPE_BAD_LENGTH",
-                    message: "Must be between 1 and 100 in length.".into(),
-                }]));
-            }
-            let archive = body["auto_archive_duration"].as_u64().unwrap_or(4320);
-            if ![60, 1440, 4320, 10080].contains(&archive) {
-                return invalid_form(errors_json(&[super::limits::Problem {
-                    path: vec!["auto_archive_duration".into()],
-                    code: "BASE_TYPE_CHOICES",
-                    message: "Value must be one of {60, 1440, 4320, 10080}.".into(),
-                }]));
-            }
-            let res = inner.with(|s| {
-                match s.chan(channel) {
-                    Some(c) if c.kind == 0 => {}
-                    Some(_) => return Err(error(400, 50024, "Cannot execute action on this channel type")),
-                    None => return Err(error(404, 10003, "Unknown Channel")),
-                }
-                if !s.messages.iter().any(|m| m.id == *message && m.channel_id == *channel) {
-                    return Err(error(404, 10008, "Unknown Message"));
-                }
-                if s.chan(message).is_some() {
-                    return Err(error(400, 160004, "A thread has already been created for this message"));
-                }
-                let obj = objects::thread(message, &guild, channel, name, super::BOT_USER_ID, archive);
-                s.channels.push(Chan { id: message.clone(), kind: 11, name: name.to_string(), parent: Some(channel.clone()), object: obj.clone() });
-                s.created.push(message.clone());
-                Ok(obj)
-            });
-            match res {
-                Ok(o) => ok(201, o),
-                Err(a) => a,
-            }
+        let mut after = p.content.clone();
+        for (k, v) in content_of(body).as_object().into_iter().flatten() {
+            after[k.as_str()] = v.clone();
         }
-        Target::CreateChannel { guild: g } => {
-            if *g != guild {
-                return error(404, 10004, "Unknown Guild");
-            }
-            let name = body["name"].as_str().unwrap_or("");
-            let kind = body["type"].as_u64().unwrap_or(0);
-            let mut probs = Vec::new();
-            let n = name.chars().count();
-            if n == 0 || n > 100 {
-                probs.push(super::limits::Problem {
-                    path: vec!["name".into()],
-                    code: "BASE_TYPE_BAD_LENGTH",
-                    message: "Must be between 1 and 100 in length.".into(),
-                });
-            }
-            if kind != 0 {
-                probs.push(super::limits::Problem {
-                    path: vec!["type".into()],
-                    code: "BASE_TYPE_CHOICES",
-                    message: "runbot creates text channels (type 0) only.".into(),
-                });
-            }
-            if body["topic"].as_str().is_some_and(|t| t.chars().count() > 1024) {
-                probs.push(super::limits::Problem {
-                    path: vec!["topic".into()],
-                    code: "BASE_TYPE_MAX_LENGTH",
-                    message: "Must be 1024 or fewer in length.".into(),
-                });
-            }
-            let parent = body["parent_id"].as_str().map(str::to_string);
-            let res = inner.with(|s| {
-                if let Some(pid) = &parent
-                    && s.chan(pid).is_none_or(|c| c.kind != 4)
-                {
-                    probs.push(super::limits::Problem {
-                        path: vec!["parent_id".into()],
-                        code: "CHANNEL_PARENT_INVALID",
-                        message: "Not a category".into(),
-                    });
-                }
-                if !probs.is_empty() {
-                    return Err(invalid_form(errors_json(&probs)));
-                }
-                // Discord lower-cases text channel names and turns spaces into dashes.
-                let name: String = name.to_lowercase().split_whitespace().collect::<Vec<_>>().join("-");
-                let id = s.snowflake();
-                let pos = s.channels.len() as u64;
-                let mut obj = objects::channel(&id, &guild, &name, 0, parent.as_deref(), pos);
-                if let Some(t) = body["topic"].as_str() {
-                    obj["topic"] = json!(t);
-                }
-                s.channels.push(Chan { id: id.clone(), kind: 0, name, parent, object: obj.clone() });
-                s.created.push(id);
-                Ok(obj)
-            });
-            match res {
-                Ok(o) => ok(201, o),
-                Err(a) => a,
-            }
-        }
-        Target::Callback { interaction, token } => {
-            let kind = body["type"].as_u64().unwrap_or(0);
-            let data = &body["data"];
-            match kind {
-                4 | 7 => {
-                    if let Err(a) = check_message(data) {
-                        return a;
-                    }
-                }
-                5 | 6 => {
-                    let flags = data["flags"].as_u64().unwrap_or(0);
-                    if flags & !64 != 0 {
-                        return invalid_form(errors_json(&[super::limits::Problem {
-                            path: vec!["data".into(), "flags".into()],
-                            code: "INTERACTION_RESPONSE_FLAGS_INVALID",
-                            message: "Only the EPHEMERAL flag is allowed".into(),
-                        }]));
-                    }
-                }
-                8 => {
-                    if data["choices"].as_array().is_none_or(|c| c.len() > 25) {
-                        return invalid_form(errors_json(&[super::limits::Problem {
-                            path: vec!["data".into(), "choices".into()],
-                            code: "BASE_TYPE_BAD_LENGTH",
-                            message: "Must be between 0 and 25 in length.".into(),
-                        }]));
-                    }
-                }
-                1 | 9 => {}
-                _ => {
-                    return invalid_form(errors_json(&[super::limits::Problem {
-                        path: vec!["type".into()],
-                        code: "BASE_TYPE_CHOICES",
-                        message: "Value must be one of {1, 4, 5, 6, 7, 8, 9}.".into(),
-                    }]));
-                }
-            }
-            let app = inner.app_id.clone();
-            inner.with(|s| {
-                let iid = match interaction_for(s, None, Some(interaction), token, &app) {
-                    Ok(i) => i,
-                    Err(a) => return a,
-                };
-                let deadline = s.callback_deadline;
-                let Some(x) = s.interactions.get(&iid).cloned() else { return error(404, 10062, "Unknown interaction") };
-                if x.acked.is_some() {
-                    return error(400, 40060, "Interaction has already been acknowledged.");
-                }
-                if x.at.elapsed() > deadline {
-                    return error(404, 10062, "Unknown interaction");
-                }
-                let flags = data["flags"].as_u64().unwrap_or(0);
-                let mut original = None;
-                match kind {
-                    4 => original = Some(new_message(s, &x.channel, Author::Interaction, flags & 64, Some(iid.clone()), content_of(data)).id),
-                    // A deferred response shows "thinking" until @original is edited.
-                    5 => original = Some(new_message(s, &x.channel, Author::Interaction, (flags & 64) | 128, Some(iid.clone()), json!({})).id),
-                    7 => {
-                        if let Some(mid) = &x.message
-                            && let Some(p) = s.messages.iter_mut().find(|m| m.id == *mid)
-                        {
-                            edit(p, &content_of(data));
-                        }
-                    }
-                    _ => {}
-                }
-                if let Some(i) = s.interactions.get_mut(&iid) {
-                    i.acked = Some(kind);
-                    i.original = original;
-                }
-                s.callbacks.push((iid, body.clone()));
-                no_content()
-            })
-        }
-        Target::Followup { app, token } => {
-            if let Err(a) = check_message(body) {
-                return a;
-            }
-            if is_empty_message(body) {
-                return error(400, 50006, "Cannot send an empty message");
-            }
-            let app_id = inner.app_id.clone();
-            let res = inner.with(|s| {
-                let iid = interaction_for(s, Some(app), None, token, &app_id)?;
-                let x = s.interactions.get(&iid).cloned().ok_or_else(|| error(404, 10015, "Unknown Webhook"))?;
-                if x.acked.is_none() {
-                    return Err(error(404, 10015, "Unknown Webhook"));
-                }
-                let flags = body["flags"].as_u64().unwrap_or(0) & 64;
-                Ok(new_message(s, &x.channel, Author::Interaction, flags, Some(iid), content_of(body)))
-            });
-            match res {
-                Ok(p) => ok(200, object(inner, &p)),
-                Err(a) => a,
-            }
-        }
-        Target::EditWebhook { app, token, message } => {
-            if let Err(a) = check_message(body) {
-                return a;
-            }
-            let app_id = inner.app_id.clone();
-            let res = inner.with(|s| {
-                let iid = interaction_for(s, Some(app), None, token, &app_id)?;
-                let x = s.interactions.get(&iid).cloned().ok_or_else(|| error(404, 10015, "Unknown Webhook"))?;
-                let mid =
-                    if message == "@original" { x.original.clone().ok_or_else(|| error(404, 10008, "Unknown Message"))? } else { message.clone() };
-                let Some(p) = s.messages.iter_mut().find(|m| m.id == mid && m.interaction.as_deref() == Some(iid.as_str())) else {
-                    return Err(error(404, 10008, "Unknown Message"));
-                };
-                p.flags &= !128;
-                edit(p, &content_of(body));
-                Ok(p.clone())
-            });
-            match res {
-                Ok(p) => ok(200, object(inner, &p)),
-                Err(a) => a,
-            }
-        }
-        Target::Commands { app, guild: g } => {
-            if *app != inner.app_id {
-                return error(403, 50001, "Missing Access");
-            }
-            if g.as_ref().is_some_and(|g| *g != guild) {
-                return error(404, 10004, "Unknown Guild");
-            }
-            let probs = commands_problems(body);
-            if !probs.is_empty() {
-                return invalid_form(errors_json(&probs));
-            }
-            let stored = inner.with(|s| {
-                let list: Vec<Value> = body.as_array().cloned().unwrap_or_default();
-                let old = s.commands.get(g).cloned().unwrap_or_default();
-                let out: Vec<Value> = list
-                    .iter()
-                    .map(|c| {
-                        // A command keeps its id when overwritten under the same name.
-                        let id = old
-                            .iter()
-                            .find(|o| o["name"] == c["name"])
-                            .and_then(|o| o["id"].as_str().map(str::to_string))
-                            .unwrap_or_else(|| s.snowflake());
-                        objects::command(&id, app, g.as_deref(), c)
-                    })
-                    .collect();
-                s.commands.insert(g.clone(), out.clone());
-                out
-            });
-            ok(200, Value::Array(stored))
-        }
+        check_not_empty(&after)?;
+        edit(p, &content_of(body));
+        Ok(p.clone())
+    })?;
+    Ok(ok(200, object(inner, &p)))
+}
+
+/// `POST /channels/{channel}/messages/{message}/threads`: one thread per message, in a text channel.
+fn create_thread(inner: &Inner, channel: &str, message: &str, body: &Value) -> Result<Answer, Answer> {
+    let name = body["name"].as_str().unwrap_or("");
+    let n = name.chars().count();
+    if n == 0 || n > 100 {
+        return Err(invalid_field(&["name"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."));
     }
+    let archive = body["auto_archive_duration"].as_u64().unwrap_or(4320);
+    if ![60, 1440, 4320, 10080].contains(&archive) {
+        return Err(invalid_field(&["auto_archive_duration"], "BASE_TYPE_CHOICES", "Value must be one of {60, 1440, 4320, 10080}."));
+    }
+    let obj = inner.with(|s| {
+        match s.chan(channel) {
+            Some(c) if c.kind == 0 => {}
+            Some(_) => return Err(error(400, 50024, "Cannot execute action on this channel type")),
+            None => return Err(error(404, 10003, "Unknown Channel")),
+        }
+        if !s.messages.iter().any(|m| m.id == message && m.channel_id == channel) {
+            return Err(error(404, 10008, "Unknown Message"));
+        }
+        if s.chan(message).is_some() {
+            return Err(error(400, 160004, "A thread has already been created for this message"));
+        }
+        let obj = objects::thread(message, &inner.guild_id, channel, name, super::BOT_USER_ID, archive);
+        s.channels.push(Chan { id: message.to_string(), kind: 11, name: name.to_string(), parent: Some(channel.to_string()), object: obj.clone() });
+        s.created.push(message.to_string());
+        Ok(obj)
+    })?;
+    Ok(ok(201, obj))
+}
+
+/// The form problems of a channel creation that need no state: name, type, topic.
+fn channel_problems(body: &Value) -> Vec<super::limits::Problem> {
+    let problem = |path: &str, code, message: &str| super::limits::Problem { path: vec![path.into()], code, message: message.into() };
+    let mut probs = Vec::new();
+    let n = body["name"].as_str().unwrap_or("").chars().count();
+    if n == 0 || n > 100 {
+        probs.push(problem("name", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."));
+    }
+    if body["type"].as_u64().unwrap_or(0) != 0 {
+        probs.push(problem("type", "BASE_TYPE_CHOICES", "runbot creates text channels (type 0) only."));
+    }
+    if body["topic"].as_str().is_some_and(|t| t.chars().count() > 1024) {
+        probs.push(problem("topic", "BASE_TYPE_MAX_LENGTH", "Must be 1024 or fewer in length."));
+    }
+    probs
+}
+
+/// `POST /guilds/{guild}/channels`: a text channel, under a category if `parent_id` names one.
+fn create_channel(inner: &Inner, g: &str, body: &Value) -> Result<Answer, Answer> {
+    let guild = &inner.guild_id;
+    if g != guild {
+        return Err(error(404, 10004, "Unknown Guild"));
+    }
+    let name = body["name"].as_str().unwrap_or("");
+    let mut probs = channel_problems(body);
+    let parent = body["parent_id"].as_str().map(str::to_string);
+    let obj = inner.with(|s| {
+        if let Some(pid) = &parent
+            && s.chan(pid).is_none_or(|c| c.kind != 4)
+        {
+            probs.push(super::limits::Problem { path: vec!["parent_id".into()], code: "CHANNEL_PARENT_INVALID", message: "Not a category".into() });
+        }
+        if !probs.is_empty() {
+            return Err(invalid_form(errors_json(&probs)));
+        }
+        // Discord lower-cases text channel names and turns spaces into dashes.
+        let name: String = name.to_lowercase().split_whitespace().collect::<Vec<_>>().join("-");
+        let id = s.snowflake();
+        let pos = s.channels.len() as u64;
+        let mut obj = objects::channel(&id, guild, &name, 0, parent.as_deref(), pos);
+        if let Some(t) = body["topic"].as_str() {
+            obj["topic"] = json!(t);
+        }
+        s.channels.push(Chan { id: id.clone(), kind: 0, name, parent, object: obj.clone() });
+        s.created.push(id);
+        Ok(obj)
+    })?;
+    Ok(ok(201, obj))
+}
+
+/// The form checks of an interaction response, by its type.
+fn check_callback(kind: u64, data: &Value) -> Result<(), Answer> {
+    match kind {
+        4 | 7 => check_message(data),
+        5 | 6 if data["flags"].as_u64().unwrap_or(0) & !64 != 0 => {
+            Err(invalid_field(&["data", "flags"], "INTERACTION_RESPONSE_FLAGS_INVALID", "Only the EPHEMERAL flag is allowed"))
+        }
+        8 if data["choices"].as_array().is_none_or(|c| c.len() > 25) => {
+            Err(invalid_field(&["data", "choices"], "BASE_TYPE_BAD_LENGTH", "Must be between 0 and 25 in length."))
+        }
+        1 | 5 | 6 | 8 | 9 => Ok(()),
+        _ => Err(invalid_field(&["type"], "BASE_TYPE_CHOICES", "Value must be one of {1, 4, 5, 6, 7, 8, 9}.")),
+    }
+}
+
+/// `POST /interactions/{id}/{token}/callback`: the one initial response, within the deadline.
+fn callback(inner: &Inner, interaction: &str, token: &str, body: &Value) -> Result<Answer, Answer> {
+    let kind = body["type"].as_u64().unwrap_or(0);
+    let data = &body["data"];
+    check_callback(kind, data)?;
+    inner.with(|s| {
+        let iid = interaction_for(s, None, Some(interaction), token, &inner.app_id)?;
+        let deadline = s.callback_deadline;
+        let Some(x) = s.interactions.get(&iid).cloned() else { return Err(error(404, 10062, "Unknown interaction")) };
+        if x.acked.is_some() {
+            return Err(error(400, 40060, "Interaction has already been acknowledged."));
+        }
+        if x.at.elapsed() > deadline {
+            return Err(error(404, 10062, "Unknown interaction"));
+        }
+        let flags = data["flags"].as_u64().unwrap_or(0);
+        let mut original = None;
+        match kind {
+            4 => original = Some(new_message(s, &x.channel, Author::Interaction, flags & 64, Some(iid.clone()), content_of(data)).id),
+            // A deferred response shows "thinking" until @original is edited.
+            5 => original = Some(new_message(s, &x.channel, Author::Interaction, (flags & 64) | 128, Some(iid.clone()), json!({})).id),
+            7 => {
+                if let Some(mid) = &x.message
+                    && let Some(p) = s.messages.iter_mut().find(|m| m.id == *mid)
+                {
+                    edit(p, &content_of(data));
+                }
+            }
+            _ => {}
+        }
+        if let Some(i) = s.interactions.get_mut(&iid) {
+            i.acked = Some(kind);
+            i.original = original;
+        }
+        s.callbacks.push((iid, body.clone()));
+        Ok(no_content())
+    })
+}
+
+/// `POST /webhooks/{app}/{token}`: a follow-up message, once the interaction is acknowledged.
+fn followup(inner: &Inner, app: &str, token: &str, body: &Value) -> Result<Answer, Answer> {
+    check_message(body)?;
+    check_not_empty(body)?;
+    let p = inner.with(|s| {
+        let iid = interaction_for(s, Some(app), None, token, &inner.app_id)?;
+        let x = s.interactions.get(&iid).cloned().ok_or_else(|| error(404, 10015, "Unknown Webhook"))?;
+        if x.acked.is_none() {
+            return Err(error(404, 10015, "Unknown Webhook"));
+        }
+        let flags = body["flags"].as_u64().unwrap_or(0) & 64;
+        Ok(new_message(s, &x.channel, Author::Interaction, flags, Some(iid), content_of(body)))
+    })?;
+    Ok(ok(200, object(inner, &p)))
+}
+
+/// `PATCH /webhooks/{app}/{token}/messages/{message}`: `@original` or a follow-up of this interaction.
+fn edit_webhook(inner: &Inner, app: &str, token: &str, message: &str, body: &Value) -> Result<Answer, Answer> {
+    check_message(body)?;
+    let p = inner.with(|s| {
+        let iid = interaction_for(s, Some(app), None, token, &inner.app_id)?;
+        let x = s.interactions.get(&iid).cloned().ok_or_else(|| error(404, 10015, "Unknown Webhook"))?;
+        let mid = if message == "@original" { x.original.clone().ok_or_else(|| error(404, 10008, "Unknown Message"))? } else { message.to_string() };
+        let Some(p) = s.messages.iter_mut().find(|m| m.id == mid && m.interaction.as_deref() == Some(iid.as_str())) else {
+            return Err(error(404, 10008, "Unknown Message"));
+        };
+        p.flags &= !128;
+        edit(p, &content_of(body));
+        Ok(p.clone())
+    })?;
+    Ok(ok(200, object(inner, &p)))
+}
+
+/// `PUT /applications/{app}[/guilds/{guild}]/commands`: the list replaces the old one; a command
+/// keeps its id when overwritten under the same name.
+fn bulk_commands(inner: &Inner, app: &str, g: &Option<String>, body: &Value) -> Result<Answer, Answer> {
+    if app != inner.app_id {
+        return Err(error(403, 50001, "Missing Access"));
+    }
+    if g.as_ref().is_some_and(|g| *g != inner.guild_id) {
+        return Err(error(404, 10004, "Unknown Guild"));
+    }
+    let probs = commands_problems(body);
+    if !probs.is_empty() {
+        return Err(invalid_form(errors_json(&probs)));
+    }
+    let stored = inner.with(|s| {
+        let list: Vec<Value> = body.as_array().cloned().unwrap_or_default();
+        let old = s.commands.get(g).cloned().unwrap_or_default();
+        let out: Vec<Value> = list
+            .iter()
+            .map(|c| {
+                let id =
+                    old.iter().find(|o| o["name"] == c["name"]).and_then(|o| o["id"].as_str().map(str::to_string)).unwrap_or_else(|| s.snowflake());
+                objects::command(&id, app, g.as_deref(), c)
+            })
+            .collect();
+        s.commands.insert(g.clone(), out.clone());
+        out
+    });
+    Ok(ok(200, Value::Array(stored)))
 }

@@ -369,38 +369,102 @@ fn deployments(st: &mut State) {
     }
 }
 
-fn deployment(st: &mut State, mut d: Value) {
-    let now: DateTime<Utc> = Utc::now();
-    let now_s = fmt_time(now);
-    let (ns, duid) = (meta_str(&d, "namespace").to_string(), meta_str(&d, "uid").to_string());
-    let desired = at(&d, &["spec", "replicas"]).and_then(Value::as_i64).unwrap_or(1);
-    let (surge, unavail) = fenceposts(&d, desired);
-    let paused = at(&d, &["spec", "paused"]).and_then(Value::as_bool) == Some(true);
-    let recreate = at(&d, &["spec", "strategy", "type"]).and_then(Value::as_str) == Some("Recreate");
-    let hash = template_hash(at(&d, &["spec", "template"]).unwrap_or(&Value::Null));
-    let by_rev = |st: &State| {
-        let mut v = owned(st, REPLICASETS, &ns, &duid);
+/// What one pass over a Deployment works from: where it is and its spec's rollout settings.
+struct Rollout {
+    ns: String,
+    uid: String,
+    desired: i64,
+    surge: i64,
+    unavail: i64,
+    paused: bool,
+    recreate: bool,
+    hash: String,
+}
+
+impl Rollout {
+    fn of(d: &Value) -> Self {
+        let desired = at(d, &["spec", "replicas"]).and_then(Value::as_i64).unwrap_or(1);
+        let (surge, unavail) = fenceposts(d, desired);
+        Rollout {
+            ns: meta_str(d, "namespace").to_string(),
+            uid: meta_str(d, "uid").to_string(),
+            desired,
+            surge,
+            unavail,
+            paused: at(d, &["spec", "paused"]).and_then(Value::as_bool) == Some(true),
+            recreate: at(d, &["spec", "strategy", "type"]).and_then(Value::as_str) == Some("Recreate"),
+            hash: template_hash(at(d, &["spec", "template"]).unwrap_or(&Value::Null)),
+        }
+    }
+
+    /// The Deployment's ReplicaSets, oldest revision first.
+    fn by_rev(&self, st: &State) -> Vec<Value> {
+        let mut v = owned(st, REPLICASETS, &self.ns, &self.uid);
         v.sort_by_key(|r| (revision(r), meta_str(r, "creationTimestamp").to_string()));
         v
-    };
-    let is_new = |r: &Value| at(r, &["metadata", "labels", "pod-template-hash"]).and_then(Value::as_str) == Some(hash.as_str());
+    }
 
-    let rss = by_rev(st);
+    /// The ReplicaSets other than the one for the current template, oldest revision first.
+    fn olds(&self, st: &State, new_name: &str) -> Vec<Value> {
+        self.by_rev(st).into_iter().filter(|r| meta_str(r, "name") != new_name).collect()
+    }
+
+    fn spec_of(&self, st: &State, rs_name: &str) -> i64 {
+        st.store.get(REPLICASETS, &self.ns, rs_name).map_or(0, |r| int(r, &["spec", "replicas"]))
+    }
+
+    fn scale(&self, st: &mut State, d: &Value, rs_name: &str, to: i64) {
+        scale_rs(st, d, rs_name, &self.ns, to, self.desired, self.surge);
+    }
+}
+
+/// The ReplicaSet for the current template, as `getNewReplicaSet` finds or makes it.
+struct NewRs {
+    name: Option<String>,
+    created: bool,
+}
+
+fn deployment(st: &mut State, mut d: Value) {
+    let ro = Rollout::of(&d);
+    let new = sync_new_replica_set(st, &ro, &mut d);
+    if !ro.paused
+        && let Some(new_name) = &new.name
+    {
+        if ro.recreate {
+            rollout_recreate(st, &ro, &d, new_name);
+        } else if ro.olds(st, new_name).iter().all(|o| int(o, &["spec", "replicas"]) == 0) {
+            if ro.spec_of(st, new_name) != ro.desired {
+                ro.scale(st, &d, new_name, ro.desired);
+            }
+        } else {
+            rollout_rolling(st, &ro, &d, new_name);
+        }
+        prune_history(st, &ro, &d, new_name);
+    }
+    sync_status(st, &ro, &d, &new);
+}
+
+/// Finds the ReplicaSet for the current template, creating it (sized for the strategy) unless
+/// paused; a rollback to an older template gives its ReplicaSet the next revision. The
+/// Deployment's revision annotation follows the new ReplicaSet's.
+fn sync_new_replica_set(st: &mut State, ro: &Rollout, d: &mut Value) -> NewRs {
+    let rss = ro.by_rev(st);
     let max_rev = rss.iter().map(revision).max().unwrap_or(0);
+    let is_new = |r: &Value| at(r, &["metadata", "labels", "pod-template-hash"]).and_then(Value::as_str) == Some(ro.hash.as_str());
     let mut new_rs = rss.iter().find(|r| is_new(r)).cloned();
-    let mut created_new = false;
-    if new_rs.is_none() && !paused {
+    let mut created = false;
+    if new_rs.is_none() && !ro.paused {
         let old_spec: i64 = rss.iter().map(|r| int(r, &["spec", "replicas"])).sum();
         let old_pods: i64 = rss.iter().map(|r| int(r, &["status", "replicas"])).sum();
         let initial = if old_spec == 0 && old_pods == 0 {
-            desired
-        } else if recreate {
+            ro.desired
+        } else if ro.recreate {
             0
         } else {
-            (desired + surge - old_spec).clamp(0, desired)
+            (ro.desired + ro.surge - old_spec).clamp(0, ro.desired)
         };
-        new_rs = new_replica_set(st, &d, &hash, initial, max_rev + 1, desired, surge);
-        created_new = new_rs.is_some();
+        new_rs = new_replica_set(st, d, &ro.hash, initial, max_rev + 1, ro.desired, ro.surge);
+        created = new_rs.is_some();
     } else if let Some(rs) = &new_rs
         && revision(rs) < max_rev
     {
@@ -411,109 +475,120 @@ fn deployment(st: &mut State, mut d: Value) {
     }
     if let Some(rs) = &new_rs {
         let rev = revision(rs).to_string();
-        if at(&d, &["metadata", "annotations", REVISION]).and_then(Value::as_str) != Some(rev.as_str()) {
+        if at(d, &["metadata", "annotations", REVISION]).and_then(Value::as_str) != Some(rev.as_str()) {
             let mut nd = d.clone();
             set(&mut nd, &["metadata", "annotations", REVISION], json!(rev));
-            d = st.store.update(DEPLOYMENTS, nd);
+            *d = st.store.update(DEPLOYMENTS, nd);
         }
     }
-    let new_name = new_rs.as_ref().map(|r| meta_str(r, "name").to_string());
+    NewRs { name: new_rs.as_ref().map(|r| meta_str(r, "name").to_string()), created }
+}
 
-    if !paused && let Some(new_name) = &new_name {
-        let spec_of = |st: &State, n: &str| st.store.get(REPLICASETS, &ns, n).map_or(0, |r| int(r, &["spec", "replicas"]));
-        let olds = |st: &State| -> Vec<Value> { by_rev(st).into_iter().filter(|r| meta_str(r, "name") != new_name).collect() };
-        if recreate {
-            let old = olds(st);
-            let mut any_old = false;
-            for o in &old {
-                if int(o, &["spec", "replicas"]) > 0 {
-                    scale_rs(st, &d, meta_str(o, "name"), &ns, 0, desired, surge);
-                    any_old = true;
-                }
-                any_old |= !owned(st, PODS, &ns, meta_str(o, "uid")).is_empty();
-            }
-            if !any_old && spec_of(st, new_name) != desired {
-                scale_rs(st, &d, new_name, &ns, desired, desired, surge);
-            }
-        } else if olds(st).iter().all(|o| int(o, &["spec", "replicas"]) == 0) {
-            if spec_of(st, new_name) != desired {
-                scale_rs(st, &d, new_name, &ns, desired, desired, surge);
-            }
-        } else {
-            // reconcileNewReplicaSet
-            let new_spec = spec_of(st, new_name);
-            if new_spec > desired {
-                scale_rs(st, &d, new_name, &ns, desired, desired, surge);
-            } else if new_spec < desired {
-                let total: i64 = by_rev(st).iter().map(|r| int(r, &["spec", "replicas"])).sum();
-                let room = desired + surge - total;
-                if room > 0 {
-                    scale_rs(st, &d, new_name, &ns, (new_spec + room).min(desired), desired, surge);
-                }
-            }
-            // reconcileOldReplicaSets
-            let all = by_rev(st);
-            let new_now = all.iter().find(|r| meta_str(r, "name") == new_name).cloned().unwrap_or(json!({}));
-            let min_avail = desired - unavail;
-            let all_pods: i64 = all.iter().map(|r| int(r, &["status", "replicas"])).sum();
-            let new_unavail = int(&new_now, &["spec", "replicas"]) - int(&new_now, &["status", "availableReplicas"]);
-            let mut max_down = all_pods - min_avail - new_unavail;
-            if max_down > 0 {
-                // cleanupUnhealthyReplicas
-                for o in olds(st) {
-                    if max_down <= 0 {
-                        break;
-                    }
-                    let spec = int(&o, &["spec", "replicas"]);
-                    let unhealthy = spec - int(&o, &["status", "availableReplicas"]);
-                    if spec == 0 || unhealthy <= 0 {
-                        continue;
-                    }
-                    let down = max_down.min(unhealthy);
-                    scale_rs(st, &d, meta_str(&o, "name"), &ns, spec - down, desired, surge);
-                    max_down -= down;
-                }
-                // scaleDownOldReplicaSetsForRollingUpdate
-                let avail: i64 = by_rev(st).iter().map(|r| int(r, &["status", "availableReplicas"])).sum();
-                let mut can = avail - min_avail;
-                for o in olds(st) {
-                    if can <= 0 {
-                        break;
-                    }
-                    let spec = int(&o, &["spec", "replicas"]);
-                    if spec == 0 {
-                        continue;
-                    }
-                    let down = spec.min(can);
-                    scale_rs(st, &d, meta_str(&o, "name"), &ns, spec - down, desired, surge);
-                    can -= down;
-                }
-            }
+/// Recreate: scale every old ReplicaSet to zero, and only once their pods are gone the new one up.
+fn rollout_recreate(st: &mut State, ro: &Rollout, d: &Value, new_name: &str) {
+    let mut any_old = false;
+    for o in &ro.olds(st, new_name) {
+        if int(o, &["spec", "replicas"]) > 0 {
+            ro.scale(st, d, meta_str(o, "name"), 0);
+            any_old = true;
         }
-        // Old ReplicaSets beyond revisionHistoryLimit (scaled to zero, no pods) are pruned.
-        let limit = at(&d, &["spec", "revisionHistoryLimit"]).and_then(Value::as_i64).unwrap_or(10).max(0) as usize;
-        let idle: Vec<Value> = olds(st).into_iter().filter(|o| int(o, &["spec", "replicas"]) == 0 && int(o, &["status", "replicas"]) == 0).collect();
-        if idle.len() > limit {
-            for o in &idle[..idle.len() - limit] {
-                let _ = registry::delete(st, REPLICASETS, &ns, meta_str(o, "name"), &DeleteOpts::default(), false);
-            }
+        any_old |= !owned(st, PODS, &ro.ns, meta_str(o, "uid")).is_empty();
+    }
+    if !any_old && ro.spec_of(st, new_name) != ro.desired {
+        ro.scale(st, d, new_name, ro.desired);
+    }
+}
+
+/// RollingUpdate while old ReplicaSets still have replicas: `reconcileNewReplicaSet` (grow the
+/// new one within maxSurge) then `reconcileOldReplicaSets` (shrink the old within maxUnavailable).
+fn rollout_rolling(st: &mut State, ro: &Rollout, d: &Value, new_name: &str) {
+    let new_spec = ro.spec_of(st, new_name);
+    if new_spec > ro.desired {
+        ro.scale(st, d, new_name, ro.desired);
+    } else if new_spec < ro.desired {
+        let total: i64 = ro.by_rev(st).iter().map(|r| int(r, &["spec", "replicas"])).sum();
+        let room = ro.desired + ro.surge - total;
+        if room > 0 {
+            ro.scale(st, d, new_name, (new_spec + room).min(ro.desired));
         }
     }
+    let all = ro.by_rev(st);
+    let new_now = all.iter().find(|r| meta_str(r, "name") == new_name).cloned().unwrap_or(json!({}));
+    let min_avail = ro.desired - ro.unavail;
+    let all_pods: i64 = all.iter().map(|r| int(r, &["status", "replicas"])).sum();
+    let new_unavail = int(&new_now, &["spec", "replicas"]) - int(&new_now, &["status", "availableReplicas"]);
+    let mut max_down = all_pods - min_avail - new_unavail;
+    if max_down <= 0 {
+        return;
+    }
+    // cleanupUnhealthyReplicas
+    for o in ro.olds(st, new_name) {
+        if max_down <= 0 {
+            break;
+        }
+        let spec = int(&o, &["spec", "replicas"]);
+        let unhealthy = spec - int(&o, &["status", "availableReplicas"]);
+        if spec == 0 || unhealthy <= 0 {
+            continue;
+        }
+        let down = max_down.min(unhealthy);
+        ro.scale(st, d, meta_str(&o, "name"), spec - down);
+        max_down -= down;
+    }
+    // scaleDownOldReplicaSetsForRollingUpdate
+    let avail: i64 = ro.by_rev(st).iter().map(|r| int(r, &["status", "availableReplicas"])).sum();
+    let mut can = avail - min_avail;
+    for o in ro.olds(st, new_name) {
+        if can <= 0 {
+            break;
+        }
+        let spec = int(&o, &["spec", "replicas"]);
+        if spec == 0 {
+            continue;
+        }
+        let down = spec.min(can);
+        ro.scale(st, d, meta_str(&o, "name"), spec - down);
+        can -= down;
+    }
+}
 
-    // ---------------------------------------------------------------- status
-    let all = by_rev(st);
-    let new_now = new_name.as_ref().and_then(|n| all.iter().find(|r| meta_str(r, "name") == n)).cloned();
-    let replicas: i64 = all.iter().map(|r| int(r, &["status", "replicas"])).sum();
-    let updated = new_now.as_ref().map_or(0, |r| int(r, &["status", "replicas"]));
-    let ready: i64 = all.iter().map(|r| int(r, &["status", "readyReplicas"])).sum();
-    let available: i64 = all.iter().map(|r| int(r, &["status", "availableReplicas"])).sum();
+/// Old ReplicaSets beyond revisionHistoryLimit (scaled to zero, no pods) are pruned, oldest first.
+fn prune_history(st: &mut State, ro: &Rollout, d: &Value, new_name: &str) {
+    let limit = at(d, &["spec", "revisionHistoryLimit"]).and_then(Value::as_i64).unwrap_or(10).max(0) as usize;
+    let idle: Vec<Value> =
+        ro.olds(st, new_name).into_iter().filter(|o| int(o, &["spec", "replicas"]) == 0 && int(o, &["status", "replicas"]) == 0).collect();
+    if idle.len() > limit {
+        for o in &idle[..idle.len() - limit] {
+            let _ = registry::delete(st, REPLICASETS, &ro.ns, meta_str(o, "name"), &DeleteOpts::default(), false);
+        }
+    }
+}
+
+/// The Deployment's pods summed over its ReplicaSets, as `calculateStatus` counts them.
+struct Counts {
+    replicas: i64,
+    updated: i64,
+    ready: i64,
+    available: i64,
+}
+
+/// Writes the Deployment's status: the counts, `Available`, and `Progressing` unless paused.
+fn sync_status(st: &mut State, ro: &Rollout, d: &Value, new: &NewRs) {
+    let now: DateTime<Utc> = Utc::now();
+    let now_s = fmt_time(now);
+    let all = ro.by_rev(st);
+    let new_now = new.name.as_ref().and_then(|n| all.iter().find(|r| meta_str(r, "name") == n)).cloned();
+    let c = Counts {
+        replicas: all.iter().map(|r| int(r, &["status", "replicas"])).sum(),
+        updated: new_now.as_ref().map_or(0, |r| int(r, &["status", "replicas"])),
+        ready: all.iter().map(|r| int(r, &["status", "readyReplicas"])).sum(),
+        available: all.iter().map(|r| int(r, &["status", "availableReplicas"])).sum(),
+    };
     let total_spec: i64 = all.iter().map(|r| int(r, &["spec", "replicas"])).sum();
-    let generation = int(&d, &["metadata", "generation"]);
     let old_status = d.get("status").cloned().unwrap_or(json!({}));
     let mut conds: Vec<Value> = old_status.get("conditions").and_then(Value::as_array).cloned().unwrap_or_default();
-    let rs_label = new_name.clone().unwrap_or_default();
 
-    if available >= desired - unavail {
+    if c.available >= ro.desired - ro.unavail {
         set_condition(&mut conds, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.".into(), &now_s, false);
     } else {
         set_condition(
@@ -527,85 +602,64 @@ fn deployment(st: &mut State, mut d: Value) {
         );
     }
     let mut new_status = json!({
-        "observedGeneration": generation,
-        "replicas": replicas,
-        "updatedReplicas": updated,
-        "readyReplicas": ready,
-        "availableReplicas": available,
-        "unavailableReplicas": (total_spec - available).max(0),
+        "observedGeneration": int(d, &["metadata", "generation"]),
+        "replicas": c.replicas,
+        "updatedReplicas": c.updated,
+        "readyReplicas": c.ready,
+        "availableReplicas": c.available,
+        "unavailableReplicas": (total_spec - c.available).max(0),
     });
-    let cur_reason = condition(&old_status, "Progressing").and_then(|c| c["reason"].as_str()).map(String::from);
-    if paused {
+    if ro.paused {
         set_condition(&mut conds, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused".into(), &now_s, false);
     } else {
-        if created_new {
-            set_condition(
-                &mut conds,
-                "Progressing",
-                "True",
-                "NewReplicaSetCreated",
-                format!("Created new replica set \"{rs_label}\""),
-                &now_s,
-                false,
-            );
-        } else if cur_reason.is_none() && new_name.is_some() {
-            set_condition(&mut conds, "Progressing", "True", "FoundNewReplicaSet", format!("Found new replica set \"{rs_label}\""), &now_s, false);
-        } else if cur_reason.as_deref() == Some("DeploymentPaused") {
-            set_condition(&mut conds, "Progressing", "True", "DeploymentResumed", "Deployment is resumed".into(), &now_s, false);
-        }
-        // syncRolloutStatus
-        let cur = conds.iter().find(|c| c["type"] == "Progressing").cloned();
-        let complete_already = replicas == updated && cur.as_ref().is_some_and(|c| c["reason"] == "NewReplicaSetAvailable");
-        if !complete_already && !created_new {
-            let complete = updated == desired && replicas == desired && available == desired;
-            let old_old = int(&old_status, &["replicas"]) - int(&old_status, &["updatedReplicas"]);
-            let progressing = updated > int(&old_status, &["updatedReplicas"])
-                || ready > int(&old_status, &["readyReplicas"])
-                || available > int(&old_status, &["availableReplicas"])
-                || old_old > replicas - updated;
-            let deadline = at(&d, &["spec", "progressDeadlineSeconds"]).and_then(Value::as_i64);
-            let timed_out = match (&cur, deadline) {
-                (Some(c), _) if c["reason"] == "ProgressDeadlineExceeded" => true,
-                (Some(c), Some(secs)) => c["lastUpdateTime"].as_str().and_then(parse_time).is_some_and(|t| t + chrono::Duration::seconds(secs) < now),
-                _ => false,
-            };
-            if complete {
-                set_condition(
-                    &mut conds,
-                    "Progressing",
-                    "True",
-                    "NewReplicaSetAvailable",
-                    format!("ReplicaSet \"{rs_label}\" has successfully progressed."),
-                    &now_s,
-                    false,
-                );
-            } else if progressing {
-                set_condition(
-                    &mut conds,
-                    "Progressing",
-                    "True",
-                    "ReplicaSetUpdated",
-                    format!("ReplicaSet \"{rs_label}\" is progressing."),
-                    &now_s,
-                    true,
-                );
-            } else if timed_out && deadline.is_some() {
-                set_condition(
-                    &mut conds,
-                    "Progressing",
-                    "False",
-                    "ProgressDeadlineExceeded",
-                    format!("ReplicaSet \"{rs_label}\" has timed out progressing."),
-                    &now_s,
-                    false,
-                );
-            }
-        }
+        progressing(&mut conds, d, &old_status, &c, ro.desired, new, now);
     }
     conds.sort_by_key(|c| if c["type"] == "Available" { 0 } else { 1 });
     new_status["conditions"] = json!(conds);
     omit_zero(&mut new_status, &["replicas", "updatedReplicas", "readyReplicas", "availableReplicas", "unavailableReplicas", "observedGeneration"]);
-    put_status(st, DEPLOYMENTS, &d, new_status);
+    put_status(st, DEPLOYMENTS, d, new_status);
+}
+
+/// The `Progressing` condition of an unpaused Deployment: a new or found ReplicaSet, a resume,
+/// then `syncRolloutStatus` (complete, progressing, or past `progressDeadlineSeconds`).
+fn progressing(conds: &mut Vec<Value>, d: &Value, old_status: &Value, c: &Counts, desired: i64, new: &NewRs, now: DateTime<Utc>) {
+    let now_s = fmt_time(now);
+    let rs_label = new.name.clone().unwrap_or_default();
+    let cur_reason = condition(old_status, "Progressing").and_then(|c| c["reason"].as_str()).map(String::from);
+    if new.created {
+        set_condition(conds, "Progressing", "True", "NewReplicaSetCreated", format!("Created new replica set \"{rs_label}\""), &now_s, false);
+    } else if cur_reason.is_none() && new.name.is_some() {
+        set_condition(conds, "Progressing", "True", "FoundNewReplicaSet", format!("Found new replica set \"{rs_label}\""), &now_s, false);
+    } else if cur_reason.as_deref() == Some("DeploymentPaused") {
+        set_condition(conds, "Progressing", "True", "DeploymentResumed", "Deployment is resumed".into(), &now_s, false);
+    }
+    // syncRolloutStatus
+    let cur = conds.iter().find(|c| c["type"] == "Progressing").cloned();
+    let complete_already = c.replicas == c.updated && cur.as_ref().is_some_and(|c| c["reason"] == "NewReplicaSetAvailable");
+    if complete_already || new.created {
+        return;
+    }
+    let complete = c.updated == desired && c.replicas == desired && c.available == desired;
+    let old_old = int(old_status, &["replicas"]) - int(old_status, &["updatedReplicas"]);
+    let progressing = c.updated > int(old_status, &["updatedReplicas"])
+        || c.ready > int(old_status, &["readyReplicas"])
+        || c.available > int(old_status, &["availableReplicas"])
+        || old_old > c.replicas - c.updated;
+    let deadline = at(d, &["spec", "progressDeadlineSeconds"]).and_then(Value::as_i64);
+    let timed_out = match (&cur, deadline) {
+        (Some(c), _) if c["reason"] == "ProgressDeadlineExceeded" => true,
+        (Some(c), Some(secs)) => c["lastUpdateTime"].as_str().and_then(parse_time).is_some_and(|t| t + chrono::Duration::seconds(secs) < now),
+        _ => false,
+    };
+    if complete {
+        let message = format!("ReplicaSet \"{rs_label}\" has successfully progressed.");
+        set_condition(conds, "Progressing", "True", "NewReplicaSetAvailable", message, &now_s, false);
+    } else if progressing {
+        set_condition(conds, "Progressing", "True", "ReplicaSetUpdated", format!("ReplicaSet \"{rs_label}\" is progressing."), &now_s, true);
+    } else if timed_out && deadline.is_some() {
+        let message = format!("ReplicaSet \"{rs_label}\" has timed out progressing.");
+        set_condition(conds, "Progressing", "False", "ProgressDeadlineExceeded", message, &now_s, false);
+    }
 }
 
 // ------------------------------------------------------------------ Jobs & CronJobs

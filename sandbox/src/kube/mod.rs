@@ -59,6 +59,7 @@
 //!   `kubectl create -f`/`apply -f` work with `--validate=false` (no OpenAPI documents are
 //!   served, so client-side validation cannot run).
 
+use runbot_commands::setup::{SetupResult, ensure};
 mod access;
 mod controller;
 mod http;
@@ -221,11 +222,10 @@ impl FakeCluster {
     /// Binds `listen` (use port 0 for a random port; only 127.0.0.1 is accepted) and
     /// starts serving. Seeds the namespaces `default` and `kube-system` and the node
     /// `sandbox-node-1`.
-    pub async fn start(listen: SocketAddr, timing: Timing) -> anyhow::Result<FakeCluster> {
-        anyhow::ensure!(
-            listen.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            "the fake cluster listens on 127.0.0.1 only, not {listen}"
-        );
+    pub async fn start(listen: SocketAddr, timing: Timing) -> SetupResult<FakeCluster> {
+        ensure(listen.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), || {
+            format!("the fake cluster listens on 127.0.0.1 only, not {listen}")
+        })?;
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let (stop, shutdown) = watch::channel(false);

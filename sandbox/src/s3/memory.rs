@@ -15,6 +15,7 @@
 //!
 //! [`MemoryStore::insert`] puts objects directly, without HTTP, for fixtures of any size.
 
+use runbot_commands::setup::{SetupError, SetupResult};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -122,11 +123,11 @@ impl MemoryStore {
 
     /// Puts an object without going through HTTP (fixtures): `modified` is its LastModified.
     /// Replaces an object of the same key. Errors if the bucket does not exist.
-    pub fn insert(&self, bucket: &str, key: &str, body: impl Into<Bytes>, modified: SystemTime) -> anyhow::Result<()> {
+    pub fn insert(&self, bucket: &str, key: &str, body: impl Into<Bytes>, modified: SystemTime) -> SetupResult<()> {
         let body = body.into();
         let etag = hex::encode(Md5::checksum(&body));
         let mut state = self.write();
-        let b = state.buckets.get_mut(bucket).ok_or_else(|| anyhow::anyhow!("no bucket {bucket:?}"))?;
+        let b = state.buckets.get_mut(bucket).ok_or_else(|| SetupError(format!("no bucket {bucket:?}")))?;
         b.objects.insert(key.to_owned(), StoredObject { body, etag, modified, attrs: None, checksum: None });
         Ok(())
     }

@@ -19,13 +19,13 @@
 //! [s3s]: https://crates.io/crates/s3s
 //! [s3s-fs]: https://crates.io/crates/s3s-fs
 
+use runbot_commands::setup::{Doing, SetupError, SetupResult};
 pub mod memory;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
-use anyhow::{Context, anyhow, bail};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use memory::MemoryStore;
@@ -55,20 +55,20 @@ enum Backend {
 
 /// Starts a server whose buckets are the directories of `root` (which must exist).
 /// Returns once the port is bound: requests can be sent right away.
-pub fn start(root: &Path) -> anyhow::Result<S3Server> {
-    let root = root.canonicalize().with_context(|| format!("S3 root directory {}", root.display()))?;
-    let fs = s3s_fs::FileSystem::new(&root).map_err(|e| anyhow!("s3s-fs on {}: {e:?}", root.display()))?;
+pub fn start(root: &Path) -> SetupResult<S3Server> {
+    let root = root.canonicalize().doing(format!("S3 root directory {}", root.display()))?;
+    let fs = s3s_fs::FileSystem::new(&root).map_err(|e| SetupError(format!("s3s-fs on {}: {e:?}", root.display())))?;
     serve(fs, Backend::Dir(root))
 }
 
 /// Starts a server keeping its buckets in memory (gone when it stops).
 /// Returns once the port is bound: requests can be sent right away.
-pub fn start_in_memory() -> anyhow::Result<S3Server> {
+pub fn start_in_memory() -> SetupResult<S3Server> {
     let store = MemoryStore::new();
     serve(store.clone(), Backend::Memory(store))
 }
 
-fn serve(s3: impl s3s::S3, backend: Backend) -> anyhow::Result<S3Server> {
+fn serve(s3: impl s3s::S3, backend: Backend) -> SetupResult<S3Server> {
     let service = {
         let mut b = s3s::service::S3ServiceBuilder::new(s3);
         b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
@@ -76,12 +76,12 @@ fn serve(s3: impl s3s::S3, backend: Backend) -> anyhow::Result<S3Server> {
         b.build()
     };
 
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0 for the S3 server")?;
-    listener.set_nonblocking(true).context("S3 listener: set_nonblocking")?;
-    let addr = listener.local_addr().context("S3 listener address")?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").doing("bind 127.0.0.1:0 for the S3 server")?;
+    listener.set_nonblocking(true).doing("S3 listener: set_nonblocking")?;
+    let addr = listener.local_addr().doing("S3 listener address")?;
     let (shutdown, mut stop) = oneshot::channel::<()>();
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().thread_name("sandbox-s3").build().context("S3 server runtime")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().thread_name("sandbox-s3").build().doing("S3 server runtime")?;
     let thread = std::thread::Builder::new()
         .name(format!("sandbox-s3-{}", addr.port()))
         .spawn(move || {
@@ -114,7 +114,7 @@ fn serve(s3: impl s3s::S3, backend: Backend) -> anyhow::Result<S3Server> {
             });
             // Dropping the runtime here cancels the connection tasks still running.
         })
-        .context("spawn the S3 server thread")?;
+        .doing("spawn the S3 server thread")?;
 
     Ok(S3Server { addr, url: format!("http://{addr}"), backend, shutdown: Some(shutdown), thread: Some(thread) })
 }
@@ -157,25 +157,25 @@ impl S3Server {
     }
 
     /// Creates an empty bucket (what `CreateBucket` does: a directory, or an empty map).
-    pub fn create_bucket(&self, name: &str) -> anyhow::Result<()> {
+    pub fn create_bucket(&self, name: &str) -> SetupResult<()> {
         let valid = (3..=63).contains(&name.len())
             && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
             && name.as_bytes()[0].is_ascii_alphanumeric()
             && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
         if !valid {
-            bail!("invalid bucket name {name:?}: 3-63 characters of a-z, 0-9, '-' and '.'");
+            return Err(SetupError(format!("invalid bucket name {name:?}: 3-63 characters of a-z, 0-9, '-' and '.'")));
         }
         match &self.backend {
             Backend::Dir(root) => {
                 let dir = root.join(name);
                 if dir.exists() {
-                    bail!("bucket {name:?} already exists");
+                    return Err(SetupError(format!("bucket {name:?} already exists")));
                 }
-                std::fs::create_dir(&dir).with_context(|| format!("create bucket directory {}", dir.display()))
+                std::fs::create_dir(&dir).doing(format!("create bucket directory {}", dir.display()))
             }
             Backend::Memory(store) => {
                 if !store.create_bucket(name) {
-                    bail!("bucket {name:?} already exists");
+                    return Err(SetupError(format!("bucket {name:?} already exists")));
                 }
                 Ok(())
             }

@@ -8,6 +8,7 @@
 //! [`FakeSlack::block_actions_form`] build payloads with real response_urls, and
 //! [`FakeSlack::socket_send`] pushes envelopes over the Socket Mode connection.
 
+use runbot_commands::setup::SetupResult;
 mod api;
 mod limits;
 mod socket;
@@ -172,7 +173,7 @@ impl Drop for FakeSlack {
 impl FakeSlack {
     /// Starts the Web API and the Socket Mode listener on free loopback ports. Requests must
     /// carry `bot_token` (Web API) or `app_token` (apps.connections.open).
-    pub async fn start(bot_token: &str, app_token: &str) -> anyhow::Result<FakeSlack> {
+    pub async fn start(bot_token: &str, app_token: &str) -> SetupResult<FakeSlack> {
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let ws = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let (ha, wa): (SocketAddr, SocketAddr) = (http.local_addr()?, ws.local_addr()?);

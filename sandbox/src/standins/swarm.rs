@@ -18,6 +18,7 @@
 //!   keep the old image. The service's `PreviousSpec` is the spec before the update.
 //! - Each slot keeps at most 5 tasks (Swarm's task history limit).
 
+use runbot_commands::setup::{SetupError, SetupResult};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -76,7 +77,7 @@ pub struct SandboxSwarm {
 impl SandboxSwarm {
     /// Creates (or resets) the Swarm at `path`: no services, every image healthy, converge
     /// delay 1 s.
-    pub fn create(path: impl AsRef<Path>) -> anyhow::Result<SandboxSwarm> {
+    pub fn create(path: impl AsRef<Path>) -> SetupResult<SandboxSwarm> {
         let s = SandboxSwarm { path: path.as_ref().to_path_buf() };
         let st = State {
             server_version: "24.0.7".into(),
@@ -88,8 +89,8 @@ impl SandboxSwarm {
             seq: 1,
             index: 10,
         };
-        let _lock = s.lock().map_err(anyhow::Error::msg)?;
-        s.save(&st).map_err(anyhow::Error::msg)?;
+        let _lock = s.lock().map_err(SetupError)?;
+        s.save(&st).map_err(SetupError)?;
         Ok(s)
     }
 
@@ -104,41 +105,41 @@ impl SandboxSwarm {
 
     /// Tasks created from now on with `image` (`repo:tag`) — or with any image of that tag,
     /// when `image_or_tag` has no `:` — behave so.
-    pub fn set_behavior(&self, image_or_tag: &str, b: SwarmBehavior) -> anyhow::Result<()> {
+    pub fn set_behavior(&self, image_or_tag: &str, b: SwarmBehavior) -> SetupResult<()> {
         self.with(|st, _| {
             st.behaviors.insert(image_or_tag.to_string(), b);
             Ok(())
         })
-        .map_err(anyhow::Error::msg)
+        .map_err(SetupError)
     }
 
     /// The converge delay `d` (at least 10 ms).
-    pub fn set_timing(&self, converge_delay: Duration) -> anyhow::Result<()> {
+    pub fn set_timing(&self, converge_delay: Duration) -> SetupResult<()> {
         self.with(|st, _| {
             st.converge_ms = (converge_delay.as_millis() as i64).max(10);
             Ok(())
         })
-        .map_err(anyhow::Error::msg)
+        .map_err(SetupError)
     }
 
     /// Creates (or replaces) service `name` already converged: `replicas` tasks running
     /// `image` since a moment ago. For seeding; `docker stack deploy` is the CLI's way.
-    pub fn deploy_service(&self, name: &str, image: &str, replicas: u64) -> anyhow::Result<()> {
+    pub fn deploy_service(&self, name: &str, image: &str, replicas: u64) -> SetupResult<()> {
         self.with(|st, now| {
             let stack = name.split_once('_').map(|(s, _)| s.to_string());
             st.create_service(name, stack.as_deref(), image, replicas, now - 2 * st.converge_ms);
             Ok(())
         })
-        .map_err(anyhow::Error::msg)
+        .map_err(SetupError)
     }
 
     /// The service now, `None` if there is none.
-    pub fn service(&self, name: &str) -> anyhow::Result<Option<ServiceView>> {
-        self.with(|st, now| Ok(st.find(name).map(|s| s.view(now, st.converge_ms)))).map_err(anyhow::Error::msg)
+    pub fn service(&self, name: &str) -> SetupResult<Option<ServiceView>> {
+        self.with(|st, now| Ok(st.find(name).map(|s| s.view(now, st.converge_ms)))).map_err(SetupError)
     }
 
     /// The images of the service's tasks that are running now (desired and actual), by slot.
-    pub fn running_images(&self, service: &str) -> anyhow::Result<Vec<String>> {
+    pub fn running_images(&self, service: &str) -> SetupResult<Vec<String>> {
         Ok(self
             .service(service)?
             .map(|v| v.tasks.into_iter().filter(|t| t.state == "running" && t.desired_state == "running").map(|t| t.image).collect())

@@ -16,11 +16,12 @@ struct PreflightParams {
     permissions: Vec<(String, String)>,
 }
 
-/// What the runbooks do in the service's namespace, by driver: verify and evidence read pods,
-/// logs and the Deployment; `helm` also patches the Deployment and keeps its release Secrets.
-fn permissions(driver: &str) -> Vec<(String, String)> {
+/// What the runbooks do in the service's namespace: verify and evidence read pods, logs and
+/// the Deployment; a Helm release (`helm_release`) also patches the Deployment and keeps its
+/// release Secrets.
+pub(super) fn permissions(helm_release: bool) -> Vec<(String, String)> {
     let mut v = vec![("list", "pods"), ("watch", "pods"), ("get", "pods/log"), ("get", "deployments.apps")];
-    if driver == "helm" {
+    if helm_release {
         v.extend([("patch", "deployments.apps"), ("list", "secrets"), ("create", "secrets"), ("update", "secrets")]);
     }
     v.into_iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
@@ -44,22 +45,8 @@ impl StepKind for Preflight {
             return Ok(Prepared { action: "check the deploy's prerequisites".into(), params: serde_json::Value::Null });
         };
         let version = vars.get("version").cloned().unwrap_or_default();
-        let mut checks = Vec::new();
-        let perms = match t.driver.as_str() {
-            "helm" => {
-                checks.push("helm is installed".to_string());
-                permissions("helm")
-            }
-            "pipeline" => {
-                checks.push("GitHub is connected".to_string());
-                if t.namespace.is_some() { permissions("pipeline") } else { Vec::new() }
-            }
-            "swarm" => {
-                checks.push("docker is installed".to_string());
-                Vec::new()
-            }
-            _ => return Err(t.driver_missing()),
-        };
+        let (check, perms) = t.driver()?.preflight(&t);
+        let mut checks = vec![check];
         if let (Some(ns), false) = (&t.namespace, perms.is_empty()) {
             let list: Vec<String> = perms.iter().map(|(v, r)| format!("{v} {r}")).collect();
             checks.push(format!("runbot may {} in {ns}", list.join(", ")));
@@ -83,19 +70,9 @@ impl StepKind for Preflight {
         let t = &p.target;
         let mut missing = Vec::new();
         let mut ok = Vec::new();
-        match t.driver.as_str() {
-            "helm" | "swarm" => {
-                let tool = if t.driver == "helm" { "helm" } else { "docker" };
-                match self.0.tools.get(tool) {
-                    Ok(path) => ok.push(format!("{tool} at {path}")),
-                    Err(why) => missing.push(why),
-                }
-            }
-            _ => {
-                if self.0.ci.is_none() {
-                    missing.push("GitHub is not connected: add a [github] section".into());
-                }
-            }
+        match t.driver().and_then(|d| d.preflight_run(&self.0)) {
+            Ok(found) => ok.extend(found),
+            Err(why) => missing.push(why),
         }
         if let Some(ns) = t.namespace.as_deref().filter(|_| !p.permissions.is_empty()) {
             match t.cluster.as_deref().map(|c| self.0.clusters.get(c)) {

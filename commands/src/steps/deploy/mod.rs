@@ -21,15 +21,118 @@
 //!   `docker service update --image <image>:<tag>`.
 
 pub mod gate;
+mod helm;
+mod pipeline;
 pub mod rollback;
 pub mod rollout;
+mod swarm;
 pub mod verify;
 
-use crate::config::{CiConfig, HelmConfig, PipelineConfig, ServiceConfig, SmokeConfig, SwarmConfig, ToolsConfig};
+use crate::config::{CiConfig, Driver, HelmConfig, PipelineConfig, ServiceConfig, SmokeConfig, SwarmConfig, ToolsConfig};
+use crate::model::{Deployed, RollbackTarget};
+use crate::steps::{StepContext, StepOutcome};
+use async_trait::async_trait;
+use rollout::Call;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// What differs between the deploy drivers: one implementation per driver module (`helm`,
+/// `pipeline`, `swarm`). The step kinds ask the target's driver, never compare its name.
+#[async_trait]
+pub(crate) trait DeployDriver: Send + Sync {
+    /// `deploy-rollout`: the exact call that rolls out `version`.
+    fn deploy_call(&self, t: &DeployTarget, version: &str, vars: &BTreeMap<String, String>) -> Result<Call, String>;
+
+    /// `deploy-preflight` at plan time: the check of the driver's own prerequisite (shown), and
+    /// the (verb, resource) pairs runbot must be allowed in the namespace.
+    fn preflight(&self, t: &DeployTarget) -> (String, Vec<(String, String)>);
+
+    /// `deploy-preflight` at run time: the driver's tool or connection is there (`Ok`: what
+    /// was found, worth naming).
+    fn preflight_run(&self, c: &DeployConnections) -> Result<Option<String>, String>;
+
+    /// `deploy-verify`'s timeout when the runbook sets none.
+    fn verify_timeout(&self, t: &DeployTarget) -> Option<String>;
+
+    /// `deploy-verify`'s action, as the plan shows it. Default: the Kubernetes Deployment's rollout.
+    fn verify_action(&self, t: &DeployTarget, shown: &str, timeout_secs: u64) -> Result<String, String> {
+        verify::k8s_verify_action(t, shown, timeout_secs)
+    }
+
+    /// `deploy-verify`: waits until `version` is what serves, or says what does not. Default:
+    /// `kubectl rollout status` semantics and every pod Ready on the version.
+    async fn verify(&self, c: &DeployConnections, t: &DeployTarget, version: &str, limit: Duration, _ctx: &StepContext) -> Result<String, String> {
+        verify::k8s_rolled_out(c, t, version, limit).await
+    }
+
+    /// `rollback-target` at plan time: what it will read and pick (`pick` shown, `to` as typed).
+    fn rollback_plan(&self, t: &DeployTarget, pick: &str, to: &str) -> Result<String, String>;
+
+    /// `rollback-target`: current → target from the driver's history, as resolved targets.
+    async fn rollback_target(&self, c: &DeployConnections, t: &DeployTarget, to: &str, ctx: &StepContext) -> StepOutcome;
+
+    /// Whether a [Rollback] offered by the failed deploy of `version` still applies (`None`:
+    /// the driver cannot tell, and the button is offered).
+    async fn still_on(&self, _c: &DeployConnections, _t: &DeployTarget, _version: &str, _deployed_by: &str) -> Option<Result<(), String>> {
+        None
+    }
+
+    /// `rollback-apply`: the exact call that goes back to `to` (None: the plan's placeholder).
+    fn rollback_call(&self, t: &DeployTarget, to: Option<&Deployed>) -> Result<Call, String>;
+
+    /// `rollback-evidence`'s action, as the plan shows it. Default: the Deployment's pods' logs.
+    fn evidence_action(&self, t: &DeployTarget, lines: u32) -> Result<String, String> {
+        rollback::k8s_evidence_action(t, lines)
+    }
+
+    /// `rollback-evidence`: the failing version's logs (or task list). Default: the logs of
+    /// the Deployment's pods not on the rollback's target.
+    async fn evidence(
+        &self,
+        c: &DeployConnections,
+        t: &DeployTarget,
+        lines: u32,
+        rollback: Option<&RollbackTarget>,
+        _ctx: &StepContext,
+    ) -> Result<rollback::Logs, String> {
+        rollback::k8s_evidence(c, t, lines, rollback).await
+    }
+}
+
+/// The implementation of a driver.
+fn implementation(d: Driver) -> &'static dyn DeployDriver {
+    match d {
+        Driver::Helm => &helm::Helm,
+        Driver::Pipeline => &pipeline::Pipeline,
+        Driver::Swarm => &swarm::Swarm,
+    }
+}
+
+/// A tool the drivers run. Stored (lower-case) in a prepared call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Tool {
+    Helm,
+    Docker,
+}
+
+impl Tool {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Tool::Helm => "helm",
+            Tool::Docker => "docker",
+        }
+    }
+}
+
+impl std::fmt::Display for Tool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The command-line tools the drivers run, located once at start-up.
 #[derive(Debug, Clone, Default)]
@@ -52,10 +155,11 @@ impl Tools {
         Ok(Tools { helm: find(&cfg.helm, "helm")?, docker: find(&cfg.docker, "docker")? })
     }
 
-    pub(crate) fn get(&self, name: &str) -> Result<String, String> {
-        let p = match name {
-            "helm" => &self.helm,
-            _ => &self.docker,
+    pub(crate) fn get(&self, tool: Tool) -> Result<String, String> {
+        let name = tool.as_str();
+        let p = match tool {
+            Tool::Helm => &self.helm,
+            Tool::Docker => &self.docker,
         };
         p.as_ref()
             .map(|p| p.display().to_string())
@@ -91,8 +195,9 @@ pub struct DeployConnections {
 pub struct DeployTarget {
     pub service: String,
     pub env: String,
-    /// `helm`, `pipeline`, `swarm`, or empty when none is configured.
-    pub driver: String,
+    /// Stored as `helm`, `pipeline`, `swarm`, or empty when none is configured.
+    #[serde(with = "driver_or_empty")]
+    pub driver: Option<Driver>,
     pub cluster: Option<String>,
     pub namespace: Option<String>,
     pub deployment: Option<String>,
@@ -120,7 +225,7 @@ impl DeployTarget {
         let e = svc.environments.get(&env).ok_or_else(|| format!("{service} has no environment '{env}'"))?;
         let var = |k: &str| vars.get(k).filter(|v| !v.is_empty()).cloned();
         Ok(Some(DeployTarget {
-            driver: e.driver.clone().unwrap_or_default(),
+            driver: e.driver,
             cluster: var("cluster"),
             namespace: var("namespace"),
             deployment: var("deployment"),
@@ -141,16 +246,21 @@ impl DeployTarget {
         format!("{} ({})", self.service, self.env)
     }
 
+    /// The driver's implementation, or why there is none.
+    pub(crate) fn driver(&self) -> Result<&'static dyn DeployDriver, String> {
+        self.driver.map(implementation).ok_or_else(|| self.driver_missing())
+    }
+
     /// A message for a driver that is missing or lacks its section.
     pub(crate) fn driver_missing(&self) -> String {
-        match self.driver.as_str() {
-            "" => format!(
+        match self.driver {
+            None => format!(
                 "{} has no deploy driver: set `driver = \"helm\" | \"pipeline\" | \"swarm\"` with its section under services.{}.environments.{}",
                 self.where_(),
                 self.service,
                 self.env
             ),
-            d => format!("{} uses driver \"{d}\" but services.{}.environments.{}.{d} is not configured", self.where_(), self.service, self.env),
+            Some(d) => format!("{} uses driver \"{d}\" but services.{}.environments.{}.{d} is not configured", self.where_(), self.service, self.env),
         }
     }
 
@@ -203,23 +313,116 @@ pub(crate) fn prepared(action: String, params: impl Serialize) -> Result<super::
     Ok(super::Prepared { action, params: serde_json::to_value(params).map_err(|e| e.to_string())? })
 }
 
-/// Resolved-target lines of a rollback: `from …` (what runs now) and `to …` (what it goes back
-/// to). `to` lines carry the version after `version `, the revision after `revision `.
-pub(crate) fn resolved_to(resolved: &[String]) -> Option<&str> {
-    resolved.iter().find_map(|r| r.strip_prefix("to "))
+/// `driver` in stored step parameters: the driver's name, or "" when none is configured (so
+/// the stored form is the same as when the driver was a string).
+mod driver_or_empty {
+    use crate::config::Driver;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Driver>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(d.map_or("", Driver::as_str))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Driver>, D::Error> {
+        let name = String::deserialize(d)?;
+        if name.is_empty() { Ok(None) } else { Driver::try_from(name).map(Some).map_err(serde::de::Error::custom) }
+    }
 }
 
-/// `revision 4 · version v1.2.5 · …` → (Some(4), Some("v1.2.5")).
-pub(crate) fn parse_to(line: &str) -> (Option<u32>, Option<String>) {
-    let mut rev = None;
-    let mut ver = None;
-    for part in line.split(" · ") {
-        if let Some(r) = part.strip_prefix("revision ") {
-            rev = r.trim().parse().ok();
-        }
-        if let Some(v) = part.strip_prefix("version ") {
-            ver = Some(v.trim().to_string());
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The deploy target of service `svc` in `prod` with this environment section (TOML body).
+    fn target(env: &str) -> DeployTarget {
+        let svc: ServiceConfig = toml::from_str(&format!("[environments.prod]\n{env}")).expect("service config");
+        let services = BTreeMap::from([("svc".to_string(), svc)]);
+        let vars = BTreeMap::from([
+            ("service".to_string(), "svc".to_string()),
+            ("env".to_string(), "prod".to_string()),
+            ("cluster".to_string(), "main".to_string()),
+            ("namespace".to_string(), "shop".to_string()),
+            ("deployment".to_string(), "api".to_string()),
+            ("selector".to_string(), "app=api".to_string()),
+        ]);
+        DeployTarget::of(&services, &vars).expect("target").expect("a service")
     }
-    (rev, ver)
+
+    const HELM: &str = "driver = \"helm\"\nnamespace = \"shop\"\n[environments.prod.helm]\nrelease = \"api\"\nchart = \"charts/api\"\n";
+    const SWARM: &str = "driver = \"swarm\"\n[environments.prod.swarm]\nstack = \"shop\"\nservice = \"shop_api\"\nimage = \"registry.local/api\"\n";
+
+    /// Executions stored before the driver was typed hold it as a string ("" for none); they
+    /// read back as the same driver, and are written the same way.
+    #[test]
+    fn a_stored_driver_keeps_its_string_form() {
+        let t = target(HELM);
+        assert_eq!(t.driver, Some(Driver::Helm));
+        let stored = serde_json::to_value(&t).expect("serialize");
+        assert_eq!(stored["driver"], "helm");
+        let mut none = stored.clone();
+        none["driver"] = "".into();
+        assert_eq!(serde_json::from_value::<DeployTarget>(none).expect("no driver").driver, None);
+        let mut swarm = stored.clone();
+        swarm["driver"] = "swarm".into();
+        assert_eq!(serde_json::from_value::<DeployTarget>(swarm).expect("swarm").driver, Some(Driver::Swarm));
+        let mut bad = stored;
+        bad["driver"] = "kubectl".into();
+        let e = serde_json::from_value::<DeployTarget>(bad).expect_err("unknown driver");
+        assert!(e.to_string().contains("unknown driver 'kubectl'"), "{e}");
+    }
+
+    /// A stored call names its tool as before (`"tool": "helm"`).
+    #[test]
+    fn a_stored_call_names_its_tool_in_lower_case() {
+        let call = target(HELM).driver().expect("driver").deploy_call(&target(HELM), "v1.2.3", &BTreeMap::new()).expect("call");
+        let stored = serde_json::to_value(&call).expect("serialize");
+        assert_eq!((stored["driver"].as_str(), stored["tool"].as_str()), (Some("cli"), Some("helm")), "{stored}");
+        assert!(
+            call.describe().starts_with("run helm upgrade --install api charts/api --namespace shop --set image.tag=v1.2.3"),
+            "{}",
+            call.describe()
+        );
+    }
+
+    /// `rollback-apply` acts on the structured target: Helm on its revision, Swarm on its
+    /// version; one without what its driver needs is refused, not guessed.
+    #[test]
+    fn a_rollback_call_is_built_from_the_structured_target() {
+        let to = Deployed { revision: Some(4), version: "v1.2.4".into() };
+        let helm = target(HELM);
+        let call = helm.driver().expect("helm").rollback_call(&helm, Some(&to)).expect("call").describe();
+        assert!(call.starts_with("run helm rollback api 4 --namespace shop --wait"), "{call}");
+        let placeholder = helm.driver().expect("helm").rollback_call(&helm, None).expect("plan").describe();
+        assert!(placeholder.contains("rollback api <the target revision>"), "{placeholder}");
+        let no_revision = Deployed { revision: None, ..to.clone() };
+        assert_eq!(
+            helm.driver().expect("helm").rollback_call(&helm, Some(&no_revision)).err().as_deref(),
+            Some("the resolved rollback target names no revision")
+        );
+
+        let swarm = target(SWARM);
+        let call = swarm.driver().expect("swarm").rollback_call(&swarm, Some(&to)).expect("call").describe();
+        assert!(call.starts_with("run docker service update --detach --image registry.local/api:v1.2.4 shop_api"), "{call}");
+        let no_version = Deployed { revision: None, version: String::new() };
+        assert!(swarm.driver().expect("swarm").rollback_call(&swarm, Some(&no_version)).is_err());
+    }
+
+    /// A pipeline rolls back through the Helm release it upgrades, or not at all.
+    #[test]
+    fn a_pipeline_rolls_back_only_through_its_helm_release() {
+        let pipeline = "driver = \"pipeline\"\n[environments.prod.pipeline]\nworkflow = \"deploy.yml\"\nrepo = \"acme/api\"\n";
+        let t = target(pipeline);
+        let e = t.driver().expect("pipeline").rollback_plan(&t, "the previous good one", "").expect_err("no helm section");
+        assert!(e.contains("add services.svc.environments.prod.helm"), "{e}");
+        let with_helm = target(&format!("{pipeline}[environments.prod.helm]\nrelease = \"api\"\nchart = \"charts/api\"\n"));
+        let plan = with_helm.driver().expect("pipeline").rollback_plan(&with_helm, "the previous good one", "").expect("helm history");
+        assert!(plan.starts_with("read the history of Helm release api in shop"), "{plan}");
+    }
+
+    #[test]
+    fn no_driver_is_refused_naming_where_to_set_one() {
+        let t = target("namespace = \"shop\"\n");
+        let e = t.driver().err().expect("no driver");
+        assert!(e.contains("has no deploy driver") && e.contains("services.svc.environments.prod"), "{e}");
+    }
 }

@@ -1,10 +1,9 @@
 //! `deploy-verify` and `smoke-test`: is the new (or rolled-back-to) version really serving?
 
-use super::rollout::{docker_args, secs};
-use super::{DeployConnections, DeployTarget, parse_to, resolved_to};
-use crate::config::SwarmConfig;
+use super::rollout::secs;
+use super::{DeployConnections, DeployTarget};
 use crate::ports::cluster::{PodInfo, Rollout};
-use crate::steps::process::{self, Proc};
+use crate::steps::pace::Pace;
 use crate::steps::{Prepared, StepContext, StepKind, StepOutcome, unless_cancelled};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -12,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-const POLL: Duration = Duration::from_millis(500);
+pub(super) const POLL: Duration = Duration::from_millis(500);
 const DEFAULT_TIMEOUT: &str = "5m";
 
 #[derive(Debug, Default, Deserialize)]
@@ -35,7 +34,7 @@ pub struct Verify(pub(super) Arc<DeployConnections>);
 /// The version an execution expects to be running: a rollback's resolved target, else the
 /// deploy's version.
 fn expected(ctx: &StepContext, stored: &str) -> String {
-    resolved_to(&ctx.execution.resolved).and_then(|l| parse_to(l).1).unwrap_or_else(|| stored.to_string())
+    ctx.execution.rollback.as_ref().map_or_else(|| stored.to_string(), |r| r.to.version.clone())
 }
 
 #[async_trait]
@@ -53,28 +52,12 @@ impl StepKind for Verify {
         let Some(t) = DeployTarget::of(&self.0.services, vars)? else {
             return Ok(Prepared { action: "verify the rollout".into(), params: serde_json::Value::Null });
         };
-        let driver_timeout = match t.driver.as_str() {
-            // A pipeline that upgrades a Helm release waits as long as that release would.
-            "helm" | "pipeline" => t.helm.as_ref().map(|h| h.timeout.clone()),
-            "swarm" => t.swarm.as_ref().map(|s| s.timeout.clone()),
-            _ => None,
-        };
+        let driver = t.driver()?;
+        let driver_timeout = driver.verify_timeout(&t);
         let timeout_secs = secs(def.timeout.as_deref().or(driver_timeout.as_deref()).unwrap_or(DEFAULT_TIMEOUT))?;
         let version = vars.get("version").cloned().unwrap_or_default();
         let shown = if version.is_empty() { "the target version".to_string() } else { version.clone() };
-        let action = match t.driver.as_str() {
-            "swarm" => {
-                let s = t.swarm.as_ref().ok_or_else(|| t.driver_missing())?;
-                format!("wait until every task of Swarm service {} runs {}:{shown} (timeout {timeout_secs}s)", s.service, s.image)
-            }
-            "helm" | "pipeline" => {
-                let (cluster, ns, dep, sel) = t.k8s()?;
-                format!(
-                    "wait until deployment {dep} in {ns} on cluster {cluster} has rolled out and every pod {sel} is Ready on {shown} (timeout {timeout_secs}s)"
-                )
-            }
-            _ => return Err(t.driver_missing()),
-        };
+        let action = driver.verify_action(&t, &shown, timeout_secs)?;
         super::prepared(action, VerifyParams { target: t, version, timeout_secs })
     }
 
@@ -89,10 +72,9 @@ impl StepKind for Verify {
         }
         let limit = Duration::from_secs(p.timeout_secs);
         let work = async {
-            if p.target.driver == "swarm" {
-                swarm_converged(&self.0, &p.target, &version, limit, &ctx).await
-            } else {
-                k8s_rolled_out(&self.0, &p.target, &version, limit).await
+            match p.target.driver() {
+                Ok(driver) => driver.verify(&self.0, &p.target, &version, limit, &ctx).await,
+                Err(why) => Err(why),
             }
         };
         match unless_cancelled(&ctx.cancel, work).await {
@@ -104,7 +86,7 @@ impl StepKind for Verify {
 }
 
 /// Does this image reference run `version` (`repo:version`, digest ignored)?
-fn runs_version(image: &str, repo: Option<&str>, version: &str) -> bool {
+pub(super) fn runs_version(image: &str, repo: Option<&str>, version: &str) -> bool {
     let image = image.split('@').next().unwrap_or(image);
     match image.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')) {
         Some((r, tag)) => tag == version && repo.is_none_or(|want| r == want || r.ends_with(&format!("/{want}")) || want.ends_with(&format!("/{r}"))),
@@ -139,9 +121,19 @@ fn pod_problem(pod: &PodInfo, repo: Option<&str>, version: &str) -> Option<Strin
     (!why.is_empty()).then(|| format!("{}: {}", pod.name, why.join("; ")))
 }
 
-async fn k8s_rolled_out(c: &DeployConnections, t: &DeployTarget, version: &str, limit: Duration) -> Result<String, String> {
+/// `deploy-verify`'s action on a Kubernetes Deployment.
+pub(super) fn k8s_verify_action(t: &DeployTarget, shown: &str, timeout_secs: u64) -> Result<String, String> {
+    let (cluster, ns, dep, sel) = t.k8s()?;
+    Ok(format!(
+        "wait until deployment {dep} in {ns} on cluster {cluster} has rolled out and every pod {sel} is Ready on {shown} (timeout {timeout_secs}s)"
+    ))
+}
+
+/// `kubectl rollout status` semantics, and every pod of the selector Ready on `version`.
+pub(super) async fn k8s_rolled_out(c: &DeployConnections, t: &DeployTarget, version: &str, limit: Duration) -> Result<String, String> {
     let (cluster, ns, dep, sel) = t.connect(&c.clusters)?;
     let deadline = tokio::time::Instant::now() + limit;
+    let mut pace = Pace::every(POLL);
     let mut last;
     loop {
         let rollout = cluster.rollout(&ns, &dep).await.map_err(|e| format!("could not read the rollout of {dep}: {e}"))?;
@@ -162,73 +154,7 @@ async fn k8s_rolled_out(c: &DeployConnections, t: &DeployTarget, version: &str, 
             let detail = if problems.is_empty() { last } else { problems.join(" | ") };
             return Err(format!("{dep} did not roll out to {version} within {}s: {detail}", limit.as_secs()));
         }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// One line of `docker service ps --format '{{json .}}'`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct SwarmTask {
-    name: String,
-    image: String,
-    desired_state: String,
-    current_state: String,
-    #[serde(default)]
-    error: String,
-}
-
-/// Runs `docker` with captured stdout (not streamed: it is parsed, and summarized instead).
-pub(crate) async fn docker_capture(c: &DeployConnections, s: &SwarmConfig, args: &[&str], ctx: &StepContext) -> Result<String, String> {
-    let program = c.tools.get("docker")?;
-    let argv: Vec<String> = std::iter::once(program).chain(docker_args(s, args)).collect();
-    let proc = Proc { argv: &argv, env: Vec::new(), cwd: None, timeout: Duration::from_secs(60), stream_stdout: false, capture_stdout: true };
-    let done = process::run(proc, ctx).await;
-    match done.outcome(Some("docker")) {
-        StepOutcome::Succeeded(_) => Ok(done.stdout),
-        other => Err(format!("`docker {}` failed: {}", args.join(" "), other.summary())),
-    }
-}
-
-/// The replicas and image of a Swarm service (`docker service inspect`).
-pub(crate) async fn swarm_inspect(c: &DeployConnections, s: &SwarmConfig, ctx: &StepContext) -> Result<serde_json::Value, String> {
-    let out = docker_capture(c, s, &["service", "inspect", &s.service, "--format", "{{json .}}"], ctx).await?;
-    serde_json::from_str(out.lines().next().unwrap_or("")).map_err(|e| format!("unreadable `docker service inspect` output: {e}"))
-}
-
-async fn swarm_converged(c: &DeployConnections, t: &DeployTarget, version: &str, limit: Duration, ctx: &StepContext) -> Result<String, String> {
-    let s = t.swarm.as_ref().ok_or_else(|| t.driver_missing())?;
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let inspect = swarm_inspect(c, s, ctx).await?;
-        let want = inspect.pointer("/Spec/Mode/Replicated/Replicas").and_then(|v| v.as_u64()).unwrap_or(1) as usize;
-        let out = docker_capture(c, s, &["service", "ps", &s.service, "--no-trunc", "--format", "{{json .}}"], ctx).await?;
-        let tasks: Vec<SwarmTask> = out.lines().filter(|l| !l.trim().is_empty()).filter_map(|l| serde_json::from_str(l).ok()).collect();
-        let running: Vec<&SwarmTask> = tasks.iter().filter(|t| t.desired_state == "Running").collect();
-        let good = running.iter().filter(|t| t.current_state.starts_with("Running") && runs_version(&t.image, Some(&s.image), version)).count();
-        if good >= want && running.len() == good {
-            return Ok(format!("Swarm service {} converged: {good}/{want} tasks running {}:{version}", s.service, s.image));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let mut bad: Vec<String> = tasks
-                .iter()
-                .filter(|t| !(t.current_state.starts_with("Running") && runs_version(&t.image, Some(&s.image), version)))
-                .take(8)
-                .map(|t| {
-                    let err = if t.error.is_empty() { String::new() } else { format!(" — {}", t.error) };
-                    format!("{} ({}): {}{err}", t.name, t.image.split('@').next().unwrap_or(""), t.current_state)
-                })
-                .collect();
-            bad.dedup();
-            return Err(format!(
-                "Swarm service {} did not converge on {}:{version} within {}s ({good}/{want} running it): {}",
-                s.service,
-                s.image,
-                limit.as_secs(),
-                bad.join(" | ")
-            ));
-        }
-        tokio::time::sleep(POLL).await;
+        pace.wait().await;
     }
 }
 
@@ -291,7 +217,7 @@ impl StepKind for Smoke {
         let Some(http) = &self.0.http else { return StepOutcome::Failed("no HTTP client is connected".into()) };
         let backoff = crate::config::parse_duration(&s.backoff).unwrap_or(Duration::from_secs(2));
         let timeout = crate::config::parse_duration(&s.timeout).unwrap_or(Duration::from_secs(5));
-        let mut wait = backoff;
+        let mut pace = Pace::doubling(backoff, Duration::from_secs(60), s.attempts);
         let mut last = String::new();
         for attempt in 1..=s.attempts {
             let answer = match unless_cancelled(&ctx.cancel, http.get(&s.url, timeout)).await {
@@ -313,14 +239,11 @@ impl StepKind for Smoke {
                         format!("{} in {ms} ms but the body lacks \"{}\": {}", a.status, s.body.as_deref().unwrap_or(""), snippet.trim())
                     };
                 }
-                Err(e) => last = e,
+                Err(e) => last = e.to_string(),
             }
             let _ = ctx.output.send(format!("attempt {attempt}: {last}"));
-            if attempt < s.attempts {
-                if unless_cancelled(&ctx.cancel, tokio::time::sleep(wait)).await.is_none() {
-                    return StepOutcome::Cancelled("cancelled during the smoke test".into());
-                }
-                wait = (wait * 2).min(Duration::from_secs(60));
+            if unless_cancelled(&ctx.cancel, pace.wait()).await.is_none() {
+                return StepOutcome::Cancelled("cancelled during the smoke test".into());
             }
         }
         StepOutcome::Failed(format!("smoke test failed after {} attempts: {last}", s.attempts))
