@@ -72,6 +72,35 @@ impl DbChecker for PgChecker {
         let _ = conn.close().await;
         Ok(out)
     }
+
+    async fn counts(&self, url: &str, tables: &[String]) -> Result<Vec<(String, Option<i64>)>, String> {
+        let mut conn =
+            PgConnection::connect(url).await.map_err(|e| format!("cannot connect to the database: {}", e.to_string().replace(url, "***")))?;
+        let mut tx = conn.begin().await.map_err(|e| format!("cannot start a transaction: {e}"))?;
+        sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await.map_err(|e| format!("cannot make the transaction read-only: {e}"))?;
+        let mut out = Vec::new();
+        for t in tables {
+            let q = quoted(t)?;
+            let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(&q)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| format!("cannot look up {t}: {e}"))?;
+            let n = if exists {
+                let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {q}")))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| format!("cannot count the rows of {t}: {e}"))?;
+                Some(n)
+            } else {
+                None
+            };
+            out.push((t.clone(), n));
+        }
+        let _ = tx.rollback().await;
+        let _ = conn.close().await;
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
