@@ -593,6 +593,62 @@ impl StepKind for CutoverStep {
 mod tests {
     use super::*;
 
+    fn problems(text: &str) -> Vec<String> {
+        match crate::config::Settings::from_toml(text, std::path::Path::new("."), &super::super::StepKinds::shipped()) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    /// `[databases.NAME.restore]`'s cutover, switch and rehearsal keys are checked, each
+    /// problem with its key path.
+    #[test]
+    fn restore_settings_are_checked_with_key_paths() {
+        let db = "[secrets]\nurl = \"env:X\"\n[databases.db.integrity]\nurl_secret = \"url\"\ntables = { items = 1 }\n[databases.db.restore]\n";
+        assert_eq!(problems(&format!("{db}cutover = \"in-place\"\npgdata = \"/d\"\nport = 5432\nrehearse = true\n")), Vec::<String>::new());
+        let p = problems(&format!("{db}cutover = \"in-place\"\n"));
+        assert!(p.iter().any(|m| m.contains("databases.db.restore.pgdata") && m.contains("data directory")), "{p:?}");
+        let p = problems(&format!("{db}cutover = \"switch\"\n"));
+        assert!(p.iter().any(|m| m.contains("databases.db.restore.switch") && m.contains("needs this section")), "{p:?}");
+        let p = problems(&format!(
+            "{db}cutover = \"switch\"\n[databases.db.restore.switch]\nsecret = \"NS/x/y\"\nkey = \"a b\"\nurl_secret = \"nope\"\n"
+        ));
+        for key in ["switch.secret", "switch.key", "switch.url_secret"] {
+            assert!(p.iter().any(|m| m.contains(&format!("databases.db.restore.{key}"))), "{key}: {p:?}");
+        }
+        let p = problems(&format!("{db}cutover = \"sideways\"\n"));
+        assert!(p.iter().any(|m| m.contains("databases.db.restore") && m.contains("sideways")), "{p:?}");
+        let p = problems("[databases.db.restore]\ncutover = \"none\"\nrehearse = true\nrehearse_dir = \"tmp\"\n");
+        assert!(p.iter().any(|m| m.contains("databases.db.restore.rehearse") && m.contains("integrity")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("databases.db.restore.rehearse_dir")), "{p:?}");
+    }
+
+    /// The restore step's action names the cutover and what is kept aside (the approvers
+    /// approve it); a database that does not say how the service reaches the restored data is
+    /// refused before anything runs.
+    #[test]
+    fn the_plan_names_the_cutover_and_a_database_without_one_is_refused() {
+        let settings = |restore: &str| {
+            let text =
+                format!("[databases.db]\nwriters = [\"ns/api\"]\n[databases.db.restore]\nargv = [\"restore\", \"--date\", \"{{date}}\"]\n{restore}");
+            crate::config::Settings::from_toml(&text, std::path::Path::new("."), &super::super::StepKinds::shipped())
+                .unwrap_or_else(|p| panic!("{p:?}"))
+        };
+        let vars: BTreeMap<String, String> =
+            [("database", "db"), ("execution", "R-7"), ("date", "latest"), ("cluster", "prod")].map(|(k, v)| (k.to_string(), v.to_string())).into();
+        let step = |s: &crate::config::Settings| RestoreStep { databases: s.config.databases.clone() }.prepare(&toml::Table::new(), &vars);
+        let in_place = step(&settings("cutover = \"in-place\"\npgdata = \"/pg/main\"\nport = 5432\n")).expect("prepared");
+        assert!(in_place.action.starts_with("in place: stop the server of /pg/main, keep its data directory aside as /pg/main.before-R-7 (nothing is deleted), restore into /pg/main and start it on port 5432; run [\"restore\", \"--date\", \"latest\", \"--pgdata\", \"/pg/main\", \"--port\", \"5432\", \"--in-place\", \"--keep-aside\", \"/pg/main.before-R-7\"]"), "{}", in_place.action);
+        let switch = step(&settings("cutover = \"switch\"\npgdata = \"/pg/restore-{execution}\"\nport = 5433\n")).expect("prepared");
+        assert!(
+            switch.action.starts_with("side by side: restore into /pg/restore-R-7 on port 5433, the old server left as it is"),
+            "{}",
+            switch.action
+        );
+        let why = step(&settings("")).expect_err("no cutover");
+        assert!(why.contains("cutover is not set") && why.contains("\"in-place\"") && why.contains("\"switch\""), "{why}");
+    }
+
     #[test]
     fn the_rehearsal_output_and_the_rehearsed_lines_are_read_back() {
         let got = parse_rehearsal("rows items 12777\nrows sales.orders missing\nreached 2026-12-06 02:00:01.5+00\nsize 41943040\ntook 12\nnoise\n");
