@@ -604,7 +604,7 @@ mod tests {
     /// problem with its key path.
     #[test]
     fn restore_settings_are_checked_with_key_paths() {
-        let db = "[secrets]\nurl = \"env:X\"\n[databases.db.integrity]\nurl_secret = \"url\"\ntables = { items = 1 }\n[databases.db.restore]\n";
+        let db = "[secrets]\nurl = \"env:PATH\"\n[databases.db.integrity]\nurl_secret = \"url\"\ntables = { items = 1 }\n[databases.db.restore]\n";
         assert_eq!(problems(&format!("{db}cutover = \"in-place\"\npgdata = \"/d\"\nport = 5432\nrehearse = true\n")), Vec::<String>::new());
         let p = problems(&format!("{db}cutover = \"in-place\"\n"));
         assert!(p.iter().any(|m| m.contains("databases.db.restore.pgdata") && m.contains("data directory")), "{p:?}");
@@ -629,8 +629,9 @@ mod tests {
     #[test]
     fn the_plan_names_the_cutover_and_a_database_without_one_is_refused() {
         let settings = |restore: &str| {
-            let text =
-                format!("[databases.db]\nwriters = [\"ns/api\"]\n[databases.db.restore]\nargv = [\"restore\", \"--date\", \"{{date}}\"]\n{restore}");
+            let text = format!(
+                "[secrets]\nurl = \"env:PATH\"\n[databases.db]\nwriters = [\"ns/api\"]\n[databases.db.integrity]\nurl_secret = \"url\"\ntables = {{ items = 1 }}\n[databases.db.restore]\nargv = [\"restore\", \"--date\", \"{{date}}\"]\n{restore}"
+            );
             crate::config::Settings::from_toml(&text, std::path::Path::new("."), &super::super::StepKinds::shipped())
                 .unwrap_or_else(|p| panic!("{p:?}"))
         };
@@ -639,7 +640,10 @@ mod tests {
         let step = |s: &crate::config::Settings| RestoreStep { databases: s.config.databases.clone() }.prepare(&toml::Table::new(), &vars);
         let in_place = step(&settings("cutover = \"in-place\"\npgdata = \"/pg/main\"\nport = 5432\n")).expect("prepared");
         assert!(in_place.action.starts_with("in place: stop the server of /pg/main, keep its data directory aside as /pg/main.before-R-7 (nothing is deleted), restore into /pg/main and start it on port 5432; run [\"restore\", \"--date\", \"latest\", \"--pgdata\", \"/pg/main\", \"--port\", \"5432\", \"--in-place\", \"--keep-aside\", \"/pg/main.before-R-7\"]"), "{}", in_place.action);
-        let switch = step(&settings("cutover = \"switch\"\npgdata = \"/pg/restore-{execution}\"\nport = 5433\n")).expect("prepared");
+        let switch = step(&settings(
+            "cutover = \"switch\"\npgdata = \"/pg/restore-{execution}\"\nport = 5433\nswitch = { secret = \"ns/db\", url_secret = \"url\" }\n",
+        ))
+        .expect("prepared");
         assert!(
             switch.action.starts_with("side by side: restore into /pg/restore-R-7 on port 5433, the old server left as it is"),
             "{}",
