@@ -23,14 +23,23 @@ fn quoted(table: &str) -> Result<String, String> {
     Ok(parts.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join("."))
 }
 
+/// A connection to `url`; the URL carries credentials, so an error never echoes it.
+async fn connect(url: &str) -> Result<PgConnection, String> {
+    PgConnection::connect(url).await.map_err(|e| format!("cannot connect to the database: {}", e.to_string().replace(url, "***")))
+}
+
+/// A read-only transaction on `conn`.
+async fn read_only(conn: &mut PgConnection) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, String> {
+    let mut tx = conn.begin().await.map_err(|e| format!("cannot start a transaction: {e}"))?;
+    sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await.map_err(|e| format!("cannot make the transaction read-only: {e}"))?;
+    Ok(tx)
+}
+
 #[async_trait]
 impl DbChecker for PgChecker {
     async fn run(&self, url: &str, tables: &[TableCheck], checks: &[SqlCheck]) -> Result<Vec<CheckResult>, String> {
-        // The URL carries credentials: never echo it.
-        let mut conn =
-            PgConnection::connect(url).await.map_err(|e| format!("cannot connect to the database: {}", e.to_string().replace(url, "***")))?;
-        let mut tx = conn.begin().await.map_err(|e| format!("cannot start a transaction: {e}"))?;
-        sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await.map_err(|e| format!("cannot make the transaction read-only: {e}"))?;
+        let mut conn = connect(url).await?;
+        let mut tx = read_only(&mut conn).await?;
         let mut out = Vec::new();
         for t in tables {
             let name = format!("rows in {}", t.table);
@@ -48,8 +57,7 @@ impl DbChecker for PgChecker {
             // A failed statement aborts a PostgreSQL transaction: start a fresh one.
             if !out.last().is_some_and(|r| r.ok) {
                 drop(tx);
-                tx = conn.begin().await.map_err(|e| format!("cannot start a transaction: {e}"))?;
-                sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await.map_err(|e| format!("{e}"))?;
+                tx = read_only(&mut conn).await?;
             }
         }
         for c in checks {
@@ -64,8 +72,7 @@ impl DbChecker for PgChecker {
             out.push(result);
             if failed {
                 drop(tx);
-                tx = conn.begin().await.map_err(|e| format!("cannot start a transaction: {e}"))?;
-                sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await.map_err(|e| format!("{e}"))?;
+                tx = read_only(&mut conn).await?;
             }
         }
         let _ = tx.rollback().await;
@@ -74,10 +81,8 @@ impl DbChecker for PgChecker {
     }
 
     async fn counts(&self, url: &str, tables: &[String]) -> Result<Vec<(String, Option<i64>)>, String> {
-        let mut conn =
-            PgConnection::connect(url).await.map_err(|e| format!("cannot connect to the database: {}", e.to_string().replace(url, "***")))?;
-        let mut tx = conn.begin().await.map_err(|e| format!("cannot start a transaction: {e}"))?;
-        sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await.map_err(|e| format!("cannot make the transaction read-only: {e}"))?;
+        let mut conn = connect(url).await?;
+        let mut tx = read_only(&mut conn).await?;
         let mut out = Vec::new();
         for t in tables {
             let q = quoted(t)?;
