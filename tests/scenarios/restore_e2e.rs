@@ -12,7 +12,8 @@
 //!   restore that fails midway leaves the service on its old data, running, and says so, and
 //!   a stale [Restart writers] is refused;
 //! - switch: a restored instance beside the old server, then the Secret the writers read
-//!   points at it (the old value kept); a preflight failure stops everything before approval.
+//!   points at it (the old value kept); a preflight failure stops everything before approval;
+//!   a restore failing midway switches nothing and says so.
 
 use runbot_adapters::backup::{BarmanS3Catalog, S3Config};
 use runbot_adapters::http_check::ReqwestCheck;
@@ -246,7 +247,7 @@ async fn restore_in_place_through_the_chat_with_two_approvers() {
 /// a client connecting with the Secret's URL reads exactly the rows of T, the old value is
 /// kept in the Secret and the old server is untouched. A preflight failure (barman-cloud not
 /// on the restore command's PATH; the restored instance's port taken) stops the request
-/// before anyone is asked, nothing stopped.
+/// before anyone is asked, nothing stopped. A restore failing midway switches nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_side_by_side_then_switch_through_the_chat_with_two_approvers() {
     let port = free_port();
@@ -311,6 +312,23 @@ async fn restore_side_by_side_then_switch_through_the_chat_with_two_approvers() 
     assert!(why.contains(&format!("a server already listens on port {port}")), "{why}");
     assert!(refused.approvals.is_empty());
     assert_eq!(writers(&cluster), (3, 2));
+
+    // 3. The restore fails midway (the segment T needs is lost after the plan was made):
+    //    nothing is switched, the Secret and the old server are as they were, and it says so.
     restored.stop();
+    let id = world.request("console:alice", &cmd).await;
+    world.wait_text(id, "Waiting for approval").await;
+    let key = format!("cluster/{SERVER}/wals/{}/{}.gz", &pitr.segment_a[..16], pitr.segment_a);
+    s3_config(&pitr.s3).client().expect("client").delete_object().bucket(BUCKET).key(&key).send().await.expect("delete the segment");
+    world.click("console:bob", id, "approve").await;
+    world.click("console:carol", id, "approve").await;
+    let failed = world.wait_state(id, "failed").await;
+    let why = failed.steps[6].summary.clone().unwrap_or_default();
+    assert!(why.contains("recovery failed") && why.contains("Nothing was switched: the writers' Secret still points at the old database"), "{why}");
+    assert_eq!(failed.steps[8].status, StepStatus::Pending, "no cutover");
+    assert_eq!(secret_value(&secret(), "url"), Some(url), "the Secret is as it was");
+    assert_eq!(secret_value(&secret(), "url-before-R-4"), None);
+    assert_eq!(pitr.primary.psql("select count(*) from items"), "800", "the old server runs, untouched");
+    assert_eq!(writers(&cluster), (0, 0), "the writers wait for [Restart writers]");
     cluster.shutdown().await;
 }
