@@ -279,15 +279,24 @@ async fn restore_side_by_side_then_switch_through_the_chat_with_two_approvers() 
     assert!(refused.approvals.is_empty() && refused.steps[3].status == StepStatus::Pending);
     assert_eq!(writers(&cluster), (3, 2));
 
-    // 1. Rehearsed, approved by two people, restored beside the old server, switched.
+    // 0b. runbot may not patch the writers' Secret: said before anyone is asked.
     let cmd = format!("/ops restore promotions-db --date {}", pitr.target);
+    cluster.deny("patch", "secrets", "promotions-ns");
+    let id = world.request("console:alice", &cmd).await;
+    let refused = world.wait_state(id, "failed").await;
+    let why = refused.steps[1].summary.clone().unwrap_or_default();
+    assert!(why.contains("the cluster does not let runbot patch secrets in promotions-ns: grant it in runbot's Role"), "{why}");
+    assert!(refused.approvals.is_empty());
+    cluster.allow_all();
+
+    // 1. Rehearsed, approved by two people, restored beside the old server, switched.
     let id = world.request("console:alice", &cmd).await;
     let plan = world.wait_text(id, "Waiting for approval: 0 of 2").await;
     let text = plan.all_text();
     assert!(text.contains("rehearsed at T: items 600 — now: 800") && text.contains("rehearsed at T: orders 50 — now: missing"), "{text}");
     let exec = world.wait_state(id, "awaiting_approval").await;
     assert!(
-        exec.steps[8].action.contains("point key url of Secret promotions-ns/promotions-db") && exec.steps[8].action.contains("url-before-R-2"),
+        exec.steps[8].action.contains("point key url of Secret promotions-ns/promotions-db") && exec.steps[8].action.contains("url-before-R-3"),
         "the approved plan names the switch and what is kept: {}",
         exec.steps[8].action
     );
@@ -300,10 +309,10 @@ async fn restore_side_by_side_then_switch_through_the_chat_with_two_approvers() 
     assert_eq!(pitr.psql_url(&url, "select count(*) from items"), "600");
     assert_eq!(pitr.psql_url(&url, BATCHES), ITEMS_AT_T, "the mistake is gone");
     assert_eq!(pitr.psql_url(&url, "select count(*) from orders"), "50");
-    assert_eq!(secret_value(&secret(), "url-before-R-2").as_deref(), Some(pitr.primary.url().as_str()), "the old value is kept");
+    assert_eq!(secret_value(&secret(), "url-before-R-3").as_deref(), Some(pitr.primary.url().as_str()), "the old value is kept");
     assert_eq!(pitr.primary.psql("select count(*) from items"), "800", "the old server is untouched");
     assert_eq!(writers(&cluster), (3, 2), "writers back at their counts");
-    let restored = pitr.instance(&pitr.path("restored-R-2"), port);
+    let restored = pitr.instance(&pitr.path("restored-R-3"), port);
 
     // 2. Again: the restored instance's port is taken now — the preflight says so, nothing stops.
     let id = world.request("console:alice", &cmd).await;
@@ -327,7 +336,7 @@ async fn restore_side_by_side_then_switch_through_the_chat_with_two_approvers() 
     assert!(why.contains("recovery failed") && why.contains("Nothing was switched: the writers' Secret still points at the old database"), "{why}");
     assert_eq!(failed.steps[8].status, StepStatus::Pending, "no cutover");
     assert_eq!(secret_value(&secret(), "url"), Some(url), "the Secret is as it was");
-    assert_eq!(secret_value(&secret(), "url-before-R-4"), None);
+    assert_eq!(secret_value(&secret(), "url-before-R-5"), None);
     assert_eq!(pitr.primary.psql("select count(*) from items"), "800", "the old server runs, untouched");
     assert_eq!(writers(&cluster), (0, 0), "the writers wait for [Restart writers]");
     cluster.shutdown().await;
