@@ -279,6 +279,8 @@ case "$MODE" in
         [ -f "$PGDATA_DIR/PG_VERSION" ] || die "--pgdata '$PGDATA_DIR' is not a PostgreSQL data directory (no PG_VERSION): in place, it is the server's data directory"
         [ "$(cat "$PGDATA_DIR/PG_VERSION")" = "$PG_MAJOR" ] \
             || die "the server in $PGDATA_DIR is PostgreSQL $(cat "$PGDATA_DIR/PG_VERSION"), the restore would be $PG_MAJOR"
+        [ -O "$PGDATA_DIR" ] \
+            || die "$PGDATA_DIR belongs to $(stat -c %U "$PGDATA_DIR"), not to $(id -un): run the restore as the server's OS user (e.g. runuser -u $(stat -c %U "$PGDATA_DIR") -- $PROG …)"
         [ ! -e "$KEEP_ASIDE" ] || die "--keep-aside '$KEEP_ASIDE' already exists: nothing is ever overwritten; choose another name"
         parent_writable "$PGDATA_DIR" "in place, the data directory is renamed to $KEEP_ASIDE"
         [ "$(stat -c %d "$(dirname -- "$PGDATA_DIR")")" = "$(stat -c %d "$(dirname -- "$KEEP_ASIDE")")" ] \
@@ -300,6 +302,10 @@ esac
 [ "$MODE" = rehearse ] || [ -w "$SOCKET_DIR" ] || die "--socket-dir '$SOCKET_DIR' is not writable by $(id -un)"
 
 if [ "$CHECK" = 1 ]; then
+    if [ "$MODE" = in-place ]; then
+        if "$PG_CTL" -D "$PGDATA_DIR" status >/dev/null 2>&1; then say "the server of $PGDATA_DIR is running: the restore stops it first"
+        else say "the server of $PGDATA_DIR is not running"; fi
+    fi
     say "check passed: barman-cloud $BARMAN_VERSION, python3, PostgreSQL $PG_MAJOR in $PG_BIN_DIR, archive readable (base backup $BEST_ID for $TARGET_TEXT), $MODE target $PGDATA_DIR ready${KEEP_ASIDE:+, old data directory to be kept as $KEEP_ASIDE}; nothing was changed"
     exit 0
 fi
