@@ -129,6 +129,16 @@ fn point_in_time_restore_with_barman_cloud_and_db_restore_sh() {
     assert_eq!(latest.psql("select to_regclass('orders') is null"), "t");
     latest.stop();
 
+    // A rehearsal of latest: the counts at the end of the archive on stdout, and the point it
+    // reached; the scratch copy is gone afterwards.
+    let mut args = world.restore_args("latest", &w("rehearse-latest"), free_port());
+    args.extend(["--rehearse", "--count", "items", "--count", "orders"].map(String::from));
+    let out = runner.run(script, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "rehearsal of latest:\n{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stdout.contains("rows items 800\nrows orders missing\nreached 20"), "{stdout}");
+    assert!(!world.work.join("rehearse-latest").exists(), "the scratch copy is removed");
+
     // ------------------------------------------------------------ refusals
     let out = runner.run(script, &restore_args(&backup_start, &w("restore-early")).iter().map(String::as_str).collect::<Vec<_>>());
     assert!(!out.status.success());
