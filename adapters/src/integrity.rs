@@ -23,16 +23,27 @@ fn quoted(table: &str) -> Result<String, String> {
     Ok(parts.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join("."))
 }
 
+/// A connection to `url`; the URL carries credentials, so an error never echoes it.
+async fn connect(url: &str) -> Result<PgConnection, DbCheckError> {
+    // The URL carries credentials: never echo it.
+    PgConnection::connect(url).await.map_err(|e| DbCheckError::Connect(e.to_string().replace(url, "***")))
+}
+
+/// A read-only transaction on `conn`.
+async fn read_only(conn: &mut PgConnection) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, DbCheckError> {
+    let mut tx = conn.begin().await.map_err(|e| DbCheckError::Transaction(format!("cannot start a transaction: {e}")))?;
+    sqlx::query("SET TRANSACTION READ ONLY")
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| DbCheckError::Transaction(format!("cannot make the transaction read-only: {e}")))?;
+    Ok(tx)
+}
+
 #[async_trait]
 impl DbChecker for PgChecker {
     async fn run(&self, url: &str, tables: &[TableCheck], checks: &[SqlCheck]) -> Result<Vec<CheckResult>, DbCheckError> {
-        // The URL carries credentials: never echo it.
-        let mut conn = PgConnection::connect(url).await.map_err(|e| DbCheckError::Connect(e.to_string().replace(url, "***")))?;
-        let mut tx = conn.begin().await.map_err(|e| DbCheckError::Transaction(format!("cannot start a transaction: {e}")))?;
-        sqlx::query("SET TRANSACTION READ ONLY")
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| DbCheckError::Transaction(format!("cannot make the transaction read-only: {e}")))?;
+        let mut conn = connect(url).await?;
+        let mut tx = read_only(&mut conn).await?;
         let mut out = Vec::new();
         for t in tables {
             let name = format!("rows in {}", t.table);
@@ -50,8 +61,7 @@ impl DbChecker for PgChecker {
             // A failed statement aborts a PostgreSQL transaction: start a fresh one.
             if !out.last().is_some_and(|r| r.ok) {
                 drop(tx);
-                tx = conn.begin().await.map_err(|e| DbCheckError::Transaction(format!("cannot start a transaction: {e}")))?;
-                sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await.map_err(|e| DbCheckError::Transaction(e.to_string()))?;
+                tx = read_only(&mut conn).await?;
             }
         }
         for c in checks {
@@ -66,9 +76,35 @@ impl DbChecker for PgChecker {
             out.push(result);
             if failed {
                 drop(tx);
-                tx = conn.begin().await.map_err(|e| DbCheckError::Transaction(format!("cannot start a transaction: {e}")))?;
-                sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await.map_err(|e| DbCheckError::Transaction(e.to_string()))?;
+                tx = read_only(&mut conn).await?;
             }
+        }
+        let _ = tx.rollback().await;
+        let _ = conn.close().await;
+        Ok(out)
+    }
+
+    async fn counts(&self, url: &str, tables: &[String]) -> Result<Vec<(String, Option<i64>)>, DbCheckError> {
+        let mut conn = connect(url).await?;
+        let mut tx = read_only(&mut conn).await?;
+        let mut out = Vec::new();
+        for t in tables {
+            let q = quoted(t).map_err(DbCheckError::Query)?;
+            let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(&q)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| DbCheckError::Query(format!("cannot look up {t}: {e}")))?;
+            let n = if exists {
+                let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {q}")))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| DbCheckError::Query(format!("cannot count the rows of {t}: {e}")))?;
+                Some(n)
+            } else {
+                None
+            };
+            out.push((t.clone(), n));
         }
         let _ = tx.rollback().await;
         let _ = conn.close().await;

@@ -492,6 +492,24 @@ impl Cluster for KubeCluster {
         let m = self.call(&format!("get Secret {name} in {namespace}"), api.get_metadata_opt(name)).await?;
         Ok(m.is_some())
     }
+
+    async fn switch_secret_key(&self, namespace: &str, name: &str, key: &str, value: &str, keep_as: &str) -> Result<(), ClusterError> {
+        use base64::Engine as _;
+        // JSON pointer escaping (RFC 6901) of the keys.
+        let pointer = |k: &str| format!("/data/{}", k.replace('~', "~0").replace('/', "~1"));
+        let patch = serde_json::json!([
+            { "op": "copy", "from": pointer(key), "path": pointer(keep_as) },
+            { "op": "replace", "path": pointer(key), "value": base64::engine::general_purpose::STANDARD.encode(value) },
+        ]);
+        let what = format!("switch key {key} of Secret {name} in {namespace} (the old value kept as {keep_as})");
+        let req = hyper::Request::patch(format!("/api/v1/namespaces/{namespace}/secrets/{name}"))
+            .header("Content-Type", "application/json-patch+json")
+            .header("Accept", "application/json")
+            .body(patch.to_string().into_bytes())
+            .map_err(|e| ClusterError::Transport(format!("{what}: {e}")))?;
+        // The answer is the whole Secret: dropped unread.
+        self.call(&what, self.client.request_text(req)).await.map(drop)
+    }
 }
 
 /// Helm's release storage format (`sh.helm.release.v1`): base64 of gzip of JSON, inside the

@@ -307,8 +307,41 @@ impl PitrWorld {
         .collect()
     }
 
+    /// Starts the primary again, mistake and all (it was stopped once its WAL was archived):
+    /// the server the writers use, for restores that act on it (in place) or beside it.
+    pub fn start_primary(&self) {
+        let data = self.primary.data.to_str().expect("utf-8");
+        let log = self.path("primary-again.log");
+        self.runner.ok(&self.pg_bin.join("pg_ctl"), &["-D", data, "-l", &log, "-w", "-t", "60", "start"]);
+    }
+
+    /// `sql`'s result through a `postgres://` URL, as a client of that URL would read it.
+    pub fn psql_url(&self, url: &str, sql: &str) -> String {
+        self.runner.ok(&self.pg_bin.join("psql"), &["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql]).trim().to_owned()
+    }
+
     /// A handle on an instance restored into `pgdata` on `port` (stopped when dropped).
     pub fn instance(&self, pgdata: &str, port: u16) -> Pg {
         Pg { runner: self.runner.clone(), pg_bin: self.pg_bin.clone(), data: PathBuf::from(pgdata), socket_dir: self.work.clone(), port }
     }
+}
+
+/// A Secret object (for the sandbox cluster's `put_object`) holding `key` = `value`, as the
+/// writers of a database read its URL.
+pub fn secret_object(namespace: &str, name: &str, key: &str, value: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": { "namespace": namespace, "name": name },
+        "type": "Opaque",
+        "data": { key: base64::engine::general_purpose::STANDARD.encode(value) },
+    })
+}
+
+/// The text of `key` in a Secret object (`data` is base64), if it is there.
+pub fn secret_value(secret: &serde_json::Value, key: &str) -> Option<String> {
+    use base64::Engine as _;
+    let b64 = secret["data"][key].as_str()?;
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).ok()?).ok()
 }

@@ -209,6 +209,16 @@ async fn restore_point_is_proven_before_anyone_is_asked() {
     world.click("console:bob", id, "reject").await;
     world.wait_state(id, "rejected").await;
 
+    // `--date latest`: the newest point the archive reaches (here cut by the gap), proven the
+    // same way, from the same base backup.
+    let id = world.request("console:alice", "/ops restore promotions-db --date latest").await;
+    let plan = world.wait_text(id, "Waiting for approval").await;
+    let text = plan.all_text();
+    assert!(text.contains("latest: the end of the archive, WAL uploaded up to") && text.contains("from base backup 20261129T080000"), "{text}");
+    assert!(field(&plan, "Acts on").contains("promotions-db at the end of its archive"), "{plan:#?}");
+    world.click("console:bob", id, "reject").await;
+    world.wait_state(id, "rejected").await;
+
     // Refused before any approval, with the reason, for a time before the first backup, behind
     // the gap, and for another archive than the configured one.
     for (date, source, why) in [

@@ -19,6 +19,19 @@ mutating = false
 [[runbooks.verify-db.steps]]
 name = "Integrity"
 kind = "db-integrity"
+
+[runbooks.rehearse-db]
+summary = "Rehearse a restore, then check the database against the rehearsed counts"
+target = "database"
+mutating = false
+
+[[runbooks.rehearse-db.steps]]
+name = "Rehearsal"
+kind = "db-rehearse"
+
+[[runbooks.rehearse-db.steps]]
+name = "Integrity"
+kind = "db-integrity"
 "#;
 
 fn server() -> String {
@@ -103,6 +116,51 @@ async fn integrity_checks_pass_fail_and_explain() {
             let why = failed.steps[0].summary.clone().unwrap_or_default();
             assert!(why.contains("integrity checks could not run: cannot connect"), "{why}");
             assert!(!why.contains(&gone.url), "{why}");
+        }
+    })
+    .await;
+    let dropped = store_sql::drop_database(&server(), &scratch.name).await;
+    if let Err(p) = result {
+        std::panic::resume_unwind(p.into_panic());
+    }
+    dropped.expect("drop scratch");
+}
+
+/// After a rehearsal the integrity step wants exactly the rehearsed counts, not minimums: a
+/// restore command that reports the table's real count passes; one whose rehearsal found a
+/// row more fails on that table although its minimum is met. (The restore command here is a
+/// stand-in printing what `db-restore.sh --rehearse` prints.)
+#[tokio::test(flavor = "multi_thread")]
+async fn the_integrity_step_requires_exactly_the_rehearsed_counts() {
+    let scratch = Scratch::new().await;
+    let result = tokio::spawn({
+        let (url, name) = (scratch.url.clone(), scratch.name.clone());
+        async move {
+            let s = Scratch { name, url };
+            let rehearsal = |promotions: u32| {
+                format!(
+                    r#"tables = {{ promotions = 1, "sales.coupons" = 0 }}
+[databases.promotions-db.restore]
+argv = ["sh", "-c", "printf 'rows promotions {promotions}\\nrows sales.coupons 0\\nsize 1048576\\ntook 2\\n'", "db-restore.sh"]
+cutover = "none"
+rehearse = true
+rehearse_dir = "/tmp"
+current_url_secret = "restored_db""#
+                )
+            };
+            let (w, _d) = world(&s, &rehearsal(3)).await;
+            let id = w.request("console:alice", "/ops run rehearse-db promotions-db").await;
+            let done = w.wait_state(id, "succeeded").await;
+            assert!(done.resolved.contains(&"rehearsed at T: promotions 3 — now: 3".to_string()), "{:?}", done.resolved);
+            assert!(done.steps[0].summary.clone().unwrap_or_default().contains("took 2s and 1 MiB"), "{:?}", done.steps[0]);
+            assert_eq!(done.steps[1].summary.as_deref(), Some("all 4 integrity checks passed"));
+
+            let (w, _d) = world(&s, &rehearsal(4)).await;
+            let id = w.request("console:alice", "/ops run rehearse-db promotions-db").await;
+            let failed = w.wait_state(id, "failed").await;
+            let why = failed.steps[1].summary.clone().unwrap_or_default();
+            assert!(why.contains("rows in promotions as rehearsed: 3 rows (the rehearsal found 4 rows)"), "{why}");
+            assert!(!why.contains("rows in promotions: "), "the minimum (1) is met: {why}");
         }
     })
     .await;

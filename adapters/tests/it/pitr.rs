@@ -3,7 +3,9 @@
 //! rows, the time T, more rows and a mistake after T): `deploy/scripts/db-restore.sh --date T`
 //! restores into a new data directory on another port, and the restored database must hold
 //! exactly the rows of T. The backup catalog (`BarmanS3Catalog`) reads the very same bucket.
-//! Then: a date before the first backup is refused, bad input is refused, and once a WAL
+//! Then: `--check` finds the PostgreSQL binaries without `--pg-bin` and changes nothing, an
+//! old barman-cloud is refused with what to install, `--date latest` restores the end of the
+//! archive, a date before the first backup is refused, bad input is refused, and once a WAL
 //! segment needed for T is deleted the catalog reports the gap and the restore fails loudly.
 
 use std::process::Output;
@@ -78,6 +80,64 @@ fn point_in_time_restore_with_barman_cloud_and_db_restore_sh() {
     // The restored copy did not archive its new timeline into the catalog.
     let snap = rt.block_on(catalog.snapshot()).unwrap();
     assert!(snap.histories.is_empty() && snap.wal_runs.iter().all(|r| r.timeline == 1), "{snap:#?}");
+
+    // ------------------------------------------------------------ --check, binaries found, barman's version
+    // A directory holding only pg_ctl and postgres (no psql), first on PATH, as some images'
+    // /usr/local/bin has: without --pg-bin the script looks further (pg_config --bindir, the
+    // Debian layout) instead of failing there.
+    let links = world.work.join("links");
+    std::fs::create_dir(&links).unwrap();
+    for t in ["pg_ctl", "postgres"] {
+        std::os::unix::fs::symlink(world.pg_bin.join(t), links.join(t)).unwrap();
+    }
+    let without_pg_bin = |date: &str, pgdata: &str| {
+        let mut a = restore_args(date, pgdata);
+        let at = a.iter().position(|x| x == "--pg-bin").expect("--pg-bin");
+        a.drain(at..at + 2);
+        a
+    };
+    let run_with_path = |path: &str, args: &[String]| {
+        let mut c = runner.command(script);
+        c.args(args).env("PATH", path);
+        c.output().expect("run db-restore.sh")
+    };
+    let mut args = without_pg_bin(&target, &w("restore-check"));
+    args.push("--check".into());
+    let out = run_with_path(&format!("{}:{}", links.display(), runner.path), &args);
+    let err = stderr(&out);
+    assert!(out.status.success(), "--check without --pg-bin, a psql-less pg_ctl first on PATH:\n{err}");
+    assert!(err.contains("check passed") && err.contains("PostgreSQL 15 binaries: ") && !err.contains(links.to_str().unwrap()), "{err}");
+    assert!(err.contains("nothing was changed") && !world.work.join("restore-check").exists(), "{err}");
+    // Debian 12's barman-cli-cloud is 3.4: refused, with what to install instead.
+    let old = world.work.join("old-barman");
+    std::fs::create_dir(&old).unwrap();
+    for t in ["barman-cloud-backup-list", "barman-cloud-restore", "barman-cloud-wal-restore"] {
+        std::fs::write(old.join(t), format!("#!/bin/sh\necho '{t} 3.4.0'\n")).unwrap();
+        std::fs::set_permissions(old.join(t), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let out = run_with_path(&format!("{}:{}", old.display(), runner.path), &args);
+    let err = stderr(&out);
+    assert!(!out.status.success() && err.contains("barman-cloud 3.4.0") && err.contains("pip install 'barman[cloud]>=3.6'"), "{err}");
+
+    // ------------------------------------------------------------ --date latest: the end of the archive
+    let latest_port = free_port();
+    let latest_args = world.restore_args("latest", &w("restore-latest"), latest_port);
+    let latest = world.instance(&w("restore-latest"), latest_port);
+    let out = runner.run(script, &latest_args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "--date latest:\n{}", stderr(&out));
+    assert_eq!(latest.psql("select count(*) from items"), "800", "every archived change replayed, the mistake included");
+    assert_eq!(latest.psql("select to_regclass('orders') is null"), "t");
+    latest.stop();
+
+    // A rehearsal of latest: the counts at the end of the archive on stdout, and the point it
+    // reached; the scratch copy is gone afterwards.
+    let mut args = world.restore_args("latest", &w("rehearse-latest"), free_port());
+    args.extend(["--rehearse", "--count", "items", "--count", "orders"].map(String::from));
+    let out = runner.run(script, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "rehearsal of latest:\n{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stdout.contains("rows items 800\nrows orders missing\nreached 20"), "{stdout}");
+    assert!(!world.work.join("rehearse-latest").exists(), "the scratch copy is removed");
 
     // ------------------------------------------------------------ refusals
     let out = runner.run(script, &restore_args(&backup_start, &w("restore-early")).iter().map(String::as_str).collect::<Vec<_>>());

@@ -406,3 +406,28 @@ fn the_readmes_first_cluster_config_passes_check_config() {
     let (ok, output) = check_config(tmp.path());
     assert!(ok && output.contains("runbot.toml: ok ("), "{output}");
 }
+
+/// docs/operations.md, "Restoring a database": its in-place example passes `runbot
+/// check-config`, so does the same database switched instead, and the in-place one without
+/// the server's data directory is refused naming the key.
+#[test]
+fn the_restore_guide_passes_check_config_as_shown() {
+    let doc = read("docs/operations.md");
+    let blocks: BTreeMap<String, String> = marked_blocks(&doc).into_iter().collect();
+    let (in_place, switch) = (&blocks["file: runbot.toml"], &blocks["file: switch.toml"]);
+    let run = |text: &str| {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tmp.path().join("runbot.toml"), text).expect("write");
+        check_config(tmp.path())
+    };
+    let (ok, output) = run(in_place);
+    assert!(ok, "the in-place example:\n{output}");
+
+    let base = in_place.split("[databases.promotions-db.restore]").next().expect("the part before the restore section");
+    let switched = base.replace("[secrets]\n", "[secrets]\nrestored_db_url = \"env:RUNBOT_RESTORED_DB_URL\"\n") + switch;
+    let (ok, output) = run(&switched);
+    assert!(ok, "the switch example:\n{switched}\n{output}");
+
+    let (ok, output) = run(&in_place.replace("pgdata = \"/var/lib/postgresql/15/main\"\n", ""));
+    assert!(!ok && output.contains("databases.promotions-db.restore.pgdata"), "{output}");
+}

@@ -659,11 +659,101 @@ pub struct RestoreConfig {
     /// Working directory. Default: runbot's own.
     #[serde(default)]
     pub cwd: Option<String>,
+    /// How the service is moved to the restored data: `in-place` (the server's own data
+    /// directory is restored, the old one kept aside), `switch` (a restored instance beside
+    /// the old one, then the Secret the writers read is pointed at it) or `none` (the restore
+    /// command alone decides; the writers come back to what they used before). The built-in
+    /// `restore` runbook refuses a database that does not say. Default: not set.
+    #[serde(default)]
+    pub cutover: Option<Cutover>,
+    /// The data directory, passed to the restore command as `--pgdata` (a template, e.g.
+    /// `/var/lib/postgresql/restore-{execution}`): in place, the server's own (kept aside as
+    /// `PGDATA.before-EXECUTION`); for a switch, the restored instance's. Default: none (the
+    /// argv says).
+    #[serde(default)]
+    pub pgdata: Option<String>,
+    /// The restored server's port, passed as `--port` (in place: the server's own). Default:
+    /// none (the argv says).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `cutover = "switch"`: the Secret the writers read the database's URL from.
+    #[serde(default)]
+    pub switch: Option<SwitchConfig>,
+    /// Before the approval, restore the date into a scratch directory, count the integrity
+    /// tables there, show the counts in the plan beside today's, remove the copy; the restore
+    /// must then give exactly those counts. Default `false`.
+    #[serde(default)]
+    pub rehearse: bool,
+    /// Where the rehearsal's scratch copy is made (`DIR/rehearsal-DATABASE-EXECUTION`).
+    /// Default `/var/tmp`.
+    #[serde(default = "default_rehearse_dir")]
+    pub rehearse_dir: String,
+    /// The database (inside the server) holding the integrity tables, counted by the
+    /// rehearsal. Default `postgres`.
+    #[serde(default = "default_rehearse_dbname")]
+    pub rehearse_dbname: String,
+    /// Name of a `[secrets]` entry with the URL of the database as the writers use it now:
+    /// the preflight connects to it and the plan shows today's counts from it. Default: the
+    /// integrity `url_secret` when `cutover = "in-place"` (the same server), else none.
+    #[serde(default)]
+    pub current_url_secret: Option<String>,
+    /// The preflight command, run before anyone is asked. Default: the restore command with
+    /// `--check` added (the shipped script then checks its tools, the archive and the target
+    /// and changes nothing).
+    #[serde(default)]
+    pub check_argv: Option<Vec<String>>,
+}
+
+/// How a restore moves the service to the restored data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cutover {
+    InPlace,
+    Switch,
+    None,
+}
+
+/// `[databases.NAME.restore.switch]`: the Secret key the writers read the database URL from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchConfig {
+    /// `namespace/name` of the Secret, on the database's cluster.
+    pub secret: String,
+    /// The key holding the URL. Default `url`.
+    #[serde(default = "default_switch_key")]
+    pub key: String,
+    /// Name of a `[secrets]` entry holding the restored instance's URL as the writers reach
+    /// it; written into the key, the old value kept under `KEY-before-EXECUTION`.
+    pub url_secret: String,
+}
+
+fn default_switch_key() -> String {
+    "url".into()
+}
+fn default_rehearse_dir() -> String {
+    "/var/tmp".into()
+}
+fn default_rehearse_dbname() -> String {
+    "postgres".into()
 }
 
 impl Default for RestoreConfig {
     fn default() -> Self {
-        RestoreConfig { argv: default_restore_argv(), env: BTreeMap::new(), timeout: default_restore_timeout(), cwd: None }
+        RestoreConfig {
+            argv: default_restore_argv(),
+            env: BTreeMap::new(),
+            timeout: default_restore_timeout(),
+            cwd: None,
+            cutover: None,
+            pgdata: None,
+            port: None,
+            switch: None,
+            rehearse: false,
+            rehearse_dir: default_rehearse_dir(),
+            rehearse_dbname: default_rehearse_dbname(),
+            current_url_secret: None,
+            check_argv: None,
+        }
     }
 }
 

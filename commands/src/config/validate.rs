@@ -178,6 +178,7 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
     }
     check_service_clusters(&config, &mut p);
     check_deploy(&config, &mut p);
+    check_restore(&config, &mut p);
     let (aliases, version_patterns) = check_services(&config, &mut p);
     let vars = engine_vars(&config);
     for (rname, rb) in &runbooks.runbooks {
@@ -885,6 +886,66 @@ fn check_duration(at: String, v: &str, p: &mut impl FnMut(String, String)) {
 fn check_url(at: String, v: &str, p: &mut impl FnMut(String, String)) {
     if !(v.starts_with("http://") || v.starts_with("https://")) || v.contains('@') || v.contains(char::is_whitespace) {
         p(at, format!("'{v}' is not an http(s) URL without credentials"));
+    }
+}
+
+/// `[databases.NAME.restore]`: the cutover and what it needs, the rehearsal, the preflight.
+fn check_restore(config: &Config, p: &mut impl FnMut(String, String)) {
+    use crate::config::Cutover;
+    for (name, db) in &config.databases {
+        let Some(r) = &db.restore else { continue };
+        let at = |k: &str| format!("databases.{name}.restore.{k}");
+        let secret = |p: &mut dyn FnMut(String, String), key: String, n: &str| {
+            if !config.secrets.contains_key(n) {
+                p(key, format!("no secret named '{n}' under [secrets]"));
+            }
+        };
+        match r.cutover {
+            Some(Cutover::InPlace) => {
+                if r.pgdata.is_none() || r.port.is_none() {
+                    p(at("pgdata"), "cutover \"in-place\" needs the server's data directory (pgdata) and port".into());
+                }
+                if db.integrity.is_none() {
+                    p(
+                        at("cutover"),
+                        "cutover \"in-place\" checks the restored server before the writers return: add [databases.NAME.integrity]".into(),
+                    );
+                }
+            }
+            Some(Cutover::Switch) => match &r.switch {
+                None => p(at("switch"), "cutover \"switch\" needs this section (secret, key, url_secret)".into()),
+                Some(s) => {
+                    let dns = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+                    if s.secret.split('/').count() != 2 || !s.secret.split('/').all(dns) {
+                        p(at("switch.secret"), format!("'{}' is not namespace/name", s.secret));
+                    }
+                    if s.key.is_empty() || !s.key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
+                        p(at("switch.key"), format!("'{}' is not a Secret key (letters, digits, '-', '.', '_')", s.key));
+                    }
+                    secret(p, at("switch.url_secret"), &s.url_secret);
+                }
+            },
+            Some(Cutover::None) | None => {}
+        }
+        if r.switch.is_some() && r.cutover != Some(Cutover::Switch) {
+            p(at("switch"), "only used with cutover = \"switch\"".into());
+        }
+        if let Some(n) = &r.current_url_secret {
+            secret(p, at("current_url_secret"), n);
+        }
+        if r.rehearse {
+            if db.integrity.as_ref().is_none_or(|i| i.tables.is_empty()) {
+                p(at("rehearse"), "the rehearsal counts the integrity tables: list them in [databases.NAME.integrity] tables".into());
+            }
+            if !r.rehearse_dir.starts_with('/') {
+                p(at("rehearse_dir"), format!("'{}' is not an absolute path", r.rehearse_dir));
+            }
+        }
+        if let Some(c) = &r.check_argv
+            && c.first().is_none_or(|a| a.is_empty())
+        {
+            p(at("check_argv"), "must name a program".into());
+        }
     }
 }
 

@@ -88,7 +88,7 @@ fn runbook_of(cmd: &Command) -> Option<RunbookCall> {
             ("rollback".to_string(), service.clone(), env.clone())
         }
         Command::Restore { database, date, source, .. } => {
-            vars.insert("date".into(), date.to_rfc3339());
+            vars.insert("date".into(), date.to_string());
             if let Some(s) = source {
                 vars.insert("source".into(), s.to_string());
             }

@@ -9,4 +9,4 @@ mod tokenize;
 #[cfg(test)]
 mod tests;
 
-pub use parse::{BackupAction, BackupSource, Command, ExecutionId, MAX_INPUT, ParseError, RollbackTo, Version, parse};
+pub use parse::{BackupAction, BackupSource, Command, ExecutionId, MAX_INPUT, ParseError, RestoreDate, RollbackTo, Version, parse};

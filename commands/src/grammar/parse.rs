@@ -69,12 +69,30 @@ impl std::str::FromStr for ExecutionId {
     }
 }
 
+/// What `/ops restore --date` names: an instant, or `latest` — the newest archived point (the
+/// end of the archive: every archived WAL replayed, no recovery target).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreDate {
+    At(DateTime<FixedOffset>),
+    Latest,
+}
+
+impl std::fmt::Display for RestoreDate {
+    /// RFC 3339, or `latest`: the `{date}` runbooks and the restore command get.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestoreDate::At(d) => f.write_str(&d.to_rfc3339()),
+            RestoreDate::Latest => f.write_str("latest"),
+        }
+    }
+}
+
 /// A parsed, type-checked command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Deploy { service: String, version: Version, env: Option<String>, dry_run: bool },
     Rollback { service: String, to: Option<RollbackTo>, env: Option<String>, dry_run: bool },
-    Restore { database: String, date: DateTime<FixedOffset>, source: Option<BackupSource>, dry_run: bool },
+    Restore { database: String, date: RestoreDate, source: Option<BackupSource>, dry_run: bool },
     Restart { target: String, env: Option<String>, dry_run: bool },
     Backup { action: BackupAction, database: String },
     Run { runbook: String, target: String, params: BTreeMap<String, String>, env: Option<String>, dry_run: bool },
@@ -130,7 +148,7 @@ enum Value {
     Text(String),
     Version(Version),
     Rollback(RollbackTo),
-    Date(DateTime<FixedOffset>),
+    Date(RestoreDate),
     Source(BackupSource),
     Id(ExecutionId),
     Count(u32),
@@ -267,9 +285,10 @@ fn check(kind: ArgKind, raw: &str) -> Result<Value, String> {
                 version(raw).map(|v| Value::Rollback(RollbackTo::Version(v)))
             }
         }
+        ArgKind::Date if raw == "latest" => Ok(Value::Date(RestoreDate::Latest)),
         ArgKind::Date => DateTime::parse_from_rfc3339(raw)
-            .map(Value::Date)
-            .map_err(|e| format!("'{}' is not an RFC 3339 date ({e}); write it like 2023-10-27T10:00:00Z.", shorten(raw))),
+            .map(|d| Value::Date(RestoreDate::At(d)))
+            .map_err(|e| format!("'{}' is not an RFC 3339 date ({e}); write it like 2023-10-27T10:00:00Z, or latest.", shorten(raw))),
         ArgKind::Source => source(raw).map(Value::Source),
         ArgKind::ExecutionId => raw.parse().map(Value::Id),
         ArgKind::Limit => raw

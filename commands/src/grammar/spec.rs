@@ -132,7 +132,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 kind: Some(ArgKind::Date),
                 required: true,
                 repeated: false,
-                help: "the point in time to restore to, RFC 3339 with offset",
+                help: "the point in time to restore to, RFC 3339 with offset, or latest (the newest archived point)",
             },
             flag("source", ArgKind::Source, "backup location (default: the database's configured source)"),
             DRY_RUN,

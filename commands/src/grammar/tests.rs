@@ -52,9 +52,13 @@ fn typed_values_come_out_typed() {
     );
     match parse("restore promotions-db --date 2023-10-27T10:00:00Z --source s3://backups-bucket/pg/").unwrap() {
         Command::Restore { date, source: Some(src), .. } => {
-            assert_eq!(date.to_rfc3339(), "2023-10-27T10:00:00+00:00");
+            assert_eq!(date.to_string(), "2023-10-27T10:00:00+00:00");
             assert_eq!(src.to_string(), "s3://backups-bucket/pg");
         }
+        other => panic!("{other:?}"),
+    }
+    match parse("restore promotions-db --date latest").unwrap() {
+        Command::Restore { date, .. } => assert_eq!((date, date.to_string()), (crate::grammar::RestoreDate::Latest, "latest".to_string())),
         other => panic!("{other:?}"),
     }
     assert_eq!(parse("status r-42").unwrap(), Command::Status { id: Some(ExecutionId(42)) });

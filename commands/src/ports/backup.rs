@@ -369,7 +369,7 @@ impl fmt::Display for Unreachable {
                 Ok(())
             }
             Unreachable::AfterLatest { target, latest } => {
-                write!(f, "{} is after the newest archived WAL (uploaded {}); use the latest point instead", t(target), t(latest))
+                write!(f, "{} is after the newest archived WAL (uploaded {}); use --date latest for the newest archived point", t(target), t(latest))
             }
         }
     }
@@ -563,6 +563,15 @@ impl CatalogAnalysis {
         let resumes = self.window.iter().filter(|w| w.from >= target).map(|w| w.from).min();
         let gap = self.gap_after(reach_before);
         Err(Unreachable::InGap { target, gap, resumes, reach_before })
+    }
+
+    /// `--date latest`: the newest archived point (the end of the newest restorable range)
+    /// and the base backup a restore to the end of the archive starts from.
+    pub fn latest_point(&self) -> Result<RestorePoint, Unreachable> {
+        match self.latest() {
+            Some(t) => self.restore_point(t),
+            None => Err(Unreachable::NoBackup),
+        }
     }
 
     /// The gap right after the segment a usable backup reaches at `reach_time`.

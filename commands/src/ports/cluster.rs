@@ -158,6 +158,11 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Does Secret `name` exist in `namespace`? (Its data is never read.)
     async fn secret_exists(&self, namespace: &str, name: &str) -> Result<bool, ClusterError>;
+
+    /// Points key `key` of Secret `name` at `value` and keeps the key's current value under
+    /// `keep_as`, in one JSON patch (copy, then replace): the old value never passes through
+    /// runbot. Fails, changing nothing, when the Secret or the key is missing.
+    async fn switch_secret_key(&self, namespace: &str, name: &str, key: &str, value: &str, keep_as: &str) -> Result<(), ClusterError>;
 }
 
 /// The configured clusters by name (`[clusters.NAME]`), shared by the Kubernetes step kinds.

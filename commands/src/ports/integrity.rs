@@ -38,6 +38,9 @@ pub enum DbCheckError {
     /// A read-only transaction could not be started.
     #[error("{0}")]
     Transaction(String),
+    /// A table could not be looked up or counted.
+    #[error("{0}")]
+    Query(String),
 }
 
 #[async_trait]
@@ -45,4 +48,8 @@ pub trait DbChecker: Send + Sync + 'static {
     /// Runs every check (read-only) against the database at `url`; `Err` only when the
     /// database cannot be reached at all.
     async fn run(&self, url: &str, tables: &[TableCheck], checks: &[SqlCheck]) -> Result<Vec<CheckResult>, DbCheckError>;
+
+    /// The row count of each table (read-only), `None` for a table that does not exist; `Err`
+    /// only when the database cannot be reached at all or a count fails otherwise.
+    async fn counts(&self, url: &str, tables: &[String]) -> Result<Vec<(String, Option<i64>)>, DbCheckError>;
 }

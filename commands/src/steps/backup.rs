@@ -42,6 +42,9 @@ impl RestorePointStep {
     }
 }
 
+/// `--date latest`.
+const LATEST: &str = "latest";
+
 fn at(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
@@ -65,7 +68,7 @@ impl StepKind for RestorePointStep {
         let database = get(&def.database, "database")?;
         let date = get(&def.date, "date")?;
         // Blank values only come from config checking, which probes with blanks.
-        if !date.is_empty() {
+        if !date.is_empty() && date != LATEST {
             DateTime::parse_from_rfc3339(&date).map_err(|e| format!("'{date}' is not an RFC 3339 date: {e}"))?;
         }
         let action = format!("check in {database}'s backup catalog that {date} is restorable (window, WAL gaps, base backup)");
@@ -78,7 +81,8 @@ impl StepKind for RestorePointStep {
             Err(failed) => return failed,
         };
         let target = match DateTime::parse_from_rfc3339(&p.date) {
-            Ok(t) => t.to_utc(),
+            Ok(t) => Some(t.to_utc()),
+            Err(_) if p.date == LATEST => None,
             Err(e) => return StepOutcome::Failed(format!("'{}' is not an RFC 3339 date: {e}", p.date)),
         };
         let Some(catalog) = self.catalogs.get(&p.database) else {
@@ -107,6 +111,26 @@ impl StepKind for RestorePointStep {
         for g in &a.gaps {
             let _ = out.send(format!("WAL gap on timeline {}: {}..{}", g.timeline, g.first_name, g.last_name));
         }
+        let Some(target) = target else {
+            return match a.latest_point() {
+                Ok(rp) => StepOutcome::Resolved {
+                    summary: format!(
+                        "latest: the end of the archive, WAL uploaded up to {}, is restorable from base backup {} (ended {})",
+                        at(rp.reach_time),
+                        rp.backup_id,
+                        at(rp.backup_end)
+                    ),
+                    targets: vec![format!(
+                        "{} at the end of its archive (WAL up to {}) from base backup {}",
+                        p.database,
+                        at(rp.reach_time),
+                        rp.backup_id
+                    )],
+                    rollback: None,
+                },
+                Err(why) => StepOutcome::Failed(format!("the newest archived point cannot be restored: {why}. Nothing was changed.")),
+            };
+        };
         match a.restore_point(target) {
             Ok(rp) => StepOutcome::Resolved {
                 summary: format!(

@@ -85,27 +85,32 @@ impl StepKind for CommandStep {
     }
 
     async fn run(&self, params: &serde_json::Value, ctx: StepContext) -> StepOutcome {
-        let p: Params = match super::stored(params) {
-            Ok(p) => p,
-            Err(failed) => return failed,
-        };
-        let mut env = Vec::with_capacity(p.env.len());
-        for (k, v) in &p.env {
-            match expand_secrets(v, &ctx.secrets) {
-                Ok(value) => env.push((k.clone(), value)),
-                Err(why) => return StepOutcome::Failed(format!("env {k}: {why}")),
-            }
+        match run_prepared(params, &ctx, false).await {
+            // The plan already shows the argv: the message need not name the program.
+            Ok(done) => done.outcome(None),
+            Err(failed) => failed,
         }
-        let proc = Proc {
-            argv: &p.argv,
-            env,
-            cwd: p.cwd.as_deref(),
-            timeout: Duration::from_secs(p.timeout_secs),
-            stream_stdout: true,
-            capture_stdout: false,
-        };
-        let done = process::run(proc, &ctx).await;
-        // The plan already shows the argv: the message need not name the program.
-        done.outcome(None)
     }
+}
+
+/// Runs a prepared `command` (its stored parameters) for another kind: secrets filled into
+/// its env, stderr streamed, and stdout either streamed or kept for the caller to parse.
+pub(crate) async fn run_prepared(params: &serde_json::Value, ctx: &StepContext, capture_stdout: bool) -> Result<process::Finished, StepOutcome> {
+    let p: Params = super::stored(params)?;
+    let mut env = Vec::with_capacity(p.env.len());
+    for (k, v) in &p.env {
+        match expand_secrets(v, &ctx.secrets) {
+            Ok(value) => env.push((k.clone(), value)),
+            Err(why) => return Err(StepOutcome::Failed(format!("env {k}: {why}"))),
+        }
+    }
+    let proc = Proc {
+        argv: &p.argv,
+        env,
+        cwd: p.cwd.as_deref(),
+        timeout: Duration::from_secs(p.timeout_secs),
+        stream_stdout: !capture_stdout,
+        capture_stdout,
+    };
+    Ok(process::run(proc, ctx).await)
 }

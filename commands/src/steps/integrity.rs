@@ -5,7 +5,7 @@
 
 use super::{Prepared, StepContext, StepKind, StepOutcome};
 use crate::config::{Secret, Settings};
-use crate::ports::integrity::{DbChecker, SqlCheck, TableCheck};
+use crate::ports::integrity::{CheckResult, DbChecker, SqlCheck, TableCheck};
 use crate::runbook::render;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -74,7 +74,7 @@ impl StepKind for IntegrityStep {
             Some(s) => {
                 let tables: Vec<String> = s.tables.iter().map(|t| format!("{} ≥ {}", t.table, t.min_rows)).collect();
                 let checks: Vec<&str> = s.checks.iter().map(|c| c.name.as_str()).collect();
-                format!("check {database}: rows {}; checks {}", list(&tables), list(&checks))
+                format!("check {database}: rows {}; checks {}; and exactly the counts a rehearsal found, if one ran", list(&tables), list(&checks))
             }
             None => format!("check {database} against [databases.{database}.integrity]"),
         };
@@ -96,6 +96,24 @@ impl StepKind for IntegrityStep {
             Ok(r) => r,
             Err(e) => return StepOutcome::Failed(format!("integrity checks could not run: {e}")),
         };
+        let mut results = results;
+        // A rehearsal before the approval fixed the counts the restore must give: exactly them.
+        let rehearsed = super::restore::rehearsed(&ctx.execution.resolved);
+        if !rehearsed.is_empty() {
+            let tables: Vec<String> = rehearsed.iter().map(|(t, _)| t.clone()).collect();
+            let counts = match checker.counts(spec.url.expose(), &tables).await {
+                Ok(c) => c,
+                Err(e) => return StepOutcome::Failed(format!("integrity checks could not run: {e}")),
+            };
+            for ((table, want), (_, got)) in rehearsed.iter().zip(counts) {
+                let show = |n: Option<i64>| n.map(|n| format!("{n} rows")).unwrap_or_else(|| "no such table".into());
+                results.push(CheckResult {
+                    name: format!("rows in {table} as rehearsed"),
+                    ok: got == *want,
+                    detail: format!("{} (the rehearsal found {})", show(got), show(*want)),
+                });
+            }
+        }
         let width = results.iter().map(|r| r.name.chars().count()).max().unwrap_or(0);
         for r in &results {
             let _ = ctx.output.send(format!("{} {:<width$}  {}", if r.ok { "✓" } else { "✗" }, r.name, r.detail));

@@ -200,7 +200,14 @@ impl StepKinds {
             .with(Arc::new(backup::RestorePointStep::new(c.catalogs.clone())))
             .with(Arc::new(integrity::IntegrityStep { checker: c.checker.clone(), specs: c.integrity.clone() }))
             .with(Arc::new(job::JobFromCronJob { clusters: c.clusters.clone() }))
-            .with(Arc::new(restore::RestoreStep { databases: c.deploy.databases.clone() }));
+            .with(Arc::new(restore::RestoreStep { databases: c.deploy.databases.clone() }))
+            .with(Arc::new(restore::PreflightStep {
+                databases: c.deploy.databases.clone(),
+                clusters: c.clusters.clone(),
+                checker: c.checker.clone(),
+            }))
+            .with(Arc::new(restore::RehearseStep { databases: c.deploy.databases.clone(), checker: c.checker.clone() }))
+            .with(Arc::new(restore::CutoverStep { databases: c.deploy.databases.clone(), clusters: c.clusters.clone() }));
         for k in backup::PruneStep::both(&c.catalogs) {
             kinds = kinds.with(Arc::new(k));
         }

@@ -29,6 +29,7 @@ pub const EXERCISED: &[&str] = &[
     "helm_history",
     "can_i",
     "secret_exists",
+    "switch_secret_key",
 ];
 
 const IMAGE: &str = "registry.local/promotions-api:1.4.2";
@@ -78,6 +79,14 @@ pub async fn drive(c: &FakeCluster, ns: &str) {
     assert!(k.helm_history(ns, "promotions-release").await.expect("helm history").is_empty(), "no such release here");
     assert!(k.can_i(ns, "patch", "deployments.apps").await.expect("access review"));
     assert!(!k.secret_exists(ns, "promotions-db-credentials").await.expect("secret lookup"));
+    // A restore's switch: the writers' Secret key to the restored instance, the old value kept.
+    c.put_object(runbot_sandbox::pitr::secret_object(ns, "promotions-db", "url", "postgres://old"));
+    k.switch_secret_key(ns, "promotions-db", "url", "postgres://restored", "url-before-R-1").await.expect("switch");
+    let s = c.object("v1", "Secret", ns, "promotions-db").expect("the Secret");
+    let value = |key: &str| runbot_sandbox::pitr::secret_value(&s, key);
+    assert_eq!((value("url").as_deref(), value("url-before-R-1").as_deref()), (Some("postgres://restored"), Some("postgres://old")));
+    let missing = k.switch_secret_key(ns, "promotions-db", "nope", "x", "nope-before-R-1").await;
+    assert!(matches!(missing, Err(runbot_commands::ports::cluster::ClusterError::Api { code: 422, .. })), "{missing:?}");
 }
 
 /// Runs the `kubectl` steps of deploy/runbooks.example.toml as runbot would prepare them for
