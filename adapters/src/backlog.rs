@@ -62,15 +62,12 @@ impl Backlog {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// `NAME_busy_total` (refused commands) and `NAME_in_flight` in Prometheus text format.
-    pub fn render(&self, out: &mut String, name: &str, what: &str) {
-        use std::fmt::Write as _;
-        let _ = writeln!(out, "# HELP {name}_busy_total {what} refused because too many were in flight.");
-        let _ = writeln!(out, "# TYPE {name}_busy_total counter");
-        let _ = writeln!(out, "{name}_busy_total {}", self.refused());
-        let _ = writeln!(out, "# HELP {name}_in_flight {what} whose work is in flight (at most {}).", self.limit);
-        let _ = writeln!(out, "# TYPE {name}_in_flight gauge");
-        let _ = writeln!(out, "{name}_in_flight {}", self.in_flight());
+    /// Describes `NAME_busy` (refused commands; samples `NAME_busy_total`) and `NAME_in_flight`.
+    pub fn encode(&self, enc: &mut runbot_commands::metrics::DescriptorEncoder<'_>, name: &str, what: &str) -> std::fmt::Result {
+        use runbot_commands::metrics::{counter, gauge};
+        counter(enc, &format!("{name}_busy"), &format!("{what} refused because too many were in flight."), self.refused())?;
+        let in_flight = i64::try_from(self.in_flight()).unwrap_or(i64::MAX);
+        gauge(enc, &format!("{name}_in_flight"), &format!("{what} whose work is in flight (at most {}).", self.limit), in_flight)
     }
 
     /// Commands whose work is in flight now.

@@ -1,7 +1,7 @@
 //! What the chat adapters share about refusing a request's signature: why it was refused, and
 //! the counters behind `runbot_<platform>_rejected_total{reason}`.
 
-use std::fmt::Write as _;
+use runbot_commands::metrics::{self, DescriptorEncoder};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How far a request's timestamp may be from our clock, either way.
@@ -78,13 +78,10 @@ impl Rejections {
         Rejection::ALL.iter().map(|r| self.get(*r).load(Ordering::Relaxed)).sum()
     }
 
-    /// Appends `metric{reason="…"} N` lines (Prometheus text) with their HELP and TYPE.
-    pub fn render(&self, out: &mut String, metric: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {metric} {help}");
-        let _ = writeln!(out, "# TYPE {metric} counter");
-        for r in Rejection::ALL {
-            let _ = writeln!(out, "{metric}{{reason=\"{}\"}} {}", r.as_str(), self.get(r).load(Ordering::Relaxed));
-        }
+    /// Describes the refusals as counter family `name` (samples `name_total{reason}`).
+    pub fn encode(&self, enc: &mut DescriptorEncoder<'_>, name: &str, help: &str) -> std::fmt::Result {
+        let values: Vec<(&str, u64)> = Rejection::ALL.iter().map(|r| (r.as_str(), self.get(*r).load(Ordering::Relaxed))).collect();
+        metrics::counters(enc, name, help, "reason", &values)
     }
 }
 

@@ -11,8 +11,8 @@
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use runbot_commands::metrics::{self, Collector, DescriptorEncoder};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,17 +67,15 @@ pub struct ConnectionMetrics {
     over_cap: AtomicU64,
 }
 
-impl ConnectionMetrics {
-    pub fn render(&self) -> String {
+impl ConnectionMetrics {}
+
+impl Collector for ConnectionMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut s = String::new();
-        let _ = writeln!(s, "# TYPE runbot_http_connections_open gauge");
-        let _ = writeln!(s, "runbot_http_connections_open {}", g(&self.open));
-        let _ = writeln!(s, "# TYPE runbot_http_connections_dropped_total counter");
-        for (reason, c) in [("header_timeout", &self.header_timeout), ("idle", &self.idle), ("over_cap", &self.over_cap)] {
-            let _ = writeln!(s, "runbot_http_connections_dropped_total{{reason=\"{reason}\"}} {}", g(c));
-        }
-        s
+        let open = i64::try_from(g(&self.open)).unwrap_or(i64::MAX);
+        metrics::gauge(&mut enc, "runbot_http_connections_open", "HTTP connections open now.", open)?;
+        let dropped = [("header_timeout", g(&self.header_timeout)), ("idle", g(&self.idle)), ("over_cap", g(&self.over_cap))];
+        metrics::counters(&mut enc, "runbot_http_connections_dropped", "HTTP connections closed by runbot, by reason.", "reason", &dropped)
     }
 }
 

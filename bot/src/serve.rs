@@ -140,17 +140,19 @@ pub async fn serve(
     .fitted();
     let conn_metrics = Arc::new(crate::connections::ConnectionMetrics::default());
     let listener_metrics = conn_metrics.clone();
-    let metered = (adapters.clone(), pipeline.clone());
+    // One registry: the engine's families, the listener's, the inbox's, each adapter's.
+    let mut registry = runbot_commands::metrics::Registry::default();
+    metrics.register(&mut registry);
+    registry.register_collector(Box::new(listener_metrics));
+    pipeline.register_metrics(&mut registry);
+    for a in adapters.iter() {
+        a.register_metrics(&mut registry);
+    }
+    let registry = Arc::new(registry);
     app = app.route(
         "/metrics",
         get(move || async move {
-            let mut text = metrics.render();
-            text.push_str(&listener_metrics.render());
-            metered.1.render_metrics(&mut text);
-            for a in metered.0.iter() {
-                a.render_metrics(&mut text);
-            }
-            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+            ([(axum::http::header::CONTENT_TYPE, runbot_commands::metrics::CONTENT_TYPE)], runbot_commands::metrics::encode(&registry))
         }),
     );
     let listener = match bound {

@@ -1,13 +1,25 @@
-//! A small metrics registry: labelled counters and one histogram kept in memory with atomics,
-//! rendered in the Prometheus text exposition format (0.0.4). No SDK: the engine counts, the
-//! binary serves `render()` at `GET /metrics`. Label values are bounded (outcomes, states,
-//! runbook names from the config, step kinds, platforms).
+//! The metrics: one registry of the maintained `prometheus-client` crate, encoded in the
+//! OpenMetrics text format (every family with `# HELP` and `# TYPE`; Prometheus scrapes it).
+//! The engine counts into [`Metrics`] (labelled counters and the step duration histogram);
+//! other parts keep their own counters and register them as a [`Collector`] that describes
+//! them through the crate's encoder ([`counter`], [`counters`], [`gauge`]). `runbot serve`
+//! builds one [`Registry`] and serves [`encode`] at `GET /metrics`. Label values are bounded
+//! (outcomes, states, runbook names from the config, step kinds, platforms).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+pub use prometheus_client::collector::Collector;
+pub use prometheus_client::encoding::DescriptorEncoder;
+pub use prometheus_client::registry::Registry;
+
+use prometheus_client::encoding::EncodeMetric;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
 use std::time::Duration;
+
+/// The `Content-Type` of [`encode`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Upper bounds (seconds) of the step duration histogram's buckets.
 pub const STEP_BUCKETS: [f64; 8] = [0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0];
@@ -15,45 +27,36 @@ pub const STEP_BUCKETS: [f64; 8] = [0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.
 /// A label set: (name, value) pairs in a fixed order.
 type Labels = Vec<(&'static str, String)>;
 
-/// A counter family: one value per label set.
-#[derive(Default)]
-struct Family {
-    values: Mutex<BTreeMap<Labels, Arc<AtomicU64>>>,
+fn labels(pairs: &[(&'static str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
 }
 
-impl Family {
-    fn inc(&self, labels: &[(&'static str, &str)]) {
-        let key: Labels = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
-        let cell = match self.values.lock() {
-            Ok(mut m) => m.entry(key).or_default().clone(),
-            Err(p) => p.into_inner().entry(key).or_default().clone(),
-        };
-        cell.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn snapshot(&self) -> Vec<(Labels, u64)> {
-        let m = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        m.iter().map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed))).collect()
-    }
-}
-
-/// One histogram series: cumulative bucket counts, sum (micro-seconds) and count.
-#[derive(Default)]
-struct Series {
-    buckets: [AtomicU64; STEP_BUCKETS.len()],
-    sum_micros: AtomicU64,
-    count: AtomicU64,
+fn step_histogram() -> Histogram {
+    Histogram::new(STEP_BUCKETS)
 }
 
 /// The engine's metrics. Cheap to share (`Arc`); every method takes `&self`.
-#[derive(Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    commands: Family,
-    executions: Family,
-    approvals: Family,
-    chat_calls: Family,
-    rate_limited: Family,
-    steps: Mutex<BTreeMap<String, Arc<Series>>>,
+    commands: Family<Labels, Counter>,
+    executions: Family<Labels, Counter>,
+    approvals: Family<Labels, Counter>,
+    chat_calls: Family<Labels, Counter>,
+    rate_limited: Family<Labels, Counter>,
+    steps: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            commands: Family::default(),
+            executions: Family::default(),
+            approvals: Family::default(),
+            chat_calls: Family::default(),
+            rate_limited: Family::default(),
+            steps: Family::new_with_constructor(step_histogram),
+        }
+    }
 }
 
 /// How a typed command ended, for `runbot_commands_total{outcome}`.
@@ -82,93 +85,95 @@ impl Metrics {
     }
 
     pub fn command(&self, outcome: CommandOutcome) {
-        self.commands.inc(&[("outcome", outcome.as_str())]);
+        self.commands.get_or_create(&labels(&[("outcome", outcome.as_str())])).inc();
     }
 
     /// An execution reached a terminal state.
     pub fn execution_finished(&self, runbook: &str, state: &str) {
-        self.executions.inc(&[("runbook", runbook), ("state", state)]);
+        self.executions.get_or_create(&labels(&[("runbook", runbook), ("state", state)])).inc();
     }
 
     /// An approval vote was recorded (`approve`, `reject`, `resume`, `abort`).
     pub fn approval(&self, decision: &str) {
-        self.approvals.inc(&[("decision", decision)]);
+        self.approvals.get_or_create(&labels(&[("decision", decision)])).inc();
     }
 
     /// A chat API call: `result` is `ok`, `rate_limited` (a 429) or `error`.
     pub fn chat_call(&self, platform: &str, result: &str) {
-        self.chat_calls.inc(&[("platform", platform), ("result", result)]);
+        self.chat_calls.get_or_create(&labels(&[("platform", platform), ("result", result)])).inc();
     }
 
     /// A command refused by a quota; `scope` is `identity` or `channel`.
     pub fn rate_limited(&self, scope: &str) {
-        self.rate_limited.inc(&[("scope", scope)]);
+        self.rate_limited.get_or_create(&labels(&[("scope", scope)])).inc();
     }
 
     /// A step ran for `took`.
     pub fn step_duration(&self, kind: &str, took: Duration) {
-        let series = {
-            let mut m = self.steps.lock().unwrap_or_else(|p| p.into_inner());
-            m.entry(kind.to_string()).or_default().clone()
-        };
-        let secs = took.as_secs_f64();
-        for (i, le) in STEP_BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                series.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        series.sum_micros.fetch_add(took.as_micros().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
-        series.count.fetch_add(1, Ordering::Relaxed);
+        self.steps.get_or_create(&labels(&[("kind", kind)])).observe(took.as_secs_f64());
     }
 
-    /// The Prometheus text exposition (format 0.0.4).
+    /// Adds the engine's families to `registry` (counters are named without `_total`: the
+    /// encoder appends it to their samples).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("runbot_commands", "Typed commands by outcome", self.commands.clone());
+        registry.register("runbot_executions", "Executions that reached a terminal state", self.executions.clone());
+        registry.register("runbot_approvals", "Approval and interruption decisions recorded", self.approvals.clone());
+        registry.register("runbot_chat_calls", "Chat API calls by platform and result (rate_limited is a 429)", self.chat_calls.clone());
+        registry.register("runbot_rate_limited", "Commands refused by a quota, by scope", self.rate_limited.clone());
+        registry.register("runbot_step_duration_seconds", "How long steps ran, by step kind", self.steps.clone());
+    }
+
+    /// The engine's families alone, encoded (tests, tools).
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let families: [(&str, &str, &Family); 5] = [
-            ("runbot_commands_total", "Typed commands by outcome.", &self.commands),
-            ("runbot_executions_total", "Executions that reached a terminal state.", &self.executions),
-            ("runbot_approvals_total", "Approval and interruption decisions recorded.", &self.approvals),
-            ("runbot_chat_calls_total", "Chat API calls by platform and result (rate_limited is a 429).", &self.chat_calls),
-            ("runbot_rate_limited_total", "Commands refused by a quota, by scope.", &self.rate_limited),
-        ];
-        for (name, help, family) in families {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} counter");
-            for (labels, v) in family.snapshot() {
-                let _ = writeln!(out, "{name}{} {v}", label_text(&labels, None));
-            }
-        }
-        let name = "runbot_step_duration_seconds";
-        let _ = writeln!(out, "# HELP {name} How long steps ran, by step kind.");
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        let steps: Vec<(String, Arc<Series>)> =
-            self.steps.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        for (kind, s) in steps {
-            let labels = vec![("kind", kind)];
-            for (i, le) in STEP_BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "{name}_bucket{} {}", label_text(&labels, Some(&le.to_string())), s.buckets[i].load(Ordering::Relaxed));
-            }
-            let count = s.count.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{} {count}", label_text(&labels, Some("+Inf")));
-            let sum = s.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(out, "{name}_sum{} {sum}", label_text(&labels, None));
-            let _ = writeln!(out, "{name}_count{} {count}", label_text(&labels, None));
-        }
-        out
+        let mut r = Registry::default();
+        self.register(&mut r);
+        encode(&r)
     }
 }
 
-/// `{a="x",b="y"}` with values escaped; empty when there are no labels.
-fn label_text(labels: &[(&'static str, String)], le: Option<&str>) -> String {
-    let mut parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
-    if let Some(le) = le {
-        parts.push(format!("le=\"{le}\""));
+/// `registry` in the OpenMetrics text format.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        // Writing into a String does not fail; a metric that refuses to encode is left out.
+        tracing::warn!("a metric could not be encoded");
     }
-    if parts.is_empty() { String::new() } else { format!("{{{}}}", parts.join(",")) }
+    out
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+/// One collector alone, encoded (tests of a part's counters).
+pub fn encode_collector(c: impl Collector) -> String {
+    let mut r = Registry::default();
+    r.register_collector(Box::new(c));
+    encode(&r)
+}
+
+/// The encoder ends each help text with a full stop: one given with its own loses it.
+fn help_text(help: &str) -> &str {
+    help.strip_suffix('.').unwrap_or(help)
+}
+
+/// A counter kept elsewhere, described as family `name` (sample `name_total`).
+pub fn counter(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64) -> std::fmt::Result {
+    let m = enc.encode_descriptor(name, help_text(help), None, MetricType::Counter)?;
+    ConstCounter::new(value).encode(m)
+}
+
+/// Counters kept elsewhere, one per value of `label`, as family `name`.
+pub fn counters(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, label: &'static str, values: &[(&str, u64)]) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(name, help_text(help), None, MetricType::Counter)?;
+    for (v, n) in values {
+        let set = [(label, *v)];
+        ConstCounter::new(*n).encode(m.encode_family(&set)?)?;
+    }
+    Ok(())
+}
+
+/// A gauge kept elsewhere (or read at scrape time), as family `name`.
+pub fn gauge(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: i64) -> std::fmt::Result {
+    let m = enc.encode_descriptor(name, help_text(help), None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(m)
 }
 
 #[cfg(test)]
@@ -183,11 +188,13 @@ mod tests {
         m.execution_finished("restart", "succeeded");
         m.step_duration("command", Duration::from_millis(700));
         let t = m.render();
+        assert!(t.contains("# HELP runbot_commands Typed commands by outcome.\n# TYPE runbot_commands counter\n"), "{t}");
         assert!(t.contains("runbot_commands_total{outcome=\"ok\"} 2\n"), "{t}");
         assert!(t.contains("runbot_executions_total{runbook=\"restart\",state=\"succeeded\"} 1\n"), "{t}");
-        assert!(t.contains("runbot_step_duration_seconds_bucket{kind=\"command\",le=\"0.5\"} 0\n"), "{t}");
-        assert!(t.contains("runbot_step_duration_seconds_bucket{kind=\"command\",le=\"1\"} 1\n"), "{t}");
-        assert!(t.contains("runbot_step_duration_seconds_bucket{kind=\"command\",le=\"+Inf\"} 1\n"), "{t}");
+        assert!(t.contains("runbot_step_duration_seconds_bucket{le=\"0.5\",kind=\"command\"} 0\n"), "{t}");
+        assert!(t.contains("runbot_step_duration_seconds_bucket{le=\"1.0\",kind=\"command\"} 1\n"), "{t}");
+        assert!(t.contains("runbot_step_duration_seconds_bucket{le=\"+Inf\",kind=\"command\"} 1\n"), "{t}");
+        assert!(t.ends_with("# EOF\n"), "{t}");
         assert!(t.contains("# TYPE runbot_step_duration_seconds histogram\n"), "{t}");
     }
 }

@@ -31,13 +31,13 @@ use crate::inbound::{ChatAdapter, Pipeline};
 use async_trait::async_trait;
 use runbot_commands::config::{DiscordConfig, DiscordMode, SecretRef};
 use runbot_commands::engine::Engine;
+use runbot_commands::metrics::{self, Collector, DescriptorEncoder, Registry};
 use runbot_commands::setup::{Doing, SetupError};
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Counters, exposed in Prometheus text format by [`Metrics::render`].
+/// Counters, described to the metrics registry as a [`Collector`].
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Requests refused with 401 (signature checks), by reason.
@@ -52,25 +52,27 @@ pub struct Metrics {
     pub backlog: crate::backlog::Backlog,
 }
 
-impl Metrics {
-    pub fn render(&self) -> String {
+impl Collector for Metrics {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut s = String::new();
-        self.rejected.render(&mut s, "runbot_discord_rejected_total", "Discord interactions refused with 401, by reason.");
-        let _ = writeln!(s, "# HELP runbot_discord_received_total Discord interactions received, by kind.");
-        let _ = writeln!(s, "# TYPE runbot_discord_received_total counter");
-        for (kind, c) in [
-            ("ping", &self.pings),
-            ("command", &self.commands),
-            ("click", &self.clicks),
-            ("autocomplete", &self.autocompletes),
-            ("duplicate", &self.duplicates),
-            ("unreadable", &self.unreadable),
-        ] {
-            let _ = writeln!(s, "runbot_discord_received_total{{kind=\"{kind}\"}} {}", g(c));
-        }
-        self.backlog.render(&mut s, "runbot_discord", "Discord commands");
-        s
+        self.rejected.encode(&mut enc, "runbot_discord_rejected", "Discord interactions refused with 401, by reason.")?;
+        let received = [
+            ("ping", g(&self.pings)),
+            ("command", g(&self.commands)),
+            ("click", g(&self.clicks)),
+            ("autocomplete", g(&self.autocompletes)),
+            ("duplicate", g(&self.duplicates)),
+            ("unreadable", g(&self.unreadable)),
+        ];
+        metrics::counters(&mut enc, "runbot_discord_received", "Discord interactions received, by kind.", "kind", &received)?;
+        self.backlog.encode(&mut enc, "runbot_discord", "Discord commands")
+    }
+}
+
+impl Metrics {
+    /// These counters alone, encoded (tests).
+    pub fn render(self: &Arc<Self>) -> String {
+        metrics::encode_collector(self.clone())
     }
 }
 
@@ -198,8 +200,8 @@ impl ChatAdapter for DiscordAdapter {
         }
     }
 
-    fn render_metrics(&self, out: &mut String) {
-        out.push_str(&self.metrics.render());
+    fn register_metrics(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(self.metrics.clone()));
     }
 
     async fn shutdown(&self) {
@@ -223,7 +225,7 @@ mod tests {
 
     #[test]
     fn metrics_render_every_reason_and_kind() {
-        let m = Metrics::default();
+        let m = Arc::new(Metrics::default());
         m.rejected.get(Rejection::Stale).fetch_add(2, Ordering::Relaxed);
         m.commands.fetch_add(1, Ordering::Relaxed);
         let text = m.render();

@@ -27,11 +27,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use runbot_commands::audit::AuditEntry;
 use runbot_commands::engine::{Click, Engine, Reply, Request};
+use runbot_commands::metrics::{self, Collector, DescriptorEncoder, Registry};
 use runbot_commands::ports::{Inbound, InboxClaim};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::Poll;
@@ -103,8 +103,8 @@ pub trait ChatAdapter: Send + Sync {
     fn routes(&self) -> Option<axum::Router>;
     /// Why it cannot receive commands now; `None` when it can.
     fn not_ready(&self) -> Option<String>;
-    /// Its counters, Prometheus text format.
-    fn render_metrics(&self, out: &mut String);
+    /// Adds its counters to the metrics registry.
+    fn register_metrics(&self, registry: &mut Registry);
     /// Stops its socket transports.
     async fn shutdown(&self);
 }
@@ -340,24 +340,9 @@ impl Pipeline {
         })
     }
 
-    /// `runbot_inbox_*` in Prometheus text format.
-    pub fn render_metrics(&self, out: &mut String) {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let _ = writeln!(out, "# HELP runbot_inbox_total Chat commands and clicks by what became of them on arrival or after a restart.");
-        let _ = writeln!(out, "# TYPE runbot_inbox_total counter");
-        for (what, c) in [
-            ("recorded", &self.metrics.recorded),
-            ("duplicate", &self.metrics.duplicates),
-            ("not_recorded", &self.metrics.not_recorded),
-            ("recovered", &self.metrics.recovered),
-            ("expired", &self.metrics.expired),
-            ("unanswerable", &self.metrics.unanswerable),
-        ] {
-            let _ = writeln!(out, "runbot_inbox_total{{outcome=\"{what}\"}} {}", g(c));
-        }
-        let _ = writeln!(out, "# HELP runbot_inbox_in_flight Chat commands and clicks being processed in this process.");
-        let _ = writeln!(out, "# TYPE runbot_inbox_in_flight gauge");
-        let _ = writeln!(out, "runbot_inbox_in_flight {}", self.in_flight());
+    /// Adds `runbot_inbox_*` to the metrics registry.
+    pub fn register_metrics(self: &Arc<Self>, registry: &mut Registry) {
+        registry.register_collector(Box::new(InboxMetrics(self.clone())));
     }
 }
 
@@ -375,6 +360,34 @@ pub fn name_created_channel(msg: &mut runbot_commands::message::Message, placeho
         && let Some(c) = created(id)
     {
         msg.text = msg.text.replace(&placeholder, &format!("#{c}"));
+    }
+}
+
+/// The pipeline's counters as a [`Collector`].
+struct InboxMetrics(Arc<Pipeline>);
+
+impl std::fmt::Debug for InboxMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InboxMetrics")
+    }
+}
+
+impl Collector for InboxMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let m = &self.0.metrics;
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let outcomes = [
+            ("recorded", g(&m.recorded)),
+            ("duplicate", g(&m.duplicates)),
+            ("not_recorded", g(&m.not_recorded)),
+            ("recovered", g(&m.recovered)),
+            ("expired", g(&m.expired)),
+            ("unanswerable", g(&m.unanswerable)),
+        ];
+        let help = "Chat commands and clicks by what became of them on arrival or after a restart.";
+        metrics::counters(&mut enc, "runbot_inbox", help, "outcome", &outcomes)?;
+        let in_flight = i64::try_from(self.0.in_flight()).unwrap_or(i64::MAX);
+        metrics::gauge(&mut enc, "runbot_inbox_in_flight", "Chat commands and clicks being processed in this process.", in_flight)
     }
 }
 

@@ -26,12 +26,12 @@ use crate::inbound::{ChatAdapter, Pipeline};
 use async_trait::async_trait;
 use runbot_commands::config::{Secret, Settings, SlackConfig};
 use runbot_commands::engine::Engine;
-use std::fmt::Write as _;
+use runbot_commands::metrics::{self, Collector, DescriptorEncoder, Registry};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Counters, exposed in Prometheus text format by [`Metrics::render`].
+/// Counters, described to the metrics registry as a [`Collector`].
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Requests refused with 401 (signature checks), by reason.
@@ -48,27 +48,28 @@ pub struct Metrics {
     pub backlog: crate::backlog::Backlog,
 }
 
-impl Metrics {
-    pub fn render(&self) -> String {
+impl Collector for Metrics {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut s = String::new();
-        self.rejected.render(&mut s, "runbot_slack_rejected_total", "Slack requests refused with 401, by reason.");
-        let _ = writeln!(s, "# TYPE runbot_slack_received_total counter");
-        for (kind, c) in [
-            ("command", &self.commands),
-            ("click", &self.clicks),
-            ("event", &self.events),
-            ("duplicate_event", &self.duplicate_events),
-            ("unreadable", &self.unreadable),
-        ] {
-            let _ = writeln!(s, "runbot_slack_received_total{{kind=\"{kind}\"}} {}", g(c));
-        }
-        self.backlog.render(&mut s, "runbot_slack", "Slack commands and mentions");
-        let _ = writeln!(s, "# TYPE runbot_slack_socket_connections_total counter");
-        let _ = writeln!(s, "runbot_slack_socket_connections_total {}", g(&self.socket_connections));
-        let _ = writeln!(s, "# TYPE runbot_slack_socket_dead_total counter");
-        let _ = writeln!(s, "runbot_slack_socket_dead_total {}", g(&self.socket_dead));
-        s
+        self.rejected.encode(&mut enc, "runbot_slack_rejected", "Slack requests refused with 401, by reason.")?;
+        let received = [
+            ("command", g(&self.commands)),
+            ("click", g(&self.clicks)),
+            ("event", g(&self.events)),
+            ("duplicate_event", g(&self.duplicate_events)),
+            ("unreadable", g(&self.unreadable)),
+        ];
+        metrics::counters(&mut enc, "runbot_slack_received", "Slack requests received, by kind.", "kind", &received)?;
+        self.backlog.encode(&mut enc, "runbot_slack", "Slack commands and mentions")?;
+        metrics::counter(&mut enc, "runbot_slack_socket_connections", "Socket Mode connections opened.", g(&self.socket_connections))?;
+        metrics::counter(&mut enc, "runbot_slack_socket_dead", "Socket Mode connections given up as silent.", g(&self.socket_dead))
+    }
+}
+
+impl Metrics {
+    /// These counters alone, encoded (tests).
+    pub fn render(self: &Arc<Self>) -> String {
+        metrics::encode_collector(self.clone())
     }
 }
 
@@ -194,8 +195,8 @@ impl ChatAdapter for SlackAdapter {
         (connected == Some(false)).then(|| "Slack Socket Mode is not connected".to_string())
     }
 
-    fn render_metrics(&self, out: &mut String) {
-        out.push_str(&self.metrics.render());
+    fn register_metrics(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(self.metrics.clone()));
     }
 
     async fn shutdown(&self) {

@@ -1,5 +1,5 @@
 //! Operating runbot, with the real process: `/metrics` counts what happened (and parses as
-//! Prometheus text), JSON logs carry the execution id and never a secret, and SIGTERM shuts
+//! Prometheus and OpenMetrics text, every family with HELP and TYPE), JSON logs carry the execution id and never a secret, and SIGTERM shuts
 //! down cleanly mid-step — the next start applies the crash-safety rules.
 
 use crate::common::{Runbot, button, free_port, text, until};
@@ -8,46 +8,70 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Parses Prometheus text (0.0.4): every sample line `name{labels} value` with a `# TYPE` for
-/// its family. Returns the samples by `name{labels}`.
+/// Parses `/metrics` twice: with `prometheus-parse` (a Prometheus text parser, as a scraper
+/// reads it: every line must parse and every sample's family must have a `# HELP`), and
+/// strictly line by line as OpenMetrics text: every sample belongs to a family with `# HELP`
+/// and `# TYPE` before it (a counter's samples end in `_total`, a histogram's in `_bucket`,
+/// `_sum`, `_count`), label values are quoted, and `# EOF` ends it. Returns the samples by
+/// `name{labels}`, labels sorted by name.
 fn parse_prometheus(text: &str) -> HashMap<String, f64> {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("prometheus-parse reads /metrics");
+    assert!(!scrape.samples.is_empty(), "no samples:\n{text}");
+    let family_of =
+        |name: &str| -> String { ["_total", "_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name).to_string() };
+    for s in &scrape.samples {
+        assert!(scrape.docs.contains_key(&family_of(&s.metric)) || scrape.docs.contains_key(&s.metric), "no # HELP for {}:\n{text}", s.metric);
+    }
     let mut types: HashMap<String, String> = HashMap::new();
+    let mut helps = std::collections::HashSet::new();
     let mut samples = HashMap::new();
+    let mut ended = false;
     for line in text.lines() {
-        if line.is_empty() {
+        assert!(!ended, "text after # EOF: {line}");
+        if line == "# EOF" {
+            ended = true;
             continue;
         }
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap_or_else(|| panic!("bad TYPE line: {line}"));
-            assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind), "bad type: {line}");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "bad type: {line}");
+            assert!(helps.contains(name), "# TYPE without # HELP before it: {line}");
             types.insert(name.to_string(), kind.to_string());
             continue;
         }
-        if line.starts_with('#') {
-            assert!(line.starts_with("# HELP "), "a comment that is neither HELP nor TYPE: {line}");
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or_else(|| panic!("bad HELP line: {line}"));
+            assert!(!help.trim().is_empty(), "empty help: {line}");
+            helps.insert(name.to_string());
             continue;
         }
+        assert!(!line.starts_with('#'), "a comment that is neither HELP, TYPE nor EOF: {line}");
         let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
         let value: f64 = value.parse().unwrap_or_else(|_| panic!("value is not a number: {line}"));
-        let name = match series.split_once('{') {
+        let (name, mut pairs) = match series.split_once('{') {
             Some((name, labels)) => {
                 let labels = labels.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels: {line}"));
-                for pair in split_labels(labels) {
+                let pairs: Vec<&str> = split_labels(labels);
+                for pair in &pairs {
                     let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("bad label {pair}: {line}"));
                     assert!(!k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "bad label name {k}: {line}");
                     assert!(v.len() >= 2 && v.starts_with('"') && v.ends_with('"'), "label value not quoted: {line}");
                 }
-                name
+                (name, pairs)
             }
-            None => series,
+            None => (series, Vec::new()),
         };
         assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'), "bad metric name: {line}");
-        let family =
-            ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s).filter(|f| types.get(*f).is_some_and(|t| t == "histogram")));
-        let family = family.unwrap_or(name);
-        assert!(types.contains_key(family), "no # TYPE line before {line}");
-        samples.insert(series.to_string(), value);
+        let typed =
+            |suffixes: &[&str], kind: &str| suffixes.iter().find_map(|s| name.strip_suffix(s).filter(|f| types.get(*f).is_some_and(|t| t == kind)));
+        let family = typed(&["_total"], "counter").or_else(|| typed(&["_bucket", "_sum", "_count"], "histogram")).unwrap_or(name);
+        let kind = types.get(family).unwrap_or_else(|| panic!("no # TYPE line before {line}"));
+        assert!(kind != "counter" || name.ends_with("_total"), "a counter sample without _total: {line}");
+        pairs.sort();
+        let key = if pairs.is_empty() { name.to_string() } else { format!("{name}{{{}}}", pairs.join(",")) };
+        samples.insert(key, value);
     }
+    assert!(ended, "no # EOF at the end:\n{text}");
     samples
 }
 
@@ -76,7 +100,7 @@ async fn metrics(bot: &Runbot) -> (String, HashMap<String, f64>) {
     let r = bot.get("/metrics").await;
     assert_eq!(r.status(), 200, "GET /metrics");
     let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    assert!(ct.starts_with("text/plain; version=0.0.4"), "content type: {ct}");
+    assert!(ct.starts_with("application/openmetrics-text; version=1.0.0"), "content type: {ct}");
     let body = r.text().await.expect("metrics body");
     let parsed = parse_prometheus(&body);
     (body, parsed)
@@ -137,7 +161,7 @@ async fn metrics_count_commands_approvals_executions_chat_calls_and_quota_refusa
     assert_eq!(get("runbot_step_duration_seconds_count{kind=\"command\"}"), 3.0, "{body}");
     assert_eq!(get("runbot_step_duration_seconds_bucket{kind=\"command\",le=\"+Inf\"}"), 3.0, "{body}");
     assert!(body.contains("# TYPE runbot_step_duration_seconds histogram\n"), "{body}");
-    assert!(body.contains("# TYPE runbot_commands_total counter\n"), "{body}");
+    assert!(body.contains("# HELP runbot_commands Typed commands by outcome.\n# TYPE runbot_commands counter\n"), "{body}");
 }
 
 const SECRET: &str = "s3cr3t-Zq9-marmalade-7781";
