@@ -10,7 +10,7 @@ mod leases;
 mod records;
 
 pub use executions::{concurrent_creates, create_load_roundtrip, ids, list_filters, locks, optimistic_save};
-pub use leases::{claims, orphans};
+pub use leases::{claims, edits, fencing, orphans, roles};
 pub use records::{audit_chain, deliveries, save_with_audit, step_output};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -36,6 +36,9 @@ pub async fn run_all(store: Arc<dyn Store>) {
     list_filters(store.clone()).await;
     claims(store.clone()).await;
     orphans(store.clone()).await;
+    fencing(store.clone()).await;
+    edits(store.clone()).await;
+    roles(store.clone()).await;
     audit_chain(store.clone()).await;
     deliveries(store.clone()).await;
     step_output(store.clone()).await;

@@ -294,11 +294,21 @@ pub struct EngineConfig {
     /// Lease duration in seconds; renewed at a third of it. Default 30.
     #[serde(default = "default_lease")]
     pub lease_secs: u64,
+    /// How often each process sweeps for executions whose owner is gone, in seconds — on
+    /// PostgreSQL, the bound on taking over after a replica dies. Default 2.
+    #[serde(default = "default_failover")]
+    pub failover_secs: u64,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { instance: None, runbooks: None, update_interval_ms: default_update_interval(), lease_secs: default_lease() }
+        EngineConfig {
+            instance: None,
+            runbooks: None,
+            update_interval_ms: default_update_interval(),
+            lease_secs: default_lease(),
+            failover_secs: default_failover(),
+        }
     }
 }
 
@@ -307,6 +317,9 @@ fn default_update_interval() -> u64 {
 }
 fn default_lease() -> u64 {
     30
+}
+fn default_failover() -> u64 {
+    2
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -14,4 +14,4 @@ pub use chat::{Chat, ChatError, Chats};
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use cluster::{Cluster, ClusterError, Clusters, PodInfo, Rollout};
 pub use deploy::{Ci, HelmRevision, HttpAnswer, HttpCheck, Registry, RunQuery, WorkflowRun};
-pub use store::{ListFilter, Store, StoreError, Versioned};
+pub use store::{Fence, ListFilter, Store, StoreError, Versioned};

@@ -5,6 +5,7 @@ mod approvals;
 mod faults;
 mod lifecycle;
 mod mirror;
+mod replicas;
 mod restart;
 mod secrets;
 mod surface;

@@ -1,0 +1,26 @@
+-- Replicas: fencing epochs on leases, the newest edit of each status message claimed and
+-- delivered (edits are monotonic across replicas), roles for periodic work, and the owners
+-- whose liveness is a session advisory lock (gone with their connection).
+
+ALTER TABLE executions ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0;
+
+CREATE TABLE published (
+    exec_id   BIGINT NOT NULL,
+    message   BIGINT NOT NULL,
+    claimed   BIGINT NOT NULL,
+    delivered BIGINT NOT NULL,
+    -- 1 when the last claim_edit was allowed to send (RETURNING sees only the new row).
+    last_ok   BIGINT NOT NULL DEFAULT 1,
+    PRIMARY KEY (exec_id, message)
+);
+
+CREATE TABLE roles (
+    role  TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    until TEXT NOT NULL
+);
+
+-- Owners that hold the advisory lock (1919053684, hashtext(owner)) while their process lives.
+CREATE TABLE live_owners (
+    owner TEXT PRIMARY KEY
+);

@@ -1,0 +1,26 @@
+-- Replicas: fencing epochs on leases, the newest edit of each status message claimed and
+-- delivered (edits are monotonic across replicas), roles for periodic work, and the owners
+-- whose liveness is a session advisory lock (gone with their connection).
+
+ALTER TABLE executions ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE published (
+    exec_id   INTEGER NOT NULL,
+    message   INTEGER NOT NULL,
+    claimed   INTEGER NOT NULL,
+    delivered INTEGER NOT NULL,
+    -- 1 when the last claim_edit was allowed to send (RETURNING sees only the new row).
+    last_ok   INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (exec_id, message)
+);
+
+CREATE TABLE roles (
+    role  TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    until TEXT NOT NULL
+);
+
+-- Owners with a liveness lock (PostgreSQL only; unused on SQLite, kept for one schema).
+CREATE TABLE live_owners (
+    owner TEXT PRIMARY KEY
+);
