@@ -256,7 +256,11 @@ async fn postgres_leases_end_with_their_owners_connection() {
         let lease = chrono::TimeDelta::seconds(300);
         assert!(owner.claim(exec.id, "replica-a", now + lease, now).await.expect("claim").is_some());
         assert_eq!(owner.owner_alive("replica-a").await.expect("owner_alive"), Some(true));
-        assert_eq!(other.owner_alive("nobody-registered").await.expect("owner_alive"), None, "an owner without a liveness lock: only its lease counts");
+        assert_eq!(
+            other.owner_alive("nobody-registered").await.expect("owner_alive"),
+            None,
+            "an owner without a liveness lock: only its lease counts"
+        );
         assert!(other.claim(exec.id, "replica-b", now + lease, now).await.expect("claim").is_none(), "a live owner keeps its lease");
         assert!(other.orphans("replica-b", now).await.expect("orphans").is_empty(), "a live owner's execution is no orphan");
         assert!(other.lead("failover-role", "replica-a", now + lease, now).await.is_ok());

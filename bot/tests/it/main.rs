@@ -13,4 +13,5 @@ mod discord;
 mod discord_gateway;
 mod liveness;
 mod operate;
+mod replicas;
 mod secrets;
