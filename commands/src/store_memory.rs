@@ -53,6 +53,8 @@ struct Inner {
     published: HashMap<(ExecutionId, usize), (i64, i64)>,
     /// role → (holder, until).
     roles: HashMap<String, (String, DateTime<Utc>)>,
+    /// quota key → theoretical arrival time of the next command (µs since the epoch).
+    quotas: HashMap<String, i64>,
     /// Everyone listening for wake-ups.
     wakes: Vec<tokio::sync::mpsc::UnboundedSender<ExecutionId>>,
 }
@@ -226,6 +228,23 @@ impl Store for MemoryStore {
                 Ok(true)
             }
         }
+    }
+
+    fn shared(&self) -> bool {
+        // Tests run several engines (replicas) on one memory store.
+        true
+    }
+
+    async fn take_quota(&self, key: &str, per_minute: u32, now: DateTime<Utc>) -> Result<Option<std::time::Duration>, StoreError> {
+        let mut inner = self.lock()?;
+        let (interval, tolerance) = crate::limits::gcra(per_minute);
+        let now = now.timestamp_micros();
+        let tat = inner.quotas.get(key).copied().unwrap_or(now).max(now);
+        if tat - now > tolerance {
+            return Ok(Some(crate::limits::wait_micros(tat - tolerance - now)));
+        }
+        inner.quotas.insert(key.to_string(), tat + interval);
+        Ok(None)
     }
 
     async fn wake(&self, id: ExecutionId) -> Result<(), StoreError> {

@@ -249,6 +249,12 @@ impl Store for Timed {
     async fn confirm_edit(&self, id: ExecutionId, message: usize, version: i64) -> Result<bool, StoreError> {
         self.timed(2, self.inner.confirm_edit(id, message, version)).await
     }
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
+    async fn take_quota(&self, key: &str, per_minute: u32, now: DateTime<Utc>) -> Result<Option<Duration>, StoreError> {
+        self.timed(9, self.inner.take_quota(key, per_minute, now)).await
+    }
     async fn lead(&self, role: &str, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError> {
         self.timed(6, self.inner.lead(role, owner, until, now)).await
     }

@@ -14,6 +14,14 @@ CREATE TABLE published (
     PRIMARY KEY (exec_id, message)
 );
 
+-- Command quotas shared by the replicas: the GCRA's theoretical arrival time (µs since the
+-- epoch) of each identity's and channel's next command.
+CREATE TABLE quotas (
+    quota_key TEXT   PRIMARY KEY,
+    tat       BIGINT NOT NULL,
+    ok        BIGINT NOT NULL DEFAULT 1
+);
+
 CREATE TABLE roles (
     role  TEXT PRIMARY KEY,
     owner TEXT NOT NULL,

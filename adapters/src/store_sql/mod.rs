@@ -355,6 +355,15 @@ impl Store for SqlStore {
         replicas::lead(self, role, owner, until, now).await
     }
 
+    fn shared(&self) -> bool {
+        // PostgreSQL is for several replicas; a SQLite file belongs to one process.
+        self.backend == Backend::Postgres
+    }
+
+    async fn take_quota(&self, key: &str, per_minute: u32, now: DateTime<Utc>) -> Result<Option<Duration>, StoreError> {
+        replicas::take_quota(self, key, per_minute, now).await
+    }
+
     async fn wake(&self, id: ExecutionId) -> Result<(), StoreError> {
         replicas::wake(self, id).await
     }

@@ -261,6 +261,30 @@ pub(super) async fn lead(store: &SqlStore, role: &str, owner: &str, until: DateT
     Ok(!rows.is_empty())
 }
 
+pub(super) async fn take_quota(store: &SqlStore, key: &str, per_minute: u32, now: DateTime<Utc>) -> Result<Option<Duration>, StoreError> {
+    let (interval, tolerance) = runbot_commands::limits::gcra(per_minute);
+    let now = now.timestamp_micros();
+    // One statement; `ok` keeps the decision made from the row as it was.
+    let rows = sqlx::query(
+        "INSERT INTO quotas (quota_key, tat, ok) VALUES ($1, $2 + $3, 1) ON CONFLICT (quota_key) DO UPDATE SET \
+         ok = CASE WHEN (CASE WHEN quotas.tat > $2 THEN quotas.tat ELSE $2 END) - $2 <= $4 THEN 1 ELSE 0 END, \
+         tat = CASE WHEN (CASE WHEN quotas.tat > $2 THEN quotas.tat ELSE $2 END) - $2 <= $4 \
+         THEN (CASE WHEN quotas.tat > $2 THEN quotas.tat ELSE $2 END) + $3 ELSE quotas.tat END \
+         RETURNING ok, tat",
+    )
+    .bind(key)
+    .bind(now)
+    .bind(interval)
+    .bind(tolerance)
+    .fetch_all(&store.pool)
+    .await
+    .map_err(backend_err("counting a command against its quota"))?;
+    let row = rows.first().ok_or_else(|| StoreError::Backend("counting a command against its quota: no row".into()))?;
+    let ok: i64 = row.try_get("ok").map_err(backend_err("reading a quota"))?;
+    let tat: i64 = row.try_get("tat").map_err(backend_err("reading a quota"))?;
+    Ok(if ok == 1 { None } else { Some(runbot_commands::limits::wait_micros(tat - tolerance - now)) })
+}
+
 pub(super) async fn wake(store: &SqlStore, id: ExecutionId) -> Result<(), StoreError> {
     if store.backend != Backend::Postgres {
         return Ok(());

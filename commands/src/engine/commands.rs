@@ -32,7 +32,7 @@ impl Engine {
     }
 
     async fn handle(&self, req: Request, recorded: bool) -> Reply {
-        if let Err((who, wait)) = self.inner.limits.check(&req.identity.0, &req.origin.channel) {
+        if let Err((who, wait)) = self.check_quota(&req.identity.0, &req.origin.channel).await {
             let secs = wait.as_secs().max(1);
             self.inner.metrics.command(CommandOutcome::RateLimited);
             self.inner.metrics.rate_limited(if who == "you are" { "identity" } else { "channel" });

@@ -65,7 +65,7 @@ enum Edit {
     /// or is being sent by some process.
     Nothing { fin: bool },
     /// Send this content of this version.
-    Send { r: MessageRef, msg: Message, version: i64, fin: bool },
+    Send { r: MessageRef, msg: Box<Message>, version: i64, fin: bool },
 }
 
 /// When kicked, edits the message with the newest stored state, then waits `interval` before
@@ -162,7 +162,7 @@ async fn next_edit(engine: &Engine, id: ExecutionId, idx: usize, force: bool) ->
     }
     let settings = engine.settings();
     let msg = super::render(&exec, engine.now()).map_text(|t| settings.redactor.redact(t));
-    Ok(Edit::Send { r, msg, version: v.version, fin })
+    Ok(Edit::Send { r, msg: Box::new(msg), version: v.version, fin })
 }
 
 impl Engine {

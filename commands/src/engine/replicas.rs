@@ -62,10 +62,7 @@ impl Engine {
         if let Ok(mut running) = self.inner.running.lock() {
             running.entry(id).or_insert(Driving::new(tx));
         }
-        let renew = match self.claim_now(id).await {
-            Some(_) => Some(self.spawn_renewal(id)),
-            None => None,
-        };
+        let renew = self.claim_now(id).await.map(|_| self.spawn_renewal(id));
         AnnounceHold { engine: self.clone(), id, renew, done: false }
     }
 
@@ -177,6 +174,29 @@ impl Engine {
                 engine.kick(id);
             }
         }))
+    }
+
+    /// The command quotas: this process's own count, and — when several processes share the
+    /// store — the count in the store, which all of them draw on. `Err((who, wait))` when
+    /// over. A store that does not answer does not block commands (logged).
+    pub(super) async fn check_quota(&self, identity: &str, channel: &str) -> Result<(), (&'static str, Duration)> {
+        self.inner.limits.check(identity, channel)?;
+        if !self.store().shared() {
+            return Ok(());
+        }
+        let limits = &self.settings().config.limits;
+        let now = self.now();
+        for (who, key, per_minute) in [
+            ("you are", format!("identity:{identity}"), limits.per_identity_per_minute),
+            ("this channel is", format!("channel:{channel}"), limits.per_channel_per_minute),
+        ] {
+            match self.store().take_quota(&key, per_minute, now).await {
+                Ok(None) => {}
+                Ok(Some(wait)) => return Err((who, wait)),
+                Err(e) => tracing::warn!(error = %e, "shared quota not counted; this process's own count applies"),
+            }
+        }
+        Ok(())
     }
 
     /// Whether this process does the periodic work `role` now (one replica at a time; it

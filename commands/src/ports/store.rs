@@ -129,6 +129,17 @@ pub trait Store: Send + Sync + 'static {
     /// expires at `now`, or at once when the store knows the holder is gone.
     async fn lead(&self, role: &str, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError>;
 
+    /// Whether several processes share this store (then quotas are also counted in it with
+    /// [`Store::take_quota`], so N replicas do not multiply them).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Counts one command against quota `key` (`per_minute`, the same as burst; GCRA with
+    /// microsecond times): `None` when within it, else how long until the next is allowed.
+    /// Counted in the store, so every process sharing it draws on the same quota.
+    async fn take_quota(&self, key: &str, per_minute: u32, now: DateTime<Utc>) -> Result<Option<std::time::Duration>, StoreError>;
+
     /// Asks whichever process drives execution `id` to look at it now (a click on another
     /// replica changed it). Best effort: the sweep finds it anyway.
     async fn wake(&self, id: ExecutionId) -> Result<(), StoreError> {

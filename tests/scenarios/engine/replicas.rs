@@ -156,3 +156,18 @@ async fn a_cancel_on_another_replica_stops_the_owners_running_step_at_once() {
         l.abort();
     }
 }
+
+/// Quotas hold across replicas: with `per_identity_per_minute = 3`, Alice's commands spread
+/// over three replicas are refused from the fourth, not from the tenth.
+#[tokio::test]
+async fn a_quota_holds_across_replicas() {
+    let world = World::with(Options { extra_config: "[limits]\nper_identity_per_minute = 3\n".into(), ..Options::default() }).await;
+    let all = replicas(&world, 3).await;
+    let mut answered = Vec::new();
+    for i in 0..6 {
+        answered.push(world.cmd_via(&all[i % 3].0, "console:alice", "/ops whoami").await.message.text);
+    }
+    let passed = answered.iter().filter(|t| t.starts_with("You are console:alice")).count();
+    assert_eq!(passed, 3, "{answered:#?}");
+    assert!(answered[3..].iter().all(|t| t.contains("faster than the configured limit")), "{answered:#?}");
+}

@@ -92,6 +92,12 @@ impl Store for KillableStore {
     async fn lead(&self, role: &str, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError> {
         self.writable()?.lead(role, owner, until, now).await
     }
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
+    async fn take_quota(&self, key: &str, per_minute: u32, now: DateTime<Utc>) -> Result<Option<std::time::Duration>, StoreError> {
+        self.writable()?.take_quota(key, per_minute, now).await
+    }
     async fn wake(&self, id: ExecutionId) -> Result<(), StoreError> {
         self.writable()?.wake(id).await
     }

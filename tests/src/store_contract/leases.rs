@@ -155,3 +155,19 @@ pub async fn roles(store: Arc<dyn Store>) {
     assert!(store.lead("contract-role", "b", t + secs(40), t + secs(21)).await.expect("lead"), "an expired role moves on");
     assert!(!store.lead("contract-role", "a", t + secs(50), t + secs(22)).await.expect("lead"), "and a lost it");
 }
+
+/// Quotas counted in the store (GCRA, burst = the per-minute count): the burst passes, the
+/// next is refused with the wait until one is allowed, a refusal consumes nothing, and keys
+/// are independent.
+pub async fn quotas(store: Arc<dyn Store>) {
+    let t = t0();
+    for i in 0..3 {
+        assert_eq!(store.take_quota("contract:q", 3, t).await, Ok(None), "command {i} of the burst");
+    }
+    let wait = store.take_quota("contract:q", 3, t).await.expect("take_quota").expect("the 4th within the minute is refused");
+    assert_eq!(wait.as_secs(), 20, "one more is allowed 20 s later ({wait:?})");
+    assert!(store.take_quota("contract:q", 3, t + secs(19)).await.expect("take_quota").is_some(), "not before");
+    assert_eq!(store.take_quota("contract:q", 3, t + secs(20)).await, Ok(None), "the refusals consumed nothing");
+    assert!(store.take_quota("contract:q", 3, t + secs(20)).await.expect("take_quota").is_some());
+    assert_eq!(store.take_quota("contract:other", 3, t).await, Ok(None), "another key has its own quota");
+}
