@@ -49,6 +49,10 @@ argv = ["sh", "-c", "sleep 2; echo three >> {marker}"]
 "#;
 
 struct Cluster {
+    /// Appended to every replica's config (the benchmark's services and limits).
+    extra: String,
+    /// `[slack] post_interval_ms`: runbot's own pacing of writes into one channel.
+    pacing_ms: u64,
     dir: PathBuf,
     db: String,
     slack: FakeSlack,
@@ -92,8 +96,11 @@ enabled = false
 bot_token = "env:RUNBOT_TEST_SLACK_BOT"
 signing_secret = "env:RUNBOT_TEST_SLACK_SIGNING"
 api_url = "{api}"
-post_interval_ms = 20
+post_interval_ms = {pacing}
+{extra}
 "#,
+            pacing = self.pacing_ms,
+            extra = self.extra,
             port = self.ports[i],
             db = self.db,
             api = self.slack.api_url(),
@@ -271,6 +278,8 @@ async fn run(dir: PathBuf, db: String) {
     std::fs::write(dir.join("runbooks.toml"), RUNBOOKS).expect("runbooks");
     let slack = FakeSlack::start(BOT, "xapp-unused").await.expect("fake Slack");
     let mut c = Cluster {
+        extra: String::new(),
+        pacing_ms: 20,
         dir: dir.clone(),
         db,
         slack,
@@ -324,4 +333,281 @@ async fn run(dir: PathBuf, db: String) {
     assert!(out.status.success(), "audit verify: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let violations = c.slack.violations();
     assert!(violations.is_empty(), "Slack limits: {violations:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The benchmark (scripts/bench-replicas.sh runs it with 1 and with 3 replicas).
+
+const BENCH_RUNBOOKS: &str = r#"
+[runbooks.quick]
+summary = "one quick read-only step"
+target = "service"
+mutating = false
+[[runbooks.quick.steps]]
+name = "Look"
+kind = "command"
+idempotent = true
+argv = ["true"]
+
+[runbooks.storm]
+summary = "one read-only step of a second"
+target = "service"
+mutating = false
+[[runbooks.storm.steps]]
+name = "Look"
+kind = "command"
+idempotent = true
+argv = ["sleep", "1"]
+
+[runbooks.gated]
+summary = "an approval, then one quick step"
+target = "service"
+[[runbooks.gated.steps]]
+name = "Approval"
+kind = "approval"
+[[runbooks.gated.steps]]
+name = "Apply"
+kind = "command"
+argv = ["true"]
+"#;
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Executions in `state`, counted in the store.
+async fn count_state(db: &str, state: &str) -> i64 {
+    let mut c = sqlx::PgConnection::connect(db).await.expect("connect");
+    sqlx::query("SELECT COUNT(*) AS n FROM executions WHERE state = $1").bind(state).fetch_one(&mut c).await.expect("count").try_get("n").expect("n")
+}
+
+/// `BENCH_REPLICAS` (default 3) replicas on one PostgreSQL behind the fake Slack, on loopback:
+/// signed commands per second, full executions per second, click-to-step-start and
+/// click-to-first-edit latency, and the live-update lag in a storm of 100 executions against
+/// a rate-limited Slack. Prints the figures; run by `scripts/bench-replicas.sh`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a benchmark: scripts/bench-replicas.sh"]
+async fn benchmark_replicas() {
+    let server = std::env::var("RUNBOT_TEST_PG_URL").expect("RUNBOT_TEST_PG_URL (scripts/bench-replicas.sh sets it)");
+    let n: usize = std::env::var("BENCH_REPLICAS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+    let name = format!("runbot_bench_{:016x}", RandomState::new().hash_one(std::process::id()));
+    let db = runbot_adapters::store_sql::create_database(&server, &name).await.expect("a scratch database");
+    let root = tempfile::tempdir().expect("tempdir");
+    let result = tokio::spawn(bench(root.path().to_path_buf(), db, n)).await;
+    let dropped = runbot_adapters::store_sql::drop_database(&server, &name).await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+    dropped.expect("drop the scratch database");
+}
+
+async fn bench(dir: PathBuf, db: String, n: usize) {
+    std::fs::write(dir.join("runbooks.toml"), BENCH_RUNBOOKS).expect("runbooks");
+    let slack = FakeSlack::start(BOT, "xapp-unused").await.expect("fake Slack");
+    let services: String = (0..400).map(|i| format!("[services.s{i}.environments.prod]\n")).collect();
+    let extra = format!("[limits]\nper_identity_per_minute = 10000000\nper_channel_per_minute = 10000000\n{services}");
+    let pacing = std::env::var("BENCH_PACING_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let mut c = Cluster {
+        extra,
+        pacing_ms: pacing,
+        dir: dir.clone(),
+        db: db.clone(),
+        slack,
+        bots: (0..n).map(|_| None).collect(),
+        ports: (0..n).map(|_| free_port()).collect(),
+        http: reqwest::Client::new(),
+        next: 0,
+    };
+    for i in 0..n {
+        c.write_config(i);
+        c.start(i).await;
+    }
+    println!("replicas: {n} runbot serve on one PostgreSQL (loopback; [slack] post_interval_ms = {pacing})");
+
+    // A. Signed commands per second: /ops whoami, 64 clients, 5 s, round-robin.
+    let secs = 5.0;
+    let t = Instant::now();
+    let clients: Vec<_> = (0..64)
+        .map(|k| {
+            let http = c.http.clone();
+            let ports = c.ports.clone();
+            let (body, _) = c.slack.command_form(ALICE, OPS, "/ops", "whoami");
+            tokio::spawn(async move {
+                let mut ok = 0u64;
+                let mut j = k;
+                while t.elapsed().as_secs_f64() < secs {
+                    let ts = chrono::Utc::now().timestamp();
+                    let r = http
+                        .post(format!("http://127.0.0.1:{}/slack/commands", ports[j % ports.len()]))
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .header("x-slack-request-timestamp", ts.to_string())
+                        .header("x-slack-signature", sign(SECRET, ts, &body))
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    if r.is_ok_and(|r| r.status().is_success()) {
+                        ok += 1;
+                    }
+                    j += 1;
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut acks = 0;
+    for h in clients {
+        acks += h.await.expect("client");
+    }
+    println!("signed commands: {:.0} acks/s ({acks} in {:.1} s, 64 clients)", acks as f64 / t.elapsed().as_secs_f64(), t.elapsed().as_secs_f64());
+
+    // B. Full executions per second: 200 quick executions, 32 at a time, in 50 channels.
+    let t = Instant::now();
+    let total = 200usize;
+    let senders: Vec<_> = (0..32)
+        .map(|k| {
+            let http = c.http.clone();
+            let ports = c.ports.clone();
+            let forms: Vec<String> = (k..total)
+                .step_by(32)
+                .map(|i| c.slack.command_form(ALICE, &format!("C0B{}", i % 50), "/ops", &format!("run quick s{i}")).0)
+                .collect();
+            tokio::spawn(async move {
+                for (m, body) in forms.iter().enumerate() {
+                    let ts = chrono::Utc::now().timestamp();
+                    let _ = http
+                        .post(format!("http://127.0.0.1:{}/slack/commands", ports[(k + m) % ports.len()]))
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .header("x-slack-request-timestamp", ts.to_string())
+                        .header("x-slack-signature", sign(SECRET, ts, body))
+                        .body(body.clone())
+                        .send()
+                        .await;
+                }
+            })
+        })
+        .collect();
+    for h in senders {
+        h.await.expect("sender");
+    }
+    loop {
+        if count_state(&db, "succeeded").await >= total as i64 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(600), "200 executions did not finish in 10 min");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "full executions: {:.1}/s ({total} created, run and finished in {:.1} s)",
+        total as f64 / t.elapsed().as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    );
+
+    // C. Click latency: 30 gated executions, one at a time; the click goes to the next replica.
+    let (mut to_step, mut to_edit) = (Vec::new(), Vec::new());
+    for i in 0..30 {
+        let service = format!("s{}", 200 + i);
+        c.command(&format!("run gated {service}")).await;
+        let needle = format!("gated {service} ");
+        let msg = loop {
+            if let Some(m) =
+                c.slack.top_level(OPS).into_iter().find(|m| m.text().contains(&needle) && m.buttons().iter().any(|(a, _)| a == "approve"))
+            {
+                break m;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let versions = c.slack.top_level(OPS).into_iter().find(|m| m.ts == msg.ts).map(|m| m.versions.len()).unwrap_or(0);
+        let clicked = c.click(&msg, "approve").await;
+        let (mut step, mut edit) = (None, None);
+        let mut conn = sqlx::PgConnection::connect(&db).await.expect("connect");
+        while step.is_none() || edit.is_none() {
+            if step.is_none() {
+                let doc: String = sqlx::query("SELECT doc FROM executions WHERE target_name = $1")
+                    .bind(&service)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("doc")
+                    .try_get("doc")
+                    .expect("doc");
+                let d: Value = serde_json::from_str(&doc).expect("json");
+                if step_status(&d, 1) != "pending" {
+                    step = Some(clicked.elapsed());
+                }
+            }
+            if edit.is_none() && c.slack.top_level(OPS).into_iter().find(|m| m.ts == msg.ts).is_some_and(|m| m.versions.len() > versions) {
+                edit = Some(clicked.elapsed());
+            }
+            assert!(clicked.elapsed() < Duration::from_secs(60), "{service}: no step start or edit within 60 s of the click");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        to_step.extend(step);
+        to_edit.extend(edit);
+    }
+    println!(
+        "click → step start: p50 {} p99 {}; click → first edit: p50 {} p99 {} (30 clicks, each on another replica than the last)",
+        ms(pct(&mut to_step, 0.5)),
+        ms(pct(&mut to_step, 0.99)),
+        ms(pct(&mut to_edit, 0.5)),
+        ms(pct(&mut to_edit, 0.99))
+    );
+
+    // D. Storm: 100 executions of a 1 s step, in 10 channels, Slack limiting chat.update and
+    // chat.postMessage to 50 calls a second each. Lag: from the state change in the store to
+    // the message showing it.
+    c.slack.limit("chat.update", 50, Duration::from_secs(1));
+    c.slack.limit("chat.postMessage", 50, Duration::from_secs(1));
+    let before_429 = c.slack.calls().iter().filter(|x| x.status == 429).count();
+    let t = Instant::now();
+    for i in 0..100 {
+        let channel = format!("C0STORM{}", i % 10);
+        let (body, _) = c.slack.command_form(ALICE, &channel, "/ops", &format!("run storm s{}", 300 + i));
+        assert_eq!(c.signed("/slack/commands", &body).await, 200);
+    }
+    let mut seen: std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>> = Default::default();
+    let mut conn = sqlx::PgConnection::connect(&db).await.expect("connect");
+    while seen.len() < 100 {
+        let now = chrono::Utc::now();
+        for m in (0..10).flat_map(|k| c.slack.top_level(&format!("C0STORM{k}"))) {
+            if m.text().contains("Succeeded")
+                && let Some(s) = m.text().split_whitespace().find(|w| w.starts_with('s') && w[1..].parse::<u32>().is_ok())
+            {
+                seen.entry(s.to_string()).or_insert(now);
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(600), "the storm did not finish in 10 min ({} of 100 shown final)", seen.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut lags = Vec::new();
+    for (service, shown) in &seen {
+        let doc: String = sqlx::query("SELECT doc FROM executions WHERE target_name = $1")
+            .bind(service)
+            .fetch_one(&mut conn)
+            .await
+            .expect("doc")
+            .try_get("doc")
+            .expect("doc");
+        let d: Value = serde_json::from_str(&doc).expect("json");
+        let finished: chrono::DateTime<chrono::Utc> = d["finished_at"].as_str().and_then(|s| s.parse().ok()).expect("finished_at");
+        lags.push((*shown - finished).to_std().unwrap_or(Duration::ZERO));
+    }
+    let refused = c.slack.calls().iter().filter(|x| x.status == 429).count() - before_429;
+    let p99 = pct(&mut lags, 0.99);
+    println!(
+        "storm of 100: final state shown p50 {} p99 {} max {} after it was stored (target ≤ 1.1 s: {}); {refused} × 429 (target 0: {}); {:.1} s in all",
+        ms(pct(&mut lags, 0.5)),
+        ms(p99),
+        ms(pct(&mut lags, 1.0)),
+        if p99 <= Duration::from_millis(1100) { "PASS" } else { "FAIL" },
+        if refused == 0 { "PASS" } else { "FAIL" },
+        t.elapsed().as_secs_f64()
+    );
 }
