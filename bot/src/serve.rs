@@ -60,6 +60,7 @@ pub async fn serve(
         None => None,
     };
     if let Some(s) = &slack {
+        s.chat.share_pacing(store.clone());
         chats = chats.with(s.chat.clone());
     }
     let discord = match &settings.config.discord {

@@ -55,6 +55,8 @@ struct Inner {
     roles: HashMap<String, (String, DateTime<Utc>)>,
     /// quota key → theoretical arrival time of the next command (µs since the epoch).
     quotas: HashMap<String, i64>,
+    /// pacing key → the next free write slot (µs since the epoch).
+    slots: HashMap<String, i64>,
     /// Everyone listening for wake-ups.
     wakes: Vec<tokio::sync::mpsc::UnboundedSender<ExecutionId>>,
 }
@@ -245,6 +247,15 @@ impl Store for MemoryStore {
         }
         inner.quotas.insert(key.to_string(), tat + interval);
         Ok(None)
+    }
+
+    async fn take_slot(&self, key: &str, interval: std::time::Duration, now: DateTime<Utc>) -> Result<std::time::Duration, StoreError> {
+        let mut inner = self.lock()?;
+        let now = now.timestamp_micros();
+        let step = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX / 2);
+        let slot = inner.slots.get(key).copied().unwrap_or(now).max(now);
+        inner.slots.insert(key.to_string(), slot + step);
+        Ok(crate::limits::wait_micros(slot - now))
     }
 
     async fn wake(&self, id: ExecutionId) -> Result<(), StoreError> {

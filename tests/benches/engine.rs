@@ -255,6 +255,9 @@ impl Store for Timed {
     async fn take_quota(&self, key: &str, per_minute: u32, now: DateTime<Utc>) -> Result<Option<Duration>, StoreError> {
         self.timed(9, self.inner.take_quota(key, per_minute, now)).await
     }
+    async fn take_slot(&self, key: &str, interval: Duration, now: DateTime<Utc>) -> Result<Duration, StoreError> {
+        self.timed(9, self.inner.take_slot(key, interval, now)).await
+    }
     async fn lead(&self, role: &str, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError> {
         self.timed(6, self.inner.lead(role, owner, until, now)).await
     }

@@ -10,7 +10,7 @@ mod leases;
 mod records;
 
 pub use executions::{concurrent_creates, create_load_roundtrip, ids, list_filters, locks, optimistic_save};
-pub use leases::{claims, edits, fencing, orphans, quotas, roles};
+pub use leases::{claims, edits, fencing, orphans, quotas, roles, slots};
 pub use records::{audit_chain, deliveries, save_with_audit, step_output};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -40,6 +40,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     edits(store.clone()).await;
     roles(store.clone()).await;
     quotas(store.clone()).await;
+    slots(store.clone()).await;
     audit_chain(store.clone()).await;
     deliveries(store.clone()).await;
     step_output(store.clone()).await;

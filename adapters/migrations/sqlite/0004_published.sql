@@ -22,6 +22,12 @@ CREATE TABLE quotas (
     ok        INTEGER NOT NULL DEFAULT 1
 );
 
+-- Chat pacing shared by the replicas: each channel's next free write slot (µs since the epoch).
+CREATE TABLE pacing (
+    pace_key TEXT   PRIMARY KEY,
+    next_at  INTEGER NOT NULL
+);
+
 CREATE TABLE roles (
     role  TEXT PRIMARY KEY,
     owner TEXT NOT NULL,

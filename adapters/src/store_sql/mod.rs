@@ -364,6 +364,10 @@ impl Store for SqlStore {
         replicas::take_quota(self, key, per_minute, now).await
     }
 
+    async fn take_slot(&self, key: &str, interval: Duration, now: DateTime<Utc>) -> Result<Duration, StoreError> {
+        replicas::take_slot(self, key, interval, now).await
+    }
+
     async fn wake(&self, id: ExecutionId) -> Result<(), StoreError> {
         replicas::wake(self, id).await
     }

@@ -285,6 +285,27 @@ pub(super) async fn take_quota(store: &SqlStore, key: &str, per_minute: u32, now
     Ok(if ok == 1 { None } else { Some(runbot_commands::limits::wait_micros(tat - tolerance - now)) })
 }
 
+pub(super) async fn take_slot(store: &SqlStore, key: &str, interval: Duration, now: DateTime<Utc>) -> Result<Duration, StoreError> {
+    let now = now.timestamp_micros();
+    let step = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX / 2);
+    let rows = sqlx::query(
+        "INSERT INTO pacing (pace_key, next_at) VALUES ($1, $2 + $3) ON CONFLICT (pace_key) DO UPDATE SET \
+         next_at = (CASE WHEN pacing.next_at > $2 THEN pacing.next_at ELSE $2 END) + $3 RETURNING next_at",
+    )
+    .bind(key)
+    .bind(now)
+    .bind(step)
+    .fetch_all(&store.pool)
+    .await
+    .map_err(backend_err("reserving a write slot"))?;
+    let next: i64 = rows
+        .first()
+        .ok_or_else(|| StoreError::Backend("reserving a write slot: no row".into()))?
+        .try_get("next_at")
+        .map_err(backend_err("reading a write slot"))?;
+    Ok(runbot_commands::limits::wait_micros(next - step - now))
+}
+
 pub(super) async fn wake(store: &SqlStore, id: ExecutionId) -> Result<(), StoreError> {
     if store.backend != Backend::Postgres {
         return Ok(());

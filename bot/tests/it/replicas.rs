@@ -335,6 +335,67 @@ async fn run(dir: PathBuf, db: String) {
     assert!(violations.is_empty(), "Slack limits: {violations:?}");
 }
 
+/// Slack pacing holds across replicas: three replicas, each pacing a channel at one write per
+/// 25 ms, write thirty executions' messages into one channel whose Slack allows 50 posts and
+/// 50 edits a second. Paced together (slots reserved in PostgreSQL) they stay under it: no 429.
+/// Paced each for itself they would write up to three times as fast.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_replicas_pace_one_channel_together() {
+    let server = std::env::var("RUNBOT_TEST_PG_URL").expect("RUNBOT_TEST_PG_URL is set by ./scripts/test.sh");
+    let name = format!("runbot_pacing_{:016x}", RandomState::new().hash_one(std::process::id()));
+    let db = runbot_adapters::store_sql::create_database(&server, &name).await.expect("a scratch database");
+    let root = tempfile::tempdir().expect("tempdir");
+    let result = tokio::spawn(pacing(root.path().to_path_buf(), db)).await;
+    let dropped = runbot_adapters::store_sql::drop_database(&server, &name).await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+    dropped.expect("drop the scratch database");
+}
+
+async fn pacing(dir: PathBuf, db: String) {
+    std::fs::write(dir.join("runbooks.toml"), BENCH_RUNBOOKS).expect("runbooks");
+    let slack = FakeSlack::start(BOT, "xapp-unused").await.expect("fake Slack");
+    slack.limit("chat.postMessage", 50, Duration::from_secs(1));
+    slack.limit("chat.update", 50, Duration::from_secs(1));
+    let services: String = (0..30).map(|i| format!("[services.s{i}.environments.prod]\n")).collect();
+    let extra = format!("[limits]\nper_identity_per_minute = 1000\nper_channel_per_minute = 1000\n{services}");
+    let mut c = Cluster {
+        extra,
+        pacing_ms: 25,
+        dir: dir.clone(),
+        db: db.clone(),
+        slack,
+        bots: vec![None, None, None],
+        ports: (0..3).map(|_| free_port()).collect(),
+        http: reqwest::Client::new(),
+        next: 0,
+    };
+    for i in 0..3 {
+        c.write_config(i);
+        c.start(i).await;
+    }
+    for i in 0..30 {
+        c.command(&format!("run quick s{i}")).await;
+    }
+    let t = Instant::now();
+    while count_state(&db, "succeeded").await < 30 {
+        assert!(t.elapsed() < Duration::from_secs(120), "30 quick executions did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let done = Instant::now();
+    while c.slack.top_level(OPS).iter().filter(|m| m.text().contains("Succeeded")).count() < 30 {
+        assert!(done.elapsed() < Duration::from_secs(60), "not every message reached its final state");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let calls = c.slack.calls();
+    let writes = calls.iter().filter(|x| x.method == "chat.postMessage" || x.method == "chat.update").count();
+    let refused = calls.iter().filter(|x| x.status == 429).count();
+    println!("30 executions by 3 replicas into one channel: {writes} writes, {refused} × 429");
+    assert!(writes >= 60, "a post and at least one edit per execution: {writes}");
+    assert_eq!(refused, 0, "the replicas wrote faster into the channel than its pacing allows");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The benchmark (scripts/bench-replicas.sh runs it with 1 and with 3 replicas).
 

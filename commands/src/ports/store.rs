@@ -140,6 +140,10 @@ pub trait Store: Send + Sync + 'static {
     /// Counted in the store, so every process sharing it draws on the same quota.
     async fn take_quota(&self, key: &str, per_minute: u32, now: DateTime<Utc>) -> Result<Option<std::time::Duration>, StoreError>;
 
+    /// Reserves the next write slot of `key` (a chat channel) for processes sharing this store:
+    /// slots are `interval` apart; returns how long to wait from `now` for the one reserved.
+    async fn take_slot(&self, key: &str, interval: std::time::Duration, now: DateTime<Utc>) -> Result<std::time::Duration, StoreError>;
+
     /// Asks whichever process drives execution `id` to look at it now (a click on another
     /// replica changed it). Best effort: the sweep finds it anyway.
     async fn wake(&self, id: ExecutionId) -> Result<(), StoreError> {

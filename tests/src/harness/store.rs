@@ -98,6 +98,9 @@ impl Store for KillableStore {
     async fn take_quota(&self, key: &str, per_minute: u32, now: DateTime<Utc>) -> Result<Option<std::time::Duration>, StoreError> {
         self.writable()?.take_quota(key, per_minute, now).await
     }
+    async fn take_slot(&self, key: &str, interval: std::time::Duration, now: DateTime<Utc>) -> Result<std::time::Duration, StoreError> {
+        self.writable()?.take_slot(key, interval, now).await
+    }
     async fn wake(&self, id: ExecutionId) -> Result<(), StoreError> {
         self.writable()?.wake(id).await
     }

@@ -171,3 +171,15 @@ pub async fn quotas(store: Arc<dyn Store>) {
     assert!(store.take_quota("contract:q", 3, t + secs(20)).await.expect("take_quota").is_some());
     assert_eq!(store.take_quota("contract:other", 3, t).await, Ok(None), "another key has its own quota");
 }
+
+/// Shared write slots (chat pacing across processes): each reservation gets the next slot,
+/// `interval` after the previous one, and a key with no recent writes is free at once.
+pub async fn slots(store: Arc<dyn Store>) {
+    let t = t0();
+    let every = std::time::Duration::from_millis(1000);
+    assert_eq!(store.take_slot("contract:ch", every, t).await, Ok(std::time::Duration::ZERO), "a free channel");
+    assert_eq!(store.take_slot("contract:ch", every, t).await, Ok(every), "the next one a second later");
+    assert_eq!(store.take_slot("contract:ch", every, t + secs(1)).await, Ok(every), "reserved slots stay reserved");
+    assert_eq!(store.take_slot("contract:other", every, t).await, Ok(std::time::Duration::ZERO), "channels are independent");
+    assert_eq!(store.take_slot("contract:ch", every, t + secs(10)).await, Ok(std::time::Duration::ZERO), "free again after a quiet while");
+}
