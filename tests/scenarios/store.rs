@@ -234,7 +234,8 @@ async fn sqlite_on_a_full_disk_fails_whole_writes_and_recovers() {
 /// PostgreSQL: a replica's leases end with its process. While it lives (its liveness lock is
 /// held), another replica cannot take its execution; once its connection drops, as when the
 /// process is SIGKILLed, the other takes it over long before the stored lease expires — the
-/// time is measured and printed. A second process with the same instance name is refused.
+/// time is measured and printed. A second process with the same instance name is refused. A
+/// wake-up one replica sends reaches another's listener.
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_leases_end_with_their_owners_connection() {
     use runbot_commands::model::ExecState;
@@ -284,6 +285,20 @@ async fn postgres_leases_end_with_their_owners_connection() {
         assert_eq!(other.owner_alive("replica-a").await.expect("owner_alive"), Some(false));
         let now = chrono::Utc::now();
         assert!(other.lead("failover-role-a", "replica-b", now + lease, now).await.expect("lead"), "periodic work moves on with the owner's death");
+
+        // A wake-up sent by one replica reaches the others' listeners (LISTEN/NOTIFY).
+        let third = Arc::new(SqlStore::connect(&url).await.expect("connect"));
+        let mut wakes = third.wakes().expect("PostgreSQL carries wake-ups");
+        let sent = std::time::Instant::now();
+        let got = loop {
+            other.wake(exec.id).await.expect("wake");
+            if let Ok(Some(id)) = tokio::time::timeout(std::time::Duration::from_millis(200), wakes.recv()).await {
+                break id;
+            }
+            assert!(sent.elapsed() < std::time::Duration::from_secs(5), "no wake-up arrived within 5 s");
+        };
+        assert_eq!(got, exec.id);
+        println!("wake-up from one replica to another: {} ms (including the listener's start)", sent.elapsed().as_millis());
     })
     .await;
     let dropped = store_sql::drop_database(&server, &name).await;
