@@ -98,12 +98,6 @@ impl Engine {
         self.claim_now(id).await
     }
 
-    /// The fencing token of the lease this process last took on `id`, if it did.
-    pub(super) fn held(&self, id: ExecutionId) -> Option<Fence> {
-        let epoch = self.inner.claims.lock().ok().and_then(|c| c.get(&id).map(|(_, e)| *e))?;
-        Some(Fence { owner: self.settings().instance.clone(), epoch })
-    }
-
     /// Takes or renews the lease in the store.
     pub(super) async fn claim_now(&self, id: ExecutionId) -> Option<Fence> {
         let started = tokio::time::Instant::now();
@@ -356,12 +350,13 @@ impl Engine {
         if found == crate::steps::process::Leftover::StillRunning {
             return Err(note);
         }
-        let fence = self.held(id);
+        // Only the lease holder writes; one that lost the lease must not run the step either.
+        let Some(fence) = self.claim(id).await else { return Err(format!("{note} This process no longer holds the execution's lease.")) };
         match self
             .update_as(
                 id,
                 None,
-                fence.as_ref(),
+                Some(&fence),
                 |exec| {
                     exec.notes.push(note.clone());
                     Ok(())
@@ -389,12 +384,16 @@ impl Engine {
         tokio::spawn(
             async move {
                 while let Some((p, ack)) = rx.recv().await {
-                    let fence = engine.held(id);
+                    // A process that lost the lease records nothing; the step does not start.
+                    let Some(fence) = engine.claim(id).await else {
+                        let _ = ack.send(Err("this process no longer holds the execution's lease".to_string()));
+                        continue;
+                    };
                     let saved = engine
                         .update_as(
                             id,
                             None,
-                            fence.as_ref(),
+                            Some(&fence),
                             |exec| {
                                 if exec.current != i || exec.steps.get(i).is_none_or(|s| s.status != StepStatus::Running) {
                                     return Err("the step is no longer running".to_string());
