@@ -50,6 +50,7 @@ pub async fn serve(
     let clusters = crate::clusters::connect(&settings).await?;
     let catalogs = crate::catalogs::connect(&settings)?;
     let store = Arc::new(SqlStore::connect(&settings.config.store.url).await?);
+    store.hold_liveness(&settings.instance).await?;
     let console = Arc::new(match &settings.config.console.history {
         Some(h) => ConsoleChat::with_history(base.join(h)).context("reading the console history")?,
         None => ConsoleChat::in_memory(),
@@ -60,6 +61,7 @@ pub async fn serve(
         None => None,
     };
     if let Some(s) = &slack {
+        s.chat.share_pacing(store.clone());
         chats = chats.with(s.chat.clone());
     }
     let discord = match &settings.config.discord {
@@ -71,7 +73,7 @@ pub async fn serve(
     }
     let listen = settings.config.server.listen.clone();
     let console_on = settings.config.console.enabled;
-    let sweep_every = Duration::from_secs((settings.config.engine.lease_secs / 3).max(1));
+    let sweep_every = Duration::from_secs(settings.config.engine.failover_secs.min(settings.config.engine.lease_secs / 3).max(1));
     let store_dyn: Arc<dyn Store> = store.clone();
     let deploy = crate::deploy::connect(&settings, &clusters)?;
     let kinds = StepKinds::shipped_for(&Connections {

@@ -1,5 +1,6 @@
-//! Command quotas per identity and per channel (governor, GCRA). In memory: each replica
-//! counts for itself.
+//! Command quotas per identity and per channel (governor, GCRA). In memory, per process;
+//! with a store shared by several processes the engine also counts them in the store
+//! (`Store::take_quota`, the same GCRA with [`gcra`]'s numbers), so replicas share them.
 
 use crate::config::LimitsConfig;
 use governor::clock::{Clock, MonotonicClock};
@@ -46,4 +47,17 @@ impl Limits {
         }
         Ok(())
     }
+}
+
+/// GCRA's numbers for a quota of `per_minute` commands a minute, burst the same: the emission
+/// interval and the tolerance, in microseconds.
+pub fn gcra(per_minute: u32) -> (i64, i64) {
+    let n = i64::from(per_minute.max(1));
+    let interval = 60_000_000 / n;
+    (interval, interval * (n - 1))
+}
+
+/// A wait in microseconds as a `Duration` (never negative).
+pub fn wait_micros(us: i64) -> Duration {
+    Duration::from_micros(u64::try_from(us).unwrap_or(0))
 }

@@ -3,7 +3,7 @@
 
 use crate::audit::{self, AuditEntry, AuditRecord};
 use crate::model::{Execution, ExecutionId};
-use crate::ports::store::{Inbound, InboxClaim, ListFilter, Store, StoreError, Versioned};
+use crate::ports::store::{Fence, Inbound, InboxClaim, ListFilter, Store, StoreError, Versioned};
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -16,6 +16,8 @@ struct Row {
     version: i64,
     lease_owner: Option<String>,
     lease_until: Option<DateTime<Utc>>,
+    /// The fencing epoch of the lease, raised each time it is taken anew.
+    lease_epoch: i64,
 }
 
 impl Row {
@@ -49,6 +51,16 @@ struct Inner {
     output: HashMap<(ExecutionId, usize), String>,
     /// execution → its artifacts in the order kept.
     artifacts: HashMap<ExecutionId, Vec<(String, String)>>,
+    /// (execution, message) → (newest edit claimed, newest edit delivered).
+    published: HashMap<(ExecutionId, usize), (i64, i64)>,
+    /// role → (holder, until).
+    roles: HashMap<String, (String, DateTime<Utc>)>,
+    /// quota key → theoretical arrival time of the next command (µs since the epoch).
+    quotas: HashMap<String, i64>,
+    /// pacing key → the next free write slot (µs since the epoch).
+    slots: HashMap<String, i64>,
+    /// Everyone listening for wake-ups.
+    wakes: Vec<tokio::sync::mpsc::UnboundedSender<ExecutionId>>,
 }
 
 impl Inner {
@@ -112,7 +124,7 @@ impl Store for MemoryStore {
             }
             inner.locks.insert(key.to_string(), exec.id);
         }
-        let row = Row { exec: exec.clone(), version: 1, lease_owner: None, lease_until: None };
+        let row = Row { exec: exec.clone(), version: 1, lease_owner: None, lease_until: None, lease_epoch: 0 };
         inner.executions.insert(exec.id, row);
         if let Some((_, done)) = exec.inbox.as_ref().and_then(|k| inner.inbox.get_mut(k)) {
             *done = true;
@@ -143,6 +155,27 @@ impl Store for MemoryStore {
         Ok(version)
     }
 
+    async fn save_fenced(&self, exec: &Execution, expected: i64, entries: &[AuditEntry], fence: &Fence) -> Result<i64, StoreError> {
+        let mut inner = self.lock()?;
+        let row = inner.executions.get_mut(&exec.id).ok_or(StoreError::NotFound(exec.id))?;
+        if row.lease_owner.as_deref() != Some(fence.owner.as_str()) || row.lease_epoch != fence.epoch {
+            return Err(StoreError::Fenced(exec.id));
+        }
+        if row.version != expected {
+            return Err(StoreError::Conflict(exec.id));
+        }
+        row.version += 1;
+        row.exec = exec.clone();
+        let version = row.version;
+        if exec.state.is_terminal() {
+            inner.locks.retain(|_, holder| *holder != exec.id);
+        }
+        for e in entries {
+            inner.append(e);
+        }
+        Ok(version)
+    }
+
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Execution>, StoreError> {
         let inner = self.lock()?;
         let matching = inner
@@ -155,15 +188,96 @@ impl Store for MemoryStore {
         Ok(if filter.limit == 0 { matching.collect() } else { matching.take(filter.limit as usize).collect() })
     }
 
-    async fn claim(&self, id: ExecutionId, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn claim(&self, id: ExecutionId, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<Option<i64>, StoreError> {
         let mut inner = self.lock()?;
         let row = inner.executions.get_mut(&id).ok_or(StoreError::NotFound(id))?;
-        if !row.lease_available(owner, micros(now)) {
-            return Ok(false);
+        let now = micros(now);
+        if !row.lease_available(owner, now) {
+            return Ok(None);
+        }
+        // The epoch rises when the lease changes hands (a release leaves it without owner).
+        if row.lease_owner.as_deref() != Some(owner) {
+            row.lease_epoch += 1;
         }
         row.lease_owner = Some(owner.to_string());
         row.lease_until = Some(micros(until));
-        Ok(true)
+        Ok(Some(row.lease_epoch))
+    }
+
+    async fn release(&self, id: ExecutionId, owner: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        let row = inner.executions.get_mut(&id).ok_or(StoreError::NotFound(id))?;
+        if row.lease_owner.as_deref() == Some(owner) {
+            row.lease_owner = None;
+            row.lease_until = None;
+        }
+        Ok(())
+    }
+
+    async fn claim_edit(&self, id: ExecutionId, message: usize, version: i64) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        let (claimed, delivered) = inner.published.entry((id, message)).or_insert((0, 0));
+        let ok = version > *claimed || (version == *claimed && *delivered < version);
+        *claimed = (*claimed).max(version);
+        Ok(ok)
+    }
+
+    async fn confirm_edit(&self, id: ExecutionId, message: usize, version: i64) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        let (claimed, delivered) = inner.published.entry((id, message)).or_insert((0, 0));
+        *delivered = (*delivered).max(version);
+        *claimed = (*claimed).max(version);
+        Ok(*claimed == version)
+    }
+
+    async fn lead(&self, role: &str, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        let (now, until) = (micros(now), micros(until));
+        match inner.roles.get(role) {
+            Some((holder, held_until)) if holder != owner && *held_until >= now => Ok(false),
+            _ => {
+                inner.roles.insert(role.to_string(), (owner.to_string(), until));
+                Ok(true)
+            }
+        }
+    }
+
+    fn shared(&self) -> bool {
+        // Tests run several engines (replicas) on one memory store.
+        true
+    }
+
+    async fn take_quota(&self, key: &str, per_minute: u32, now: DateTime<Utc>) -> Result<Option<std::time::Duration>, StoreError> {
+        let mut inner = self.lock()?;
+        let (interval, tolerance) = crate::limits::gcra(per_minute);
+        let now = now.timestamp_micros();
+        let tat = inner.quotas.get(key).copied().unwrap_or(now).max(now);
+        if tat - now > tolerance {
+            return Ok(Some(crate::limits::wait_micros(tat - tolerance - now)));
+        }
+        inner.quotas.insert(key.to_string(), tat + interval);
+        Ok(None)
+    }
+
+    async fn take_slot(&self, key: &str, interval: std::time::Duration, now: DateTime<Utc>) -> Result<std::time::Duration, StoreError> {
+        let mut inner = self.lock()?;
+        let now = now.timestamp_micros();
+        let step = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX / 2);
+        let slot = inner.slots.get(key).copied().unwrap_or(now).max(now);
+        inner.slots.insert(key.to_string(), slot + step);
+        Ok(crate::limits::wait_micros(slot - now))
+    }
+
+    async fn wake(&self, id: ExecutionId) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        inner.wakes.retain(|tx| tx.send(id).is_ok());
+        Ok(())
+    }
+
+    fn wakes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ExecutionId>> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.lock().ok()?.wakes.push(tx);
+        Some(rx)
     }
 
     async fn orphans(&self, owner: &str, now: DateTime<Utc>) -> Result<Vec<ExecutionId>, StoreError> {

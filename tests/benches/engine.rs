@@ -28,7 +28,7 @@ use runbot_commands::config::Settings;
 use runbot_commands::engine::{Engine, Request};
 use runbot_commands::message::Message;
 use runbot_commands::model::{Execution, ExecutionId, Identity, Origin};
-use runbot_commands::ports::{Chat, ChatError, Chats, Inbound, InboxClaim, ListFilter, Store, StoreError, SystemClock, Versioned};
+use runbot_commands::ports::{Chat, ChatError, Chats, Fence, Inbound, InboxClaim, ListFilter, Store, StoreError, SystemClock, Versioned};
 use runbot_commands::steps::{Prepared, StepContext, StepKind, StepKinds, StepOutcome};
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -232,8 +232,34 @@ impl Store for Timed {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Execution>, StoreError> {
         self.timed(4, self.inner.list(filter)).await
     }
-    async fn claim(&self, id: ExecutionId, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn save_fenced(&self, exec: &Execution, expected: i64, entries: &[AuditEntry], fence: &Fence) -> Result<i64, StoreError> {
+        let out = self.timed(13, self.inner.save_fenced(exec, expected, entries, fence)).await;
+        self.saved(exec, &out);
+        out
+    }
+    async fn claim(&self, id: ExecutionId, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<Option<i64>, StoreError> {
         self.timed(5, self.inner.claim(id, owner, until, now)).await
+    }
+    async fn release(&self, id: ExecutionId, owner: &str) -> Result<(), StoreError> {
+        self.timed(5, self.inner.release(id, owner)).await
+    }
+    async fn claim_edit(&self, id: ExecutionId, message: usize, version: i64) -> Result<bool, StoreError> {
+        self.timed(2, self.inner.claim_edit(id, message, version)).await
+    }
+    async fn confirm_edit(&self, id: ExecutionId, message: usize, version: i64) -> Result<bool, StoreError> {
+        self.timed(2, self.inner.confirm_edit(id, message, version)).await
+    }
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
+    async fn take_quota(&self, key: &str, per_minute: u32, now: DateTime<Utc>) -> Result<Option<Duration>, StoreError> {
+        self.timed(9, self.inner.take_quota(key, per_minute, now)).await
+    }
+    async fn take_slot(&self, key: &str, interval: Duration, now: DateTime<Utc>) -> Result<Duration, StoreError> {
+        self.timed(9, self.inner.take_slot(key, interval, now)).await
+    }
+    async fn lead(&self, role: &str, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.timed(6, self.inner.lead(role, owner, until, now)).await
     }
     async fn orphans(&self, owner: &str, now: DateTime<Utc>) -> Result<Vec<ExecutionId>, StoreError> {
         self.timed(6, self.inner.orphans(owner, now)).await

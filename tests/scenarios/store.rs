@@ -231,3 +231,80 @@ async fn sqlite_on_a_full_disk_fails_whole_writes_and_recovers() {
     let (records, head) = store.audit_log().await.expect("audit_log");
     assert_eq!(runbot_commands::audit::verify(&records, head.as_ref().map(|(s, h)| (*s, h.as_str()))).map(|_| ()), Ok(()));
 }
+
+/// PostgreSQL: a replica's leases end with its process. While it lives (its liveness lock is
+/// held), another replica cannot take its execution; once its connection drops, as when the
+/// process is SIGKILLed, the other takes it over long before the stored lease expires — the
+/// time is measured and printed. A second process with the same instance name is refused. A
+/// wake-up one replica sends reaches another's listener.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_leases_end_with_their_owners_connection() {
+    use runbot_commands::model::ExecState;
+    let server = std::env::var("RUNBOT_TEST_PG_URL").expect("RUNBOT_TEST_PG_URL is set by ./scripts/test.sh");
+    let name = format!("runbot_live_{:016x}", RandomState::new().hash_one(std::process::id()));
+    let url = store_sql::create_database(&server, &name).await.expect("create a scratch database");
+    let suite = tokio::spawn(async move {
+        let owner = Arc::new(SqlStore::connect(&url).await.expect("connect"));
+        owner.hold_liveness("replica-a").await.expect("take the liveness lock");
+        let other = Arc::new(SqlStore::connect(&url).await.expect("connect"));
+        other.hold_liveness("replica-b").await.expect("take the liveness lock");
+        let twin = Arc::new(SqlStore::connect(&url).await.expect("connect"));
+        let refused = twin.hold_liveness("replica-a").await.expect_err("the same instance name twice");
+        assert!(refused.to_string().contains("instance name 'replica-a'"), "{refused}");
+        drop(twin);
+
+        let exec = store_contract::create_sample(&(owner.clone() as Arc<dyn Store>), "live-svc", ExecState::Running, None).await;
+        let now = chrono::Utc::now();
+        let lease = chrono::TimeDelta::seconds(300);
+        assert!(owner.claim(exec.id, "replica-a", now + lease, now).await.expect("claim").is_some());
+        assert_eq!(owner.owner_alive("replica-a").await.expect("owner_alive"), Some(true));
+        assert_eq!(
+            other.owner_alive("nobody-registered").await.expect("owner_alive"),
+            None,
+            "an owner without a liveness lock: only its lease counts"
+        );
+        assert!(other.claim(exec.id, "replica-b", now + lease, now).await.expect("claim").is_none(), "a live owner keeps its lease");
+        assert!(other.orphans("replica-b", now).await.expect("orphans").is_empty(), "a live owner's execution is no orphan");
+        assert!(other.lead("failover-role", "replica-a", now + lease, now).await.is_ok());
+        assert!(owner.lead("failover-role-a", "replica-a", now + lease, now).await.expect("lead"));
+        assert!(!other.lead("failover-role-a", "replica-b", now + lease, now).await.expect("lead"));
+
+        // The owner's process dies: its connections close with it.
+        let died = std::time::Instant::now();
+        drop(owner);
+        let taken = loop {
+            let now = chrono::Utc::now();
+            if let Some(epoch) = other.claim(exec.id, "replica-b", now + lease, now).await.expect("claim") {
+                break epoch;
+            }
+            assert!(died.elapsed() < std::time::Duration::from_secs(5), "no takeover within 5 s of the owner's death");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        let took = died.elapsed();
+        println!("takeover after the owner's connection dropped: {} ms (stored lease: 300 s)", took.as_millis());
+        assert!(taken >= 2, "a takeover gets a new fencing epoch");
+        assert_eq!(other.owner_alive("replica-a").await.expect("owner_alive"), Some(false));
+        let now = chrono::Utc::now();
+        assert!(other.lead("failover-role-a", "replica-b", now + lease, now).await.expect("lead"), "periodic work moves on with the owner's death");
+
+        // A wake-up sent by one replica reaches the others' listeners (LISTEN/NOTIFY).
+        let third = Arc::new(SqlStore::connect(&url).await.expect("connect"));
+        let mut wakes = third.wakes().expect("PostgreSQL carries wake-ups");
+        let sent = std::time::Instant::now();
+        let got = loop {
+            other.wake(exec.id).await.expect("wake");
+            if let Ok(Some(id)) = tokio::time::timeout(std::time::Duration::from_millis(200), wakes.recv()).await {
+                break id;
+            }
+            assert!(sent.elapsed() < std::time::Duration::from_secs(5), "no wake-up arrived within 5 s");
+        };
+        assert_eq!(got, exec.id);
+        println!("wake-up from one replica to another: {} ms (including the listener's start)", sent.elapsed().as_millis());
+    })
+    .await;
+    let dropped = store_sql::drop_database(&server, &name).await;
+    if let Err(panic) = suite {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+    dropped.expect("drop the scratch database");
+}

@@ -145,6 +145,19 @@ impl World {
         reply
     }
 
+    /// `who` types `text` in #ops, received by `engine` (a replica, [`World::replica`]).
+    pub async fn cmd_via(&self, engine: &Engine, who: &str, text: &str) -> Reply {
+        engine.handle_command(Request { identity: Identity::new(who), origin: origin(), text: text.into(), roles: Vec::new() }).await
+    }
+
+    /// `who` presses a button with `value` in #ops, received by `engine` (a replica).
+    pub async fn click_via(&self, engine: &Engine, who: &str, value: &str) -> Reply {
+        let n = self.deliveries.fetch_add(1, Ordering::SeqCst);
+        let click =
+            Click { identity: Identity::new(who), origin: origin(), value: value.into(), delivery: Some(format!("d-{n}")), roles: Vec::new() };
+        engine.handle_click(click).await
+    }
+
     /// The chat of another platform ([`Options::platforms`]).
     pub fn on(&self, platform: &str) -> &Arc<RecordingChat> {
         self.others.get(platform).unwrap_or_else(|| panic!("the world has no {platform} chat; add it to Options::platforms"))

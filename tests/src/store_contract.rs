@@ -12,7 +12,7 @@ mod records;
 
 pub use executions::{concurrent_creates, create_load_roundtrip, ids, list_filters, locks, optimistic_save};
 pub use inbox::{inbound_consumed_by_one_execution, inbound_recorded_once, inbound_taken_over};
-pub use leases::{claims, orphans};
+pub use leases::{claims, edits, fencing, orphans, quotas, roles, slots};
 pub use records::{audit_chain, deliveries, save_with_audit, step_output};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -38,6 +38,11 @@ pub async fn run_all(store: Arc<dyn Store>) {
     list_filters(store.clone()).await;
     claims(store.clone()).await;
     orphans(store.clone()).await;
+    fencing(store.clone()).await;
+    edits(store.clone()).await;
+    roles(store.clone()).await;
+    quotas(store.clone()).await;
+    slots(store.clone()).await;
     audit_chain(store.clone()).await;
     deliveries(store.clone()).await;
     step_output(store.clone()).await;

@@ -56,6 +56,8 @@ pub struct SlackChat {
     invite: Vec<String>,
     /// Per channel: when the next write may go out.
     next_slot: Mutex<HashMap<String, Instant>>,
+    /// A store shared with other replicas, which then pace each channel together.
+    shared_pacing: std::sync::OnceLock<Arc<dyn runbot_commands::ports::Store>>,
     /// Incident channels created here, by execution id (`R-42`).
     created: Mutex<HashMap<String, String>>,
     /// The overflow last posted under a message, so an edit re-posts it only when it changed.
@@ -112,6 +114,7 @@ impl SlackChat {
             interval: opts.post_interval,
             invite: opts.invite,
             next_slot: Mutex::new(HashMap::new()),
+            shared_pacing: std::sync::OnceLock::new(),
             created: Mutex::new(HashMap::new()),
             overflow_sent: Default::default(),
         })
@@ -121,11 +124,30 @@ impl SlackChat {
         &self.client
     }
 
-    /// Waits for this channel's next write slot (at most one write per interval).
+    /// Paces every channel together with the other replicas on `store` (when several
+    /// processes share it): each write also reserves its slot in the store.
+    pub fn share_pacing(&self, store: Arc<dyn runbot_commands::ports::Store>) {
+        if store.shared() {
+            let _ = self.shared_pacing.set(store);
+        }
+    }
+
+    /// Waits for this channel's next write slot (at most one write per interval, counted by
+    /// this process and, with [`SlackChat::share_pacing`], by all replicas together).
     async fn pace(&self, channel: &str) {
         if self.interval.is_zero() {
             return;
         }
+        let shared = match self.shared_pacing.get() {
+            Some(store) => match store.take_slot(&format!("slack:{channel}"), self.interval, chrono::Utc::now()).await {
+                Ok(wait) => wait,
+                Err(e) => {
+                    tracing::warn!(channel, error = %e, "shared pacing unavailable; pacing this process's writes only");
+                    Duration::ZERO
+                }
+            },
+            None => Duration::ZERO,
+        };
         let wait = {
             let Ok(mut m) = self.next_slot.lock() else { return };
             let now = Instant::now();
@@ -136,6 +158,7 @@ impl SlackChat {
             }
             slot - now
         };
+        let wait = wait.max(shared);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }

@@ -1,11 +1,10 @@
 //! Executions in SQL: id allocation, create-with-lock, versioned save (releasing the lock on a
-//! terminal state), listing, leases and orphan discovery.
+//! terminal state, fenced for a lease holder) and listing.
 
 use super::{SqlStore, backend_err, db_id, exec_id, ts};
-use chrono::{DateTime, Utc};
 use runbot_commands::audit::AuditEntry;
 use runbot_commands::model::{Execution, ExecutionId};
-use runbot_commands::ports::store::{ListFilter, StoreError, Versioned};
+use runbot_commands::ports::store::{Fence, ListFilter, StoreError, Versioned};
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
@@ -33,15 +32,6 @@ impl Columns {
 fn decode_doc(row: &AnyRow) -> Result<Execution, StoreError> {
     let doc: String = row.try_get("doc").map_err(backend_err("reading an execution"))?;
     serde_json::from_str(&doc).map_err(|e| StoreError::Backend(format!("stored execution is unreadable: {e}")))
-}
-
-async fn exists(store: &SqlStore, id: i64) -> Result<bool, StoreError> {
-    let row = sqlx::query("SELECT id FROM executions WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&store.pool)
-        .await
-        .map_err(backend_err("looking up an execution"))?;
-    Ok(row.is_some())
 }
 
 pub(super) async fn next_id(store: &SqlStore) -> Result<ExecutionId, StoreError> {
@@ -131,29 +121,48 @@ pub(super) async fn load(store: &SqlStore, id: ExecutionId) -> Result<Option<Ver
     Ok(Some(Versioned { value: decode_doc(&row)?, version }))
 }
 
-pub(super) async fn save(store: &SqlStore, exec: &Execution, expected: i64, entries: &[AuditEntry]) -> Result<i64, StoreError> {
+/// Saves a new version; with a `fence`, only while the lease is still that owner's with that
+/// epoch (checked by the same statement).
+pub(super) async fn save(
+    store: &SqlStore,
+    exec: &Execution,
+    expected: i64,
+    entries: &[AuditEntry],
+    fence: Option<&Fence>,
+) -> Result<i64, StoreError> {
     let id = db_id(exec.id)?;
     let cols = Columns::of(exec)?;
     let mut tx = store.begin_write().await?;
-    let updated = sqlx::query(
+    let sql = if fence.is_some() {
         "UPDATE executions SET version = version + 1, state = $1, runbook = $2, target_name = $3, \
-         terminal = $4, final_pending = $5, doc = $6 WHERE id = $7 AND version = $8",
-    )
-    .bind(cols.state)
-    .bind(&exec.runbook)
-    .bind(&exec.target.name)
-    .bind(cols.terminal)
-    .bind(cols.final_pending)
-    .bind(cols.doc)
-    .bind(id)
-    .bind(expected)
-    .execute(&mut *tx)
-    .await
-    .map_err(backend_err("saving an execution"))?
-    .rows_affected();
+         terminal = $4, final_pending = $5, doc = $6 WHERE id = $7 AND version = $8 AND lease_owner = $9 AND lease_epoch = $10"
+    } else {
+        "UPDATE executions SET version = version + 1, state = $1, runbook = $2, target_name = $3, \
+         terminal = $4, final_pending = $5, doc = $6 WHERE id = $7 AND version = $8"
+    };
+    let query = sqlx::query(sql)
+        .bind(cols.state)
+        .bind(&exec.runbook)
+        .bind(&exec.target.name)
+        .bind(cols.terminal)
+        .bind(cols.final_pending)
+        .bind(cols.doc)
+        .bind(id)
+        .bind(expected);
+    let query = match fence {
+        Some(f) => query.bind(f.owner.clone()).bind(f.epoch),
+        None => query,
+    };
+    let updated = query.execute(&mut *tx).await.map_err(backend_err("saving an execution"))?.rows_affected();
     if updated == 0 {
         drop(tx);
-        return Err(if exists(store, id).await? { StoreError::Conflict(exec.id) } else { StoreError::NotFound(exec.id) });
+        return Err(match super::replicas::lease_of(store, id).await? {
+            None => StoreError::NotFound(exec.id),
+            Some((owner, epoch)) if fence.is_some_and(|f| owner.as_deref() != Some(f.owner.as_str()) || epoch != f.epoch) => {
+                StoreError::Fenced(exec.id)
+            }
+            Some(_) => StoreError::Conflict(exec.id),
+        });
     }
     if cols.terminal == 1 {
         sqlx::query("DELETE FROM locks WHERE exec_id = $1").bind(id).execute(&mut *tx).await.map_err(backend_err("releasing a target lock"))?;
@@ -187,37 +196,4 @@ pub(super) async fn list(store: &SqlStore, filter: &ListFilter) -> Result<Vec<Ex
     }
     let rows = query.fetch_all(&store.pool).await.map_err(backend_err("listing executions"))?;
     rows.iter().map(decode_doc).collect()
-}
-
-pub(super) async fn claim(store: &SqlStore, id: ExecutionId, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError> {
-    let n = db_id(id)?;
-    let updated = sqlx::query(
-        "UPDATE executions SET lease_owner = $1, lease_until = $2 WHERE id = $3 \
-         AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)",
-    )
-    .bind(owner)
-    .bind(ts(until))
-    .bind(n)
-    .bind(ts(now))
-    .execute(&store.pool)
-    .await
-    .map_err(backend_err("claiming an execution"))?
-    .rows_affected();
-    if updated == 1 {
-        return Ok(true);
-    }
-    if exists(store, n).await? { Ok(false) } else { Err(StoreError::NotFound(id)) }
-}
-
-pub(super) async fn orphans(store: &SqlStore, owner: &str, now: DateTime<Utc>) -> Result<Vec<ExecutionId>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id FROM executions WHERE (terminal = 0 AND (lease_owner IS NULL OR lease_owner = $1 \
-         OR lease_until < $2)) OR final_pending = 1 ORDER BY id",
-    )
-    .bind(owner)
-    .bind(ts(now))
-    .fetch_all(&store.pool)
-    .await
-    .map_err(backend_err("finding orphaned executions"))?;
-    rows.iter().map(|r| r.try_get::<i64, _>("id").map_err(backend_err("reading an execution id")).and_then(exec_id)).collect()
 }

@@ -9,6 +9,7 @@ mod audit;
 mod executions;
 mod inbox;
 mod misc;
+mod replicas;
 
 pub use admin::{create_database, drop_database, with_database};
 
@@ -16,7 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use runbot_commands::audit::{AuditEntry, AuditRecord};
 use runbot_commands::model::{Execution, ExecutionId};
-use runbot_commands::ports::store::{Inbound, InboxClaim, ListFilter, Store, StoreError, Versioned};
+use runbot_commands::ports::store::{Fence, Inbound, InboxClaim, ListFilter, Store, StoreError, Versioned};
 use runbot_commands::setup::{Doing, SetupError};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
@@ -66,6 +67,10 @@ pub struct SqlStore {
     in_memory: bool,
     /// Group-commits `append_audit` (see `audit.rs`).
     audit: audit::Writer,
+    /// The URL connected to (PostgreSQL: the wake-up listener opens its own connection).
+    url: String,
+    /// PostgreSQL: the connection holding this process's liveness lock (see `replicas.rs`).
+    liveness: replicas::Liveness,
 }
 
 /// A write transaction begun and ended by runbot's own `BEGIN`/`COMMIT` statements, so that
@@ -180,7 +185,7 @@ impl SqlStore {
         }
         backend.migrator().run(&pool).await.doing(format_args!("applying the {} store migrations", backend.name()))?;
         let audit = audit::Writer::spawn(pool.clone(), backend, !in_memory);
-        Ok(SqlStore { pool, backend, in_memory, audit })
+        Ok(SqlStore { pool, backend, in_memory, audit, url, liveness: replicas::Liveness::default() })
     }
 
     /// Commits the audit records already queued and stops taking new ones, then closes the
@@ -312,23 +317,68 @@ impl Store for SqlStore {
     }
 
     async fn save(&self, exec: &Execution, expected: i64) -> Result<i64, StoreError> {
-        executions::save(self, exec, expected, &[]).await
+        executions::save(self, exec, expected, &[], None).await
     }
 
     async fn save_audited(&self, exec: &Execution, expected: i64, entries: &[AuditEntry]) -> Result<i64, StoreError> {
-        executions::save(self, exec, expected, entries).await
+        executions::save(self, exec, expected, entries, None).await
+    }
+
+    async fn save_fenced(&self, exec: &Execution, expected: i64, entries: &[AuditEntry], fence: &Fence) -> Result<i64, StoreError> {
+        executions::save(self, exec, expected, entries, Some(fence)).await
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Execution>, StoreError> {
         executions::list(self, filter).await
     }
 
-    async fn claim(&self, id: ExecutionId, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        executions::claim(self, id, owner, until, now).await
+    async fn claim(&self, id: ExecutionId, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<Option<i64>, StoreError> {
+        replicas::claim(self, id, owner, until, now).await
+    }
+
+    async fn release(&self, id: ExecutionId, owner: &str) -> Result<(), StoreError> {
+        replicas::release(self, id, owner).await
+    }
+
+    async fn owner_alive(&self, owner: &str) -> Result<Option<bool>, StoreError> {
+        replicas::owner_alive(self, owner).await
+    }
+
+    async fn claim_edit(&self, id: ExecutionId, message: usize, version: i64) -> Result<bool, StoreError> {
+        replicas::claim_edit(self, id, message, version).await
+    }
+
+    async fn confirm_edit(&self, id: ExecutionId, message: usize, version: i64) -> Result<bool, StoreError> {
+        replicas::confirm_edit(self, id, message, version).await
+    }
+
+    async fn lead(&self, role: &str, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        replicas::lead(self, role, owner, until, now).await
+    }
+
+    fn shared(&self) -> bool {
+        // PostgreSQL is for several replicas; a SQLite file belongs to one process.
+        self.backend == Backend::Postgres
+    }
+
+    async fn take_quota(&self, key: &str, per_minute: u32, now: DateTime<Utc>) -> Result<Option<Duration>, StoreError> {
+        replicas::take_quota(self, key, per_minute, now).await
+    }
+
+    async fn take_slot(&self, key: &str, interval: Duration, now: DateTime<Utc>) -> Result<Duration, StoreError> {
+        replicas::take_slot(self, key, interval, now).await
+    }
+
+    async fn wake(&self, id: ExecutionId) -> Result<(), StoreError> {
+        replicas::wake(self, id).await
+    }
+
+    fn wakes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ExecutionId>> {
+        replicas::wakes(self)
     }
 
     async fn orphans(&self, owner: &str, now: DateTime<Utc>) -> Result<Vec<ExecutionId>, StoreError> {
-        executions::orphans(self, owner, now).await
+        replicas::orphans(self, owner, now).await
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {

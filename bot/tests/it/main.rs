@@ -14,4 +14,5 @@ mod discord_gateway;
 mod inbox;
 mod liveness;
 mod operate;
+mod replicas;
 mod secrets;

@@ -338,6 +338,10 @@ pub struct EngineConfig {
     /// older, it is answered "nothing was done" instead. Default 300; 0 never acts late.
     #[serde(default = "default_inbox_max_age")]
     pub inbox_max_age_secs: u64,
+    /// How often each process sweeps for executions whose owner is gone, in seconds — on
+    /// PostgreSQL, the bound on taking over after a replica dies. Default 2.
+    #[serde(default = "default_failover")]
+    pub failover_secs: u64,
 }
 
 impl Default for EngineConfig {
@@ -348,6 +352,7 @@ impl Default for EngineConfig {
             update_interval_ms: default_update_interval(),
             lease_secs: default_lease(),
             inbox_max_age_secs: default_inbox_max_age(),
+            failover_secs: default_failover(),
         }
     }
 }
@@ -361,6 +366,9 @@ fn default_update_interval() -> u64 {
 }
 fn default_lease() -> u64 {
     30
+}
+fn default_failover() -> u64 {
+    2
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -345,7 +345,7 @@ impl Engine {
                     ));
                 }
                 if exec.state == ExecState::Running {
-                    self.kick(id);
+                    self.kick_and_wake(id);
                 }
                 Reply::private(match (approve, exec.state) {
                     (false, _) => format!("You rejected {id}."),
@@ -399,7 +399,7 @@ impl Engine {
                 self.count_finished(&exec);
                 self.publish(&exec);
                 if resume {
-                    self.kick(id);
+                    self.kick_and_wake(id);
                 }
                 Reply::private(if resume { format!("Resuming {id}.") } else { format!("Aborted {id}.") })
             }

@@ -126,7 +126,10 @@ impl Engine {
         tokio::spawn(async move {
             let mut alerting: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
             loop {
-                engine.check_backups(&mut alerting).await;
+                // One replica at a time checks (the role moves on when it stops renewing).
+                if engine.leads("backup-monitor", (every * 3).max(engine.lease())).await {
+                    engine.check_backups(&mut alerting).await;
+                }
                 tokio::time::sleep(every).await;
             }
         })

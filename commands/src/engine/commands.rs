@@ -41,7 +41,7 @@ impl Engine {
     }
 
     async fn handle(&self, req: Request, recorded: bool, inbox: Option<&str>) -> Reply {
-        if let Err((who, wait)) = self.inner.limits.check(&req.identity.0, &req.origin.channel) {
+        if let Err((who, wait)) = self.check_quota(&req.identity.0, &req.origin.channel).await {
             let secs = wait.as_secs().max(1);
             self.inner.metrics.command(CommandOutcome::RateLimited);
             self.inner.metrics.rate_limited(if who == "you are" { "identity" } else { "channel" });
@@ -252,7 +252,7 @@ impl Engine {
                     self.publish(&exec);
                 } else {
                     self.signal_cancel(id);
-                    self.kick(id);
+                    self.kick_and_wake(id);
                 }
                 Reply::private(format!("Cancelling {id}."))
             }
@@ -399,7 +399,9 @@ impl Engine {
             Err(e) => return Err(UpdateError::Store(e).reply()),
         }
         // The status message is posted before any step runs, and its id stored, so every later
-        // update (also after a restart) edits the same message.
+        // update (also after a restart) edits the same message. Held meanwhile: no sweep of
+        // any replica starts a step of it before then.
+        let hold = self.hold_for_announcement(id).await;
         let platform = req.origin.platform.clone();
         let msg = super::render(&exec, now).map_text(|t| settings.redactor.redact(t));
         let posted = match self.chats().get(&platform) {
@@ -462,7 +464,7 @@ impl Engine {
                 return Err(Reply::private(format!("{id} was not started: runbot could not post its status message ({why}). Nothing was changed.")));
             }
         };
-        self.kick(id);
+        hold.kick();
         let where_ = if incident_channel == req.origin.channel { "below".to_string() } else { format!("in #{incident_channel}") };
         let mut text = format!("{id} created — follow it {where_}.");
         for (p, why) in &mirror_failures {

@@ -9,6 +9,7 @@ mod commands;
 mod plan;
 mod publish;
 mod render;
+mod replicas;
 mod runner;
 mod sweep;
 
@@ -21,7 +22,7 @@ use crate::config::Settings;
 use crate::limits::Limits;
 use crate::message::Message;
 use crate::model::{Execution, ExecutionId, Identity, Origin};
-use crate::ports::{Catalogs, Chats, Clock, Store, StoreError, Versioned};
+use crate::ports::{Catalogs, Chats, Clock, Fence, Store, StoreError, Versioned};
 use crate::steps::StepKinds;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -83,8 +84,9 @@ struct Inner {
     limits: Limits,
     /// Executions this process is driving.
     running: Mutex<HashMap<ExecutionId, runner::Driving>>,
-    /// When this process last took or renewed each lease (monotonic, follows tokio's clock).
-    claims: Mutex<HashMap<ExecutionId, tokio::time::Instant>>,
+    /// When this process last took or renewed each lease (monotonic, follows tokio's clock),
+    /// and the lease's fencing epoch.
+    claims: Mutex<HashMap<ExecutionId, (tokio::time::Instant, i64)>>,
     /// The databases' backup catalogs.
     catalogs: RwLock<Catalogs>,
     publisher: Publisher,
@@ -191,7 +193,20 @@ impl Engine {
     async fn update_with<T>(
         &self,
         id: ExecutionId,
+        hint: Option<Versioned<Execution>>,
+        change: impl FnMut(&mut Execution) -> Result<T, String>,
+        audit: impl Fn(&Execution, &T) -> Vec<AuditEntry>,
+    ) -> Result<(Versioned<Execution>, T), UpdateError> {
+        self.update_as(id, hint, None, change, audit).await
+    }
+
+    /// [`Engine::update_with`]; with a `fence` (the lease holder's token), every save is
+    /// refused once the lease changed hands ([`StoreError::Fenced`]).
+    async fn update_as<T>(
+        &self,
+        id: ExecutionId,
         mut hint: Option<Versioned<Execution>>,
+        fence: Option<&Fence>,
         mut change: impl FnMut(&mut Execution) -> Result<T, String>,
         audit: impl Fn(&Execution, &T) -> Vec<AuditEntry>,
     ) -> Result<(Versioned<Execution>, T), UpdateError> {
@@ -207,7 +222,9 @@ impl Engine {
             exec.updated_at = self.now();
             let out = change(&mut exec).map_err(UpdateError::Refused)?;
             let entries = audit(&exec, &out);
-            let saved = if entries.is_empty() {
+            let saved = if let Some(f) = fence {
+                self.inner.store.save_fenced(&exec, v.version, &entries, f).await
+            } else if entries.is_empty() {
                 self.inner.store.save(&exec, v.version).await
             } else {
                 self.inner.store.save_audited(&exec, v.version, &entries).await
@@ -221,11 +238,10 @@ impl Engine {
         Err(UpdateError::Store(StoreError::Conflict(id)))
     }
 
-    /// Renders and queues the status message of an execution for every channel it is in.
+    /// Queues an edit of every status message of an execution: its updater renders the
+    /// newest stored state when it sends (see `publish.rs`).
     fn publish(&self, exec: &Execution) {
-        let settings = self.settings();
-        let msg = render(exec, self.now()).map_text(|t| settings.redactor.redact(t));
-        self.inner.publisher.publish(self, exec, msg);
+        self.inner.publisher.publish(self, exec);
     }
 }
 

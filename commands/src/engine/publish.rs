@@ -1,7 +1,8 @@
 //! Live updates: one status message per execution and channel, edited in place. Edits are
-//! coalesced (at most one per message per interval; the latest state wins), 429s are waited
-//! out, and the final state is always delivered — and recorded as delivered, so a restart
-//! re-sends it if the process died first. Step output goes to the message's detail thread in
+//! coalesced (at most one per message per interval; the latest state wins), monotonic across
+//! replicas (each carries the document's version, claimed in the store before it is sent),
+//! 429s are waited out, and the final state is always delivered — and recorded as delivered,
+//! so a restart re-sends it if the process died first. Step output goes to the message's detail thread in
 //! batches, split to the platform's size, never cut.
 
 use super::Engine;
@@ -15,11 +16,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-type Slot = watch::Sender<Option<(Message, bool)>>;
+/// A kick for a message's updater: the newest state is read from the store when it sends.
+type Slot = watch::Sender<u64>;
 
 pub struct Publisher {
     interval: Duration,
-    /// One updater task per (execution, message index), fed through a watch channel.
+    /// One updater task per (execution, message index), kicked through a watch channel.
     slots: Mutex<HashMap<(ExecutionId, usize), Slot>>,
 }
 
@@ -28,9 +30,8 @@ impl Publisher {
         Publisher { interval, slots: Mutex::new(HashMap::new()) }
     }
 
-    /// Queues `msg` as the latest content of every status message of `exec`.
-    pub(super) fn publish(&self, engine: &Engine, exec: &Execution, msg: Message) {
-        let fin = exec.state.is_terminal();
+    /// Asks for every status message of `exec` to show the newest stored state.
+    pub(super) fn publish(&self, engine: &Engine, exec: &Execution) {
         let Ok(mut slots) = self.slots.lock() else { return };
         for (i, r) in exec.messages.iter().enumerate() {
             if r.final_sent {
@@ -39,14 +40,14 @@ impl Publisher {
             let key = (exec.id, i);
             let alive = slots.get(&key).is_some_and(|s| !s.is_closed());
             if !alive {
-                let (tx, rx) = watch::channel(None);
+                let (tx, rx) = watch::channel(0);
                 let engine = engine.clone();
                 let interval = self.interval;
                 tokio::spawn(async move { updater(engine, key, rx, interval).await }.in_current_span());
                 slots.insert(key, tx);
             }
             if let Some(tx) = slots.get(&key) {
-                let _ = tx.send(Some((msg.clone(), fin)));
+                tx.send_modify(|n| *n += 1);
             }
         }
     }
@@ -58,25 +59,66 @@ impl Publisher {
     }
 }
 
-/// Sends the latest content, then waits `interval` before the next edit.
-async fn updater(engine: Engine, key: (ExecutionId, usize), mut rx: watch::Receiver<Option<(Message, bool)>>, interval: Duration) {
+/// What one look at the store told an updater.
+enum Edit {
+    /// Nothing to send: the message was delivered final, or this state (or a newer one) was
+    /// or is being sent by some process.
+    Nothing { fin: bool },
+    /// Send this content of this version.
+    Send { r: MessageRef, msg: Box<Message>, version: i64, fin: bool },
+}
+
+/// When kicked, edits the message with the newest stored state, then waits `interval` before
+/// the next edit. Every edit carries the document's version and is claimed in the store first
+/// ([`crate::ports::Store::claim_edit`]): an older state than one already sent is never sent,
+/// an unchanged one not again. After an edit, [`crate::ports::Store::confirm_edit`] says
+/// whether a newer one was claimed meanwhile (by another replica, whose edit may have landed
+/// before this slower one): then the newest state is sent again, so the message always ends
+/// on the newest state whatever the replicas' timing.
+async fn updater(engine: Engine, key: (ExecutionId, usize), mut rx: watch::Receiver<u64>, interval: Duration) {
     let (id, idx) = key;
     loop {
         if rx.changed().await.is_err() {
             break;
         }
-        let Some(r) = message_ref(&engine, id, idx).await else { break };
-        let Some(chat) = engine.chats().get(&r.platform).cloned() else {
-            tracing::error!(execution = %id, platform = %r.platform, "no adapter for a status message");
-            break;
-        };
+        rx.borrow_and_update();
         let mut attempt = 0u32;
+        // After an edit that a newer claim overtook, the newest state is sent even if already
+        // "delivered": this edit may have overwritten it.
+        let mut force = false;
         let fin = loop {
-            let Some((msg, fin)) = rx.borrow_and_update().clone() else { break false };
+            let edit = match next_edit(&engine, id, idx, force).await {
+                Ok(e) => e,
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(execution = %id, error = %e, attempt, "status update: cannot read the execution; retrying");
+                    tokio::time::sleep(interval * attempt.min(30)).await;
+                    continue;
+                }
+            };
+            let (r, msg, version, fin) = match edit {
+                Edit::Nothing { fin } => break fin,
+                Edit::Send { r, msg, version, fin } => (r, msg, version, fin),
+            };
+            let Some(chat) = engine.chats().get(&r.platform).cloned() else {
+                tracing::error!(execution = %id, platform = %r.platform, "no adapter for a status message");
+                break false;
+            };
             let res = chat.update(&r.channel, &r.id, &msg).await;
             count_call(&engine, chat.platform(), &res);
             match res {
-                Ok(()) => break fin,
+                Ok(()) => match engine.store().confirm_edit(id, idx, version).await {
+                    Ok(true) => break fin,
+                    Ok(false) => {
+                        tracing::debug!(execution = %id, version, "a newer status was claimed meanwhile; sending the newest again");
+                        force = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(execution = %id, error = %e, "status update sent but not confirmed; sending again");
+                        tokio::time::sleep(interval).await;
+                        force = true;
+                    }
+                },
                 Err(ChatError::RateLimited(wait)) => {
                     tracing::warn!(execution = %id, wait_ms = wait.as_millis() as u64, "chat rate limited; waiting");
                     tokio::time::sleep(wait).await;
@@ -104,11 +146,23 @@ async fn updater(engine: Engine, key: (ExecutionId, usize), mut rx: watch::Recei
     }
 }
 
-async fn message_ref(engine: &Engine, id: ExecutionId, idx: usize) -> Option<crate::model::MessageRef> {
-    match engine.store().load(id).await {
-        Ok(Some(v)) => v.value.messages.get(idx).cloned(),
-        _ => None,
+/// Reads the newest state and decides whether to send it (see [`updater`]).
+async fn next_edit(engine: &Engine, id: ExecutionId, idx: usize, force: bool) -> Result<Edit, crate::ports::StoreError> {
+    let Some(v) = engine.store().load(id).await? else { return Ok(Edit::Nothing { fin: false }) };
+    let exec = v.value;
+    let Some(r) = exec.messages.get(idx).cloned() else { return Ok(Edit::Nothing { fin: false }) };
+    let fin = exec.state.is_terminal();
+    // Delivered final — unless this process's own edit may just have overwritten it.
+    if r.final_sent && !force {
+        return Ok(Edit::Nothing { fin: false });
     }
+    let claimed = engine.store().claim_edit(id, idx, v.version).await?;
+    if !claimed && !force {
+        return Ok(Edit::Nothing { fin });
+    }
+    let settings = engine.settings();
+    let msg = super::render(&exec, engine.now()).map_text(|t| settings.redactor.redact(t));
+    Ok(Edit::Send { r, msg: Box::new(msg), version: v.version, fin })
 }
 
 impl Engine {

@@ -5,7 +5,7 @@
 use super::Engine;
 use super::plan::fingerprint;
 use crate::model::{ExecState, Execution, ExecutionId, StepStatus};
-use crate::ports::Versioned;
+use crate::ports::{Fence, Versioned};
 use crate::steps::{APPROVAL, StepContext, StepOutcome};
 use chrono::Duration as ChronoDuration;
 use serde_json::json;
@@ -30,6 +30,12 @@ pub(super) struct Driving {
     /// about to stop at (an approval arriving as it reaches the approval step), so it drives
     /// once more when it ends.
     again: bool,
+}
+
+impl Driving {
+    pub(super) fn new(cancel: watch::Sender<bool>) -> Self {
+        Driving { cancel, again: false }
+    }
 }
 
 impl Engine {
@@ -74,77 +80,100 @@ impl Engine {
         self.inner.running.lock().map(|r| r.keys().copied().collect()).unwrap_or_default()
     }
 
-    fn lease(&self) -> Duration {
+    pub(super) fn lease(&self) -> Duration {
         Duration::from_secs(self.settings().config.engine.lease_secs)
     }
 
-    /// Takes or renews the lease. A lease this process took or renewed less than a third of
-    /// the lease ago is still its own — nobody else can have taken it before it expires — so
-    /// the store is not asked again (the monotonic clock also counts time this process spent
-    /// paused, so a process that was stopped re-checks).
-    async fn claim(&self, id: ExecutionId) -> bool {
+    /// Takes or renews the lease; returns its fencing token. A lease this process took or
+    /// renewed less than a third of the lease ago is still its own — nobody else can have taken
+    /// it before it expires — so the store is not asked again (the monotonic clock also counts
+    /// time this process spent paused, so a process that was stopped re-checks).
+    pub(super) async fn claim(&self, id: ExecutionId) -> Option<Fence> {
         let recent = self.inner.claims.lock().ok().and_then(|c| c.get(&id).copied());
-        if recent.is_some_and(|t| t.elapsed() < self.lease() / 3) {
-            return true;
+        if let Some((t, epoch)) = recent
+            && t.elapsed() < self.lease() / 3
+        {
+            return Some(Fence { owner: self.settings().instance.clone(), epoch });
         }
         self.claim_now(id).await
     }
 
     /// Takes or renews the lease in the store.
-    async fn claim_now(&self, id: ExecutionId) -> bool {
+    pub(super) async fn claim_now(&self, id: ExecutionId) -> Option<Fence> {
         let started = tokio::time::Instant::now();
         let now = self.now();
         let until = now + ChronoDuration::from_std(self.lease()).unwrap_or(ChronoDuration::seconds(30));
         let owner = self.settings().instance.clone();
-        let ok = match self.store().claim(id, &owner, until, now).await {
-            Ok(ok) => ok,
+        let epoch = match self.store().claim(id, &owner, until, now).await {
+            Ok(epoch) => epoch,
             Err(e) => {
                 tracing::error!(execution = %id, error = %e, "lease claim failed");
-                false
+                None
             }
         };
         if let Ok(mut claims) = self.inner.claims.lock() {
-            if ok {
-                claims.insert(id, started);
-            } else {
-                claims.remove(&id);
+            match epoch {
+                Some(e) => {
+                    claims.insert(id, (started, e));
+                }
+                None => {
+                    claims.remove(&id);
+                }
             }
         }
-        ok
+        epoch.map(|epoch| Fence { owner, epoch })
+    }
+
+    /// Renews the lease every third of it until aborted.
+    pub(super) fn spawn_renewal(&self, id: ExecutionId) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(
+            async move {
+                loop {
+                    tokio::time::sleep(engine.lease() / 3).await;
+                    if engine.claim_now(id).await.is_none() {
+                        tracing::warn!(execution = %id, "lost the lease");
+                    }
+                }
+            }
+            .in_current_span(),
+        )
     }
 
     async fn drive(&self, id: ExecutionId, cancel: watch::Receiver<bool>) {
-        if !self.claim_now(id).await {
+        let Some(fence) = self.claim_now(id).await else {
             tracing::debug!(execution = %id, "lease held elsewhere; not driving");
             return;
-        }
-        let renew = {
-            let engine = self.clone();
-            tokio::spawn(
-                async move {
-                    loop {
-                        tokio::time::sleep(engine.lease() / 3).await;
-                        if !engine.claim_now(id).await {
-                            tracing::warn!(execution = %id, "lost the lease");
-                        }
-                    }
-                }
-                .in_current_span(),
-            )
         };
+        let renew = self.spawn_renewal(id);
+        // The message first: no step runs before the status message is posted.
+        if self.announced(id, &fence).await {
+            self.drive_steps(id, cancel).await;
+        }
+        renew.abort();
+        if let Ok(mut claims) = self.inner.claims.lock() {
+            claims.remove(&id);
+        }
+        // Free for whoever acts next (a click on another replica takes it at once).
+        if let Err(e) = self.store().release(id, &fence.owner).await {
+            tracing::warn!(execution = %id, error = %e, "could not release the lease; it expires");
+        }
+    }
+
+    async fn drive_steps(&self, id: ExecutionId, cancel: watch::Receiver<bool>) {
         let mut first = true;
         // A step the previous step's result already started (saved as running with it).
         let mut started: Option<Versioned<Execution>> = None;
         loop {
             // Only the lease holder runs steps: a process that lost its lease (paused or cut off
             // for longer than the lease) stops here instead of racing the one that took over.
-            if !first && !self.claim(id).await {
+            let Some(fence) = self.claim(id).await else {
                 tracing::warn!(execution = %id, "lease lost; not driving any further");
                 break;
-            }
+            };
             let exec = match started.take() {
                 Some(exec) => exec,
-                None => match self.next(id, first).await {
+                None => match self.next(id, first, &fence).await {
                     Next::Stop => break,
                     Next::Continue => {
                         first = false;
@@ -156,19 +185,16 @@ impl Engine {
             started = self.run_step(exec, cancel.clone()).await;
             first = false;
         }
-        renew.abort();
-        if let Ok(mut claims) = self.inner.claims.lock() {
-            claims.remove(&id);
-        }
     }
 
     /// Looks at the current step and moves the execution one notch. `fresh` is true on the
     /// first look after (re)starting to drive: a step found `running` then was interrupted.
-    async fn next(&self, id: ExecutionId, fresh: bool) -> Next {
+    async fn next(&self, id: ExecutionId, fresh: bool, fence: &Fence) -> Next {
         let res = self
-            .update_with(
+            .update_as(
                 id,
                 None,
+                Some(fence),
                 |exec| {
                     if exec.state.is_terminal() || exec.state == ExecState::AwaitingApproval {
                         return Err(String::new());
@@ -324,10 +350,13 @@ impl Engine {
         if found == crate::steps::process::Leftover::StillRunning {
             return Err(note);
         }
+        // Only the lease holder writes; one that lost the lease must not run the step either.
+        let Some(fence) = self.claim(id).await else { return Err(format!("{note} This process no longer holds the execution's lease.")) };
         match self
-            .update_with(
+            .update_as(
                 id,
                 None,
+                Some(&fence),
                 |exec| {
                     exec.notes.push(note.clone());
                     Ok(())
@@ -355,14 +384,25 @@ impl Engine {
         tokio::spawn(
             async move {
                 while let Some((p, ack)) = rx.recv().await {
+                    // A process that lost the lease records nothing; the step does not start.
+                    let Some(fence) = engine.claim(id).await else {
+                        let _ = ack.send(Err("this process no longer holds the execution's lease".to_string()));
+                        continue;
+                    };
                     let saved = engine
-                        .update(id, |exec| {
-                            if exec.current != i || exec.steps.get(i).is_none_or(|s| s.status != StepStatus::Running) {
-                                return Err("the step is no longer running".to_string());
-                            }
-                            exec.steps[i].process = Some(p.clone());
-                            Ok(())
-                        })
+                        .update_as(
+                            id,
+                            None,
+                            Some(&fence),
+                            |exec| {
+                                if exec.current != i || exec.steps.get(i).is_none_or(|s| s.status != StepStatus::Running) {
+                                    return Err("the step is no longer running".to_string());
+                                }
+                                exec.steps[i].process = Some(p.clone());
+                                Ok(())
+                            },
+                            |_, _| Vec::new(),
+                        )
                         .await;
                     let _ = ack.send(saved.map(|_| ()).map_err(|e| match e {
                         super::UpdateError::Refused(why) => why,
@@ -397,16 +437,17 @@ impl Engine {
     ) -> Option<Versioned<Execution>> {
         // A process that lost its lease while the step ran must not overwrite what the new
         // holder decided (it will have marked the step interrupted or resumed it).
-        if !self.claim(id).await {
+        let Some(fence) = self.claim(id).await else {
             let logged = self.settings().redactor.redact(&format!("{outcome:?}"));
             tracing::warn!(execution = %id, step = i + 1, outcome = %logged, "lease lost during the step; its result is not recorded here");
             return None;
-        }
+        };
         let settings = self.settings();
         let res = self
-            .update_with(
+            .update_as(
                 id,
                 hint,
+                Some(&fence),
                 |exec| {
                     let now = exec.updated_at;
                     // The changes made so far: steps done after the approval (steps before it are

@@ -12,7 +12,10 @@ impl Engine {
     /// One sweep: recover orphans and expire overdue approvals. Called at start-up and then
     /// periodically by [`Engine::spawn_sweeper`].
     pub async fn sweep(&self) {
-        self.expire_due().await;
+        // Expiry is periodic work for one replica at a time.
+        if self.leads("sweeper", self.lease()).await {
+            self.expire_due().await;
+        }
         let owner = self.settings().instance.clone();
         let ids = match self.store().orphans(&owner, self.now()).await {
             Ok(ids) => ids,
@@ -28,7 +31,8 @@ impl Engine {
                 // The final state may not have reached the chat before the process stopped.
                 self.publish(&v.value);
             } else if v.value.state == ExecState::AwaitingApproval {
-                // Waiting needs no driver, but its message must still show the current state.
+                // Waiting needs no driver, but its message must still show the current state
+                // (edited only if that state was not delivered yet: see `publish.rs`).
                 self.publish(&v.value);
             } else {
                 tracing::info!(execution = %id, "recovering execution");
@@ -64,14 +68,25 @@ impl Engine {
         }
     }
 
-    /// Runs [`Engine::sweep`] now and every `every` after.
+    /// Runs [`Engine::sweep`] now and every `every` after, and listens for wake-ups from
+    /// other replicas ([`Engine::spawn_wake_listener`]) for as long as the sweeper runs.
     pub fn spawn_sweeper(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let engine = self.clone();
         tokio::spawn(async move {
+            let _wakes = engine.spawn_wake_listener().map(AbortOnDrop);
             loop {
                 engine.sweep().await;
                 tokio::time::sleep(every).await;
             }
         })
+    }
+}
+
+/// Ends a task when dropped (the wake listener ends with the sweeper).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

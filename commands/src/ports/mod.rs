@@ -14,4 +14,4 @@ pub use chat::{Chat, ChatError, Chats};
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use cluster::{Cluster, ClusterError, Clusters, PodInfo, Rollout};
 pub use deploy::{Ci, CiError, HelmRevision, HttpAnswer, HttpCheck, HttpCheckError, Registry, RegistryError, RunQuery, WorkflowRun};
-pub use store::{Inbound, InboxClaim, ListFilter, Store, StoreError, Versioned};
+pub use store::{Fence, Inbound, InboxClaim, ListFilter, Store, StoreError, Versioned};

@@ -20,6 +20,10 @@ pub enum StoreError {
     /// process that recovered it, or before a restart): nothing was created.
     #[error("the received command {0} was already acted on")]
     AlreadyProcessed(String),
+    /// A lease holder's write carried a fencing token that is no longer current: the lease
+    /// changed hands (or was released) since this holder took it.
+    #[error("execution {0}: this process no longer holds its lease")]
+    Fenced(ExecutionId),
     #[error("store: {0}")]
     Backend(String),
 }
@@ -73,6 +77,14 @@ pub struct ListFilter {
     pub limit: u32,
 }
 
+/// A fencing token: the lease holder and the epoch its claim was given. A lease holder's
+/// writes carry it ([`Store::save_fenced`]); they fail once the lease changed hands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub owner: String,
+    pub epoch: i64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Allocates the next execution number (`R-<n>`); numbers are never reused.
@@ -105,11 +117,76 @@ pub trait Store: Send + Sync + 'static {
         Ok(version)
     }
 
+    /// [`Store::save_audited`] by a lease holder: also refused, with [`StoreError::Fenced`],
+    /// unless the lease is still `fence.owner`'s with the epoch of `fence` (checked in the
+    /// same transaction as the write), so a holder that was paused or cut off while another
+    /// process took the execution over cannot overwrite what the new holder decided.
+    async fn save_fenced(&self, exec: &Execution, expected: i64, entries: &[AuditEntry], fence: &Fence) -> Result<i64, StoreError>;
+
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Execution>, StoreError>;
 
     /// Takes or renews the lease on an execution for `owner` until `until`; succeeds when the
-    /// lease is free, expired at `now`, or already `owner`'s.
-    async fn claim(&self, id: ExecutionId, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// lease is free, expired at `now`, held by an owner known to be gone (see
+    /// [`Store::owner_alive`]), or already `owner`'s. Returns the lease's fencing epoch: the
+    /// same while `owner` renews a lease it holds, a new (higher) one whenever it is taken
+    /// anew; `None` when another owner holds it.
+    async fn claim(&self, id: ExecutionId, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<Option<i64>, StoreError>;
+
+    /// Gives up `owner`'s lease on an execution (nothing happens if another owner holds it):
+    /// the next claim by anyone succeeds at once, with a new epoch.
+    async fn release(&self, id: ExecutionId, owner: &str) -> Result<(), StoreError>;
+
+    /// Whether `owner`'s process is known to be alive: `Some(false)` when it holds a liveness
+    /// lock no more (PostgreSQL: its session advisory lock went with its connection), `None`
+    /// when the store cannot tell (then only the stored lease's expiry counts).
+    async fn owner_alive(&self, owner: &str) -> Result<Option<bool>, StoreError> {
+        let _ = owner;
+        Ok(None)
+    }
+
+    /// Before editing status message `message` of an execution with the content of the
+    /// document's `version`: true when that content may be sent — `version` is newer than any
+    /// edit claimed so far, or it is the newest claimed and not yet confirmed delivered (its
+    /// sender may have died). Records `version` as claimed. False means a newer state was or
+    /// is being sent, or this one was already delivered: nothing to send.
+    async fn claim_edit(&self, id: ExecutionId, message: usize, version: i64) -> Result<bool, StoreError>;
+
+    /// After an edit with `version`'s content was applied: records it as delivered, and says
+    /// whether it is still the newest claimed. False means a newer edit was claimed meanwhile
+    /// and may have been applied before this one: the sender must send the newest state again.
+    async fn confirm_edit(&self, id: ExecutionId, message: usize, version: i64) -> Result<bool, StoreError>;
+
+    /// Takes or keeps the role `role` (periodic work one replica does at a time) for `owner`
+    /// until `until`: true while this owner holds it; it moves to another owner when it
+    /// expires at `now`, or at once when the store knows the holder is gone.
+    async fn lead(&self, role: &str, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Whether several processes share this store (then quotas are also counted in it with
+    /// [`Store::take_quota`], so N replicas do not multiply them).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Counts one command against quota `key` (`per_minute`, the same as burst; GCRA with
+    /// microsecond times): `None` when within it, else how long until the next is allowed.
+    /// Counted in the store, so every process sharing it draws on the same quota.
+    async fn take_quota(&self, key: &str, per_minute: u32, now: DateTime<Utc>) -> Result<Option<std::time::Duration>, StoreError>;
+
+    /// Reserves the next write slot of `key` (a chat channel) for processes sharing this store:
+    /// slots are `interval` apart; returns how long to wait from `now` for the one reserved.
+    async fn take_slot(&self, key: &str, interval: std::time::Duration, now: DateTime<Utc>) -> Result<std::time::Duration, StoreError>;
+
+    /// Asks whichever process drives execution `id` to look at it now (a click on another
+    /// replica changed it). Best effort: the sweep finds it anyway.
+    async fn wake(&self, id: ExecutionId) -> Result<(), StoreError> {
+        let _ = id;
+        Ok(())
+    }
+
+    /// The wake-ups ([`Store::wake`]) sent by any process, when the store carries them.
+    fn wakes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ExecutionId>> {
+        None
+    }
 
     /// Non-terminal executions whose lease is free, expired at `now`, or held by `owner` — the
     /// work a (re)started process should pick up — plus terminal ones whose final message was

@@ -6,6 +6,7 @@ mod faults;
 mod inbox;
 mod lifecycle;
 mod mirror;
+mod replicas;
 mod restart;
 mod secrets;
 mod surface;

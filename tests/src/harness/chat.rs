@@ -56,6 +56,12 @@ struct Log {
     refused: Vec<Instant>,
     /// Posts still to fail with a hard error.
     fail_posts: u32,
+    /// Channel pacing of new messages (not thread replies): one per this long, in turn.
+    pace: Option<Duration>,
+    /// When the next paced post may go out.
+    next_post: Option<Instant>,
+    /// Each edit takes this long before it is applied (a slow connection to the platform).
+    update_delay: Option<Duration>,
 }
 
 /// The fake chat for platform `console` (or the one given to [`RecordingChat::on`]).
@@ -95,6 +101,16 @@ impl RecordingChat {
     /// The next `n` posts fail with a hard error (the platform is down).
     pub fn fail_next_posts(&self, n: u32) {
         guard(&self.log).fail_posts = n;
+    }
+
+    /// New messages (not thread replies) go out one per `every`, in turn, as a paced channel.
+    pub fn pace_posts(&self, every: Duration) {
+        guard(&self.log).pace = Some(every);
+    }
+
+    /// Every edit is applied only `delay` after it was sent (a slow publisher).
+    pub fn delay_updates(&self, delay: Duration) {
+        guard(&self.log).update_delay = Some(delay);
     }
 
     /// When each refused (429) update was attempted.
@@ -137,6 +153,20 @@ impl Chat for RecordingChat {
     }
 
     async fn post(&self, channel: &str, thread: Option<&str>, msg: &Message) -> Result<String, ChatError> {
+        let slot = {
+            let mut log = guard(&self.log);
+            match log.pace.filter(|_| thread.is_none()) {
+                Some(every) => {
+                    let slot = log.next_post.map_or(Instant::now(), |n| n.max(Instant::now()));
+                    log.next_post = Some(slot + every);
+                    Some(slot)
+                }
+                None => None,
+            }
+        };
+        if let Some(slot) = slot {
+            tokio::time::sleep_until(slot).await;
+        }
         {
             let mut log = guard(&self.log);
             if log.fail_posts > 0 {
@@ -164,6 +194,10 @@ impl Chat for RecordingChat {
     }
 
     async fn update(&self, channel: &str, id: &str, msg: &Message) -> Result<(), ChatError> {
+        let delay = guard(&self.log).update_delay;
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
         {
             let mut log = guard(&self.log);
             if log.limit_next > 0 {

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use runbot_commands::audit::{AuditEntry, AuditRecord};
 use runbot_commands::model::{Execution, ExecutionId};
-use runbot_commands::ports::{Inbound, InboxClaim, ListFilter, Store, StoreError, Versioned};
+use runbot_commands::ports::{Fence, Inbound, InboxClaim, ListFilter, Store, StoreError, Versioned};
 use runbot_commands::store_memory::MemoryStore;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -74,8 +74,38 @@ impl Store for KillableStore {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Execution>, StoreError> {
         self.alive()?.list(filter).await
     }
-    async fn claim(&self, id: ExecutionId, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn save_fenced(&self, exec: &Execution, expected: i64, entries: &[AuditEntry], fence: &Fence) -> Result<i64, StoreError> {
+        self.writable()?.save_fenced(exec, expected, entries, fence).await
+    }
+    async fn claim(&self, id: ExecutionId, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<Option<i64>, StoreError> {
         self.writable()?.claim(id, owner, until, now).await
+    }
+    async fn release(&self, id: ExecutionId, owner: &str) -> Result<(), StoreError> {
+        self.writable()?.release(id, owner).await
+    }
+    async fn claim_edit(&self, id: ExecutionId, message: usize, version: i64) -> Result<bool, StoreError> {
+        self.writable()?.claim_edit(id, message, version).await
+    }
+    async fn confirm_edit(&self, id: ExecutionId, message: usize, version: i64) -> Result<bool, StoreError> {
+        self.writable()?.confirm_edit(id, message, version).await
+    }
+    async fn lead(&self, role: &str, owner: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.writable()?.lead(role, owner, until, now).await
+    }
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
+    async fn take_quota(&self, key: &str, per_minute: u32, now: DateTime<Utc>) -> Result<Option<std::time::Duration>, StoreError> {
+        self.writable()?.take_quota(key, per_minute, now).await
+    }
+    async fn take_slot(&self, key: &str, interval: std::time::Duration, now: DateTime<Utc>) -> Result<std::time::Duration, StoreError> {
+        self.writable()?.take_slot(key, interval, now).await
+    }
+    async fn wake(&self, id: ExecutionId) -> Result<(), StoreError> {
+        self.writable()?.wake(id).await
+    }
+    fn wakes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ExecutionId>> {
+        self.alive().ok()?.wakes()
     }
     async fn orphans(&self, owner: &str, now: DateTime<Utc>) -> Result<Vec<ExecutionId>, StoreError> {
         self.alive()?.orphans(owner, now).await
