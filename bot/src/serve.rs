@@ -47,44 +47,17 @@ pub async fn serve(
     if settings.config.console.enabled && !settings.config.console.identities.is_empty() && !matches!(console_auth, ConsoleAuth::Picker) {
         tracing::warn!("[console] identities is only offered by runbot demo's picker; runbot serve ignores it ([console] auth decides who acts)");
     }
-    let clusters = crate::clusters::connect(&settings).await?;
-    let catalogs = crate::catalogs::connect(&settings)?;
-    let store = Arc::new(SqlStore::connect(&settings.config.store.url).await?);
-    store.hold_liveness(&settings.instance).await?;
-    let console = Arc::new(match &settings.config.console.history {
-        Some(h) => ConsoleChat::with_history(base.join(h)).context("reading the console history")?,
-        None => ConsoleChat::in_memory(),
-    });
-    let mut chats = Chats::new().with(console.clone());
-    let slack = match &settings.config.slack {
-        Some(cfg) => Some(Slack::from_config(cfg, &settings)?),
-        None => None,
-    };
-    if let Some(s) = &slack {
-        s.chat.share_pacing(store.clone());
-        chats = chats.with(s.chat.clone());
-    }
-    let discord = match &settings.config.discord {
-        Some(cfg) => Some(Discord::from_config(cfg)?),
-        None => None,
-    };
-    if let Some(d) = &discord {
-        chats = chats.with(d.chat.clone());
-    }
     let listen = settings.config.server.listen.clone();
     let console_on = settings.config.console.enabled;
-    let sweep_every = Duration::from_secs(settings.config.engine.failover_secs.min(settings.config.engine.lease_secs / 3).max(1));
-    let store_dyn: Arc<dyn Store> = store.clone();
-    let deploy = crate::deploy::connect(&settings, &clusters)?;
-    let kinds = StepKinds::shipped_for(&Connections {
-        deploy,
-        clusters,
-        catalogs: catalogs.clone(),
-        checker: Some(Arc::new(runbot_adapters::integrity::PgChecker)),
-        integrity: runbot_commands::steps::integrity::specs(&settings),
-    });
-    let engine = Engine::new(settings, store_dyn, chats, Arc::new(SystemClock), kinds);
-    engine.set_catalogs(catalogs);
+    let limits = crate::connections::Limits {
+        max_connections: settings.config.server.max_connections,
+        header_timeout: Duration::from_secs(settings.config.server.header_timeout_secs),
+    }
+    .fitted();
+    let store = Arc::new(SqlStore::connect(&settings.config.store.url).await?);
+    store.hold_liveness(&settings.instance).await?;
+    let ChatSetup { console, chats, slack, discord } = connect_chats(&settings, &base, &store)?;
+    let engine = build_engine(settings, &store, chats).await?;
     // Every chat platform's deliveries take one path: recorded in the inbox, acknowledged,
     // acted on once (runbot_adapters::inbound).
     let pipeline = Pipeline::new(engine.clone());
@@ -95,68 +68,11 @@ pub async fn serve(
     if let (Some(d), Some(cfg)) = (discord, engine.settings().config.discord.as_ref()) {
         adapters.push(Box::new(d.start(cfg, &pipeline)?));
     }
-    // Pick up work a previous process left behind before taking new commands: executions,
-    // and commands recorded but not acted on.
-    engine.sweep().await;
-    let recovered = pipeline.recover(true).await;
-    if recovered > 0 {
-        tracing::info!(recovered, "received commands left unprocessed by the previous run are being handled");
-    }
-    let sweeper = engine.spawn_sweeper(sweep_every);
-    let inbox_sweeper = pipeline.spawn_sweeper(sweep_every);
-    // The backup monitor, at the most frequent configured interval.
-    let monitor_every = engine
-        .settings()
-        .config
-        .databases
-        .values()
-        .filter_map(|d| d.backup.as_ref())
-        .filter_map(|b| runbot_commands::config::parse_duration(&b.check_every).ok())
-        .min();
-    let monitor = monitor_every.map(|every| engine.spawn_backup_monitor(every.max(Duration::from_secs(1))));
-
-    // What /readyz waits for besides the store: at least one way to receive commands, and
-    // each adapter's socket transport connected.
-    let mut transports = Vec::new();
-    if console_on {
-        transports.push("console");
-    }
-    transports.extend(adapters.iter().flat_map(|a| a.transports()));
     let adapters = Arc::new(adapters);
-    let ready = Readiness { store: store.clone(), writable: tokio::sync::Mutex::new(None), transports, adapters: adapters.clone() };
-    let mut app = Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(readyz)).with_state(Arc::new(ready));
-    if console_on {
-        app = app.merge(console::router(ConsoleState { chat: console, engine: engine.clone(), auth: Arc::new(console_auth.clone()) }));
-    }
-    for a in adapters.iter() {
-        if let Some(r) = a.routes() {
-            app = app.merge(r);
-        }
-    }
-    tracing::info!(transports = ?adapters.iter().flat_map(|a| a.transports()).collect::<Vec<_>>(), "chat adapters started");
-    let metrics = engine.metrics().clone();
-    let limits = crate::connections::Limits {
-        max_connections: engine.settings().config.server.max_connections,
-        header_timeout: Duration::from_secs(engine.settings().config.server.header_timeout_secs),
-    }
-    .fitted();
+    let background = start_background(&engine, &pipeline).await;
     let conn_metrics = Arc::new(crate::connections::ConnectionMetrics::default());
-    let listener_metrics = conn_metrics.clone();
-    // One registry: the engine's families, the listener's, the inbox's, each adapter's.
-    let mut registry = runbot_commands::metrics::Registry::default();
-    metrics.register(&mut registry);
-    registry.register_collector(Box::new(listener_metrics));
-    pipeline.register_metrics(&mut registry);
-    for a in adapters.iter() {
-        a.register_metrics(&mut registry);
-    }
-    let registry = Arc::new(registry);
-    app = app.route(
-        "/metrics",
-        get(move || async move {
-            ([(axum::http::header::CONTENT_TYPE, runbot_commands::metrics::CONTENT_TYPE)], runbot_commands::metrics::encode(&registry))
-        }),
-    );
+    let console = console_on.then(|| ConsoleState { chat: console, engine: engine.clone(), auth: Arc::new(console_auth.clone()) });
+    let app = router(&engine, &pipeline, &store, &adapters, console, conn_metrics.clone());
     let listener = match bound {
         Some(l) => l,
         None => tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?,
@@ -182,10 +98,8 @@ pub async fn serve(
     };
     // No new connections from here; background work that starts side effects stops.
     let _ = stop_tx.send(true);
-    sweeper.abort();
-    inbox_sweeper.abort();
-    if let Some(m) = monitor {
-        m.abort();
+    for task in &background {
+        task.abort();
     }
     let served = match served {
         Some(r) => r,
@@ -198,20 +112,142 @@ pub async fn serve(
             }
         },
     };
+    stop(&adapters, &pipeline, &store).await;
+    served.context("the HTTP server task")?.context("serving HTTP")?;
+    tracing::info!("runbot stopped");
+    Ok(())
+}
+
+/// The console's chat and the configured chat adapters (not started yet), and the `Chats`
+/// the engine posts through.
+struct ChatSetup {
+    console: Arc<ConsoleChat>,
+    chats: Chats,
+    slack: Option<Slack>,
+    discord: Option<Discord>,
+}
+
+fn connect_chats(settings: &Settings, base: &std::path::Path, store: &Arc<SqlStore>) -> anyhow::Result<ChatSetup> {
+    let console = Arc::new(match &settings.config.console.history {
+        Some(h) => ConsoleChat::with_history(base.join(h)).context("reading the console history")?,
+        None => ConsoleChat::in_memory(),
+    });
+    let mut chats = Chats::new().with(console.clone());
+    let slack = match &settings.config.slack {
+        Some(cfg) => Some(Slack::from_config(cfg, settings)?),
+        None => None,
+    };
+    if let Some(s) = &slack {
+        s.chat.share_pacing(store.clone());
+        chats = chats.with(s.chat.clone());
+    }
+    let discord = match &settings.config.discord {
+        Some(cfg) => Some(Discord::from_config(cfg)?),
+        None => None,
+    };
+    if let Some(d) = &discord {
+        chats = chats.with(d.chat.clone());
+    }
+    Ok(ChatSetup { console, chats, slack, discord })
+}
+
+/// The engine with the step kinds' connections (clusters, catalogs, deploy tools, checker).
+async fn build_engine(settings: Settings, store: &Arc<SqlStore>, chats: Chats) -> anyhow::Result<Engine> {
+    let clusters = crate::clusters::connect(&settings).await?;
+    let catalogs = crate::catalogs::connect(&settings)?;
+    let deploy = crate::deploy::connect(&settings, &clusters)?;
+    let kinds = StepKinds::shipped_for(&Connections {
+        deploy,
+        clusters,
+        catalogs: catalogs.clone(),
+        checker: Some(Arc::new(runbot_adapters::integrity::PgChecker)),
+        integrity: runbot_commands::steps::integrity::specs(&settings),
+    });
+    let store: Arc<dyn Store> = store.clone();
+    let engine = Engine::new(settings, store, chats, Arc::new(SystemClock), kinds);
+    engine.set_catalogs(catalogs);
+    Ok(engine)
+}
+
+/// Picks up what a previous process left behind before new commands are taken — executions,
+/// and commands recorded but not acted on — then starts the periodic work: the sweepers and
+/// the backup monitor (at the most frequent configured interval).
+async fn start_background(engine: &Engine, pipeline: &Arc<Pipeline>) -> Vec<tokio::task::JoinHandle<()>> {
+    let cfg = &engine.settings().config.engine;
+    let sweep_every = Duration::from_secs(cfg.failover_secs.min(cfg.lease_secs / 3).max(1));
+    engine.sweep().await;
+    let recovered = pipeline.recover(true).await;
+    if recovered > 0 {
+        tracing::info!(recovered, "received commands left unprocessed by the previous run are being handled");
+    }
+    let mut tasks = vec![engine.spawn_sweeper(sweep_every), pipeline.spawn_sweeper(sweep_every)];
+    let monitor_every = engine
+        .settings()
+        .config
+        .databases
+        .values()
+        .filter_map(|d| d.backup.as_ref())
+        .filter_map(|b| runbot_commands::config::parse_duration(&b.check_every).ok())
+        .min();
+    tasks.extend(monitor_every.map(|every| engine.spawn_backup_monitor(every.max(Duration::from_secs(1)))));
+    tasks
+}
+
+/// `/healthz`, `/readyz`, the console (when on), each adapter's routes and `/metrics` — one
+/// registry: the engine's families, the listener's, the inbox's, each adapter's.
+fn router(
+    engine: &Engine,
+    pipeline: &Arc<Pipeline>,
+    store: &Arc<SqlStore>,
+    adapters: &Arc<Vec<Box<dyn ChatAdapter>>>,
+    console: Option<ConsoleState>,
+    conn_metrics: Arc<crate::connections::ConnectionMetrics>,
+) -> Router {
+    // What /readyz waits for besides the store: at least one way to receive commands, and
+    // each adapter's socket transport connected.
+    let mut transports = Vec::new();
+    if console.is_some() {
+        transports.push("console");
+    }
+    transports.extend(adapters.iter().flat_map(|a| a.transports()));
+    tracing::info!(transports = ?transports, "receiving commands");
+    let ready = Readiness { store: store.clone(), writable: tokio::sync::Mutex::new(None), transports, adapters: adapters.clone() };
+    let mut app = Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(readyz)).with_state(Arc::new(ready));
+    if let Some(state) = console {
+        app = app.merge(console::router(state));
+    }
+    let mut registry = runbot_commands::metrics::Registry::default();
+    engine.metrics().register(&mut registry);
+    registry.register_collector(Box::new(conn_metrics));
+    pipeline.register_metrics(&mut registry);
     for a in adapters.iter() {
+        if let Some(r) = a.routes() {
+            app = app.merge(r);
+        }
+        a.register_metrics(&mut registry);
+    }
+    let registry = Arc::new(registry);
+    app.route(
+        "/metrics",
+        get(move || async move {
+            ([(axum::http::header::CONTENT_TYPE, runbot_commands::metrics::CONTENT_TYPE)], runbot_commands::metrics::encode(&registry))
+        }),
+    )
+}
+
+/// After the listener stopped: the adapters' sockets close, the commands acknowledged and
+/// being acted on finish (within the grace period; the others stay in the inbox, recorded,
+/// and the next start acts on them or says nothing was done), then the store closes.
+async fn stop(adapters: &[Box<dyn ChatAdapter>], pipeline: &Pipeline, store: &SqlStore) {
+    for a in adapters {
         a.shutdown().await;
     }
-    // Commands acknowledged and being acted on finish (within the grace period); the others
-    // stay in the inbox, recorded, and the next start acts on them or says nothing was done.
     if !pipeline.drain(GRACE).await {
         tracing::warn!(in_flight = pipeline.in_flight(), "commands still being acted on after the grace period; the next start takes them over");
     }
     if tokio::time::timeout(GRACE, store.close()).await.is_err() {
         tracing::warn!(grace_s = GRACE.as_secs(), "store writes still in progress after the grace period; they roll back");
     }
-    served.context("the HTTP server task")?.context("serving HTTP")?;
-    tracing::info!("runbot stopped");
-    Ok(())
 }
 
 /// What `/readyz` checks.

@@ -288,71 +288,66 @@ impl Engine {
                 | Command::Run { dry_run: true, .. }
         );
         if dry_run {
-            return match resolve(&settings, self.kinds(), &cmd, "R-(dry-run)", &req.identity) {
-                Ok(plan) => {
-                    self.audit("dry_run", Some(&req.identity), None, json!({"runbook": plan.runbook, "target": plan.target.lock_key()})).await;
-                    let mut m = Message::text(format!(
-                        "Dry run — nothing was changed. {} on {} {} ({}) would:",
-                        plan.runbook, plan.target.kind, plan.target.name, plan.target.env
-                    ))
-                    .with_title(format!("Plan: {}", req.text.trim()));
-                    let steps: Vec<String> = plan.steps.iter().enumerate().map(|(i, s)| format!("{}. {} — {}", i + 1, s.name, s.action)).collect();
-                    m.code = Some(steps.join("\n"));
-                    Ok((Reply { message: m.map_text(|t| settings.redactor.redact(t)), ephemeral: true }, None))
-                }
-                Err(why) => Err(Reply::private(why)),
-            };
+            return self.dry_run(req, &cmd).await.map(|r| (r, None));
         }
         let id = match self.store().next_id().await {
             Ok(id) => id,
             Err(e) => return Err(UpdateError::Store(e).reply()),
         };
-        let plan = match resolve(&settings, self.kinds(), &cmd, &id.to_string(), &req.identity) {
-            Ok(p) => p,
-            Err(why) => return Err(Reply::private(why)),
-        };
+        let plan = resolve(&settings, self.kinds(), &cmd, &id.to_string(), &req.identity).map_err(Reply::private)?;
         // Authorization before anything changes.
         let allowed = settings.may_request(&req.identity, &req.roles, &plan.requesters);
         self.audit("authz", Some(&req.identity), Some(id), json!({"runbook": plan.runbook, "target": plan.target.lock_key(), "allowed": allowed}))
             .await;
         if !allowed {
-            return Err(Reply::private(if plan.requesters.is_empty() {
-                format!(
-                    "You ({}) are not in any runbot group, so you cannot run {}. Ask an admin to add you under [groups].",
-                    req.identity, plan.runbook
-                )
-            } else {
-                format!(
-                    "Running {} in {} needs membership of {}; you ({}) are not a member.",
-                    plan.runbook,
-                    plan.target.env,
-                    plan.requesters.join(" or "),
-                    req.identity
-                )
-            }));
+            return Err(not_allowed(req, &plan));
         }
+        let exec = self.new_execution(req, id, plan, seed, inbox);
+        self.create(req, &exec).await?;
+        let text = self.announce(req, &exec).await?;
+        Ok((Reply::private(text), Some(id)))
+    }
+
+    /// A dry run: the plan, and nothing changed.
+    async fn dry_run(&self, req: &Request, cmd: &Command) -> Result<Reply, Reply> {
+        let settings = self.settings();
+        let plan = resolve(&settings, self.kinds(), cmd, "R-(dry-run)", &req.identity).map_err(Reply::private)?;
+        self.audit("dry_run", Some(&req.identity), None, json!({"runbook": plan.runbook, "target": plan.target.lock_key()})).await;
+        let mut m = Message::text(format!(
+            "Dry run — nothing was changed. {} on {} {} ({}) would:",
+            plan.runbook, plan.target.kind, plan.target.name, plan.target.env
+        ))
+        .with_title(format!("Plan: {}", req.text.trim()));
+        let steps: Vec<String> = plan.steps.iter().enumerate().map(|(i, s)| format!("{}. {} — {}", i + 1, s.name, s.action)).collect();
+        m.code = Some(steps.join("\n"));
+        Ok(Reply { message: m.map_text(|t| settings.redactor.redact(t)), ephemeral: true })
+    }
+
+    /// The execution a resolved plan becomes (not stored yet).
+    fn new_execution(&self, req: &Request, id: ExecutionId, plan: plan::Plan, seed: Vec<String>, inbox: Option<&str>) -> Execution {
+        let settings = self.settings();
         let now = self.now();
         let incident_channel = settings.incident_channel(&plan.target.env, &req.origin.platform).unwrap_or(&req.origin.channel).to_string();
-        let fp = plan::fingerprint(&plan.runbook, &plan.target, &plan.vars, &plan.steps, &plan.policy, &[]);
+        let fingerprint = plan::fingerprint(&plan.runbook, &plan.target, &plan.vars, &plan.steps, &plan.policy, &[]);
         // Checked when the configuration was loaded; a runbook that lost a step keeps no button.
         let follow_up = settings.runbooks.get(&plan.runbook).and_then(|rb| rb.follow_up().ok().flatten());
-        let exec = Execution {
+        Execution {
             id,
-            runbook: plan.runbook.clone(),
+            runbook: plan.runbook,
             command: settings.redactor.redact(req.text.trim()),
             vars: plan.vars,
-            target: plan.target.clone(),
+            target: plan.target,
             mutating: plan.mutating,
             requester: req.identity.clone(),
             requester_person: settings.person(&req.identity),
             origin: req.origin.clone(),
-            incident_channel: incident_channel.clone(),
+            incident_channel,
             state: ExecState::Running,
             steps: plan.steps,
             current: 0,
             policy: plan.policy,
             approvals: Vec::new(),
-            fingerprint: fp,
+            fingerprint,
             resolved: seed,
             rollback: None,
             expires_at: None,
@@ -365,16 +360,23 @@ impl Engine {
             created_at: now,
             updated_at: now,
             finished_at: None,
-        };
-        let lock = plan.mutating.then(|| plan.target.lock_key());
+        }
+    }
+
+    /// Stores a new execution with its audit record and the target's lock. `Err` is the
+    /// refusal to give: the target is busy, the store failed, or (never shown) the received
+    /// command was acted on elsewhere.
+    async fn create(&self, req: &Request, exec: &Execution) -> Result<(), Reply> {
+        let id = exec.id;
+        let lock = exec.mutating.then(|| exec.target.lock_key());
         let created = self.audit_entry(
             "execution",
             Some(&req.identity),
             Some(id),
             json!({"runbook": exec.runbook, "target": exec.target.lock_key(), "fingerprint": exec.fingerprint}),
         );
-        match self.store().create_audited(&exec, lock.as_deref(), &[created]).await {
-            Ok(()) => {}
+        match self.store().create_audited(exec, lock.as_deref(), &[created]).await {
+            Ok(()) => Ok(()),
             Err(StoreError::Locked { key, holder }) => {
                 let about = match self.store().load(holder).await {
                     Ok(Some(h)) => format!(
@@ -387,91 +389,112 @@ impl Engine {
                     _ => holder.to_string(),
                 };
                 self.audit("lock_refused", Some(&req.identity), Some(id), json!({"key": key, "holder": holder.to_string()})).await;
-                return Err(Reply::private(format!(
+                let t = &exec.target;
+                Err(Reply::private(format!(
                     "{} {} ({}) is busy: {about} is already working on it. Wait for it to finish, or see /ops status {holder}.",
-                    plan.target.kind, plan.target.name, plan.target.env
-                )));
+                    t.kind, t.name, t.env
+                )))
             }
             Err(StoreError::AlreadyProcessed(key)) => {
                 tracing::info!(execution = %id, inbox = %key, "the received command was already acted on elsewhere; nothing created");
-                return Err(already_processed());
+                Err(already_processed())
             }
-            Err(e) => return Err(UpdateError::Store(e).reply()),
+            Err(e) => Err(UpdateError::Store(e).reply()),
         }
-        // The status message is posted before any step runs, and its id stored, so every later
-        // update (also after a restart) edits the same message. Held meanwhile: no sweep of
-        // any replica starts a step of it before then.
+    }
+
+    /// Posts the status message of a stored execution before any step runs, and stores its
+    /// id, so every later update (also after a restart) edits the same message; then its
+    /// mirrors. Held meanwhile: no sweep of any replica starts a step of it before then. `Ok`:
+    /// the reply's text; `Err`: the message could not be posted (the execution is cancelled,
+    /// or the reply says how to stop it).
+    async fn announce(&self, req: &Request, exec: &Execution) -> Result<String, Reply> {
+        let (id, settings) = (exec.id, self.settings());
+        let incident_channel = exec.incident_channel.clone();
         let hold = self.hold_for_announcement(id).await;
         let platform = req.origin.platform.clone();
-        let msg = super::render(&exec, now).map_text(|t| settings.redactor.redact(t));
+        let msg = super::render(exec, exec.created_at).map_text(|t| settings.redactor.redact(t));
         let posted = match self.chats().get(&platform) {
             Some(chat) => chat.post(&incident_channel, None, &msg).await.map_err(|e| e.to_string()),
             None => Err(format!("no {platform} adapter is running")),
         };
-        let mirror_failures = match posted {
-            Ok(msg_id) => {
-                // The mirrors (`[environments.ENV] mirror`): the same message on the other
-                // platforms. One that cannot be posted is said on the origin's message and in
-                // the reply; the execution goes on without it.
-                let mut refs = vec![MessageRef { platform, channel: incident_channel.clone(), id: msg_id, final_sent: false }];
-                let (mirrored, failed) = self.post_mirrors(&exec, &msg).await;
-                refs.extend(mirrored);
-                let notes: Vec<String> =
-                    failed.iter().map(|(p, why)| format!("Could not mirror this message to {p} ({why}); it is only here.")).collect();
-                match self
-                    .update(id, |ex| {
-                        ex.messages.extend(refs.iter().cloned());
-                        ex.notes.extend(notes.iter().cloned());
-                        Ok(())
-                    })
-                    .await
-                {
-                    Ok((saved, ())) if !failed.is_empty() => self.publish(&saved),
-                    Ok(_) => {}
-                    // Created and announced: the reply must not say nothing happened.
-                    Err(e) => {
-                        tracing::error!(execution = %id, error = ?e, "could not record the status message of a new execution");
-                        return Ok((
-                            Reply::private(format!(
-                                "{id} was created and its status message posted, but runbot could not record that message (its state store did not answer); it goes on once the store answers, possibly under a new status message. /ops status {id} shows where it is; /ops cancel {id} stops it."
-                            )),
-                            Some(id),
-                        ));
-                    }
-                }
-                for (p, why) in &failed {
-                    self.audit("mirror_failed", None, Some(id), json!({"platform": p, "error": why})).await;
-                }
-                failed
-            }
-            Err(why) => {
-                let cancelled = self
-                    .update(id, |ex| {
-                        ex.state = ExecState::Cancelled;
-                        ex.finished_at = Some(ex.updated_at);
-                        ex.notes.push(format!("Could not post the status message ({why}); nothing was run."));
-                        Ok(())
-                    })
-                    .await;
-                self.audit("error", None, Some(id), json!({"error": why})).await;
-                if let Err(e) = cancelled {
-                    // The execution is stored and could not be stopped: say so, and how to.
-                    tracing::error!(execution = %id, error = ?e, "could not cancel an execution whose status message was not posted");
-                    return Err(Reply::private(format!(
-                        "{id} was created, but runbot could not post its status message ({why}) nor record that it must not run (its state store did not answer). Cancel it with /ops cancel {id}; /ops status {id} shows where it is."
-                    )));
-                }
-                return Err(Reply::private(format!("{id} was not started: runbot could not post its status message ({why}). Nothing was changed.")));
-            }
+        let msg_id = match posted {
+            Ok(msg_id) => msg_id,
+            Err(why) => return Err(self.not_announced(id, &why).await),
         };
+        // The mirrors (`[environments.ENV] mirror`): the same message on the other platforms.
+        // One that cannot be posted is said on the origin's message and in the reply; the
+        // execution goes on without it.
+        let mut refs = vec![MessageRef { platform, channel: incident_channel.clone(), id: msg_id, final_sent: false }];
+        let (mirrored, failed) = self.post_mirrors(exec, &msg).await;
+        refs.extend(mirrored);
+        let notes: Vec<String> = failed.iter().map(|(p, why)| format!("Could not mirror this message to {p} ({why}); it is only here.")).collect();
+        let recorded = self
+            .update(id, |ex| {
+                ex.messages.extend(refs.iter().cloned());
+                ex.notes.extend(notes.iter().cloned());
+                Ok(())
+            })
+            .await;
+        match recorded {
+            Ok((saved, ())) if !failed.is_empty() => self.publish(&saved),
+            Ok(_) => {}
+            // Created and announced: the reply must not say nothing happened.
+            Err(e) => {
+                tracing::error!(execution = %id, error = ?e, "could not record the status message of a new execution");
+                return Ok(format!(
+                    "{id} was created and its status message posted, but runbot could not record that message (its state store did not answer); it goes on once the store answers, possibly under a new status message. /ops status {id} shows where it is; /ops cancel {id} stops it."
+                ));
+            }
+        }
+        for (p, why) in &failed {
+            self.audit("mirror_failed", None, Some(id), json!({"platform": p, "error": why})).await;
+        }
         hold.kick();
         let where_ = if incident_channel == req.origin.channel { "below".to_string() } else { format!("in #{incident_channel}") };
         let mut text = format!("{id} created — follow it {where_}.");
-        for (p, why) in &mirror_failures {
+        for (p, why) in &failed {
             text.push_str(&format!(" Its mirror on {p} could not be posted: {why}."));
         }
-        Ok((Reply::private(text), Some(id)))
+        Ok(text)
     }
+
+    /// The status message of `id` could not be posted: the execution is cancelled before it
+    /// runs anything, and the reply says so — or, when even that cannot be stored, how to.
+    async fn not_announced(&self, id: ExecutionId, why: &str) -> Reply {
+        let cancelled = self
+            .update(id, |ex| {
+                ex.state = ExecState::Cancelled;
+                ex.finished_at = Some(ex.updated_at);
+                ex.notes.push(format!("Could not post the status message ({why}); nothing was run."));
+                Ok(())
+            })
+            .await;
+        self.audit("error", None, Some(id), json!({"error": why})).await;
+        if let Err(e) = cancelled {
+            // The execution is stored and could not be stopped: say so, and how to.
+            tracing::error!(execution = %id, error = ?e, "could not cancel an execution whose status message was not posted");
+            return Reply::private(format!(
+                "{id} was created, but runbot could not post its status message ({why}) nor record that it must not run (its state store did not answer). Cancel it with /ops cancel {id}; /ops status {id} shows where it is."
+            ));
+        }
+        Reply::private(format!("{id} was not started: runbot could not post its status message ({why}). Nothing was changed."))
+    }
+}
+
+/// The refusal of a request its requester may not make.
+fn not_allowed(req: &Request, plan: &plan::Plan) -> Reply {
+    Reply::private(if plan.requesters.is_empty() {
+        format!("You ({}) are not in any runbot group, so you cannot run {}. Ask an admin to add you under [groups].", req.identity, plan.runbook)
+    } else {
+        format!(
+            "Running {} in {} needs membership of {}; you ({}) are not a member.",
+            plan.runbook,
+            plan.target.env,
+            plan.requesters.join(" or "),
+            req.identity
+        )
+    })
 }
 
 /// The (never shown) answer of a command whose inbox entry another process consumed first.
