@@ -131,6 +131,11 @@ pub async fn serve(
             app = app.merge(r);
         }
     }
+    // `[alerts]`: Alertmanager's webhook.
+    let alerts = runbot_adapters::alerts::Alerts::from_engine(&engine)?;
+    if let Some(a) = &alerts {
+        app = app.merge(a.router());
+    }
     tracing::info!(transports = ?adapters.iter().flat_map(|a| a.transports()).collect::<Vec<_>>(), "chat adapters started");
     let metrics = engine.metrics().clone();
     let limits = crate::connections::Limits {
@@ -140,13 +145,16 @@ pub async fn serve(
     .fitted();
     let conn_metrics = Arc::new(crate::connections::ConnectionMetrics::default());
     let listener_metrics = conn_metrics.clone();
-    let metered = (adapters.clone(), pipeline.clone());
+    let metered = (adapters.clone(), pipeline.clone(), alerts.map(|a| a.metrics));
     app = app.route(
         "/metrics",
         get(move || async move {
             let mut text = metrics.render();
             text.push_str(&listener_metrics.render());
             metered.1.render_metrics(&mut text);
+            if let Some(a) = &metered.2 {
+                a.render(&mut text);
+            }
             for a in metered.0.iter() {
                 a.render_metrics(&mut text);
             }
