@@ -16,3 +16,4 @@ pub mod runbook;
 pub mod setup;
 pub mod steps;
 pub mod store_memory;
+pub mod timeline;

@@ -8,7 +8,7 @@ use runbot_adapters::alerts::Alerts;
 use runbot_adapters::console::ConsoleChat;
 use runbot_adapters::store_sql::SqlStore;
 use runbot_commands::config::Settings;
-use runbot_commands::engine::{Click, Engine};
+use runbot_commands::engine::{Click, Engine, Request};
 use runbot_commands::model::{ExecState, Identity, Origin};
 use runbot_commands::ports::{Chats, ListFilter, Store, SystemClock};
 use runbot_commands::steps::StepKinds;
@@ -194,6 +194,25 @@ async fn the_button_creates_the_execution_with_the_clicking_person_as_requester_
     // The requester cannot approve their own request: bruno's vote is refused like a typed command's.
     let own = r.engine.handle_click(click("console:bruno", &format!("{}|approve|{}", exec.id, exec.fingerprint))).await;
     assert!(own.message.text.contains("someone else must approve it"), "{}", own.message.text);
+
+    // The alert resolves; the execution's timeline starts with the alert and shows its end.
+    assert_eq!(send(&r, Some(TOKEN), payload("resolved", "KubePodCrashLooping", "bc97ff14869b13e3").to_string()).await.0, 200);
+    let req = Request {
+        identity: Identity::new("console:ana"),
+        origin: Origin { platform: "console".into(), channel: INC.into(), thread: None },
+        text: format!("/ops timeline {}", exec.id),
+        roles: Vec::new(),
+    };
+    let timeline = r.engine.handle_command(req).await.message.code.unwrap_or_default();
+    let mut at = 0;
+    for want in [
+        "| runbot | Alert KubePodCrashLooping fired, firing since 2026-12-06T02:10:00Z (http://prometheus.example:9090/graph",
+        "| console:bruno | Requested hello on service:promotions@prod",
+        "| console:bruno | Run from alert KubePodCrashLooping (bc97ff14869b13e3) |",
+        "| runbot | Alert KubePodCrashLooping resolved |",
+    ] {
+        at += timeline[at..].find(want).unwrap_or_else(|| panic!("{want:?} after byte {at} in:\n{timeline}")) + want.len();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

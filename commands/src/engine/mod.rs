@@ -12,6 +12,7 @@ mod publish;
 mod render;
 mod runner;
 mod sweep;
+mod timeline;
 
 pub use alerts::AlertOutcome;
 pub use plan::fingerprint;
