@@ -23,11 +23,15 @@ struct Receiver {
     chat: Arc<ConsoleChat>,
     engine: Engine,
     alerts: Alerts,
-    _dir: tempfile::TempDir,
+    dir: Arc<tempfile::TempDir>,
 }
 
 async fn receiver() -> Receiver {
-    let dir = tempfile::tempdir().expect("tempdir");
+    receiver_in(Arc::new(tempfile::tempdir().expect("tempdir")), Arc::new(ConsoleChat::in_memory())).await
+}
+
+/// A receiver whose store is in `dir` and whose chat is `chat` (the same two again: a restart).
+async fn receiver_in(dir: Arc<tempfile::TempDir>, chat: Arc<ConsoleChat>) -> Receiver {
     let config = format!(
         r#"{preamble}
 [secrets]
@@ -57,7 +61,6 @@ env = "{{labels.namespace}}"
     let kinds = StepKinds::shipped();
     let settings = Settings::from_toml(&config, dir.path(), &kinds).unwrap_or_else(|p| panic!("config problems: {p:?}"));
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&settings.config.store.url).await.expect("store"));
-    let chat = Arc::new(ConsoleChat::in_memory());
     let engine = Engine::new(settings, store, Chats::new().with(chat.clone()), Arc::new(SystemClock), kinds);
     let alerts = Alerts::from_engine(&engine).expect("receiver").expect("[alerts] is set");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -66,7 +69,7 @@ env = "{{labels.namespace}}"
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Receiver { base, chat, engine, alerts, _dir: dir }
+    Receiver { base, chat, engine, alerts, dir }
 }
 
 /// Alertmanager's documented webhook body (version 4), one alert.
@@ -224,4 +227,20 @@ async fn an_alert_no_trigger_matches_is_counted_and_not_posted() {
     let mut text = String::new();
     r.alerts.metrics.render(&mut text);
     assert!(text.contains("runbot_alerts_unmatched_total{reason=\"no_trigger\"} 1"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_restart_a_repeat_still_edits_its_message_and_the_button_still_works() {
+    let before = receiver().await;
+    assert_eq!(send(&before, Some(TOKEN), payload("firing", "KubePodCrashLooping", "5e7a11c0ffee0001").to_string()).await.0, 200);
+    // A new process on the same store and chat: it knows the alert from the audit trail.
+    let after = receiver_in(before.dir.clone(), before.chat.clone()).await;
+    assert_eq!(send(&after, Some(TOKEN), payload("firing", "KubePodCrashLooping", "5e7a11c0ffee0001").to_string()).await.0, 200);
+    let msgs = after.chat.messages(INC);
+    assert_eq!(msgs.len(), 1, "the repeat after the restart is not reposted");
+    assert_eq!(msgs[0].edits, 1);
+    assert!(msgs[0].message.all_text().contains("deployment=promotions-api"), "{}", msgs[0].message.all_text());
+    let reply = after.engine.handle_click(click("console:ana", "alert|5e7a11c0ffee0001")).await;
+    assert!(reply.message.text.contains("created"), "{}", reply.message.text);
+    assert_eq!(after.alerts.metrics.get("runbot_alerts_total", "edited"), 1);
 }

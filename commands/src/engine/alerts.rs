@@ -5,8 +5,9 @@
 //! by the clicking person: authorization and approvals apply unchanged, and the execution
 //! notes the alert it came from.
 //!
-//! The alerts this process posted are kept in memory: after a restart a repeat is posted
-//! anew, and a click on an older message is refused with the command to type instead.
+//! The alerts posted are kept in memory, rebuilt from the audit trail (`alert_fired`,
+//! `alert_run`, `alert_resolved`) at the first alert or click after a start: after a restart
+//! a repeat still edits its message and the button still works.
 
 use super::plan::resolve;
 use super::{Click, Engine, Reply, Request};
@@ -15,7 +16,7 @@ use crate::grammar::{self, ExecutionId};
 use crate::message::{Button, ButtonStyle, Message};
 use crate::model::Identity;
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The button value prefix of an alert's [Run …] button: `alert|<fingerprint>`.
 pub const ALERT_BUTTON: &str = "alert|";
@@ -54,15 +55,30 @@ pub(super) struct Posted {
     plan: Result<Vec<String>, String>,
 }
 
-/// The alerts this process posted, by fingerprint.
-pub(super) type Alerts = tokio::sync::Mutex<HashMap<String, Posted>>;
+/// The alerts posted, by fingerprint; `loaded` once the audit trail was read.
+#[derive(Default)]
+pub(super) struct Book {
+    loaded: bool,
+    by_fingerprint: HashMap<String, Posted>,
+}
+
+pub(super) type Alerts = tokio::sync::Mutex<Book>;
+
+fn text(d: &serde_json::Value, key: &str) -> String {
+    d.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_string()
+}
+
+fn map(d: &serde_json::Value, key: &str) -> BTreeMap<String, String> {
+    serde_json::from_value(d.get(key).cloned().unwrap_or_default()).unwrap_or_default()
+}
 
 impl Engine {
     /// Handles one alert (firing or resolved). Alerts are handled one at a time.
     pub async fn handle_alert(&self, alert: Alert) -> AlertOutcome {
         let settings = self.settings();
         let Some(cfg) = settings.config.alerts.clone() else { return AlertOutcome::Unmatched("no_trigger") };
-        let mut posted = self.inner.alerts.lock().await;
+        let mut book = self.alert_book().await;
+        let posted = &mut book.by_fingerprint;
         if let Some(p) = posted.get_mut(&alert.fingerprint) {
             let resolved = alert.status == AlertStatus::Resolved;
             p.alert = alert;
@@ -109,6 +125,71 @@ impl Engine {
         AlertOutcome::Posted(id)
     }
 
+    /// The alerts posted, read from the audit trail the first time (again later if the store
+    /// did not answer).
+    async fn alert_book(&self) -> tokio::sync::MutexGuard<'_, Book> {
+        let mut book = self.inner.alerts.lock().await;
+        if book.loaded {
+            return book;
+        }
+        match self.store().audit_log().await {
+            Ok((records, _)) => {
+                for r in &records {
+                    self.replay_alert(&mut book.by_fingerprint, &r.entry);
+                }
+                if book.by_fingerprint.len() >= REMEMBERED {
+                    book.by_fingerprint.retain(|_, p| p.alert.status == AlertStatus::Firing);
+                }
+                book.loaded = true;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the alerts posted before from the audit trail; trying again at the next alert"),
+        }
+        book
+    }
+
+    /// One audit record about an alert, applied to the alerts posted.
+    fn replay_alert(&self, posted: &mut HashMap<String, Posted>, e: &crate::audit::AuditEntry) {
+        let d = &e.detail;
+        let fingerprint = text(d, "alert");
+        match e.kind.as_str() {
+            "alert_fired" => {
+                let proposal = Proposal { runbook: text(d, "runbook"), target: text(d, "target"), env: text(d, "env") };
+                let time = |k: &str| d.get(k).and_then(|v| serde_json::from_value(v.clone()).ok());
+                let alert = Alert {
+                    fingerprint: fingerprint.clone(),
+                    status: AlertStatus::Firing,
+                    labels: map(d, "labels"),
+                    annotations: map(d, "annotations"),
+                    starts_at: time("starts_at"),
+                    ends_at: time("ends_at"),
+                    generator_url: text(d, "generator_url"),
+                };
+                let plan = self.alert_plan(&proposal);
+                let p = Posted {
+                    alert,
+                    proposal,
+                    platform: text(d, "platform"),
+                    channel: text(d, "channel"),
+                    message: text(d, "message"),
+                    execution: None,
+                    plan,
+                };
+                posted.insert(fingerprint, p);
+            }
+            "alert_run" => {
+                if let Some(p) = posted.get_mut(&fingerprint) {
+                    p.execution = e.execution.as_deref().and_then(|x| x.parse().ok());
+                }
+            }
+            "alert_resolved" => {
+                if let Some(p) = posted.get_mut(&fingerprint) {
+                    p.alert.status = AlertStatus::Resolved;
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// The proposal's dry run: each step and its exact action, or why it cannot be planned.
     fn alert_plan(&self, proposal: &Proposal) -> Result<Vec<String>, String> {
         let cmd = grammar::parse(&proposal.command(true)).map_err(|e| e.to_string())?;
@@ -124,10 +205,10 @@ impl Engine {
             return Reply::private("That button is not one runbot understands; nothing was changed.");
         }
         self.audit("click", Some(&click.identity), None, json!({"action": "alert_run", "alert": fingerprint})).await;
-        let mut posted = self.inner.alerts.lock().await;
-        let Some(p) = posted.get_mut(fingerprint) else {
+        let mut book = self.alert_book().await;
+        let Some(p) = book.by_fingerprint.get_mut(fingerprint) else {
             return Reply::private(
-                "runbot no longer knows this alert (it restarted since it posted it, or forgot it long after it resolved); nothing was started. Type the command instead.",
+                "runbot no longer knows this alert (it forgot it long after it resolved); nothing was started. Type the command instead.",
             );
         };
         let command = p.proposal.command(false);
@@ -184,6 +265,9 @@ fn alert_detail(p: &Posted) -> serde_json::Value {
     json!({
         "alert": p.alert.fingerprint,
         "alertname": p.alert.name(),
+        "labels": p.alert.labels,
+        "annotations": p.alert.annotations,
+        "platform": p.platform,
         "runbook": p.proposal.runbook,
         "target": p.proposal.target,
         "env": p.proposal.env,
