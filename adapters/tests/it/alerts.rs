@@ -53,11 +53,25 @@ labels = {{ alertname = "KubePodCrashLooping" }}
 runbook = "hello"
 target = "{{labels.deployment}}"
 env = "{{labels.namespace}}"
+[[triggers]]
+labels = {{ alertname = "Probe" }}
+runbook = "probe"
+target = "{{labels.deployment}}"
+env = "prod"
 "#,
         preamble = preamble(dir.path(), "alerts-test"),
         token = secret_file(dir.path(), "am-token", TOKEN),
         service = promotions_service("prod"),
     );
+    // A runbook that looks before it asks: its first step is the diagnosis.
+    let runbooks = dir.path().join("runbooks.toml");
+    let mut text = std::fs::read_to_string(&runbooks).expect("runbooks.toml");
+    text.push_str(
+        "[runbooks.probe]\nsummary = \"Looks, then asks\"\ntarget = \"service\"\n\
+         [[runbooks.probe.steps]]\nname = \"look\"\nkind = \"command\"\nidempotent = true\nargv = [\"echo\", \"looking at {target}\"]\n\
+         [[runbooks.probe.steps]]\nname = \"approve\"\nkind = \"approval\"\n",
+    );
+    std::fs::write(&runbooks, text).expect("write runbooks.toml");
     let kinds = StepKinds::shipped();
     let settings = Settings::from_toml(&config, dir.path(), &kinds).unwrap_or_else(|p| panic!("config problems: {p:?}"));
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&settings.config.store.url).await.expect("store"));
@@ -243,4 +257,13 @@ async fn after_a_restart_a_repeat_still_edits_its_message_and_the_button_still_w
     let reply = after.engine.handle_click(click("console:ana", "alert|5e7a11c0ffee0001")).await;
     assert!(reply.message.text.contains("created"), "{}", reply.message.text);
     assert_eq!(after.alerts.metrics.get("runbot_alerts_total", "edited"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_steps_before_the_approval_are_shown_as_the_diagnosis() {
+    let r = receiver().await;
+    assert_eq!(send(&r, Some(TOKEN), payload("firing", "Probe", "0b5e55ed00000001").to_string()).await.0, 200);
+    let code = r.chat.messages(INC).first().and_then(|m| m.message.code.clone()).expect("the alert message with its plan");
+    assert!(code.contains("1. look — run [\"echo\", \"looking at promotions\"]") && code.contains("(diagnosis, before approval)"), "{code}");
+    assert!(!code.lines().any(|l| l.starts_with("2. approve") && l.contains("diagnosis")), "{code}");
 }

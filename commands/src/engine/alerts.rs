@@ -194,7 +194,14 @@ impl Engine {
     fn alert_plan(&self, proposal: &Proposal) -> Result<Vec<String>, String> {
         let cmd = grammar::parse(&proposal.command(true)).map_err(|e| e.to_string())?;
         let plan = resolve(&self.settings(), self.kinds(), &cmd, "R-(alert)", &Identity::new("console:alertmanager"))?;
-        Ok(plan.steps.iter().enumerate().map(|(i, s)| format!("{}. {} — {}", i + 1, s.name, s.action)).collect())
+        // The steps before the approval are the diagnosis: they run once someone clicks.
+        let gate = plan.steps.iter().position(|s| s.kind == crate::steps::APPROVAL).unwrap_or(plan.steps.len());
+        Ok(plan
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{}. {} — {}{}", i + 1, s.name, s.action, if i < gate { " (diagnosis, before approval)" } else { "" }))
+            .collect())
     }
 
     /// The [Run RUNBOOK TARGET] button of an alert: the proposal as a command typed by the
