@@ -123,6 +123,13 @@ pub fn build(exec: &Execution, records: &[AuditRecord]) -> Timeline {
         };
         events.push(Event { at: e.at, seq: r.seq, kind: kind.into(), actor: e.actor.clone(), text });
     }
+    // A change without a state record (a cancel before approval) still ends the timeline.
+    let final_state = exec.state.as_str();
+    if exec.state.is_terminal() && last_state != final_state {
+        // Last: the record that caused it (e.g. `cancel`) is written after the change.
+        let at = events.iter().map(|e| e.at).chain([exec.finished_at.unwrap_or(exec.updated_at)]).max().unwrap_or(exec.updated_at);
+        events.push(Event { at, seq: u64::MAX, kind: "state".into(), actor: None, text: format!("Execution {}", final_state.replace('_', " ")) });
+    }
     events.sort_by_key(|e| (e.at, e.seq));
     Timeline {
         execution: id,

@@ -389,6 +389,15 @@ async fn the_timeline_of_an_execution_reads_the_audit_trail_in_chat_and_on_the_c
     let r = bot.command("console:carol", "ops", "/ops timeline R-1").await;
     let md = r["code"].as_str().unwrap_or_else(|| panic!("a timeline: {r}"));
     in_order(md);
+    // A second request, cancelled before anyone approved it: the cancel and its author show.
+    let r = bot.command("console:alice", "ops", "/ops run touch alpha").await;
+    assert!(text(&r).contains("R-2 created"), "{r}");
+    let r = bot.command("console:alice", "ops", "/ops cancel R-2").await;
+    assert!(text(&r).contains("Cancelling R-2"), "{r}");
+    let r = bot.command("console:carol", "ops", "/ops timeline R-2").await;
+    let md = r["code"].as_str().unwrap_or_default();
+    let (cancel, end) = (md.find("| console:alice | Cancelled before approval |"), md.find("| runbot | Execution cancelled |"));
+    assert!(cancel.is_some() && end.is_some() && cancel < end, "{md}");
     let status = bot.terminate();
     assert!(status.success(), "{status}");
 
