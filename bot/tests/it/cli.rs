@@ -392,8 +392,10 @@ async fn the_timeline_of_an_execution_reads_the_audit_trail_in_chat_and_on_the_c
     // A second request, cancelled before anyone approved it: the cancel and its author show.
     let r = bot.command("console:alice", "ops", "/ops run touch alpha").await;
     assert!(text(&r).contains("R-2 created"), "{r}");
+    until("R-2 offers Approve", 15, async || bot.status("ops", "R-2").await.is_some_and(|m| button(&m, "approve").is_some())).await;
     let r = bot.command("console:alice", "ops", "/ops cancel R-2").await;
     assert!(text(&r).contains("Cancelling R-2"), "{r}");
+    until("R-2 cancelled", 15, async || bot.status("ops", "R-2").await.is_some_and(|m| text(&m["message"]).contains("Cancelled"))).await;
     let r = bot.command("console:carol", "ops", "/ops timeline R-2").await;
     let md = r["code"].as_str().unwrap_or_default();
     let (cancel, end) = (md.find("| console:alice | Cancelled before approval |"), md.find("| runbot | Execution cancelled |"));
