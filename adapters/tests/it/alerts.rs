@@ -194,7 +194,15 @@ async fn the_button_creates_the_execution_with_the_clicking_person_as_requester_
     assert_eq!(send(&r, Some(TOKEN), payload("firing", "KubePodCrashLooping", "bc97ff14869b13e3").to_string()).await.0, 200);
     let reply = r.engine.handle_click(click("console:bruno", "alert|bc97ff14869b13e3")).await;
     assert!(reply.message.text.contains("created"), "{:?}", reply.message.text);
-    let list = r.engine.store().list(&ListFilter::default()).await.expect("list");
+    // The runner takes the new execution to its approval step.
+    let started = std::time::Instant::now();
+    let list = loop {
+        let list = r.engine.store().list(&ListFilter::default()).await.expect("list");
+        if list.iter().all(|e| e.state != ExecState::Running) || started.elapsed() > std::time::Duration::from_secs(30) {
+            break list;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(list.len(), 1, "one execution");
     let exec = &list[0];
     assert_eq!(exec.requester, Identity::new("console:bruno"), "the clicking person requested it");
