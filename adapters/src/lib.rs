@@ -3,6 +3,7 @@
 //! (serenity's REST and Ed25519 check), the Kubernetes driver (kube-rs), GitHub (octocrab),
 //! the backup catalog on S3 (aws-sdk-s3), container registries and HTTP checks (reqwest).
 
+pub mod alerts;
 pub mod backlog;
 pub mod backoff;
 pub mod backup;

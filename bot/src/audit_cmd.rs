@@ -1,4 +1,4 @@
-//! `runbot audit verify`, `runbot audit export` and `runbot artifacts export`.
+//! `runbot audit verify`, `runbot audit export`, `runbot audit timeline` and `runbot artifacts export`.
 
 use anyhow::Context;
 use runbot_adapters::store_sql::SqlStore;
@@ -82,5 +82,16 @@ pub async fn export_artifacts(settings: &Settings, id: &str, out: &Path) -> anyh
         std::fs::write(&path, &content).with_context(|| format!("writing {}", path.display()))?;
         println!("{} ({} bytes)", path.display(), content.len());
     }
+    Ok(())
+}
+
+/// Prints the postmortem timeline of execution `id` (Markdown, or JSON with `json`).
+pub async fn timeline(store_url: &str, id: &str, json: bool) -> anyhow::Result<()> {
+    let exec: runbot_commands::grammar::ExecutionId = id.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let store = SqlStore::connect(store_url).await?;
+    let Some(v) = store.load(exec).await? else { anyhow::bail!("there is no execution {exec}") };
+    let (records, _) = store.audit_log().await?;
+    let t = runbot_commands::timeline::build(&v.value, &records);
+    println!("{}", if json { t.json() } else { t.markdown() });
     Ok(())
 }

@@ -109,6 +109,16 @@ enum AuditCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// A postmortem timeline of one execution from the audit trail (times UTC).
+    Timeline {
+        /// The execution, e.g. R-5.
+        id: String,
+        #[arg(long)]
+        config: PathBuf,
+        /// `md` (Markdown) or `json`.
+        #[arg(long, default_value = "md", value_parser = ["md", "json"])]
+        format: String,
+    },
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Settings> {
@@ -210,6 +220,9 @@ fn main() -> ExitCode {
                     }
                 };
                 audit_cmd::export(&audit_cmd::store_url(&config)?, redactor.as_ref(), out.as_deref()).await
+            }
+            Cmd::Audit { cmd: AuditCmd::Timeline { id, config, format } } => {
+                audit_cmd::timeline(&audit_cmd::store_url(&config)?, &id, format == "json").await
             }
             Cmd::Artifacts { cmd: ArtifactsCmd::Export { config, id, out } } => audit_cmd::export_artifacts(&load(&config)?, &id, &out).await,
             Cmd::Discord { cmd: DiscordCmd::RegisterCommands { config, guild, global } } => {

@@ -72,7 +72,9 @@ pub async fn serve(
     let background = start_background(&engine, &pipeline).await;
     let conn_metrics = Arc::new(crate::connections::ConnectionMetrics::default());
     let console = console_on.then(|| ConsoleState { chat: console, engine: engine.clone(), auth: Arc::new(console_auth.clone()) });
-    let app = router(&engine, &pipeline, &store, &adapters, console, conn_metrics.clone());
+    // `[alerts]`: Alertmanager's webhook.
+    let alerts = runbot_adapters::alerts::Alerts::from_engine(&engine)?;
+    let app = router(&engine, &pipeline, &store, &adapters, console, alerts, conn_metrics.clone());
     let listener = match bound {
         Some(l) => l,
         None => tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?,
@@ -201,6 +203,7 @@ fn router(
     store: &Arc<SqlStore>,
     adapters: &Arc<Vec<Box<dyn ChatAdapter>>>,
     console: Option<ConsoleState>,
+    alerts: Option<runbot_adapters::alerts::Alerts>,
     conn_metrics: Arc<crate::connections::ConnectionMetrics>,
 ) -> Router {
     // What /readyz waits for besides the store: at least one way to receive commands, and
@@ -220,6 +223,10 @@ fn router(
     engine.metrics().register(&mut registry);
     registry.register_collector(Box::new(conn_metrics));
     pipeline.register_metrics(&mut registry);
+    if let Some(a) = alerts {
+        registry.register_collector(Box::new(a.metrics.clone()));
+        app = app.merge(a.router());
+    }
     for a in adapters.iter() {
         if let Some(r) = a.routes() {
             app = app.merge(r);

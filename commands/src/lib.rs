@@ -2,6 +2,7 @@
 //! audit, and the narrow port traits (chat, store, clock, step kinds) that adapters implement.
 //! This crate depends on no SDK crate; a test in `tests/` keeps it that way.
 
+pub mod alerts;
 pub mod audit;
 pub mod config;
 pub mod engine;
@@ -15,3 +16,4 @@ pub mod runbook;
 pub mod setup;
 pub mod steps;
 pub mod store_memory;
+pub mod timeline;

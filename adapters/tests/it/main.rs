@@ -1,6 +1,7 @@
 //! The adapters' integration tests against the sandbox's fakes and real servers on loopback,
 //! one test binary: each module is one adapter or concern.
 
+mod alerts;
 mod backup_catalog;
 mod common;
 mod discord;

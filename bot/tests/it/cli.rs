@@ -151,6 +151,17 @@ fn copy_store(root: &Path, name: &str, db: &Path) -> (PathBuf, PathBuf) {
     (config, dir.join("state.db"))
 }
 
+/// alice requests `touch alpha`, bob approves it, it succeeds.
+async fn touch_approved_and_run(bot: &Runbot) {
+    let r = bot.command("console:alice", "ops", "/ops run touch alpha").await;
+    assert!(text(&r).contains("R-1 created"), "{r}");
+    until("R-1 offers Approve", 15, async || bot.status("ops", "R-1").await.is_some_and(|m| button(&m, "approve").is_some())).await;
+    let m = bot.status("ops", "R-1").await.expect("status");
+    let r = bot.click("console:bob", &m, &button(&m, "approve").expect("approve")).await;
+    assert!(text(&r).contains("approved"), "{r}");
+    until("R-1 succeeded", 15, async || bot.status("ops", "R-1").await.is_some_and(|m| text(&m["message"]).contains("Succeeded"))).await;
+}
+
 async fn insert(c: &mut SqliteConnection, rec: &AuditRecord) {
     sqlx::query("INSERT INTO audit (seq, at, kind, actor, execution, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
         .bind(rec.seq as i64)
@@ -178,13 +189,7 @@ async fn audit_verify_and_export_detect_tampering_with_the_sqlite_file() {
     let bot = Runbot::serve(&config, port, &root.path().join("runbot.log")).await;
     let r = bot.command("console:alice", "ops", "/ops run touch alpha --dry-run").await;
     assert!(text(&r).contains("Dry run"), "{r}");
-    let r = bot.command("console:alice", "ops", "/ops run touch alpha").await;
-    assert!(text(&r).contains("R-1 created"), "{r}");
-    until("R-1 offers Approve", 15, async || bot.status("ops", "R-1").await.is_some_and(|m| button(&m, "approve").is_some())).await;
-    let m = bot.status("ops", "R-1").await.expect("status");
-    let r = bot.click("console:bob", &m, &button(&m, "approve").expect("approve")).await;
-    assert!(text(&r).contains("approved"), "{r}");
-    until("R-1 succeeded", 15, async || bot.status("ops", "R-1").await.is_some_and(|m| text(&m["message"]).contains("Succeeded"))).await;
+    touch_approved_and_run(&bot).await;
     assert!(live.join("alpha.marker").exists());
     let status = bot.terminate();
     assert!(status.success(), "runbot stops cleanly on SIGTERM: {status}");
@@ -350,4 +355,65 @@ async fn audit_commands_need_only_the_store() {
     assert!(ex.ok, "export needs only the store:\n{}", ex.stderr);
     assert!(ex.stderr.contains("exporting the records as stored"), "{}", ex.stderr);
     assert!(std::fs::read_to_string(&out).expect("export").lines().count() >= 2);
+}
+
+/// `/ops timeline R-1` answers privately with the execution's timeline from the audit trail,
+/// and `runbot audit timeline R-1` prints the same as Markdown or JSON from the store alone:
+/// who requested it, the plan, the vote, each step's start and end, the final state, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_timeline_of_an_execution_reads_the_audit_trail_in_chat_and_on_the_command_line() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let port = crate::common::free_port();
+    let config = write_config(root.path(), port);
+    let bot = Runbot::serve(&config, port, &root.path().join("runbot.log")).await;
+    touch_approved_and_run(&bot).await;
+
+    let in_order = |md: &str| {
+        let mut at = 0;
+        for want in [
+            "# Timeline of R-1 — touch on service alpha (prod)",
+            "Requested by console:alice",
+            "1. Approval",
+            "2. Touch — ",
+            "| console:alice | Requested touch on service:alpha@prod (plan ",
+            "| runbot | Execution awaiting approval |",
+            "| console:bob | Approved |",
+            "| runbot | Step 2 Touch started |",
+            "| runbot | Step 2 Touch succeeded",
+            "| runbot | Execution succeeded |",
+        ] {
+            let found = md[at..].find(want).unwrap_or_else(|| panic!("{want:?} after byte {at} in:\n{md}"));
+            at += found + want.len();
+        }
+    };
+    let r = bot.command("console:carol", "ops", "/ops timeline R-1").await;
+    let md = r["code"].as_str().unwrap_or_else(|| panic!("a timeline: {r}"));
+    in_order(md);
+    // A second request, cancelled before anyone approved it: the cancel and its author show.
+    let r = bot.command("console:alice", "ops", "/ops run touch alpha").await;
+    assert!(text(&r).contains("R-2 created"), "{r}");
+    until("R-2 offers Approve", 15, async || bot.status("ops", "R-2").await.is_some_and(|m| button(&m, "approve").is_some())).await;
+    let r = bot.command("console:alice", "ops", "/ops cancel R-2").await;
+    assert!(text(&r).contains("Cancelling R-2"), "{r}");
+    until("R-2 cancelled", 15, async || bot.status("ops", "R-2").await.is_some_and(|m| text(&m["message"]).contains("Cancelled"))).await;
+    let r = bot.command("console:carol", "ops", "/ops timeline R-2").await;
+    let md = r["code"].as_str().unwrap_or_default();
+    let (cancel, end) = (md.find("| console:alice | Cancelled before approval |"), md.find("| runbot | Execution cancelled |"));
+    assert!(cancel.is_some() && end.is_some() && cancel < end, "{md}");
+    let status = bot.terminate();
+    assert!(status.success(), "{status}");
+
+    let ran = audit(&["timeline", "R-1", "--format", "md"], &config);
+    assert!(ran.ok, "{}", ran.stderr);
+    in_order(&ran.stdout);
+    let ran = audit(&["timeline", "R-1", "--format", "json"], &config);
+    assert!(ran.ok, "{}", ran.stderr);
+    let v: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", ran.stdout));
+    let kinds: Vec<&str> = v["events"].as_array().expect("events").iter().filter_map(|e| e["kind"].as_str()).collect();
+    for k in ["requested", "vote", "step_started", "step_ended", "state"] {
+        assert!(kinds.contains(&k), "{k} in {kinds:?}");
+    }
+    assert!(v["events"].as_array().expect("events").iter().all(|e| e["at"].as_str().is_some_and(|t| t.ends_with('Z'))), "times in UTC");
+    let missing = audit(&["timeline", "R-9"], &config);
+    assert!(!missing.ok && missing.stderr.contains("there is no execution R-9"), "{}", missing.stderr);
 }

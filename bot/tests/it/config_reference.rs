@@ -431,3 +431,19 @@ fn the_restore_guide_passes_check_config_as_shown() {
     let (ok, output) = run(&in_place.replace("pgdata = \"/var/lib/postgresql/15/main\"\n", ""));
     assert!(!ok && output.contains("databases.promotions-db.restore.pgdata"), "{output}");
 }
+
+/// docs/operations.md's alert example: the runbot config passes `runbot check-config`, and the
+/// Alertmanager receiver beside it sends a bearer token to runbot's endpoint.
+#[test]
+fn the_alerts_guide_passes_check_config_as_shown() {
+    let doc = read("docs/operations.md");
+    let blocks: BTreeMap<String, String> = marked_blocks(&doc).into_iter().collect();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::write(tmp.path().join("runbot.toml"), &blocks["file: alerts.toml"]).expect("write");
+    let (ok, output) = check_config(tmp.path());
+    assert!(ok, "the alerts example:\n{output}");
+    let am = &blocks["file: alertmanager.yml"];
+    for want in ["/alerts/alertmanager", "authorization:", "type: Bearer", "send_resolved: true"] {
+        assert!(am.contains(want), "the Alertmanager example has {want}:\n{am}");
+    }
+}

@@ -62,6 +62,52 @@ pub struct Config {
     /// External command-line tools the drivers run.
     #[serde(default)]
     pub tools: ToolsConfig,
+    /// The Alertmanager receiver (`POST /alerts/alertmanager`); absent = no receiver.
+    #[serde(default)]
+    pub alerts: Option<AlertsConfig>,
+    /// Which alerts propose which runbook on which target, first match wins.
+    #[serde(default)]
+    pub triggers: Vec<TriggerConfig>,
+}
+
+/// `[alerts]`: the Alertmanager webhook receiver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Name of a `[secrets]` entry holding the bearer token Alertmanager sends
+    /// (`http_config.authorization.credentials`). Required.
+    pub token_secret: String,
+    /// The chat platform alert messages are posted on: `slack`, `discord` or `console`.
+    /// Required; the platform must be configured.
+    pub platform: String,
+    /// The channel of an alert whose environment has no `incident_channel` on `platform`.
+    /// Default: none (such an alert is counted as unmatched, not posted).
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// The largest request body accepted, in bytes (1024 to 16777216). Default 1048576.
+    #[serde(default = "default_alerts_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_alerts_body() -> usize {
+    1048576
+}
+
+/// `[[triggers]]`: an alert that has every one of `labels` proposes `runbook` on
+/// `target` in `env`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerConfig {
+    /// Label values the alert must have, e.g. `{ alertname = "KubePodCrashLooping" }`.
+    /// Required, at least one.
+    pub labels: BTreeMap<String, String>,
+    /// The runbook proposed. Required.
+    pub runbook: String,
+    /// The runbook's target, a template over the alert's labels, e.g. `{labels.deployment}`.
+    /// Required.
+    pub target: String,
+    /// The environment: fixed (`prod`) or from the labels (`{labels.namespace}`). Required.
+    pub env: String,
 }
 
 /// `[github]`: the GitHub REST API.

@@ -83,6 +83,8 @@ pub fn parse_config(text: &str) -> (Config, Vec<Problem>) {
             "github" => take!("github", github, v),
             "registries" => take!("registries", registries, v),
             "tools" => take!("tools", tools, v),
+            "alerts" => take!("alerts", alerts, v),
+            "triggers" => take!("triggers", triggers, v),
             other => problems.push(Problem::new(other, "unknown section")),
         }
     }
@@ -179,6 +181,7 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
     check_service_clusters(&config, &mut p);
     check_deploy(&config, &mut p);
     check_restore(&config, &mut p);
+    check_triggers(&config, &runbooks, &mut p);
     let (aliases, version_patterns) = check_services(&config, &mut p);
     let vars = engine_vars(&config);
     for (rname, rb) in &runbooks.runbooks {
@@ -1203,5 +1206,100 @@ mod param_tests {
         }
         let p = problems_with_param("type = \"file\"");
         assert!(p.iter().any(|p| p.contains("params.file") && p.contains("value") && p.contains("path")), "{p:?}");
+    }
+}
+
+/// `[alerts]` and `[[triggers]]`: the token secret is declared, the platform is running, every
+/// trigger names a runbook and reads only `{labels.NAME}` in its target and environment.
+fn check_triggers(config: &Config, runbooks: &RunbooksFile, p: &mut impl FnMut(String, String)) {
+    if let Some(a) = &config.alerts {
+        check_secret(config, "alerts.token_secret".into(), &Some(a.token_secret.clone()), p);
+        let running = match a.platform.as_str() {
+            "slack" => config.slack.is_some(),
+            "discord" => config.discord.is_some(),
+            "console" => config.console.enabled,
+            _ => {
+                p("alerts.platform".into(), format!("'{}' is not a chat platform; write slack, discord or console", a.platform));
+                true
+            }
+        };
+        if !running {
+            p("alerts.platform".into(), format!("{} is not configured here; alert messages could not be posted", a.platform));
+        }
+        if !(1024..=16 << 20).contains(&a.max_body_bytes) {
+            p("alerts.max_body_bytes".into(), format!("{} is outside 1024 to 16777216", a.max_body_bytes));
+        }
+    } else if !config.triggers.is_empty() {
+        p("triggers".into(), "no [alerts] section: without the receiver no alert reaches a trigger".into());
+    }
+    for (i, t) in config.triggers.iter().enumerate() {
+        if t.labels.is_empty() {
+            p(format!("triggers[{i}].labels"), "at least one label, e.g. { alertname = \"KubePodCrashLooping\" }".into());
+        }
+        if !runbooks.runbooks.contains_key(&t.runbook) {
+            p(format!("triggers[{i}].runbook"), format!("no runbook named '{}'", t.runbook));
+        }
+        for (key, template) in [("target", &t.target), ("env", &t.env)] {
+            if let Err(why) = crate::alerts::label_template(template) {
+                p(format!("triggers[{i}].{key}"), why);
+            }
+        }
+        let fixed_env = crate::alerts::label_template(&t.env).is_ok_and(|labels| labels.is_empty());
+        let known = config.environments.contains_key(&t.env) || config.services.values().any(|s| s.environments.contains_key(&t.env));
+        if fixed_env && !known {
+            p(format!("triggers[{i}].env"), format!("no environment named '{}' under [environments] or a service", t.env));
+        }
+    }
+}
+
+#[cfg(test)]
+mod trigger_tests {
+    use crate::config::Settings;
+    use crate::steps::StepKinds;
+    use std::path::Path;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Settings::from_toml(text, Path::new("."), &StepKinds::shipped()) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    const SERVICE: &str = "[environments.prod]\n[services.promotions]\n[services.promotions.environments.prod]\n";
+
+    #[test]
+    fn a_receiver_with_triggers_on_known_runbooks_and_label_templates_passes() {
+        let text = format!(
+            "[secrets]\nam = \"env:PATH\"\n{SERVICE}[alerts]\ntoken_secret = \"am\"\nplatform = \"console\"\n\
+             [[triggers]]\nlabels = {{ alertname = \"KubePodCrashLooping\" }}\nrunbook = \"restart\"\ntarget = \"{{labels.deployment}}\"\nenv = \"{{labels.namespace}}\"\n\
+             [[triggers]]\nlabels = {{ alertname = \"Down\" }}\nrunbook = \"restart\"\ntarget = \"{{labels.job}}\"\nenv = \"prod\"\n"
+        );
+        assert_eq!(problems(&text), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_trigger_and_receiver_mistake_is_named_by_its_key() {
+        let text = format!(
+            "{SERVICE}[alerts]\ntoken_secret = \"missing\"\nplatform = \"slack\"\nmax_body_bytes = 10\n\
+             [[triggers]]\nlabels = {{}}\nrunbook = \"nosuch\"\ntarget = \"{{target}}\"\nenv = \"staging\"\n"
+        );
+        let got = problems(&text);
+        for want in [
+            "alerts.token_secret: no secret named 'missing' under [secrets]",
+            "alerts.platform: slack is not configured here",
+            "alerts.max_body_bytes: 10 is outside 1024 to 16777216",
+            "triggers[0].labels: at least one label",
+            "triggers[0].runbook: no runbook named 'nosuch'",
+            "triggers[0].target: {target} is not a label",
+            "triggers[0].env: no environment named 'staging'",
+        ] {
+            assert!(got.iter().any(|g| g.starts_with(want)), "expected {want:?} in {got:#?}");
+        }
+    }
+
+    #[test]
+    fn triggers_without_the_receiver_are_refused() {
+        let text = format!("{SERVICE}[[triggers]]\nlabels = {{ a = \"b\" }}\nrunbook = \"restart\"\ntarget = \"x\"\nenv = \"prod\"\n");
+        assert!(problems(&text).iter().any(|p| p.starts_with("triggers: no [alerts] section")), "{:?}", problems(&text));
     }
 }

@@ -41,19 +41,18 @@ fn parse_value(v: &str) -> Option<(ExecutionId, Action, String)> {
 impl Engine {
     /// Handles one click. The click is in the audit log before anything changes.
     pub async fn handle_click(&self, click: Click) -> Reply {
+        if let Some(alert) = click.value.strip_prefix(super::alerts::ALERT_BUTTON) {
+            if let Some(r) = self.repeated_delivery(&click).await {
+                return r;
+            }
+            return self.alert_click(&click, alert).await;
+        }
         let Some((id, action, fp)) = parse_value(&click.value) else {
             self.audit("click_refused", Some(&click.identity), None, json!({"reason": "unreadable button value"})).await;
             return Reply::private("That button is not one runbot understands; nothing was changed.");
         };
-        if let Some(d) = &click.delivery {
-            match self.store().first_delivery(d, self.now()).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::info!(execution = %id, delivery = %d, "repeated delivery ignored");
-                    return Reply::private("Already handled.");
-                }
-                Err(e) => return super::UpdateError::Store(e).reply(),
-            }
+        if let Some(r) = self.repeated_delivery(&click).await {
+            return r;
         }
         self.audit("click", Some(&click.identity), Some(id), json!({"action": format!("{action:?}").to_lowercase(), "fingerprint": fp})).await;
         match action {
@@ -196,6 +195,19 @@ impl Engine {
             .await;
         if let Ok((saved, ())) = res {
             self.publish(&saved);
+        }
+    }
+
+    /// The answer to a click whose delivery was handled before (nothing is done again).
+    async fn repeated_delivery(&self, click: &Click) -> Option<Reply> {
+        let d = click.delivery.as_ref()?;
+        match self.store().first_delivery(d, self.now()).await {
+            Ok(true) => None,
+            Ok(false) => {
+                tracing::info!(delivery = %d, "repeated delivery ignored");
+                Some(Reply::private("Already handled."))
+            }
+            Err(e) => Some(super::UpdateError::Store(e).reply()),
         }
     }
 

@@ -74,6 +74,7 @@ impl Engine {
                 | Command::Status { .. }
                 | Command::History { .. }
                 | Command::Cancel { .. }
+                | Command::Timeline { .. }
                 | Command::Backup { action: BackupAction::Status, .. }
         ) {
             let (reply, outcome) = match self.plan_runbook(&req, cmd, Vec::new(), inbox).await {
@@ -90,6 +91,7 @@ impl Engine {
             Command::Status { id } => self.status(id).await,
             Command::History { service, limit } => self.history(service, limit).await,
             Command::Cancel { id } => self.cancel(&req, id).await,
+            Command::Timeline { id } => self.timeline(id).await,
             Command::Backup { action: BackupAction::Status, database } => self.backup_status(&database).await,
             other => self.request_runbook(&req, other, inbox).await,
         }

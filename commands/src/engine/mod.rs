@@ -3,6 +3,7 @@
 //! trail. Adapters call [`Engine::handle_command`] and [`Engine::handle_click`] and show the
 //! returned [`Reply`] to the person who acted.
 
+mod alerts;
 mod approve;
 mod backup;
 mod commands;
@@ -12,7 +13,9 @@ mod render;
 mod replicas;
 mod runner;
 mod sweep;
+mod timeline;
 
+pub use alerts::AlertOutcome;
 pub use plan::fingerprint;
 pub use publish::Publisher;
 pub use render::render;
@@ -91,6 +94,8 @@ struct Inner {
     catalogs: RwLock<Catalogs>,
     publisher: Publisher,
     metrics: Arc<crate::metrics::Metrics>,
+    /// The alerts this process posted (`alerts.rs`).
+    alerts: alerts::Alerts,
 }
 
 impl Engine {
@@ -110,6 +115,7 @@ impl Engine {
                 catalogs: RwLock::new(Catalogs::new()),
                 publisher: Publisher::new(interval),
                 metrics: Arc::new(crate::metrics::Metrics::new()),
+                alerts: Default::default(),
             }),
         }
     }

@@ -98,6 +98,7 @@ pub enum Command {
     Run { runbook: String, target: String, params: BTreeMap<String, String>, env: Option<String>, dry_run: bool },
     Status { id: Option<ExecutionId> },
     Cancel { id: ExecutionId },
+    Timeline { id: ExecutionId },
     History { service: Option<String>, limit: u32 },
     Whoami,
     Help { topic: Option<String> },
@@ -115,6 +116,7 @@ impl Command {
             Command::Run { .. } => "run",
             Command::Status { .. } => "status",
             Command::Cancel { .. } => "cancel",
+            Command::Timeline { .. } => "timeline",
             Command::History { .. } => "history",
             Command::Whoami => "whoami",
             Command::Help { .. } => "help",
@@ -444,6 +446,10 @@ fn build(spec: &CommandSpec, args: Vec<Value>, mut flags: Flags) -> Result<Comma
         },
         "cancel" => match args.next() {
             Some(Value::Id(id)) => Command::Cancel { id },
+            _ => return Err("Missing <execution-id>.".into()),
+        },
+        "timeline" => match args.next() {
+            Some(Value::Id(id)) => Command::Timeline { id },
             _ => return Err("Missing <execution-id>.".into()),
         },
         "history" => Command::History {

@@ -181,6 +181,13 @@ pub static COMMANDS: &[CommandSpec] = &[
         mutating: false,
     },
     CommandSpec {
+        name: "timeline",
+        summary: "A postmortem timeline of an execution from the audit trail",
+        args: &[arg("execution-id", ArgKind::ExecutionId, "an execution id such as R-42")],
+        flags: &[],
+        mutating: false,
+    },
+    CommandSpec {
         name: "cancel",
         summary: "Cancel an execution that is waiting or running",
         args: &[arg("execution-id", ArgKind::ExecutionId, "an execution id such as R-42")],

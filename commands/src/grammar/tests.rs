@@ -62,6 +62,7 @@ fn typed_values_come_out_typed() {
         other => panic!("{other:?}"),
     }
     assert_eq!(parse("status r-42").unwrap(), Command::Status { id: Some(ExecutionId(42)) });
+    assert_eq!(parse("/ops timeline R-5").unwrap(), Command::Timeline { id: ExecutionId(5) });
     assert_eq!(parse("history").unwrap(), Command::History { service: None, limit: 10 });
     assert_eq!(parse("").unwrap(), Command::Help { topic: None });
     assert_eq!(parse("/ops").unwrap(), Command::Help { topic: None });
@@ -72,7 +73,7 @@ fn typed_values_come_out_typed() {
 fn malformed_input_gets_a_specific_message_and_usage() {
     let deploy = "/ops deploy <service> <version> [--env <env>] [--dry-run]";
     let restore = "/ops restore <database> --date <RFC3339> [--source <s3://bucket/prefix>] [--dry-run]";
-    let general = "/ops <deploy|rollback|restore|restart|backup|run|status|cancel|history|whoami|help>";
+    let general = "/ops <deploy|rollback|restore|restart|backup|run|status|timeline|cancel|history|whoami|help>";
     let cases: &[(&str, &str, &str)] = &[
         ("/ops frobnicate x", "Unknown command 'frobnicate'", general),
         ("/ops deploy promotions", "Missing <version>", deploy),
@@ -96,6 +97,7 @@ fn malformed_input_gets_a_specific_message_and_usage() {
         ("/ops restore db --date 2023-10-27T10:00:00Z --source s3://bkt/../x", "'..' is not allowed", restore),
         ("/ops status 42", "'42' is not an execution id", "/ops status [<execution-id>]"),
         ("/ops cancel", "Missing <execution-id>", "/ops cancel <execution-id>"),
+        ("/ops timeline", "Missing <execution-id>", "/ops timeline <execution-id>"),
         ("/ops history promotions --limit 0", "is not a number from 1 to 200", "/ops history [<service>] [--limit <N>]"),
         ("/ops history promotions --limit 9999", "is not a number from 1 to 200", "/ops history [<service>] [--limit <N>]"),
         ("/ops backup explode promotions-db", "'explode' is not a backup action", "/ops backup status|now|prune <database>"),
