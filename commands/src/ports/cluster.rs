@@ -22,6 +22,9 @@ pub enum ClusterError {
     /// Connection refused, DNS, TLS, unreadable response.
     #[error("cannot reach the cluster: {0}")]
     Transport(String),
+    /// No cluster of that name is connected ([`Clusters::get`]); the message names those that are.
+    #[error("{0}")]
+    NotConnected(String),
 }
 
 /// How a container ended last time.
@@ -186,10 +189,13 @@ impl Clusters {
         self
     }
     /// The named cluster, or a message saying which ones exist.
-    pub fn get(&self, name: &str) -> Result<&std::sync::Arc<dyn Cluster>, String> {
+    pub fn get(&self, name: &str) -> Result<&std::sync::Arc<dyn Cluster>, ClusterError> {
         self.by_name.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.by_name.keys().map(|s| s.as_str()).collect();
-            format!("no cluster named '{name}' is connected (configured: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") })
+            ClusterError::NotConnected(format!(
+                "no cluster named '{name}' is connected (configured: {})",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ))
         })
     }
     pub fn names(&self) -> Vec<&str> {

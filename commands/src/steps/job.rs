@@ -78,7 +78,7 @@ impl StepKind for JobFromCronJob {
         };
         let c = match self.clusters.get(&p.cluster) {
             Ok(c) => c.clone(),
-            Err(why) => return StepOutcome::Failed(why),
+            Err(why) => return StepOutcome::Failed(why.to_string()),
         };
         let job = job_name(&p.cronjob, &ctx.execution.id.to_string());
         let started = tokio::time::Instant::now();

@@ -204,7 +204,7 @@ impl StepKind for K8sStep {
         }
         let cluster = match self.clusters.get(&p.cluster) {
             Ok(c) => c.clone(),
-            Err(why) => return StepOutcome::Failed(why),
+            Err(why) => return StepOutcome::Failed(why.to_string()),
         };
         match self.op {
             Op::Diagnose => diagnose(cluster.as_ref(), &p, &ctx).await,

@@ -122,7 +122,7 @@ impl StepKind for WritersStep {
         };
         let c = match self.clusters.get(&p.cluster) {
             Ok(c) => c.clone(),
-            Err(why) => return StepOutcome::Failed(why),
+            Err(why) => return StepOutcome::Failed(why.to_string()),
         };
         let out = &ctx.output;
         let timeout = Duration::from_secs(p.timeout_secs);
@@ -186,7 +186,7 @@ impl StepKind for WritersStep {
         let writers = recorded(&failed.resolved).ok().filter(|w| !w.is_empty())?;
         let c = match self.clusters.get(&p.cluster) {
             Ok(c) => c.clone(),
-            Err(why) => return Some(Err(why)),
+            Err(why) => return Some(Err(why.to_string())),
         };
         let mut running = Vec::new();
         for (ns, d, count) in &writers {

@@ -101,7 +101,7 @@ impl StepKind for Preflight {
                         }
                     }
                 }
-                Some(Err(why)) => missing.push(why),
+                Some(Err(why)) => missing.push(why.to_string()),
                 None => missing.push(format!("{} has no cluster configured", t.where_())),
             }
         }

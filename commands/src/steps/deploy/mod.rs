@@ -279,7 +279,7 @@ impl DeployTarget {
     /// The connected cluster the service runs on, its namespace, Deployment and selector.
     pub(crate) fn connect(&self, clusters: &crate::ports::Clusters) -> Result<(Arc<dyn crate::ports::Cluster>, String, String, String), String> {
         let (cluster, ns, dep, sel) = self.k8s()?;
-        Ok((clusters.get(&cluster)?.clone(), ns, dep, sel))
+        Ok((clusters.get(&cluster).map_err(|e| e.to_string())?.clone(), ns, dep, sel))
     }
 
     /// The pipeline's repository: its own, else the service's CI repository.
