@@ -14,22 +14,16 @@ use serde_json::json;
 impl Engine {
     /// Handles one typed command. The command is in the audit log before this returns.
     pub async fn handle_command(&self, req: Request) -> Reply {
-        self.handle(req, false, None).await
+        self.handle(req, None).await
     }
 
-    /// [`Engine::handle_command`] for a command its adapter already recorded durably before
-    /// acknowledging it, with [`Engine::command_detail`] in the record (e.g. `slack.command`):
-    /// that record is the command's audit record, so none is appended again.
-    pub async fn handle_recorded_command(&self, req: Request) -> Reply {
-        self.handle(req, true, None).await
-    }
-
-    /// [`Engine::handle_recorded_command`] for a command kept in the chat inbox under `key`
-    /// (`Store::record_inbound`): an execution it creates consumes that entry in the same
-    /// transaction. `None`: the entry was consumed already — the command was acted on (by
+    /// [`Engine::handle_command`] for a command kept in the chat inbox under `key`
+    /// (`Store::record_inbound`), whose inbox record carries [`Engine::command_detail`] (e.g.
+    /// `slack.command`) and is its audit record, so none is appended again. An execution it
+    /// creates consumes that entry in the same transaction. `None`: the entry was consumed already — the command was acted on (by
     /// another process, or before a restart) and its answer given there; nothing was done now.
     pub async fn handle_inbound_command(&self, req: Request, key: &str) -> Option<Reply> {
-        let reply = self.handle(req, true, Some(key)).await;
+        let reply = self.handle(req, Some(key)).await;
         (reply != already_processed()).then_some(reply)
     }
 
@@ -40,7 +34,8 @@ impl Engine {
         json!({"text": self.settings().redactor.redact(&text), "platform": req.origin.platform, "channel": req.origin.channel, "ok": grammar::parse(&req.text).is_ok()})
     }
 
-    async fn handle(&self, req: Request, recorded: bool, inbox: Option<&str>) -> Reply {
+    /// `inbox`: the command's inbox key, when it came through the chat inbox (recorded there).
+    async fn handle(&self, req: Request, inbox: Option<&str>) -> Reply {
         if let Err((who, wait)) = self.check_quota(&req.identity.0, &req.origin.channel).await {
             let secs = wait.as_secs().max(1);
             self.inner.metrics.command(CommandOutcome::RateLimited);
@@ -48,7 +43,7 @@ impl Engine {
             self.audit("limit", Some(&req.identity), None, json!({"channel": req.origin.channel, "retry_after_s": secs})).await;
             return Reply::private(format!("Easy there — {who} sending commands faster than the configured limit. Try again in {secs} s."));
         }
-        if !recorded {
+        if inbox.is_none() {
             // Nothing is done for a command that is not on the record.
             let entry = self.audit_entry("command", Some(&req.identity), None, self.command_detail(&req));
             if let Err(e) = self.store().append_audit(&entry).await {
