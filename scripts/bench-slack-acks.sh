@@ -48,7 +48,7 @@
 # the adapter does not de-duplicate commands, but the bodies differ anyway (one trigger_id each).
 #
 # Knobs (environment): BENCH_DURATION (10), BENCH_RATE (1000), BENCH_RATE_CONNS (50),
-# BENCH_CONNS (64), BENCH_SERVER_CPU (0), BENCH_CLIENT_CPU (1), BENCH_SKIP_BUILD (0), BENCH_SINK (1), BENCH_TEXT (help),
+# BENCH_CONNS (64), BENCH_SERVER_CPU (0), BENCH_CLIENT_CPU (1), BENCH_SKIP_BUILD (0), BENCH_PROFILE (release; `profiling`: no LTO, incremental, for comparing changes), BENCH_SINK (1), BENCH_TEXT (help),
 # BENCH_RUNBOT_LOG (runbot's default filter), BENCH_KEEP (keep the temp dir), CARGO_TARGET_DIR,
 # BENCH_BOLT (1), BENCH_BOLT_DIR.
 set -euo pipefail
@@ -92,12 +92,13 @@ ncpu=$(nproc)
 [ "$ncpu" -ge 2 ] || log "warning: only $ncpu CPU; server and load generator share it"
 
 # --- 2. build -------------------------------------------------------------------------------
-BIN="$TARGET_DIR/release/runbot"
-SINK_BIN="$TARGET_DIR/release/slack-sink"
+PROFILE=${BENCH_PROFILE:-release}
+BIN="$TARGET_DIR/$PROFILE/runbot"
+SINK_BIN="$TARGET_DIR/$PROFILE/slack-sink"
 USE_SINK=${BENCH_SINK:-1}
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-    log "building runbot and slack-sink (release) into $TARGET_DIR"
-    (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --quiet -p runbot -p runbot-sandbox --bin runbot --bin slack-sink)
+    log "building runbot and slack-sink ($PROFILE) into $TARGET_DIR"
+    (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --profile "$PROFILE" --quiet -p runbot -p runbot-sandbox --bin runbot --bin slack-sink)
 fi
 [ -x "$BIN" ] || die "no runbot binary at $BIN"
 [ "$USE_SINK" != 1 ] || [ -x "$SINK_BIN" ] || die "no slack-sink binary at $SINK_BIN"
@@ -155,6 +156,11 @@ taskset -c "$SERVER_CPU" "$BIN" serve --config "$WORK/runbot.toml" > "$WORK/runb
 RUNBOT_PID=$!
 wait_ready "$BASE/readyz" "$RUNBOT_PID" 300 || { cat "$WORK/runbot.log" >&2; die "runbot did not become ready"; }
 
+# CPU time (user + system) a process has used, in microseconds: the cost per ack below is
+# this over the max-throughput phase divided by its 2xx answers — what a second core would not
+# change, and less sensitive than acks/s to other work on the machine.
+TICKS=$(getconf CLK_TCK)
+cpu_us() { awk -v hz="$TICKS" '{ printf "%d", ($14 + $15) * 1000000 / hz }' "/proc/$1/stat"; }
 status_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$RUNBOT_PID/status"; }
 commands_counted() {
     python3 - "$BASE/metrics" <<'PY'
@@ -231,7 +237,9 @@ taskset -cp "$CLIENT_CPU" "$SAMPLER_PID" >/dev/null
 
 # --- 7. max throughput ----------------------------------------------------------------------
 log "max throughput: $CONNS connections for ${DURATION}s"
+CPU_BEFORE=$(cpu_us "$RUNBOT_PID")
 PEAK=$(run_wrk peak "$CONNS" 0 "$DURATION")
+CPU_US=$(( $(cpu_us "$RUNBOT_PID") - CPU_BEFORE ))
 sleep 3   # let the background replies of the last commands finish
 
 # --- 8. peak RSS, and what runbot counted ---------------------------------------------------
@@ -271,7 +279,7 @@ REFUSED=$(grep -c 'Slack request refused' "$WORK/runbot.log" || true)
 LOG_LINES=$(wc -l < "$WORK/runbot.log")
 
 # --- 10. the peer: Bolt for JavaScript, same requests, same core ----------------------------
-BOLT_FIXED=""; BOLT_PEAK=""; BOLT_IDLE_KB=0; BOLT_PEAK_KB=0
+BOLT_FIXED=""; BOLT_PEAK=""; BOLT_IDLE_KB=0; BOLT_PEAK_KB=0; BOLT_CPU_US=0
 if [ "${BENCH_BOLT:-1}" = 1 ]; then
     BOLT_SRC=${BENCH_BOLT_DIR:-$ROOT/../shared/bench/bolt-js}
     [ -f "$BOLT_SRC/app.js" ] || die "no Bolt app at $BOLT_SRC (set BENCH_BOLT_DIR, or BENCH_BOLT=0 to skip the comparison)"
@@ -294,7 +302,9 @@ if [ "${BENCH_BOLT:-1}" = 1 ]; then
     BOLT_FIXED=$(run_wrk bolt-fixed "$RATE_CONNS" "$DELAY_MS" "$DURATION" "$BOLT_URL")
     sleep 2
     log "Bolt max throughput: $CONNS connections for ${DURATION}s"
+    BOLT_CPU_BEFORE=$(cpu_us "$BOLT_PID")
     BOLT_PEAK=$(run_wrk bolt-peak "$CONNS" 0 "$DURATION" "$BOLT_URL")
+    BOLT_CPU_US=$(( $(cpu_us "$BOLT_PID") - BOLT_CPU_BEFORE ))
     BOLT_PEAK_KB=$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$BOLT_PID/status")
     kill "$BOLT_PID" 2>/dev/null || true; wait "$BOLT_PID" 2>/dev/null || true; BOLT_PID=""
 fi
@@ -303,11 +313,11 @@ fi
 python3 - "$FIXED" "$PEAK" "$IDLE_KB" "$HWM_KB" "$SAMPLED_KB" "$AFTER_KB" "$COUNTED" "$RECORDED" \
     "$NOT_RECORDED" "$REFUSED" "$LOG_LINES" "$RATE" "$CONNS" "$RATE_CONNS" "$T_RPS" "$T_P99_MS" "$T_IDLE_MB" "$T_PEAK_MB" \
     "$(wc -l < "$WORK/wrk-warmup.txt")" "$WORK/wrk-warmup.txt" "${REPLIES:-none}" "$TEXT" "$ANSWER" \
-    "$INBOX" "$BOLT_FIXED" "$BOLT_PEAK" "$BOLT_IDLE_KB" "$BOLT_PEAK_KB" "$T_RATIO" <<'PY'
+    "$INBOX" "$BOLT_FIXED" "$BOLT_PEAK" "$BOLT_IDLE_KB" "$BOLT_PEAK_KB" "$T_RATIO" "$CPU_US" "$BOLT_CPU_US" "$PROFILE" <<'PY'
 import re, sys
 (fixed, peak, idle_kb, hwm_kb, sampled_kb, after_kb, counted, recorded, not_recorded, refused,
  log_lines, rate, conns, rate_conns, t_rps, t_p99, t_idle, t_peak, _, warm_file, replies, text, answer,
- inbox, bolt_fixed, bolt_peak, bolt_idle_kb, bolt_peak_kb, t_ratio) = sys.argv[1:30]
+ inbox, bolt_fixed, bolt_peak, bolt_idle_kb, bolt_peak_kb, t_ratio, cpu_us, bolt_cpu_us, profile) = sys.argv[1:33]
 inbox_open, inbox_rows = (int(x) for x in inbox.split())
 
 def parse(line):
@@ -348,7 +358,7 @@ rows += [
     ("peak RSS (MB)", f"{peak_mb:.1f}", f"<= {t_peak}", peak_mb <= float(t_peak)),
 ]
 print()
-print("Slack slash-command acks — runbot pinned to one core, loopback, SQLite (WAL, synchronous=FULL)")
+print(f"Slack slash-command acks — runbot ({profile} build) pinned to one core, loopback, SQLite (WAL, synchronous=FULL)")
 print()
 print(f"{'figure':<40} {'measured':>40}  {'target':>10}  result")
 print("-" * 102)
@@ -362,6 +372,9 @@ print(f"  fixed rate   : {fixed_rps:,.0f} req/s achieved ({rate_conns} paced con
       f"p99.9 {f['p999_us']/1000:.3f} ms, max {f['max_us']/1000:.3f} ms")
 print(f"  max thrpt    : {peak_rps:,.0f} req/s, p50 {p['p50_us']/1000:.3f} ms, p99 {p['p99_us']/1000:.3f} ms, "
       f"max {p['max_us']/1000:.3f} ms, socket errors {errs(p)}, non-2xx {int(p['status_errors'])}")
+cpu_per_ack = int(cpu_us) / max(ok(p), 1)
+print(f"  CPU per ack  : {cpu_per_ack:.1f} us of runbot's CPU time (user + system) over the max-throughput phase"
+      + (f"; Bolt {int(bolt_cpu_us) / max(ok(bp), 1):.1f} us (ratio {int(bolt_cpu_us) / max(ok(bp), 1) / max(cpu_per_ack, 1e-9):.2f}x)" if bolt else ""))
 print(f"  RSS          : idle {idle_mb:.1f} MB, peak {peak_mb:.1f} MB (VmHWM {int(hwm_kb)/1024:.1f}, sampled {int(sampled_kb)/1024:.1f}), "
       f"after the runs {int(after_kb)/1024:.1f} MB")
 print(f"  command      : /ops {text} — answer {answer}; {p['bytes'] / max(p['requests'], 1):,.0f} bytes per response on average (max thrpt)")

@@ -301,16 +301,16 @@ impl Store for MemoryStore {
         Ok((inner.audit.clone(), head))
     }
 
-    async fn record_inbound(&self, item: &Inbound, audit: &AuditEntry) -> Result<bool, StoreError> {
+    async fn record_inbound(&self, mut item: Inbound, audit: AuditEntry) -> Result<bool, StoreError> {
         let mut inner = self.lock()?;
         if inner.inbox.contains_key(&item.key) {
             return Ok(false);
         }
-        let mut item = item.clone();
         item.received_at = micros(item.received_at);
         item.lease_until = micros(item.lease_until);
-        inner.inbox.insert(item.key.clone(), (item, false));
-        inner.append(audit);
+        let done = item.done;
+        inner.inbox.insert(item.key.clone(), (item, done));
+        inner.append(&audit);
         Ok(true)
     }
 

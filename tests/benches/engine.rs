@@ -282,7 +282,7 @@ impl Store for Timed {
     async fn create_audited(&self, exec: &Execution, lock_key: Option<&str>, entries: &[AuditEntry]) -> Result<(), StoreError> {
         self.timed(1, self.inner.create_audited(exec, lock_key, entries)).await
     }
-    async fn record_inbound(&self, item: &Inbound, audit: &AuditEntry) -> Result<bool, StoreError> {
+    async fn record_inbound(&self, item: Inbound, audit: AuditEntry) -> Result<bool, StoreError> {
         self.inner.record_inbound(item, audit).await
     }
     async fn inbound_done(&self, keys: &[String]) -> Result<(), StoreError> {

@@ -13,6 +13,12 @@
 //!    platform's [`Replies`];
 //! 4. **done**: the entry is marked processed (a group-committed write).
 //!
+//! A command whose answer needs nothing but the command ([`Engine::answer_at_once`]: help,
+//! whoami, a typo) is answered before step 1 when the transport can carry the answer in its
+//! acknowledgement, and recorded already processed: one write, nothing left to mark or take
+//! over. Should the process die before the ack leaves, the platform shows the person that the
+//! command failed (no ack), and nothing was done.
+//!
 //! An entry still unprocessed when its process died is taken over by [`Pipeline::recover`]: at
 //! start-up (the entries of this process's previous run) and by the periodic sweep (another
 //! replica's, once their lease ran out). A command still within `[engine] inbox_max_age_secs`
@@ -34,7 +40,6 @@ use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -179,11 +184,21 @@ impl Pipeline {
 
     /// De-duplicates and records `r`, then starts processing it (see the module docs). `place`
     /// is the delivery's place among the work in flight (`crate::backlog`), held until its
-    /// answer is delivered. With `inline`, the engine is polled once before this returns: an
-    /// answer ready at once that the platform can carry in its acknowledgement comes back as
-    /// [`Outcome::Answered`].
+    /// answer is delivered. With `inline` (the transport can carry an answer in its
+    /// acknowledgement), a command whose answer needs nothing but the command
+    /// ([`Engine::answer_at_once`]: help, whoami, a typo) is answered before it is recorded and
+    /// recorded as processed, in the same single write: [`Outcome::Answered`].
     pub async fn receive(self: &Arc<Self>, r: Received, place: Option<OwnedSemaphorePermit>, inline: bool) -> Outcome {
         let now = self.engine.now();
+        let replies = self.replies(r.platform);
+        // The answer worked out from the command alone, and its body for the acknowledgement.
+        let (mut at_once, mut body) = (None, None);
+        if let (true, Work::Command(req), Some(replies)) = (inline, &r.work, &replies)
+            && let Some(mut reply) = self.engine.answer_at_once(req)
+        {
+            body = replies.inline_answer(&mut reply);
+            at_once = Some(reply);
+        }
         let item = Inbound {
             key: r.key.clone(),
             platform: r.platform.to_string(),
@@ -191,9 +206,10 @@ impl Pipeline {
             owner: self.engine.settings().instance.clone(),
             lease_until: now + self.lease(),
             payload: json!({"work": r.work, "reply_to": r.reply_to}),
+            done: body.is_some(),
         };
         let entry = AuditEntry { at: now, kind: r.audit_kind.to_string(), actor: actor(&r.work), execution: None, detail: r.audit_detail };
-        match self.engine.store().record_inbound(&item, &entry).await {
+        match self.engine.store().record_inbound(item, entry).await {
             Ok(true) => {}
             Ok(false) => {
                 self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -207,40 +223,26 @@ impl Pipeline {
             }
         }
         self.metrics.recorded.fetch_add(1, Ordering::Relaxed);
+        if let Some(body) = body {
+            return Outcome::Answered(body);
+        }
         self.track(&r.key, true);
-        let Some(replies) = self.replies(r.platform) else {
+        let Some(replies) = replies else {
             // Wiring error: the transport runs without its replies registered.
             tracing::error!(platform = r.platform, "no replies registered for this platform; the command stays in the inbox");
             self.track(&r.key, false);
             return Outcome::Accepted;
         };
-        let mut work = Box::pin(process(self.engine.clone(), r.work, r.key.clone()));
-        // Polled once here: help, whoami and bad input are answered from memory, so the answer
-        // is ready at once and may ride on the acknowledgement. Anything that waits (the store,
-        // a cluster, a chat call) goes on after the ack, in its own task.
-        if inline && let Poll::Ready(mut answers) = futures::poll!(work.as_mut()) {
-            if answers.len() == 1
-                && let Some(body) = replies.inline_answer(&mut answers[0])
-            {
-                let this = self.clone();
-                tokio::spawn(async move {
-                    this.done(&r.key).await;
-                    drop(place);
-                });
-                return Outcome::Answered(body);
-            }
-            let this = self.clone();
-            tokio::spawn(async move {
-                this.answer(&*replies, answers, &r.reply_to, &r.key).await;
-                drop(place);
-            });
-            return Outcome::Accepted;
-        }
         let this = self.clone();
         tokio::spawn(async move {
             // Lets the acknowledgements that are ready go out before this work.
             tokio::task::yield_now().await;
-            let answers = work.await;
+            // An answer worked out already that the acknowledgement could not carry is
+            // delivered as any other; everything else is acted on now.
+            let answers = match at_once {
+                Some(reply) => vec![reply],
+                None => process(this.engine.clone(), r.work, r.key.clone()).await,
+            };
             this.answer(&*replies, answers, &r.reply_to, &r.key).await;
             drop(place);
         });

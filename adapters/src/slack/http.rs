@@ -75,7 +75,11 @@ async fn commands(State(state): State<SlackState>, headers: HeaderMap, body: Byt
         return *r;
     }
     match serde_urlencoded::from_bytes::<CommandPayload>(&body) {
-        Ok(p) => reply(state.on_command(p, true, Some(&body_key(&headers, &body))).await),
+        Ok(p) => {
+            // The body's hash only when there is no trigger to go by (it is the key then).
+            let fallback = (!p.trigger_id.as_deref().is_some_and(super::inbound::valid_key)).then(|| body_key(&headers, &body));
+            reply(state.on_command(p, true, fallback.as_deref()).await)
+        }
         Err(_) => unreadable(&state),
     }
 }

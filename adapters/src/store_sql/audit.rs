@@ -28,6 +28,13 @@ const MAX_BATCH: usize = 512;
 const HOLD_IDLE: Duration = Duration::from_secs(10);
 /// How often the writer lets ready tasks run before a commit, while they keep queueing.
 const MAX_YIELDS: usize = 8;
+/// After a commit of at least [`ECHO_MIN`] entries, the next one waits up to this long for as
+/// many as half of them to queue. Under load the callers a commit answered send their next
+/// requests at once: without the wait the first of them would be committed alone (an fsync
+/// for one entry) while the rest queue behind it — alternating commits of 1 and of 64 were
+/// measured at 64 connections. Never at light load: a commit of fewer entries waits for none.
+const ECHO_WAIT: Duration = Duration::from_millis(1);
+const ECHO_MIN: usize = 16;
 /// Appends that may wait for the writer before callers wait to queue (back-pressure).
 const QUEUE: usize = 4096;
 /// The largest multi-row `INSERT` (8 parameters a row); smaller ones are powers of two, so a
@@ -253,9 +260,9 @@ impl Writer {
 
     /// Records a received command with its audit record; returns once committed, `false` when
     /// its key was recorded before (nothing written).
-    pub(super) async fn record_inbound(&self, item: &Inbound, entry: &AuditEntry) -> Result<bool, StoreError> {
+    pub(super) async fn record_inbound(&self, item: Inbound, entry: AuditEntry) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(Job::Inbound(Box::new(item.clone()), entry.clone(), reply)).await.map_err(|_| closed())?;
+        self.jobs.send(Job::Inbound(Box::new(item), entry, reply)).await.map_err(|_| closed())?;
         answer.await.unwrap_or_else(|_| Err(closed()))
     }
 
@@ -366,9 +373,20 @@ enum Waiter {
 
 async fn run(mut conn: Conn, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(64);
+    // How many entries the last commit wrote.
+    let mut last = 0;
     loop {
         if rx.recv_many(&mut jobs, MAX_BATCH).await == 0 {
             return; // the store was dropped
+        }
+        if last >= ECHO_MIN {
+            let until = tokio::time::Instant::now() + ECHO_WAIT;
+            while jobs.len() < last / 2 && !jobs.iter().any(|j| matches!(j, Job::Close(_))) {
+                match tokio::time::timeout_at(until, rx.recv_many(&mut jobs, MAX_BATCH)).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
         }
         // Let the tasks that are ready run first: they queue their records in time for this
         // commit (fewer, larger commits: less CPU per record, and less waiting behind a commit
@@ -419,6 +437,7 @@ async fn run(mut conn: Conn, mut rx: mpsc::Receiver<Job>) {
                 }
             }
         }
+        last = waiters.len();
         if !waiters.is_empty() || !done_waiters.is_empty() {
             commit(&mut conn, batch, waiters, done_waiters).await;
         }

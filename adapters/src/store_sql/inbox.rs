@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 
 /// The largest multi-row statement; smaller ones are powers of two (few prepared statements).
 const CHUNK: usize = 64;
-const INSERT_HEAD: &str = "INSERT INTO inbox (inbox_key, platform, received_at, owner, lease_until, payload) VALUES ";
-const COLUMNS: usize = 6;
+const INSERT_HEAD: &str = "INSERT INTO inbox (inbox_key, platform, received_at, owner, lease_until, payload, done) VALUES ";
+const COLUMNS: usize = 7;
 
 /// `count` placeholders from `first` (PostgreSQL `$n`; SQLite anonymous `?`, bound in order).
 fn placeholders(backend: Backend, first: usize, count: usize) -> String {
@@ -76,7 +76,8 @@ pub(super) async fn record_in(backend: Backend, conn: &mut AnyConnection, items:
                 .bind(ts(i.received_at))
                 .bind(i.owner.as_str())
                 .bind(ts(i.lease_until))
-                .bind(payload.as_str());
+                .bind(payload.as_str())
+                .bind(i64::from(i.done));
         }
         for row in q.fetch_all(&mut *conn).await.map_err(backend_err("recording received commands"))? {
             inserted.insert(row.try_get::<String, _>("inbox_key").map_err(backend_err("recording received commands"))?);
@@ -161,6 +162,7 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<Inbound, StoreError> {
         lease_until: parse_ts(&get("lease_until")?)?,
         payload,
         key,
+        done: false,
     })
 }
 
@@ -174,7 +176,7 @@ mod tests {
         assert_eq!(chunks(70).collect::<Vec<_>>(), vec![(0, 64), (64, 4), (68, 2)]);
         assert_eq!(chunks(3).collect::<Vec<_>>(), vec![(0, 2), (2, 1)]);
         let pg = insert_sql(Backend::Postgres, 2);
-        assert!(pg.contains("($1, $2, $3, $4, $5, $6), ($7, $8, $9, $10, $11, $12)"), "{pg}");
+        assert!(pg.contains("($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14)"), "{pg}");
         assert_eq!(insert_sql(Backend::Sqlite, 4).matches('?').count(), 4 * COLUMNS);
         assert!(done_sql(Backend::Postgres, 2).ends_with("IN ($1, $2)"));
     }

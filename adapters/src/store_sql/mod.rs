@@ -393,7 +393,7 @@ impl Store for SqlStore {
         misc::first_delivery(self, key, now).await
     }
 
-    async fn record_inbound(&self, item: &Inbound, audit: &AuditEntry) -> Result<bool, StoreError> {
+    async fn record_inbound(&self, item: Inbound, audit: AuditEntry) -> Result<bool, StoreError> {
         self.audit.record_inbound(item, audit).await
     }
 

@@ -48,11 +48,13 @@ struct Opts {
     cluster: bool,
     /// Commands in flight at once (waiting 100 ms for a place); default: the adapter's.
     backlog: Option<usize>,
+    /// `[limits] per_identity_per_minute`; default: the preamble's (1000).
+    per_identity: Option<u32>,
 }
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { socket: false, http: true, cluster: true, backlog: None }
+        Opts { socket: false, http: true, cluster: true, backlog: None, per_identity: None }
     }
 }
 
@@ -93,7 +95,10 @@ bot_token = "{bot}"
 {secret_line}{app_line}api_url = "{api}"
 post_interval_ms = 20
 "#,
-            preamble = preamble(dir.path(), "slack-test"),
+            preamble = match o.per_identity {
+                Some(n) => preamble(dir.path(), "slack-test").replace("per_identity_per_minute = 1000", &format!("per_identity_per_minute = {n}")),
+                None => preamble(dir.path(), "slack-test"),
+            },
             service = promotions_service(NS),
             bot = file("bot", BOT),
             api = slack.api_url(),
@@ -251,7 +256,7 @@ async fn restart_over_http_plan_buttons_approval_and_final_message() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_over_socket_mode() {
-    let w = World::start(Opts { socket: true, http: false, cluster: true, backlog: None }).await;
+    let w = World::start(Opts { socket: true, http: false, ..Opts::default() }).await;
     assert!(w.base.is_empty(), "no signing secret: no HTTP routes");
     let sick = sick_pod(w.cluster.as_ref().expect("cluster"));
     until("a restart of the sick pod", || {
@@ -522,12 +527,48 @@ async fn answers_ready_at_once_ride_on_the_ack_and_the_rest_follow_it() {
     assert!(ack["blocks"].as_array().is_some_and(|b| !b.is_empty() && b.len() <= 50), "{ack}");
     assert!(runbot_sandbox::slack::content_text(&ack).contains("/ops restart"), "{ack}");
     assert!(w.audit_kinds().await.iter().any(|k| k == "slack.command"), "recorded before the ack");
+    // ... and recorded processed in the same write: nothing for a restart to take over.
+    let later = chrono::Utc::now() + chrono::TimeDelta::hours(1);
+    let claim = runbot_commands::ports::InboxClaim {
+        owner: w.engine.settings().instance.clone(),
+        own: true,
+        until: later,
+        now: later,
+        forget_before: chrono::Utc::now() - chrono::TimeDelta::days(1),
+    };
+    let left = w.engine.store().claim_inbound(&claim).await.expect("claim");
+    assert!(left.is_empty(), "an answered command left unprocessed: {left:?}");
     // A runbook waits for Slack (its plan is posted in the incident channel first):
     // acknowledged empty, answered through the response_url.
     let (status, ack, url2) = w.command(ALICE, "run hello promotions").await;
     assert_eq!((status, ack.as_str()), (200, ""));
     assert!(w.response(&url2).await.contains("created"));
     assert!(w.slack.responses_to(&url).is_empty(), "help was answered once, in the ack");
+}
+
+/// Only answers that need nothing but the command ride on the ack, recorded processed at once:
+/// help, whoami, a typo — within the quota. Past it, the usual way refuses (empty ack, the
+/// refusal through the response_url, audited); a runbook is never answered at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_answers_needing_nothing_but_the_command_are_given_in_the_ack() {
+    let w = World::start(Opts { cluster: false, per_identity: Some(3), ..Opts::default() }).await;
+    let json = |ack: &str| serde_json::from_str::<Value>(ack).unwrap_or_else(|e| panic!("a JSON answer in the ack: {e}: {ack}"));
+    let (_, ack, _) = w.command(ALICE, "help").await;
+    assert!(runbot_sandbox::slack::content_text(&json(&ack)).contains("/ops restart"), "{ack}");
+    let (_, ack, _) = w.command(ALICE, "deploy").await;
+    assert!(runbot_sandbox::slack::content_text(&json(&ack)).contains("Usage:"), "{ack}");
+    let (_, ack, _) = w.command(ALICE, "whoami").await;
+    assert!(ack.contains(&format!("slack:{ALICE}")), "{ack}");
+    // Alice's fourth in a minute: over the quota, so not answered at once.
+    let (status, ack, url) = w.command(ALICE, "help").await;
+    assert_eq!((status, ack.as_str()), (200, ""));
+    assert!(w.response(&url).await.contains("Try again in"));
+    assert!(w.audit_kinds().await.iter().any(|k| k == "limit"), "the refusal is audited");
+    // Bob's runbook waits for Slack and the store: acknowledged empty.
+    let (status, ack, url) = w.command(BOB, "run hello promotions").await;
+    assert_eq!((status, ack.as_str()), (200, ""));
+    assert!(w.response(&url).await.contains("created"));
+    assert_eq!(w.audit_kinds().await.iter().filter(|k| *k == "slack.command").count(), 5, "every command recorded once");
 }
 
 /// A signed `block_actions` whose value lost its plan fingerprint (`R-1|approve|`) is refused

@@ -27,6 +27,38 @@ impl Engine {
         (reply != already_processed()).then_some(reply)
     }
 
+    /// The answer to a command that needs nothing but the command and the configuration —
+    /// help, whoami, a typo — worked out without touching the store, a cluster or a chat, and
+    /// counted against this process's quotas as [`Engine::handle_inbound_command`] would.
+    /// `None`: anything else, a quota that is shared through the store or already spent (the
+    /// command then takes the usual way, which also records the refusal). The chat pipeline
+    /// records such a command as processed when it records it, so its acknowledgement carries
+    /// the answer with one write.
+    pub fn answer_at_once(&self, req: &Request) -> Option<Reply> {
+        if self.store().shared() {
+            return None;
+        }
+        let parsed = grammar::parse(&req.text);
+        if matches!(parsed, Ok(ref c) if !matches!(c, Command::Help { .. } | Command::Whoami)) {
+            return None;
+        }
+        self.inner.limits.check(&req.identity.0, &req.origin.channel).ok()?;
+        Some(match parsed {
+            Ok(Command::Help { topic }) => {
+                self.inner.metrics.command(CommandOutcome::Ok);
+                self.help(topic.as_deref())
+            }
+            Ok(_) => {
+                self.inner.metrics.command(CommandOutcome::Ok);
+                self.whoami(req)
+            }
+            Err(e) => {
+                self.inner.metrics.command(CommandOutcome::ParseError);
+                Reply::private(e.to_string())
+            }
+        })
+    }
+
     /// What the audit log keeps about a typed command: its text (the first 1,000 characters,
     /// redacted), where it came from, and whether it parsed.
     pub fn command_detail(&self, req: &Request) -> serde_json::Value {

@@ -51,6 +51,10 @@ pub struct Inbound {
     pub lease_until: DateTime<Utc>,
     /// What processing needs: the work and where to answer (the chat pipeline's encoding).
     pub payload: serde_json::Value,
+    /// Processed already when recorded: its answer needed nothing but the command itself and
+    /// rides on the acknowledgement (help, whoami, a typo), so it is recorded as done — one
+    /// write — and never taken over.
+    pub done: bool,
 }
 
 /// Which unprocessed inbox entries [`Store::claim_inbound`] takes over, and for how long.
@@ -202,7 +206,7 @@ pub trait Store: Send + Sync + 'static {
     /// Records a received command (`item`) and its audit record in one transaction, unless an
     /// item with the same key was recorded before: then nothing is written and the answer is
     /// `false`. Under load, records share group commits with other audit appends.
-    async fn record_inbound(&self, item: &Inbound, audit: &AuditEntry) -> Result<bool, StoreError>;
+    async fn record_inbound(&self, item: Inbound, audit: AuditEntry) -> Result<bool, StoreError>;
 
     /// Marks received items processed (idempotent; unknown keys are ignored). An execution
     /// created from one (`Execution::inbox`) marks it in its own transaction instead.

@@ -57,10 +57,11 @@ async fn recorded(w: &World, key: &str, owner: &str, age: TimeDelta) {
         owner: owner.into(),
         lease_until: now + TimeDelta::seconds(30),
         payload: json!({"work": Work::Command(req), "reply_to": {"key": key}}),
+        done: false,
     };
     let entry =
         AuditEntry { at: now, kind: "test.command".into(), actor: Some("console:alice".into()), execution: None, detail: json!({"key": key}) };
-    assert!(w.store.record_inbound(&item, &entry).await.expect("record"));
+    assert!(w.store.record_inbound(item, entry).await.expect("record"));
 }
 
 async fn executions_of(w: &World, key: &str) -> usize {

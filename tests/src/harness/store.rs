@@ -125,7 +125,7 @@ impl Store for KillableStore {
     async fn first_delivery(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
         self.writable()?.first_delivery(key, now).await
     }
-    async fn record_inbound(&self, item: &Inbound, audit: &AuditEntry) -> Result<bool, StoreError> {
+    async fn record_inbound(&self, item: Inbound, audit: AuditEntry) -> Result<bool, StoreError> {
         self.writable()?.record_inbound(item, audit).await
     }
     async fn inbound_done(&self, keys: &[String]) -> Result<(), StoreError> {

@@ -17,6 +17,7 @@ fn item(key: &str, owner: &str, lease: i64) -> Inbound {
         owner: owner.into(),
         lease_until: t0() + secs(lease),
         payload: json!({"work": {"text": format!("/ops run probe {key}")}}),
+        done: false,
     }
 }
 
@@ -34,13 +35,13 @@ async fn audit_count(store: &Arc<dyn Store>, key: &str) -> usize {
 
 /// A key is recorded once, with one audit record, also when the same delivery races itself.
 pub async fn inbound_recorded_once(store: Arc<dyn Store>) {
-    assert!(store.record_inbound(&item("in-1", "a", 30), &entry("in-1")).await.expect("record"));
-    assert!(!store.record_inbound(&item("in-1", "a", 30), &entry("in-1")).await.expect("record"), "a repeat is not recorded");
+    assert!(store.record_inbound(item("in-1", "a", 30), entry("in-1")).await.expect("record"));
+    assert!(!store.record_inbound(item("in-1", "a", 30), entry("in-1")).await.expect("record"), "a repeat is not recorded");
     assert_eq!(audit_count(&store, "in-1").await, 1, "a repeat leaves no second audit record");
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move { store.record_inbound(&item("in-race", "a", 30), &entry("in-race")).await.expect("record") }));
+        tasks.push(tokio::spawn(async move { store.record_inbound(item("in-race", "a", 30), entry("in-race")).await.expect("record") }));
     }
     let mut new = 0;
     for t in tasks {
@@ -55,7 +56,7 @@ pub async fn inbound_recorded_once(store: Arc<dyn Store>) {
 /// An execution created from a received command consumes it; a second execution from the same
 /// command is refused and leaves nothing behind (no execution, no lock, no audit record).
 pub async fn inbound_consumed_by_one_execution(store: Arc<dyn Store>) {
-    store.record_inbound(&item("in-create", "a", 30), &entry("in-create")).await.expect("record");
+    store.record_inbound(item("in-create", "a", 30), entry("in-create")).await.expect("record");
     let first = store.next_id().await.expect("id");
     let mut exec = sample(first, "inbox-svc", ExecState::Running);
     exec.inbox = Some("in-create".into());
@@ -85,11 +86,17 @@ pub async fn inbound_consumed_by_one_execution(store: Arc<dyn Store>) {
 /// Unprocessed entries: a restarted owner takes its own at once, another process only once the
 /// lease ran out; done entries are never taken, and old done ones are forgotten.
 pub async fn inbound_taken_over(store: Arc<dyn Store>) {
-    store.record_inbound(&item("in-own", "proc-a", 30), &entry("in-own")).await.expect("record");
-    store.record_inbound(&item("in-other", "proc-b", 30), &entry("in-other")).await.expect("record");
-    store.record_inbound(&item("in-done", "proc-a", 30), &entry("in-done")).await.expect("record");
+    store.record_inbound(item("in-own", "proc-a", 30), entry("in-own")).await.expect("record");
+    store.record_inbound(item("in-other", "proc-b", 30), entry("in-other")).await.expect("record");
+    store.record_inbound(item("in-done", "proc-a", 30), entry("in-done")).await.expect("record");
     store.inbound_done(&["in-done".to_string(), "unknown-key".to_string()]).await.expect("done");
-    let keys = |v: Vec<Inbound>| v.into_iter().map(|i| i.key).filter(|k| k.starts_with("in-o") || k == "in-done").collect::<Vec<_>>();
+    // Answered when received (help, a typo): recorded processed, in the same single write.
+    let answered = Inbound { done: true, ..item("in-answered", "proc-a", 0) };
+    assert!(store.record_inbound(answered.clone(), entry("in-answered")).await.expect("record"));
+    assert!(!store.record_inbound(answered.clone(), entry("in-answered")).await.expect("record"), "a repeat of an answered command is a repeat");
+    assert_eq!(audit_count(&store, "in-answered").await, 1, "an answered command has its audit record");
+    let keys =
+        |v: Vec<Inbound>| v.into_iter().map(|i| i.key).filter(|k| k.starts_with("in-o") || k == "in-done" || k == "in-answered").collect::<Vec<_>>();
     // Within the lease: proc-a restarted takes only its own; proc-c nothing.
     let now = t0() + secs(5);
     assert_eq!(keys(store.claim_inbound(&claim("proc-c", false, now + secs(30), now, t0() - secs(1))).await.expect("claim")), Vec::<String>::new());
@@ -107,6 +114,7 @@ pub async fn inbound_taken_over(store: Arc<dyn Store>) {
     );
     // Forgetting done entries received before a time makes their key recordable again.
     store.claim_inbound(&claim("proc-c", false, later, later, t0() + secs(1))).await.expect("forget");
-    assert!(store.record_inbound(&item("in-done", "proc-a", 30), &entry("in-done")).await.expect("record"), "forgotten");
-    assert!(!store.record_inbound(&item("in-own", "proc-a", 30), &entry("in-own")).await.expect("record"), "unprocessed ones are kept");
+    assert!(store.record_inbound(item("in-done", "proc-a", 30), entry("in-done")).await.expect("record"), "forgotten");
+    assert!(store.record_inbound(answered.clone(), entry("in-answered")).await.expect("record"), "an answered one is forgotten alike");
+    assert!(!store.record_inbound(item("in-own", "proc-a", 30), entry("in-own")).await.expect("record"), "unprocessed ones are kept");
 }
