@@ -283,7 +283,7 @@ impl Anchorer {
     pub async fn at_shutdown(&self) {
         match self.anchor().await {
             Ok(Some(a)) => tracing::info!(seq = a.seq, "audit head anchored at shutdown"),
-            Ok(None) => {}
+            Ok(None) => tracing::info!("audit head not anchored at shutdown: anchored already, or another replica holds the {ROLE} role"),
             Err(e) => tracing::error!(error = %e, "could not anchor the audit head at shutdown"),
         }
     }

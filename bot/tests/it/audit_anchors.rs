@@ -6,8 +6,9 @@
 //! reset, everything wiped, a row edited and the rest re-hashed (without the key, and with a
 //! wrong one) — and `runbot audit verify` must fail each time, naming the first record that
 //! differs. A clean chain verifies; a missing anchor is reported as such; a rotated-out key
-//! verifies its records only while it is listed in `previous_keys`; no key ever appears in a
-//! log, an anchor, the console history or an exported record.
+//! verifies its records only while it is listed in `previous_keys`; of two replicas only the
+//! holder of the `audit-anchor` role anchors; no key ever appears in a log, an anchor, the
+//! console history or an exported record.
 
 use crate::cli::{Ran, TOUCH_RUNBOOKS, run};
 use crate::common::{Runbot, free_port, serve_config, text};
@@ -53,6 +54,11 @@ impl World {
 
     /// A serve config in `dir/<name>/` on `port`, keyed and anchored as `keys` says.
     fn config(&self, name: &str, port: u16, keys: &Keys) -> PathBuf {
+        self.config_as(name, port, keys, INSTANCE)
+    }
+
+    /// [`World::config`] for a replica named `instance`.
+    fn config_as(&self, name: &str, port: u16, keys: &Keys, instance: &str) -> PathBuf {
         let dir = self.dir.join(name);
         std::fs::create_dir_all(&dir).expect("config dir");
         let key = |secret: &str| self.file(&format!("key-{}", &secret[..5]), secret);
@@ -74,7 +80,7 @@ impl World {
                 self.s3.url()
             ));
         }
-        let path = serve_config(&dir, port, INSTANCE, "", &rest);
+        let path = serve_config(&dir, port, instance, "", &rest);
         let text = std::fs::read_to_string(&path).expect("config");
         let sqlite = format!("url = \"sqlite://{}/state.db\"", dir.display());
         std::fs::write(&path, text.replace(&sqlite, &format!("url = \"{}\"", self.store_url))).expect("config");
@@ -84,21 +90,46 @@ impl World {
 
     /// Where s3s-fs keeps this instance's anchors.
     fn anchors_dir(&self) -> PathBuf {
-        self.dir.join("s3").join(BUCKET).join("runbot-audit/anchors").join(INSTANCE)
+        self.anchors_of(INSTANCE)
+    }
+
+    fn anchors_of(&self, instance: &str) -> PathBuf {
+        self.dir.join("s3").join(BUCKET).join("runbot-audit/anchors").join(instance)
+    }
+
+    /// Waits (at most 15 s) until an anchor of record `seq` by this instance is in S3.
+    async fn anchored(&self, seq: usize) -> bool {
+        let file = self.anchors_dir().join(format!("{seq:020}.json"));
+        for _ in 0..150 {
+            if file.exists() {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        false
     }
 }
 
 /// Serves `config` for a few audited commands, then stops it with SIGTERM; returns its log.
-async fn serve_a_while(config: &Path, port: u16, commands: usize) -> String {
+/// `w`: wait for the head to be anchored while serving (the interval) before stopping.
+async fn serve_a_while(config: &Path, port: u16, commands: usize, w: Option<&World>) -> String {
     let log = config.with_file_name("runbot.log");
     let bot = Runbot::serve(config, port, &log).await;
-    for _ in 0..commands {
-        let r = bot.command("console:alice", "ops", "/ops run touch alpha --dry-run").await;
-        assert!(text(&r).contains("Dry run"), "{r}");
+    dry_runs(&bot, commands).await;
+    if let Some(w) = w {
+        let n = export(config).len();
+        assert!(w.anchored(n).await, "the head (record {n}) is anchored while serving, at the interval:\n{}", bot.log_text());
     }
     let status = bot.terminate();
     assert!(status.success(), "runbot stops cleanly on SIGTERM: {status}");
     std::fs::read_to_string(&log).expect("log")
+}
+
+async fn dry_runs(bot: &Runbot, n: usize) {
+    for _ in 0..n {
+        let r = bot.command("console:alice", "ops", "/ops run touch alpha --dry-run").await;
+        assert!(text(&r).contains("Dry run"), "{r}");
+    }
 }
 
 fn export(config: &Path) -> Vec<AuditRecord> {
@@ -200,12 +231,11 @@ async fn attack_and_verify(w: &World) {
     let config = w.config("first", port, &first);
 
     // Keyed from the first record; anchored at start, every 10 s, and at SIGTERM.
-    let log1 = serve_a_while(&config, port, 3).await;
+    let log1 = serve_a_while(&config, port, 3, Some(w)).await;
     assert!(
         log1.contains("object_lock_days is set but bucket") && log1.contains("anchors are written without a lock"),
         "the test S3 server has no Object Lock: said, not faked:\n{log1}"
     );
-    assert!(log1.contains("audit head anchored at shutdown"), "{log1}");
     let records = export(&config);
     let n = records.len();
     assert!(n >= 6, "a few records: {n}");
@@ -266,8 +296,10 @@ async fn attack_and_verify(w: &World) {
 
     // Rotation: k2 current, k1 kept for the records written under it.
     let port = free_port();
-    let rotated = w.config("rotated", port, &Keys { current: ("k2", KEY_2), previous: Some(("k1", KEY_1)), s3: true });
-    let log2 = serve_a_while(&rotated, port, 1).await;
+    let rotated_keys = Keys { current: ("k2", KEY_2), previous: Some(("k1", KEY_1)), s3: true };
+    let rotated = w.config("rotated", port, &rotated_keys);
+    let log2 = serve_a_while(&rotated, port, 1, None).await;
+    assert!(log2.contains("audit head anchored at shutdown"), "the record written since the start is anchored at SIGTERM:\n{log2}");
     let after = export(&rotated);
     assert!(after.len() > n && after[n..].iter().all(|r| r.key_id == "k2") && after[..n].iter().all(|r| r.key_id == "k1"));
     let v = verify(&rotated, &[]);
@@ -276,8 +308,29 @@ async fn attack_and_verify(w: &World) {
     assert_fails(&verify(&dropped, &[]), "k1 dropped", "record 1: is keyed with key 'k1', which is not configured");
 
     // No key anywhere it could leak.
-    let mut seen = format!("{log1}{log2}{}", all_text(&w.dir.join("s3")));
-    for name in ["first", "rotated"] {
+    // Two replicas on the one store: only the holder of the audit-anchor role anchors.
+    let (pa, pb) = (free_port(), free_port());
+    let ca = w.config_as("replica-a", pa, &rotated_keys, INSTANCE);
+    let cb = w.config_as("replica-b", pb, &rotated_keys, "replica-b");
+    let a = Runbot::serve(&ca, pa, &ca.with_file_name("runbot.log")).await;
+    for _ in 0..100 {
+        if a.log_text().contains("audit head anchored in S3") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(a.log_text().contains("audit head anchored in S3"), "replica A anchors at start:\n{}", a.log_text());
+    let b = Runbot::serve(&cb, pb, &cb.with_file_name("runbot.log")).await;
+    dry_runs(&b, 1).await;
+    let m = export(&cb).len();
+    assert!(w.anchored(m).await, "the role holder anchors the other replica's records too:\n{}", a.log_text());
+    let logs = format!("{}{}", a.log_text(), b.log_text());
+    assert!(b.terminate().success() && a.terminate().success());
+    assert!(!w.anchors_of("replica-b").exists(), "the replica without the role wrote no anchor");
+    assert!(verify(&rotated, &[]).ok);
+
+    let mut seen = format!("{log1}{log2}{logs}{}", all_text(&w.dir.join("s3")));
+    for name in ["first", "rotated", "replica-a", "replica-b"] {
         seen.push_str(&std::fs::read_to_string(w.dir.join(name).join("console.jsonl")).unwrap_or_default());
         seen.push_str(&std::fs::read_to_string(w.dir.join(name).join("audit.jsonl")).unwrap_or_default());
     }
