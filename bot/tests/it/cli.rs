@@ -229,6 +229,7 @@ async fn audit_verify_and_export_detect_tampering_with_the_sqlite_file() {
     assert!(v.ok, "verify failed:\n{}{}", v.stdout, v.stderr);
     assert!(v.stdout.contains("intact") && v.stdout.contains(&format!("{n} records")), "{}", v.stdout);
     assert!(v.stdout.contains(&records[n - 1].hash), "the head is the last record's hash: {}", v.stdout);
+    assert!(v.stdout.contains("UNKEYED: no [audit] key is configured"), "an unkeyed trail is said to be rewritable: {}", v.stdout);
 
     // Each tampering on a fresh copy; verify must fail and say what it found.
     let mid = (n / 2) as i64;
