@@ -4,6 +4,7 @@
 //! the backup catalog on S3 (aws-sdk-s3), container registries and HTTP checks (reqwest).
 
 pub mod alerts;
+pub mod audit_anchor;
 pub mod backlog;
 pub mod backoff;
 pub mod backup;

@@ -100,6 +100,11 @@ enum AuditCmd {
     Verify {
         #[arg(long)]
         config: PathBuf,
+        /// Where the newest anchor is: `s3://bucket/prefix` (with `[audit.s3]`'s endpoint and
+        /// credentials) or a file holding an anchor (its JSON, or the line posted in the audit
+        /// channel). Default: `[audit.s3]`.
+        #[arg(long)]
+        anchor: Option<String>,
     },
     /// Write the audit trail as JSON lines.
     Export {
@@ -195,6 +200,9 @@ fn main() -> ExitCode {
             }
             Cmd::Serve { config } => {
                 let settings = load(&config)?;
+                if let Some(w) = audit_cmd::unkeyed_warning(&settings) {
+                    tracing::warn!("{w}");
+                }
                 serve::serve(settings, config.parent().map(|p| p.to_path_buf()).unwrap_or_default(), None, None).await
             }
             Cmd::CheckConfig { file } => {
@@ -207,10 +215,13 @@ fn main() -> ExitCode {
                     s.config.approvals.len()
                 );
                 tls_preflight(&s.config);
+                if let Some(w) = audit_cmd::unkeyed_warning(&s) {
+                    eprintln!("warning: {w}");
+                }
                 Ok(())
             }
             // Only the store is read: the rest of the config need not resolve.
-            Cmd::Audit { cmd: AuditCmd::Verify { config } } => audit_cmd::verify(&audit_cmd::store_url(&config)?).await,
+            Cmd::Audit { cmd: AuditCmd::Verify { config, anchor } } => audit_cmd::verify(&config, anchor.as_deref()).await,
             Cmd::Audit { cmd: AuditCmd::Export { config, out } } => {
                 let redactor = match load(&config) {
                     Ok(settings) => Some(settings.redactor.clone()),

@@ -57,6 +57,8 @@ pub async fn serve(
     let store = Arc::new(SqlStore::connect(&settings.config.store.url).await?);
     store.hold_liveness(&settings.instance).await?;
     let ChatSetup { console, chats, slack, discord } = connect_chats(&settings, &base, &store)?;
+    // `[audit]`: records keyed from the first one on; the head anchored outside the store.
+    let anchorer = crate::audit_cmd::key_store(&settings, &store, &chats)?;
     let engine = build_engine(settings, &store, chats).await?;
     // Every chat platform's deliveries take one path: recorded in the inbox, acknowledged,
     // acted on once (runbot_adapters::inbound).
@@ -69,7 +71,8 @@ pub async fn serve(
         adapters.push(Box::new(d.start(cfg, &pipeline)?));
     }
     let adapters = Arc::new(adapters);
-    let background = start_background(&engine, &pipeline).await;
+    let mut background = start_background(&engine, &pipeline).await;
+    background.extend(anchorer.as_ref().map(|a| a.spawn()));
     let conn_metrics = Arc::new(crate::connections::ConnectionMetrics::default());
     let console = console_on.then(|| ConsoleState { chat: console, engine: engine.clone(), auth: Arc::new(console_auth.clone()) });
     // `[alerts]`: Alertmanager's webhook.
@@ -114,7 +117,7 @@ pub async fn serve(
             }
         },
     };
-    stop(&adapters, &pipeline, &store).await;
+    stop(&adapters, &pipeline, &store, anchorer.as_deref()).await;
     served.context("the HTTP server task")?.context("serving HTTP")?;
     tracing::info!("runbot stopped");
     Ok(())
@@ -244,13 +247,19 @@ fn router(
 
 /// After the listener stopped: the adapters' sockets close, the commands acknowledged and
 /// being acted on finish (within the grace period; the others stay in the inbox, recorded,
-/// and the next start acts on them or says nothing was done), then the store closes.
-async fn stop(adapters: &[Box<dyn ChatAdapter>], pipeline: &Pipeline, store: &SqlStore) {
+/// and the next start acts on them or says nothing was done), the audit head is anchored, then
+/// the store closes.
+async fn stop(adapters: &[Box<dyn ChatAdapter>], pipeline: &Pipeline, store: &SqlStore, anchorer: Option<&runbot_adapters::audit_anchor::Anchorer>) {
     for a in adapters {
         a.shutdown().await;
     }
     if !pipeline.drain(GRACE).await {
         tracing::warn!(in_flight = pipeline.in_flight(), "commands still being acted on after the grace period; the next start takes them over");
+    }
+    if let Some(a) = anchorer
+        && tokio::time::timeout(GRACE, a.at_shutdown()).await.is_err()
+    {
+        tracing::error!(grace_s = GRACE.as_secs(), "the audit head could not be anchored within the grace period");
     }
     if tokio::time::timeout(GRACE, store.close()).await.is_err() {
         tracing::warn!(grace_s = GRACE.as_secs(), "store writes still in progress after the grace period; they roll back");

@@ -1,9 +1,18 @@
-//! The audit trail: append-only records, each linked to the previous by a SHA-256 hash, so an
-//! edited, inserted or deleted record is detected by [`verify`].
+//! The audit trail: append-only records, each linked to the previous by a hash, so an edited,
+//! inserted or deleted record is detected by [`verify`].
+//!
+//! With a key (`[audit] key`), a record's hash is an HMAC-SHA256 under that key and the record
+//! names the key's id: whoever can write the database but does not hold the key cannot re-hash
+//! an edited chain. Without one the hash is a plain SHA-256, which anyone can recompute. The
+//! head is also [`Anchor`]ed outside the store (HMAC'd the same way), so a deleted tail or a
+//! wiped store is caught against the newest anchor ([`check_anchor`]).
 
+use crate::config::Secret;
 use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::fmt;
 
 /// What happened, before it gets its place in the chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,14 +33,62 @@ pub struct AuditRecord {
     pub entry: AuditEntry,
     pub prev_hash: String,
     pub hash: String,
+    /// The id of the key `hash` is an HMAC under; empty: an unkeyed SHA-256.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key_id: String,
+}
+
+/// A key audit hashes are HMACs under: its id (stored with each record) and the HMAC state
+/// prepared from the secret (cloned per record, so the key is not re-derived each time).
+/// `Debug` shows the id only.
+#[derive(Clone)]
+pub struct AuditKey {
+    pub id: String,
+    mac: Hmac<Sha256>,
+}
+
+impl AuditKey {
+    pub fn new(id: &str, secret: &Secret) -> AuditKey {
+        // HMAC takes a key of any length.
+        let mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(secret.expose().as_bytes()).unwrap_or_else(|_| unreachable!("HMAC keys have no length limit"));
+        AuditKey { id: id.to_string(), mac }
+    }
+}
+
+impl fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AuditKey({})", self.id)
+    }
+}
+
+/// The keys records are verified with: the current one (new records are keyed with it) and
+/// older ones still trusted for the records written under them.
+#[derive(Debug, Clone, Default)]
+pub struct Keyring {
+    pub current: Option<AuditKey>,
+    pub previous: Vec<AuditKey>,
+}
+
+impl Keyring {
+    /// The key with id `id`, current or previous.
+    pub fn get(&self, id: &str) -> Option<&AuditKey> {
+        self.current.iter().chain(&self.previous).find(|k| k.id == id)
+    }
+
+    /// Whether any key is configured.
+    pub fn is_keyed(&self) -> bool {
+        self.current.is_some()
+    }
 }
 
 /// The hash of the empty chain, linked to by record 1.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The hash of a record: SHA-256 over the previous hash and the canonical JSON of the fields
-/// (serde_json orders object keys, so the encoding is canonical).
-pub fn record_hash(seq: u64, prev_hash: &str, entry: &AuditEntry) -> String {
+/// The hash of a record: over the previous hash and the canonical JSON of the fields (serde_json
+/// orders object keys, so the encoding is canonical) — an HMAC-SHA256 under `key`, or a plain
+/// SHA-256 without one. The one place a record's hash is computed (writers and [`verify`]).
+pub fn record_hash(key: Option<&AuditKey>, seq: u64, prev_hash: &str, entry: &AuditEntry) -> String {
     let canonical = Canonical {
         actor: &entry.actor,
         at: entry.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
@@ -40,12 +97,15 @@ pub fn record_hash(seq: u64, prev_hash: &str, entry: &AuditEntry) -> String {
         kind: &entry.kind,
         seq,
     };
-    let mut h = HashWriter(Sha256::new());
-    h.0.update(prev_hash.as_bytes());
-    h.0.update(b"\n");
+    let mut h = match key {
+        Some(k) => HashWriter::Keyed(k.mac.clone()),
+        None => HashWriter::Plain(Sha256::new()),
+    };
+    h.update(prev_hash.as_bytes());
+    h.update(b"\n");
     // Writing into the hash cannot fail, nor can encoding these fields.
     let _ = serde_json::to_writer(&mut h, &canonical);
-    hex::encode(h.0.finalize())
+    h.finish()
 }
 
 /// The fields a record's hash covers, in the order serde_json gives an object's keys (sorted):
@@ -61,11 +121,31 @@ struct Canonical<'a> {
     seq: u64,
 }
 
-struct HashWriter(Sha256);
+/// SHA-256 or HMAC-SHA256, written into like a file.
+enum HashWriter {
+    Plain(Sha256),
+    Keyed(Hmac<Sha256>),
+}
+
+impl HashWriter {
+    fn update(&mut self, buf: &[u8]) {
+        match self {
+            HashWriter::Plain(h) => Digest::update(h, buf),
+            HashWriter::Keyed(m) => Mac::update(m, buf),
+        }
+    }
+
+    fn finish(self) -> String {
+        match self {
+            HashWriter::Plain(h) => hex::encode(h.finalize()),
+            HashWriter::Keyed(m) => hex::encode(m.finalize().into_bytes()),
+        }
+    }
+}
 
 impl std::io::Write for HashWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
+        self.update(buf);
         Ok(buf.len())
     }
 
@@ -74,21 +154,45 @@ impl std::io::Write for HashWriter {
     }
 }
 
-/// Links `entry` after `(prev_seq, prev_hash)`.
+/// Links `entry` after `(prev_seq, prev_hash)`, unkeyed.
 pub fn link(prev: Option<(u64, &str)>, entry: AuditEntry) -> AuditRecord {
+    link_with(None, prev, entry)
+}
+
+/// Links `entry` after `(prev_seq, prev_hash)`, keyed with `key` when there is one.
+pub fn link_with(key: Option<&AuditKey>, prev: Option<(u64, &str)>, entry: AuditEntry) -> AuditRecord {
     let (seq, prev_hash) = match prev {
         Some((s, h)) => (s + 1, h.to_string()),
         None => (1, GENESIS.to_string()),
     };
-    let hash = record_hash(seq, &prev_hash, &entry);
-    AuditRecord { seq, entry, prev_hash, hash }
+    let hash = record_hash(key, seq, &prev_hash, &entry);
+    AuditRecord { seq, entry, prev_hash, hash, key_id: key.map(|k| k.id.clone()).unwrap_or_default() }
 }
 
-/// Checks the chain and the stored head. Returns the number of records, or every problem found.
+/// What a chain that verified holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Verified {
+    pub records: u64,
+    /// Records with a plain (unkeyed) hash: anyone who can write the database can rewrite them.
+    pub unkeyed: u64,
+}
+
+/// Checks an unkeyed chain and the stored head: [`verify_with`] and no keys. Returns the
+/// number of records.
 pub fn verify(records: &[AuditRecord], head: Option<(u64, &str)>) -> Result<u64, Vec<String>> {
+    verify_with(records, head, &Keyring::default()).map(|v| v.records)
+}
+
+/// Checks the chain against `keys` and the stored head. Returns what it holds, or every problem
+/// found, in sequence order (the first names the first record that differs). A keyed record
+/// is checked under the key it names; an unkeyed record after a keyed one is a rewrite (keys
+/// are never removed from a running chain), and a key that is not in `keys` cannot be checked.
+pub fn verify_with(records: &[AuditRecord], head: Option<(u64, &str)>, keys: &Keyring) -> Result<Verified, Vec<String>> {
     let mut problems = Vec::new();
     let mut prev_hash = GENESIS.to_string();
     let mut expected_seq = 1;
+    let mut first_keyed = None;
+    let mut unkeyed = 0;
     for r in records {
         if r.seq != expected_seq {
             if r.seq > expected_seq {
@@ -106,9 +210,10 @@ pub fn verify(records: &[AuditRecord], head: Option<(u64, &str)>) -> Result<u64,
         if r.prev_hash != prev_hash {
             problems.push(format!("record {}: does not link to the record before it (inserted or reordered)", r.seq));
         }
-        if record_hash(r.seq, &r.prev_hash, &r.entry) != r.hash {
-            problems.push(format!("record {}: contents do not match its hash (edited)", r.seq));
+        if let Some(why) = hash_problem(r, keys, &mut first_keyed) {
+            problems.push(format!("record {}: {why}", r.seq));
         }
+        unkeyed += u64::from(r.key_id.is_empty());
         prev_hash = r.hash.clone();
         expected_seq = r.seq + 1;
     }
@@ -122,7 +227,121 @@ pub fn verify(records: &[AuditRecord], head: Option<(u64, &str)>) -> Result<u64,
         (Some((hs, _)), _) => problems.push(format!("the head (record {hs}) does not match the last record")),
         (None, Some(_)) => problems.push("records exist but the head is missing".into()),
     }
-    if problems.is_empty() { Ok(records.len() as u64) } else { Err(problems) }
+    if problems.is_empty() { Ok(Verified { records: records.len() as u64, unkeyed }) } else { Err(problems) }
+}
+
+/// Why `r`'s hash does not hold, if it does not. `first_keyed`: the first keyed record so far.
+fn hash_problem(r: &AuditRecord, keys: &Keyring, first_keyed: &mut Option<u64>) -> Option<String> {
+    if r.key_id.is_empty() {
+        if let Some(first) = first_keyed {
+            return Some(format!("has an unkeyed hash after keyed records (keyed from record {first}): re-hashed by someone without the key"));
+        }
+        return (record_hash(None, r.seq, &r.prev_hash, &r.entry) != r.hash).then(|| "contents do not match its hash (edited)".to_string());
+    }
+    first_keyed.get_or_insert(r.seq);
+    let Some(key) = keys.get(&r.key_id) else {
+        return Some(format!(
+            "is keyed with key '{}', which is not configured ([audit] key or [[audit.previous_keys]]): it cannot be verified",
+            r.key_id
+        ));
+    };
+    (record_hash(Some(key), r.seq, &r.prev_hash, &r.entry) != r.hash)
+        .then(|| format!("contents do not match its hash under key '{}' (edited, or re-hashed without the key)", r.key_id))
+}
+
+/// The chain head as recorded outside the store: which record was the newest, its hash, when,
+/// by which instance — HMAC'd under key `key_id`, so an anchor cannot be forged or altered
+/// without the key. Never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Anchor {
+    pub instance: String,
+    pub seq: u64,
+    pub hash: String,
+    pub key_id: String,
+    pub at: DateTime<Utc>,
+    pub mac: String,
+}
+
+/// What an anchor's MAC covers, keys in serde_json's (sorted) order.
+#[derive(Serialize)]
+struct AnchorFields<'a> {
+    at: String,
+    hash: &'a str,
+    instance: &'a str,
+    key_id: &'a str,
+    seq: u64,
+}
+
+/// How an anchor starts when posted in a channel (the JSON follows).
+pub const ANCHOR_PREFIX: &str = "runbot audit anchor";
+
+impl Anchor {
+    /// The anchor of head `(seq, hash)`, signed with `key`.
+    pub fn new(key: &AuditKey, instance: &str, seq: u64, hash: &str, at: DateTime<Utc>) -> Anchor {
+        let mut a = Anchor { instance: instance.into(), seq, hash: hash.into(), key_id: key.id.clone(), at, mac: String::new() };
+        a.mac = a.expected_mac(key);
+        a
+    }
+
+    fn expected_mac(&self, key: &AuditKey) -> String {
+        let fields = AnchorFields {
+            at: self.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            hash: &self.hash,
+            instance: &self.instance,
+            key_id: &self.key_id,
+            seq: self.seq,
+        };
+        let mut h = HashWriter::Keyed(key.mac.clone());
+        // Domain separation: an anchor's MAC is never a valid record hash, nor the reverse.
+        h.update(b"runbot-audit-anchor\n");
+        let _ = serde_json::to_writer(&mut h, &fields);
+        h.finish()
+    }
+
+    /// The anchor as a one-line chat message.
+    pub fn line(&self) -> String {
+        format!("{ANCHOR_PREFIX} {}", serde_json::to_string(self).unwrap_or_default())
+    }
+
+    /// Reads an anchor: its JSON, or a chat line holding it (the JSON from the first `{`).
+    pub fn parse(text: &str) -> Result<Anchor, String> {
+        let start = text.find('{').ok_or("no anchor JSON object in it")?;
+        let end = text.rfind('}').ok_or("no anchor JSON object in it")?;
+        serde_json::from_str(text.get(start..=end).unwrap_or_default()).map_err(|e| format!("not an audit anchor: {e}"))
+    }
+
+    /// Whether the MAC holds under the configured key it names: `Err` says why not.
+    pub fn authenticate(&self, keys: &Keyring) -> Result<(), String> {
+        let Some(key) = keys.get(&self.key_id) else {
+            return Err(format!("it is signed with key '{}', which is not configured: it cannot be checked", self.key_id));
+        };
+        if self.expected_mac(key) != self.mac {
+            return Err(format!("it does not match its signature under key '{}': it was altered or forged", self.key_id));
+        }
+        Ok(())
+    }
+}
+
+/// Checks the stored chain against an authentic anchor: the chain holds the anchored record
+/// with the anchored hash, so it neither ends before it nor was rewritten up to it.
+pub fn check_anchor(records: &[AuditRecord], anchor: &Anchor) -> Result<(), String> {
+    let when = format!("the anchor written by {} at {}", anchor.instance, anchor.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let last = records.last().map_or(0, |r| r.seq);
+    match records.binary_search_by_key(&anchor.seq, |r| r.seq) {
+        Ok(i) if records[i].hash == anchor.hash => Ok(()),
+        Ok(_) => Err(format!("record {}: its hash differs from the one in {when}: the chain was rewritten at or before it", anchor.seq)),
+        Err(_) if anchor.seq == 0 => Ok(()),
+        Err(_) if last < anchor.seq && last == 0 => {
+            Err(format!("record 1: missing — the store holds no audit records but {when} says there were {} (the store was wiped)", anchor.seq))
+        }
+        Err(_) if last < anchor.seq => Err(format!(
+            "record {}: missing — the stored chain ends at record {last} but {when} says it reached record {} (records deleted at the end)",
+            last + 1,
+            anchor.seq
+        )),
+        Err(_) => Err(format!("record {}: missing, but {when} names it", anchor.seq)),
+    }
 }
 
 #[cfg(test)]
@@ -167,14 +386,14 @@ mod tests {
             let mut h = Sha256::new();
             h.update(b"prev\n");
             h.update(object.to_string().as_bytes());
-            assert_eq!(record_hash(7, "prev", &e), hex::encode(h.finalize()));
+            assert_eq!(record_hash(None, 7, "prev", &e), hex::encode(h.finalize()));
         }
     }
 
     #[test]
     fn intact_chain_verifies() {
         let c = chain(5);
-        assert_eq!(verify(&c, head(&c)), Ok(5));
+        assert_eq!(verify_with(&c, head(&c), &Keyring::default()), Ok(Verified { records: 5, unkeyed: 5 }));
         assert_eq!(verify(&[], None), Ok(0));
     }
 
@@ -200,5 +419,80 @@ mod tests {
         let mut truncated = c.clone();
         truncated.pop();
         assert!(verify(&truncated, hr).unwrap_err()[0].contains("deleted at the end"));
+    }
+
+    fn key(id: &str, secret: &str) -> AuditKey {
+        AuditKey::new(id, &Secret::for_test(secret))
+    }
+
+    /// `n` records keyed with `k`.
+    fn keyed(k: &AuditKey, n: usize) -> Vec<AuditRecord> {
+        let mut out: Vec<AuditRecord> = Vec::new();
+        for r in chain(n) {
+            let prev = out.last().map(|r| (r.seq, r.hash.as_str()));
+            out.push(link_with(Some(k), prev, r.entry));
+        }
+        out
+    }
+
+    #[test]
+    fn a_keyed_hash_is_the_hmac_of_the_same_bytes_the_unkeyed_one_hashes() {
+        let e = chain(1).remove(0).entry;
+        let object = serde_json::json!({
+            "seq": 1, "at": e.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "kind": e.kind, "actor": e.actor, "execution": e.execution, "detail": e.detail,
+        });
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(b"k-secret-0123456789abcdef0123456789").unwrap();
+        m.update(format!("{GENESIS}\n{object}").as_bytes());
+        let r = link_with(Some(&key("k1", "k-secret-0123456789abcdef0123456789")), None, e);
+        assert_eq!(r.hash, hex::encode(m.finalize().into_bytes()));
+        assert_eq!(r.key_id, "k1");
+    }
+
+    #[test]
+    fn keyed_records_verify_only_under_their_key_and_a_downgrade_is_named() {
+        let k1 = key("k1", "first-secret-0123456789abcdef0123");
+        let c = keyed(&k1, 4);
+        let ring = Keyring { current: Some(k1.clone()), previous: vec![] };
+        assert_eq!(verify_with(&c, head(&c), &ring), Ok(Verified { records: 4, unkeyed: 0 }));
+        let wrong = Keyring { current: Some(key("k1", "another-secret-0123456789abcdef01")), previous: vec![] };
+        assert!(verify_with(&c, head(&c), &wrong).unwrap_err()[0].starts_with("record 1: contents do not match its hash under key 'k1'"));
+        let none = verify(&c, head(&c)).unwrap_err();
+        assert!(none[0].starts_with("record 1: is keyed with key 'k1', which is not configured"), "{none:?}");
+
+        // Record 3 edited and the rest re-hashed without the key.
+        let mut down = c[..2].to_vec();
+        for r in &c[2..] {
+            let mut e = r.entry.clone();
+            if r.seq == 3 {
+                e.detail = serde_json::json!({"text": "/ops status 999"});
+            }
+            let prev = down.last().map(|r| (r.seq, r.hash.as_str()));
+            down.push(link(prev, e));
+        }
+        let p = verify_with(&down, head(&down), &ring).unwrap_err();
+        assert!(p[0].starts_with("record 3: has an unkeyed hash after keyed records (keyed from record 1)"), "{p:?}");
+    }
+
+    #[test]
+    fn an_anchor_is_checked_against_its_key_and_the_stored_chain() {
+        let k1 = key("k1", "first-secret-0123456789abcdef0123");
+        let ring = Keyring { current: Some(k1.clone()), previous: vec![] };
+        let c = keyed(&k1, 5);
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let a = Anchor::new(&k1, "bot-1", 4, &c[3].hash, at);
+        assert_eq!(Anchor::parse(&a.line()), Ok(a.clone()));
+        assert!(!a.line().contains("first-secret"));
+        assert_eq!(a.authenticate(&ring), Ok(()));
+        assert_eq!(check_anchor(&c, &a), Ok(()));
+        let mut forged = a.clone();
+        forged.seq = 2;
+        assert!(forged.authenticate(&ring).unwrap_err().contains("altered or forged"));
+        assert!(a.authenticate(&Keyring::default()).unwrap_err().contains("not configured"));
+        assert!(check_anchor(&c[..2], &a).unwrap_err().starts_with("record 3: missing — the stored chain ends at record 2"));
+        assert!(check_anchor(&[], &a).unwrap_err().starts_with("record 1: missing — the store holds no audit records"));
+        let mut rewritten = c.clone();
+        rewritten[3].hash = "00".into();
+        assert!(check_anchor(&rewritten, &a).unwrap_err().starts_with("record 4: its hash differs"));
     }
 }

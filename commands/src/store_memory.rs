@@ -61,6 +61,8 @@ struct Inner {
     slots: HashMap<String, i64>,
     /// Everyone listening for wake-ups.
     wakes: Vec<tokio::sync::mpsc::UnboundedSender<ExecutionId>>,
+    /// The key audit records are keyed with (`[audit] key`); `None`: unkeyed.
+    audit_key: Option<audit::AuditKey>,
 }
 
 impl Inner {
@@ -69,7 +71,7 @@ impl Inner {
         let mut entry = entry.clone();
         entry.at = micros(entry.at);
         let prev = self.audit.last().map(|r| (r.seq, r.hash.as_str()));
-        let record = audit::link(prev, entry);
+        let record = audit::link_with(self.audit_key.as_ref(), prev, entry);
         self.audit.push(record.clone());
         record
     }
@@ -84,6 +86,14 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Keys the audit records appended from now on with `key` (like the SQL store's).
+    pub fn with_audit_key(self, key: audit::AuditKey) -> Self {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.audit_key = Some(key);
+        }
+        self
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
@@ -371,5 +381,24 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.lock().map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[tokio::test]
+    async fn a_keyed_memory_store_keys_its_audit_records_like_the_sql_store() {
+        let key = audit::AuditKey::new("k1", &Secret::for_test("memory-store-audit-key-0123456789abcdef"));
+        let store = MemoryStore::new().with_audit_key(key.clone());
+        let entry = AuditEntry { at: Utc::now(), kind: "command".into(), actor: None, execution: None, detail: serde_json::json!({}) };
+        let r = store.append_audit(&entry).await.expect("append");
+        assert_eq!(r.key_id, "k1");
+        let (records, head) = store.audit_log().await.expect("log");
+        let ring = audit::Keyring { current: Some(key), previous: Vec::new() };
+        assert_eq!(audit::verify_with(&records, head.as_ref().map(|(s, h)| (*s, h.as_str())), &ring).map(|v| v.unkeyed), Ok(0));
+        assert!(audit::verify(&records, head.as_ref().map(|(s, h)| (*s, h.as_str()))).is_err(), "not verifiable without the key");
     }
 }

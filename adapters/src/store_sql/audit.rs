@@ -22,6 +22,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
+/// The key records are keyed with: set once at start-up ([`super::SqlStore::set_audit_key`]),
+/// shared by the writer task and the store's own transactions. Unset: unkeyed.
+pub(super) type AuditKeyCell = std::sync::Arc<OnceLock<audit::AuditKey>>;
+
 /// The most entries one group commit takes: bounds a transaction's size and duration.
 const MAX_BATCH: usize = 512;
 /// A connection the writer kept that has been idle this long is handed back before use.
@@ -37,7 +41,7 @@ const ECHO_WAIT: Duration = Duration::from_millis(1);
 const ECHO_MIN: usize = 16;
 /// Appends that may wait for the writer before callers wait to queue (back-pressure).
 const QUEUE: usize = 4096;
-/// The largest multi-row `INSERT` (8 parameters a row); smaller ones are powers of two, so a
+/// The largest multi-row `INSERT` (9 parameters a row); smaller ones are powers of two, so a
 /// connection caches at most 7 prepared statements for them.
 const INSERT_ROWS: usize = 64;
 
@@ -75,7 +79,7 @@ fn decode_record(row: &AnyRow) -> Result<AuditRecord, StoreError> {
         execution: col(row, "execution")?,
         detail: serde_json::from_str(&detail).map_err(|e| StoreError::Backend(format!("audit record {seq}: detail is unreadable: {e}")))?,
     };
-    Ok(AuditRecord { seq: seq_from_db(seq)?, entry, prev_hash: col(row, "prev_hash")?, hash: col(row, "hash")? })
+    Ok(AuditRecord { seq: seq_from_db(seq)?, entry, prev_hash: col(row, "prev_hash")?, hash: col(row, "hash")?, key_id: col(row, "key_id")? })
 }
 
 /// An entry made ready to store: its time at the stored precision (so what is linked is what
@@ -113,15 +117,15 @@ fn insert_sql(backend: Backend, rows: usize, commit: bool) -> &'static str {
     let all = cell.get_or_init(|| {
         (0..=INSERT_ROWS.trailing_zeros())
             .map(|p| {
-                let mut s = String::from("INSERT INTO audit (seq, at, kind, actor, execution, detail, prev_hash, hash) VALUES ");
+                let mut s = String::from("INSERT INTO audit (seq, at, kind, actor, execution, detail, prev_hash, hash, key_id) VALUES ");
                 for r in 0..1usize << p {
                     s.push_str(if r > 0 { ", (" } else { "(" });
-                    for c in 1..=8 {
+                    for c in 1..=9 {
                         if c > 1 {
                             s.push_str(", ");
                         }
                         if numbered {
-                            s.push_str(&format!("${}", r * 8 + c));
+                            s.push_str(&format!("${}", r * 9 + c));
                         } else {
                             s.push('?');
                         }
@@ -151,8 +155,14 @@ enum Wrap {
 
 /// Links `entries` after the head and writes them, inside the caller's write transaction
 /// (which holds the write lock on SQLite; the head row is locked here on PostgreSQL): one
-/// head read, one multi-row insert per chunk, one head update.
-async fn write_in(backend: Backend, conn: &mut AnyConnection, entries: Vec<Prepared>, wrap: Wrap) -> Result<Vec<AuditRecord>, StoreError> {
+/// head read, one multi-row insert per chunk, one head update. `key`: what records are keyed with.
+async fn write_in(
+    backend: Backend,
+    key: Option<&audit::AuditKey>,
+    conn: &mut AnyConnection,
+    entries: Vec<Prepared>,
+    wrap: Wrap,
+) -> Result<Vec<AuditRecord>, StoreError> {
     if entries.is_empty() {
         return Ok(Vec::new());
     }
@@ -175,7 +185,7 @@ async fn write_in(backend: Backend, conn: &mut AnyConnection, entries: Vec<Prepa
     let mut records = Vec::with_capacity(entries.len());
     let mut details = Vec::with_capacity(entries.len());
     for p in entries {
-        let record = audit::link(prev.as_ref().map(|(s, h)| (*s, h.as_str())), p.entry);
+        let record = audit::link_with(key, prev.as_ref().map(|(s, h)| (*s, h.as_str())), p.entry);
         seq_to_db(record.seq)?;
         prev = Some((record.seq, record.hash.clone()));
         records.push(record);
@@ -198,7 +208,8 @@ async fn write_in(backend: Backend, conn: &mut AnyConnection, entries: Vec<Prepa
                 .bind(r.entry.execution.as_deref())
                 .bind(detail.as_str())
                 .bind(r.prev_hash.as_str())
-                .bind(r.hash.as_str());
+                .bind(r.hash.as_str())
+                .bind(r.key_id.as_str());
         }
         if own && last {
             q = q.bind(seq_to_db(seq)?).bind(hash.as_str());
@@ -213,9 +224,14 @@ async fn write_in(backend: Backend, conn: &mut AnyConnection, entries: Vec<Prepa
 }
 
 /// Appends `entries`, in order, inside the caller's write transaction.
-pub(super) async fn append_in(backend: Backend, conn: &mut AnyConnection, entries: &[AuditEntry]) -> Result<Vec<AuditRecord>, StoreError> {
+pub(super) async fn append_in(
+    backend: Backend,
+    key: Option<&audit::AuditKey>,
+    conn: &mut AnyConnection,
+    entries: &[AuditEntry],
+) -> Result<Vec<AuditRecord>, StoreError> {
     let prepared = entries.iter().cloned().map(prepare).collect::<Result<Vec<_>, _>>()?;
-    write_in(backend, conn, prepared, Wrap::Caller).await
+    write_in(backend, key, conn, prepared, Wrap::Caller).await
 }
 
 type Reply = oneshot::Sender<Result<AuditRecord, StoreError>>;
@@ -245,9 +261,9 @@ impl Writer {
     /// Starts the writer. With `hold`, it keeps one of the pool's connections between commits
     /// (no pool round trips per commit; a connection that failed is handed back and another
     /// taken); otherwise it takes one per commit (an in-memory SQLite has only one).
-    pub(super) fn spawn(pool: AnyPool, backend: Backend, hold: bool) -> Writer {
+    pub(super) fn spawn(pool: AnyPool, backend: Backend, hold: bool, key: AuditKeyCell) -> Writer {
         let (jobs, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(Conn { pool, backend, hold, held: None }, rx));
+        tokio::spawn(run(Conn { pool, backend, hold, held: None, key }, rx));
         Writer { jobs }
     }
 
@@ -289,6 +305,8 @@ struct Conn {
     hold: bool,
     /// The connection kept since its last commit, and when that was.
     held: Option<(PoolConnection<Any>, Instant)>,
+    /// The key records are keyed with, once set.
+    key: AuditKeyCell,
 }
 
 /// What one group commit writes.
@@ -340,7 +358,7 @@ impl Conn {
                 Backend::Postgres => Wrap::Caller,
             };
             let committed = wrap != Wrap::Caller && !entries.is_empty();
-            let mut records = write_in(backend, &mut conn, entries, wrap).await?.into_iter();
+            let mut records = write_in(backend, self.key.get(), &mut conn, entries, wrap).await?.into_iter();
             if !committed {
                 sqlx::query("COMMIT").execute(&mut *conn).await.map_err(backend_err("committing audit records"))?;
             }
@@ -514,7 +532,7 @@ async fn commit(conn: &mut Conn, batch: Batch, waiters: Vec<Waiter>, done_waiter
 pub(super) async fn log(store: &super::SqlStore) -> Result<(Vec<AuditRecord>, Option<(u64, String)>), StoreError> {
     // One snapshot, so the head and the records agree even while others append.
     let mut tx = store.begin_snapshot().await?;
-    let rows = sqlx::query("SELECT seq, at, kind, actor, execution, detail, prev_hash, hash FROM audit ORDER BY seq")
+    let rows = sqlx::query("SELECT seq, at, kind, actor, execution, detail, prev_hash, hash, key_id FROM audit ORDER BY seq")
         .fetch_all(&mut *tx)
         .await
         .map_err(backend_err("reading the audit log"))?;
@@ -535,19 +553,19 @@ mod tests {
 
     #[test]
     fn multi_row_inserts_number_postgres_parameters_and_leave_sqlite_ones_anonymous() {
-        let head = "INSERT INTO audit (seq, at, kind, actor, execution, detail, prev_hash, hash) VALUES ";
+        let head = "INSERT INTO audit (seq, at, kind, actor, execution, detail, prev_hash, hash, key_id) VALUES ";
         assert_eq!(
             insert_sql(Backend::Postgres, 2, false),
-            format!("{head}($1, $2, $3, $4, $5, $6, $7, $8), ($9, $10, $11, $12, $13, $14, $15, $16)")
+            format!("{head}($1, $2, $3, $4, $5, $6, $7, $8, $9), ($10, $11, $12, $13, $14, $15, $16, $17, $18)")
         );
-        assert_eq!(insert_sql(Backend::Sqlite, 2, false), format!("{head}(?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?)"));
+        assert_eq!(insert_sql(Backend::Sqlite, 2, false), format!("{head}(?, ?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
         for rows in [1, 4, INSERT_ROWS] {
-            assert_eq!(insert_sql(Backend::Sqlite, rows, false).matches('?').count(), rows * 8);
-            assert!(insert_sql(Backend::Postgres, rows, false).ends_with(&format!("${})", rows * 8)));
+            assert_eq!(insert_sql(Backend::Sqlite, rows, false).matches('?').count(), rows * 9);
+            assert!(insert_sql(Backend::Postgres, rows, false).ends_with(&format!("${})", rows * 9)));
             // The commit variant: the same insert, then the head move's two and COMMIT.
             let with = insert_sql(Backend::Sqlite, rows, true);
             assert_eq!(with, format!("{}{MOVE_HEAD_AND_COMMIT}", insert_sql(Backend::Sqlite, rows, false)));
-            assert_eq!(with.matches('?').count(), rows * 8 + 2);
+            assert_eq!(with.matches('?').count(), rows * 9 + 2);
             assert!(with.ends_with("; COMMIT"));
         }
     }

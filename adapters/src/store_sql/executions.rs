@@ -106,7 +106,7 @@ pub(super) async fn create(store: &SqlStore, exec: &Execution, lock_key: Option<
     if let Some(key) = &exec.inbox {
         super::inbox::consume_in(&mut tx, key).await?;
     }
-    super::audit::append_in(store.backend, &mut tx, entries).await?;
+    super::audit::append_in(store.backend, store.audit_key.get(), &mut tx, entries).await?;
     tx.commit("committing a new execution").await
 }
 
@@ -167,7 +167,7 @@ pub(super) async fn save(
     if cols.terminal == 1 {
         sqlx::query("DELETE FROM locks WHERE exec_id = $1").bind(id).execute(&mut *tx).await.map_err(backend_err("releasing a target lock"))?;
     }
-    super::audit::append_in(store.backend, &mut tx, entries).await?;
+    super::audit::append_in(store.backend, store.audit_key.get(), &mut tx, entries).await?;
     tx.commit("committing an execution").await?;
     Ok(expected + 1)
 }

@@ -67,6 +67,8 @@ pub struct SqlStore {
     in_memory: bool,
     /// Group-commits `append_audit` (see `audit.rs`).
     audit: audit::Writer,
+    /// The key audit records are keyed with, once set (`[audit] key`).
+    audit_key: audit::AuditKeyCell,
     /// The URL connected to (PostgreSQL: the wake-up listener opens its own connection).
     url: String,
     /// PostgreSQL: the connection holding this process's liveness lock (see `replicas.rs`).
@@ -184,8 +186,9 @@ impl SqlStore {
             enable_wal(&pool).await;
         }
         backend.migrator().run(&pool).await.doing(format_args!("applying the {} store migrations", backend.name()))?;
-        let audit = audit::Writer::spawn(pool.clone(), backend, !in_memory);
-        Ok(SqlStore { pool, backend, in_memory, audit, url, liveness: replicas::Liveness::default() })
+        let audit_key = audit::AuditKeyCell::default();
+        let audit = audit::Writer::spawn(pool.clone(), backend, !in_memory, audit_key.clone());
+        Ok(SqlStore { pool, backend, in_memory, audit, audit_key, url, liveness: replicas::Liveness::default() })
     }
 
     /// Commits the audit records already queued and stops taking new ones, then closes the
@@ -194,6 +197,24 @@ impl SqlStore {
     pub async fn close(&self) {
         self.audit.close().await;
         self.pool.close().await;
+    }
+
+    /// Keys every audit record appended from now on with `key` (`[audit] key`). Set once, at
+    /// start-up before anything is appended; a second call is refused.
+    pub fn set_audit_key(&self, key: runbot_commands::audit::AuditKey) -> Result<(), SetupError> {
+        self.audit_key.set(key).map_err(|k| SetupError(format!("the audit key is already set (tried to set '{}')", k.id)))
+    }
+
+    /// The chain head: `(seq, hash)` of the newest record, `(0, GENESIS)` when there is none.
+    pub async fn audit_head(&self) -> Result<(u64, String), StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend_err("reading the audit head"))?
+            .ok_or_else(|| StoreError::Backend("the audit_head row is missing".into()))?;
+        let seq: i64 = row.try_get("seq").map_err(backend_err("reading the audit head"))?;
+        let hash: String = row.try_get("hash").map_err(backend_err("reading the audit head"))?;
+        Ok((u64::try_from(seq).map_err(|_| StoreError::Backend(format!("stored audit sequence {seq} is negative")))?, hash))
     }
 
     /// `sqlite` or `postgres`.

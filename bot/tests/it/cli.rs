@@ -9,13 +9,13 @@ use sqlx::{Connection, Row, SqliteConnection};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-struct Ran {
-    ok: bool,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Ran {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
 }
 
-fn run(args: &[&str], env: &[(&str, &str)], unset: &[&str]) -> Ran {
+pub(crate) fn run(args: &[&str], env: &[(&str, &str)], unset: &[&str]) -> Ran {
     let mut cmd = Command::new(BIN);
     cmd.args(args).env("RUNBOT_LOG", "warn");
     for (k, v) in env {
@@ -112,9 +112,12 @@ fn secrets_must_be_references_that_resolve() {
 fn write_config(dir: &Path, port: u16) -> PathBuf {
     let d = dir.display();
     crate::common::serve_config(dir, port, "audit-test", "", &format!("[services.alpha.environments.prod.vars]\nmarker = \"{d}/alpha.marker\""));
-    std::fs::write(
-        dir.join("runbooks.toml"),
-        r#"
+    std::fs::write(dir.join("runbooks.toml"), TOUCH_RUNBOOKS).expect("write runbooks");
+    dir.join("runbot.toml")
+}
+
+/// `touch`: an approval, then `touch {marker}` (the service's `marker` var).
+pub(crate) const TOUCH_RUNBOOKS: &str = r#"
 [runbooks.touch]
 summary = "create a marker file after approval"
 target = "service"
@@ -125,11 +128,7 @@ kind = "approval"
 name = "Touch"
 kind = "command"
 argv = ["touch", "{marker}"]
-"#,
-    )
-    .expect("write runbooks");
-    dir.join("runbot.toml")
-}
+"#;
 
 fn audit(args: &[&str], config: &Path) -> Ran {
     let mut all: Vec<&str> = vec!["audit"];
@@ -230,6 +229,7 @@ async fn audit_verify_and_export_detect_tampering_with_the_sqlite_file() {
     assert!(v.ok, "verify failed:\n{}{}", v.stdout, v.stderr);
     assert!(v.stdout.contains("intact") && v.stdout.contains(&format!("{n} records")), "{}", v.stdout);
     assert!(v.stdout.contains(&records[n - 1].hash), "the head is the last record's hash: {}", v.stdout);
+    assert!(v.stdout.contains("UNKEYED: no [audit] key is configured"), "an unkeyed trail is said to be rewritable: {}", v.stdout);
 
     // Each tampering on a fresh copy; verify must fail and say what it found.
     let mid = (n / 2) as i64;

@@ -447,3 +447,24 @@ fn the_alerts_guide_passes_check_config_as_shown() {
         assert!(am.contains(want), "the Alertmanager example has {want}:\n{am}");
     }
 }
+
+/// docs/operations.md's audit key and anchors example passes `runbot check-config` without
+/// the unkeyed warning, and the same config without `[audit]` warns that the trail is unkeyed.
+#[test]
+fn the_audit_guide_passes_check_config_as_shown() {
+    let doc = read("docs/operations.md");
+    let blocks: BTreeMap<String, String> = marked_blocks(&doc).into_iter().collect();
+    let block = &blocks["file: audit.toml"];
+    let run = |text: &str| {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tmp.path().join("runbot.toml"), text).expect("write");
+        check_config(tmp.path())
+    };
+    let (ok, output) = run(block);
+    assert!(ok && !output.contains("[audit] key is not set"), "the audit example:\n{output}");
+    let secrets = block.split("[audit]").next().expect("the secrets");
+    let (ok, output) = run(secrets);
+    assert!(ok && output.contains("warning: [audit] key is not set"), "without a key check-config warns:\n{output}");
+    let (ok, output) = run(&block.replace("key = \"env:RUNBOT_AUDIT_HMAC_KEY\"\n", ""));
+    assert!(!ok && output.contains("audit.key") && output.contains("anchors"), "anchors need the key:\n{output}");
+}

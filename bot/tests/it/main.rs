@@ -1,6 +1,7 @@
 //! runbot's end-to-end tests against the real binary, one test binary (fewer, smaller links
 //! than one binary per file): each module is one concern.
 
+mod audit_anchors;
 mod browser;
 mod cli;
 mod common;

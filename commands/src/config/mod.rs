@@ -9,7 +9,7 @@ mod validate;
 pub use net::{IpNet, is_loopback_peer, listen_is_loopback};
 pub use secret::{Redactor, Secret, SecretRef};
 pub use types::*;
-pub use validate::Problem;
+pub use validate::{AUDIT_KEY_MIN, Problem, audit_keys};
 
 use crate::model::{Identity, PolicySnapshot};
 use crate::runbook::{RunbookDef, RunbooksFile};
@@ -32,6 +32,8 @@ pub struct Settings {
     pub redactor: Redactor,
     /// Lease owner name of this process.
     pub instance: String,
+    /// `[audit] key` and `previous_keys`, resolved; no current key: unkeyed.
+    pub audit_keys: crate::audit::Keyring,
     person_of: BTreeMap<String, String>,
     aliases: BTreeMap<String, String>,
     version_patterns: BTreeMap<String, regex_lite::Regex>,

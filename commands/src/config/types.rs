@@ -68,6 +68,93 @@ pub struct Config {
     /// Which alerts propose which runbook on which target, first match wins.
     #[serde(default)]
     pub triggers: Vec<TriggerConfig>,
+    /// The audit trail's key and the anchors of its head outside the store.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: keyed record hashes and anchors of the chain head outside the store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The id of `key`, stored with every record it keys (letters, digits, `.`, `_`, `-`; at
+    /// most 64). Required with `key`.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// The HMAC-SHA256 key of record hashes and anchors (`env:NAME` or `file:PATH`, at least
+    /// 32 characters). Default: none — records get plain SHA-256 hashes, which whoever can
+    /// write the database can recompute, and nothing is anchored.
+    #[serde(default)]
+    pub key: Option<SecretRef>,
+    /// Keys rotated out, still trusted for the records (and anchors) written under them.
+    #[serde(default)]
+    pub previous_keys: Vec<AuditPreviousKey>,
+    /// How often the chain head is anchored, in seconds (at least 10); also at shutdown.
+    /// Default 300.
+    #[serde(default = "default_anchor_interval")]
+    pub anchor_interval_secs: u64,
+    /// Anchors as S3 objects. Default: none.
+    #[serde(default)]
+    pub s3: Option<AuditS3Config>,
+    /// Channels each anchor is posted in, by platform (`{ slack = "C0AUDIT" }`). Default: none.
+    #[serde(default)]
+    pub anchor_channels: BTreeMap<String, String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            key_id: None,
+            key: None,
+            previous_keys: Vec::new(),
+            anchor_interval_secs: default_anchor_interval(),
+            s3: None,
+            anchor_channels: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_anchor_interval() -> u64 {
+    300
+}
+
+/// `[[audit.previous_keys]]`: a rotated-out key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditPreviousKey {
+    pub id: String,
+    pub key: SecretRef,
+}
+
+/// `[audit.s3]`: where anchors are written — the same S3 client as the backup catalogs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditS3Config {
+    /// `s3://bucket/prefix`: anchors are `<prefix>/anchors/<instance>/<seq>.json` and
+    /// `<prefix>/anchors/<instance>/latest.json`.
+    pub url: String,
+    /// S3-compatible endpoint. Default: AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Path-style addressing. Default: true when `endpoint` is set.
+    #[serde(default)]
+    pub path_style: Option<bool>,
+    /// Names of `[secrets]` entries holding the access key id and the secret access key.
+    pub access_key_secret: String,
+    pub secret_key_secret: String,
+    /// Days each `<seq>.json` anchor is retained under S3 Object Lock (the bucket must have
+    /// it enabled; a write the bucket refuses is logged as an error). Default 0: no lock.
+    #[serde(default)]
+    pub object_lock_days: u32,
+    /// `COMPLIANCE` (nobody can shorten it) or `GOVERNANCE`. Default `COMPLIANCE`.
+    #[serde(default = "default_lock_mode")]
+    pub object_lock_mode: String,
+}
+
+fn default_lock_mode() -> String {
+    "COMPLIANCE".into()
 }
 
 /// `[alerts]`: the Alertmanager webhook receiver.

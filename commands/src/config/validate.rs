@@ -85,6 +85,7 @@ pub fn parse_config(text: &str) -> (Config, Vec<Problem>) {
             "tools" => take!("tools", tools, v),
             "alerts" => take!("alerts", alerts, v),
             "triggers" => take!("triggers", triggers, v),
+            "audit" => take!("audit", audit, v),
             other => problems.push(Problem::new(other, "unknown section")),
         }
     }
@@ -182,16 +183,28 @@ pub fn build(config: Config, runbooks: RunbooksFile, kinds: &StepKinds, problems
     check_deploy(&config, &mut p);
     check_restore(&config, &mut p);
     check_triggers(&config, &runbooks, &mut p);
+    let (audit_keys, audit_secrets) = check_audit(&config, &mut p);
     let (aliases, version_patterns) = check_services(&config, &mut p);
     let vars = engine_vars(&config);
     for (rname, rb) in &runbooks.runbooks {
         check_runbook(&config, &runbooks, kinds, &vars, rname, rb, &mut p);
     }
 
-    let mut redact: Vec<_> = secrets.values().cloned().chain(adapter_secrets).collect();
+    let mut redact: Vec<_> = secrets.values().cloned().chain(adapter_secrets).chain(audit_secrets).collect();
     redact.sort_by(|a, b| a.expose().cmp(b.expose()));
     let instance = config.engine.instance.clone().unwrap_or_else(default_instance);
-    Settings { runbooks: runbooks.runbooks, groups, redactor: Redactor::new(redact), secrets, instance, person_of, aliases, version_patterns, config }
+    Settings {
+        runbooks: runbooks.runbooks,
+        groups,
+        redactor: Redactor::new(redact),
+        secrets,
+        instance,
+        audit_keys,
+        person_of,
+        aliases,
+        version_patterns,
+        config,
+    }
 }
 
 /// `[store]`, `[server]`, `[engine]`, `[limits]` and the Slack ping: addresses and lower bounds.
@@ -362,6 +375,89 @@ fn check_environments(config: &Config, p: &mut impl FnMut(String, String)) {
             }
         }
     }
+}
+
+/// The shortest audit key accepted: an HMAC key shorter than the hash's 32 bytes is guessable
+/// sooner than the hash can be broken.
+pub const AUDIT_KEY_MIN: usize = 32;
+
+/// `[audit]`'s keys, resolved: the keyring and the secrets (for redaction). Reported problems
+/// name the key, never its value. Also what `runbot audit verify` reads of a config.
+pub fn audit_keys(audit: &super::AuditConfig, p: &mut impl FnMut(String, String)) -> (crate::audit::Keyring, Vec<super::Secret>) {
+    let mut ring = crate::audit::Keyring::default();
+    let mut secrets = Vec::new();
+    let mut resolve = |path: String, id: &str, r: &super::SecretRef, p: &mut dyn FnMut(String, String)| {
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+            p(path.clone(), format!("key id '{id}' must be 1 to 64 letters, digits, '.', '_' or '-'"));
+        }
+        match r.resolve() {
+            Ok(s) if s.expose().chars().count() < AUDIT_KEY_MIN => {
+                p(path, format!("the key {r:?} is shorter than {AUDIT_KEY_MIN} characters"));
+                None
+            }
+            Ok(s) => {
+                let key = crate::audit::AuditKey::new(id, &s);
+                secrets.push(s);
+                Some(key)
+            }
+            Err(why) => {
+                p(path, why);
+                None
+            }
+        }
+    };
+    match (&audit.key_id, &audit.key) {
+        (Some(id), Some(r)) => ring.current = resolve("audit.key".into(), id, r, p),
+        (None, Some(_)) => p("audit.key_id".into(), "set key_id with key: it is stored with each record the key hashes".into()),
+        (Some(_), None) => p("audit.key".into(), "key_id is set but key is not".into()),
+        (None, None) => {}
+    }
+    for (i, k) in audit.previous_keys.iter().enumerate() {
+        if audit.key_id.as_deref() == Some(k.id.as_str()) || audit.previous_keys[..i].iter().any(|o| o.id == k.id) {
+            p(format!("audit.previous_keys[{i}].id"), format!("key id '{}' is used twice", k.id));
+        }
+        ring.previous.extend(resolve(format!("audit.previous_keys[{i}].key"), &k.id, &k.key, p));
+    }
+    (ring, secrets)
+}
+
+/// `[audit]`: the keys, and anchors only with a key (an unkeyed anchor is as forgeable as the
+/// chain it anchors).
+fn check_audit(config: &Config, p: &mut impl FnMut(String, String)) -> (crate::audit::Keyring, Vec<super::Secret>) {
+    let audit = &config.audit;
+    let keys = audit_keys(audit, p);
+    let anchored = audit.s3.is_some() || !audit.anchor_channels.is_empty();
+    if anchored && audit.key.is_none() {
+        p("audit".into(), "anchors ([audit.s3], anchor_channels) are signed with the audit key: set [audit] key and key_id".into());
+    }
+    if audit.anchor_interval_secs < 10 {
+        p("audit.anchor_interval_secs".into(), "must be at least 10".into());
+    }
+    if let Some(s3) = &audit.s3 {
+        if !s3.url.strip_prefix("s3://").is_some_and(|r| !r.is_empty() && !r.starts_with('/')) {
+            p("audit.s3.url".into(), format!("'{}' is not an s3://bucket/prefix URL", s3.url));
+        }
+        for (k, name) in [("access_key_secret", &s3.access_key_secret), ("secret_key_secret", &s3.secret_key_secret)] {
+            if !config.secrets.contains_key(name) {
+                p(format!("audit.s3.{k}"), format!("no secret '{name}' in [secrets]"));
+            }
+        }
+        if !["COMPLIANCE", "GOVERNANCE"].contains(&s3.object_lock_mode.as_str()) {
+            p("audit.s3.object_lock_mode".into(), format!("'{}' is not COMPLIANCE or GOVERNANCE", s3.object_lock_mode));
+        }
+    }
+    for platform in audit.anchor_channels.keys() {
+        let configured = match platform.as_str() {
+            "slack" => config.slack.is_some(),
+            "discord" => config.discord.is_some(),
+            "console" => config.console.enabled,
+            _ => false,
+        };
+        if !configured {
+            p(format!("audit.anchor_channels.{platform}"), format!("'{platform}' is not a configured chat platform"));
+        }
+    }
+    keys
 }
 
 /// `[secrets]`: every reference resolves now, so a missing file or variable is found at start.
