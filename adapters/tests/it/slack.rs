@@ -92,6 +92,7 @@ incident_channel = {{ slack = "create" }}
 bot_token = "{bot}"
 {secret_line}{app_line}api_url = "{api}"
 post_interval_ms = 20
+edits_per_minute = 3000
 "#,
             preamble = preamble(dir.path(), "slack-test"),
             service = promotions_service(NS),
