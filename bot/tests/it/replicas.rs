@@ -417,6 +417,9 @@ async fn paused(dir: PathBuf, db: String) {
     )
     .await;
     c.command("run long delta").await;
+    // The command is acted on after its acknowledgement: the execution exists once its
+    // message is posted.
+    c.status_message_of("long delta", "the status message", |_| true).await;
     c.until_exec("delta", "the step running", Duration::from_secs(30), |d| step_status(d, 0) == "running" && d["steps"][0]["process"].is_object())
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
