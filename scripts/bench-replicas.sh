@@ -14,7 +14,9 @@
 #   - the live-update lag in a storm of 100 executions (10 channels, Slack limiting
 #     chat.update and chat.postMessage to 50 calls/s): from the final state stored to the
 #     message showing it, p50/p99/max against the 1.1 s target, and the 429s Slack returned.
-# BENCH_PACING_MS sets `[slack] post_interval_ms` (default 1000, runbot's default).
+# BENCH_PACING_MS sets `[slack] post_interval_ms` (default 1000, runbot's default: posts per
+# channel); BENCH_EDITS_PER_MINUTE sets `[slack] edits_per_minute` (default 2700: 45 chat.update
+# a second for the workspace, under the fake's 50).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${BENCH_PROFILE:-release}

@@ -151,6 +151,7 @@ fn connect_chats(settings: &Settings, base: &std::path::Path, store: &Arc<SqlSto
         None => None,
     };
     if let Some(d) = &discord {
+        d.chat.share_limits(store.clone());
         chats = chats.with(d.chat.clone());
     }
     Ok(ChatSetup { console, chats, slack, discord })

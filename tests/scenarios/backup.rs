@@ -416,6 +416,55 @@ async fn the_monitor_alerts_once_and_says_once_when_it_recovers() {
     assert_eq!(kinds.iter().filter(|k| *k == "backup_alert").count(), 2, "both are in the audit log");
 }
 
+/// The monitor moves to another replica while an alert is open (the leader died): the new
+/// leader knows the alert from the store, does not post it again, and when the archive
+/// recovers it resolves that same message (edited to say so) and says once that it is healthy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_monitor_leader_resolves_the_alert_its_predecessor_posted() {
+    use runbot_commands::ports::Store;
+    let archive = Archive::new();
+    archive.backup("20261128T000000", 2, 2, Utc::now() - TimeDelta::hours(30)).await;
+    archive.wal(&[2, 3]).await;
+    let mut world = archive.world().await;
+    let alerts = |w: &World| w.chat.posts().into_iter().filter(|p| p.channel == "dba-alerts").collect::<Vec<_>>();
+    let first = world.engine.spawn_backup_monitor(std::time::Duration::from_millis(100));
+    let t = std::time::Instant::now();
+    while alerts(&world).is_empty() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "no alert");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let alert = alerts(&world)[0].clone();
+    assert!(alert.message.text.contains("need attention"), "{:?}", alert.message.text);
+    // Recorded (the alert and where it was posted) right after it was posted.
+    while !world.store.audit_log().await.expect("audit").0.iter().any(|r| r.entry.kind == "backup_alert") {
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "the alert is not in the audit trail");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // The leader dies; its role expires and another replica (test-2) takes the monitor over.
+    first.abort();
+    world.restart_as("test-2").await;
+    let later = Utc::now() + TimeDelta::seconds(120);
+    assert!(world.store.lead("backup-monitor", "test-2", later, later - TimeDelta::seconds(1)).await.expect("lead"), "the role moves on");
+    let second = world.engine.spawn_backup_monitor(std::time::Duration::from_millis(100));
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await; // several checks
+    assert!(alerts(&world).is_empty(), "the new leader posted the open alert again: {:?}", alerts(&world));
+
+    // A fresh backup: the same alert message is resolved, and one message says so.
+    archive.wal(&[4]).await;
+    archive.backup("20261129T090000", 5, 5, Utc::now() - TimeDelta::minutes(5)).await;
+    archive.wal(&[5]).await;
+    while !world.chat.latest(&alert.id).is_some_and(|m| m.text.contains("Resolved")) {
+        assert!(t.elapsed() < std::time::Duration::from_secs(20), "the alert was not resolved: {:?}", world.chat.latest(&alert.id));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let a: Vec<String> = alerts(&world).into_iter().map(|p| p.message.text).collect();
+    assert_eq!(a.len(), 1, "one recovery message: {a:?}");
+    assert!(a[0].contains("healthy again"), "{a:?}");
+    second.abort();
+}
+
 /// `/ops backup now`: a Job from the database's backup CronJob, its log in the thread, the
 /// outcome of the Job.
 #[tokio::test(flavor = "multi_thread")]

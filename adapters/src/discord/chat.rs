@@ -2,7 +2,8 @@
 //! and token handling), pointed at a configurable base URL (`[discord] api_url`, default
 //! `https://discord.com`). serenity's own rate limiter is off — it ignores the base URL — and
 //! runbot's ([`Limiter`]) honours `X-RateLimit-Remaining/Reset-After` per route bucket and
-//! 429 `retry_after` (global or not).
+//! 429 `retry_after` (global or not); replicas on one store spend each bucket, and the bot's
+//! global limit, together ([`DiscordChat::share_limits`]).
 //!
 //! - `post`: create message; message ids handed to the engine are `CHANNEL/MESSAGE`. With a
 //!   `thread` (the status message's id), the reply goes into the thread started from that
@@ -41,6 +42,8 @@ pub const CREATE_CHANNEL: &str = "create";
 /// Discord's API when nothing else is configured.
 pub const DEFAULT_API_URL: &str = "https://discord.com";
 
+/// Discord's global limit, 50 requests a second per bot, as the time between two.
+const GLOBAL_SPACING: Duration = Duration::from_millis(20);
 /// How many 429s a post waits out itself before giving up with `RateLimited`.
 const POST_RETRIES: u32 = 5;
 /// The longest wait (a 429's retry_after, or an empty bucket) taken inside a call.
@@ -108,6 +111,10 @@ pub struct DiscordChat {
     mention: Vec<String>,
     timeout: Duration,
     limiter: Limiter,
+    /// A store shared with other replicas, which then spend each bucket together.
+    shared: std::sync::OnceLock<Arc<dyn runbot_commands::ports::Store>>,
+    /// Taken while reserving a shared slot and waiting for it.
+    shared_turn: tokio::sync::Mutex<()>,
     /// Thread channel started from a message, by message id.
     threads: Mutex<HashMap<String, String>>,
     /// Titles of posted messages (names of their threads), by message id.
@@ -211,6 +218,8 @@ impl DiscordChat {
             mention: opts.mention.into_iter().filter(|m| snowflake(m).is_some()).collect(),
             timeout: opts.timeout,
             limiter: Limiter::new(),
+            shared: std::sync::OnceLock::new(),
+            shared_turn: tokio::sync::Mutex::new(()),
             threads: Mutex::new(HashMap::new()),
             titles: Mutex::new(HashMap::new()),
             created: Mutex::new(HashMap::new()),
@@ -223,6 +232,41 @@ impl DiscordChat {
     /// command registration with serenity's builders).
     pub fn http(&self) -> &Arc<Http> {
         &self.http
+    }
+
+    /// Spends this bucket (once its shape is known) and the bot's global limit together with
+    /// the other replicas on `store` (when several processes share it): each request reserves
+    /// a slot in the store, `window / limit` apart for its bucket, 1/50 s for the global limit
+    /// of bot routes.
+    pub fn share_limits(&self, store: Arc<dyn runbot_commands::ports::Store>) {
+        if store.shared() {
+            let _ = self.shared.set(store);
+        }
+    }
+
+    /// Waits for this request's shared slots (see [`DiscordChat::share_limits`]).
+    async fn wait_shared(&self, name: &'static str, major: &str) {
+        let Some(store) = self.shared.get() else { return };
+        let mut keys = Vec::new();
+        if let Some((key, every)) = self.limiter.spacing(name, major) {
+            keys.push((format!("discord:{key}"), every));
+        }
+        // Interaction and webhook routes are not bound to the global limit.
+        if !name.starts_with("POST /interactions") && !name.contains("/webhooks/") {
+            keys.push(("discord:global".to_string(), GLOBAL_SPACING));
+        }
+        // One reservation at a time per process: a slot is reserved just before it is used.
+        let _turn = self.shared_turn.lock().await;
+        let asked = Instant::now();
+        let mut wait = Duration::ZERO;
+        for (key, every) in keys {
+            match store.take_slot(&key, every, chrono::Utc::now()).await {
+                Ok(w) => wait = wait.max(w),
+                Err(e) => tracing::warn!(route = name, error = %e, "shared Discord limits unavailable; this process's own only"),
+            }
+        }
+        // The slot is counted from when it was asked for, not from the store's answer.
+        tokio::time::sleep_until(asked + wait).await;
     }
 
     /// One REST call, rate limited: waits while its bucket is empty or a global 429 lasts,
@@ -250,6 +294,7 @@ impl DiscordChat {
                 tracing::debug!(route = name, wait_ms = wait.as_millis() as u64, "Discord bucket empty; waiting");
                 tokio::time::sleep(wait).await;
             }
+            self.wait_shared(name, major).await;
             let req = Request::new(route, method).body(bytes.clone());
             let built = req
                 .build(&self.client, self.http.token(), self.http.proxy.as_deref())

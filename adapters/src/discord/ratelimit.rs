@@ -6,7 +6,9 @@
 //! global one. Buckets are kept per major parameter (channel, guild, webhook, interaction). A
 //! request waits when its bucket is known to be empty, or while a global 429 lasts; otherwise
 //! it takes one of the remaining requests, so concurrent requests do not all rush an almost
-//! empty bucket.
+//! empty bucket. Several replicas share a bucket too: once its limit and window are known,
+//! [`Limiter::spacing`] says how far apart its requests go so that all processes together
+//! stay within it (the slots are reserved in the shared store).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -53,6 +55,8 @@ struct State {
     route_bucket: HashMap<&'static str, String>,
     /// `hash-or-route:major` → what is left.
     buckets: HashMap<String, Bucket>,
+    /// Bucket hash (or route) → its limit and the longest reset-after seen (its window).
+    shapes: HashMap<String, (u32, Duration)>,
     global_until: Option<Instant>,
 }
 
@@ -63,10 +67,11 @@ pub struct Limiter {
 
 impl State {
     fn key(&self, route: &'static str, major: &str) -> String {
-        match self.route_bucket.get(route) {
-            Some(h) => format!("{h}:{major}"),
-            None => format!("{route}:{major}"),
-        }
+        format!("{}:{major}", self.shape_key(route))
+    }
+
+    fn shape_key(&self, route: &'static str) -> &str {
+        self.route_bucket.get(route).map(String::as_str).unwrap_or(route)
     }
 }
 
@@ -108,9 +113,25 @@ impl Limiter {
         if let (Some(remaining), Some(after)) = (o.remaining, o.reset_after) {
             s.buckets.insert(key, Bucket { remaining, reset_at: now + after });
         }
+        if let (Some(limit), Some(after)) = (o.limit.filter(|l| *l > 0), o.reset_after) {
+            let shape = s.shape_key(route).to_string();
+            let window = s.shapes.get(&shape).map_or(after, |(_, w)| (*w).max(after));
+            s.shapes.insert(shape, (limit, window));
+        }
         if s.buckets.len() > 10_000 {
             s.buckets.retain(|_, b| b.reset_at > now);
         }
+    }
+
+    /// For processes sharing a bucket: its key (`bucket:major`) and the time between two of its
+    /// requests (window / limit, plus 10 %) that keeps them all within it; `None` while its shape is not
+    /// known (no answer from it seen yet).
+    pub fn spacing(&self, route: &'static str, major: &str) -> Option<(String, Duration)> {
+        let s = self.st.lock().ok()?;
+        let (limit, window) = s.shapes.get(s.shape_key(route)).copied()?;
+        // A 10 % margin: requests reach Discord with some jitter, and its window starts at the
+        // arrival of the first.
+        Some((s.key(route, major), window / limit + window / 10))
     }
 
     /// Records a 429: the whole bot waits for a global one, the bucket for the others.
@@ -170,6 +191,16 @@ mod tests {
         l.limited(R, "1", Duration::from_secs(1), true, t);
         assert_eq!(l.acquire("PUT /applications/{application}/commands", "9", t), Some(Duration::from_secs(1)));
         assert_eq!(l.acquire(R, "2", t + Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn a_known_bucket_spaces_its_requests_by_window_over_limit() {
+        let l = Limiter::new();
+        let t = Instant::now();
+        assert_eq!(l.spacing(R, "1"), None, "unknown until an answer is seen");
+        l.observe(R, "1", &obs(4, 1000), t);
+        l.observe(R, "1", &obs(3, 700), t);
+        assert_eq!(l.spacing(R, "1"), Some(("abcd:1".to_string(), Duration::from_millis(300))), "5 per 1 s window, 10 % margin");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Slack as a [`Chat`]: the Web API through slack-morphism (chat.postMessage, chat.update,
 //! chat.postEphemeral, conversations.create/invite, response_url replies) against a
-//! configurable base URL. Writes into one channel are paced (at most one per interval, 1 s by
-//! default), a 429's Retry-After is honoured, and incident channels can be created per
-//! execution (`incident_channel = { slack = "create" }`).
+//! configurable base URL. Posts into one channel are paced (at most one per interval, 1 s by
+//! default: chat.postMessage's per-channel limit); edits draw on a budget of chat.update calls
+//! for the whole workspace (its Tier 3 limit is per method, not per channel), final states
+//! first. A 429's Retry-After is honoured, and incident channels can be created per execution
+//! (`incident_channel = { slack = "create" }`).
 //!
 //! Message ids handed to the engine are `CHANNEL/TS`, so a message posted into a channel
 //! created here is found again when the engine edits it under the configured name.
@@ -28,6 +30,9 @@ pub const CREATE_CHANNEL: &str = "create";
 const POST_RETRIES: u32 = 5;
 /// The longest Retry-After waited out inside a post.
 const MAX_INLINE_WAIT: Duration = Duration::from_secs(60);
+/// How long an edit turn taken ahead ([`Chat::edit_turn`]) stays usable: the edit is rendered
+/// and sent right after it; an unused turn must not let a later edit skip the budget.
+const EDIT_TURN_TTL: Duration = Duration::from_millis(500);
 
 pub type SlackHttpClient = SlackClient<SlackClientHyperConnector<LazyHttpsConnector>>;
 
@@ -42,8 +47,10 @@ pub struct SlackChatOptions {
     /// `https://slack.com/api` in production; the fake's `http://127.0.0.1:PORT/api` in tests.
     pub api_url: String,
     pub bot_token: runbot_commands::config::Secret,
-    /// Minimum time between two writes into one channel.
+    /// Minimum time between two posts into one channel.
     pub post_interval: Duration,
+    /// chat.update calls a minute for the whole workspace; 0 = not paced.
+    pub edits_per_minute: u32,
     /// Slack user ids invited into every created incident channel (besides the requester).
     pub invite: Vec<String>,
 }
@@ -54,8 +61,12 @@ pub struct SlackChat {
     token: SlackApiToken,
     interval: Duration,
     invite: Vec<String>,
-    /// Per channel: when the next write may go out.
+    /// Per channel: when the next post may go out.
     next_slot: Mutex<HashMap<String, Instant>>,
+    /// The workspace's chat.update budget.
+    edits: super::budget::MethodBudget,
+    /// Per channel: edit turns taken ahead by [`Chat::edit_turn`], not yet used by an edit.
+    edit_turns: Mutex<HashMap<String, Vec<Instant>>>,
     /// A store shared with other replicas, which then pace each channel together.
     shared_pacing: std::sync::OnceLock<Arc<dyn runbot_commands::ports::Store>>,
     /// Incident channels created here, by execution id (`R-42`).
@@ -114,6 +125,8 @@ impl SlackChat {
             interval: opts.post_interval,
             invite: opts.invite,
             next_slot: Mutex::new(HashMap::new()),
+            edits: super::budget::MethodBudget::new("chat.update", opts.edits_per_minute),
+            edit_turns: Mutex::new(HashMap::new()),
             shared_pacing: std::sync::OnceLock::new(),
             created: Mutex::new(HashMap::new()),
             overflow_sent: Default::default(),
@@ -124,12 +137,27 @@ impl SlackChat {
         &self.client
     }
 
-    /// Paces every channel together with the other replicas on `store` (when several
-    /// processes share it): each write also reserves its slot in the store.
+    /// Paces every channel, and spends the chat.update budget, together with the other
+    /// replicas on `store` (when several processes share it): each write also reserves its
+    /// slot in the store.
     pub fn share_pacing(&self, store: Arc<dyn runbot_commands::ports::Store>) {
         if store.shared() {
+            self.edits.share(store.clone());
             let _ = self.shared_pacing.set(store);
         }
+    }
+
+    /// Uses an edit turn taken ahead for `channel` (fresh: at most [`EDIT_TURN_TTL`] old), if any.
+    fn take_edit_turn(&self, channel: &str) -> bool {
+        let Ok(mut m) = self.edit_turns.lock() else { return false };
+        let now = Instant::now();
+        let Some(turns) = m.get_mut(channel) else { return false };
+        turns.retain(|t| now.duration_since(*t) <= EDIT_TURN_TTL);
+        let took = turns.pop().is_some();
+        if turns.is_empty() {
+            m.remove(channel);
+        }
+        took
     }
 
     /// Waits for this channel's next write slot (at most one write per interval, counted by
@@ -330,18 +358,27 @@ impl Chat for SlackChat {
         let (channel, ts) = split_id(channel, id);
         let r = render(msg);
         let req = SlackApiChatUpdateRequest::new(channel.to_string().into(), content(&r.main)?, SlackTs::new(ts.to_string()));
-        self.pace(channel).await;
+        if !self.take_edit_turn(channel) {
+            self.edits.wait(false).await;
+        }
         match self.client.open_session(&self.token).chat_update(&req).await {
             Ok(_) => {}
             Err(e) => {
                 let e = chat_error(e);
                 if let ChatError::RateLimited(wait) = &e {
-                    self.back_off(channel, *wait);
+                    self.edits.back_off(*wait);
                 }
                 return Err(e);
             }
         }
         self.post_overflow(channel, ts, &r).await
+    }
+
+    async fn edit_turn(&self, channel: &str, urgent: bool) {
+        self.edits.wait(urgent).await;
+        if let Ok(mut m) = self.edit_turns.lock() {
+            m.entry(channel.to_string()).or_default().push(Instant::now());
+        }
     }
 
     async fn ephemeral(&self, channel: &str, to: &Identity, msg: &Message) -> Result<(), ChatError> {

@@ -9,6 +9,7 @@
 //! limits), `chat.rs` (the Web API as a `Chat`). [`SlackAdapter`] is the platform as
 //! `runbot serve` wires it ([`crate::inbound::ChatAdapter`]).
 
+mod budget;
 mod chat;
 mod http;
 mod inbound;
@@ -117,6 +118,7 @@ impl Slack {
             api_url: cfg.api_url.clone(),
             bot_token,
             post_interval: Duration::from_millis(cfg.post_interval_ms),
+            edits_per_minute: cfg.edits_per_minute,
             invite,
         })
         .doing("slack")?;

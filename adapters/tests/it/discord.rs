@@ -450,3 +450,49 @@ async fn the_fakes_payloads_and_objects_parse_as_serenitys() {
     let value: Value = w.fake.message_object(&m.id.to_string()).expect("object");
     assert_eq!(value["author"]["bot"], true);
 }
+
+/// Three replicas — three clients, each with its own connection to one PostgreSQL store — post
+/// at once into one channel whose bucket allows 5 messages a second: spending the bucket (and
+/// the global limit) together through the store, they stay within it — no 429 from Discord.
+/// Each following only the headers of its own answers, they would overrun it.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_on_one_store_spend_a_bucket_together_without_a_429() {
+    use runbot_adapters::store_sql::{SqlStore, create_database, drop_database};
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::Arc;
+    let server = std::env::var("RUNBOT_TEST_PG_URL").expect("RUNBOT_TEST_PG_URL is set by ./scripts/test.sh");
+    let name = format!("runbot_discord_buckets_{:016x}", RandomState::new().hash_one(std::process::id()));
+    let db = create_database(&server, &name).await.expect("a scratch database");
+    let result = tokio::spawn(async move {
+        let w = World::start().await;
+        w.fake.set_route_limit(Route::CreateMessage, 5, Duration::from_secs(1));
+        let mut chats = Vec::new();
+        for _ in 0..3 {
+            let chat = Arc::new(w.chat());
+            chat.share_limits(Arc::new(SqlStore::connect(&db).await.expect("store")));
+            chats.push(chat);
+        }
+        // Each learns the bucket's shape from one answer (an unseen bucket is not paced yet).
+        for (i, c) in chats.iter().enumerate() {
+            c.post(&w.ops, None, &plan(&format!("hello {i}"))).await.expect("post");
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let posts = chats.iter().flat_map(|c| (0..5).map(move |k| (c.clone(), k))).map(|(c, k)| {
+            let ops = w.ops.clone();
+            async move { c.post(&ops, None, &plan(&format!("burst {k}"))).await }
+        });
+        let results = futures::future::join_all(posts).await;
+        assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+        let calls = w.fake.calls();
+        let refused = calls.iter().filter(|c| c.status == 429).count();
+        let created = calls.iter().filter(|c| c.route == Some(Route::CreateMessage) && (200..300).contains(&c.status)).count();
+        assert_eq!(created, 18, "every message posted once");
+        assert_eq!(refused, 0, "the replicas overran the bucket: {refused} × 429");
+    })
+    .await;
+    let dropped = drop_database(&server, &name).await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+    dropped.expect("drop the scratch database");
+}

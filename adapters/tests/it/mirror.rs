@@ -60,6 +60,7 @@ bot_token = "{slack_bot}"
 signing_secret = "{signing}"
 api_url = "{slack_api}"
 post_interval_ms = 20
+edits_per_minute = 3000
 [discord]
 bot_token = "{discord_bot}"
 public_key = "{public_key}"

@@ -94,6 +94,7 @@ incident_channel = {{ slack = "create" }}
 bot_token = "{bot}"
 {secret_line}{app_line}api_url = "{api}"
 post_interval_ms = 20
+edits_per_minute = 3000
 "#,
             preamble = match o.per_identity {
                 Some(n) => preamble(dir.path(), "slack-test").replace("per_identity_per_minute = 1000", &format!("per_identity_per_minute = {n}")),

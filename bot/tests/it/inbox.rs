@@ -50,6 +50,7 @@ bot_token = "env:RUNBOT_TEST_SLACK_BOT"
 signing_secret = "env:RUNBOT_TEST_SLACK_SIGNING"
 api_url = "{api}"
 post_interval_ms = 0
+edits_per_minute = 0
 [services.svc.environments.prod.vars]
 marker = "{d}/marker.log"
 "#

@@ -46,13 +46,25 @@ name = "Three"
 kind = "command"
 idempotent = true
 argv = ["sh", "-c", "sleep 2; echo three >> {marker}"]
+
+[runbooks.long]
+summary = "one long read-only step, writing its line after its work"
+target = "service"
+mutating = false
+[[runbooks.long.steps]]
+name = "Long"
+kind = "command"
+idempotent = true
+argv = ["sh", "-c", "sleep 8; echo long >> {marker}"]
 "#;
 
 struct Cluster {
     /// Appended to every replica's config (the benchmark's services and limits).
     extra: String,
-    /// `[slack] post_interval_ms`: runbot's own pacing of writes into one channel.
+    /// `[slack] post_interval_ms`: runbot's own pacing of posts into one channel.
     pacing_ms: u64,
+    /// `[engine] lease_secs`.
+    lease_secs: u64,
     dir: PathBuf,
     db: String,
     slack: FakeSlack,
@@ -62,15 +74,50 @@ struct Cluster {
     next: usize,
 }
 
+/// How a test's replicas are set up.
+struct Setup {
+    runbooks: &'static str,
+    /// Appended to every replica's config, in its `[slack]` section.
+    extra: String,
+    pacing_ms: u64,
+    lease_secs: u64,
+    replicas: usize,
+}
+
 impl Cluster {
+    /// Writes the runbooks and configs, and starts `setup.replicas` replicas.
+    async fn launch(dir: &std::path::Path, db: &str, slack: FakeSlack, setup: Setup) -> Cluster {
+        std::fs::write(dir.join("runbooks.toml"), setup.runbooks).expect("runbooks");
+        let n = setup.replicas;
+        let mut c = Cluster {
+            extra: setup.extra,
+            pacing_ms: setup.pacing_ms,
+            lease_secs: setup.lease_secs,
+            dir: dir.to_path_buf(),
+            db: db.to_string(),
+            slack,
+            bots: (0..n).map(|_| None).collect(),
+            ports: (0..n).map(|_| free_port()).collect(),
+            http: reqwest::Client::new(),
+            next: 0,
+        };
+        for i in 0..n {
+            c.write_config(i);
+            c.start(i).await;
+        }
+        c
+    }
+
     fn config(&self, i: usize) -> PathBuf {
         self.dir.join(format!("r{i}.toml"))
     }
 
     fn write_config(&self, i: usize) {
         let d = self.dir.display();
-        let services: String =
-            ["alpha", "beta", "gamma"].iter().map(|s| format!("[services.{s}.environments.prod.vars]\nmarker = \"{d}/{s}.log\"\n")).collect();
+        let services: String = ["alpha", "beta", "gamma", "delta"]
+            .iter()
+            .map(|s| format!("[services.{s}.environments.prod.vars]\nmarker = \"{d}/{s}.log\"\n"))
+            .collect();
         let text = format!(
             r#"
 [server]
@@ -81,7 +128,7 @@ url = "{db}"
 instance = "r{i}"
 runbooks = "runbooks.toml"
 update_interval_ms = 100
-lease_secs = 30
+lease_secs = {lease}
 failover_secs = 1
 [groups]
 sre = ["slack:{ALICE}", "slack:{BOB}"]
@@ -100,6 +147,7 @@ post_interval_ms = {pacing}
 {extra}
 "#,
             pacing = self.pacing_ms,
+            lease = self.lease_secs,
             extra = self.extra,
             port = self.ports[i],
             db = self.db,
@@ -184,15 +232,21 @@ post_interval_ms = {pacing}
     }
 
     async fn status_message(&self, service: &str, what: &str, pred: impl Fn(&Posted) -> bool) -> Posted {
+        self.status_message_of(&format!("three {service}"), what, pred).await
+    }
+
+    /// The status message whose text contains `title` (`three alpha`, `long delta`).
+    async fn status_message_of(&self, title: &str, what: &str, pred: impl Fn(&Posted) -> bool) -> Posted {
         let t = Instant::now();
         loop {
-            if let Some(m) = self.status_messages(service).into_iter().find(|m| pred(m)) {
-                return m;
+            let msgs: Vec<Posted> = self.slack.top_level(OPS).into_iter().filter(|m| m.text().contains(title)).collect();
+            if let Some(m) = msgs.iter().find(|m| pred(m)) {
+                return m.clone();
             }
             assert!(
                 t.elapsed() < Duration::from_secs(60),
-                "{service}: waited 60 s for {what}; messages: {:?}",
-                self.status_messages(service).iter().map(|m| m.text()).collect::<Vec<_>>()
+                "{title}: waited 60 s for {what}; messages: {:?}",
+                msgs.iter().map(|m| m.text()).collect::<Vec<_>>()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -258,15 +312,19 @@ fn step_status(d: &Value, i: usize) -> &str {
     d["steps"][i]["status"].as_str().unwrap_or("")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn three_replicas_survive_their_owner_being_killed_at_every_stage() {
+/// Runs `case` on a scratch database of the test PostgreSQL (`RUNBOT_TEST_PG_URL`), in a
+/// temporary directory; the database is dropped afterwards, also when the case panics.
+async fn on_scratch_db<F>(prefix: &str, case: impl FnOnce(PathBuf, String) -> F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let Ok(server) = std::env::var("RUNBOT_TEST_PG_URL") else {
         panic!("RUNBOT_TEST_PG_URL is not set: run the tests with ./scripts/test.sh (or eval \"$(RUNBOT_TEST_ONLY_PG=1 ./scripts/test.sh)\")");
     };
-    let name = format!("runbot_replicas_{:016x}", RandomState::new().hash_one(std::process::id()));
+    let name = format!("{prefix}_{:016x}", RandomState::new().hash_one(std::process::id()));
     let db = runbot_adapters::store_sql::create_database(&server, &name).await.expect("a scratch database");
     let root = tempfile::tempdir().expect("tempdir");
-    let result = tokio::spawn(run(root.path().to_path_buf(), db)).await;
+    let result = tokio::spawn(case(root.path().to_path_buf(), db)).await;
     let dropped = runbot_adapters::store_sql::drop_database(&server, &name).await;
     if let Err(panic) = result {
         std::panic::resume_unwind(panic.into_panic());
@@ -274,24 +332,20 @@ async fn three_replicas_survive_their_owner_being_killed_at_every_stage() {
     dropped.expect("drop the scratch database");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn three_replicas_survive_their_owner_being_killed_at_every_stage() {
+    on_scratch_db("runbot_replicas", run).await;
+}
+
 async fn run(dir: PathBuf, db: String) {
-    std::fs::write(dir.join("runbooks.toml"), RUNBOOKS).expect("runbooks");
     let slack = FakeSlack::start(BOT, "xapp-unused").await.expect("fake Slack");
-    let mut c = Cluster {
-        extra: String::new(),
-        pacing_ms: 20,
-        dir: dir.clone(),
-        db,
+    let mut c = Cluster::launch(
+        &dir,
+        &db,
         slack,
-        bots: vec![None, None, None],
-        ports: (0..3).map(|_| free_port()).collect(),
-        http: reqwest::Client::new(),
-        next: 0,
-    };
-    for i in 0..3 {
-        c.write_config(i);
-        c.start(i).await;
-    }
+        Setup { runbooks: RUNBOOKS, extra: "edits_per_minute = 2400\n".into(), pacing_ms: 20, lease_secs: 30, replicas: 3 },
+    )
+    .await;
 
     // alpha: the replica that posted it dies during the approval wait; the click lands on a
     // live replica, which starts the step at once.
@@ -335,46 +389,88 @@ async fn run(dir: PathBuf, db: String) {
     assert!(violations.is_empty(), "Slack limits: {violations:?}");
 }
 
-/// Slack pacing holds across replicas: three replicas, each pacing a channel at one write per
-/// 25 ms, write thirty executions' messages into one channel whose Slack allows 50 posts and
-/// 50 edits a second. Paced together (slots reserved in PostgreSQL) they stay under it: no 429.
-/// Paced each for itself they would write up to three times as fast.
+/// A paused owner (SIGSTOP, not dead: it keeps its PostgreSQL connection and advisory lock)
+/// mid-step: another replica takes the execution over once the stored lease (3 s here) runs
+/// out, stopping the step's leftover process first, and finishes it. Resumed (SIGCONT), the
+/// paused replica's writes are fenced out: the step's side effect happened once, the message
+/// ends on the final state and no older state is edited in after it, `runbot audit verify`
+/// is intact.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_owner_is_taken_over_and_fenced_out_when_it_resumes() {
+    on_scratch_db("runbot_paused", paused).await;
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to a process.
+fn signal(pid: u32, signal: &str) {
+    let sent = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("run kill");
+    assert!(sent.success(), "kill {signal} {pid} failed");
+}
+
+async fn paused(dir: PathBuf, db: String) {
+    const LEASE: u64 = 3;
+    let slack = FakeSlack::start(BOT, "xapp-unused").await.expect("fake Slack");
+    let mut c = Cluster::launch(
+        &dir,
+        &db,
+        slack,
+        Setup { runbooks: RUNBOOKS, extra: "edits_per_minute = 2400\n".into(), pacing_ms: 20, lease_secs: LEASE, replicas: 3 },
+    )
+    .await;
+    c.command("run long delta").await;
+    // The command is acted on after its acknowledgement: the execution exists once its
+    // message is posted.
+    c.status_message_of("long delta", "the status message", |_| true).await;
+    c.until_exec("delta", "the step running", Duration::from_secs(30), |d| step_status(d, 0) == "running" && d["steps"][0]["process"].is_object())
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let owner = c.owner("delta").await;
+    let pid = c.bots[owner].as_ref().expect("the owner runs").pid();
+    signal(pid, "-STOP");
+    let stopped = Instant::now();
+    c.until_exec("delta", "the step taken over", Duration::from_secs(LEASE + 10), |d| d["steps"][0]["attempts"].as_u64() == Some(2)).await;
+    let took = stopped.elapsed();
+    println!("delta: owner r{owner} SIGSTOPped mid-step; another replica resumed the step after {} ms (lease {LEASE} s)", took.as_millis());
+    c.until_exec("delta", "success", Duration::from_secs(60), |d| d["state"] == "succeeded").await;
+    let msg = c.status_message_of("long delta", "the final state", |m| m.text().contains("Succeeded")).await;
+    let versions = msg.versions.len();
+
+    // The paused owner wakes up: its step's process was stopped by the new owner, and whatever
+    // it still tries to record or edit is refused.
+    signal(pid, "-CONT");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (doc, _) = c.exec("delta").await;
+    assert_eq!(doc["state"], "succeeded", "the paused owner changed the finished execution: {doc}");
+    let lines = std::fs::read_to_string(dir.join("delta.log")).unwrap_or_default();
+    assert_eq!(lines, "long\n", "the step's side effect once");
+    let now = c.slack.top_level(OPS).into_iter().find(|m| m.ts == msg.ts).expect("the status message");
+    for v in &now.versions[versions..] {
+        assert!(v.to_string().contains("Succeeded"), "an older state was edited in after the final one: {v}");
+    }
+    assert!(now.text().contains("Succeeded"), "the message ends on the final state: {}", now.text());
+    let out =
+        std::process::Command::new(crate::common::BIN).args(["audit", "verify", "--config"]).arg(c.config(0)).output().expect("runbot audit verify");
+    assert!(out.status.success(), "audit verify: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Slack pacing holds across replicas: three replicas, each pacing a channel at one post per
+/// 25 ms and the workspace's edits at 40 a second, write thirty executions' messages into one
+/// channel whose Slack allows 50 posts and 50 edits a second. Paced together (slots reserved
+/// in PostgreSQL) they stay under it: no 429. Paced each for itself they would write up to
+/// three times as fast.
 #[tokio::test(flavor = "multi_thread")]
 async fn three_replicas_pace_one_channel_together() {
-    let server = std::env::var("RUNBOT_TEST_PG_URL").expect("RUNBOT_TEST_PG_URL is set by ./scripts/test.sh");
-    let name = format!("runbot_pacing_{:016x}", RandomState::new().hash_one(std::process::id()));
-    let db = runbot_adapters::store_sql::create_database(&server, &name).await.expect("a scratch database");
-    let root = tempfile::tempdir().expect("tempdir");
-    let result = tokio::spawn(pacing(root.path().to_path_buf(), db)).await;
-    let dropped = runbot_adapters::store_sql::drop_database(&server, &name).await;
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic.into_panic());
-    }
-    dropped.expect("drop the scratch database");
+    on_scratch_db("runbot_pacing", pacing).await;
 }
 
 async fn pacing(dir: PathBuf, db: String) {
-    std::fs::write(dir.join("runbooks.toml"), BENCH_RUNBOOKS).expect("runbooks");
     let slack = FakeSlack::start(BOT, "xapp-unused").await.expect("fake Slack");
     slack.limit("chat.postMessage", 50, Duration::from_secs(1));
     slack.limit("chat.update", 50, Duration::from_secs(1));
     let services: String = (0..30).map(|i| format!("[services.s{i}.environments.prod]\n")).collect();
-    let extra = format!("[limits]\nper_identity_per_minute = 1000\nper_channel_per_minute = 1000\n{services}");
-    let mut c = Cluster {
-        extra,
-        pacing_ms: 25,
-        dir: dir.clone(),
-        db: db.clone(),
-        slack,
-        bots: vec![None, None, None],
-        ports: (0..3).map(|_| free_port()).collect(),
-        http: reqwest::Client::new(),
-        next: 0,
-    };
-    for i in 0..3 {
-        c.write_config(i);
-        c.start(i).await;
-    }
+    // 40 edits a second for the workspace, each replica's own budget: together 120 a second
+    // unless they share it.
+    let extra = format!("edits_per_minute = 2400\n[limits]\nper_identity_per_minute = 1000\nper_channel_per_minute = 1000\n{services}");
+    let mut c = Cluster::launch(&dir, &db, slack, Setup { runbooks: BENCH_RUNBOOKS, extra, pacing_ms: 25, lease_secs: 30, replicas: 3 }).await;
     for i in 0..30 {
         c.command(&format!("run quick s{i}")).await;
     }
@@ -457,40 +553,18 @@ async fn count_state(db: &str, state: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a benchmark: scripts/bench-replicas.sh"]
 async fn benchmark_replicas() {
-    let server = std::env::var("RUNBOT_TEST_PG_URL").expect("RUNBOT_TEST_PG_URL (scripts/bench-replicas.sh sets it)");
     let n: usize = std::env::var("BENCH_REPLICAS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
-    let name = format!("runbot_bench_{:016x}", RandomState::new().hash_one(std::process::id()));
-    let db = runbot_adapters::store_sql::create_database(&server, &name).await.expect("a scratch database");
-    let root = tempfile::tempdir().expect("tempdir");
-    let result = tokio::spawn(bench(root.path().to_path_buf(), db, n)).await;
-    let dropped = runbot_adapters::store_sql::drop_database(&server, &name).await;
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic.into_panic());
-    }
-    dropped.expect("drop the scratch database");
+    on_scratch_db("runbot_bench", move |dir, db| bench(dir, db, n)).await;
 }
 
 async fn bench(dir: PathBuf, db: String, n: usize) {
-    std::fs::write(dir.join("runbooks.toml"), BENCH_RUNBOOKS).expect("runbooks");
     let slack = FakeSlack::start(BOT, "xapp-unused").await.expect("fake Slack");
     let services: String = (0..400).map(|i| format!("[services.s{i}.environments.prod]\n")).collect();
-    let extra = format!("[limits]\nper_identity_per_minute = 10000000\nper_channel_per_minute = 10000000\n{services}");
+    // The workspace's chat.update budget: under the fake Slack's 50 a second (storm, below).
+    let edits = std::env::var("BENCH_EDITS_PER_MINUTE").ok().and_then(|v| v.parse().ok()).unwrap_or(2700u32);
+    let extra = format!("edits_per_minute = {edits}\n[limits]\nper_identity_per_minute = 10000000\nper_channel_per_minute = 10000000\n{services}");
     let pacing = std::env::var("BENCH_PACING_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let mut c = Cluster {
-        extra,
-        pacing_ms: pacing,
-        dir: dir.clone(),
-        db: db.clone(),
-        slack,
-        bots: (0..n).map(|_| None).collect(),
-        ports: (0..n).map(|_| free_port()).collect(),
-        http: reqwest::Client::new(),
-        next: 0,
-    };
-    for i in 0..n {
-        c.write_config(i);
-        c.start(i).await;
-    }
+    let mut c = Cluster::launch(&dir, &db, slack, Setup { runbooks: BENCH_RUNBOOKS, extra, pacing_ms: pacing, lease_secs: 30, replicas: n }).await;
     println!("replicas: {n} runbot serve on one PostgreSQL (loopback; [slack] post_interval_ms = {pacing})");
 
     // A. Signed commands per second: /ops whoami, 64 clients, 5 s, round-robin.

@@ -263,10 +263,15 @@ pub struct SlackConfig {
     /// Base URL of the Web API. Default `https://slack.com/api`.
     #[serde(default = "default_slack_api")]
     pub api_url: String,
-    /// Minimum time between two writes into one channel, in milliseconds. Default 1000
-    /// (Slack allows about one message per second per channel).
+    /// Minimum time between two posts into one channel, in milliseconds. Default 1000
+    /// (chat.postMessage: about one message per second per channel).
     #[serde(default = "default_post_interval")]
     pub post_interval_ms: u64,
+    /// chat.update calls a minute for the whole workspace, all channels together (Slack's
+    /// Tier 3 limit is per method per workspace, "50+ per minute"); shared by the replicas of
+    /// one store. 0 = not paced (then only 429s slow edits down). Default 50.
+    #[serde(default = "default_edits_per_minute")]
+    pub edits_per_minute: u32,
     /// Socket Mode liveness: runbot pings Slack this often, in seconds, and takes a connection
     /// that sent nothing (no pong, no frame) for twice as long as dead: it reconnects, and
     /// `/readyz` answers 503 until it is connected again. Default 10.
@@ -283,6 +288,9 @@ fn default_slack_api() -> String {
 }
 fn default_post_interval() -> u64 {
     1000
+}
+fn default_edits_per_minute() -> u32 {
+    50
 }
 
 /// `[discord]`: `POST /discord/interactions` (mode `http`, verified with `public_key`) or the

@@ -119,15 +119,25 @@ impl Engine {
     }
 
     /// Checks every database with a backup archive every `every`; posts to its alert channels
-    /// once when it turns stale (or gappy) and once when it recovers. Alerts are de-duplicated
-    /// through the store, so a restart does not repeat one.
+    /// once when it turns stale (or gappy); when it recovers, edits that alert to say so and
+    /// posts once that it is healthy again. Alerts are de-duplicated through the store, so a
+    /// restart does not repeat one; the open alerts and their messages are in the audit trail,
+    /// so a replica that takes the monitor over (or a restarted one) resolves the alerts
+    /// another posted instead of forgetting them.
     pub fn spawn_backup_monitor(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
         let engine = self.clone();
         tokio::spawn(async move {
-            let mut alerting: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+            let mut alerting = OpenAlerts::new();
+            let mut leading = false;
             loop {
                 // One replica at a time checks (the role moves on when it stops renewing).
-                if engine.leads("backup-monitor", (every * 3).max(engine.lease())).await {
+                let lead = engine.leads("backup-monitor", (every * 3).max(engine.lease())).await;
+                if lead && !leading {
+                    // Newly leading: the alerts posted by whoever led before are still open.
+                    alerting = engine.open_backup_alerts().await;
+                }
+                leading = lead;
+                if lead {
                     engine.check_backups(&mut alerting).await;
                 }
                 tokio::time::sleep(every).await;
@@ -135,7 +145,34 @@ impl Engine {
         })
     }
 
-    async fn check_backups(&self, alerting: &mut std::collections::BTreeMap<String, String>) {
+    /// The backup alerts still open, by database, as the audit trail has them: the last
+    /// `backup_alert` of each database, unless a recovery followed it.
+    async fn open_backup_alerts(&self) -> OpenAlerts {
+        let records = match self.store().audit_log().await {
+            Ok((records, _)) => records,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the open backup alerts from the audit trail; new alerts only");
+                return OpenAlerts::new();
+            }
+        };
+        let mut open = OpenAlerts::new();
+        for r in records.into_iter().filter(|r| r.entry.kind == "backup_alert") {
+            let d = &r.entry.detail;
+            let Some(db) = d["database"].as_str() else { continue };
+            match d["key"].as_str() {
+                Some(key) if d["problems"].as_array().is_some_and(|p| !p.is_empty()) => {
+                    let messages = serde_json::from_value(d["messages"].clone()).unwrap_or_default();
+                    open.insert(db.to_string(), OpenAlert { key: key.to_string(), messages });
+                }
+                _ => {
+                    open.remove(db);
+                }
+            }
+        }
+        open
+    }
+
+    async fn check_backups(&self, alerting: &mut OpenAlerts) {
         let settings = self.settings();
         for (name, db) in &settings.config.databases {
             let Some(cfg) = &db.backup else { continue };
@@ -151,33 +188,72 @@ impl Engine {
                 }
             };
             let env = db.env.clone().unwrap_or_else(|| "prod".into());
-            let (post, text) = if !f.problems.is_empty() {
-                alerting.insert(name.clone(), f.key.clone());
-                (
-                    self.store().first_delivery(&format!("backup-alert:{}", f.key), self.now()).await.unwrap_or(false),
-                    format!("⚠ Backups of {name} need attention: {}.", f.problems.join("; ")),
-                )
-            } else if let Some(old) = alerting.remove(name) {
-                (
-                    self.store().first_delivery(&format!("backup-recovered:{old}"), self.now()).await.unwrap_or(false),
-                    format!("✅ Backups of {name} are healthy again."),
-                )
-            } else {
-                (false, String::new())
-            };
-            if !post {
-                continue;
-            }
             let mut msg = f.message.clone();
-            msg.text = text;
-            self.audit("backup_alert", None, None, serde_json::json!({"database": name, "problems": f.problems})).await;
+            let resolved = if !f.problems.is_empty() {
+                if alerting.get(name).is_some_and(|a| a.key == f.key) {
+                    continue;
+                }
+                if !self.store().first_delivery(&format!("backup-alert:{}", f.key), self.now()).await.unwrap_or(false) {
+                    // Posted before, by this monitor or another replica's, and not (yet) in the
+                    // audit trail: open all the same, so its recovery is said.
+                    let messages = alerting.remove(name).map(|a| a.messages).unwrap_or_default();
+                    alerting.insert(name.clone(), OpenAlert { key: f.key.clone(), messages });
+                    continue;
+                }
+                None
+            } else {
+                let Some(old) = alerting.remove(name) else { continue };
+                if !self.store().first_delivery(&format!("backup-recovered:{}", old.key), self.now()).await.unwrap_or(false) {
+                    continue;
+                }
+                Some(old)
+            };
+            let mut posted = Vec::new();
+            if let Some(old) = &resolved {
+                // The alert itself now says it is over, then one message says so.
+                msg.text = format!("✅ Resolved: backups of {name} are healthy again.");
+                for m in &old.messages {
+                    let Some(chat) = self.chats().get(&m.platform) else { continue };
+                    if let Err(e) = chat.update(&m.channel, &m.id, &msg).await {
+                        tracing::error!(database = %name, platform = %m.platform, error = %e, "could not mark a backup alert resolved");
+                    }
+                }
+                msg.text = format!("✅ Backups of {name} are healthy again.");
+            } else {
+                msg.text = format!("⚠ Backups of {name} need attention: {}.", f.problems.join("; "));
+            }
             for platform in self.chats().platforms().map(str::to_string).collect::<Vec<_>>() {
                 let channel = cfg.alert_channels.get(&platform).map(|s| s.as_str()).or_else(|| settings.incident_channel(&env, &platform));
                 let (Some(channel), Some(chat)) = (channel, self.chats().get(&platform)) else { continue };
-                if let Err(e) = chat.post(channel, None, &msg).await {
-                    tracing::error!(database = %name, platform = %platform, error = %e, "could not post a backup alert");
+                match chat.post(channel, None, &msg).await {
+                    Ok(id) => posted.push(AlertMessage { platform: platform.clone(), channel: channel.to_string(), id }),
+                    Err(e) => tracing::error!(database = %name, platform = %platform, error = %e, "could not post a backup alert"),
                 }
+            }
+            let detail = match &resolved {
+                Some(old) => serde_json::json!({"database": name, "problems": f.problems, "resolved": old.key}),
+                None => serde_json::json!({"database": name, "problems": f.problems, "key": f.key, "messages": posted}),
+            };
+            self.audit("backup_alert", None, None, detail).await;
+            if resolved.is_none() {
+                alerting.insert(name.clone(), OpenAlert { key: f.key.clone(), messages: posted });
             }
         }
     }
 }
+
+/// A posted backup alert: the messages to edit when it resolves.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct AlertMessage {
+    platform: String,
+    channel: String,
+    id: String,
+}
+
+/// An open backup alert: what is wrong ([`Freshness::key`]) and where it was posted.
+struct OpenAlert {
+    key: String,
+    messages: Vec<AlertMessage>,
+}
+
+type OpenAlerts = std::collections::BTreeMap<String, OpenAlert>;

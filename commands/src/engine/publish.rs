@@ -1,5 +1,6 @@
 //! Live updates: one status message per execution and channel, edited in place. Edits are
-//! coalesced (at most one per message per interval; the latest state wins), monotonic across
+//! coalesced (at most one per message per interval; the state is read after the platform's
+//! turn, so only the newest is sent; a final state takes its turn first), monotonic across
 //! replicas (each carries the document's version, claimed in the store before it is sent),
 //! 429s are waited out, and the final state is always delivered — and recorded as delivered,
 //! so a restart re-sends it if the process died first. Step output goes to the message's detail thread in
@@ -86,6 +87,8 @@ async fn updater(engine: Engine, key: (ExecutionId, usize), mut rx: watch::Recei
         // After an edit that a newer claim overtook, the newest state is sent even if already
         // "delivered": this edit may have overwritten it.
         let mut force = false;
+        // Whether this edit's turn under the platform's limits was taken (see below).
+        let mut turned = false;
         let fin = loop {
             let edit = match next_edit(&engine, id, idx, force).await {
                 Ok(e) => e,
@@ -104,6 +107,15 @@ async fn updater(engine: Engine, key: (ExecutionId, usize), mut rx: watch::Recei
                 tracing::error!(execution = %id, platform = %r.platform, "no adapter for a status message");
                 break false;
             };
+            if !turned {
+                // Wait for the platform's turn first (a final state ahead of others), then read,
+                // claim and render again: a queued edit sends the newest state, never the one
+                // current when it queued.
+                chat.edit_turn(&r.channel, fin).await;
+                turned = true;
+                continue;
+            }
+            turned = false;
             let res = chat.update(&r.channel, &r.id, &msg).await;
             count_call(&engine, chat.platform(), &res);
             match res {

@@ -300,7 +300,7 @@ impl Engine {
         let step = exec.steps[i].clone();
         let Some(kind) = self.kinds().get(&step.kind).cloned() else {
             let why = format!("step kind '{}' is not available in this runbot", step.kind);
-            return self.complete(exec.id, i, StepOutcome::Failed(why), &[], Some(saved)).await;
+            return self.complete(exec.id, i, step.attempts, StepOutcome::Failed(why), &[], Some(saved)).await;
         };
         // Never beside a live process of an earlier attempt (Resume, an idempotent resume).
         let mut saved = saved;
@@ -308,7 +308,7 @@ impl Engine {
             match self.stop_leftover(exec.id, i, &step.name, old).await {
                 Ok(Some(v)) => saved = v,
                 Ok(None) => {}
-                Err(why) => return self.complete(exec.id, i, StepOutcome::Failed(why), &[], None).await,
+                Err(why) => return self.complete(exec.id, i, step.attempts, StepOutcome::Failed(why), &[], None).await,
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
@@ -332,7 +332,7 @@ impl Engine {
         }
         let logged = self.settings().redactor.redact(&format!("{outcome:?}"));
         tracing::info!(execution = %exec.id, step = i + 1, outcome = %logged, "step finished");
-        self.complete(exec.id, i, outcome, &kept_refs, Some(saved)).await
+        self.complete(exec.id, i, step.attempts, outcome, &kept_refs, Some(saved)).await
     }
 
     /// Ends a step's earlier process if it is still running, and says so in the execution.
@@ -431,6 +431,7 @@ impl Engine {
         &self,
         id: ExecutionId,
         i: usize,
+        attempt: u32,
         outcome: StepOutcome,
         kept: &[KeptArtifact],
         hint: Option<Versioned<Execution>>,
@@ -449,6 +450,14 @@ impl Engine {
                 hint,
                 Some(&fence),
                 |exec| {
+                    // Only the run this result belongs to records it. A process paused through
+                    // a takeover can take the lease again once the new holder let it go: it then
+                    // finds the step resumed by another (a newer attempt), interrupted, or the
+                    // execution over, and records nothing.
+                    let current = exec.steps.get(i).filter(|s| s.status == StepStatus::Running && s.attempts == attempt);
+                    if exec.state.is_terminal() || exec.current != i || current.is_none() {
+                        return Err(format!("step {} (attempt {attempt}) is no longer this process's to record", i + 1));
+                    }
                     let now = exec.updated_at;
                     // The changes made so far: steps done after the approval (steps before it are
                     // read-only by rule), or non-idempotent ones in a runbook without approval.

@@ -28,6 +28,14 @@ pub trait Chat: Send + Sync + 'static {
     /// Edits a message in place.
     async fn update(&self, channel: &str, id: &str, msg: &Message) -> Result<(), ChatError>;
 
+    /// Waits until an edit in `channel` may go out under the platform's limits, `urgent` (a
+    /// final state) ahead of others; the next [`Chat::update`] in `channel` then goes out
+    /// without waiting again. Lets the caller render the newest state after the wait, so a
+    /// queued edit never sends content older than the store's. Default: no wait.
+    async fn edit_turn(&self, channel: &str, urgent: bool) {
+        let _ = (channel, urgent);
+    }
+
     /// A message only `to` can see.
     async fn ephemeral(&self, channel: &str, to: &Identity, msg: &Message) -> Result<(), ChatError>;
 

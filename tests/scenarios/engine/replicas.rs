@@ -114,6 +114,23 @@ async fn a_slow_replicas_older_edit_never_has_the_last_word() {
     assert_eq!(world.probes.count("double-apply"), 1);
 }
 
+/// Edits wait for a budget (like Slack's `chat.update`, just spent) while the execution runs
+/// to its end: the edit that gets the turn shows the final state — the state is read after
+/// the turn, so the queued edit of the running state is never sent.
+#[tokio::test(start_paused = true)]
+async fn a_queued_edit_sends_the_newest_state_not_the_one_it_queued_with() {
+    let world = world(20).await;
+    world.chat.pace_edits(Duration::from_secs(2));
+    let id = created(&world.cmd("console:alice", "/ops run look promotions").await);
+    world.wait_state(id, "succeeded").await;
+    world.wait_text(id, "Succeeded").await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let mid = world.status_message_id(id).await;
+    let edits: Vec<String> = world.chat.updates_of(&mid).into_iter().map(|u| u.message.all_text()).collect();
+    assert!(!edits.is_empty(), "the message was edited");
+    assert!(edits.iter().all(|t| t.contains("Succeeded")), "an edit sent a state older than the newest when its turn came: {edits:?}");
+}
+
 /// Three replicas sweep every 100 ms while an execution waits for approval: its message is
 /// edited when its content changes, not once per sweep of every replica.
 #[tokio::test(start_paused = true)]

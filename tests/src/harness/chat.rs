@@ -62,6 +62,12 @@ struct Log {
     next_post: Option<Instant>,
     /// Each edit takes this long before it is applied (a slow connection to the platform).
     update_delay: Option<Duration>,
+    /// An edit budget like Slack's `chat.update`: one edit per this long, in turn.
+    edit_pace: Option<Duration>,
+    /// When the next edit's turn comes.
+    next_edit: Option<Instant>,
+    /// Turns taken ahead ([`Chat::edit_turn`]) not yet used by an edit.
+    edit_turns: u32,
 }
 
 /// The fake chat for platform `console` (or the one given to [`RecordingChat::on`]).
@@ -106,6 +112,27 @@ impl RecordingChat {
     /// New messages (not thread replies) go out one per `every`, in turn, as a paced channel.
     pub fn pace_posts(&self, every: Duration) {
         guard(&self.log).pace = Some(every);
+    }
+
+    /// Edits wait for a turn of a budget, one per `every` (like Slack's `chat.update`), the
+    /// budget just spent; a turn taken with [`Chat::edit_turn`] is used by the next edit.
+    pub fn pace_edits(&self, every: Duration) {
+        let mut log = guard(&self.log);
+        log.edit_pace = Some(every);
+        // The budget was just spent: the next turn comes `every` from now.
+        log.next_edit = Some(Instant::now() + every);
+    }
+
+    /// Waits for the next edit turn when edits are paced ([`RecordingChat::pace_edits`]).
+    async fn edit_slot(&self) {
+        let slot = {
+            let mut log = guard(&self.log);
+            let Some(every) = log.edit_pace else { return };
+            let slot = log.next_edit.map_or(Instant::now(), |n| n.max(Instant::now()));
+            log.next_edit = Some(slot + every);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
     }
 
     /// Every edit is applied only `delay` after it was sent (a slow publisher).
@@ -193,7 +220,23 @@ impl Chat for RecordingChat {
         Ok(id)
     }
 
+    async fn edit_turn(&self, _channel: &str, _urgent: bool) {
+        if guard(&self.log).edit_pace.is_some() {
+            self.edit_slot().await;
+            guard(&self.log).edit_turns += 1;
+        }
+    }
+
     async fn update(&self, channel: &str, id: &str, msg: &Message) -> Result<(), ChatError> {
+        let turned = {
+            let mut log = guard(&self.log);
+            let t = log.edit_turns > 0;
+            log.edit_turns = log.edit_turns.saturating_sub(1);
+            t
+        };
+        if !turned {
+            self.edit_slot().await;
+        }
         let delay = guard(&self.log).update_delay;
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
