@@ -9,15 +9,15 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use runbot_commands::grammar::ExecutionId;
 
-fn execution(id: &str) -> Result<ExecutionId, Response> {
-    id.parse().map_err(|e: String| (StatusCode::NOT_FOUND, e).into_response())
+fn execution(id: &str) -> Result<ExecutionId, (StatusCode, String)> {
+    id.parse().map_err(|e: String| (StatusCode::NOT_FOUND, e))
 }
 
 /// `GET /console/executions/{id}/timeline`.
 pub(super) async fn timeline_page(State(state): State<ConsoleState>, Path(id): Path<String>) -> Response {
     let id = match execution(&id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match state.engine.timeline_of(id).await {
         Ok(t) => ([(header::CACHE_CONTROL, "no-store")], Html(t.html())).into_response(),
@@ -29,7 +29,7 @@ pub(super) async fn timeline_page(State(state): State<ConsoleState>, Path(id): P
 pub(super) async fn step_output(State(state): State<ConsoleState>, Path((id, n)): Path<(String, usize)>) -> Response {
     let id = match execution(&id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let store = state.engine.store();
     let steps = match store.load(id).await {

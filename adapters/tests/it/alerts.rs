@@ -418,3 +418,39 @@ async fn the_restart_runbooks_diagnosis_names_the_crash_looping_pod_of_the_sandb
     assert!(writes.is_empty(), "a diagnosis changes nothing in the cluster: {writes:?}");
     assert!(r.engine.store().list(&ListFilter::default()).await.expect("list").is_empty(), "no execution was created");
 }
+
+/// The console renders an execution's timeline as HTML with every text escaped: a hostile
+/// `generatorURL` from Alertmanager comes out as text, never as markup; the step output links
+/// point at pages the console serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_timeline_page_escapes_what_an_alert_carried_and_links_step_output() {
+    use runbot_adapters::console::{ConsoleAuth, ConsoleState, router};
+    let r = receiver().await;
+    let mut hostile = payload("firing", "KubePodCrashLooping", "e5ca9e0000000001");
+    hostile["alerts"][0]["generatorURL"] = json!("http://x/\"><script>alert(1)</script>");
+    assert_eq!(send(&r, Some(TOKEN), hostile.to_string()).await.0, 200);
+    let reply = r.engine.handle_click(click("console:bruno", "alert|e5ca9e0000000001")).await;
+    assert!(reply.message.text.contains("created"), "{}", reply.message.text);
+    let id = r.engine.store().list(&ListFilter::default()).await.expect("list")[0].id;
+
+    let state = ConsoleState { chat: r.chat.clone(), engine: r.engine.clone(), auth: Arc::new(ConsoleAuth::Loopback(None)) };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let get = async |path: &str| {
+        let resp = reqwest::get(format!("{base}{path}")).await.expect("GET");
+        (resp.status().as_u16(), resp.text().await.unwrap_or_default())
+    };
+    let (status, html) = get(&format!("/console/executions/{id}/timeline")).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(!html.contains("<script>"), "the alert's link is not markup:\n{html}");
+    assert!(html.contains("&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
+    assert!(html.contains(&format!("<h1>Timeline of {id} — hello on service promotions (prod)</h1>")), "{html}");
+    assert_eq!(get("/console/executions/R-999/timeline").await.0, 404);
+    assert_eq!(get(&format!("/console/executions/{id}/steps/0/output")).await.0, 404);
+    assert_eq!(get(&format!("/console/executions/{id}/steps/99/output")).await.0, 404);
+    assert_eq!(get(&format!("/console/executions/{id}/steps/1/output")).await.0, 200);
+}

@@ -1288,10 +1288,9 @@ mod trigger_tests {
 
     #[test]
     fn an_unknown_time_zone_a_bad_diagnosis_timeout_and_a_console_url_with_credentials_are_named() {
-        let good = format!(
-            "[secrets]\nam = \"env:PATH\"\n[environments.prod]\ntime_zone = \"Europe/Madrid\"\n[services.promotions]\n[services.promotions.environments.prod]\n\
+        let good = "[secrets]\nam = \"env:PATH\"\n[environments.prod]\ntime_zone = \"Europe/Madrid\"\n[services.promotions]\n[services.promotions.environments.prod]\n\
              [console]\nurl = \"https://runbot.example.com\"\n[alerts]\ntoken_secret = \"am\"\nplatform = \"console\"\ndiagnosis_timeout = \"45s\"\n"
-        );
+            .to_string();
         assert_eq!(problems(&good), Vec::<String>::new());
         let bad = good.replace("Europe/Madrid", "Europe/Atlantis").replace("45s", "soon").replace("https://runbot", "https://u:p@runbot");
         let got = problems(&bad);

@@ -305,7 +305,7 @@ impl Engine {
             };
             let mut lines = Vec::new();
             while let Ok(chunk) = rx.try_recv() {
-                lines.extend(chunk.lines().map(|l| redact(l)));
+                lines.extend(chunk.lines().map(&redact));
             }
             let lines = lines.split_off(lines.len().saturating_sub(OUTPUT_LINES));
             let summary = redact(outcome.summary());
