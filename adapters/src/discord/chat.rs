@@ -627,7 +627,10 @@ impl Chat for DiscordChat {
             "allowed_mentions": {"parse": []},
         });
         let parts = serenity::http::Multipart {
-            upload: serenity::http::MultipartUpload::Attachments(vec![serenity::builder::CreateAttachment::bytes(file.content.clone(), file.filename.clone())]),
+            upload: serenity::http::MultipartUpload::Attachments(vec![serenity::builder::CreateAttachment::bytes(
+                file.content.clone(),
+                file.filename.clone(),
+            )]),
             fields: Vec::new(),
             payload_json: Some(payload.to_string()),
         };

@@ -454,3 +454,18 @@ async fn the_console_timeline_page_escapes_what_an_alert_carried_and_links_step_
     assert_eq!(get(&format!("/console/executions/{id}/steps/99/output")).await.0, 404);
     assert_eq!(get(&format!("/console/executions/{id}/steps/1/output")).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_that_fires_again_after_it_resolved_gets_a_new_message() {
+    let r = receiver().await;
+    let fp = "f1e5a9a1a0000001";
+    assert_eq!(send(&r, Some(TOKEN), payload("firing", "KubePodCrashLooping", fp).to_string()).await.0, 200);
+    assert_eq!(send(&r, Some(TOKEN), payload("resolved", "KubePodCrashLooping", fp).to_string()).await.0, 200);
+    assert_eq!(send(&r, Some(TOKEN), payload("firing", "KubePodCrashLooping", fp).to_string()).await.0, 200);
+    let msgs = r.chat.messages(INC);
+    assert_eq!(msgs.len(), 2, "the first incident's message stays resolved; the new one is posted");
+    let resolved = msgs.iter().filter(|m| m.message.all_text().contains("Resolved at")).count();
+    let firing = msgs.iter().filter(|m| m.message.all_text().contains("Firing") && !m.message.buttons.is_empty()).count();
+    assert_eq!((resolved, firing), (1, 1), "{msgs:?}");
+    assert_eq!(r.alerts.metrics.get("runbot_alerts_total", "posted"), 2);
+}

@@ -430,7 +430,13 @@ async fn the_timeline_is_an_attachment_in_the_thread_of_the_status_message() {
     assert_eq!(status, 200);
     assert!(w.reply(&cmd).await.text().contains("created"));
     let plan = w.message(&w.inc, "Waiting for approval").await;
-    let id = plan.text().split_whitespace().find(|t| t.starts_with("R-")).unwrap_or_default().trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-').to_string();
+    let id = plan
+        .text()
+        .split_whitespace()
+        .find(|t| t.starts_with("R-"))
+        .unwrap_or_default()
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+        .to_string();
     let (cmd, status, _) = w.command(BOB, "timeline", &[("execution-id", json!(id))]).await;
     assert_eq!(status, 200);
     let reply = w.reply(&cmd).await;

@@ -581,7 +581,7 @@ async fn the_timeline_is_uploaded_as_a_file_into_the_executions_thread() {
     let content = String::from_utf8(f.content.clone().expect("uploaded")).expect("utf-8");
     assert_eq!(content.len(), f.length, "the declared length is the bytes sent");
     assert!(content.starts_with(&format!("# Timeline of {id} — hello on service promotions (prod)")), "{content}");
-    assert!(content.contains(&format!("Requested hello on service:promotions@prod")), "{content}");
+    assert!(content.contains("Requested hello on service:promotions@prod"), "{content}");
     let methods: Vec<String> = w.slack.calls().into_iter().map(|c| c.method).filter(|m| m.starts_with("files.")).collect();
     assert_eq!(methods, ["files.getUploadURLExternal", "files.completeUploadExternal"]);
 }

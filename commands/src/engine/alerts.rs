@@ -120,7 +120,10 @@ impl Engine {
             if s.message.is_empty() && !stale {
                 return AlertOutcome::Failed(format!("alert {} is being posted by another process", alert.fingerprint));
             }
-            if !s.message.is_empty() {
+            // A resolved alert that fires again is a new incident: a new message, a new
+            // diagnosis; anything else edits the message posted.
+            let fires_again = !s.firing && alert.status == AlertStatus::Firing;
+            if !s.message.is_empty() && !fires_again {
                 return self.alert_again(alert, s).await;
             }
             if let Err(e) = self.store().forget_alert(&s.fingerprint, self.now() - KEEP_RESOLVED).await {

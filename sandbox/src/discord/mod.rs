@@ -31,8 +31,8 @@
 use runbot_commands::setup::SetupResult;
 mod gateway;
 pub mod limits;
-pub mod objects;
 mod multipart;
+pub mod objects;
 mod rest;
 
 pub use gateway::GatewayStats;

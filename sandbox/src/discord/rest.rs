@@ -2,8 +2,8 @@
 //! validates and acts, recording every call.
 
 use super::limits::{commands_problems, errors_json, is_empty_message, message_problems};
-use super::objects::{self, Author};
 use super::multipart::FilePart;
+use super::objects::{self, Author};
 use super::{Attachment, Call, Chan, Inner, Posted, Route, State, Window};
 use axum::Router;
 use axum::body::Bytes;
@@ -671,7 +671,12 @@ fn create_message_with_files(inner: &Inner, channel: &str, body: &Value, files: 
     if files.iter().map(|f| f.bytes.len()).sum::<usize>() > ATTACHMENT_LIMIT {
         return Err(error(413, 40005, "Request entity too large"));
     }
-    let title = |n: u64| listed.iter().find(|a| a["id"].as_u64() == Some(n) || a["id"].as_str() == Some(&n.to_string())).and_then(|a| a["title"].as_str().map(str::to_string));
+    let title = |n: u64| {
+        listed
+            .iter()
+            .find(|a| a["id"].as_u64() == Some(n) || a["id"].as_str() == Some(&n.to_string()))
+            .and_then(|a| a["title"].as_str().map(str::to_string))
+    };
     let posted = inner.with(|s| match s.chan(channel) {
         Some(c) if c.kind == 0 || c.kind == 11 => {
             let p = new_message(s, channel, Author::Bot, 0, None, content_of(body));
