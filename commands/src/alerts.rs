@@ -8,14 +8,15 @@ use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
 /// Whether an alert is still going on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AlertStatus {
     Firing,
     Resolved,
 }
 
 /// One alert.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Alert {
     /// The sender's identity of the alert (Alertmanager's fingerprint, hex): a repeat of the
     /// same alert carries the same one.
@@ -37,7 +38,7 @@ impl Alert {
 }
 
 /// What a matching trigger proposes for an alert.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Proposal {
     pub runbook: String,
     pub target: String,

@@ -3,7 +3,7 @@
 
 use crate::audit::{self, AuditEntry, AuditRecord};
 use crate::model::{Execution, ExecutionId};
-use crate::ports::store::{Fence, Inbound, InboxClaim, ListFilter, Store, StoreError, Versioned};
+use crate::ports::store::{Fence, Inbound, InboxClaim, ListFilter, PostedAlert, Store, StoreError, Versioned};
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -59,6 +59,8 @@ struct Inner {
     quotas: HashMap<String, i64>,
     /// pacing key → the next free write slot (µs since the epoch).
     slots: HashMap<String, i64>,
+    /// The alerts posted, by fingerprint.
+    alerts: HashMap<String, PostedAlert>,
     /// Everyone listening for wake-ups.
     wakes: Vec<tokio::sync::mpsc::UnboundedSender<ExecutionId>>,
     /// The key audit records are keyed with (`[audit] key`); `None`: unkeyed.
@@ -349,6 +351,31 @@ impl Store for MemoryStore {
         }
         taken.sort_by(|a, b| a.received_at.cmp(&b.received_at).then_with(|| a.key.cmp(&b.key)));
         Ok(taken)
+    }
+
+    async fn alert(&self, fingerprint: &str) -> Result<Option<PostedAlert>, StoreError> {
+        Ok(self.lock()?.alerts.get(fingerprint).cloned())
+    }
+
+    async fn insert_alert(&self, alert: &PostedAlert) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        if inner.alerts.contains_key(&alert.fingerprint) {
+            return Ok(false);
+        }
+        inner.alerts.insert(alert.fingerprint.clone(), PostedAlert { updated_at: micros(alert.updated_at), ..alert.clone() });
+        Ok(true)
+    }
+
+    async fn save_alert(&self, alert: &PostedAlert) -> Result<(), StoreError> {
+        self.lock()?.alerts.insert(alert.fingerprint.clone(), PostedAlert { updated_at: micros(alert.updated_at), ..alert.clone() });
+        Ok(())
+    }
+
+    async fn forget_alert(&self, fingerprint: &str, resolved_before: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        inner.alerts.remove(fingerprint);
+        inner.alerts.retain(|_, a| a.firing || a.updated_at >= resolved_before);
+        Ok(())
     }
 
     async fn first_delivery(&self, key: &str, _now: DateTime<Utc>) -> Result<bool, StoreError> {

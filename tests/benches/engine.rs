@@ -28,7 +28,9 @@ use runbot_commands::config::Settings;
 use runbot_commands::engine::{Engine, Request};
 use runbot_commands::message::Message;
 use runbot_commands::model::{Execution, ExecutionId, Identity, Origin};
-use runbot_commands::ports::{Chat, ChatError, Chats, Fence, Inbound, InboxClaim, ListFilter, Store, StoreError, SystemClock, Versioned};
+use runbot_commands::ports::{
+    Chat, ChatError, Chats, Fence, Inbound, InboxClaim, ListFilter, PostedAlert, Store, StoreError, SystemClock, Versioned,
+};
 use runbot_commands::steps::{Prepared, StepContext, StepKind, StepKinds, StepOutcome};
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -278,6 +280,18 @@ impl Store for Timed {
     }
     async fn first_delivery(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
         self.timed(9, self.inner.first_delivery(key, now)).await
+    }
+    async fn alert(&self, fingerprint: &str) -> Result<Option<PostedAlert>, StoreError> {
+        self.inner.alert(fingerprint).await
+    }
+    async fn insert_alert(&self, alert: &PostedAlert) -> Result<bool, StoreError> {
+        self.inner.insert_alert(alert).await
+    }
+    async fn save_alert(&self, alert: &PostedAlert) -> Result<(), StoreError> {
+        self.inner.save_alert(alert).await
+    }
+    async fn forget_alert(&self, fingerprint: &str, resolved_before: DateTime<Utc>) -> Result<(), StoreError> {
+        self.inner.forget_alert(fingerprint, resolved_before).await
     }
     async fn create_audited(&self, exec: &Execution, lock_key: Option<&str>, entries: &[AuditEntry]) -> Result<(), StoreError> {
         self.timed(1, self.inner.create_audited(exec, lock_key, entries)).await

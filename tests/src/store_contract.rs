@@ -5,11 +5,13 @@
 //! other concerns have used: each uses its own target names and only asserts about the
 //! executions it created.
 
+mod alerts;
 mod executions;
 mod inbox;
 mod leases;
 mod records;
 
+pub use alerts::alerts;
 pub use executions::{concurrent_creates, create_load_roundtrip, ids, list_filters, locks, optimistic_save};
 pub use inbox::{inbound_consumed_by_one_execution, inbound_recorded_once, inbound_taken_over};
 pub use leases::{claims, edits, fencing, orphans, quotas, roles, slots};
@@ -51,6 +53,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     inbound_recorded_once(store.clone()).await;
     inbound_consumed_by_one_execution(store.clone()).await;
     inbound_taken_over(store.clone()).await;
+    alerts(store.clone()).await;
     store.ping().await.expect("ping after the suite");
 }
 

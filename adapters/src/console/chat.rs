@@ -157,6 +157,15 @@ impl Chat for ConsoleChat {
         self.post(channel, None, &m).await.map(|_| ())
     }
 
+    /// The console shows a file as a message in the thread: its title, the comment, and the
+    /// content as a code block.
+    async fn upload(&self, channel: &str, thread: Option<&str>, file: &runbot_commands::ports::Upload, comment: &str) -> Result<String, ChatError> {
+        let content = String::from_utf8_lossy(&file.content).into_owned();
+        let msg = Message { code: Some(content), ..Message::text(format!("{comment} ({}, {} bytes)", file.filename, file.content.len())) }
+            .with_title(file.title.clone());
+        self.post(channel, thread, &msg).await
+    }
+
     fn max_text(&self) -> usize {
         20_000
     }

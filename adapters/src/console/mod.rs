@@ -8,6 +8,7 @@
 //! authenticating proxy (at a configured address) names in a header.
 
 mod chat;
+mod timeline;
 
 pub use chat::{ConsoleChat, ConsoleMessage};
 
@@ -92,6 +93,8 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/api/command", post(api_command))
         .route("/console/api/action", post(api_action))
         .route("/console/events", get(events))
+        .route("/console/executions/{id}/timeline", get(timeline::timeline_page))
+        .route("/console/executions/{id}/steps/{n}/output", get(timeline::step_output))
         .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }

@@ -281,6 +281,22 @@ impl DiscordChat {
         body: Option<&Value>,
         on429: On429,
     ) -> Result<Value, CallError> {
+        self.call_parts(method, route, name, major, body, None, on429).await
+    }
+
+    /// [`DiscordChat::call`] with a multipart body (`payload_json` + `files[n]`) when `parts`
+    /// is given.
+    #[allow(clippy::too_many_arguments)]
+    async fn call_parts(
+        &self,
+        method: LightMethod,
+        route: Route<'_>,
+        name: &'static str,
+        major: &str,
+        body: Option<&Value>,
+        parts: Option<serenity::http::Multipart>,
+        on429: On429,
+    ) -> Result<Value, CallError> {
         let bytes = match body {
             Some(b) => Some(serde_json::to_vec(b).map_err(|e| CallError::Other(format!("encoding a Discord request: {e}")))?),
             None => None,
@@ -295,7 +311,7 @@ impl DiscordChat {
                 tokio::time::sleep(wait).await;
             }
             self.wait_shared(name, major).await;
-            let req = Request::new(route, method).body(bytes.clone());
+            let req = Request::new(route, method).body(bytes.clone()).multipart(parts.clone());
             let built = req
                 .build(&self.client, self.http.token(), self.http.proxy.as_deref())
                 .map_err(|_| CallError::Other(format!("building the Discord request {name} failed")))?;
@@ -636,6 +652,46 @@ impl Chat for DiscordChat {
                 Ok(format!("{channel}/{id}"))
             }
         }
+    }
+
+    /// A message with the file as its attachment (`multipart/form-data`: `payload_json` with
+    /// `attachments: [{id: 0, filename}]`, and the bytes as `files[0]`), in the thread of
+    /// message `thread` (created if needed) or in `channel`.
+    async fn upload(&self, channel: &str, thread: Option<&str>, file: &runbot_commands::ports::Upload, comment: &str) -> Result<String, ChatError> {
+        let target = match thread {
+            Some(t) => {
+                let (c, m) = split_id(channel, t);
+                self.thread_for(c, m).await?
+            }
+            None => channel.to_string(),
+        };
+        let cid = channel_id(&target)?;
+        let payload = json!({
+            "content": comment.chars().take(MAX_CONTENT).collect::<String>(),
+            "attachments": [{"id": 0, "filename": file.filename, "title": file.title}],
+            "allowed_mentions": {"parse": []},
+        });
+        let parts = serenity::http::Multipart {
+            upload: serenity::http::MultipartUpload::Attachments(vec![serenity::builder::CreateAttachment::bytes(
+                file.content.clone(),
+                file.filename.clone(),
+            )]),
+            fields: Vec::new(),
+            payload_json: Some(payload.to_string()),
+        };
+        let v = self
+            .call_parts(
+                LightMethod::Post,
+                Route::ChannelMessages { channel_id: cid },
+                "POST /channels/{channel}/messages",
+                &target,
+                None,
+                Some(parts),
+                On429::Wait,
+            )
+            .await?;
+        let id = v["id"].as_str().ok_or_else(|| ChatError::Other("Discord's answer to the attachment has no id".into()))?;
+        Ok(format!("{target}/{id}"))
     }
 
     async fn update(&self, channel: &str, id: &str, msg: &Message) -> Result<(), ChatError> {

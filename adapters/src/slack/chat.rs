@@ -57,6 +57,8 @@ pub struct SlackChatOptions {
 
 pub struct SlackChat {
     client: Arc<SlackHttpClient>,
+    /// The Web API's base, for the calls made with plain HTTP (file uploads).
+    api_url: String,
     hooks: HookClient,
     token: SlackApiToken,
     interval: Duration,
@@ -120,6 +122,7 @@ impl SlackChat {
         let hooks = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https.clone());
         Ok(SlackChat {
             client: web_api(https, &opts.api_url),
+            api_url: opts.api_url.clone(),
             hooks,
             token: SlackApiToken::new(opts.bot_token.expose().to_string().into()),
             interval: opts.post_interval,
@@ -389,6 +392,18 @@ impl Chat for SlackChat {
         let r = render(msg);
         let req = SlackApiChatPostEphemeralRequest::new(channel.to_string().into(), SlackUserId::new(user.to_string()), content(&r.main)?);
         self.client.open_session(&self.token).chat_post_ephemeral(&req).await.map(|_| ()).map_err(chat_error)
+    }
+
+    async fn upload(&self, channel: &str, thread: Option<&str>, file: &runbot_commands::ports::Upload, comment: &str) -> Result<String, ChatError> {
+        let (channel, ts) = match thread {
+            Some(t) => {
+                let (c, ts) = split_id(channel, t);
+                (c, Some(ts))
+            }
+            None => (channel, None),
+        };
+        self.pace(channel).await;
+        super::upload::upload(&self.hooks, &self.api_url, &self.token.token_value.0, channel, ts, file, comment).await
     }
 
     fn max_text(&self) -> usize {

@@ -15,6 +15,7 @@ mod http;
 mod inbound;
 mod render;
 mod socket;
+mod upload;
 pub mod verify;
 
 pub use chat::{CREATE_CHANNEL, SlackChat, SlackChatOptions};

@@ -5,6 +5,7 @@
 //! text with microseconds (text order is time order) and flags as 0/1 integers.
 
 mod admin;
+mod alerts;
 mod audit;
 mod executions;
 mod inbox;
@@ -17,7 +18,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use runbot_commands::audit::{AuditEntry, AuditRecord};
 use runbot_commands::model::{Execution, ExecutionId};
-use runbot_commands::ports::store::{Fence, Inbound, InboxClaim, ListFilter, Store, StoreError, Versioned};
+use runbot_commands::ports::store::{Fence, Inbound, InboxClaim, ListFilter, PostedAlert, Store, StoreError, Versioned};
 use runbot_commands::setup::{Doing, SetupError};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
@@ -408,6 +409,22 @@ impl Store for SqlStore {
 
     async fn audit_log(&self) -> Result<(Vec<AuditRecord>, Option<(u64, String)>), StoreError> {
         audit::log(self).await
+    }
+
+    async fn alert(&self, fingerprint: &str) -> Result<Option<PostedAlert>, StoreError> {
+        alerts::get(self, fingerprint).await
+    }
+
+    async fn insert_alert(&self, alert: &PostedAlert) -> Result<bool, StoreError> {
+        alerts::insert(self, alert).await
+    }
+
+    async fn save_alert(&self, alert: &PostedAlert) -> Result<(), StoreError> {
+        alerts::save(self, alert).await
+    }
+
+    async fn forget_alert(&self, fingerprint: &str, resolved_before: DateTime<Utc>) -> Result<(), StoreError> {
+        alerts::forget(self, fingerprint, resolved_before).await
     }
 
     async fn first_delivery(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {

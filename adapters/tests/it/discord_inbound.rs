@@ -420,3 +420,68 @@ async fn commands_beyond_the_backlog_are_refused_before_anything_is_recorded_or_
     assert_eq!(answer["type"], 5, "taken and deferred: {answer}");
     assert!(w.reply(&again).await.text().contains(&format!("discord:{BOB}")));
 }
+
+/// `/ops timeline R-n` on Discord: the Markdown file is a message attachment
+/// (`multipart/form-data`, `payload_json` + `files[0]`) in the thread of the status message.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_timeline_is_an_attachment_in_the_thread_of_the_status_message() {
+    let w = World::start(false).await;
+    let (cmd, status, _) = w.command(ALICE, "run", &[("runbook", json!("hello")), ("target", json!("promotions-api"))]).await;
+    assert_eq!(status, 200);
+    assert!(w.reply(&cmd).await.text().contains("created"));
+    let plan = w.message(&w.inc, "Waiting for approval").await;
+    let id = plan
+        .text()
+        .split_whitespace()
+        .find(|t| t.starts_with("R-"))
+        .unwrap_or_default()
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+        .to_string();
+    let (cmd, status, _) = w.command(BOB, "timeline", &[("execution-id", json!(id))]).await;
+    assert_eq!(status, 200);
+    let reply = w.reply(&cmd).await;
+    assert!(reply.text().contains(&format!("Posted the timeline of {id} in its thread as timeline-{id}.md")), "{}", reply.text());
+    let files = w.fake.attachments();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let f = &files[0];
+    assert_eq!(f.filename, format!("timeline-{id}.md"));
+    assert_eq!(f.title.as_deref(), Some(format!("Timeline of {id}").as_str()));
+    let thread = w.fake.thread_of(&plan.id).map(|(t, _, _)| t).expect("a thread under the status message");
+    assert_eq!(f.channel_id, thread, "in the status message's thread");
+    let content = String::from_utf8(f.content.clone()).expect("utf-8");
+    assert!(content.contains(&format!("# Timeline of {id} — hello on service promotions (prod)")), "{content}");
+    assert!(w.fake.problems().is_empty(), "{:?}", w.fake.problems());
+}
+
+/// The fake Discord reads attachments as Discord does: an `attachments[i].id` with no
+/// `files[n]` part is refused as an invalid form body (50035), more than 8 MiB as too large
+/// (40005), and a message of a file alone is accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fake_discord_refuses_attachments_the_way_discord_does() {
+    let fake = FakeDiscord::start(BOT, APP).await.expect("fake discord");
+    let inc = fake.add_text_channel("inc-prod");
+    let http = reqwest::Client::new();
+    let send = async |payload: Value, file: Vec<u8>| -> (u16, Value) {
+        let form = reqwest::multipart::Form::new()
+            .text("payload_json", payload.to_string())
+            .part("files[0]", reqwest::multipart::Part::bytes(file).file_name("t.md"));
+        let r = http
+            .post(format!("{}/api/v10/channels/{inc}/messages", fake.api_url()))
+            .header("authorization", format!("Bot {BOT}"))
+            .multipart(form)
+            .send()
+            .await
+            .expect("POST");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    };
+    let (status, v) = send(json!({"attachments": [{"id": 1, "filename": "t.md"}]}), b"# t".to_vec()).await;
+    assert_eq!((status, &v["code"]), (400, &json!(50035)), "an attachment id without its files[1] part: {v}");
+    let (status, v) = send(json!({"attachments": [{"id": 0, "filename": "t.md"}]}), vec![b'x'; (8 << 20) + 1]).await;
+    assert_eq!((status, &v["code"]), (413, &json!(40005)), "{v}");
+    assert!(fake.attachments().is_empty(), "nothing kept from refused requests");
+    let (status, v) = send(json!({"attachments": [{"id": 0, "filename": "t.md", "title": "T"}]}), b"# t".to_vec()).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["attachments"][0]["filename"], "t.md");
+    let kept = fake.attachments();
+    assert_eq!((kept.len(), kept[0].content.as_slice(), kept[0].title.as_deref()), (1, &b"# t"[..], Some("T")));
+}

@@ -598,3 +598,62 @@ async fn an_approval_without_the_plan_fingerprint_is_refused() {
     assert_eq!(status, 200);
     assert!(w.response(&url).await.contains("approved"));
 }
+
+/// `/ops timeline R-n` uploads the timeline through Slack's external upload (the three
+/// documented calls) into the execution's thread; the bytes arrive whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_timeline_is_uploaded_as_a_file_into_the_executions_thread() {
+    let w = World::start(Opts { cluster: false, ..Opts::default() }).await;
+    let (status, _, url) = w.command(ALICE, "run hello promotions-api").await;
+    assert_eq!(status, 200);
+    let reply = w.response(&url).await;
+    assert!(reply.contains("created"), "{reply}");
+    let plan = w.message(INC, "Waiting for approval").await;
+    let id = plan.text().split_whitespace().next().unwrap_or_default().to_string();
+    let (status, _, url) = w.command(BOB, &format!("timeline {id}")).await;
+    assert_eq!(status, 200);
+    let reply = w.response(&url).await;
+    assert!(reply.contains(&format!("Posted the timeline of {id} in its thread as timeline-{id}.md")), "{reply}");
+    let files = w.slack.files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let f = &files[0];
+    assert_eq!(f.filename, format!("timeline-{id}.md"));
+    assert_eq!((f.channel.as_deref(), f.thread_ts.as_deref()), (Some(INC), Some(plan.ts.as_str())), "in the status message's thread");
+    assert_eq!(f.title.as_deref(), Some(format!("Timeline of {id}").as_str()));
+    let content = String::from_utf8(f.content.clone().expect("uploaded")).expect("utf-8");
+    assert_eq!(content.len(), f.length, "the declared length is the bytes sent");
+    assert!(content.starts_with(&format!("# Timeline of {id} — hello on service promotions (prod)")), "{content}");
+    assert!(content.contains("Requested hello on service:promotions@prod"), "{content}");
+    let methods: Vec<String> = w.slack.calls().into_iter().map(|c| c.method).filter(|m| m.starts_with("files.")).collect();
+    assert_eq!(methods, ["files.getUploadURLExternal", "files.completeUploadExternal"]);
+}
+
+/// The fake's upload endpoints refuse what Slack refuses, with Slack's documented errors.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fake_slack_upload_endpoints_answer_bad_arguments_with_slacks_errors() {
+    let slack = FakeSlack::start(BOT, APP).await.expect("fake slack");
+    let http = reqwest::Client::new();
+    let call = async |method: &str, form: &[(&str, &str)]| -> Value {
+        let r = http.post(format!("{}/{method}", slack.api_url())).bearer_auth(BOT).form(form).send().await.expect("call");
+        r.json().await.expect("json")
+    };
+    assert_eq!(call("files.getUploadURLExternal", &[("filename", "a.md")]).await["error"], "missing_argument", "no length");
+    assert_eq!(call("files.getUploadURLExternal", &[("filename", "a.md"), ("length", "0")]).await["error"], "missing_argument");
+    assert_eq!(call("files.getUploadURLExternal", &[("length", "3")]).await["error"], "missing_argument", "no filename");
+    assert_eq!(call("files.getUploadURLExternal", &[("filename", "a.md"), ("length", "x")]).await["error"], "invalid_arguments");
+    let got = call("files.getUploadURLExternal", &[("filename", "a.md"), ("length", "3")]).await;
+    let (upload, fid) = (got["upload_url"].as_str().expect("upload_url"), got["file_id"].as_str().expect("file_id"));
+    let files = json!([{"id": fid, "title": "A"}]).to_string();
+    // Not uploaded yet: completing it finds no file.
+    assert_eq!(call("files.completeUploadExternal", &[("files", &files), ("channel_id", INC)]).await["error"], "file_not_found");
+    assert_eq!(http.post(upload).body("four").send().await.expect("upload").status().as_u16(), 400, "the wrong length is refused");
+    assert_eq!(http.post(upload).body("abc").send().await.expect("upload").status().as_u16(), 200);
+    assert_eq!(call("files.completeUploadExternal", &[("channel_id", INC)]).await["error"], "invalid_arguments", "no files");
+    let missing_id = json!([{"title": "A"}]).to_string();
+    assert_eq!(call("files.completeUploadExternal", &[("files", &missing_id)]).await["error"], "invalid_arguments", "a file without id");
+    let unknown = json!([{"id": "F0NOPE"}]).to_string();
+    assert_eq!(call("files.completeUploadExternal", &[("files", &unknown), ("channel_id", INC)]).await["error"], "file_not_found");
+    assert_eq!(call("files.completeUploadExternal", &[("files", &files), ("channel_id", INC)]).await["ok"], true);
+    assert_eq!(slack.files().len(), 1);
+    assert_eq!(slack.files()[0].content.as_deref(), Some(&b"abc"[..]));
+}

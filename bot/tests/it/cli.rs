@@ -386,9 +386,29 @@ async fn the_timeline_of_an_execution_reads_the_audit_trail_in_chat_and_on_the_c
             at += found + want.len();
         }
     };
-    let r = bot.command("console:carol", "ops", "/ops timeline R-1").await;
-    let md = r["code"].as_str().unwrap_or_else(|| panic!("a timeline: {r}"));
-    in_order(md);
+    // Posted as a file in the execution's thread, with a short reply.
+    let timeline_file = async |id: &str| -> String {
+        let r = bot.command("console:carol", "ops", &format!("/ops timeline {id}")).await;
+        assert!(text(&r).contains(&format!("Posted the timeline of {id} in its thread as timeline-{id}.md")), "{r}");
+        let status = bot.status("ops", id).await.expect("the status message");
+        let file = bot
+            .messages("ops")
+            .await
+            .into_iter()
+            .rfind(|m| m["message"]["title"] == format!("Timeline of {id}"))
+            .unwrap_or_else(|| panic!("the timeline file of {id}"));
+        assert_eq!(file["thread"], status["id"], "in the execution's thread");
+        file["message"]["code"].as_str().unwrap_or_default().to_string()
+    };
+    let md = timeline_file("R-1").await;
+    in_order(&md);
+    assert!(md.contains("[output](/console/executions/R-1/steps/2/output)"), "a link to the step's output:\n{md}");
+    // The console renders the same timeline, and serves the step output it links to.
+    let page = bot.get("/console/executions/R-1/timeline").await;
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().await.unwrap_or_default();
+    assert!(html.contains("<h1>Timeline of R-1 — touch on service alpha (prod)</h1>") && html.contains("Step 2 Touch succeeded"), "{html}");
+    assert_eq!(bot.get("/console/executions/R-1/steps/2/output").await.status().as_u16(), 200);
     // A second request, cancelled before anyone approved it: the cancel and its author show.
     let r = bot.command("console:alice", "ops", "/ops run touch alpha").await;
     assert!(text(&r).contains("R-2 created"), "{r}");
@@ -396,8 +416,7 @@ async fn the_timeline_of_an_execution_reads_the_audit_trail_in_chat_and_on_the_c
     let r = bot.command("console:alice", "ops", "/ops cancel R-2").await;
     assert!(text(&r).contains("Cancelling R-2"), "{r}");
     until("R-2 cancelled", 15, async || bot.status("ops", "R-2").await.is_some_and(|m| text(&m["message"]).contains("Cancelled"))).await;
-    let r = bot.command("console:carol", "ops", "/ops timeline R-2").await;
-    let md = r["code"].as_str().unwrap_or_default();
+    let md = timeline_file("R-2").await;
     let (cancel, end) = (md.find("| console:alice | Cancelled before approval |"), md.find("| runbot | Execution cancelled |"));
     assert!(cancel.is_some() && end.is_some() && cancel < end, "{md}");
     let status = bot.terminate();

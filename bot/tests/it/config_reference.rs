@@ -442,6 +442,14 @@ fn the_alerts_guide_passes_check_config_as_shown() {
     std::fs::write(tmp.path().join("runbot.toml"), &blocks["file: alerts.toml"]).expect("write");
     let (ok, output) = check_config(tmp.path());
     assert!(ok, "the alerts example:\n{output}");
+    let example = &blocks["file: alerts.toml"];
+    for want in ["diagnosis_timeout = ", "time_zone = \"Europe/Madrid\"", "[console]\nurl = "] {
+        assert!(example.contains(want), "the example shows {want}");
+    }
+    // The same example with a zone that does not exist is refused, naming the key.
+    std::fs::write(tmp.path().join("runbot.toml"), example.replace("Europe/Madrid", "Europe/Nowhere")).expect("write");
+    let (ok, output) = check_config(tmp.path());
+    assert!(!ok && output.contains("environments.prod.time_zone: 'Europe/Nowhere' is not an IANA time zone"), "{output}");
     let am = &blocks["file: alertmanager.yml"];
     for want in ["/alerts/alertmanager", "authorization:", "type: Bearer", "send_resolved: true"] {
         assert!(am.contains(want), "the Alertmanager example has {want}:\n{am}");

@@ -174,6 +174,15 @@ pub struct AlertsConfig {
     /// The largest request body accepted, in bytes (1024 to 16777216). Default 1048576.
     #[serde(default = "default_alerts_body")]
     pub max_body_bytes: usize,
+    /// How long the runbook's read-only diagnosis (its steps before the approval, run as a
+    /// dry run when the alert fires) may take in all; a step still running then is cancelled
+    /// and shown as timed out. Default `30s`.
+    #[serde(default = "default_diagnosis_timeout")]
+    pub diagnosis_timeout: String,
+}
+
+fn default_diagnosis_timeout() -> String {
+    "30s".into()
 }
 
 fn default_alerts_body() -> usize {
@@ -585,6 +594,10 @@ pub struct EnvironmentConfig {
     /// from a listed platform is not mirrored to itself. Default: none.
     #[serde(default)]
     pub mirror: Vec<String>,
+    /// The IANA time zone of the environment's channels, e.g. `Europe/Madrid`: a timeline
+    /// shows each time in UTC and in this zone. Default: UTC only.
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -1031,6 +1044,10 @@ pub struct TargetEnvConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleConfig {
+    /// The console's public address (e.g. `https://runbot.example.com`): timelines link
+    /// each step's output there. Default: none — links are paths on the console's host.
+    #[serde(default)]
+    pub url: Option<String>,
     /// Serve the web console at `/console`. Default true.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -1064,6 +1081,7 @@ pub struct ConsoleConfig {
 impl Default for ConsoleConfig {
     fn default() -> Self {
         ConsoleConfig {
+            url: None,
             enabled: true,
             auth: ConsoleAuthMode::default(),
             local_identity: None,

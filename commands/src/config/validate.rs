@@ -127,6 +127,9 @@ fn console_auth_problems(config: &Config, p: &mut impl FnMut(String, String)) {
     if bad_header_name(&c.user_header) {
         p("console.user_header".into(), format!("'{}' is not an HTTP header name", c.user_header));
     }
+    if let Some(url) = &c.url {
+        check_url("console.url".into(), url, p);
+    }
     match c.auth {
         ConsoleAuthMode::Loopback => {
             if !c.trusted_proxies.is_empty() {
@@ -337,6 +340,11 @@ fn check_discord(config: &Config, p: &mut impl FnMut(String, String)) -> Vec<sup
 /// `[environments.*]`: incident channels per platform and the mirrors that need them.
 fn check_environments(config: &Config, p: &mut impl FnMut(String, String)) {
     for (env, e) in &config.environments {
+        if let Some(z) = &e.time_zone
+            && let Err(why) = crate::timeline::zone(z)
+        {
+            p(format!("environments.{env}.time_zone"), why);
+        }
         if let Some(c) = e.incident_channel.get("discord") {
             let at = format!("environments.{env}.incident_channel.discord");
             if c != "create" && !is_snowflake(c) {
@@ -1325,6 +1333,7 @@ fn check_triggers(config: &Config, runbooks: &RunbooksFile, p: &mut impl FnMut(S
         if !(1024..=16 << 20).contains(&a.max_body_bytes) {
             p("alerts.max_body_bytes".into(), format!("{} is outside 1024 to 16777216", a.max_body_bytes));
         }
+        check_duration("alerts.diagnosis_timeout".into(), &a.diagnosis_timeout, p);
     } else if !config.triggers.is_empty() {
         p("triggers".into(), "no [alerts] section: without the receiver no alert reaches a trigger".into());
     }
@@ -1371,6 +1380,23 @@ mod trigger_tests {
              [[triggers]]\nlabels = {{ alertname = \"Down\" }}\nrunbook = \"restart\"\ntarget = \"{{labels.job}}\"\nenv = \"prod\"\n"
         );
         assert_eq!(problems(&text), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_unknown_time_zone_a_bad_diagnosis_timeout_and_a_console_url_with_credentials_are_named() {
+        let good = "[secrets]\nam = \"env:PATH\"\n[environments.prod]\ntime_zone = \"Europe/Madrid\"\n[services.promotions]\n[services.promotions.environments.prod]\n\
+             [console]\nurl = \"https://runbot.example.com\"\n[alerts]\ntoken_secret = \"am\"\nplatform = \"console\"\ndiagnosis_timeout = \"45s\"\n"
+            .to_string();
+        assert_eq!(problems(&good), Vec::<String>::new());
+        let bad = good.replace("Europe/Madrid", "Europe/Atlantis").replace("45s", "soon").replace("https://runbot", "https://u:p@runbot");
+        let got = problems(&bad);
+        for want in [
+            "environments.prod.time_zone: 'Europe/Atlantis' is not an IANA time zone",
+            "alerts.diagnosis_timeout:",
+            "console.url: 'https://u:p@runbot.example.com' is not an http(s) URL without credentials",
+        ] {
+            assert!(got.iter().any(|p| p.starts_with(want)), "{want} in {got:?}");
+        }
     }
 
     #[test]

@@ -1,28 +1,39 @@
 //! Alerts into runbooks: a firing alert that a `[[triggers]]` entry matches is posted once in
-//! its environment's incident channel — the alert, the runbook's plan for the target (the
-//! dry run's), and a [Run RUNBOOK TARGET] button. A repeat of the alert (same fingerprint)
-//! edits that message, `resolved` edits it to resolved. The button's click is a command typed
-//! by the clicking person: authorization and approvals apply unchanged, and the execution
-//! notes the alert it came from.
+//! its environment's incident channel — the alert, the runbook's plan for the target, the
+//! result of its read-only diagnosis (the steps before the approval, run at once as a dry run,
+//! within `[alerts] diagnosis_timeout`), and a [Run RUNBOOK TARGET] button. A repeat of the
+//! alert (same fingerprint) edits that message, `resolved` edits it to resolved. The button's
+//! click is a command typed by the clicking person: authorization and approvals apply
+//! unchanged, and the execution notes the alert it came from.
 //!
-//! The alerts posted are kept in memory, rebuilt from the audit trail (`alert_fired`,
-//! `alert_run`, `alert_resolved`) at the first alert or click after a start: after a restart
-//! a repeat still edits its message and the button still works.
+//! The alerts posted live in the store (`Store::alert`): a repeat, a `resolved` or a click
+//! that reaches another replica, or this one after a restart, finds the same message. The
+//! first process to store an alert's fingerprint posts it; the others edit.
 
 use super::plan::resolve;
 use super::{Click, Engine, Reply, Request};
 use crate::alerts::{Alert, AlertStatus, Proposal, propose};
 use crate::grammar::{self, ExecutionId};
 use crate::message::{Button, ButtonStyle, Message};
-use crate::model::Identity;
+use crate::model::{Identity, Origin, StepStatus};
+use crate::ports::PostedAlert;
+use crate::steps::{APPROVAL, ProcessLog, StepContext, StepOutcome};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
 
 /// The button value prefix of an alert's [Run …] button: `alert|<fingerprint>`.
 pub const ALERT_BUTTON: &str = "alert|";
 
-/// Alerts remembered at most; past it the resolved ones are forgotten.
-const REMEMBERED: usize = 10_000;
+/// Resolved alerts are forgotten this long after they resolved.
+const KEEP_RESOLVED: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
+/// A diagnosis step still running at the deadline is cancelled and given this long to stop.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Output lines of a diagnosis step shown in the message (the last ones).
+const OUTPUT_LINES: usize = 8;
 
 /// What became of one alert.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,63 +46,89 @@ pub enum AlertOutcome {
     Resolved,
     /// Not posted, for this reason: `no_trigger` (no trigger matches), `bad_labels` (the
     /// matching trigger cannot be filled), `no_channel`, `unknown_resolved` (resolved before
-    /// this process saw it fire).
+    /// runbot saw it fire).
     Unmatched(&'static str),
-    /// The chat platform did not take the message (the sender should retry).
+    /// The chat platform or the store did not take it, or another process is posting the same
+    /// alert right now (the sender should retry; the retry edits what was posted).
     Failed(String),
 }
 
-/// One alert this process posted.
-#[derive(Debug, Clone)]
+/// One step of the diagnosis, as it ran for the alert's target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Diagnosed {
+    name: String,
+    /// `succeeded`, `failed`, `timed out` or `not run`.
+    outcome: String,
+    summary: String,
+    /// The last lines of its output.
+    output: Vec<String>,
+}
+
+/// One alert runbot posted, as stored (`PostedAlert::doc`; the message id is beside it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Posted {
     alert: Alert,
     proposal: Proposal,
     platform: String,
     channel: String,
+    #[serde(skip)]
     message: String,
     /// The execution started from it.
     execution: Option<ExecutionId>,
     /// The planned steps, or why the runbook cannot be planned for the target.
     plan: Result<Vec<String>, String>,
+    /// The diagnosis' steps, or why there is none.
+    diagnosis: Result<Vec<Diagnosed>, String>,
 }
 
-/// The alerts posted, by fingerprint; `loaded` once the audit trail was read.
-#[derive(Default)]
-pub(super) struct Book {
-    loaded: bool,
-    by_fingerprint: HashMap<String, Posted>,
+impl Posted {
+    fn stored(&self, now: chrono::DateTime<chrono::Utc>) -> PostedAlert {
+        PostedAlert {
+            fingerprint: self.alert.fingerprint.clone(),
+            message: self.message.clone(),
+            firing: self.alert.status == AlertStatus::Firing,
+            doc: serde_json::to_value(self).unwrap_or_default(),
+            updated_at: now,
+        }
+    }
+
+    fn read(a: PostedAlert) -> Result<Posted, String> {
+        let mut p: Posted = serde_json::from_value(a.doc).map_err(|e| format!("the stored alert {} is unreadable: {e}", a.fingerprint))?;
+        p.message = a.message;
+        Ok(p)
+    }
 }
 
-pub(super) type Alerts = tokio::sync::Mutex<Book>;
-
-fn text(d: &serde_json::Value, key: &str) -> String {
-    d.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_string()
-}
-
-fn map(d: &serde_json::Value, key: &str) -> BTreeMap<String, String> {
-    serde_json::from_value(d.get(key).cloned().unwrap_or_default()).unwrap_or_default()
-}
+/// One process handles one alert at a time (the store orders them between processes).
+pub(super) type Alerts = tokio::sync::Mutex<()>;
 
 impl Engine {
-    /// Handles one alert (firing or resolved). Alerts are handled one at a time.
+    /// Handles one alert (firing or resolved).
     pub async fn handle_alert(&self, alert: Alert) -> AlertOutcome {
         let settings = self.settings();
         let Some(cfg) = settings.config.alerts.clone() else { return AlertOutcome::Unmatched("no_trigger") };
-        let mut book = self.alert_book().await;
-        let posted = &mut book.by_fingerprint;
-        if let Some(p) = posted.get_mut(&alert.fingerprint) {
-            let resolved = alert.status == AlertStatus::Resolved;
-            p.alert = alert;
-            let msg = alert_message(p).map_text(|t| settings.redactor.redact(t));
-            let Some(chat) = self.chats().get(&p.platform) else { return AlertOutcome::Failed(format!("no {} adapter is running", p.platform)) };
-            if let Err(e) = chat.update(&p.channel, &p.message, &msg).await {
+        let _one = self.inner.alerts.lock().await;
+        let stored = match self.store().alert(&alert.fingerprint).await {
+            Ok(s) => s,
+            Err(e) => return AlertOutcome::Failed(e.to_string()),
+        };
+        let limit = crate::config::parse_duration(&cfg.diagnosis_timeout).unwrap_or(Duration::from_secs(30));
+        if let Some(s) = stored {
+            // Claimed by a process that has not posted it: it is posting now — or died
+            // doing so, and then, well past its diagnosis' deadline, this one takes over.
+            let stale = self.now() - s.updated_at > chrono::TimeDelta::from_std(limit + STOP_GRACE * 12).unwrap_or(chrono::TimeDelta::MAX);
+            if s.message.is_empty() && !stale {
+                return AlertOutcome::Failed(format!("alert {} is being posted by another process", alert.fingerprint));
+            }
+            // A resolved alert that fires again is a new incident: a new message, a new
+            // diagnosis; anything else edits the message posted.
+            let fires_again = !s.firing && alert.status == AlertStatus::Firing;
+            if !s.message.is_empty() && !fires_again {
+                return self.alert_again(alert, s).await;
+            }
+            if let Err(e) = self.store().forget_alert(&s.fingerprint, self.now() - KEEP_RESOLVED).await {
                 return AlertOutcome::Failed(e.to_string());
             }
-            if resolved {
-                self.audit("alert_resolved", None, p.execution, alert_detail(p)).await;
-                return AlertOutcome::Resolved;
-            }
-            return AlertOutcome::Edited;
         }
         if alert.status == AlertStatus::Resolved {
             return AlertOutcome::Unmatched("unknown_resolved");
@@ -108,100 +145,204 @@ impl Engine {
             tracing::warn!(env = %proposal.env, platform = %cfg.platform, "an alert's environment has no incident channel and [alerts] channel is not set");
             return AlertOutcome::Unmatched("no_channel");
         };
-        let plan = self.alert_plan(&proposal);
-        let mut p = Posted { alert, proposal, platform: cfg.platform.clone(), channel, message: String::new(), execution: None, plan };
-        let msg = alert_message(&p).map_text(|t| settings.redactor.redact(t));
-        let Some(chat) = self.chats().get(&p.platform) else { return AlertOutcome::Failed(format!("no {} adapter is running", p.platform)) };
-        match chat.post(&p.channel, None, &msg).await {
-            Ok(id) => p.message = id.clone(),
+        let mut p = Posted {
+            alert,
+            proposal,
+            platform: cfg.platform.clone(),
+            channel,
+            message: String::new(),
+            execution: None,
+            plan: Err("not planned yet".into()),
+            diagnosis: Err("not run yet".into()),
+        };
+        // Claimed before the diagnosis runs: one process runs it and posts.
+        match self.store().insert_alert(&p.stored(self.now())).await {
+            Ok(true) => {}
+            Ok(false) => return AlertOutcome::Failed(format!("alert {} is being posted by another process", p.alert.fingerprint)),
             Err(e) => return AlertOutcome::Failed(e.to_string()),
         }
+        (p.plan, p.diagnosis) = self.alert_dry_run(&p, limit).await;
+        let msg = alert_message(&p).map_text(|t| settings.redactor.redact(t));
+        let posted = match self.chats().get(&p.platform) {
+            Some(chat) => chat.post(&p.channel, None, &msg).await.map_err(|e| e.to_string()),
+            None => Err(format!("no {} adapter is running", p.platform)),
+        };
+        match posted {
+            Ok(id) => p.message = id,
+            Err(e) => {
+                // Unclaimed, so the sender's retry posts it.
+                if let Err(f) = self.store().forget_alert(&p.alert.fingerprint, self.now() - KEEP_RESOLVED).await {
+                    tracing::warn!(error = %f, "could not forget an alert whose message was not posted");
+                }
+                return AlertOutcome::Failed(e);
+            }
+        }
+        if let Err(e) = self.store().save_alert(&p.stored(self.now())).await {
+            tracing::error!(error = %e, fingerprint = %p.alert.fingerprint, "the alert was posted but its message id could not be stored");
+        }
         self.audit("alert_fired", None, None, alert_detail(&p)).await;
-        if posted.len() >= REMEMBERED {
-            posted.retain(|_, p| p.alert.status == AlertStatus::Firing);
-        }
-        let id = p.message.clone();
-        posted.insert(p.alert.fingerprint.clone(), p);
-        AlertOutcome::Posted(id)
+        AlertOutcome::Posted(p.message)
     }
 
-    /// The alerts posted, read from the audit trail the first time (again later if the store
-    /// did not answer).
-    async fn alert_book(&self) -> tokio::sync::MutexGuard<'_, Book> {
-        let mut book = self.inner.alerts.lock().await;
-        if book.loaded {
-            return book;
+    /// A repeat or the resolution of an alert posted before (by any process): its message is
+    /// edited, and the new state stored.
+    async fn alert_again(&self, alert: Alert, stored: PostedAlert) -> AlertOutcome {
+        let mut p = match Posted::read(stored) {
+            Ok(p) => p,
+            Err(e) => return AlertOutcome::Failed(e),
+        };
+        let resolved = alert.status == AlertStatus::Resolved;
+        let was_resolved = p.alert.status == AlertStatus::Resolved;
+        p.alert = alert;
+        let settings = self.settings();
+        let msg = alert_message(&p).map_text(|t| settings.redactor.redact(t));
+        let Some(chat) = self.chats().get(&p.platform) else { return AlertOutcome::Failed(format!("no {} adapter is running", p.platform)) };
+        if let Err(e) = chat.update(&p.channel, &p.message, &msg).await {
+            return AlertOutcome::Failed(e.to_string());
         }
-        match self.store().audit_log().await {
-            Ok((records, _)) => {
-                for r in &records {
-                    self.replay_alert(&mut book.by_fingerprint, &r.entry);
-                }
-                if book.by_fingerprint.len() >= REMEMBERED {
-                    book.by_fingerprint.retain(|_, p| p.alert.status == AlertStatus::Firing);
-                }
-                book.loaded = true;
+        if let Err(e) = self.store().save_alert(&p.stored(self.now())).await {
+            return AlertOutcome::Failed(e.to_string());
+        }
+        if resolved {
+            if !was_resolved {
+                self.audit("alert_resolved", None, p.execution, alert_detail(&p)).await;
             }
-            Err(e) => tracing::warn!(error = %e, "could not read the alerts posted before from the audit trail; trying again at the next alert"),
+            return AlertOutcome::Resolved;
         }
-        book
+        AlertOutcome::Edited
     }
 
-    /// One audit record about an alert, applied to the alerts posted.
-    fn replay_alert(&self, posted: &mut HashMap<String, Posted>, e: &crate::audit::AuditEntry) {
-        let d = &e.detail;
-        let fingerprint = text(d, "alert");
-        match e.kind.as_str() {
-            "alert_fired" => {
-                let proposal = Proposal { runbook: text(d, "runbook"), target: text(d, "target"), env: text(d, "env") };
-                let time = |k: &str| d.get(k).and_then(|v| serde_json::from_value(v.clone()).ok());
-                let alert = Alert {
-                    fingerprint: fingerprint.clone(),
-                    status: AlertStatus::Firing,
-                    labels: map(d, "labels"),
-                    annotations: map(d, "annotations"),
-                    starts_at: time("starts_at"),
-                    ends_at: time("ends_at"),
-                    generator_url: text(d, "generator_url"),
-                };
-                let plan = self.alert_plan(&proposal);
-                let p = Posted {
-                    alert,
-                    proposal,
-                    platform: text(d, "platform"),
-                    channel: text(d, "channel"),
-                    message: text(d, "message"),
-                    execution: None,
-                    plan,
-                };
-                posted.insert(fingerprint, p);
-            }
-            "alert_run" => {
-                if let Some(p) = posted.get_mut(&fingerprint) {
-                    p.execution = e.execution.as_deref().and_then(|x| x.parse().ok());
-                }
-            }
-            "alert_resolved" => {
-                if let Some(p) = posted.get_mut(&fingerprint) {
-                    p.alert.status = AlertStatus::Resolved;
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// The proposal's dry run: each step and its exact action, or why it cannot be planned.
-    fn alert_plan(&self, proposal: &Proposal) -> Result<Vec<String>, String> {
-        let cmd = grammar::parse(&proposal.command(true)).map_err(|e| e.to_string())?;
-        let plan = resolve(&self.settings(), self.kinds(), &cmd, "R-(alert)", &Identity::new("console:alertmanager"))?;
-        // The steps before the approval are the diagnosis: they run once someone clicks.
-        let gate = plan.steps.iter().position(|s| s.kind == crate::steps::APPROVAL).unwrap_or(plan.steps.len());
-        Ok(plan
+    /// The proposal's dry run: each planned step and its exact action (or why it cannot be
+    /// planned), and the diagnosis — the steps before the approval, run now for the target.
+    async fn alert_dry_run(&self, p: &Posted, limit: Duration) -> (Result<Vec<String>, String>, Result<Vec<Diagnosed>, String>) {
+        let requester = Identity::new("console:alertmanager");
+        let command = p.proposal.command(true);
+        let planned = grammar::parse(&command)
+            .map_err(|e| e.to_string())
+            .and_then(|cmd| resolve(&self.settings(), self.kinds(), &cmd, "R-(alert)", &requester));
+        let plan = match planned {
+            Ok(plan) => plan,
+            Err(why) => return (Err(why.clone()), Err(format!("nothing was run: {why}"))),
+        };
+        let gate = plan.steps.iter().position(|s| s.kind == APPROVAL);
+        let lines = plan
             .steps
             .iter()
             .enumerate()
-            .map(|(i, s)| format!("{}. {} — {}{}", i + 1, s.name, s.action, if i < gate { " (diagnosis, before approval)" } else { "" }))
-            .collect())
+            .map(|(i, s)| {
+                let diagnosis = gate.is_some_and(|g| i < g);
+                format!("{}. {} — {}{}", i + 1, s.name, s.action, if diagnosis { " (diagnosis, before approval)" } else { "" })
+            })
+            .collect();
+        let runbook = &p.proposal.runbook;
+        let diagnosis = match gate {
+            None => Err(format!("the {runbook} runbook has no approval step, so none of its steps is known to be read-only; nothing was run")),
+            Some(0) => Err(format!("the {runbook} runbook has no read-only step before its approval; nothing was run")),
+            Some(g) => {
+                let req = Request {
+                    identity: requester,
+                    origin: Origin { platform: p.platform.clone(), channel: p.channel.clone(), thread: None },
+                    text: command,
+                    roles: Vec::new(),
+                };
+                let exec = self.new_execution(&req, ExecutionId(0), plan, Vec::new(), None);
+                Ok(self.diagnose(exec, g, limit).await)
+            }
+        };
+        (Ok(lines), diagnosis)
+    }
+
+    /// Runs steps `..gate` of `exec` (never stored) one after the other, each as it would run
+    /// before the approval, until one fails, ends the runbook, or `limit` is spent. Only
+    /// idempotent (read-only) steps run; another is shown as not run and stops the diagnosis.
+    async fn diagnose(&self, mut exec: crate::model::Execution, gate: usize, limit: Duration) -> Vec<Diagnosed> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let redact = |t: &str| self.settings().redactor.redact(t);
+        let mut out = Vec::new();
+        let mut stop: Option<String> = None;
+        for i in 0..gate {
+            let step = exec.steps[i].clone();
+            let not_run = |summary: String| Diagnosed { name: step.name.clone(), outcome: "not run".into(), summary, output: Vec::new() };
+            if let Some(why) = &stop {
+                out.push(not_run(why.clone()));
+                continue;
+            }
+            if !step.idempotent {
+                let why = "not marked idempotent (read-only), so not run before an approval".to_string();
+                out.push(not_run(why));
+                stop = Some(format!("step {} was not run", i + 1));
+                continue;
+            }
+            let Some(kind) = self.kinds().get(&step.kind).cloned() else {
+                out.push(not_run(format!("step kind '{}' is not available in this runbot", step.kind)));
+                stop = Some(format!("step {} could not run", i + 1));
+                continue;
+            };
+            exec.current = i;
+            exec.steps[i].status = StepStatus::Running;
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let (artifacts, _kept) = mpsc::unbounded_channel();
+            let (cancel_tx, cancel) = watch::channel(false);
+            let ctx = StepContext {
+                execution: exec.clone(),
+                step: i,
+                output: tx,
+                cancel,
+                secrets: self.settings().secrets.clone(),
+                artifacts,
+                processes: unrecorded_processes(),
+            };
+            let run = kind.run(&step.params, ctx);
+            tokio::pin!(run);
+            let outcome = tokio::select! {
+                o = &mut run => Some(o),
+                _ = tokio::time::sleep_until(deadline) => None,
+            };
+            let (outcome, timed_out) = match outcome {
+                Some(o) => (o, false),
+                None => {
+                    let _ = cancel_tx.send(true);
+                    let o = tokio::time::timeout(STOP_GRACE, &mut run).await.unwrap_or(StepOutcome::Cancelled(String::new()));
+                    (o, true)
+                }
+            };
+            let mut lines = Vec::new();
+            while let Ok(chunk) = rx.try_recv() {
+                lines.extend(chunk.lines().map(&redact));
+            }
+            let lines = lines.split_off(lines.len().saturating_sub(OUTPUT_LINES));
+            let summary = redact(outcome.summary());
+            let (label, summary) = if timed_out {
+                stop = Some("the diagnosis ran out of time".into());
+                (
+                    "timed out",
+                    format!(
+                        "still running after {}s, cancelled{}",
+                        limit.as_secs(),
+                        if summary.is_empty() { String::new() } else { format!(": {summary}") }
+                    ),
+                )
+            } else {
+                match outcome {
+                    StepOutcome::Succeeded(_) => ("succeeded", summary),
+                    StepOutcome::Resolved { targets, .. } => {
+                        exec.resolved.extend(targets);
+                        ("succeeded", summary)
+                    }
+                    StepOutcome::Finished(_) => {
+                        stop = Some("an earlier step found nothing to do".into());
+                        ("succeeded", summary)
+                    }
+                    StepOutcome::Failed(_) | StepOutcome::Cancelled(_) => {
+                        stop = Some(format!("step {} failed", i + 1));
+                        ("failed", summary)
+                    }
+                }
+            };
+            exec.steps[i].status = StepStatus::Succeeded;
+            out.push(Diagnosed { name: step.name.clone(), outcome: label.into(), summary, output: lines });
+        }
+        out
     }
 
     /// The [Run RUNBOOK TARGET] button of an alert: the proposal as a command typed by the
@@ -212,12 +353,17 @@ impl Engine {
             return Reply::private("That button is not one runbot understands; nothing was changed.");
         }
         self.audit("click", Some(&click.identity), None, json!({"action": "alert_run", "alert": fingerprint})).await;
-        let mut book = self.alert_book().await;
-        let Some(p) = book.by_fingerprint.get_mut(fingerprint) else {
-            return Reply::private(
-                "runbot no longer knows this alert (it forgot it long after it resolved); nothing was started. Type the command instead.",
-            );
+        let _one = self.inner.alerts.lock().await;
+        let stored = match self.store().alert(fingerprint).await {
+            Ok(Some(s)) => Posted::read(s),
+            Ok(None) => Err("runbot no longer knows this alert (it forgot it long after it resolved)".to_string()),
+            Err(e) => Err(format!("the store did not answer ({e})")),
         };
+        let mut p = match stored {
+            Ok(p) => p,
+            Err(why) => return Reply::private(format!("{why}; nothing was started. Type the command instead.")),
+        };
+        let p = &mut p;
         let command = p.proposal.command(false);
         if p.alert.status == AlertStatus::Resolved {
             return Reply::private(format!("This alert has resolved; nothing was started. If it is still needed, type {command}"));
@@ -254,6 +400,9 @@ impl Engine {
             .await
         {
             self.publish(&saved);
+        }
+        if let Err(e) = self.store().save_alert(&p.stored(self.now())).await {
+            tracing::warn!(error = %e, execution = %id, "could not store the execution an alert started");
         }
         self.audit("alert_run", Some(&click.identity), Some(id), alert_detail(p)).await;
         let settings = self.settings();
@@ -316,10 +465,11 @@ fn alert_message(p: &Posted) -> Message {
     if let Some(id) = p.execution {
         m.fields.push(("Execution".into(), format!("{id} (/ops status {id})")));
     }
-    m.code = Some(match &p.plan {
+    let plan = match &p.plan {
         Ok(steps) => format!("Dry run — what {} on {} would do:\n{}", p.proposal.runbook, p.proposal.target, steps.join("\n")),
         Err(why) => format!("runbot cannot plan {} on {} ({}): {why}", p.proposal.runbook, p.proposal.target, p.proposal.env),
-    });
+    };
+    m.code = Some(format!("{plan}\n\n{}", diagnosis_text(p)));
     if firing && p.plan.is_ok() {
         m.buttons.push(Button {
             label: format!("Run {} {}", p.proposal.runbook, p.proposal.target),
@@ -330,4 +480,38 @@ fn alert_message(p: &Posted) -> Message {
     }
     m.footer = Some(format!("Alert {} · the button runs it as you: approvals apply as for a typed command.", a.fingerprint));
     m
+}
+
+/// The diagnosis as the message shows it: each step's outcome, summary and last output lines.
+fn diagnosis_text(p: &Posted) -> String {
+    let steps = match &p.diagnosis {
+        Ok(steps) => steps,
+        Err(why) => return format!("Diagnosis: none — {why}."),
+    };
+    let mut out = format!("Diagnosis of {} (read-only steps before the approval, run when the alert fired):", p.proposal.target);
+    for (i, d) in steps.iter().enumerate() {
+        out.push_str(&format!(
+            "\n{}. {} — {}{}",
+            i + 1,
+            d.name,
+            d.outcome.to_uppercase(),
+            if d.summary.is_empty() { String::new() } else { format!(": {}", d.summary) }
+        ));
+        for line in &d.output {
+            out.push_str(&format!("\n   | {line}"));
+        }
+    }
+    out
+}
+
+/// A process log for steps run outside an execution (the diagnosis): processes are not
+/// recorded (nothing resumes a diagnosis), and a step stops its process when cancelled.
+fn unrecorded_processes() -> ProcessLog {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(crate::model::StepProcess, tokio::sync::oneshot::Sender<Result<(), String>>)>();
+    tokio::spawn(async move {
+        while let Some((_, ack)) = rx.recv().await {
+            let _ = ack.send(Ok(()));
+        }
+    });
+    ProcessLog(tx)
 }

@@ -353,7 +353,7 @@ impl Engine {
     }
 
     /// The execution a resolved plan becomes (not stored yet).
-    fn new_execution(&self, req: &Request, id: ExecutionId, plan: plan::Plan, seed: Vec<String>, inbox: Option<&str>) -> Execution {
+    pub(super) fn new_execution(&self, req: &Request, id: ExecutionId, plan: plan::Plan, seed: Vec<String>, inbox: Option<&str>) -> Execution {
         let settings = self.settings();
         let now = self.now();
         let incident_channel = settings.incident_channel(&plan.target.env, &req.origin.platform).unwrap_or(&req.origin.channel).to_string();

@@ -39,11 +39,29 @@ pub trait Chat: Send + Sync + 'static {
     /// A message only `to` can see.
     async fn ephemeral(&self, channel: &str, to: &Identity, msg: &Message) -> Result<(), ChatError>;
 
+    /// Uploads a file into `channel` (in `thread` when given, the id of the message whose
+    /// thread it is), with `comment` as its message; returns the file's id. Platforms that
+    /// take no files say so.
+    async fn upload(&self, channel: &str, thread: Option<&str>, file: &Upload, comment: &str) -> Result<String, ChatError> {
+        let _ = (channel, thread, file, comment);
+        Err(ChatError::Other(format!("{} takes no files", self.platform())))
+    }
+
     /// How many characters of text fit in one message; longer output is split by the engine
     /// into several thread replies.
     fn max_text(&self) -> usize {
         3000
     }
+}
+
+/// A file to upload (e.g. a postmortem timeline).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// The file name, e.g. `timeline-R-5.md`.
+    pub filename: String,
+    /// Shown above the file.
+    pub title: String,
+    pub content: Vec<u8>,
 }
 
 /// The adapters this process runs, by platform.

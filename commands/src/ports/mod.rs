@@ -10,8 +10,8 @@ pub mod integrity;
 pub mod store;
 
 pub use backup::{BackupCatalog, CatalogError, CatalogSnapshot, Catalogs};
-pub use chat::{Chat, ChatError, Chats};
+pub use chat::{Chat, ChatError, Chats, Upload};
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use cluster::{Cluster, ClusterError, Clusters, PodInfo, Rollout};
 pub use deploy::{Ci, CiError, HelmRevision, HttpAnswer, HttpCheck, HttpCheckError, Registry, RegistryError, RunQuery, WorkflowRun};
-pub use store::{Fence, Inbound, InboxClaim, ListFilter, Store, StoreError, Versioned};
+pub use store::{Fence, Inbound, InboxClaim, ListFilter, PostedAlert, Store, StoreError, Versioned};

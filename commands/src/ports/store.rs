@@ -81,6 +81,21 @@ pub struct ListFilter {
     pub limit: u32,
 }
 
+/// An alert runbot posted, as every process sharing the store sees it (see
+/// `engine::alerts`): a repeat or a `resolved` delivered to any replica, or after a restart,
+/// edits the same message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostedAlert {
+    /// The sender's fingerprint of the alert.
+    pub fingerprint: String,
+    /// The chat message's id; empty while the process that claimed the alert has not posted it.
+    pub message: String,
+    pub firing: bool,
+    /// The alert, its proposal, diagnosis and execution (the engine's encoding).
+    pub doc: serde_json::Value,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// A fencing token: the lease holder and the epoch its claim was given. A lease holder's
 /// writes carry it ([`Store::save_fenced`]); they fail once the lease changed hands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +246,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// An execution's artifacts, `(name, content)`, in the order they were kept.
     async fn artifacts(&self, id: ExecutionId) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// The alert posted for `fingerprint`, if any.
+    async fn alert(&self, fingerprint: &str) -> Result<Option<PostedAlert>, StoreError>;
+
+    /// Stores `alert` unless one with its fingerprint is stored: true when it was stored (the
+    /// caller posts it), false when another process (or an earlier run) has it already.
+    async fn insert_alert(&self, alert: &PostedAlert) -> Result<bool, StoreError>;
+
+    /// Replaces the stored alert with `alert` (stores it when absent).
+    async fn save_alert(&self, alert: &PostedAlert) -> Result<(), StoreError>;
+
+    /// Forgets the alert (e.g. its message could not be posted: the sender's retry claims it
+    /// anew). Resolved alerts updated before `resolved_before` are forgotten on the way.
+    async fn forget_alert(&self, fingerprint: &str, resolved_before: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// Cheap liveness check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;

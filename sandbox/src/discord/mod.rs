@@ -31,6 +31,7 @@
 use runbot_commands::setup::SetupResult;
 mod gateway;
 pub mod limits;
+mod multipart;
 pub mod objects;
 mod rest;
 
@@ -241,6 +242,16 @@ pub(crate) struct Issued {
     pub original: Option<String>,
 }
 
+/// A file received as a message's attachment (`multipart/form-data`, `files[n]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    pub channel_id: String,
+    pub message_id: String,
+    pub filename: String,
+    pub title: Option<String>,
+    pub content: Vec<u8>,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Window {
     pub start: Instant,
@@ -258,6 +269,8 @@ pub(crate) struct State {
     pub callbacks: Vec<(String, Value)>,
     pub commands: HashMap<Option<String>, Vec<Value>>,
     pub problems: Vec<String>,
+    /// Files received as message attachments.
+    pub attachments: Vec<Attachment>,
     pub next_id: u64,
     pub limits: HashMap<Route, (u32, Duration)>,
     pub windows: HashMap<(Route, String), Window>,
@@ -346,6 +359,7 @@ impl FakeDiscord {
             callbacks: Vec::new(),
             commands: HashMap::new(),
             problems: Vec::new(),
+            attachments: Vec::new(),
             next_id: 0,
             limits,
             windows: HashMap::new(),
@@ -494,6 +508,10 @@ impl FakeDiscord {
     /// The registered commands, global (`None`) or of the guild.
     pub fn commands(&self, guild: Option<&str>) -> Vec<Value> {
         self.inner.with(|s| s.commands.get(&guild.map(str::to_string)).cloned().unwrap_or_default())
+    }
+    /// The files received as attachments, in order.
+    pub fn attachments(&self) -> Vec<Attachment> {
+        self.inner.with(|s| s.attachments.clone())
     }
     /// Bodies refused for breaking a limit, as `route: path: message (code)` lines.
     pub fn problems(&self) -> Vec<String> {

@@ -2,8 +2,9 @@
 //! validates and acts, recording every call.
 
 use super::limits::{commands_problems, errors_json, is_empty_message, message_problems};
+use super::multipart::FilePart;
 use super::objects::{self, Author};
-use super::{Call, Chan, Inner, Posted, Route, State, Window};
+use super::{Attachment, Call, Chan, Inner, Posted, Route, State, Window};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State as AxState;
@@ -14,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub(super) fn router(inner: Arc<Inner>) -> Router {
-    Router::new().fallback(handle).with_state(inner)
+    // Bodies up to 25 MiB reach the handler, which answers oversized attachments as Discord does.
+    Router::new().fallback(handle).layer(axum::extract::DefaultBodyLimit::max(25 << 20)).with_state(inner)
 }
 
 /// An interaction endpoint's HTTP answer taken as the interaction's initial response, as
@@ -203,7 +205,15 @@ async fn handle(AxState(inner): AxState<Arc<Inner>>, method: Method, uri: Uri, h
     let path = uri.path().to_string();
     let target = parse(&method, &path);
     let route = target.as_ref().map(Target::route);
-    let parsed: Result<Value, ()> = if body.is_empty() { Ok(Value::Null) } else { serde_json::from_slice(&body).map_err(|_| ()) };
+    let boundary = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(super::multipart::boundary);
+    let (parsed, files): (Result<Value, ()>, Vec<FilePart>) = match &boundary {
+        Some(b) => match super::multipart::parse(b, &body) {
+            Ok((payload, files)) => (payload.map(|p| serde_json::from_str(&p).map_err(|_| ())).unwrap_or(Ok(Value::Null)), files),
+            Err(_) => (Err(()), Vec::new()),
+        },
+        None if body.is_empty() => (Ok(Value::Null), Vec::new()),
+        None => (serde_json::from_slice(&body).map_err(|_| ()), Vec::new()),
+    };
     let logged_body = parsed.clone().unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     let mut rl_headers: Vec<(&'static str, String)> = Vec::new();
 
@@ -257,7 +267,10 @@ async fn handle(AxState(inner): AxState<Arc<Inner>>, method: Method, uri: Uri, h
         let Ok(body) = parsed else {
             break 'answer error(400, 50109, "The request body contains invalid JSON.");
         };
-        act(&inner, &target, &body)
+        match (&target, boundary.is_some()) {
+            (Target::CreateMessage { channel }, true) => create_message_with_files(&inner, channel, &body, &files).unwrap_or_else(|r| r),
+            _ => act(&inner, &target, &body),
+        }
     };
 
     let status = answer.status.as_u16();
@@ -634,4 +647,54 @@ fn bulk_commands(inner: &Inner, app: &str, g: &Option<String>, body: &Value) -> 
         out
     });
     Ok(ok(200, Value::Array(stored)))
+}
+
+/// The largest upload without boosts (`attachment_size_limit`): 8 MiB.
+const ATTACHMENT_LIMIT: usize = 8 << 20;
+
+/// `POST /channels/{channel}/messages` as `multipart/form-data`: `payload_json` and the files
+/// as `files[n]`. Each `attachments[i].id` in the payload must name a `files[n]` part (else
+/// 400 Invalid Form Body; the inner error code is this fake's own), the files together stay
+/// within 8 MiB (else 413, code 40005), and a message may hold only files.
+fn create_message_with_files(inner: &Inner, channel: &str, body: &Value, files: &[FilePart]) -> Result<Answer, Answer> {
+    check_message(body)?;
+    if files.is_empty() {
+        check_not_empty(body)?;
+    }
+    let listed = body["attachments"].as_array().cloned().unwrap_or_default();
+    for (i, a) in listed.iter().enumerate() {
+        let id = a["id"].as_u64().or_else(|| a["id"].as_str().and_then(|s| s.parse().ok()));
+        if !id.is_some_and(|id| files.iter().any(|f| f.index == id)) {
+            return Err(invalid_field(&["attachments", &i.to_string(), "id"], "ATTACHMENT_FILE_MISSING", "No files[n] part has this id."));
+        }
+    }
+    if files.iter().map(|f| f.bytes.len()).sum::<usize>() > ATTACHMENT_LIMIT {
+        return Err(error(413, 40005, "Request entity too large"));
+    }
+    let title = |n: u64| {
+        listed
+            .iter()
+            .find(|a| a["id"].as_u64() == Some(n) || a["id"].as_str() == Some(&n.to_string()))
+            .and_then(|a| a["title"].as_str().map(str::to_string))
+    };
+    let posted = inner.with(|s| match s.chan(channel) {
+        Some(c) if c.kind == 0 || c.kind == 11 => {
+            let p = new_message(s, channel, Author::Bot, 0, None, content_of(body));
+            for f in files {
+                s.attachments.push(Attachment {
+                    channel_id: channel.to_string(),
+                    message_id: p.id.clone(),
+                    filename: f.filename.clone(),
+                    title: title(f.index),
+                    content: f.bytes.clone(),
+                });
+            }
+            Some(p)
+        }
+        _ => None,
+    });
+    let p = posted.ok_or_else(|| error(404, 10003, "Unknown Channel"))?;
+    let mut o = object(inner, &p);
+    o["attachments"] = files.iter().map(|f| json!({"id": f.index.to_string(), "filename": f.filename, "size": f.bytes.len()})).collect();
+    Ok(ok(200, o))
 }

@@ -12,7 +12,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub(super) fn router(inner: Arc<Inner>) -> Router {
-    Router::new().route("/api/{method}", post(method)).route("/hooks/{n}", post(hook)).with_state(inner)
+    Router::new()
+        .route("/api/{method}", post(method))
+        .route("/hooks/{n}", post(hook))
+        .route("/upload/{file}", post(super::files::receive))
+        .with_state(inner)
 }
 
 fn ok(v: Value) -> Response {
@@ -177,6 +181,8 @@ async fn method(State(inner): State<Arc<Inner>>, Path(method): Path<String>, hea
             });
             Ok(json!({"url": format!("{}/link/?ticket={ticket}&app_id=A0RUNBOT", inner.ws_base)}))
         }
+        "files.getUploadURLExternal" => super::files::get_upload_url(&inner, &body),
+        "files.completeUploadExternal" => super::files::complete(&inner, &body),
         "auth.test" => Ok(json!({"user_id": "U0RUNBOT", "team_id": "T0001", "bot_id": "B0RUNBOT"})),
         "chat.postMessage" | "chat.update" | "chat.postEphemeral" | "conversations.invite" => Err("channel_not_found"),
         _ => Err("unknown_method"),

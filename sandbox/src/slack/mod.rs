@@ -10,6 +10,8 @@
 
 use runbot_commands::setup::SetupResult;
 mod api;
+mod files;
+pub use files::SlackFile;
 mod limits;
 mod socket;
 
@@ -128,6 +130,9 @@ struct State {
     socket_silent: bool,
     next_envelope: u64,
     acks: HashMap<String, Value>,
+    /// External uploads (`files.getUploadURLExternal` on).
+    files: Vec<files::SlackFile>,
+    next_file: u64,
 }
 
 pub(crate) struct Inner {

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use runbot_commands::audit::{AuditEntry, AuditRecord};
 use runbot_commands::model::{Execution, ExecutionId};
-use runbot_commands::ports::{Fence, Inbound, InboxClaim, ListFilter, Store, StoreError, Versioned};
+use runbot_commands::ports::{Fence, Inbound, InboxClaim, ListFilter, PostedAlert, Store, StoreError, Versioned};
 use runbot_commands::store_memory::MemoryStore;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -124,6 +124,18 @@ impl Store for KillableStore {
     }
     async fn first_delivery(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
         self.writable()?.first_delivery(key, now).await
+    }
+    async fn alert(&self, fingerprint: &str) -> Result<Option<PostedAlert>, StoreError> {
+        self.alive()?.alert(fingerprint).await
+    }
+    async fn insert_alert(&self, alert: &PostedAlert) -> Result<bool, StoreError> {
+        self.writable()?.insert_alert(alert).await
+    }
+    async fn save_alert(&self, alert: &PostedAlert) -> Result<(), StoreError> {
+        self.writable()?.save_alert(alert).await
+    }
+    async fn forget_alert(&self, fingerprint: &str, resolved_before: DateTime<Utc>) -> Result<(), StoreError> {
+        self.writable()?.forget_alert(fingerprint, resolved_before).await
     }
     async fn record_inbound(&self, item: Inbound, audit: AuditEntry) -> Result<bool, StoreError> {
         self.writable()?.record_inbound(item, audit).await
