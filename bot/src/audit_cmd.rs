@@ -211,13 +211,18 @@ pub async fn export_artifacts(settings: &Settings, id: &str, out: &Path) -> anyh
     Ok(())
 }
 
-/// Prints the postmortem timeline of execution `id` (Markdown, or JSON with `json`).
-pub async fn timeline(store_url: &str, id: &str, json: bool) -> anyhow::Result<()> {
+/// Prints the postmortem timeline of execution `id` (Markdown, or JSON with `json`): as
+/// `/ops timeline` shows it when `settings` (the whole configuration) loaded — output links,
+/// the environment's time zone, redaction — else in UTC from the records as stored.
+pub async fn timeline(store_url: &str, settings: Option<&Settings>, id: &str, json: bool) -> anyhow::Result<()> {
     let exec: runbot_commands::grammar::ExecutionId = id.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let store = SqlStore::connect(store_url).await?;
     let Some(v) = store.load(exec).await? else { anyhow::bail!("there is no execution {exec}") };
     let (records, _) = store.audit_log().await?;
-    let t = runbot_commands::timeline::build(&v.value, &records);
+    let mut t = runbot_commands::timeline::build(&v.value, &records);
+    if let Some(settings) = settings {
+        t = t.as_configured(&v.value, settings);
+    }
     println!("{}", if json { t.json() } else { t.markdown() });
     Ok(())
 }

@@ -114,7 +114,8 @@ enum AuditCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// A postmortem timeline of one execution from the audit trail (times UTC).
+    /// A postmortem timeline of one execution from the audit trail (times in UTC and the
+    /// environment's time zone, steps linked to their output in the console).
     Timeline {
         /// The execution, e.g. R-5.
         id: String,
@@ -233,7 +234,14 @@ fn main() -> ExitCode {
                 audit_cmd::export(&audit_cmd::store_url(&config)?, redactor.as_ref(), out.as_deref()).await
             }
             Cmd::Audit { cmd: AuditCmd::Timeline { id, config, format } } => {
-                audit_cmd::timeline(&audit_cmd::store_url(&config)?, &id, format == "json").await
+                let settings = match load(&config) {
+                    Ok(settings) => Some(settings),
+                    Err(e) => {
+                        eprintln!("runbot: the config does not fully load ({e}); the timeline is in UTC, without output links");
+                        None
+                    }
+                };
+                audit_cmd::timeline(&audit_cmd::store_url(&config)?, settings.as_ref(), &id, format == "json").await
             }
             Cmd::Artifacts { cmd: ArtifactsCmd::Export { config, id, out } } => audit_cmd::export_artifacts(&load(&config)?, &id, &out).await,
             Cmd::Discord { cmd: DiscordCmd::RegisterCommands { config, guild, global } } => {

@@ -179,6 +179,27 @@ pub fn page_path(id: &str) -> String {
 }
 
 impl Timeline {
+    /// The timeline as `settings` show it — `/ops timeline` and `runbot audit timeline` alike:
+    /// each step linked to its output under `[console] url`, times also in the `time_zone` of
+    /// `exec`'s environment, and every text redacted with the configured secrets.
+    pub fn as_configured(self, exec: &Execution, settings: &crate::config::Settings) -> Timeline {
+        let base = settings.config.console.url.clone().unwrap_or_default();
+        let mut t = self.with_output_links(&base);
+        if let Some(z) = settings.config.environments.get(&exec.target.env).and_then(|e| e.time_zone.as_deref()) {
+            // Checked when the configuration was loaded.
+            t = t.clone().in_zone(z).unwrap_or(t);
+        }
+        let r = &settings.redactor;
+        t.command = r.redact(&t.command);
+        for e in &mut t.events {
+            e.text = r.redact(&e.text);
+        }
+        for st in &mut t.plan {
+            st.action = r.redact(&st.action);
+        }
+        t
+    }
+
     /// Each event's time also in zone `name` (IANA); `Err` when it is not a zone.
     pub fn in_zone(mut self, name: &str) -> Result<Timeline, String> {
         let tz = zone(name)?;

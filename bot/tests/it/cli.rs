@@ -401,6 +401,7 @@ async fn the_timeline_of_an_execution_reads_the_audit_trail_in_chat_and_on_the_c
         file["message"]["code"].as_str().unwrap_or_default().to_string()
     };
     let md = timeline_file("R-1").await;
+    let chat_r1 = md.clone();
     in_order(&md);
     assert!(md.contains("[output](/console/executions/R-1/steps/2/output)"), "a link to the step's output:\n{md}");
     // The console renders the same timeline, and serves the step output it links to.
@@ -425,6 +426,8 @@ async fn the_timeline_of_an_execution_reads_the_audit_trail_in_chat_and_on_the_c
     let ran = audit(&["timeline", "R-1", "--format", "md"], &config);
     assert!(ran.ok, "{}", ran.stderr);
     in_order(&ran.stdout);
+    // The command line shows what chat showed: the same links, zone and redaction.
+    assert_eq!(ran.stdout.trim_end(), chat_r1.trim_end(), "the command line's timeline is the file posted in chat");
     let ran = audit(&["timeline", "R-1", "--format", "json"], &config);
     assert!(ran.ok, "{}", ran.stderr);
     let v: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", ran.stdout));

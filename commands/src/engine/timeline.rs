@@ -22,23 +22,7 @@ impl Engine {
             Ok((records, _)) => records,
             Err(e) => return Err(UpdateError::Store(e).reply()),
         };
-        let settings = self.settings();
-        let base = settings.config.console.url.clone().unwrap_or_default();
-        let mut t = crate::timeline::build(&exec, &records).with_output_links(&base);
-        let zone = settings.config.environments.get(&exec.target.env).and_then(|e| e.time_zone.clone());
-        if let Some(z) = zone {
-            // Checked when the configuration was loaded.
-            t = t.clone().in_zone(&z).unwrap_or(t);
-        }
-        let r = &settings.redactor;
-        t.command = r.redact(&t.command);
-        for e in &mut t.events {
-            e.text = r.redact(&e.text);
-        }
-        for st in &mut t.plan {
-            st.action = r.redact(&st.action);
-        }
-        Ok(t)
+        Ok(crate::timeline::build(&exec, &records).as_configured(&exec, &self.settings()))
     }
 
     pub(super) async fn timeline(&self, id: ExecutionId) -> Reply {
