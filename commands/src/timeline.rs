@@ -163,9 +163,12 @@ pub fn build(exec: &Execution, records: &[AuditRecord]) -> Timeline {
     }
 }
 
-/// An IANA time zone name (`Europe/Madrid`), or why it is not one.
-pub fn zone(name: &str) -> Result<chrono_tz::Tz, String> {
-    name.parse::<chrono_tz::Tz>().map_err(|_| format!("'{name}' is not an IANA time zone (e.g. Europe/Madrid, America/New_York, UTC)"))
+/// An IANA time zone name (`Europe/Madrid`), from the system's tz database, or why it is not
+/// one.
+pub fn zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
+    jiff::tz::TimeZone::get(name).map_err(|_| {
+        format!("'{name}' is not an IANA time zone in this system's tz database (e.g. Europe/Madrid, America/New_York, UTC; package tzdata)")
+    })
 }
 
 /// The path under the console where step `step` (1-based) of execution `id` shows its output.
@@ -204,7 +207,9 @@ impl Timeline {
     pub fn in_zone(mut self, name: &str) -> Result<Timeline, String> {
         let tz = zone(name)?;
         for e in &mut self.events {
-            e.local = Some(e.at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z").to_string());
+            e.local = jiff::Timestamp::from_microsecond(e.at.timestamp_micros())
+                .ok()
+                .map(|t| t.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S %Z").to_string());
         }
         self.time_zone = Some(name.to_string());
         Ok(self)
