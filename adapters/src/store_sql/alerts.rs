@@ -4,7 +4,7 @@
 use super::{SqlStore, backend_err, parse_ts, ts};
 use chrono::{DateTime, Utc};
 use runbot_commands::ports::store::{PostedAlert, StoreError};
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 pub(super) async fn get(store: &SqlStore, fingerprint: &str) -> Result<Option<PostedAlert>, StoreError> {
     let row = sqlx::query("SELECT fingerprint, message, firing, doc, updated_at FROM alerts WHERE fingerprint = $1")
@@ -30,35 +30,30 @@ fn doc(a: &PostedAlert) -> String {
     a.doc.to_string()
 }
 
+/// Writes `a` as a new row; on a stored fingerprint, does `on_conflict`. Rows written.
+async fn write(store: &SqlStore, a: &PostedAlert, on_conflict: &'static str, doing: &'static str) -> Result<u64, StoreError> {
+    let sql = format!(
+        "INSERT INTO alerts (fingerprint, message, firing, doc, updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (fingerprint) {on_conflict}"
+    );
+    Ok(sqlx::query(AssertSqlSafe(sql))
+        .bind(&a.fingerprint)
+        .bind(&a.message)
+        .bind(i64::from(a.firing))
+        .bind(doc(a))
+        .bind(ts(a.updated_at))
+        .execute(&store.pool)
+        .await
+        .map_err(backend_err(doing))?
+        .rows_affected())
+}
+
 pub(super) async fn insert(store: &SqlStore, a: &PostedAlert) -> Result<bool, StoreError> {
-    let inserted = sqlx::query(
-        "INSERT INTO alerts (fingerprint, message, firing, doc, updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (fingerprint) DO NOTHING",
-    )
-    .bind(&a.fingerprint)
-    .bind(&a.message)
-    .bind(i64::from(a.firing))
-    .bind(doc(a))
-    .bind(ts(a.updated_at))
-    .execute(&store.pool)
-    .await
-    .map_err(backend_err("recording an alert"))?
-    .rows_affected();
-    Ok(inserted == 1)
+    Ok(write(store, a, "DO NOTHING", "recording an alert").await? == 1)
 }
 
 pub(super) async fn save(store: &SqlStore, a: &PostedAlert) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO alerts (fingerprint, message, firing, doc, updated_at) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (fingerprint) DO UPDATE SET message = excluded.message, firing = excluded.firing, doc = excluded.doc, updated_at = excluded.updated_at",
-    )
-    .bind(&a.fingerprint)
-    .bind(&a.message)
-    .bind(i64::from(a.firing))
-    .bind(doc(a))
-    .bind(ts(a.updated_at))
-    .execute(&store.pool)
-    .await
-    .map_err(backend_err("saving an alert"))?;
+    let update = "DO UPDATE SET message = excluded.message, firing = excluded.firing, doc = excluded.doc, updated_at = excluded.updated_at";
+    write(store, a, update, "saving an alert").await?;
     Ok(())
 }
 

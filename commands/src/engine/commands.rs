@@ -10,6 +10,7 @@ use crate::metrics::CommandOutcome;
 use crate::model::{Decision, ExecState, Execution, MessageRef};
 use crate::ports::{ListFilter, StoreError};
 use serde_json::json;
+use std::ops::ControlFlow;
 
 impl Engine {
     /// Handles one typed command. The command is in the audit log before this returns.
@@ -39,24 +40,32 @@ impl Engine {
             return None;
         }
         let parsed = grammar::parse(&req.text);
-        if matches!(parsed, Ok(ref c) if !matches!(c, Command::Help { .. } | Command::Whoami)) {
+        if matches!(parsed, Ok(ref c) if !from_command_alone(c)) {
             return None;
         }
         self.inner.limits.check(&req.identity.0, &req.origin.channel).ok()?;
-        Some(match parsed {
-            Ok(Command::Help { topic }) => {
-                self.inner.metrics.command(CommandOutcome::Ok);
-                self.help(topic.as_deref())
-            }
-            Ok(_) => {
-                self.inner.metrics.command(CommandOutcome::Ok);
-                self.whoami(req)
-            }
+        self.settle(req, parsed).break_value()
+    }
+
+    /// A parsed command's answer when it needs nothing but the command (a typo, help, whoami:
+    /// `Break`, counted in the metrics), else the command to act on. Shared by
+    /// [`Engine::answer_at_once`] and the usual way.
+    fn settle(&self, req: &Request, parsed: Result<Command, grammar::ParseError>) -> ControlFlow<Reply, Command> {
+        match parsed {
             Err(e) => {
                 self.inner.metrics.command(CommandOutcome::ParseError);
-                Reply::private(e.to_string())
+                ControlFlow::Break(Reply::private(e.to_string()))
             }
-        })
+            Ok(Command::Help { topic }) => {
+                self.inner.metrics.command(CommandOutcome::Ok);
+                ControlFlow::Break(self.help(topic.as_deref()))
+            }
+            Ok(Command::Whoami) => {
+                self.inner.metrics.command(CommandOutcome::Ok);
+                ControlFlow::Break(self.whoami(req))
+            }
+            Ok(cmd) => ControlFlow::Continue(cmd),
+        }
     }
 
     /// What the audit log keeps about a typed command: its text (the first 1,000 characters,
@@ -86,19 +95,13 @@ impl Engine {
                 );
             }
         }
-        let parsed = grammar::parse(&req.text);
-        let cmd = match parsed {
-            Ok(c) => c,
-            Err(e) => {
-                self.inner.metrics.command(CommandOutcome::ParseError);
-                return Reply::private(e.to_string());
-            }
+        let cmd = match self.settle(&req, grammar::parse(&req.text)) {
+            ControlFlow::Continue(cmd) => cmd,
+            ControlFlow::Break(answered) => return answered,
         };
         if !matches!(
             cmd,
-            Command::Help { .. }
-                | Command::Whoami
-                | Command::Status { .. }
+            Command::Status { .. }
                 | Command::History { .. }
                 | Command::Cancel { .. }
                 | Command::Timeline { .. }
@@ -113,8 +116,6 @@ impl Engine {
         }
         self.inner.metrics.command(CommandOutcome::Ok);
         match cmd {
-            Command::Help { topic } => self.help(topic.as_deref()),
-            Command::Whoami => self.whoami(&req),
             Command::Status { id } => self.status(id).await,
             Command::History { service, limit } => self.history(service, limit).await,
             Command::Cancel { id } => self.cancel(&req, id).await,
@@ -575,4 +576,9 @@ fn decided(e: &Execution) -> String {
             if approvers.is_empty() { String::new() } else { format!(", approved by {}", approvers.join(", ")) }
         }
     }
+}
+
+/// Commands answered from the command and the configuration alone ([`Engine::settle`]).
+fn from_command_alone(c: &Command) -> bool {
+    matches!(c, Command::Help { .. } | Command::Whoami)
 }
