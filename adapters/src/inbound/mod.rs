@@ -30,6 +30,7 @@
 //! metrics, shutdown).
 
 use async_trait::async_trait;
+use axum::body::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
 use runbot_commands::audit::AuditEntry;
 use runbot_commands::engine::{Click, Engine, Reply, Request};
@@ -78,8 +79,8 @@ pub struct Received {
 pub enum Outcome {
     /// Recorded; the answer follows through [`Replies::deliver`].
     Accepted,
-    /// Recorded and answered at once: this body goes in the acknowledgement.
-    Answered(Value),
+    /// Recorded and answered at once: this body (JSON) goes in the acknowledgement.
+    Answered(Bytes),
     /// Its key was recorded before: not acted on again.
     Duplicate,
     /// It could not be recorded (the store failed): nothing was done.
@@ -93,8 +94,9 @@ pub trait Replies: Send + Sync + 'static {
     async fn deliver(&self, reply: Reply, to: &Value);
 
     /// An answer ready before the acknowledgement, as the acknowledgement's body — when the
-    /// transport can carry it (Slack's immediate response). `None`: deliver it as usual.
-    fn inline_answer(&self, _reply: &mut Reply) -> Option<Value> {
+    /// transport can carry it (Slack's immediate response), encoded as JSON. `None`: deliver
+    /// it as usual.
+    fn inline_answer(&self, _reply: &mut Reply) -> Option<Bytes> {
         None
     }
 }
@@ -205,7 +207,9 @@ impl Pipeline {
             received_at: now,
             owner: self.engine.settings().instance.clone(),
             lease_until: now + self.lease(),
-            payload: json!({"work": r.work, "reply_to": r.reply_to}),
+            // Recorded processed, an entry is never acted on from the inbox: it keeps its key
+            // (a repeat is recognised), not what to act on.
+            payload: if body.is_some() { Value::Null } else { json!({"work": r.work, "reply_to": r.reply_to}) },
             done: body.is_some(),
         };
         let entry = AuditEntry { at: now, kind: r.audit_kind.to_string(), actor: actor(&r.work), execution: None, detail: r.audit_detail };

@@ -46,7 +46,7 @@ fn reply(ack: Ack) -> Response {
     match ack {
         Ack::Empty => StatusCode::OK.into_response(),
         Ack::Message(t) => Json(json!({"response_type": "ephemeral", "text": t})).into_response(),
-        Ack::Reply(body) => Json(body).into_response(),
+        Ack::Reply(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Ack::Challenge(c) => ([(header::CONTENT_TYPE, "text/plain")], c).into_response(),
         Ack::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response(),
     }

@@ -13,12 +13,15 @@ use super::SlackState;
 use super::chat::slack_user;
 use crate::inbound::{Outcome, Received, Replies, Work};
 use async_trait::async_trait;
+use axum::body::Bytes;
 use runbot_commands::engine::{Click, Reply, Request};
 use runbot_commands::message::Message;
 use runbot_commands::model::{Identity, Origin};
 use runbot_commands::ports::Chat;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 /// The acknowledgement to send back.
@@ -28,9 +31,9 @@ pub enum Ack {
     Empty,
     /// A 200 carrying an ephemeral message for the person (bad input, store down).
     Message(String),
-    /// A 200 carrying the engine's answer, rendered as Block Kit (an ephemeral message): the
+    /// A 200 carrying the engine's answer, rendered as Block Kit (an ephemeral message, JSON): the
     /// answer was ready before the ack (help, whoami, a typo), so it rides on it.
-    Reply(Value),
+    Reply(Bytes),
     /// The url_verification challenge, echoed.
     Challenge(String),
     /// The request could not be recorded; Slack should retry (Events API only).
@@ -301,19 +304,44 @@ impl Replies for SlackState {
 
     /// An answer ready before the ack, as the ack's body: a private message that renders
     /// within one message (no overflow replies).
-    fn inline_answer(&self, reply: &mut Reply) -> Option<Value> {
+    fn inline_answer(&self, reply: &mut Reply) -> Option<Bytes> {
         if !reply.ephemeral {
             return None;
         }
         reply.message = self.name_created_channel(std::mem::take(&mut reply.message));
-        let rendered = super::render::render(&reply.message);
-        if !rendered.overflow.is_empty() {
-            return None;
+        self.acks.body(&reply.message)
+    }
+}
+
+/// The ack bodies of the last few answers given in acks. The same few answers (help, whoami,
+/// a typo's) repeat for each person, and rendering Block Kit was a good part of an ack's cost:
+/// an answer equal to one rendered lately reuses its body.
+#[derive(Default)]
+pub(crate) struct AckBodies(Mutex<VecDeque<(Message, Option<Bytes>)>>);
+
+/// How many rendered answers [`AckBodies`] keeps.
+const ACK_BODIES: usize = 16;
+
+impl AckBodies {
+    /// `msg` as an ephemeral ack body; `None` when it does not fit in one message.
+    fn body(&self, msg: &Message) -> Option<Bytes> {
+        if let Some((_, body)) = self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(m, _)| m == msg) {
+            return body.clone();
         }
-        let mut body = rendered.main;
-        let Value::Object(m) = &mut body else { return None };
-        m.insert("response_type".into(), Value::String("ephemeral".into()));
-        Some(body)
+        let rendered = super::render::render(msg);
+        let body = rendered.overflow.is_empty().then(|| {
+            let mut body = rendered.main;
+            if let Value::Object(m) = &mut body {
+                m.insert("response_type".into(), Value::String("ephemeral".into()));
+            }
+            Bytes::from(body.to_string())
+        });
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() == ACK_BODIES {
+            cache.pop_back();
+        }
+        cache.push_front((msg.clone(), body.clone()));
+        body
     }
 }
 

@@ -83,6 +83,8 @@ pub struct SlackState {
     pub metrics: Arc<Metrics>,
     /// Verifies HTTP requests; `None` when only Socket Mode is configured.
     pub signing_secret: Option<Secret>,
+    /// The acknowledgement bodies of the answers given in acks lately (help, whoami).
+    pub(crate) acks: Arc<inbound::AckBodies>,
 }
 
 /// The Slack adapter built from `[slack]`: its chat (to hand to the engine) and its secrets.
@@ -145,6 +147,7 @@ impl Slack {
             chat: self.chat.clone(),
             metrics: self.metrics.clone(),
             signing_secret: self.signing_secret.clone(),
+            acks: Arc::default(),
         };
         pipeline.register("slack", Arc::new(state.clone()));
         state

@@ -167,7 +167,7 @@ async fn connect_once(
                 let mut out = json!({"envelope_id": envelope_id});
                 match ack {
                     Ack::Message(t) if accepts => out["payload"] = json!({"response_type": "ephemeral", "text": t}),
-                    Ack::Reply(body) => out["payload"] = body,
+                    Ack::Reply(body) => out["payload"] = serde_json::from_slice(&body).unwrap_or_default(),
                     _ => {}
                 }
                 tx.send(Ws::Text(out.to_string().into())).await.map_err(|e| e.to_string())?;

@@ -572,6 +572,28 @@ async fn only_answers_needing_nothing_but_the_command_are_given_in_the_ack() {
     assert_eq!(w.audit_kinds().await.iter().filter(|k| *k == "slack.command").count(), 5, "every command recorded once");
 }
 
+/// Ack bodies are reused for an equal answer (rendering was a good part of an ack's cost),
+/// never across different ones: Alice and Bob asking `whoami` in turn each see themselves, and
+/// help after a typo is help. The content-type says JSON, as Slack needs for Block Kit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reused_ack_body_is_only_ever_the_same_answer() {
+    let w = World::start(Opts { cluster: false, ..Opts::default() }).await;
+    for round in 0..3 {
+        for (who, other) in [(ALICE, BOB), (BOB, ALICE)] {
+            let (status, ack, _) = w.command(who, "whoami").await;
+            assert_eq!(status, 200);
+            assert!(ack.contains(&format!("slack:{who}")) && !ack.contains(&format!("slack:{other}")), "round {round}, {who}: {ack}");
+        }
+        let (_, typo, _) = w.command(ALICE, "deploy").await;
+        assert!(typo.contains("Usage:") && !typo.contains("/ops restart"), "{typo}");
+        let (_, help, _) = w.command(ALICE, "help").await;
+        assert!(help.contains("/ops restart") && help.contains("\"response_type\":\"ephemeral\""), "{help}");
+    }
+    let (body, _) = w.slack.command_form(ALICE, OPS, "/ops", "whoami");
+    let r = w.signed("/slack/commands", "application/x-www-form-urlencoded", &body, 0).await;
+    assert_eq!(r.headers().get("content-type").map(|v| v.as_bytes()), Some(&b"application/json"[..]));
+}
+
 /// A signed `block_actions` whose value lost its plan fingerprint (`R-1|approve|`) is refused
 /// privately, audited, and approves nothing; the real button then does.
 #[tokio::test(flavor = "multi_thread")]
