@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 
 /// The largest multi-row statement; smaller ones are powers of two (few prepared statements).
-const CHUNK: usize = 64;
+pub(super) const CHUNK: usize = 64;
 const INSERT_HEAD: &str = "INSERT INTO inbox (inbox_key, platform, received_at, owner, lease_until, payload, done) VALUES ";
 const COLUMNS: usize = 7;
 
@@ -35,7 +35,41 @@ fn insert_sql(backend: Backend, rows: usize) -> &'static str {
     })
 }
 
-fn done_sql(backend: Backend, rows: usize) -> &'static str {
+/// SQLite's insert in a group commit: plain, as the keys were looked up under the write lock
+/// first ([`KNOWN_SQL`]); a conflict now is an error, never a silent skip.
+pub(super) fn insert_plain_sql(rows: usize) -> &'static str {
+    static SQLITE: OnceLock<Vec<String>> = OnceLock::new();
+    cached(&SQLITE, rows, |rows| {
+        let values: Vec<String> = (0..rows).map(|r| format!("({})", placeholders(Backend::Sqlite, r * COLUMNS + 1, COLUMNS))).collect();
+        format!("{INSERT_HEAD}{}", values.join(", "))
+    })
+}
+
+/// SQLite's first statement of a group commit: takes the write lock, reads the audit head (row
+/// `known = 0`) and which of the keys (one JSON array) are stored already (rows `known = 1`,
+/// the key in `hash`) — one call to SQLite's thread, one row per key already seen.
+pub(super) const KNOWN_SQL: &str = "BEGIN IMMEDIATE; SELECT 0 AS known, seq, hash FROM audit_head WHERE id = 1 \
+     UNION ALL SELECT 1, 0, inbox_key FROM inbox WHERE inbox_key IN (SELECT value FROM json_each(?))";
+
+/// Binds `i`'s columns, in [`INSERT_HEAD`]'s order, `payload` being its encoding.
+pub(super) fn bind_item<'q>(q: AnyQuery<'q>, i: &'q Inbound, payload: &'q str) -> AnyQuery<'q> {
+    q.bind(i.key.as_str())
+        .bind(i.platform.as_str())
+        .bind(ts(i.received_at))
+        .bind(i.owner.as_str())
+        .bind(ts(i.lease_until))
+        .bind(payload)
+        .bind(i64::from(i.done))
+}
+
+/// What an item's payload is stored as.
+pub(super) fn encode_payload(i: &Inbound) -> Result<String, StoreError> {
+    serde_json::to_string(&i.payload).map_err(|e| StoreError::Backend(format!("encoding a received command: {e}")))
+}
+
+pub(super) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+pub(super) fn done_sql(backend: Backend, rows: usize) -> &'static str {
     static PG: OnceLock<Vec<String>> = OnceLock::new();
     static SQLITE: OnceLock<Vec<String>> = OnceLock::new();
     let cell = if backend == Backend::Postgres { &PG } else { &SQLITE };
@@ -43,7 +77,7 @@ fn done_sql(backend: Backend, rows: usize) -> &'static str {
 }
 
 /// Splits `n` items into chunks of [`CHUNK`] and then powers of two.
-fn chunks(n: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(super) fn chunks(n: usize) -> impl Iterator<Item = (usize, usize)> {
     let mut start = 0;
     std::iter::from_fn(move || {
         let left = n - start;
@@ -62,22 +96,12 @@ fn chunks(n: usize) -> impl Iterator<Item = (usize, usize)> {
 pub(super) async fn record_in(backend: Backend, conn: &mut AnyConnection, items: &[Inbound]) -> Result<Vec<bool>, StoreError> {
     let mut seen = HashSet::with_capacity(items.len());
     let fresh: Vec<&Inbound> = items.iter().filter(|i| seen.insert(i.key.as_str())).collect();
-    let payloads = fresh
-        .iter()
-        .map(|i| serde_json::to_string(&i.payload).map_err(|e| StoreError::Backend(format!("encoding a received command: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
+    let payloads = fresh.iter().map(|i| encode_payload(i)).collect::<Result<Vec<_>, _>>()?;
     let mut inserted = HashSet::with_capacity(fresh.len());
     for (at, rows) in chunks(fresh.len()) {
         let mut q = sqlx::query(AssertSqlSafe(insert_sql(backend, rows)));
         for (i, payload) in fresh[at..at + rows].iter().zip(&payloads[at..at + rows]) {
-            q = q
-                .bind(i.key.as_str())
-                .bind(i.platform.as_str())
-                .bind(ts(i.received_at))
-                .bind(i.owner.as_str())
-                .bind(ts(i.lease_until))
-                .bind(payload.as_str())
-                .bind(i64::from(i.done));
+            q = bind_item(q, i, payload);
         }
         for row in q.fetch_all(&mut *conn).await.map_err(backend_err("recording received commands"))? {
             inserted.insert(row.try_get::<String, _>("inbox_key").map_err(backend_err("recording received commands"))?);
