@@ -89,14 +89,16 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// orders object keys, so the encoding is canonical) — an HMAC-SHA256 under `key`, or a plain
 /// SHA-256 without one. The one place a record's hash is computed (writers and [`verify`]).
 pub fn record_hash(key: Option<&AuditKey>, seq: u64, prev_hash: &str, entry: &AuditEntry) -> String {
-    let canonical = Canonical {
-        actor: &entry.actor,
-        at: entry.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        detail: &entry.detail,
-        execution: &entry.execution,
-        kind: &entry.kind,
-        seq,
-    };
+    // Encoding a JSON value into a string cannot fail.
+    let detail = serde_json::to_string(&entry.detail).unwrap_or_default();
+    record_hash_encoded(key, seq, prev_hash, entry, &detail)
+}
+
+/// [`record_hash`] with the detail already encoded as serde_json encodes it (as a store keeps
+/// it): the same bytes are hashed, without encoding the detail a second time. The object's
+/// keys are written in serde_json's (sorted) order, each value as serde_json writes it.
+pub fn record_hash_encoded(key: Option<&AuditKey>, seq: u64, prev_hash: &str, entry: &AuditEntry, detail: &str) -> String {
+    use std::io::Write;
     let mut h = match key {
         Some(k) => HashWriter::Keyed(k.mac.clone()),
         None => HashWriter::Plain(Sha256::new()),
@@ -104,21 +106,18 @@ pub fn record_hash(key: Option<&AuditKey>, seq: u64, prev_hash: &str, entry: &Au
     h.update(prev_hash.as_bytes());
     h.update(b"\n");
     // Writing into the hash cannot fail, nor can encoding these fields.
-    let _ = serde_json::to_writer(&mut h, &canonical);
+    h.update(br#"{"actor":"#);
+    let _ = serde_json::to_writer(&mut h, &entry.actor);
+    h.update(br#","at":""#);
+    h.update(entry.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).as_bytes());
+    h.update(br#"","detail":"#);
+    h.update(detail.as_bytes());
+    h.update(br#","execution":"#);
+    let _ = serde_json::to_writer(&mut h, &entry.execution);
+    h.update(br#","kind":"#);
+    let _ = serde_json::to_writer(&mut h, &entry.kind);
+    let _ = write!(h, r#","seq":{seq}}}"#);
     h.finish()
-}
-
-/// The fields a record's hash covers, in the order serde_json gives an object's keys (sorted):
-/// encoded straight into the hash, the same bytes as the `json!` object of them, without
-/// copying the detail.
-#[derive(Serialize)]
-struct Canonical<'a> {
-    actor: &'a Option<String>,
-    at: String,
-    detail: &'a serde_json::Value,
-    execution: &'a Option<String>,
-    kind: &'a str,
-    seq: u64,
 }
 
 /// SHA-256 or HMAC-SHA256, written into like a file.
@@ -161,11 +160,18 @@ pub fn link(prev: Option<(u64, &str)>, entry: AuditEntry) -> AuditRecord {
 
 /// Links `entry` after `(prev_seq, prev_hash)`, keyed with `key` when there is one.
 pub fn link_with(key: Option<&AuditKey>, prev: Option<(u64, &str)>, entry: AuditEntry) -> AuditRecord {
+    let detail = serde_json::to_string(&entry.detail).unwrap_or_default();
+    link_encoded(key, prev, entry, &detail)
+}
+
+/// [`link_with`] for an entry whose detail is encoded already (`detail`, as serde_json encodes
+/// `entry.detail`): a store that keeps the encoding hashes it rather than encoding it twice.
+pub fn link_encoded(key: Option<&AuditKey>, prev: Option<(u64, &str)>, entry: AuditEntry, detail: &str) -> AuditRecord {
     let (seq, prev_hash) = match prev {
         Some((s, h)) => (s + 1, h.to_string()),
         None => (1, GENESIS.to_string()),
     };
-    let hash = record_hash(key, seq, &prev_hash, &entry);
+    let hash = record_hash_encoded(key, seq, &prev_hash, &entry, detail);
     AuditRecord { seq, entry, prev_hash, hash, key_id: key.map(|k| k.id.clone()).unwrap_or_default() }
 }
 
@@ -387,6 +393,11 @@ mod tests {
             h.update(b"prev\n");
             h.update(object.to_string().as_bytes());
             assert_eq!(record_hash(None, 7, "prev", &e), hex::encode(h.finalize()));
+            let key = AuditKey::new("k1", &Secret::for_test("a key of enough length for the test"));
+            let mut m = <Hmac<Sha256> as Mac>::new_from_slice(b"a key of enough length for the test").expect("hmac");
+            Mac::update(&mut m, b"prev\n");
+            Mac::update(&mut m, object.to_string().as_bytes());
+            assert_eq!(record_hash(Some(&key), 7, "prev", &e), hex::encode(m.finalize().into_bytes()));
         }
     }
 

@@ -181,7 +181,7 @@ fn link_all(key: Option<&audit::AuditKey>, mut head: Option<(u64, String)>, entr
     let mut records = Vec::with_capacity(entries.len());
     let mut details = Vec::with_capacity(entries.len());
     for p in entries {
-        let record = audit::link_with(key, head.as_ref().map(|(s, h)| (*s, h.as_str())), p.entry);
+        let record = audit::link_encoded(key, head.as_ref().map(|(s, h)| (*s, h.as_str())), p.entry, &p.detail);
         seq_to_db(record.seq)?;
         head = Some((record.seq, record.hash.clone()));
         records.push(record);
