@@ -74,13 +74,13 @@ async fn commands(State(state): State<SlackState>, headers: HeaderMap, body: Byt
     if let Err(r) = check(&state, &headers, &body) {
         return *r;
     }
-    match serde_urlencoded::from_bytes::<CommandPayload>(&body) {
-        Ok(p) => {
+    match CommandPayload::from_form(&body) {
+        Some(p) => {
             // The body's hash only when there is no trigger to go by (it is the key then).
             let fallback = (!p.trigger_id.as_deref().is_some_and(super::inbound::valid_key)).then(|| body_key(&headers, &body));
             reply(state.on_command(p, true, fallback.as_deref()).await)
         }
-        Err(_) => unreadable(&state),
+        None => unreadable(&state),
     }
 }
 
