@@ -4,7 +4,7 @@
 
 use super::SlackState;
 use super::inbound::{Ack, CommandPayload};
-use super::verify::{self, Rejection};
+use super::verify::Rejection;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -29,10 +29,8 @@ pub fn router(state: SlackState) -> Router {
 
 fn check(state: &SlackState, headers: &HeaderMap, body: &[u8]) -> Result<(), Box<Response>> {
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    let res = match &state.signing_secret {
-        Some(secret) => {
-            verify::verify(secret.expose().as_bytes(), h("x-slack-signature"), h("x-slack-request-timestamp"), body, chrono::Utc::now().timestamp())
-        }
+    let res = match &state.signing {
+        Some(key) => key.verify(h("x-slack-signature"), h("x-slack-request-timestamp"), body, chrono::Utc::now().timestamp()),
         None => Err(Rejection::Missing),
     };
     res.map_err(|r| {

@@ -82,7 +82,7 @@ pub struct SlackState {
     pub chat: Arc<SlackChat>,
     pub metrics: Arc<Metrics>,
     /// Verifies HTTP requests; `None` when only Socket Mode is configured.
-    pub signing_secret: Option<Secret>,
+    pub signing: Option<Arc<verify::SigningKey>>,
     /// The acknowledgement bodies of the answers given in acks lately (help, whoami).
     pub(crate) acks: Arc<inbound::AckBodies>,
 }
@@ -146,7 +146,7 @@ impl Slack {
             pipeline: pipeline.clone(),
             chat: self.chat.clone(),
             metrics: self.metrics.clone(),
-            signing_secret: self.signing_secret.clone(),
+            signing: self.signing_secret.as_ref().map(|s| Arc::new(verify::SigningKey::new(s.expose().as_bytes()))),
             acks: Arc::default(),
         };
         pipeline.register("slack", Arc::new(state.clone()));
