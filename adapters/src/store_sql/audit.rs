@@ -335,8 +335,8 @@ impl Conn {
 /// marks, then the audit records after the locked head, and `COMMIT`.
 async fn write_postgres(key: Option<&audit::AuditKey>, conn: &mut AnyConnection, batch: Batch) -> Result<Written, StoreError> {
     sqlx::query("BEGIN").execute(&mut *conn).await.map_err(backend_err("starting a write transaction"))?;
-    let recorded = super::inbox::record_in(Backend::Postgres, conn, &batch.inbound).await?;
-    super::inbox::done_in(Backend::Postgres, conn, &batch.done).await?;
+    let recorded = super::inbox::record_in(conn, &batch.inbound).await?;
+    super::inbox::done_in(conn, &batch.done).await?;
     let (entries, keep) = kept(batch.entries, &recorded);
     let mut records = write_in(Backend::Postgres, key, conn, entries).await?.into_iter();
     sqlx::query("COMMIT").execute(&mut *conn).await.map_err(backend_err("committing audit records"))?;
@@ -362,17 +362,18 @@ async fn write_sqlite(key: Option<&audit::AuditKey>, conn: &mut AnyConnection, b
     let keys = serde_json::to_string(&keys).map_err(|e| StoreError::Backend(format!("encoding received command keys: {e}")))?;
     let rows = sqlx::query(inbox::KNOWN_SQL).bind(keys).fetch_all(&mut *conn).await.map_err(backend_err("starting a write transaction"))?;
     let mut head = None;
-    let mut known = HashSet::new();
+    let mut stored = Vec::new();
     for row in &rows {
         if col::<i64>(row, "known")? == 0 {
             head = Some(decode_head(row)?);
         } else {
-            known.insert(col::<String>(row, "hash")?);
+            stored.push(col::<String>(row, "hash")?);
         }
     }
     let head = head.ok_or_else(|| StoreError::Backend("the audit_head row is missing".into()))?;
     // New: the first occurrence of each key not stored before.
-    let recorded: Vec<bool> = batch.inbound.iter().map(|i| known.insert(i.key.clone())).collect();
+    let mut seen: HashSet<&str> = stored.iter().map(String::as_str).collect();
+    let recorded: Vec<bool> = batch.inbound.iter().map(|i| seen.insert(i.key.as_str())).collect();
     let new: Vec<&Inbound> = batch.inbound.iter().zip(&recorded).filter(|(_, r)| **r).map(|(i, _)| i).collect();
     let payloads = new.iter().map(|i| inbox::encode_payload(i)).collect::<Result<Vec<_>, _>>()?;
     let (entries, keep) = kept(batch.entries, &recorded);

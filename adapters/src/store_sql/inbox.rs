@@ -91,15 +91,16 @@ pub(super) fn chunks(n: usize) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
-/// Records `items` inside the caller's write transaction; for each, whether it was new (an
-/// item whose key is already stored, or repeated earlier in `items`, is not).
-pub(super) async fn record_in(backend: Backend, conn: &mut AnyConnection, items: &[Inbound]) -> Result<Vec<bool>, StoreError> {
+/// Records `items` inside the caller's PostgreSQL write transaction (SQLite's group commit
+/// writes its own, `audit.rs`); for each, whether it was new (an item whose key is already
+/// stored, or repeated earlier in `items`, is not).
+pub(super) async fn record_in(conn: &mut AnyConnection, items: &[Inbound]) -> Result<Vec<bool>, StoreError> {
     let mut seen = HashSet::with_capacity(items.len());
     let fresh: Vec<&Inbound> = items.iter().filter(|i| seen.insert(i.key.as_str())).collect();
     let payloads = fresh.iter().map(|i| encode_payload(i)).collect::<Result<Vec<_>, _>>()?;
     let mut inserted = HashSet::with_capacity(fresh.len());
     for (at, rows) in chunks(fresh.len()) {
-        let mut q = sqlx::query(AssertSqlSafe(insert_sql(backend, rows)));
+        let mut q = sqlx::query(AssertSqlSafe(insert_sql(Backend::Postgres, rows)));
         for (i, payload) in fresh[at..at + rows].iter().zip(&payloads[at..at + rows]) {
             q = bind_item(q, i, payload);
         }
@@ -111,10 +112,10 @@ pub(super) async fn record_in(backend: Backend, conn: &mut AnyConnection, items:
     Ok(items.iter().map(|i| inserted.remove(&i.key)).collect())
 }
 
-/// Marks `keys` done inside the caller's write transaction.
-pub(super) async fn done_in(backend: Backend, conn: &mut AnyConnection, keys: &[String]) -> Result<(), StoreError> {
+/// Marks `keys` done inside the caller's PostgreSQL write transaction.
+pub(super) async fn done_in(conn: &mut AnyConnection, keys: &[String]) -> Result<(), StoreError> {
     for (at, rows) in chunks(keys.len()) {
-        let mut q = sqlx::query(AssertSqlSafe(done_sql(backend, rows)));
+        let mut q = sqlx::query(AssertSqlSafe(done_sql(Backend::Postgres, rows)));
         for k in &keys[at..at + rows] {
             q = q.bind(k.as_str());
         }
