@@ -14,6 +14,33 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
+/// `t` as RFC 3339 in UTC to the microsecond (`2026-12-06T08:47:36.349508Z`), exactly as
+/// `to_rfc3339_opts(SecondsFormat::Micros, true)` writes it: the form records are stored and
+/// hashed in, written for each one without chrono's general formatter. Years outside
+/// 0000–9999 and leap seconds go through chrono.
+pub fn rfc3339_micros(t: DateTime<Utc>) -> String {
+    use chrono::{Datelike, Timelike};
+    let (year, nanos) = (t.year(), t.nanosecond());
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        return t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    }
+    let mut b = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year.unsigned_abs());
+    put(5, 2, t.month());
+    put(8, 2, t.day());
+    put(11, 2, t.hour());
+    put(14, 2, t.minute());
+    put(17, 2, t.second());
+    put(20, 6, nanos / 1_000);
+    String::from_utf8_lossy(&b).into_owned()
+}
+
 /// What happened, before it gets its place in the chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -109,7 +136,7 @@ pub fn record_hash_encoded(key: Option<&AuditKey>, seq: u64, prev_hash: &str, en
     h.update(br#"{"actor":"#);
     let _ = serde_json::to_writer(&mut h, &entry.actor);
     h.update(br#","at":""#);
-    h.update(entry.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).as_bytes());
+    h.update(rfc3339_micros(entry.at).as_bytes());
     h.update(br#"","detail":"#);
     h.update(detail.as_bytes());
     h.update(br#","execution":"#);
@@ -352,6 +379,35 @@ pub fn check_anchor(records: &[AuditRecord], anchor: &Anchor) -> Result<(), Stri
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn times_are_written_as_chrono_writes_them() {
+        use chrono::{NaiveDate, TimeZone};
+        let chrono_way = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let mut times = vec![
+            Utc::now(),
+            Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap() + chrono::TimeDelta::nanoseconds(999_999_999),
+            Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(-1, 6, 15, 12, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2024, 2, 29, 7, 8, 9).unwrap() + chrono::TimeDelta::nanoseconds(1_999),
+            // A leap second, which chrono writes as :60.
+            NaiveDate::from_ymd_opt(2016, 12, 31).unwrap().and_hms_nano_opt(23, 59, 59, 1_500_000_000).unwrap().and_utc(),
+        ];
+        // A spread of instants over four centuries, odd nanoseconds included.
+        let mut x: i64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            times.push(DateTime::from_timestamp(x.rem_euclid(12_622_780_800) - 2_208_988_800, (x as u64 % 1_000_000_000) as u32).unwrap());
+        }
+        for t in times {
+            assert_eq!(rfc3339_micros(t), chrono_way(t), "{t:?}");
+        }
+    }
+
     use super::*;
 
     fn chain(n: usize) -> Vec<AuditRecord> {

@@ -15,7 +15,7 @@ mod replicas;
 pub use admin::{create_database, drop_database, with_database};
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use runbot_commands::audit::{AuditEntry, AuditRecord};
 use runbot_commands::model::{Execution, ExecutionId};
 use runbot_commands::ports::store::{Fence, Inbound, InboxClaim, ListFilter, PostedAlert, Store, StoreError, Versioned};
@@ -305,7 +305,7 @@ fn backend_err(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError 
 
 /// A time as stored: UTC RFC 3339 with microseconds and `Z`, fixed width.
 fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+    runbot_commands::audit::rfc3339_micros(t)
 }
 
 fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
