@@ -6,7 +6,7 @@ use super::SlackState;
 use super::inbound::{Ack, CommandPayload};
 use super::verify::Rejection;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -68,7 +68,21 @@ fn body_key(headers: &HeaderMap, body: &[u8]) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
-async fn commands(State(state): State<SlackState>, headers: HeaderMap, body: Bytes) -> Response {
+/// A request's headers and body: the headers moved out, where axum's `HeaderMap` extractor
+/// copies them (this is every ack's path); the body read by axum's `Bytes` extractor, within
+/// the routes' limit.
+async fn headers_and_body(req: Request) -> Result<(HeaderMap, Bytes), Response> {
+    let (mut parts, body) = req.into_parts();
+    let headers = std::mem::take(&mut parts.headers);
+    let body = Bytes::from_request(Request::from_parts(parts, body), &()).await.map_err(IntoResponse::into_response)?;
+    Ok((headers, body))
+}
+
+async fn commands(State(state): State<SlackState>, req: Request) -> Response {
+    let (headers, body) = match headers_and_body(req).await {
+        Ok(hb) => hb,
+        Err(r) => return r,
+    };
     if let Err(r) = check(&state, &headers, &body) {
         return *r;
     }
@@ -87,7 +101,11 @@ struct InteractionForm {
     payload: String,
 }
 
-async fn interactions(State(state): State<SlackState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn interactions(State(state): State<SlackState>, req: Request) -> Response {
+    let (headers, body) = match headers_and_body(req).await {
+        Ok(hb) => hb,
+        Err(r) => return r,
+    };
     if let Err(r) = check(&state, &headers, &body) {
         return *r;
     }
@@ -98,7 +116,11 @@ async fn interactions(State(state): State<SlackState>, headers: HeaderMap, body:
     }
 }
 
-async fn events(State(state): State<SlackState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn events(State(state): State<SlackState>, req: Request) -> Response {
+    let (headers, body) = match headers_and_body(req).await {
+        Ok(hb) => hb,
+        Err(r) => return r,
+    };
     if let Err(r) = check(&state, &headers, &body) {
         return *r;
     }

@@ -20,6 +20,7 @@ use runbot_commands::model::{Identity, Origin};
 use runbot_commands::ports::Chat;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -64,8 +65,8 @@ pub struct CommandPayload {
 
 impl CommandPayload {
     /// Reads a slash command's form body as `serde_urlencoded` would into this struct (unknown
-    /// fields ignored, a repeated known field refused, invalid UTF-8 replaced), without its
-    /// per-field allocations: it is on every ack's path. `None`: unreadable.
+    /// fields ignored, a repeated known field refused, invalid UTF-8 replaced), decoding only
+    /// the fields it keeps: it is on every ack's path. `None`: unreadable.
     pub fn from_form(body: &[u8]) -> Option<CommandPayload> {
         let mut p = CommandPayload {
             team_id: String::new(),
@@ -78,26 +79,58 @@ impl CommandPayload {
             ssl_check: None,
         };
         let mut seen = 0u8;
-        for (k, v) in form_urlencoded::parse(body) {
-            let (bit, slot): (u8, &mut String) = match &*k {
-                "team_id" => (1, &mut p.team_id),
-                "channel_id" => (2, &mut p.channel_id),
-                "user_id" => (4, &mut p.user_id),
-                "command" => (8, &mut p.command),
-                "text" => (16, &mut p.text),
-                "response_url" => (32, p.response_url.insert(String::new())),
-                "trigger_id" => (64, p.trigger_id.insert(String::new())),
-                "ssl_check" => (128, p.ssl_check.insert(String::new())),
+        for pair in body.split(|b| *b == b'&').filter(|pair| !pair.is_empty()) {
+            let (name, value) = match pair.iter().position(|b| *b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &b""[..]),
+            };
+            // A name is decoded only when it is encoded (Slack's never are); a value only when
+            // its field is kept.
+            let name: Cow<'_, [u8]> =
+                if name.iter().any(|b| matches!(b, b'%' | b'+')) { Cow::Owned(form_decode(name).into_bytes()) } else { Cow::Borrowed(name) };
+            let (bit, slot): (u8, &mut String) = match &*name {
+                b"team_id" => (1, &mut p.team_id),
+                b"channel_id" => (2, &mut p.channel_id),
+                b"user_id" => (4, &mut p.user_id),
+                b"command" => (8, &mut p.command),
+                b"text" => (16, &mut p.text),
+                b"response_url" => (32, p.response_url.insert(String::new())),
+                b"trigger_id" => (64, p.trigger_id.insert(String::new())),
+                b"ssl_check" => (128, p.ssl_check.insert(String::new())),
                 _ => continue,
             };
             if seen & bit != 0 {
                 return None;
             }
             seen |= bit;
-            *slot = v.into_owned();
+            *slot = form_decode(value);
         }
         Some(p)
     }
+}
+
+/// One `application/x-www-form-urlencoded` name or value, as `form_urlencoded` decodes it:
+/// `+` is a space, `%XX` a byte (a `%` without two hex digits stays), invalid UTF-8 replaced.
+fn form_decode(s: &[u8]) -> String {
+    if !s.iter().any(|b| matches!(b, b'%' | b'+')) {
+        return String::from_utf8_lossy(s).into_owned();
+    }
+    let hex = |b: u8| char::from(b).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        let (byte, used) = match s[i] {
+            b'+' => (b' ', 1),
+            b'%' => match (s.get(i + 1).copied().and_then(hex), s.get(i + 2).copied().and_then(hex)) {
+                (Some(hi), Some(lo)) => (hi << 4 | lo, 3),
+                _ => (b'%', 1),
+            },
+            b => (b, 1),
+        };
+        out.push(byte);
+        i += used;
+    }
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Slack ids (users, channels, teams) are short upper-case alphanumerics.
@@ -413,6 +446,9 @@ mod tests {
             b"user_id=U1&user_id=U2",
             b"text=a&text=b",
             b"trigger_id=1&trigger_id=1",
+            b"user%5Fid=U1&te%78t=a+b%2Bc&channel_id",
+            b"user+id=U1&text+=x&=y&text=%E2%9C",
+            b"text=100%25+%zz+%4+%+%C3%A9%e2%9c%85&command=%2fops%",
         ] {
             let ours = CommandPayload::from_form(body);
             let theirs = serde_urlencoded::from_bytes::<CommandPayload>(body).ok();

@@ -71,7 +71,12 @@ impl Engine {
     /// What the audit log keeps about a typed command: its text (the first 1,000 characters,
     /// redacted), where it came from, and whether it parsed.
     pub fn command_detail(&self, req: &Request) -> serde_json::Value {
-        let text = crate::message::split_text(&req.text, 1000).into_iter().next().unwrap_or_default();
+        // At most 1,000 bytes is at most 1,000 characters: most commands are kept whole.
+        let text = if req.text.len() <= 1000 {
+            std::borrow::Cow::Borrowed(req.text.as_str())
+        } else {
+            std::borrow::Cow::Owned(crate::message::split_text(&req.text, 1000).into_iter().next().unwrap_or_default())
+        };
         json!({"text": self.settings().redactor.redact(&text), "platform": req.origin.platform, "channel": req.origin.channel, "ok": grammar::parse(&req.text).is_ok()})
     }
 
