@@ -5,7 +5,8 @@
 #
 # What it does, all on 127.0.0.1:
 #   1. installs what it needs (wrk from Debian; python3 and taskset must already be there),
-#   2. builds `runbot` and `slack-sink` (sandbox/src/bin/slack-sink.rs) in release
+#   2. builds `runbot` and `slack-sink` (sandbox/src/bin/slack-sink.rs) in release as it is
+#      shipped — scripts/release-build.sh, with the committed PGO profile (bot/pgo) —
 #      (CARGO_TARGET_DIR, default /var/tmp/runbot-target),
 #   3. writes a throw-away config: SQLite store in a temp dir on disk (WAL, synchronous=FULL,
 #      sqlx's default: every commit is fsynced), [slack] with the signing secret and bot token
@@ -98,7 +99,12 @@ SINK_BIN="$TARGET_DIR/$PROFILE/slack-sink"
 USE_SINK=${BENCH_SINK:-1}
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
     log "building runbot and slack-sink ($PROFILE) into $TARGET_DIR"
-    (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --profile "$PROFILE" --quiet -p runbot -p runbot-sandbox --bin runbot --bin slack-sink)
+    if [ "$PROFILE" = release ]; then
+        # The shipped build: with the committed profile (PGO), as the Dockerfile builds it.
+        CARGO_TARGET_DIR="$TARGET_DIR" "$ROOT/scripts/release-build.sh" --quiet -p runbot -p runbot-sandbox --bin runbot --bin slack-sink
+    else
+        (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --profile "$PROFILE" --quiet -p runbot -p runbot-sandbox --bin runbot --bin slack-sink)
+    fi
 fi
 [ -x "$BIN" ] || die "no runbot binary at $BIN"
 [ "$USE_SINK" != 1 ] || [ -x "$SINK_BIN" ] || die "no slack-sink binary at $SINK_BIN"

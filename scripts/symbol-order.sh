@@ -29,7 +29,7 @@ die() { printf 'symbol-order: %s\n' "$*" >&2; exit 2; }
 command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null || die "valgrind is required (apt-get install valgrind)"
 command -v python3 >/dev/null || die "python3 is required"
 
-(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --quiet -p runbot -p runbot-sandbox --bin runbot --bin slack-sink)
+CARGO_TARGET_DIR="$TARGET_DIR" "$ROOT/scripts/release-build.sh" --quiet -p runbot -p runbot-sandbox --bin runbot --bin slack-sink
 BIN="$TARGET_DIR/release/runbot"
 
 WORK=$(mktemp -d /var/tmp/runbot-order.XXXXXX)
