@@ -34,8 +34,11 @@ if [ ! -x "$PROFDATA" ]; then
 fi
 [ -x "$PROFDATA" ] || die "no llvm-profdata at $PROFDATA"
 
-RAW=$(mktemp -d /var/tmp/runbot-pgo.XXXXXX)
-trap 'rm -rf "$RAW"' EXIT
+# The counters' directory is fixed per target directory, so the flags (and the build) stay
+# the same from one run of this script to the next.
+RAW="$GEN_DIR/pgo-raw"
+rm -rf "$RAW"
+mkdir -p "$RAW"
 
 (cd "$ROOT" && RUSTFLAGS="-Cprofile-generate=$RAW" CARGO_TARGET_DIR="$GEN_DIR" \
     cargo build --release --locked --quiet -p runbot --bin runbot)
