@@ -345,6 +345,10 @@ async fn forged_stale_and_unsigned_requests_get_401_and_are_counted() {
     assert_eq!(r.status().as_u16(), 401);
     let r = w.http.post(format!("{}/slack/interactions", w.base)).body("payload=%7B%7D").send().await.expect("req");
     assert_eq!(r.status().as_u16(), 401);
+    // A body over the routes' 1 MiB limit, even signed, is refused before anything reads it.
+    let big = format!("text={}", "a".repeat(1 << 20));
+    let r = w.signed("/slack/commands", "application/x-www-form-urlencoded", &big, 0).await;
+    assert_eq!(r.status().as_u16(), 413);
 
     let m = &w.adapter.metrics;
     assert_eq!(m.rejected.bad_signature.load(Ordering::Relaxed), 2);
