@@ -183,7 +183,8 @@ async fn sqlite_on_a_full_disk_fails_whole_writes_and_recovers() {
     use runbot_commands::model::ExecState;
     let disk = TinyDisk::mount("4m");
     let url = format!("sqlite://{}", disk.path("runbot.db").display());
-    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.expect("connect"));
+    let sql = Arc::new(SqlStore::connect(&url).await.expect("connect"));
+    let store: Arc<dyn Store> = sql.clone();
     let kept = store_contract::create_sample(&store, "kept", ExecState::Running, Some("service:kept@prod")).await;
 
     let mut ids = Vec::new();
@@ -231,6 +232,8 @@ async fn sqlite_on_a_full_disk_fails_whole_writes_and_recovers() {
     assert!(store.load(kept.id).await.expect("load").is_some());
     let (records, head) = store.audit_log().await.expect("audit_log");
     assert_eq!(runbot_commands::audit::verify(&records, head.as_ref().map(|(s, h)| (*s, h.as_str()))).map(|_| ()), Ok(()));
+    // Every connection closed before the tmpfs is unmounted.
+    sql.close().await;
 }
 
 /// PostgreSQL: a replica's leases end with its process. While it lives (its liveness lock is

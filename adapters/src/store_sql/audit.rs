@@ -6,9 +6,10 @@
 //!
 //! Lone appends ([`Writer::append`], i.e. `Store::append_audit`) are **group-committed**: one
 //! writer task takes every entry waiting, links them in arrival order after the head it reads
-//! in its transaction, inserts them with multi-row `INSERT`s, moves the head once, commits
-//! (one fsync on SQLite, whose default `synchronous` is FULL), and only then answers each
-//! caller. Under load many appends share one commit; alone, an append costs one commit plus the
+//! in its transaction, inserts them, moves the head once, commits (one fsync on SQLite, whose
+//! default `synchronous` is FULL), and only then answers each caller. A SQLite file's commits
+//! run on a thread of their own through SQLite's C API (`sqlite_writer.rs`); PostgreSQL's and
+//! an in-memory SQLite's go through the pool, with multi-row `INSERT`s. Under load many appends share one commit; alone, an append costs one commit plus the
 //! commit already in progress at most. An append is answered only once its record is durable.
 
 use super::{Backend, backend_err, parse_ts, ts};
@@ -18,7 +19,6 @@ use runbot_commands::ports::store::{Inbound, StoreError};
 use sqlx::any::AnyRow;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Row};
-use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -48,11 +48,11 @@ const INSERT_ROWS: usize = 64;
 // Audit inserts are split by the inbox's chunking.
 const _: () = assert!(INSERT_ROWS == super::inbox::CHUNK);
 
-fn seq_from_db(n: i64) -> Result<u64, StoreError> {
+pub(super) fn seq_from_db(n: i64) -> Result<u64, StoreError> {
     u64::try_from(n).map_err(|_| StoreError::Backend(format!("stored audit sequence {n} is negative")))
 }
 
-fn seq_to_db(n: u64) -> Result<i64, StoreError> {
+pub(super) fn seq_to_db(n: u64) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::Backend(format!("audit sequence {n} is out of range")))
 }
 
@@ -87,7 +87,7 @@ fn decode_record(row: &AnyRow) -> Result<AuditRecord, StoreError> {
 
 /// An entry made ready to store: its time at the stored precision (so what is linked is what
 /// is read back) and its detail encoded.
-struct Prepared {
+pub(super) struct Prepared {
     entry: AuditEntry,
     detail: String,
 }
@@ -174,10 +174,10 @@ async fn write_in(
 }
 
 /// Linked entries: their records, their encoded details, and the new head.
-type Linked = (Vec<AuditRecord>, Vec<String>, Option<(u64, String)>);
+pub(super) type Linked = (Vec<AuditRecord>, Vec<String>, Option<(u64, String)>);
 
 /// Links `entries` in order after `head`.
-fn link_all(key: Option<&audit::AuditKey>, mut head: Option<(u64, String)>, entries: Vec<Prepared>) -> Result<Linked, StoreError> {
+pub(super) fn link_all(key: Option<&audit::AuditKey>, mut head: Option<(u64, String)>, entries: Vec<Prepared>) -> Result<Linked, StoreError> {
     let mut records = Vec::with_capacity(entries.len());
     let mut details = Vec::with_capacity(entries.len());
     for p in entries {
@@ -225,12 +225,15 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer. With `hold`, it keeps one of the pool's connections between commits
-    /// (no pool round trips per commit; a connection that failed is handed back and another
-    /// taken); otherwise it takes one per commit (an in-memory SQLite has only one).
-    pub(super) fn spawn(pool: AnyPool, backend: Backend, hold: bool, key: AuditKeyCell) -> Writer {
+    /// Starts the writer. A SQLite file (`file`) is written by a thread of its own
+    /// (`sqlite_writer.rs`). Otherwise commits go through the pool: with `hold`, the writer
+    /// keeps one of its connections between commits (no pool round trips per commit; a
+    /// connection that failed is handed back and another taken), else it takes one per commit
+    /// (an in-memory SQLite has only one).
+    pub(super) fn spawn(pool: AnyPool, backend: Backend, hold: bool, file: Option<super::sqlite_writer::Target>, key: AuditKeyCell) -> Writer {
         let (jobs, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(Conn { pool, backend, hold, held: None, key }, rx));
+        let thread = file.map(super::sqlite_writer::Thread::new);
+        tokio::spawn(run(Conn { pool, backend, hold, held: None, key, thread }, rx));
         Writer { jobs }
     }
 
@@ -274,30 +277,35 @@ struct Conn {
     held: Option<(PoolConnection<Any>, Instant)>,
     /// The key records are keyed with, once set.
     key: AuditKeyCell,
+    /// A SQLite file's writer thread: every commit goes through it instead of the pool.
+    thread: Option<super::sqlite_writer::Thread>,
 }
 
 /// What one group commit writes.
 #[derive(Default)]
-struct Batch {
+pub(super) struct Batch {
     /// Received commands to record; `entries` holds each one's audit record.
-    inbound: Vec<Inbound>,
+    pub inbound: Vec<Inbound>,
     /// Received commands acted on.
-    done: Vec<String>,
+    pub done: Vec<String>,
     /// Audit records in arrival order; `Some(i)`: `inbound[i]`'s, written only with it.
-    entries: Vec<(Prepared, Option<usize>)>,
+    pub entries: Vec<(Prepared, Option<usize>)>,
 }
 
 /// What one group commit wrote: whether each received command was new, and each audit
 /// entry's record (`None`: it belonged to a repeated command and was not written).
-struct Written {
-    recorded: Vec<bool>,
-    records: Vec<Option<AuditRecord>>,
+pub(super) struct Written {
+    pub recorded: Vec<bool>,
+    pub records: Vec<Option<AuditRecord>>,
 }
 
 impl Conn {
     /// One group commit's transaction: records the received commands, marks the done ones,
     /// links and writes the audit entries (those of repeated commands left out), commits.
     async fn write(&mut self, batch: Batch) -> Result<Written, StoreError> {
+        if let Some(thread) = &mut self.thread {
+            return thread.write(batch, self.key.get()).await;
+        }
         // A connection kept busy is used as it is; one that sat idle goes back to the pool,
         // which checks it on the next acquire (a server may have closed it meanwhile).
         let held = self.held.take().filter(|(_, since)| since.elapsed() < HOLD_IDLE).map(|(c, _)| c);
@@ -305,16 +313,10 @@ impl Conn {
             Some(c) => c,
             None => self.pool.acquire().await.map_err(backend_err("starting a write transaction"))?,
         };
-        // The transaction is begun and committed by runbot's own statements (on SQLite riding
-        // on write_in's first and last); sqlx does not track it, so a failure — the commit's
-        // too — is rolled back here and the connection is not reused.
-        let backend = self.backend;
-        let key = self.key.get();
-        let written = match backend {
-            Backend::Sqlite => write_sqlite(key, &mut conn, batch).await,
-            Backend::Postgres => write_postgres(key, &mut conn, batch).await,
-        };
-        let written = match written {
+        // The transaction is begun and committed by runbot's own statements; sqlx does not
+        // track it, so a failure — the commit's too — is rolled back here and the connection
+        // is not reused.
+        let written = match write_pooled(self.backend, self.key.get(), &mut conn, batch).await {
             Ok(w) => w,
             Err(e) => {
                 let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
@@ -331,89 +333,29 @@ impl Conn {
     }
 }
 
-/// PostgreSQL's group commit: the received commands (`RETURNING` says which were new), the done
-/// marks, then the audit records after the locked head, and `COMMIT`.
-async fn write_postgres(key: Option<&audit::AuditKey>, conn: &mut AnyConnection, batch: Batch) -> Result<Written, StoreError> {
-    sqlx::query("BEGIN").execute(&mut *conn).await.map_err(backend_err("starting a write transaction"))?;
-    let recorded = super::inbox::record_in(conn, &batch.inbound).await?;
-    super::inbox::done_in(conn, &batch.done).await?;
+/// The group commit through the pool (PostgreSQL, an in-memory SQLite): the received commands
+/// (`RETURNING` says which were new), the done marks, then the audit records after the locked
+/// head, and `COMMIT`.
+async fn write_pooled(backend: Backend, key: Option<&audit::AuditKey>, conn: &mut AnyConnection, batch: Batch) -> Result<Written, StoreError> {
+    let begin = match backend {
+        Backend::Postgres => "BEGIN",
+        Backend::Sqlite => "BEGIN IMMEDIATE",
+    };
+    sqlx::query(begin).execute(&mut *conn).await.map_err(backend_err("starting a write transaction"))?;
+    let recorded = super::inbox::record_in(backend, conn, &batch.inbound).await?;
+    super::inbox::done_in(backend, conn, &batch.done).await?;
     let (entries, keep) = kept(batch.entries, &recorded);
-    let mut records = write_in(Backend::Postgres, key, conn, entries).await?.into_iter();
+    let mut records = write_in(backend, key, conn, entries).await?.into_iter();
     sqlx::query("COMMIT").execute(&mut *conn).await.map_err(backend_err("committing audit records"))?;
     let records = keep.iter().map(|k| if *k { records.next() } else { None }).collect();
     Ok(Written { recorded, records })
 }
 
 /// The audit entries to write — those of repeated commands left out — and which were kept.
-fn kept(entries: Vec<(Prepared, Option<usize>)>, recorded: &[bool]) -> (Vec<Prepared>, Vec<bool>) {
+pub(super) fn kept(entries: Vec<(Prepared, Option<usize>)>, recorded: &[bool]) -> (Vec<Prepared>, Vec<bool>) {
     let keep: Vec<bool> = entries.iter().map(|(_, of)| of.is_none_or(|i| recorded[i])).collect();
     let entries = entries.into_iter().zip(&keep).filter(|(_, k)| **k).map(|((p, _), _)| p).collect();
     (entries, keep)
-}
-
-/// SQLite's group commit in two calls to its thread. Each call is a hand-off between threads
-/// (on one core, two context switches), and so is every row a statement returns: the general
-/// path took eight calls and a row per new command. First [`super::inbox::KNOWN_SQL`]: the
-/// write lock, the audit head and the keys already stored. Then one statement text with every
-/// insert, the done marks, the head move and `COMMIT`, its parameters bound in order.
-async fn write_sqlite(key: Option<&audit::AuditKey>, conn: &mut AnyConnection, batch: Batch) -> Result<Written, StoreError> {
-    use super::inbox;
-    let keys: Vec<&str> = batch.inbound.iter().map(|i| i.key.as_str()).collect();
-    let keys = serde_json::to_string(&keys).map_err(|e| StoreError::Backend(format!("encoding received command keys: {e}")))?;
-    let rows = sqlx::query(inbox::KNOWN_SQL).bind(keys).fetch_all(&mut *conn).await.map_err(backend_err("starting a write transaction"))?;
-    let mut head = None;
-    let mut stored = Vec::new();
-    for row in &rows {
-        if col::<i64>(row, "known")? == 0 {
-            head = Some(decode_head(row)?);
-        } else {
-            stored.push(col::<String>(row, "hash")?);
-        }
-    }
-    let head = head.ok_or_else(|| StoreError::Backend("the audit_head row is missing".into()))?;
-    // New: the first occurrence of each key not stored before.
-    let mut seen: HashSet<&str> = stored.iter().map(String::as_str).collect();
-    let recorded: Vec<bool> = batch.inbound.iter().map(|i| seen.insert(i.key.as_str())).collect();
-    let new: Vec<&Inbound> = batch.inbound.iter().zip(&recorded).filter(|(_, r)| **r).map(|(i, _)| i).collect();
-    let payloads = new.iter().map(|i| inbox::encode_payload(i)).collect::<Result<Vec<_>, _>>()?;
-    let (entries, keep) = kept(batch.entries, &recorded);
-    let (records, details, prev) = link_all(key, head, entries)?;
-    let mut sql = String::new();
-    for (_, rows) in inbox::chunks(new.len()) {
-        sql.push_str(inbox::insert_plain_sql(rows));
-        sql.push_str("; ");
-    }
-    for (_, rows) in inbox::chunks(batch.done.len()) {
-        sql.push_str(inbox::done_sql(Backend::Sqlite, rows));
-        sql.push_str("; ");
-    }
-    for (_, rows) in inbox::chunks(records.len()) {
-        sql.push_str(insert_sql(Backend::Sqlite, rows));
-        sql.push_str("; ");
-    }
-    if !records.is_empty() {
-        sql.push_str("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1; ");
-    }
-    sql.push_str("COMMIT");
-    let mut q = sqlx::query(AssertSqlSafe(sql));
-    for (i, payload) in new.iter().zip(&payloads) {
-        q = inbox::bind_item(q, i, payload);
-    }
-    for k in &batch.done {
-        q = q.bind(k.as_str());
-    }
-    for (r, detail) in records.iter().zip(&details) {
-        q = bind_record(q, r, detail)?;
-    }
-    if let Some((seq, hash)) = &prev
-        && !records.is_empty()
-    {
-        q = q.bind(seq_to_db(*seq)?).bind(hash.as_str());
-    }
-    q.execute(&mut *conn).await.map_err(backend_err("committing audit records"))?;
-    let mut records = records.into_iter();
-    let records = keep.iter().map(|k| if *k { records.next() } else { None }).collect();
-    Ok(Written { recorded, records })
 }
 
 /// Binds a record's columns, in the audit insert's order.
@@ -507,6 +449,9 @@ async fn run(mut conn: Conn, mut rx: mpsc::Receiver<Job>) {
         }
         if let Some(done) = closing {
             conn.held = None;
+            if let Some(thread) = &mut conn.thread {
+                thread.stop().await;
+            }
             rx.close();
             while let Ok(job) = rx.try_recv() {
                 refuse(job);
@@ -535,8 +480,10 @@ fn refuse(job: Job) {
     }
 }
 
+type DoneReply = oneshot::Sender<Result<(), StoreError>>;
+
 /// One group commit: the whole batch in one transaction, then every waiter answered.
-async fn commit(conn: &mut Conn, batch: Batch, waiters: Vec<Waiter>, done_waiters: Vec<oneshot::Sender<Result<(), StoreError>>>) {
+async fn commit(conn: &mut Conn, batch: Batch, waiters: Vec<Waiter>, done_waiters: Vec<DoneReply>) {
     let started = Instant::now();
     match conn.write(batch).await {
         Ok(Written { recorded, records }) => {

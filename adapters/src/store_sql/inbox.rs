@@ -35,22 +35,6 @@ fn insert_sql(backend: Backend, rows: usize) -> &'static str {
     })
 }
 
-/// SQLite's insert in a group commit: plain, as the keys were looked up under the write lock
-/// first ([`KNOWN_SQL`]); a conflict now is an error, never a silent skip.
-pub(super) fn insert_plain_sql(rows: usize) -> &'static str {
-    static SQLITE: OnceLock<Vec<String>> = OnceLock::new();
-    cached(&SQLITE, rows, |rows| {
-        let values: Vec<String> = (0..rows).map(|r| format!("({})", placeholders(Backend::Sqlite, r * COLUMNS + 1, COLUMNS))).collect();
-        format!("{INSERT_HEAD}{}", values.join(", "))
-    })
-}
-
-/// SQLite's first statement of a group commit: takes the write lock, reads the audit head (row
-/// `known = 0`) and which of the keys (one JSON array) are stored already (rows `known = 1`,
-/// the key in `hash`) — one call to SQLite's thread, one row per key already seen.
-pub(super) const KNOWN_SQL: &str = "BEGIN IMMEDIATE; SELECT 0 AS known, seq, hash FROM audit_head WHERE id = 1 \
-     UNION ALL SELECT 1, 0, inbox_key FROM inbox WHERE inbox_key IN (SELECT value FROM json_each(?))";
-
 /// Binds `i`'s columns, in [`INSERT_HEAD`]'s order, `payload` being its encoding.
 pub(super) fn bind_item<'q>(q: AnyQuery<'q>, i: &'q Inbound, payload: &'q str) -> AnyQuery<'q> {
     q.bind(i.key.as_str())
@@ -91,16 +75,16 @@ pub(super) fn chunks(n: usize) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
-/// Records `items` inside the caller's PostgreSQL write transaction (SQLite's group commit
-/// writes its own, `audit.rs`); for each, whether it was new (an item whose key is already
+/// Records `items` inside the caller's write transaction (a SQLite file's group commit writes
+/// its own, `sqlite_writer.rs`); for each, whether it was new (an item whose key is already
 /// stored, or repeated earlier in `items`, is not).
-pub(super) async fn record_in(conn: &mut AnyConnection, items: &[Inbound]) -> Result<Vec<bool>, StoreError> {
+pub(super) async fn record_in(backend: Backend, conn: &mut AnyConnection, items: &[Inbound]) -> Result<Vec<bool>, StoreError> {
     let mut seen = HashSet::with_capacity(items.len());
     let fresh: Vec<&Inbound> = items.iter().filter(|i| seen.insert(i.key.as_str())).collect();
     let payloads = fresh.iter().map(|i| encode_payload(i)).collect::<Result<Vec<_>, _>>()?;
     let mut inserted = HashSet::with_capacity(fresh.len());
     for (at, rows) in chunks(fresh.len()) {
-        let mut q = sqlx::query(AssertSqlSafe(insert_sql(Backend::Postgres, rows)));
+        let mut q = sqlx::query(AssertSqlSafe(insert_sql(backend, rows)));
         for (i, payload) in fresh[at..at + rows].iter().zip(&payloads[at..at + rows]) {
             q = bind_item(q, i, payload);
         }
@@ -112,10 +96,10 @@ pub(super) async fn record_in(conn: &mut AnyConnection, items: &[Inbound]) -> Re
     Ok(items.iter().map(|i| inserted.remove(&i.key)).collect())
 }
 
-/// Marks `keys` done inside the caller's PostgreSQL write transaction.
-pub(super) async fn done_in(conn: &mut AnyConnection, keys: &[String]) -> Result<(), StoreError> {
+/// Marks `keys` done inside the caller's write transaction.
+pub(super) async fn done_in(backend: Backend, conn: &mut AnyConnection, keys: &[String]) -> Result<(), StoreError> {
     for (at, rows) in chunks(keys.len()) {
-        let mut q = sqlx::query(AssertSqlSafe(done_sql(Backend::Postgres, rows)));
+        let mut q = sqlx::query(AssertSqlSafe(done_sql(backend, rows)));
         for k in &keys[at..at + rows] {
             q = q.bind(k.as_str());
         }

@@ -11,6 +11,7 @@ mod executions;
 mod inbox;
 mod misc;
 mod replicas;
+mod sqlite_writer;
 
 pub use admin::{create_database, drop_database, with_database};
 
@@ -187,8 +188,12 @@ impl SqlStore {
             enable_wal(&pool).await;
         }
         backend.migrator().run(&pool).await.doing(format_args!("applying the {} store migrations", backend.name()))?;
+        let file = match backend {
+            Backend::Sqlite if !in_memory => Some(sqlite_file(&pool, &url).await?),
+            _ => None,
+        };
         let audit_key = audit::AuditKeyCell::default();
-        let audit = audit::Writer::spawn(pool.clone(), backend, !in_memory, audit_key.clone());
+        let audit = audit::Writer::spawn(pool.clone(), backend, !in_memory, file, audit_key.clone());
         Ok(SqlStore { pool, backend, in_memory, audit, audit_key, url, liveness: replicas::Liveness::default() })
     }
 
@@ -285,6 +290,22 @@ fn sqlite_url(url: &str) -> (String, bool) {
     }
     let sep = if url.contains('?') { '&' } else { '?' };
     (format!("{url}{sep}mode=rwc"), false)
+}
+
+/// The file a SQLite pool opened (as SQLite resolved the URL's path), for the group commit's
+/// own connection; read-only when the URL asked for `mode=ro`.
+async fn sqlite_file(pool: &AnyPool, url: &str) -> Result<sqlite_writer::Target, SetupError> {
+    let row = sqlx::query("SELECT file FROM pragma_database_list WHERE name = 'main'")
+        .fetch_optional(pool)
+        .await
+        .doing("finding the SQLite store's file")?;
+    let path: String = row.map(|r| r.try_get::<String, _>(0)).transpose().doing("finding the SQLite store's file")?.unwrap_or_default();
+    if path.is_empty() {
+        return Err(SetupError("the SQLite store has no file (an in-memory or temporary database under a file URL)".into()));
+    }
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let read_only = query.split('&').any(|kv| kv == "mode=ro");
+    Ok(sqlite_writer::Target { path: path.into(), read_only })
 }
 
 /// Switches a SQLite file to write-ahead logging (persistent; readers never block writers).
