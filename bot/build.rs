@@ -21,8 +21,15 @@ fn main() {
     println!("cargo:rerun-if-env-changed=RUNBOT_SYMBOL_ORDER");
     let order = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("symbol-order.txt");
     if var("PROFILE") == "release" && var("TARGET") == "x86_64-unknown-linux-gnu" && var("RUNBOT_SYMBOL_ORDER") != "0" && order.is_file() {
-        println!("cargo:rustc-link-arg-bin=runbot=-Wl,--symbol-ordering-file={}", order.display());
-        println!("cargo:rustc-link-arg-bin=runbot=-Wl,--no-warn-symbol-ordering");
+        // The linker reads a copy in OUT_DIR, not the checkout's file: cargo reuses this
+        // script's output for another checkout of the same workspace sharing the target
+        // directory (a worktree, a CI clone), and a path into a checkout that was removed
+        // since failed the link.
+        let copy = std::path::Path::new(&var("OUT_DIR")).join("symbol-order.txt");
+        if std::fs::copy(&order, &copy).is_ok() {
+            println!("cargo:rustc-link-arg-bin=runbot=-Wl,--symbol-ordering-file={}", copy.display());
+            println!("cargo:rustc-link-arg-bin=runbot=-Wl,--no-warn-symbol-ordering");
+        }
     }
 }
 
