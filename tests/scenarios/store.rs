@@ -99,6 +99,30 @@ async fn sqlite_failed_group_commit_rolls_back_and_frees_the_lock() {
     assert_eq!(runbot_commands::audit::verify(&records, head_ref), Ok(2));
 }
 
+/// A SQLite file's WAL is checkpointed while appends go on: the group commit's own connection
+/// (`sqlite_writer.rs`) keeps SQLite's automatic checkpoints, so the WAL is copied into the
+/// database file and started over instead of growing with every commit.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_wal_stays_bounded_under_sustained_appends() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let db = dir.path().join("runbot.db");
+    let store = SqlStore::connect(&format!("sqlite://{}", db.display())).await.expect("connect to a new SQLite file");
+    // One commit each: 3,000 commits of 2-3 pages write ~30 MB of WAL frames; a checkpoint
+    // starts past 1,000 pages (4 MB).
+    let mut largest = 0;
+    for i in 0..3000 {
+        store.append_audit(&entry(i)).await.expect("append");
+        if i % 100 == 99 {
+            largest = largest.max(std::fs::metadata(dir.path().join("runbot.db-wal")).expect("the WAL").len());
+        }
+    }
+    println!("largest WAL seen: {largest} bytes");
+    assert!(largest < 12 << 20, "the WAL grew to {largest} bytes");
+    let (records, head) = store.audit_log().await.expect("audit_log");
+    assert_eq!(runbot_commands::audit::verify(&records, head.as_ref().map(|(s, h)| (*s, h.as_str()))), Ok(3000));
+    store.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_in_memory() {
     let store = SqlStore::connect("sqlite::memory:").await.expect("connect to an in-memory SQLite");
