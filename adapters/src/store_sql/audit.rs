@@ -9,8 +9,9 @@
 //! in its transaction, inserts them, moves the head once, commits (one fsync on SQLite, whose
 //! default `synchronous` is FULL), and only then answers each caller. A SQLite file's commits
 //! run on a thread of their own through SQLite's C API (`sqlite_writer.rs`); PostgreSQL's and
-//! an in-memory SQLite's go through the pool, with multi-row `INSERT`s. Under load many appends share one commit; alone, an append costs one commit plus the
-//! commit already in progress at most. An append is answered only once its record is durable.
+//! an in-memory SQLite's go through the pool, with multi-row `INSERT`s. Under load many appends
+//! share one commit; alone, an append costs one commit plus the commit already in progress at
+//! most. An append is answered only once its record is durable.
 
 use super::{Backend, backend_err, parse_ts, ts};
 use chrono::SubsecRound;
@@ -226,14 +227,14 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Starts the writer. A SQLite file (`file`) is written by a thread of its own
-    /// (`sqlite_writer.rs`). Otherwise commits go through the pool: with `hold`, the writer
+    /// (`sqlite_writer.rs`). Otherwise commits go through the pool: on PostgreSQL the writer
     /// keeps one of its connections between commits (no pool round trips per commit; a
-    /// connection that failed is handed back and another taken), else it takes one per commit
-    /// (an in-memory SQLite has only one).
-    pub(super) fn spawn(pool: AnyPool, backend: Backend, hold: bool, file: Option<super::sqlite_writer::Target>, key: AuditKeyCell) -> Writer {
+    /// connection that failed is handed back and another taken); an in-memory SQLite's only
+    /// connection is taken for each commit and handed back.
+    pub(super) fn spawn(pool: AnyPool, backend: Backend, file: Option<super::sqlite_writer::Target>, key: AuditKeyCell) -> Writer {
         let (jobs, rx) = mpsc::channel(QUEUE);
-        let thread = file.map(super::sqlite_writer::Thread::new);
-        tokio::spawn(run(Conn { pool, backend, hold, held: None, key, thread }, rx));
+        let thread = file.map(|f| super::sqlite_writer::Thread::new(f, key.clone()));
+        tokio::spawn(run(Conn { pool, backend, held: None, key, thread }, rx));
         Writer { jobs }
     }
 
@@ -272,7 +273,6 @@ impl Writer {
 struct Conn {
     pool: AnyPool,
     backend: Backend,
-    hold: bool,
     /// The connection kept since its last commit, and when that was.
     held: Option<(PoolConnection<Any>, Instant)>,
     /// The key records are keyed with, once set.
@@ -304,7 +304,7 @@ impl Conn {
     /// links and writes the audit entries (those of repeated commands left out), commits.
     async fn write(&mut self, batch: Batch) -> Result<Written, StoreError> {
         if let Some(thread) = &mut self.thread {
-            return thread.write(batch, self.key.get()).await;
+            return thread.write(batch).await;
         }
         // A connection kept busy is used as it is; one that sat idle goes back to the pool,
         // which checks it on the next acquire (a server may have closed it meanwhile).
@@ -326,7 +326,7 @@ impl Conn {
         };
         // Kept only after a commit that went through: after a failure the connection goes
         // back to the pool, which checks it (and closes it when broken).
-        if self.hold {
+        if self.backend == Backend::Postgres {
             self.held = Some((conn, Instant::now()));
         }
         Ok(written)

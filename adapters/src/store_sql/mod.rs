@@ -193,7 +193,7 @@ impl SqlStore {
             _ => None,
         };
         let audit_key = audit::AuditKeyCell::default();
-        let audit = audit::Writer::spawn(pool.clone(), backend, !in_memory, file, audit_key.clone());
+        let audit = audit::Writer::spawn(pool.clone(), backend, file, audit_key.clone());
         Ok(SqlStore { pool, backend, in_memory, audit, audit_key, url, liveness: replicas::Liveness::default() })
     }
 
@@ -282,9 +282,8 @@ impl SqlStore {
 /// Adds `mode=rwc` to a SQLite file URL that does not choose a mode, so a missing file is
 /// created. Returns the URL and whether it names an in-memory database.
 fn sqlite_url(url: &str) -> (String, bool) {
-    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
-    let has_mode = query.split('&').any(|kv| kv.starts_with("mode="));
-    let in_memory = url.contains(":memory:") || query.split('&').any(|kv| kv == "mode=memory");
+    let has_mode = url_params(url).any(|kv| kv.starts_with("mode="));
+    let in_memory = url.contains(":memory:") || url_params(url).any(|kv| kv == "mode=memory");
     if in_memory || has_mode {
         return (url.to_string(), in_memory);
     }
@@ -303,9 +302,13 @@ async fn sqlite_file(pool: &AnyPool, url: &str) -> Result<sqlite_writer::Target,
     if path.is_empty() {
         return Err(SetupError("the SQLite store has no file (an in-memory or temporary database under a file URL)".into()));
     }
-    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
-    let read_only = query.split('&').any(|kv| kv == "mode=ro");
+    let read_only = url_params(url).any(|kv| kv == "mode=ro");
     Ok(sqlite_writer::Target { path: path.into(), read_only })
+}
+
+/// A store URL's query parameters, `key=value` each.
+fn url_params(url: &str) -> impl Iterator<Item = &str> {
+    url.split_once('?').map(|(_, q)| q).unwrap_or("").split('&')
 }
 
 /// Switches a SQLite file to write-ahead logging (persistent; readers never block writers).

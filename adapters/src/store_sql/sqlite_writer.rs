@@ -13,7 +13,7 @@
 //! fails is rolled back and the connection closed; the next batch opens a new one, so nothing
 //! of a failed transaction can ride on a later commit.
 
-use super::audit::{self as log, Batch, Written};
+use super::audit::{self as log, AuditKeyCell, Batch, Written};
 use super::ts;
 use runbot_commands::audit::AuditKey;
 use runbot_commands::ports::store::StoreError;
@@ -38,13 +38,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Call {
     batch: Batch,
-    key: Option<AuditKey>,
     reply: oneshot::Sender<Result<Written, StoreError>>,
 }
 
 /// The thread, started on first use and again after it stopped.
 pub(super) struct Thread {
     target: Target,
+    /// What the audit records are keyed with, once set.
+    key: AuditKeyCell,
     calls: Option<mpsc::Sender<Call>>,
     /// Closed (dropped by the thread) once its connection is closed.
     gone: Option<oneshot::Receiver<()>>,
@@ -55,18 +56,18 @@ fn stopped() -> StoreError {
 }
 
 impl Thread {
-    pub(super) fn new(target: Target) -> Thread {
-        Thread { target, calls: None, gone: None }
+    pub(super) fn new(target: Target, key: AuditKeyCell) -> Thread {
+        Thread { target, key, calls: None, gone: None }
     }
 
-    /// Writes `batch` in one transaction; `key`: what the audit records are keyed with.
-    pub(super) async fn write(&mut self, batch: Batch, key: Option<&AuditKey>) -> Result<Written, StoreError> {
+    /// Writes `batch` in one transaction.
+    pub(super) async fn write(&mut self, batch: Batch) -> Result<Written, StoreError> {
         let calls = match &self.calls {
-            Some(c) => c.clone(),
+            Some(c) => c,
             None => self.start()?,
         };
         let (reply, answer) = oneshot::channel();
-        if calls.send(Call { batch, key: key.cloned(), reply }).is_err() {
+        if calls.send(Call { batch, reply }).is_err() {
             self.calls = None;
             return Err(stopped());
         }
@@ -77,17 +78,16 @@ impl Thread {
         })
     }
 
-    fn start(&mut self) -> Result<mpsc::Sender<Call>, StoreError> {
+    fn start(&mut self) -> Result<&mpsc::Sender<Call>, StoreError> {
         let (calls, rx) = mpsc::channel();
         let (gone, gone_rx) = oneshot::channel();
-        let target = self.target.clone();
+        let (target, key) = (self.target.clone(), self.key.clone());
         std::thread::Builder::new()
             .name("runbot-sqlite-writer".into())
-            .spawn(move || serve(&target, rx, gone))
+            .spawn(move || serve(&target, &key, rx, gone))
             .map_err(|e| StoreError::Backend(format!("starting the SQLite writer thread: {e}")))?;
-        self.calls = Some(calls.clone());
         self.gone = Some(gone_rx);
-        Ok(calls)
+        Ok(self.calls.insert(calls))
     }
 
     /// Stops the thread once it has answered what it was sent, and waits until its connection
@@ -100,12 +100,12 @@ impl Thread {
     }
 }
 
-fn serve(target: &Target, calls: mpsc::Receiver<Call>, gone: oneshot::Sender<()>) {
+fn serve(target: &Target, key: &AuditKeyCell, calls: mpsc::Receiver<Call>, gone: oneshot::Sender<()>) {
     let mut conn: Option<Connection> = None;
-    while let Ok(Call { batch, key, reply }) = calls.recv() {
+    while let Ok(Call { batch, reply }) = calls.recv() {
         let written = match &mut conn {
-            Some(c) => write(c, key.as_ref(), batch),
-            None => open(target).and_then(|c| write(conn.insert(c), key.as_ref(), batch)),
+            Some(c) => write(c, key.get(), batch),
+            None => open(target).and_then(|c| write(conn.insert(c), key.get(), batch)),
         };
         if written.is_err()
             && let Some(c) = conn.take()
