@@ -280,9 +280,9 @@ stop_sampler() { kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID" 2>
 # response, drawn uniformly from 0 to twice that so the connections do not fire in step; wrk's
 # latency is from write to full response, not corrected for coordinated omission). Max
 # throughput: $CONNS connections, as fast as acks come back.
-# The server not being measured is stopped (SIGSTOP) meanwhile: idle, Bolt still ran V8's
-# garbage collector on the shared core (a 145 MB heap, seconds after its last load) and put
-# 10-30 ms stalls into runbot's fixed-rate phases.
+# The server not being measured is stopped (SIGSTOP) meanwhile, so that one server at a time
+# runs on the core: idle, Bolt can still collect its 145 MB heap there (V8 does some seconds
+# after a load ends).
 ROUNDS=${BENCH_ROUNDS:-3}
 DELAY_MS=$(( RATE_CONNS * 1000 / RATE ))
 FIXED=""; PEAK=""; CPU_US=""; BOLT_FIXED=""; BOLT_PEAK=""; BOLT_CPU_US=""
