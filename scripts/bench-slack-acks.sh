@@ -272,14 +272,7 @@ start_sampler() {
 stop_sampler() { kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID" 2>/dev/null || true; SAMPLER_PID=""; }
 
 # --- 6, 7. rounds: fixed rate, then max throughput; runbot, then Bolt ----------------------
-# The machine's speed drifts by tens of percent from one minute to the next (the same runbot
-# binary: 26,188 and 36,286 acks/s in consecutive runs), so one pair of phases is a noisy
-# ratio. Each round measures runbot and then Bolt back to back; the report gives every round
-# and judges the median. Fixed rate: ~$RATE req/s, wrk paced with a per-connection delay
-# (closed loop: $RATE_CONNS connections, each waiting on average conns*1000/rate ms after every
-# response, drawn uniformly from 0 to twice that so the connections do not fire in step; wrk's
-# latency is from write to full response, not corrected for coordinated omission). Max
-# throughput: $CONNS connections, as fast as acks come back.
+# The phases and why there are rounds: the header, step 6.
 # The server not being measured is stopped (SIGSTOP) meanwhile, so that one server at a time
 # runs on the core: idle, Bolt can still collect its 145 MB heap there (V8 does some seconds
 # after a load ends).
