@@ -299,6 +299,16 @@ pub(super) struct Written {
     pub records: Vec<Option<AuditRecord>>,
 }
 
+impl Written {
+    /// What a commit wrote: `records` are those of the entries [`kept`] left in, in order;
+    /// `keep` says, for each entry of the batch, whether it was.
+    pub(super) fn new(recorded: Vec<bool>, keep: &[bool], records: Vec<AuditRecord>) -> Written {
+        let mut records = records.into_iter();
+        let records = keep.iter().map(|k| if *k { records.next() } else { None }).collect();
+        Written { recorded, records }
+    }
+}
+
 impl Conn {
     /// One group commit's transaction: records the received commands, marks the done ones,
     /// links and writes the audit entries (those of repeated commands left out), commits.
@@ -345,10 +355,9 @@ async fn write_pooled(backend: Backend, key: Option<&audit::AuditKey>, conn: &mu
     let recorded = super::inbox::record_in(backend, conn, &batch.inbound).await?;
     super::inbox::done_in(backend, conn, &batch.done).await?;
     let (entries, keep) = kept(batch.entries, &recorded);
-    let mut records = write_in(backend, key, conn, entries).await?.into_iter();
+    let records = write_in(backend, key, conn, entries).await?;
     sqlx::query("COMMIT").execute(&mut *conn).await.map_err(backend_err("committing audit records"))?;
-    let records = keep.iter().map(|k| if *k { records.next() } else { None }).collect();
-    Ok(Written { recorded, records })
+    Ok(Written::new(recorded, &keep, records))
 }
 
 /// The audit entries to write — those of repeated commands left out — and which were kept.

@@ -201,7 +201,5 @@ fn write(conn: &mut Connection, key: Option<&AuditKey>, batch: Batch) -> Result<
             .map_err(err("moving the audit head"))?;
     }
     conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map_err(err("committing audit records"))?;
-    let mut records = records.into_iter();
-    let records = keep.iter().map(|k| if *k { records.next() } else { None }).collect();
-    Ok(Written { recorded, records })
+    Ok(Written::new(recorded, &keep, records))
 }
