@@ -99,9 +99,11 @@ async fn sqlite_failed_group_commit_rolls_back_and_frees_the_lock() {
     assert_eq!(runbot_commands::audit::verify(&records, head_ref), Ok(2));
 }
 
-/// A SQLite file's WAL is checkpointed while appends go on: the group commit's own connection
-/// (`sqlite_writer.rs`) keeps SQLite's automatic checkpoints, so the WAL is copied into the
-/// database file and started over instead of growing with every commit.
+/// A SQLite file's WAL is checkpointed while appends go on: beside the group commit's own
+/// connection (`sqlite_writer.rs`) a checkpointer thread copies the WAL into the database file
+/// 250 ms after a commit — the writer copying the rest when commits left the checkpointer no
+/// gap to copy all of it — and the next commit starts it over instead of growing with every
+/// commit.
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_wal_stays_bounded_under_sustained_appends() {
     let dir = tempfile::tempdir().expect("temporary directory");
