@@ -372,6 +372,13 @@ mod tests {
         conn.execute("INSERT INTO pages (body) VALUES (zeroblob(4000))", []).expect("commit");
     }
 
+    /// `n` such commits: more than SQLite's 1,000-frame autocheckpoint threshold.
+    fn commit_pages(conn: &Connection, n: usize) {
+        for _ in 0..n {
+            commit_a_page(conn);
+        }
+    }
+
     /// The WAL's frames, from another connection (whose checkpoint copies them; the number
     /// is what was there before).
     fn wal_frames(target: &Target) -> i64 {
@@ -387,9 +394,7 @@ mod tests {
         let before = db_size();
         // SQLite's autocheckpoint would copy the WAL into the file inside the commit that
         // took it past 1,000 frames, and the next commit would start the WAL over.
-        for _ in 0..1500 {
-            commit_a_page(&conn);
-        }
+        commit_pages(&conn, 1500);
         assert_eq!(db_size(), before, "nothing was copied into the database file");
         let frames = wal_frames(&target);
         assert!(frames >= 1500, "the WAL was started over: {frames} frames");
@@ -400,9 +405,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let (target, conn) = writer_on_a_new_file(dir.path());
         let mut checkpointer = Checkpointer::new(&target);
-        for _ in 0..1500 {
-            commit_a_page(&conn);
-        }
+        commit_pages(&conn, 1500);
         // As the checkpointer leaves it after its checkpoint.
         checkpointer.writers_turn.store(true, Ordering::Relaxed);
         checkpointer.after_commit(&conn);
@@ -422,9 +425,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let (target, conn) = writer_on_a_new_file(dir.path());
         let mut checkpointer = Checkpointer::new(&target);
-        for _ in 0..1500 {
-            commit_a_page(&conn);
-        }
+        commit_pages(&conn, 1500);
         let db_size = || std::fs::metadata(&target.path).expect("the database file").len();
         let before = db_size();
         let asked = std::time::Instant::now();
