@@ -371,8 +371,11 @@ async fn verification_accepts_signed_bodies_and_rejects_tampered_stale_and_missi
     assert_eq!(v.verify(Some(&sig), Some(&ts), cmd.body.as_bytes(), now), Ok(()));
     let tampered = cmd.body.replace("promotions-api", "payments-api");
     assert_eq!(v.verify(Some(&sig), Some(&ts), tampered.as_bytes(), now), Err(Rejection::Mismatch));
+    // 301 s old when checked: measured from its own timestamp, as a second may have ticked
+    // since `now` was read.
     let (old_sig, old_ts) = cmd.signature(301);
-    assert_eq!(v.verify(Some(&old_sig), Some(&old_ts), cmd.body.as_bytes(), now), Err(Rejection::Stale));
+    let signed_at: i64 = old_ts.parse().expect("a timestamp");
+    assert_eq!(v.verify(Some(&old_sig), Some(&old_ts), cmd.body.as_bytes(), signed_at + 301), Err(Rejection::Stale));
     assert_eq!(v.verify(None, Some(&ts), cmd.body.as_bytes(), now), Err(Rejection::Missing));
     assert_eq!(v.verify(Some(&sig), None, cmd.body.as_bytes(), now), Err(Rejection::Missing));
     assert_eq!(v.verify(Some("00"), Some(&ts), cmd.body.as_bytes(), now), Err(Rejection::Malformed));
