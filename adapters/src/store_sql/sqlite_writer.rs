@@ -148,17 +148,22 @@ fn serve(target: &Target, key: &AuditKeyCell, calls: mpsc::Receiver<Call>, gone:
 /// The checkpointer thread, started after the first commit. A read-only store has none.
 struct Checkpointer {
     target: Option<Target>,
-    /// Holds at most one request: asking again while one waits changes nothing, and wakes
-    /// nobody.
-    ask: Option<mpsc::SyncSender<()>>,
-    /// Dropped to stop the thread at once, even while it waits out [`CHECKPOINT_AFTER`].
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    running: Option<Running>,
     /// Set by the checkpointer after its checkpoint: the writer copies the rest (what was
     /// committed meanwhile) after its next commit, and the WAL stays bounded. The checkpointer
     /// starts none meanwhile, so that the writer's (which does not wait for another one) gets
     /// its turn.
     writers_turn: Arc<AtomicBool>,
+}
+
+/// The checkpointer thread while it runs.
+struct Running {
+    /// Holds at most one request: asking again while one waits changes nothing, and wakes
+    /// nobody.
+    ask: mpsc::SyncSender<()>,
+    /// Dropped to stop the thread at once, even while it waits out [`CHECKPOINT_AFTER`].
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// Runs a passive checkpoint (it waits for no reader or writer) on `conn`: `None` when another
@@ -173,7 +178,7 @@ fn checkpoint(conn: &Connection) -> Result<Option<(i64, i64)>, StoreError> {
 
 impl Checkpointer {
     fn new(target: &Target) -> Checkpointer {
-        Checkpointer { target: (!target.read_only).then(|| target.clone()), ask: None, stop: None, thread: None, writers_turn: Arc::default() }
+        Checkpointer { target: (!target.read_only).then(|| target.clone()), running: None, writers_turn: Arc::default() }
     }
 
     fn after_commit(&mut self, conn: &Connection) {
@@ -191,14 +196,14 @@ impl Checkpointer {
             }
             return;
         }
-        if self.ask.is_none()
+        if self.running.is_none()
             && let Err(e) = self.start()
         {
             self.without_thread(conn, &format!("starting the SQLite checkpointer thread: {e}"));
             return;
         }
-        if let Some(ask) = &self.ask
-            && let Err(mpsc::TrySendError::Disconnected(())) = ask.try_send(())
+        if let Some(running) = &self.running
+            && let Err(mpsc::TrySendError::Disconnected(())) = running.ask.try_send(())
         {
             // The thread ended (it panicked).
             self.without_thread(conn, "the SQLite checkpointer thread ended");
@@ -212,9 +217,7 @@ impl Checkpointer {
         let writers_turn = self.writers_turn.clone();
         let thread =
             std::thread::Builder::new().name("runbot-sqlite-ckpt".into()).spawn(move || checkpoints(&target, &asked, &stopped, &writers_turn))?;
-        self.thread = Some(thread);
-        self.ask = Some(ask);
-        self.stop = Some(stop);
+        self.running = Some(Running { ask, stop, thread });
         Ok(())
     }
 
@@ -228,10 +231,9 @@ impl Checkpointer {
 
     /// Ends the thread once its checkpoint in progress is done; its connection is closed then.
     fn stop(&mut self) {
-        self.ask = None;
-        self.stop = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(Running { ask, stop, thread }) = self.running.take() {
+            drop((ask, stop));
+            let _ = thread.join();
         }
     }
 }
@@ -409,14 +411,14 @@ mod tests {
         // As the checkpointer leaves it after its checkpoint.
         checkpointer.writers_turn.store(true, Ordering::Relaxed);
         checkpointer.after_commit(&conn);
-        assert!(checkpointer.thread.is_none(), "the checkpointer thread was not asked");
+        assert!(checkpointer.running.is_none(), "the checkpointer thread was not asked");
         assert!(!checkpointer.writers_turn.load(Ordering::Relaxed), "the whole WAL was copied: the checkpointer's turn again");
         // So the next commit starts the WAL over.
         commit_a_page(&conn);
         let frames = wal_frames(&target);
         assert!(frames < 10, "the WAL was not started over: {frames} frames");
         checkpointer.after_commit(&conn);
-        assert!(checkpointer.thread.is_some(), "the checkpointer thread was asked");
+        assert!(checkpointer.running.is_some(), "the checkpointer thread was asked");
         checkpointer.stop();
     }
 
