@@ -381,6 +381,19 @@ mod tests {
         }
     }
 
+    /// The writer's connection to a new file whose WAL holds 1,500 commits, and a checkpointer
+    /// for it, not started.
+    fn a_full_wal_and_its_checkpointer(dir: &std::path::Path) -> (Target, Connection, Checkpointer) {
+        let (target, conn) = writer_on_a_new_file(dir);
+        let checkpointer = Checkpointer::new(&target);
+        commit_pages(&conn, 1500);
+        (target, conn, checkpointer)
+    }
+
+    fn db_size(target: &Target) -> u64 {
+        std::fs::metadata(&target.path).expect("the database file").len()
+    }
+
     /// The WAL's frames, from another connection (whose checkpoint copies them; the number
     /// is what was there before).
     fn wal_frames(target: &Target) -> i64 {
@@ -392,12 +405,11 @@ mod tests {
     fn the_writers_commits_never_checkpoint() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let (target, conn) = writer_on_a_new_file(dir.path());
-        let db_size = || std::fs::metadata(&target.path).expect("the database file").len();
-        let before = db_size();
+        let before = db_size(&target);
         // SQLite's autocheckpoint would copy the WAL into the file inside the commit that
         // took it past 1,000 frames, and the next commit would start the WAL over.
         commit_pages(&conn, 1500);
-        assert_eq!(db_size(), before, "nothing was copied into the database file");
+        assert_eq!(db_size(&target), before, "nothing was copied into the database file");
         let frames = wal_frames(&target);
         assert!(frames >= 1500, "the WAL was started over: {frames} frames");
     }
@@ -405,9 +417,7 @@ mod tests {
     #[test]
     fn the_writer_copies_the_rest_after_its_commit() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let (target, conn) = writer_on_a_new_file(dir.path());
-        let mut checkpointer = Checkpointer::new(&target);
-        commit_pages(&conn, 1500);
+        let (target, conn, mut checkpointer) = a_full_wal_and_its_checkpointer(dir.path());
         // As the checkpointer leaves it after its checkpoint.
         checkpointer.writers_turn.store(true, Ordering::Relaxed);
         checkpointer.after_commit(&conn);
@@ -425,16 +435,13 @@ mod tests {
     #[test]
     fn the_checkpointer_copies_the_wal_soon_after_a_commit_and_stops_at_once() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let (target, conn) = writer_on_a_new_file(dir.path());
-        let mut checkpointer = Checkpointer::new(&target);
-        commit_pages(&conn, 1500);
-        let db_size = || std::fs::metadata(&target.path).expect("the database file").len();
-        let before = db_size();
+        let (target, conn, mut checkpointer) = a_full_wal_and_its_checkpointer(dir.path());
+        let before = db_size(&target);
         let asked = std::time::Instant::now();
         checkpointer.after_commit(&conn);
         // Copied by the thread: the file grows by the WAL's pages (its size is set once every
         // page is written, before the checkpoint ends).
-        while db_size() == before {
+        while db_size(&target) == before {
             assert!(asked.elapsed() < Duration::from_secs(30), "no checkpoint 30 s after a commit");
             std::thread::sleep(Duration::from_millis(5));
         }
