@@ -149,6 +149,9 @@ fn serve(target: &Target, key: &AuditKeyCell, calls: mpsc::Receiver<Call>, gone:
 struct Checkpointer {
     target: Option<Target>,
     running: Option<Running>,
+    /// The thread could not start, or ended: SQLite checkpoints inside the commits, on every
+    /// connection the writer opens from then on.
+    inside_commits: bool,
     /// Set by the checkpointer after its checkpoint: the writer copies the rest (what was
     /// committed meanwhile) after its next commit, and the WAL stays bounded. The checkpointer
     /// starts none meanwhile, so that the writer's (which does not wait for another one) gets
@@ -178,10 +181,15 @@ fn checkpoint(conn: &Connection) -> Result<Option<(i64, i64)>, StoreError> {
 
 impl Checkpointer {
     fn new(target: &Target) -> Checkpointer {
-        Checkpointer { target: (!target.read_only).then(|| target.clone()), running: None, writers_turn: Arc::default() }
+        Checkpointer { target: (!target.read_only).then(|| target.clone()), running: None, inside_commits: false, writers_turn: Arc::default() }
     }
 
     fn after_commit(&mut self, conn: &Connection) {
+        if self.inside_commits {
+            // The connection may be a new one, opened without SQLite's autocheckpoint.
+            let _ = conn.execute_batch("PRAGMA wal_autocheckpoint = 1000");
+            return;
+        }
         if self.target.is_none() {
             return;
         }
@@ -225,7 +233,7 @@ impl Checkpointer {
     fn without_thread(&mut self, conn: &Connection, why: &str) {
         tracing::warn!("{why}; the SQLite store's WAL is checkpointed inside commits from now on");
         let _ = conn.execute_batch("PRAGMA wal_autocheckpoint = 1000");
-        self.target = None;
+        self.inside_commits = true;
         self.stop();
     }
 
@@ -458,5 +466,23 @@ mod tests {
         let stopping = std::time::Instant::now();
         checkpointer.stop();
         assert!(stopping.elapsed() < CHECKPOINT_AFTER, "stopping took {:?}", stopping.elapsed());
+    }
+
+    #[test]
+    fn without_the_thread_every_connection_of_the_writer_checkpoints_inside_its_commits() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (target, conn) = writer_on_a_new_file(dir.path());
+        let autocheckpoint = |c: &Connection| -> i64 { c.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0)).expect("read the pragma") };
+        let mut checkpointer = Checkpointer::new(&target);
+        checkpointer.without_thread(&conn, "a test");
+        assert_eq!(autocheckpoint(&conn), 1000);
+        // A failed write closes the writer's connection; the next one is opened without.
+        drop(conn);
+        let again = open(&target).expect("the writer's next connection");
+        assert_eq!(autocheckpoint(&again), 0);
+        commit_a_page(&again);
+        checkpointer.after_commit(&again);
+        assert_eq!(autocheckpoint(&again), 1000, "the new connection checkpoints inside its commits");
+        assert!(checkpointer.running.is_none());
     }
 }
